@@ -1,0 +1,386 @@
+//! The `providers.toml` schema.
+//!
+//! Every table denies unknown keys and every closed set of values is an enum, so a typo is a
+//! startup error rather than a silently ignored setting. Cross-field rules (duplicate domains,
+//! secret references, URL shapes) live in [`super::validate`], which knows the key path of every
+//! value it rejects.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::secret::Secret;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// `[server]`: listeners, process settings and timeouts shared by every provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Key material for sealing replayable credentials; created (0600) on first start if absent.
+    pub secret_file: Option<PathBuf>,
+    /// Worker threads for the proxy; defaults to the number of cores.
+    pub threads: Option<NonZeroUsize>,
+    #[serde(default = "default_grace_period")]
+    pub grace_period_seconds: u64,
+    #[serde(default = "default_graceful_shutdown_timeout")]
+    pub graceful_shutdown_timeout_seconds: u64,
+    #[serde(default = "default_keepalive_pool")]
+    pub upstream_keepalive_pool_size: usize,
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listeners: default_listeners(),
+            metrics: MetricsConfig::default(),
+            data_dir: default_data_dir(),
+            secret_file: None,
+            threads: None,
+            grace_period_seconds: default_grace_period(),
+            graceful_shutdown_timeout_seconds: default_graceful_shutdown_timeout(),
+            upstream_keepalive_pool_size: default_keepalive_pool(),
+            access_log: true,
+            timeouts: TimeoutsConfig::default(),
+        }
+    }
+}
+
+/// One `[[server.listeners]]` entry: plain HTTP, or TLS when `tls` is present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: Option<TlsListenerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Offer HTTP/2 through ALPN next to HTTP/1.1.
+    #[serde(default = "default_true")]
+    pub http2: bool,
+}
+
+/// `[server.metrics]`: the Prometheus listener, kept apart from client traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "default_metrics_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            address: default_metrics_address(),
+        }
+    }
+}
+
+/// `[server.timeouts]`. Units are in the key names so that a bare number is never ambiguous.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    #[serde(default = "default_upstream_read_seconds")]
+    pub upstream_read_seconds: u64,
+    #[serde(default = "default_downstream_read_seconds")]
+    pub downstream_read_seconds: u64,
+    /// Idle limit on long-lived XSI-Events streams, in both directions. BroadWorks sends a
+    /// heartbeat document on the stream well inside this, so only a dead stream hits it.
+    #[serde(default = "default_stream_idle_seconds")]
+    pub stream_idle_seconds: u64,
+    /// How long an unused upstream connection stays in the pool.
+    #[serde(default = "default_upstream_idle_seconds")]
+    pub upstream_idle_seconds: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: default_connect_ms(),
+            upstream_read_seconds: default_upstream_read_seconds(),
+            downstream_read_seconds: default_downstream_read_seconds(),
+            stream_idle_seconds: default_stream_idle_seconds(),
+            upstream_idle_seconds: default_upstream_idle_seconds(),
+        }
+    }
+}
+
+/// One `[[plugins]]` entry. The free-form `config` table is handed to the plugin's init, which
+/// validates it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[providers.<id>]`: one service provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// User-id domains (`user@<domain>`) that belong to this provider.
+    pub domains: Vec<String>,
+    /// XSP base URLs (scheme, host and optional port only).
+    pub xsp: Vec<url::Url>,
+    /// PEM bundle trusted for this provider's HTTPS upstreams instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    /// Gateway services: `/api/dialer/services/gateway/<name>/*` goes to the URL given here.
+    #[serde(default)]
+    pub gateway: BTreeMap<String, url::Url>,
+    #[serde(default)]
+    pub applets: BTreeMap<String, AppletConfig>,
+    pub master: Option<MasterCredentials>,
+    #[serde(default = "default_login")]
+    pub login: Vec<LoginMethod>,
+    pub events: Option<EventsConfig>,
+    /// Genesys Screen Recording settings; validated by the `srs-login` plugin that reads them.
+    pub srs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Firebase settings; validated by the `firebase-sync` plugin that reads them.
+    pub firebase: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub cors_origins: Vec<url::Url>,
+    /// Names of `[[plugins]]` entries this provider uses.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+}
+
+/// Active health checking of a provider's XSPs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Probed with GET; any answer below 500 (a 401 included) means the XSP is serving.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failures (probes or proxied connects) that mark an XSP down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Consecutive successful probes that mark a down XSP up again.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            interval_ms: default_health_interval_ms(),
+            timeout_ms: default_health_timeout_ms(),
+            fall: default_fall(),
+            rise: default_rise(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppletConfig {
+    pub url: url::Url,
+    #[serde(default)]
+    pub mode: AppletMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppletMode {
+    /// `/apps/<name>/*` is proxied to the applet.
+    #[default]
+    Proxy,
+    /// The browser is sent to the applet with a short-lived signed token.
+    Redirect,
+}
+
+/// Master (administrator) credentials. The password is only ever a reference.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterCredentials {
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Present only so that an inline password gets a precise error instead of "unknown field".
+    #[serde(default, rename = "password")]
+    pub inline_password: Option<IgnoredAny>,
+    /// Filled in by validation from `password_env` or `password_file`.
+    #[serde(skip)]
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginMethod {
+    Broadsoft,
+    Email,
+    Phone,
+    O365,
+    Onelogin,
+    Saml,
+}
+
+impl LoginMethod {
+    /// Whether the method needs the provider's master credentials to look users up.
+    pub fn needs_master(self) -> bool {
+        !matches!(self, Self::Broadsoft)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default)]
+    pub level: EventLevel,
+    #[serde(default = "EventPackage::defaults")]
+    pub packages: Vec<EventPackage>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLevel {
+    /// One channel set per logged-in user, on the user's own credentials.
+    #[default]
+    User,
+    /// One channel set per group, on master credentials.
+    Group,
+    /// One channel set per enterprise or service provider, on master credentials ("full BLF").
+    Enterprise,
+}
+
+/// XSI-Events package names exactly as BroadWorks spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum EventPackage {
+    #[serde(rename = "Advanced Call")]
+    AdvancedCall,
+    #[serde(rename = "Basic Call")]
+    BasicCall,
+    #[serde(rename = "Standard Call")]
+    StandardCall,
+    #[serde(rename = "Do Not Disturb")]
+    DoNotDisturb,
+    #[serde(rename = "Call Center Queue")]
+    CallCenterQueue,
+    #[serde(rename = "Call Center Agent")]
+    CallCenterAgent,
+    #[serde(rename = "Call Center Agent Monitoring")]
+    CallCenterAgentMonitoring,
+    #[serde(rename = "Call Center Monitoring")]
+    CallCenterMonitoring,
+    #[serde(rename = "Voice Mail Message Summary")]
+    VoiceMailMessageSummary,
+    #[serde(rename = "Call Forwarding Always")]
+    CallForwardingAlways,
+    #[serde(rename = "Remote Office")]
+    RemoteOffice,
+    #[serde(rename = "CommPilot Express")]
+    CommPilotExpress,
+}
+
+impl EventPackage {
+    /// The packages kept alive when `events.packages` is not given (design §2.4).
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::AdvancedCall,
+            Self::DoNotDisturb,
+            Self::CallCenterQueue,
+            Self::CallCenterAgentMonitoring,
+            Self::VoiceMailMessageSummary,
+            Self::CallForwardingAlways,
+            Self::RemoteOffice,
+            Self::CallCenterMonitoring,
+            Self::CommPilotExpress,
+        ]
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig {
+        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        tls: None,
+    }]
+}
+fn default_metrics_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_grace_period() -> u64 {
+    30
+}
+fn default_graceful_shutdown_timeout() -> u64 {
+    5
+}
+fn default_keepalive_pool() -> usize {
+    1024
+}
+fn default_connect_ms() -> u64 {
+    2_000
+}
+fn default_upstream_read_seconds() -> u64 {
+    60
+}
+fn default_downstream_read_seconds() -> u64 {
+    60
+}
+fn default_stream_idle_seconds() -> u64 {
+    180
+}
+fn default_upstream_idle_seconds() -> u64 {
+    60
+}
+fn default_health_path() -> String {
+    "/com.broadsoft.xsi-actions/v2.0/versions".to_owned()
+}
+fn default_health_interval_ms() -> u64 {
+    2_000
+}
+fn default_health_timeout_ms() -> u64 {
+    1_000
+}
+fn default_fall() -> u32 {
+    2
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_login() -> Vec<LoginMethod> {
+    vec![LoginMethod::Broadsoft]
+}

@@ -1,0 +1,328 @@
+//! Rules that serde alone cannot express: cross-field and cross-provider checks, URL shapes,
+//! secret references, and files that must be readable. The first problem found is returned with
+//! the key path of the value at fault; the loader turns that path into a line and column.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::error::KeyPath;
+use super::schema::{Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig};
+use super::secret::Secret;
+
+/// A rule violation at a key path.
+#[derive(Debug)]
+pub struct Problem {
+    pub path: KeyPath,
+    pub message: String,
+}
+
+type Checked<T = ()> = Result<T, Problem>;
+
+fn problem(path: &KeyPath, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.clone(),
+        message: message.into(),
+    }
+}
+
+/// Checks `config`, resolves its secret references, and makes relative paths relative to
+/// `base_dir` (the directory of the configuration file).
+pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
+    let root = KeyPath::root();
+    validate_server(&mut config.server, &root.key("server"), base_dir)?;
+
+    let plugins = root.key("plugins");
+    let mut plugin_names = HashSet::new();
+    for (i, plugin) in config.plugins.iter_mut().enumerate() {
+        let at = plugins.index(i);
+        check_identifier(&plugin.name, &at.key("name"), "plugin name")?;
+        if !plugin_names.insert(plugin.name.clone()) {
+            return Err(problem(&at.key("name"), format!("plugin `{}` is listed twice", plugin.name)));
+        }
+        plugin.path = relative_to(base_dir, &plugin.path);
+    }
+
+    let providers = root.key("providers");
+    if config.providers.is_empty() {
+        return Err(problem(&providers, "at least one provider must be configured"));
+    }
+    let mut domain_owner: HashMap<String, String> = HashMap::new();
+    for (id, provider) in &mut config.providers {
+        let at = providers.key(id);
+        check_identifier(id, &at, "provider id")?;
+        validate_provider(provider, &at, base_dir, &plugin_names)?;
+        for (i, domain) in provider.domains.iter().enumerate() {
+            if let Some(owner) = domain_owner.insert(domain.clone(), id.clone()) {
+                let message = if &owner == id {
+                    format!("domain `{domain}` is listed twice")
+                } else {
+                    format!("domain `{domain}` already belongs to provider `{owner}`")
+                };
+                return Err(problem(&at.key("domains").index(i), message));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> Checked {
+    let listeners = at.key("listeners");
+    if server.listeners.is_empty() {
+        return Err(problem(&listeners, "at least one listener is required"));
+    }
+    let mut addresses = HashSet::new();
+    for (i, listener) in server.listeners.iter_mut().enumerate() {
+        let here = listeners.index(i);
+        if !addresses.insert(listener.address) {
+            return Err(problem(&here.key("address"), format!("address {} is used twice", listener.address)));
+        }
+        if let Some(tls) = &mut listener.tls {
+            tls.cert_file = relative_to(base_dir, &tls.cert_file);
+            tls.key_file = relative_to(base_dir, &tls.key_file);
+            check_readable(&tls.cert_file, &here.key("tls").key("cert_file"))?;
+            check_readable(&tls.key_file, &here.key("tls").key("key_file"))?;
+        }
+    }
+    if addresses.contains(&server.metrics.address) {
+        return Err(problem(
+            &at.key("metrics").key("address"),
+            "the metrics listener must not share an address with a proxy listener",
+        ));
+    }
+    server.data_dir = relative_to(base_dir, &server.data_dir);
+    if let Some(secret_file) = &mut server.secret_file {
+        *secret_file = relative_to(base_dir, secret_file);
+        // A missing file is created on first start; one that exists must be usable.
+        if secret_file.exists() {
+            check_readable(secret_file, &at.key("secret_file"))?;
+        }
+    }
+    let timeouts = at.key("timeouts");
+    for (key, value) in [
+        ("connect_ms", server.timeouts.connect_ms),
+        ("upstream_read_seconds", server.timeouts.upstream_read_seconds),
+        ("downstream_read_seconds", server.timeouts.downstream_read_seconds),
+        ("stream_idle_seconds", server.timeouts.stream_idle_seconds),
+        ("upstream_idle_seconds", server.timeouts.upstream_idle_seconds),
+    ] {
+        if value == 0 {
+            return Err(problem(&timeouts.key(key), "must be greater than zero"));
+        }
+    }
+    if server.upstream_keepalive_pool_size == 0 {
+        return Err(problem(&at.key("upstream_keepalive_pool_size"), "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn validate_provider(
+    provider: &mut ProviderConfig,
+    at: &KeyPath,
+    base_dir: &Path,
+    plugin_names: &HashSet<String>,
+) -> Checked {
+    if provider.domains.is_empty() {
+        return Err(problem(&at.key("domains"), "at least one domain is required"));
+    }
+    for (i, domain) in provider.domains.iter().enumerate() {
+        check_domain(domain, &at.key("domains").index(i))?;
+    }
+
+    if provider.xsp.is_empty() {
+        return Err(problem(&at.key("xsp"), "at least one XSP URL is required"));
+    }
+    let mut seen = HashSet::new();
+    for (i, url) in provider.xsp.iter().enumerate() {
+        let here = at.key("xsp").index(i);
+        check_base_url(url, &here)?;
+        if !seen.insert(url.as_str()) {
+            return Err(problem(&here, "this XSP is listed twice"));
+        }
+    }
+    if let Some(ca_file) = &mut provider.ca_file {
+        *ca_file = relative_to(base_dir, ca_file);
+        let contents = check_readable(ca_file, &at.key("ca_file"))?;
+        if !contents.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            return Err(problem(&at.key("ca_file"), "contains no PEM certificate"));
+        }
+    }
+
+    let health = at.key("health_check");
+    if !provider.health_check.path.starts_with('/') {
+        return Err(problem(&health.key("path"), "must start with `/`"));
+    }
+    if provider.health_check.interval_ms < 100 {
+        return Err(problem(&health.key("interval_ms"), "must be at least 100"));
+    }
+    for (key, value) in [
+        ("timeout_ms", u64::from(provider.health_check.timeout_ms > 0)),
+        ("fall", u64::from(provider.health_check.fall)),
+        ("rise", u64::from(provider.health_check.rise)),
+    ] {
+        if value == 0 {
+            return Err(problem(&health.key(key), "must be greater than zero"));
+        }
+    }
+
+    check_named_urls(&provider.gateway, &at.key("gateway"), "gateway service")?;
+    for (name, applet) in &provider.applets {
+        let here = at.key("applets").key(name);
+        check_identifier(name, &here, "applet name")?;
+        check_base_url(&applet.url, &here.key("url"))?;
+    }
+
+    if let Some(master) = &mut provider.master {
+        master.password = resolve_master_password(master, &at.key("master"), base_dir)?;
+    }
+    for (i, method) in provider.login.iter().enumerate() {
+        if method.needs_master() && provider.master.is_none() {
+            return Err(problem(
+                &at.key("login").index(i),
+                format!("login method `{}` needs `master` credentials", login_name(*method)),
+            ));
+        }
+    }
+    if let Some(events) = &provider.events {
+        if events.level != EventLevel::User && provider.master.is_none() {
+            return Err(problem(
+                &at.key("events").key("level"),
+                "group and enterprise event levels need `master` credentials",
+            ));
+        }
+    }
+
+    for (i, origin) in provider.cors_origins.iter().enumerate() {
+        check_origin(origin, &at.key("cors_origins").index(i))?;
+    }
+    for (i, name) in provider.plugins.iter().enumerate() {
+        if !plugin_names.contains(name) {
+            return Err(problem(
+                &at.key("plugins").index(i),
+                format!("no [[plugins]] entry is named `{name}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn login_name(method: LoginMethod) -> &'static str {
+    match method {
+        LoginMethod::Broadsoft => "broadsoft",
+        LoginMethod::Email => "email",
+        LoginMethod::Phone => "phone",
+        LoginMethod::O365 => "o365",
+        LoginMethod::Onelogin => "onelogin",
+        LoginMethod::Saml => "saml",
+    }
+}
+
+fn resolve_master_password(master: &MasterCredentials, at: &KeyPath, base_dir: &Path) -> Checked<Secret> {
+    if master.user.trim().is_empty() {
+        return Err(problem(&at.key("user"), "must not be empty"));
+    }
+    if master.inline_password.is_some() {
+        return Err(problem(
+            &at.key("password"),
+            "secrets are never written inline: use `password_env` or `password_file`",
+        ));
+    }
+    let value = match (&master.password_env, &master.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(problem(&at.key("password_file"), "give `password_env` or `password_file`, not both"));
+        }
+        (None, None) => return Err(problem(at, "`password_env` or `password_file` is required")),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(value) => value,
+            Err(std::env::VarError::NotPresent) => {
+                return Err(problem(&at.key("password_env"), format!("environment variable `{var}` is not set")));
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(problem(&at.key("password_env"), format!("environment variable `{var}` is not UTF-8")));
+            }
+        },
+        (None, Some(file)) => {
+            let path = relative_to(base_dir, file);
+            let bytes = check_readable(&path, &at.key("password_file"))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| problem(&at.key("password_file"), format!("{} is not UTF-8", path.display())))?;
+            // Files written by editors and `echo` end in a newline that is not part of the secret.
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if value.is_empty() {
+        return Err(problem(at, "the referenced password is empty"));
+    }
+    Ok(Secret::new(value))
+}
+
+fn check_named_urls(urls: &BTreeMap<String, url::Url>, at: &KeyPath, what: &str) -> Checked {
+    for (name, url) in urls {
+        let here = at.key(name);
+        check_identifier(name, &here, what)?;
+        check_base_url(url, &here)?;
+    }
+    Ok(())
+}
+
+/// An upstream base URL: http or https, a host, no credentials, query or fragment.
+fn check_base_url(url: &url::Url, at: &KeyPath) -> Checked {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(problem(at, format!("scheme must be http or https, not `{}`", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(problem(at, "URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(problem(at, "credentials are never written into URLs"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem(at, "URL must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn check_origin(origin: &url::Url, at: &KeyPath) -> Checked {
+    check_base_url(origin, at)?;
+    if origin.path() != "/" {
+        return Err(problem(at, "an origin is scheme, host and port only (no path)"));
+    }
+    Ok(())
+}
+
+/// Provider, plugin, service and applet names appear in URLs, metric labels and logs.
+fn check_identifier(name: &str, at: &KeyPath, what: &str) -> Checked {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if valid {
+        Ok(())
+    } else {
+        Err(problem(at, format!("{what} `{name}` must be 1-63 of a-z, 0-9, `-`, `_`, starting with a letter or digit")))
+    }
+}
+
+fn check_domain(domain: &str, at: &KeyPath) -> Checked {
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(problem(at, format!("`{domain}` is not a lower-case domain name")))
+    }
+}
+
+fn check_readable(path: &Path, at: &KeyPath) -> Checked<Vec<u8>> {
+    std::fs::read(path).map_err(|e| problem(at, format!("cannot read {}: {e}", path.display())))
+}
+
+fn relative_to(base_dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) }
+}
