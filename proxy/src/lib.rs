@@ -1,2 +1,20 @@
 //! xsigate: a Pingora reverse proxy between web dialers and BroadWorks XSI.
+//!
+//! Reading order follows a request: [`config`] is loaded by [`cli`]/`main`, [`server`] builds the
+//! Pingora services, and [`proxy`] is the request path, which uses [`route`] and [`identity`] to
+//! pick a [`provider`], [`upstream`] to pick an XSP, [`headers`] at the boundary, [`respond`] for
+//! answers of its own and [`metrics`] for what it counts. [`health`] probes XSPs in the background.
+
+pub mod cli;
 pub mod config;
+pub mod headers;
+pub mod health;
+pub mod identity;
+pub mod metrics;
+pub mod provider;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

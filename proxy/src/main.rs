@@ -1,1 +1,69 @@
-fn main() {}
+//! The `xsigate` binary: parse the command line, load the configuration, serve.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use xsigate::cli::{Cli, Command};
+use xsigate::config::{self, Config, ConfigError};
+use xsigate::server::{self, RunOptions};
+
+// mimalloc keeps per-thread free lists, which suits Pingora's many short-lived per-request
+// allocations far better than glibc's malloc under contention.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = load(&cli);
+    let source = source_name(&cli);
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
+        Command::Check => match loaded {
+            Ok(config) => {
+                let xsps: usize = config.providers.values().map(|p| p.xsp.len()).sum();
+                println!(
+                    "{}: ok ({} providers, {xsps} XSPs, {} listeners)",
+                    source,
+                    config.providers.len(),
+                    config.server.listeners.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { upgrade } => {
+            let config = match loaded {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let _log_guard = xsigate::telemetry::init(cli.log_format);
+            match server::run(config, RunOptions { upgrade }) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    tracing::error!(error = %e, "xsigate cannot start");
+                    eprintln!("xsigate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    match &cli.config {
+        Some(path) => config::load_file(path),
+        None => config::load_embedded(),
+    }
+}
+
+fn source_name(cli: &Cli) -> String {
+    cli.config.as_ref().map_or_else(
+        || "<embedded providers.toml>".to_owned(),
+        |p| p.display().to_string(),
+    )
+}

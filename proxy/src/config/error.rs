@@ -114,7 +114,11 @@ mod tests {
 
     #[test]
     fn key_path_renders_like_toml() {
-        let path = KeyPath::root().key("providers").key("acme").key("xsp").index(1);
+        let path = KeyPath::root()
+            .key("providers")
+            .key("acme")
+            .key("xsp")
+            .index(1);
         assert_eq!(path.to_string(), "providers.acme.xsp[1]");
     }
 }

@@ -36,7 +36,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         file: name.clone(),
         source,
     })?;
-    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     load(&Source {
         name,
         text: &text,
@@ -55,8 +58,14 @@ pub fn load_embedded() -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text.
 pub fn load(source: &Source<'_>) -> Result<Config, ConfigError> {
-    let document = toml::de::DeTable::parse(source.text)
-        .map_err(|e| invalid(source, e.span().map_or(0, |s| s.start), String::new(), e.message().to_owned()))?;
+    let document = toml::de::DeTable::parse(source.text).map_err(|e| {
+        invalid(
+            source,
+            e.span().map_or(0, |s| s.start),
+            String::new(),
+            e.message().to_owned(),
+        )
+    })?;
 
     let deserializer = toml::de::Deserializer::from(document.clone());
     let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -90,11 +99,12 @@ fn invalid(source: &Source<'_>, offset: usize, key: String, message: String) -> 
 
 fn key_path_of(path: &serde_path_to_error::Path) -> KeyPath {
     use serde_path_to_error::Segment;
-    path.iter().fold(KeyPath::root(), |acc, segment| match segment {
-        Segment::Seq { index } => acc.index(*index),
-        Segment::Map { key } | Segment::Enum { variant: key } => acc.key(key),
-        Segment::Unknown => acc,
-    })
+    path.iter()
+        .fold(KeyPath::root(), |acc, segment| match segment {
+            Segment::Seq { index } => acc.index(*index),
+            Segment::Map { key } | Segment::Enum { variant: key } => acc.key(key),
+            Segment::Unknown => acc,
+        })
 }
 
 #[cfg(test)]

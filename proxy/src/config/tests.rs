@@ -30,7 +30,14 @@ fn shipped_file_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = load_file(&root.join("providers.toml")).unwrap();
     assert_eq!(config.providers["demo"].xsp.len(), 2);
-    assert!(!config.providers["demo"].master.as_ref().unwrap().password.is_empty());
+    assert!(
+        !config.providers["demo"]
+            .master
+            .as_ref()
+            .unwrap()
+            .password
+            .is_empty()
+    );
 }
 
 /// Each broken configuration must be rejected with the right line, column, key path and reason.
@@ -240,7 +247,14 @@ fn broken_configs_name_file_line_column_and_key() {
             }
             Err(e) => e,
         };
-        let ConfigError::Invalid { file, line, column, key, message } = &error else {
+        let ConfigError::Invalid {
+            file,
+            line,
+            column,
+            key,
+            message,
+        } = &error
+        else {
             failures.push(format!("{}: unexpected error kind: {error}", case.name));
             continue;
         };
@@ -252,7 +266,10 @@ fn broken_configs_name_file_line_column_and_key() {
             && rendered.starts_with(&format!("broken.toml:{}: ", case.at))
             && !rendered.contains("hunter2");
         if !matches {
-            failures.push(format!("{}: expected {} {} `{}`, got: {rendered}", case.name, case.at, case.key, case.says));
+            failures.push(format!(
+                "{}: expected {} {} `{}`, got: {rendered}",
+                case.name, case.at, case.key, case.says
+            ));
         }
     }
     assert!(cases.len() >= 15);

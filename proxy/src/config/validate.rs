@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
-use super::schema::{Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig};
+use super::schema::{
+    Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig,
+};
 use super::secret::Secret;
 
 /// A rule violation at a key path.
@@ -37,14 +39,20 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
         let at = plugins.index(i);
         check_identifier(&plugin.name, &at.key("name"), "plugin name")?;
         if !plugin_names.insert(plugin.name.clone()) {
-            return Err(problem(&at.key("name"), format!("plugin `{}` is listed twice", plugin.name)));
+            return Err(problem(
+                &at.key("name"),
+                format!("plugin `{}` is listed twice", plugin.name),
+            ));
         }
         plugin.path = relative_to(base_dir, &plugin.path);
     }
 
     let providers = root.key("providers");
     if config.providers.is_empty() {
-        return Err(problem(&providers, "at least one provider must be configured"));
+        return Err(problem(
+            &providers,
+            "at least one provider must be configured",
+        ));
     }
     let mut domain_owner: HashMap<String, String> = HashMap::new();
     for (id, provider) in &mut config.providers {
@@ -74,7 +82,10 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
     for (i, listener) in server.listeners.iter_mut().enumerate() {
         let here = listeners.index(i);
         if !addresses.insert(listener.address) {
-            return Err(problem(&here.key("address"), format!("address {} is used twice", listener.address)));
+            return Err(problem(
+                &here.key("address"),
+                format!("address {} is used twice", listener.address),
+            ));
         }
         if let Some(tls) = &mut listener.tls {
             tls.cert_file = relative_to(base_dir, &tls.cert_file);
@@ -100,17 +111,29 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
     let timeouts = at.key("timeouts");
     for (key, value) in [
         ("connect_ms", server.timeouts.connect_ms),
-        ("upstream_read_seconds", server.timeouts.upstream_read_seconds),
-        ("downstream_read_seconds", server.timeouts.downstream_read_seconds),
+        (
+            "upstream_read_seconds",
+            server.timeouts.upstream_read_seconds,
+        ),
+        (
+            "downstream_read_seconds",
+            server.timeouts.downstream_read_seconds,
+        ),
         ("stream_idle_seconds", server.timeouts.stream_idle_seconds),
-        ("upstream_idle_seconds", server.timeouts.upstream_idle_seconds),
+        (
+            "upstream_idle_seconds",
+            server.timeouts.upstream_idle_seconds,
+        ),
     ] {
         if value == 0 {
             return Err(problem(&timeouts.key(key), "must be greater than zero"));
         }
     }
     if server.upstream_keepalive_pool_size == 0 {
-        return Err(problem(&at.key("upstream_keepalive_pool_size"), "must be greater than zero"));
+        return Err(problem(
+            &at.key("upstream_keepalive_pool_size"),
+            "must be greater than zero",
+        ));
     }
     Ok(())
 }
@@ -122,7 +145,10 @@ fn validate_provider(
     plugin_names: &HashSet<String>,
 ) -> Checked {
     if provider.domains.is_empty() {
-        return Err(problem(&at.key("domains"), "at least one domain is required"));
+        return Err(problem(
+            &at.key("domains"),
+            "at least one domain is required",
+        ));
     }
     for (i, domain) in provider.domains.iter().enumerate() {
         check_domain(domain, &at.key("domains").index(i))?;
@@ -142,7 +168,10 @@ fn validate_provider(
     if let Some(ca_file) = &mut provider.ca_file {
         *ca_file = relative_to(base_dir, ca_file);
         let contents = check_readable(ca_file, &at.key("ca_file"))?;
-        if !contents.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        if !contents
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
             return Err(problem(&at.key("ca_file"), "contains no PEM certificate"));
         }
     }
@@ -155,7 +184,10 @@ fn validate_provider(
         return Err(problem(&health.key("interval_ms"), "must be at least 100"));
     }
     for (key, value) in [
-        ("timeout_ms", u64::from(provider.health_check.timeout_ms > 0)),
+        (
+            "timeout_ms",
+            u64::from(provider.health_check.timeout_ms > 0),
+        ),
         ("fall", u64::from(provider.health_check.fall)),
         ("rise", u64::from(provider.health_check.rise)),
     ] {
@@ -178,7 +210,10 @@ fn validate_provider(
         if method.needs_master() && provider.master.is_none() {
             return Err(problem(
                 &at.key("login").index(i),
-                format!("login method `{}` needs `master` credentials", login_name(*method)),
+                format!(
+                    "login method `{}` needs `master` credentials",
+                    login_name(*method)
+                ),
             ));
         }
     }
@@ -216,7 +251,11 @@ fn login_name(method: LoginMethod) -> &'static str {
     }
 }
 
-fn resolve_master_password(master: &MasterCredentials, at: &KeyPath, base_dir: &Path) -> Checked<Secret> {
+fn resolve_master_password(
+    master: &MasterCredentials,
+    at: &KeyPath,
+    base_dir: &Path,
+) -> Checked<Secret> {
     if master.user.trim().is_empty() {
         return Err(problem(&at.key("user"), "must not be empty"));
     }
@@ -228,23 +267,36 @@ fn resolve_master_password(master: &MasterCredentials, at: &KeyPath, base_dir: &
     }
     let value = match (&master.password_env, &master.password_file) {
         (Some(_), Some(_)) => {
-            return Err(problem(&at.key("password_file"), "give `password_env` or `password_file`, not both"));
+            return Err(problem(
+                &at.key("password_file"),
+                "give `password_env` or `password_file`, not both",
+            ));
         }
         (None, None) => return Err(problem(at, "`password_env` or `password_file` is required")),
         (Some(var), None) => match std::env::var(var) {
             Ok(value) => value,
             Err(std::env::VarError::NotPresent) => {
-                return Err(problem(&at.key("password_env"), format!("environment variable `{var}` is not set")));
+                return Err(problem(
+                    &at.key("password_env"),
+                    format!("environment variable `{var}` is not set"),
+                ));
             }
             Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(problem(&at.key("password_env"), format!("environment variable `{var}` is not UTF-8")));
+                return Err(problem(
+                    &at.key("password_env"),
+                    format!("environment variable `{var}` is not UTF-8"),
+                ));
             }
         },
         (None, Some(file)) => {
             let path = relative_to(base_dir, file);
             let bytes = check_readable(&path, &at.key("password_file"))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| problem(&at.key("password_file"), format!("{} is not UTF-8", path.display())))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                problem(
+                    &at.key("password_file"),
+                    format!("{} is not UTF-8", path.display()),
+                )
+            })?;
             // Files written by editors and `echo` end in a newline that is not part of the secret.
             text.trim_end_matches(['\r', '\n']).to_owned()
         }
@@ -267,7 +319,10 @@ fn check_named_urls(urls: &BTreeMap<String, url::Url>, at: &KeyPath, what: &str)
 /// An upstream base URL: http or https, a host, no credentials, query or fragment.
 fn check_base_url(url: &url::Url, at: &KeyPath) -> Checked {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(problem(at, format!("scheme must be http or https, not `{}`", url.scheme())));
+        return Err(problem(
+            at,
+            format!("scheme must be http or https, not `{}`", url.scheme()),
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(problem(at, "URL has no host"));
@@ -284,7 +339,10 @@ fn check_base_url(url: &url::Url, at: &KeyPath) -> Checked {
 fn check_origin(origin: &url::Url, at: &KeyPath) -> Checked {
     check_base_url(origin, at)?;
     if origin.path() != "/" {
-        return Err(problem(at, "an origin is scheme, host and port only (no path)"));
+        return Err(problem(
+            at,
+            "an origin is scheme, host and port only (no path)",
+        ));
     }
     Ok(())
 }
@@ -293,12 +351,19 @@ fn check_origin(origin: &url::Url, at: &KeyPath) -> Checked {
 fn check_identifier(name: &str, at: &KeyPath, what: &str) -> Checked {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if valid {
         Ok(())
     } else {
-        Err(problem(at, format!("{what} `{name}` must be 1-63 of a-z, 0-9, `-`, `_`, starting with a letter or digit")))
+        Err(problem(
+            at,
+            format!(
+                "{what} `{name}` must be 1-63 of a-z, 0-9, `-`, `_`, starting with a letter or digit"
+            ),
+        ))
     }
 }
 
@@ -310,12 +375,17 @@ fn check_domain(domain: &str, at: &KeyPath) -> Checked {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     if valid {
         Ok(())
     } else {
-        Err(problem(at, format!("`{domain}` is not a lower-case domain name")))
+        Err(problem(
+            at,
+            format!("`{domain}` is not a lower-case domain name"),
+        ))
     }
 }
 
@@ -324,5 +394,9 @@ fn check_readable(path: &Path, at: &KeyPath) -> Checked<Vec<u8>> {
 }
 
 fn relative_to(base_dir: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) }
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
 }

@@ -1,0 +1,36 @@
+//! Command line: `xsigate [run] [-c FILE]`, `xsigate check [-c FILE]`, `xsigate --version`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xsigate",
+    version,
+    about = "A reverse proxy between web dialers and BroadWorks XSI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The configuration file; without it, the embedded default (demo provider) is used.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Run {
+        /// Take over the listeners of the running instance, then let it drain (graceful upgrade).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate the configuration and exit: 0 when valid, 1 with the first error otherwise.
+    Check,
+}

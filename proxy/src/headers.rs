@@ -1,0 +1,160 @@
+//! Header rules at the boundary: what goes upstream and what must never come back.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Request id header, set on every request upstream and every response downstream.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Names the XSP that served a response; sent back by clients to pin a request to that XSP.
+pub const XSP_PIN: &str = "x-xsigate-xsp";
+
+/// Response headers through which upstreams commonly reveal their software or host.
+const REVEALING: [&str; 6] = [
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "via",
+    "x-served-by",
+    "x-backend-server",
+];
+
+/// Sets the `X-Forwarded-*` headers the way nginx's `$proxy_add_x_forwarded_for` and
+/// `$scheme` do: the client address is appended to any list the client sent.
+pub fn forward_client(
+    request: &mut RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
+    tls: bool,
+) -> pingora::Result<()> {
+    if let Some(ip) = client_ip {
+        let forwarded_for = match request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(existing) if !existing.trim().is_empty() => format!("{}, {ip}", existing.trim()),
+            _ => ip.to_string(),
+        };
+        request.insert_header("x-forwarded-for", forwarded_for)?;
+    }
+    request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    Ok(())
+}
+
+/// Removes what would reveal the upstream, and turns absolute `Location` / `Content-Location`
+/// URLs that point at an upstream into origin-relative ones, so the client stays on xsigate.
+pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::Url) -> bool) {
+    for name in REVEALING {
+        response.remove_header(name);
+    }
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let Some(value) = response.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Ok(url) = url::Url::parse(value) else {
+            continue;
+        };
+        if is_upstream(&url) {
+            let mut relative = url.path().to_owned();
+            if let Some(query) = url.query() {
+                relative.push('?');
+                relative.push_str(query);
+            }
+            // A URL's path and query are valid header text, so this insert cannot fail.
+            let _ = response.insert_header(name, relative);
+        }
+    }
+    let cookies: Vec<_> = response
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if cookies.iter().any(|c| has_domain_attribute(c.as_bytes())) {
+        response.remove_header(&http::header::SET_COOKIE);
+        for cookie in cookies {
+            let cleaned = strip_domain_attribute(cookie.to_str().unwrap_or_default());
+            let _ = response.append_header(http::header::SET_COOKIE, cleaned);
+        }
+    }
+}
+
+fn has_domain_attribute(cookie: &[u8]) -> bool {
+    cookie
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"domain="))
+}
+
+/// Drops the `Domain` attribute of a `Set-Cookie` value: it would name the upstream's host, and
+/// without it the browser scopes the cookie to xsigate's own host.
+fn strip_domain_attribute(cookie: &str) -> String {
+    cookie
+        .split(';')
+        .filter(|part| {
+            let name = part.trim().split('=').next().unwrap_or_default();
+            !name.eq_ignore_ascii_case("domain")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_like_nginx() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        forward_client(&mut request, Some([10, 0, 0, 9].into()), false).unwrap();
+        assert_eq!(request.headers["x-forwarded-for"], "10.0.0.9");
+        request.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
+        forward_client(&mut request, Some([10, 0, 0, 9].into()), true).unwrap();
+        assert_eq!(request.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(request.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn scrub_hides_the_upstream() {
+        let mut response = ResponseHeader::build(302, None).unwrap();
+        response.insert_header("server", "BW HTTP Server").unwrap();
+        response.insert_header("x-powered-by", "Tomcat").unwrap();
+        response
+            .insert_header(
+                "location",
+                "http://xsp1.internal:8080/com.broadsoft.xsi-actions/v2.0/user/a?x=1",
+            )
+            .unwrap();
+        response
+            .insert_header("content-location", "https://elsewhere.example/x")
+            .unwrap();
+        response
+            .append_header(
+                "set-cookie",
+                "JSESSIONID=1; Path=/com.broadsoft.xsi-actions; Domain=xsp1.internal; HttpOnly",
+            )
+            .unwrap();
+        response.append_header("set-cookie", "other=2").unwrap();
+        scrub_response(&mut response, |url| url.host_str() == Some("xsp1.internal"));
+        assert!(response.headers.get("server").is_none());
+        assert!(response.headers.get("x-powered-by").is_none());
+        assert_eq!(
+            response.headers["location"],
+            "/com.broadsoft.xsi-actions/v2.0/user/a?x=1"
+        );
+        assert_eq!(
+            response.headers["content-location"],
+            "https://elsewhere.example/x"
+        );
+        let cookies: Vec<_> = response
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            cookies,
+            [
+                "JSESSIONID=1; Path=/com.broadsoft.xsi-actions; HttpOnly",
+                "other=2"
+            ]
+        );
+    }
+}

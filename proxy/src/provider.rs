@@ -1,0 +1,195 @@
+//! Service providers at run time: their upstreams, metrics, and the domain index that routes a
+//! request to exactly one of them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, HealthCheckConfig};
+use crate::identity::user_domain;
+use crate::metrics::{Metrics, ProviderMetrics};
+use crate::upstream::{Health, Pool, Upstream, UpstreamError, load_ca};
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: String,
+    pub xsps: Pool,
+    pub gateway: HashMap<String, Upstream>,
+    pub metrics: ProviderMetrics,
+    pub health_check: HealthCheckConfig,
+    /// Trust store for HTTPS XSPs, used by the health checker as well as the proxy.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Provider {
+    /// Every upstream of the provider: XSPs first, then gateway services.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        self.xsps.members.iter().chain(self.gateway.values())
+    }
+}
+
+/// How a request maps to a provider.
+#[derive(Debug)]
+pub enum Resolution<'a> {
+    Found(&'a Arc<Provider>),
+    /// Neither credentials nor path name a user with a domain.
+    NoIdentity,
+    /// The domain belongs to no provider.
+    Unknown,
+    /// Credentials and path name users of different providers.
+    Conflict,
+}
+
+#[derive(Debug)]
+pub struct Providers {
+    by_domain: HashMap<String, Arc<Provider>>,
+    pub all: Vec<Arc<Provider>>,
+    /// Where requests that reach no provider are counted.
+    pub unrouted: ProviderMetrics,
+}
+
+impl Providers {
+    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
+        let mut by_domain = HashMap::new();
+        let mut all = Vec::new();
+        for (id, provider) in &config.providers {
+            let ca = provider.ca_file.as_deref().map(load_ca).transpose()?;
+            let health = &provider.health_check;
+            let xsps = provider
+                .xsp
+                .iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    let name = format!("xsp{}", i + 1);
+                    Upstream::new(
+                        name.clone(),
+                        url,
+                        ca.clone(),
+                        config.server.timeouts.clone(),
+                        Health::new(health.fall, health.rise),
+                        metrics.for_upstream(id, &name, true),
+                    )
+                })
+                .collect();
+            let gateway = provider
+                .gateway
+                .iter()
+                .map(|(name, url)| {
+                    let upstream = Upstream::new(
+                        name.clone(),
+                        url,
+                        None,
+                        config.server.timeouts.clone(),
+                        Health::new(health.fall, health.rise),
+                        metrics.for_upstream(id, name, false),
+                    );
+                    (name.clone(), upstream)
+                })
+                .collect();
+            let runtime = Arc::new(Provider {
+                id: id.clone(),
+                xsps: Pool::new(xsps),
+                gateway,
+                metrics: metrics.for_provider(id),
+                health_check: provider.health_check.clone(),
+                ca_file: provider.ca_file.clone(),
+            });
+            for domain in &provider.domains {
+                by_domain.insert(domain.clone(), Arc::clone(&runtime));
+            }
+            all.push(runtime);
+        }
+        Ok(Self {
+            by_domain,
+            all,
+            unrouted: metrics.for_provider("none"),
+        })
+    }
+
+    /// Picks the provider for a transparent-mode request from the user ids it carries. The
+    /// credentials decide; a path user of another provider is a conflict, never a guess.
+    pub fn resolve(
+        &self,
+        credential_user: Option<&str>,
+        path_user: Option<&str>,
+    ) -> Resolution<'_> {
+        let lookup =
+            |user: Option<&str>| user.and_then(user_domain).map(|d| self.by_domain.get(&d));
+        match (lookup(credential_user), lookup(path_user)) {
+            (Some(Some(a)), Some(Some(b))) if !Arc::ptr_eq(a, b) => Resolution::Conflict,
+            (Some(Some(p)), _) => Resolution::Found(p),
+            (Some(None), _) => Resolution::Unknown,
+            (None, Some(Some(p))) => Resolution::Found(p),
+            (None, Some(None)) => Resolution::Unknown,
+            (None, None) => Resolution::NoIdentity,
+        }
+    }
+
+    /// Resolves every upstream host once, blocking; for start-up, before serving.
+    pub fn resolve_all_blocking(&self) {
+        for provider in &self.all {
+            for upstream in provider.upstreams() {
+                if !upstream.resolve_blocking() {
+                    tracing::warn!(provider = %provider.id, upstream = %upstream.name, "upstream host does not resolve yet");
+                }
+            }
+        }
+    }
+
+    /// Ready when every provider has at least one XSP that passed its health check.
+    pub fn ready(&self) -> bool {
+        self.all.iter().all(|p| p.xsps.any_up())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn providers() -> Providers {
+        let text = r#"
+            [providers.acme]
+            domains = ["acme.example", "acme2.example"]
+            xsp = ["http://127.0.0.1:1"]
+            [providers.beta]
+            domains = ["beta.example"]
+            xsp = ["http://127.0.0.1:2"]
+        "#;
+        let config = crate::config::load(&crate::config::Source {
+            name: "t.toml".to_owned(),
+            text,
+            base_dir: std::path::Path::new("."),
+        })
+        .unwrap();
+        Providers::build(&config, &Metrics::new().unwrap()).unwrap()
+    }
+
+    fn id(resolution: Resolution<'_>) -> String {
+        match resolution {
+            Resolution::Found(p) => p.id.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_by_credentials_then_path() {
+        let p = providers();
+        assert_eq!(id(p.resolve(Some("a@acme.example"), None)), "acme");
+        assert_eq!(id(p.resolve(None, Some("b@ACME2.example"))), "acme");
+        assert_eq!(
+            id(p.resolve(Some("a@acme.example"), Some("b@acme2.example"))),
+            "acme"
+        );
+        assert_eq!(
+            id(p.resolve(Some("a@acme.example"), Some("b@beta.example"))),
+            "Conflict"
+        );
+        assert_eq!(id(p.resolve(Some("a@nowhere.example"), None)), "Unknown");
+        assert_eq!(
+            id(p.resolve(Some("a@acme.example"), Some("b@nowhere.example"))),
+            "acme"
+        );
+        assert_eq!(id(p.resolve(Some("5551234"), None)), "NoIdentity");
+        assert_eq!(id(p.resolve(None, None)), "NoIdentity");
+    }
+}

@@ -1,0 +1,578 @@
+//! The request path: Pingora's `ProxyHttp` hooks for xsigate, in the order Pingora calls them.
+//!
+//! 1. `request_filter` classifies the path, answers local endpoints, finds the provider and
+//!    the target (XSP pool or gateway service), and refuses what cannot be routed.
+//! 2. `upstream_peer` picks an upstream: the pinned XSP, or the next healthy untried one.
+//! 3. `fail_to_connect` / `error_while_proxy` decide whether another XSP may be tried.
+//! 4. `upstream_request_filter` sets `Host`, `X-Forwarded-*`, the request id, and the
+//!    gateway path.
+//! 5. `response_filter` removes what would reveal the upstream.
+//! 6. `fail_to_proxy` answers failures with a JSON error that names no upstream.
+//! 7. `logging` records metrics and the access log line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
+
+use crate::headers::{self, REQUEST_ID, XSP_PIN};
+use crate::identity::authorization_user_id;
+use crate::metrics::Metrics;
+use crate::provider::{Provider, Providers, Resolution};
+use crate::respond::{self, ErrorCode};
+use crate::route::{self, Route, RouteClass};
+use crate::upstream::{PeerKind, Tried, Upstream};
+
+/// Settings of the request path that do not belong to a provider.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub access_log: bool,
+    pub downstream_read_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+}
+
+/// The xsigate proxy application.
+#[derive(Debug)]
+pub struct Gateway {
+    providers: Arc<Providers>,
+    metrics: Metrics,
+    settings: ProxySettings,
+}
+
+impl Gateway {
+    pub fn new(providers: Arc<Providers>, metrics: Metrics, settings: ProxySettings) -> Self {
+        Self {
+            providers,
+            metrics,
+            settings,
+        }
+    }
+}
+
+/// Where a routed request goes.
+#[derive(Debug, Clone)]
+enum Target {
+    /// Not decided (yet, or never: local answers and refusals).
+    None,
+    /// The provider's XSP pool, optionally pinned to one member.
+    Xsp { pin: Option<usize> },
+    /// A gateway service; `upstream_path` is the path and query to send.
+    Gateway {
+        service: String,
+        upstream_path: String,
+    },
+}
+
+/// Per-request state shared by the hooks.
+#[derive(Debug)]
+pub struct RequestCtx {
+    request_id: String,
+    started: Instant,
+    route: RouteClass,
+    provider: Option<Arc<Provider>>,
+    target: Target,
+    /// Index of the XSP currently in use (for XSP targets).
+    current: Option<usize>,
+    tried: Tried,
+    attempts: u32,
+    upstream_started: Option<Instant>,
+    /// Set once an upstream response header arrived: from then on nothing may be retried.
+    response_started: bool,
+    /// Why xsigate answered instead of an upstream, for the access log.
+    refused: Option<ErrorCode>,
+    _in_flight: GaugeGuard,
+    /// Counts this client connection while it lives; see `persist_connection_context`.
+    connection: Option<GaugeGuard>,
+}
+
+/// Increments a gauge while it lives.
+#[derive(Debug)]
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl RequestCtx {
+    fn upstream<'a>(&self, provider: &'a Provider) -> Option<&'a Upstream> {
+        match &self.target {
+            Target::Xsp { .. } => provider.xsps.members.get(self.current?),
+            Target::Gateway { service, .. } => provider.gateway.get(service),
+            Target::None => None,
+        }
+    }
+}
+
+impl Gateway {
+    /// Routes an XSP or gateway request to its provider and target, or says why it cannot be.
+    fn route(
+        &self,
+        session: &Session,
+        route: Route<'_>,
+    ) -> Result<(Arc<Provider>, Target), ErrorCode> {
+        let request = session.req_header();
+        let credential_user = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| authorization_user_id(v.as_bytes()));
+        let path_user = route::path_user_id(request.uri.path());
+        let provider = match self
+            .providers
+            .resolve(credential_user.as_deref(), path_user.as_deref())
+        {
+            Resolution::Found(provider) => Arc::clone(provider),
+            Resolution::NoIdentity => return Err(ErrorCode::MissingCredentials),
+            Resolution::Unknown => return Err(ErrorCode::UnknownProvider),
+            Resolution::Conflict => return Err(ErrorCode::ConflictingProvider),
+        };
+        let target = match route {
+            Route::Gateway { service, rest } => {
+                let upstream = provider
+                    .gateway
+                    .get(service)
+                    .ok_or(ErrorCode::UnknownService)?;
+                let mut upstream_path = format!("{}{}", upstream.base_path, rest);
+                if upstream_path.is_empty() {
+                    upstream_path.push('/');
+                }
+                if let Some(query) = request.uri.query() {
+                    upstream_path.push('?');
+                    upstream_path.push_str(query);
+                }
+                Target::Gateway {
+                    service: service.to_owned(),
+                    upstream_path,
+                }
+            }
+            _ => {
+                let pin = match request.headers.get(XSP_PIN) {
+                    None => None,
+                    Some(value) => {
+                        let name = value.to_str().map_err(|_| ErrorCode::InvalidPin)?;
+                        Some(provider.xsps.index_of(name).ok_or(ErrorCode::InvalidPin)?)
+                    }
+                };
+                Target::Xsp { pin }
+            }
+        };
+        Ok((provider, target))
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: ErrorCode,
+    ) -> Result<bool> {
+        ctx.refused = Some(code);
+        respond::error(session, code, &ctx.request_id).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            route: RouteClass::Unmatched,
+            provider: None,
+            target: Target::None,
+            current: None,
+            tried: Tried::default(),
+            attempts: 0,
+            upstream_started: None,
+            response_started: false,
+            refused: None,
+            _in_flight: GaugeGuard::new(&self.metrics.requests_in_flight),
+            connection: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.connection.is_none() && !session.is_http2() {
+            ctx.connection = Some(GaugeGuard::new(&self.metrics.downstream_connections));
+        }
+        session.set_read_timeout(Some(self.settings.downstream_read_timeout));
+
+        let path = session.req_header().uri.path().to_owned();
+        let route = route::classify(&path);
+        ctx.route = route.class();
+        match route {
+            Route::Healthz => {
+                let body = bytes::Bytes::from_static(br#"{"status":"ok"}"#);
+                respond::json(session, 200, body, &ctx.request_id, &[]).await?;
+                return Ok(true);
+            }
+            Route::Readyz => {
+                let (status, body) = if self.providers.ready() {
+                    (200, &br#"{"status":"ready"}"#[..])
+                } else {
+                    (503, &br#"{"status":"not_ready"}"#[..])
+                };
+                respond::json(
+                    session,
+                    status,
+                    bytes::Bytes::from_static(body),
+                    &ctx.request_id,
+                    &[],
+                )
+                .await?;
+                return Ok(true);
+            }
+            Route::Unmatched => return self.refuse(session, ctx, ErrorCode::NotFound).await,
+            Route::Xsp(_) | Route::Gateway { .. } => {}
+        }
+        match self.route(session, route) {
+            Ok((provider, target)) => {
+                ctx.provider = Some(provider);
+                ctx.target = target;
+            }
+            Err(code) => return self.refuse(session, ctx, code).await,
+        }
+        if ctx.route == RouteClass::XsiAsync {
+            // The channel request body is small and sent at once; afterwards the connection
+            // carries a response stream for hours, with nothing more to read from the client.
+            session.set_read_timeout(Some(self.settings.stream_idle_timeout));
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(provider) = ctx.provider.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a provider");
+        };
+        let kind = if ctx.route == RouteClass::XsiAsync {
+            PeerKind::Stream
+        } else {
+            PeerKind::Request
+        };
+        let upstream = match &ctx.target {
+            Target::Xsp { pin } => {
+                let index = match pin {
+                    Some(pinned) if !ctx.tried.contains(*pinned) => Some(*pinned),
+                    Some(_) => None,
+                    None => provider.xsps.select(ctx.tried),
+                };
+                let Some(index) = index else {
+                    return Error::e_explain(ErrorType::ConnectNoRoute, "every XSP was tried");
+                };
+                ctx.tried.add(index);
+                ctx.current = Some(index);
+                provider.xsps.members.get(index)
+            }
+            Target::Gateway { service, .. } => provider.gateway.get(service),
+            Target::None => None,
+        };
+        let Some(upstream) = upstream else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream for target");
+        };
+        ctx.attempts += 1;
+        if ctx.attempts > 1 {
+            provider.metrics.retries.inc();
+        }
+        ctx.upstream_started = Some(Instant::now());
+        match upstream.peer(kind) {
+            Some(peer) => Ok(peer),
+            None => Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                "upstream host has no address yet",
+            ),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(provider) = ctx.provider.clone() else {
+            return e;
+        };
+        if let Some(upstream) = ctx.upstream(&provider) {
+            upstream.metrics.connect_failures.inc();
+            upstream.mark_failure(&provider.id);
+        }
+        // Nothing reached the upstream, so any request may go to another XSP. A pinned request
+        // must not: its channel lives on that XSP only.
+        let failover =
+            matches!(ctx.target, Target::Xsp { pin: None }) && provider.xsps.has_untried(ctx.tried);
+        e.set_retry(failover);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // An idempotent request whose response has not started may be sent again, to another XSP
+        // when it is not pinned: the XSP may have died with the request in flight. A request that
+        // is not idempotent, or whose body no longer fits the retry buffer, may have had effects.
+        let idempotent = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let retry = if !idempotent || ctx.response_started || ctx.route == RouteClass::XsiAsync {
+            false
+        } else {
+            match (&ctx.target, &ctx.provider) {
+                (Target::Xsp { pin: None }, Some(provider)) => {
+                    provider.xsps.has_untried(ctx.tried) || client_reused
+                }
+                // The same upstream again, only when the failure was a stale pooled connection.
+                _ => client_reused,
+            }
+        };
+        if retry && client_reused {
+            // A stale pooled connection says nothing about the XSP: it may be chosen again.
+            if let Some(current) = ctx.current {
+                ctx.tried.remove(current);
+            }
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = ctx.provider.clone() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without a provider",
+            );
+        };
+        let Some(upstream) = ctx.upstream(&provider) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without an upstream",
+            );
+        };
+        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
+        if let Target::Gateway { upstream_path, .. } = &ctx.target {
+            let uri = upstream_path
+                .parse::<http::Uri>()
+                .or_err(ErrorType::InvalidHTTPHeader, "gateway path")?;
+            upstream_request.set_uri(uri);
+        }
+        upstream_request.remove_header(XSP_PIN);
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::forward_client(upstream_request, client_ip, tls)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        if let Some(provider) = &ctx.provider {
+            if let Some(started) = ctx.upstream_started {
+                provider
+                    .metrics
+                    .record_upstream(ctx.route, started.elapsed().as_secs_f64());
+            }
+            if let Some(upstream) = ctx.upstream(provider) {
+                upstream.health.record_response();
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(provider) = &ctx.provider {
+            headers::scrub_response(response, |url| {
+                provider.upstreams().any(|u| u.matches_authority(url))
+            });
+            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
+                response.insert_header(XSP_PIN, xsp.name.as_str())?;
+            }
+        }
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Pingora's own line names the peer address; `logging` writes one that names the XSP.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are counted in xsigate_upstream_retries_total and logged at debug in `logging`.
+        true
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(status)) if *status >= 500 => Some(ErrorCode::Internal),
+            (_, ErrorType::HTTPStatus(_)) => Some(ErrorCode::BadRequest),
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(ErrorCode::UpstreamTimeout),
+            (ErrorSource::Upstream, _) => Some(ErrorCode::UpstreamUnavailable),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => None,
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(ErrorCode::BadRequest),
+            (ErrorSource::Downstream, _) => Some(ErrorCode::BadRequest),
+            (ErrorSource::Internal | ErrorSource::Unset, _) => {
+                // Connect failures raised by upstream_peer itself (every XSP tried, no address).
+                if matches!(e.etype(), ErrorType::ConnectNoRoute) {
+                    Some(ErrorCode::UpstreamUnavailable)
+                } else {
+                    Some(ErrorCode::Internal)
+                }
+            }
+        };
+        let mut status = 0;
+        if let Some(code) = code {
+            ctx.refused = Some(code);
+            // Once a response has started downstream, a second one cannot be written.
+            if session.response_written().is_none() {
+                status = code.status();
+                if respond::error(session, code, &ctx.request_id)
+                    .await
+                    .is_err()
+                {
+                    status = 0;
+                }
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let metrics = ctx
+            .provider
+            .as_ref()
+            .map_or(&self.providers.unrouted, |p| &p.metrics);
+        metrics.record_request(ctx.route, status, elapsed.as_secs_f64());
+
+        if !self.settings.access_log && e.is_none() {
+            return;
+        }
+        let request = session.req_header();
+        let provider = ctx.provider.as_ref().map_or("-", |p| p.id.as_str());
+        let upstream = ctx
+            .provider
+            .as_ref()
+            .and_then(|p| ctx.upstream(p))
+            .map_or("-", |u| u.name.as_str());
+        let refused = ctx.refused.map_or("-", ErrorCode::as_str);
+        // Path only: query strings can carry directory searches for e-mail addresses and numbers.
+        let path = request.uri.path();
+        match e {
+            None => tracing::info!(
+                target: "xsigate::access",
+                request_id = %ctx.request_id,
+                method = %request.method,
+                path,
+                status,
+                provider,
+                route = ctx.route.as_str(),
+                upstream,
+                attempts = ctx.attempts,
+                refused,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+            ),
+            Some(e) => tracing::warn!(
+                target: "xsigate::access",
+                request_id = %ctx.request_id,
+                method = %request.method,
+                path,
+                status,
+                provider,
+                route = ctx.route.as_str(),
+                upstream,
+                attempts = ctx.attempts,
+                refused,
+                error = e.etype().as_str(),
+                error_source = e.esource().as_str(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+            ),
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // The connection guard must outlive this request; Pingora keeps what we return until the
+        // next request on the connection, and drops it when the connection closes.
+        ctx.connection
+            .as_ref()
+            .map(|g| Box::new(GaugeGuard::new(&g.0)) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(guard) = previous.downcast::<GaugeGuard>() {
+            ctx.connection = Some(*guard);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Responses xsigate writes itself: JSON errors and the local health endpoints.
+//!
+//! Every error body has one shape, `{"error":{"status","code","message","request_id"}}`, and
+//! names nothing about upstreams: no host, address or upstream error text.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Why xsigate answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    MissingCredentials,
+    UnknownProvider,
+    ConflictingProvider,
+    UnknownService,
+    InvalidPin,
+    BadRequest,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            Self::NotFound | Self::UnknownProvider | Self::UnknownService => 404,
+            Self::MissingCredentials => 401,
+            Self::ConflictingProvider | Self::InvalidPin | Self::BadRequest => 400,
+            Self::UpstreamUnavailable => 502,
+            Self::UpstreamTimeout => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::MissingCredentials => "missing_credentials",
+            Self::UnknownProvider => "unknown_provider",
+            Self::ConflictingProvider => "conflicting_provider",
+            Self::UnknownService => "unknown_service",
+            Self::InvalidPin => "invalid_pin",
+            Self::BadRequest => "bad_request",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::NotFound => "no route serves this path",
+            Self::MissingCredentials => "credentials naming a user id with a domain are required",
+            Self::UnknownProvider => "no service provider serves this user's domain",
+            Self::ConflictingProvider => {
+                "the credentials and the path name users of different service providers"
+            }
+            Self::UnknownService => "this service provider has no such gateway service",
+            Self::InvalidPin => {
+                "the X-Xsigate-Xsp header does not name an XSP of this service provider"
+            }
+            Self::BadRequest => "the request could not be read",
+            Self::UpstreamUnavailable => "the service provider's server could not be reached",
+            Self::UpstreamTimeout => "the service provider's server did not answer in time",
+            Self::Internal => "the gateway failed to handle the request",
+        }
+    }
+}
+
+/// The JSON body of an error response.
+pub fn error_body(code: ErrorCode, request_id: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {
+            "status": code.status(),
+            "code": code.as_str(),
+            "message": code.message(),
+            "request_id": request_id,
+        }
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Writes a complete JSON response.
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, &'static str)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(crate::headers::REQUEST_ID, request_id)?;
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a JSON error response.
+pub async fn error(
+    session: &mut Session,
+    code: ErrorCode,
+    request_id: &str,
+) -> pingora::Result<()> {
+    // XSI clients expect the XSP's Basic challenge; give it so they can prompt or retry.
+    let challenge: &[(&str, &str)] = if code == ErrorCode::MissingCredentials {
+        &[(
+            "www-authenticate",
+            "Basic realm=\"XtendedServicesInterface\"",
+        )]
+    } else {
+        &[]
+    };
+    json(
+        session,
+        code.status(),
+        error_body(code, request_id),
+        request_id,
+        challenge,
+    )
+    .await
+}

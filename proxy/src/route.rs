@@ -1,0 +1,169 @@
+//! Which kind of request this is, decided from the path alone.
+
+/// Path prefixes of the BroadWorks web-app contexts served by the XSPs.
+const XSI_ACTIONS: &str = "/com.broadsoft.xsi-actions/";
+const XSI_EVENTS: &str = "/com.broadsoft.xsi-events/";
+const XSI_ASYNC: &str = "/com.broadsoft.async/";
+const GATEWAY: &str = "/api/dialer/services/gateway/";
+
+/// Request classes, also the `route` label of the request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    XsiActions,
+    XsiEvents,
+    /// The streaming XSI-Events channel (`/com.broadsoft.async/…`): long-lived, never retried.
+    XsiAsync,
+    Gateway,
+    Local,
+    Unmatched,
+}
+
+impl RouteClass {
+    pub const ALL: [Self; 6] = [
+        Self::XsiActions,
+        Self::XsiEvents,
+        Self::XsiAsync,
+        Self::Gateway,
+        Self::Local,
+        Self::Unmatched,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XsiActions => "xsi_actions",
+            Self::XsiEvents => "xsi_events",
+            Self::XsiAsync => "xsi_async",
+            Self::Gateway => "gateway",
+            Self::Local => "local",
+            Self::Unmatched => "unmatched",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether requests of this class go to the provider's XSPs.
+    pub fn is_xsp(self) -> bool {
+        matches!(self, Self::XsiActions | Self::XsiEvents | Self::XsiAsync)
+    }
+}
+
+/// A request's destination as far as the path tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    Xsp(RouteClass),
+    /// `/api/dialer/services/gateway/<service>/<rest>`; `rest` keeps its leading `/` (or is empty).
+    Gateway {
+        service: &'a str,
+        rest: &'a str,
+    },
+    Healthz,
+    Readyz,
+    Unmatched,
+}
+
+impl Route<'_> {
+    pub fn class(&self) -> RouteClass {
+        match self {
+            Self::Xsp(class) => *class,
+            Self::Gateway { .. } => RouteClass::Gateway,
+            Self::Healthz | Self::Readyz => RouteClass::Local,
+            Self::Unmatched => RouteClass::Unmatched,
+        }
+    }
+}
+
+pub fn classify(path: &str) -> Route<'_> {
+    if path.starts_with(XSI_ACTIONS) {
+        Route::Xsp(RouteClass::XsiActions)
+    } else if path.starts_with(XSI_EVENTS) {
+        Route::Xsp(RouteClass::XsiEvents)
+    } else if path.starts_with(XSI_ASYNC) {
+        Route::Xsp(RouteClass::XsiAsync)
+    } else if let Some(tail) = path.strip_prefix(GATEWAY) {
+        let (service, rest) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
+        if service.is_empty() {
+            Route::Unmatched
+        } else {
+            Route::Gateway { service, rest }
+        }
+    } else {
+        match path {
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            _ => Route::Unmatched,
+        }
+    }
+}
+
+/// The user id named in an XSI path (`…/v2.0/user/<userId>/…`), percent-decoded.
+pub fn path_user_id(path: &str) -> Option<String> {
+    let mut segments = path.split('/');
+    segments.by_ref().find(|s| *s == "user")?;
+    let raw = segments.next().filter(|s| !s.is_empty())?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_every_prefix() {
+        assert_eq!(
+            classify("/com.broadsoft.xsi-actions/v2.0/user/a@b/profile"),
+            Route::Xsp(RouteClass::XsiActions)
+        );
+        assert_eq!(
+            classify("/com.broadsoft.xsi-events/v2.0/channel/x/heartbeat"),
+            Route::Xsp(RouteClass::XsiEvents)
+        );
+        assert_eq!(
+            classify("/com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel"),
+            Route::Xsp(RouteClass::XsiAsync)
+        );
+        assert_eq!(
+            classify("/api/dialer/services/gateway/history/calls?x=1"),
+            Route::Gateway {
+                service: "history",
+                rest: "/calls?x=1"
+            }
+        );
+        assert_eq!(
+            classify("/api/dialer/services/gateway/history"),
+            Route::Gateway {
+                service: "history",
+                rest: ""
+            }
+        );
+        assert_eq!(classify("/api/dialer/services/gateway/"), Route::Unmatched);
+        assert_eq!(
+            classify("/com.broadsoft.xsi-actionsX/v2.0"),
+            Route::Unmatched
+        );
+        assert_eq!(classify("/healthz"), Route::Healthz);
+        assert_eq!(classify("/"), Route::Unmatched);
+    }
+
+    #[test]
+    fn finds_and_decodes_the_path_user() {
+        assert_eq!(
+            path_user_id("/com.broadsoft.xsi-actions/v2.0/user/alice%40acme.example/profile")
+                .as_deref(),
+            Some("alice@acme.example")
+        );
+        assert_eq!(
+            path_user_id("/com.broadsoft.xsi-events/v2.0/user/bob@x.example").as_deref(),
+            Some("bob@x.example")
+        );
+        assert_eq!(
+            path_user_id("/com.broadsoft.xsi-actions/v2.0/versions"),
+            None
+        );
+        assert_eq!(path_user_id("/com.broadsoft.xsi-actions/v2.0/user/"), None);
+    }
+}

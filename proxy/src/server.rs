@@ -1,0 +1,230 @@
+//! Assembling the Pingora server from a validated configuration.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::http::ServerSession;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::config::Config;
+use crate::health::HealthService;
+use crate::metrics::{Metrics, MetricsError};
+use crate::provider::Providers;
+use crate::proxy::{Gateway, ProxySettings};
+use crate::upstream::UpstreamError;
+
+/// Why the gateway could not start. Each names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create secret_file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("TLS listener {address}: {reason}")]
+    Tls { address: String, reason: String },
+    #[error("cannot start the server: {0}")]
+    Server(String),
+}
+
+/// Options from the command line that shape the process rather than the gateway.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take over the listeners of a running instance (Pingora graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Starts serving; returns only on a start-up failure.
+pub fn run(config: Config, options: RunOptions) -> Result<std::convert::Infallible, StartupError> {
+    // One TLS provider for the whole process: Pingora's connectors and the health checker's
+    // client both use the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let data_dir = prepare_data_dir(&config.server.data_dir)?;
+    let secret_file = config
+        .server
+        .secret_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("secret"));
+    ensure_secret_file(&secret_file)?;
+
+    let metrics = Metrics::new()?;
+    let providers = Arc::new(Providers::build(&config, &metrics)?);
+    providers.resolve_all_blocking();
+
+    let server_conf = ServerConf {
+        threads: config.server.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
+        work_stealing: true,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
+        pid_file: data_dir.join("xsigate.pid").display().to_string(),
+        upgrade_sock: data_dir.join("upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let settings = ProxySettings {
+        access_log: config.server.access_log,
+        downstream_read_timeout: Duration::from_secs(
+            config.server.timeouts.downstream_read_seconds,
+        ),
+        stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
+    };
+    let gateway = Gateway::new(Arc::clone(&providers), metrics.clone(), settings);
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "xsigate");
+    for listener in &config.server.listeners {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&address),
+            Some(tls) => {
+                let tls_error = |reason: String| StartupError::Tls {
+                    address: address.clone(),
+                    reason,
+                };
+                let mut settings =
+                    TlsSettings::intermediate(&path_str(&tls.cert_file), &path_str(&tls.key_file))
+                        .map_err(|e| tls_error(e.to_string()))?;
+                if tls.http2 {
+                    settings.enable_h2();
+                }
+                proxy.add_tls_with_settings(&address, None, settings);
+            }
+        }
+    }
+
+    let mut local = Service::new(
+        "xsigate metrics".to_owned(),
+        LocalEndpoints {
+            metrics,
+            providers: Arc::clone(&providers),
+        },
+    );
+    local.add_tcp(&config.server.metrics.address.to_string());
+
+    let health = background_service("xsigate health", HealthService::new(providers));
+
+    server.add_service(proxy);
+    server.add_service(local);
+    server.add_service(health);
+    tracing::info!(
+        listeners = ?config.server.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+        metrics = %config.server.metrics.address,
+        providers = config.providers.len(),
+        "xsigate starting"
+    );
+    server.run_forever()
+}
+
+fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Creates the data directory and returns it absolute: Pingora needs absolute paths for the pid
+/// file and upgrade socket, which live there.
+fn prepare_data_dir(path: &Path) -> Result<PathBuf, StartupError> {
+    let error = |source| StartupError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(error)?;
+    std::fs::canonicalize(path).map_err(error)
+}
+
+/// Creates the server secret (32 random bytes, hex, mode 0600) unless it exists.
+fn ensure_secret_file(path: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let error = |source| StartupError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        return std::fs::metadata(path).map(|_| ()).map_err(error);
+    }
+    let secret: [u8; 32] = rand::random();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(hex.as_bytes()).map_err(error)?;
+    tracing::info!(path = %path.display(), "created a new server secret");
+    Ok(())
+}
+
+/// The metrics listener: `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug)]
+struct LocalEndpoints {
+    metrics: Metrics,
+    providers: Arc<Providers>,
+}
+
+#[async_trait]
+impl ServeHttp for LocalEndpoints {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = match session.req_header().uri.path() {
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/healthz" => (200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/readyz" if self.providers.ready() => {
+                (200, "application/json", br#"{"status":"ready"}"#.to_vec())
+            }
+            "/readyz" => (
+                503,
+                "application/json",
+                br#"{"status":"not_ready"}"#.to_vec(),
+            ),
+            _ => (
+                404,
+                "application/json",
+                br#"{"error":{"status":404,"code":"not_found"}}"#.to_vec(),
+            ),
+        };
+        let length = body.len();
+        let mut response = Response::new(body);
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+        response
+    }
+}

@@ -1,0 +1,448 @@
+//! Upstream hosts (XSPs and gateway services): addresses, health, and the peers Pingora connects to.
+//!
+//! Host names are resolved off the request path: once at start and then by the health service,
+//! because `HttpPeer::new` with a host name would resolve DNS blocking (and panic on failure) on
+//! a proxy worker. A request only clones a peer that was built from a resolved address.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+
+use crate::config::TimeoutsConfig;
+use crate::metrics::UpstreamMetrics;
+
+/// Health of an upstream as seen by active probes and by proxied connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HealthState {
+    /// Not probed yet: used, but not counted as ready.
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
+}
+
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+    failures: AtomicU32,
+    successes: AtomicU32,
+    fall: u32,
+    rise: u32,
+}
+
+impl Health {
+    pub fn new(fall: u32, rise: u32) -> Self {
+        Self {
+            state: AtomicU8::new(HealthState::Unknown as u8),
+            failures: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
+            fall: fall.max(1),
+            rise: rise.max(1),
+        }
+    }
+
+    pub fn state(&self) -> HealthState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => HealthState::Up,
+            2 => HealthState::Down,
+            _ => HealthState::Unknown,
+        }
+    }
+
+    /// Records a failed probe or connect; returns the new state when it changed.
+    pub fn record_failure(&self) -> Option<HealthState> {
+        self.successes.store(0, Ordering::Relaxed);
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if failures >= self.fall {
+            self.transition(HealthState::Down)
+        } else {
+            None
+        }
+    }
+
+    /// Records a passing probe; returns the new state when it changed. A down upstream needs
+    /// `rise` passes in a row, an unknown one comes up at once.
+    pub fn record_success(&self) -> Option<HealthState> {
+        self.failures.store(0, Ordering::Relaxed);
+        let successes = self
+            .successes
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if self.state() != HealthState::Down || successes >= self.rise {
+            self.transition(HealthState::Up)
+        } else {
+            None
+        }
+    }
+
+    /// A proxied response arrived: a connect-failure streak is broken, but only probes bring a
+    /// down upstream back.
+    pub fn record_response(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn transition(&self, to: HealthState) -> Option<HealthState> {
+        let previous = self.state.swap(to as u8, Ordering::Relaxed);
+        (previous != to as u8).then_some(to)
+    }
+}
+
+/// What kind of requests a peer carries; each kind has its own read timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    Request,
+    Stream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("CA file {path} holds no usable PEM certificate")]
+    CaEmpty { path: String },
+}
+
+/// One upstream host.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Short name used in logs, metrics and pin tokens (`xsp1`, or the gateway service name).
+    /// Never the address: operators map names to hosts through the configuration.
+    pub name: String,
+    host: String,
+    port: u16,
+    tls: bool,
+    /// `Host` header value the upstream expects.
+    authority: String,
+    /// Path prefix prepended to forwarded paths (gateway services); empty for XSPs.
+    pub base_path: String,
+    pub health: Health,
+    pub metrics: UpstreamMetrics,
+    ca: Option<Arc<CaType>>,
+    timeouts: TimeoutsConfig,
+    /// Ready-made peers for the current address, one per [`PeerKind`].
+    peers: ArcSwapOption<[HttpPeer; 2]>,
+}
+
+impl Upstream {
+    pub fn new(
+        name: String,
+        url: &url::Url,
+        ca: Option<Arc<CaType>>,
+        timeouts: TimeoutsConfig,
+        health: Health,
+        metrics: UpstreamMetrics,
+    ) -> Self {
+        let tls = url.scheme() == "https";
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        Self {
+            name,
+            host,
+            port,
+            tls,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            health,
+            metrics,
+            ca,
+            timeouts,
+            peers: ArcSwapOption::empty(),
+        }
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Whether a URL points at this upstream (used to rewrite `Location`).
+    pub fn matches_authority(&self, url: &url::Url) -> bool {
+        url.host_str()
+            .is_some_and(|h| h.trim_matches(['[', ']']).eq_ignore_ascii_case(&self.host))
+            && url.port_or_known_default() == Some(self.port)
+    }
+
+    /// Resolves the host with the system resolver, blocking. For start-up only.
+    pub fn resolve_blocking(&self) -> bool {
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        self.set_addresses(&addrs)
+    }
+
+    /// Resolves the host without blocking the runtime.
+    pub async fn resolve(&self) -> bool {
+        let addrs: Vec<SocketAddr> =
+            match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(_) => Vec::new(),
+            };
+        self.set_addresses(&addrs)
+    }
+
+    /// Installs peers for the first address; returns whether the upstream has an address now.
+    /// A failed lookup keeps the previous address: a DNS outage should not take a working
+    /// upstream away.
+    fn set_addresses(&self, addrs: &[SocketAddr]) -> bool {
+        let Some(addr) = addrs.first().copied() else {
+            return self.peers.load().is_some();
+        };
+        let current = self.peers.load();
+        if current.as_ref().is_some_and(|p| {
+            p[0]._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr)
+        }) {
+            return true;
+        }
+        let request = self.build_peer(addr, self.timeouts.upstream_read_seconds);
+        let stream = self.build_peer(addr, self.timeouts.stream_idle_seconds);
+        self.peers.store(Some(Arc::new([request, stream])));
+        true
+    }
+
+    fn build_peer(&self, addr: SocketAddr, read_timeout_seconds: u64) -> HttpPeer {
+        // SNI and certificate verification use the configured host name, never the address.
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(Duration::from_millis(self.timeouts.connect_ms));
+        options.total_connection_timeout = Some(Duration::from_millis(
+            self.timeouts.connect_ms.saturating_mul(2),
+        ));
+        options.read_timeout = Some(Duration::from_secs(read_timeout_seconds));
+        options.write_timeout = Some(Duration::from_secs(self.timeouts.upstream_read_seconds));
+        options.idle_timeout = Some(Duration::from_secs(self.timeouts.upstream_idle_seconds));
+        options.verify_cert = true;
+        options.verify_hostname = true;
+        options.ca.clone_from(&self.ca);
+        peer
+    }
+
+    /// A peer for one request, or `None` while the host has never resolved.
+    pub fn peer(&self, kind: PeerKind) -> Option<Box<HttpPeer>> {
+        let peers = self.peers.load();
+        let peers = peers.as_ref()?;
+        let peer = match kind {
+            PeerKind::Request => &peers[0],
+            PeerKind::Stream => &peers[1],
+        };
+        Some(Box::new(peer.clone()))
+    }
+
+    /// A probe or a proxied connect failed.
+    pub fn mark_failure(&self, provider: &str) {
+        if let Some(state) = self.health.record_failure() {
+            self.report_transition(provider, state);
+        }
+    }
+
+    /// A probe passed.
+    pub fn mark_success(&self, provider: &str) {
+        if let Some(state) = self.health.record_success() {
+            self.report_transition(provider, state);
+        }
+    }
+
+    fn report_transition(&self, provider: &str, state: HealthState) {
+        if let Some(up) = &self.metrics.up {
+            up.set(i64::from(state == HealthState::Up));
+        }
+        match state {
+            HealthState::Down => {
+                tracing::warn!(provider, upstream = %self.name, "upstream marked down")
+            }
+            _ => tracing::info!(provider, upstream = %self.name, "upstream marked up"),
+        }
+    }
+
+    pub fn url_for(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.authority)
+    }
+}
+
+/// Loads a PEM bundle into the form Pingora's connector takes as a per-peer trust store.
+pub fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, UpstreamError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let display = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
+        path: display.clone(),
+        source,
+    })?;
+    let certs: Vec<WrappedX509> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
+        .collect();
+    if certs.is_empty() {
+        return Err(UpstreamError::CaEmpty { path: display });
+    }
+    Ok(Arc::from(certs.into_boxed_slice()))
+}
+
+/// Upstreams tried for one request, as a bit set over pool indices.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn add(&mut self, index: usize) {
+        if let Some(bit) = 1u64.checked_shl(index as u32) {
+            self.0 |= bit;
+        }
+    }
+
+    pub fn remove(&mut self, index: usize) {
+        if let Some(bit) = 1u64.checked_shl(index as u32) {
+            self.0 &= !bit;
+        }
+    }
+
+    pub fn contains(self, index: usize) -> bool {
+        1u64.checked_shl(index as u32)
+            .is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
+/// A provider's XSPs with round-robin selection over the healthy ones.
+#[derive(Debug)]
+pub struct Pool {
+    pub members: Vec<Upstream>,
+    cursor: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(members: Vec<Upstream>) -> Self {
+        Self {
+            members,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next member to try: an untried member that is not down, else any untried member (a
+    /// health check may lag behind a recovery, and a down member beats no answer).
+    pub fn select(&self, tried: Tried) -> Option<usize> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let candidates = || {
+            (0..n)
+                .map(|i| (start + i) % n)
+                .filter(|i| !tried.contains(*i))
+        };
+        candidates()
+            .find(|i| {
+                self.members
+                    .get(*i)
+                    .is_some_and(|m| m.health.state() != HealthState::Down)
+            })
+            .or_else(|| candidates().next())
+    }
+
+    /// Whether some member has not been tried yet.
+    pub fn has_untried(&self, tried: Tried) -> bool {
+        (0..self.members.len()).any(|i| !tried.contains(i))
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    pub fn any_up(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.health.state() == HealthState::Up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Upstream {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        Upstream::new(
+            name.to_owned(),
+            &url::Url::parse("http://127.0.0.1:9").unwrap(),
+            None,
+            TimeoutsConfig::default(),
+            Health::new(2, 2),
+            metrics.for_upstream("p", name, true),
+        )
+    }
+
+    #[test]
+    fn health_falls_and_rises_with_thresholds() {
+        let health = Health::new(2, 2);
+        assert_eq!(health.state(), HealthState::Unknown);
+        assert_eq!(health.record_failure(), None);
+        assert_eq!(health.record_failure(), Some(HealthState::Down));
+        assert_eq!(health.record_success(), None);
+        assert_eq!(health.record_success(), Some(HealthState::Up));
+        assert_eq!(health.record_success(), None);
+    }
+
+    #[test]
+    fn selection_skips_tried_and_down_members() {
+        let pool = Pool::new(vec![upstream("a"), upstream("b"), upstream("c")]);
+        pool.members[1].health.record_failure();
+        pool.members[1].health.record_failure();
+        let mut tried = Tried::default();
+        for _ in 0..10 {
+            let first = pool.select(tried).unwrap();
+            assert_ne!(
+                first, 1,
+                "a down member is chosen only when nothing else is left"
+            );
+        }
+        tried.add(0);
+        tried.add(2);
+        assert_eq!(pool.select(tried), Some(1));
+        tried.add(1);
+        assert_eq!(pool.select(tried), None);
+        assert!(!pool.has_untried(tried));
+    }
+
+    #[test]
+    fn peers_use_the_resolved_address_and_host_name_for_sni() {
+        let up = Upstream::new(
+            "xsp1".to_owned(),
+            &url::Url::parse("https://localhost:8443").unwrap(),
+            None,
+            TimeoutsConfig::default(),
+            Health::new(1, 1),
+            crate::metrics::Metrics::new()
+                .unwrap()
+                .for_upstream("p", "xsp1", true),
+        );
+        assert!(up.resolve_blocking());
+        let peer = up.peer(PeerKind::Request).unwrap();
+        assert_eq!(peer.sni, "localhost");
+        assert!(peer.options.verify_cert);
+        assert_eq!(up.authority(), "localhost:8443");
+    }
+}
