@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 }
             };
             let _log_guard = xsigate::telemetry::init(cli.log_format);
-            match server::run(config, RunOptions { upgrade }) {
+            match server::run(&config, RunOptions { upgrade }) {
                 Ok(never) => match never {},
                 Err(e) => {
                     tracing::error!(error = %e, "xsigate cannot start");

@@ -53,7 +53,7 @@ pub struct RunOptions {
 }
 
 /// Starts serving; returns only on a start-up failure.
-pub fn run(config: Config, options: RunOptions) -> Result<std::convert::Infallible, StartupError> {
+pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infallible, StartupError> {
     // One TLS provider for the whole process: Pingora's connectors and the health checker's
     // client both use the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,7 +67,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<std::convert::Infallib
     ensure_secret_file(&secret_file)?;
 
     let metrics = Metrics::new()?;
-    let providers = Arc::new(Providers::build(&config, &metrics)?);
+    let providers = Arc::new(Providers::build(config, &metrics)?);
     providers.resolve_all_blocking();
 
     let server_conf = ServerConf {

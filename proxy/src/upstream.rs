@@ -269,11 +269,10 @@ impl Upstream {
         if let Some(up) = &self.metrics.up {
             up.set(i64::from(state == HealthState::Up));
         }
-        match state {
-            HealthState::Down => {
-                tracing::warn!(provider, upstream = %self.name, "upstream marked down")
-            }
-            _ => tracing::info!(provider, upstream = %self.name, "upstream marked up"),
+        if state == HealthState::Down {
+            tracing::warn!(provider, upstream = %self.name, "upstream marked down");
+        } else {
+            tracing::info!(provider, upstream = %self.name, "upstream marked up");
         }
     }
 

@@ -1,1 +1,431 @@
+//! Harness for the cross-crate suites: the real `xsigate` binary as a child process, and real
+//! HTTP upstreams on loopback that record what they receive.
+//!
+//! Binaries are found next to the test executable (`target/<profile>/`); build them first with
+//! `cargo build --workspace` (the test command in the README does). Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How long any wait in the harness may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of a binary built by this workspace, e.g. `xsigate`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the suites",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for the shipped providers.toml and friends).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP client for tests; it trusts `extra_roots` in addition to nothing else.
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static CRYPTO: Once = Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// `Authorization: Basic …` for `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body_len: usize,
+}
+
+impl Seen {
+    pub fn is_health_probe(&self) -> bool {
+        self.headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.starts_with("xsigate-health/"))
+    }
+}
+
+/// A real HTTP/1.1 upstream on loopback. It answers `200` with a JSON body naming itself, plus
+/// headers that reveal it (`Server`, `X-Powered-By`) so tests can check they never leak.
+/// Query parameters steer it: `delay_ms=N` waits first, `status=N` answers that status,
+/// `redirect=1` answers 302 to its own absolute URL, `drop=1` closes the connection unanswered.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Self {
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on a given address, e.g. to bring a stopped upstream back on its port.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = bind_retrying(addr).await;
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(serve(listener, name.to_owned(), addr, Arc::clone(&seen)));
+        Self {
+            name: name.to_owned(),
+            addr,
+            seen,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Proxied requests received so far; xsigate's own health probes are left out.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.is_health_probe())
+            .cloned()
+            .collect()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.is_health_probe())
+            .count()
+    }
+
+    /// Health probes received so far.
+    pub fn probe_count(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.is_health_probe())
+            .count()
+    }
+
+    /// Stops listening and cuts every open connection, like a killed process.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>) {
+    // Dropping the JoinSet (when this task is aborted) aborts every connection task too.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let name = name.clone();
+        let seen = Arc::clone(&seen);
+        connections.spawn(async move {
+            let service =
+                service_fn(move |request| answer(request, name.clone(), addr, Arc::clone(&seen)));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    name: String,
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers.clone(),
+        body_len: body.len(),
+    });
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    if let Some(ms) = param("delay_ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if param("drop").is_some() {
+        return Err(std::io::Error::other("dropping the connection on purpose"));
+    }
+    let status = param("status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200u16);
+    let body = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": path_and_query,
+    })
+    .to_string();
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("server", "BW HTTP Server")
+        .header("x-powered-by", "Servlet/3.0")
+        .header(
+            "set-cookie",
+            format!(
+                "JSESSIONID=ABC123; Path=/com.broadsoft.xsi-actions; Domain={}; HttpOnly",
+                addr.ip()
+            ),
+        );
+    if param("redirect").is_some() {
+        response = response.status(302).header(
+            "location",
+            format!("http://{addr}/com.broadsoft.xsi-actions/v2.0/user/x/profile"),
+        );
+    }
+    Ok(response.body(Full::new(Bytes::from(body))).unwrap())
+}
+
+/// A running `xsigate run` child process with its own data directory and ports.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts xsigate with `[server]` settings for tests followed by `rest` (providers and any
+    /// further `[server.*]` tables), and waits until it answers `/healthz`.
+    pub async fn start(rest: &str) -> Self {
+        Self::start_with_args(rest, &[]).await
+    }
+
+    pub async fn start_with_args(rest: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = format!(
+            "[server]\ndata_dir = \"data\"\nthreads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
+             [[server.listeners]]\naddress = \"{addr}\"\n[server.metrics]\naddress = \"{metrics_addr}\"\n{rest}"
+        );
+        let config_path = dir.path().join("providers.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("xsigate.log")).unwrap();
+        let child = Command::new(binary("xsigate"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut gateway = Self {
+            child,
+            dir,
+            addr,
+            metrics_addr,
+        };
+        gateway.wait_for("/healthz", 200).await;
+        gateway
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("xsigate.log")).unwrap_or_default()
+    }
+
+    /// Waits until `path` on the proxy listener answers `status`.
+    pub async fn wait_for(&mut self, path: &str, status: u16) {
+        let client = client();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("xsigate exited with {exit} during start:\n{}", self.logs());
+            }
+            if let Ok(response) = client.get(self.url(path)).send().await {
+                if response.status().as_u16() == status {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never answered {status}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The current value of a metric series, e.g. `xsigate_xsp_up{provider="a",xsp="xsp1"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = client()
+            .get(self.metrics_url())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Polls until `condition` holds on the metrics text.
+    pub async fn wait_metric(&self, series: &str, condition: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(value) = self.metric(series).await {
+                if condition(value) {
+                    return value;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} never met the condition:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `[providers.<id>]` table for tests: fast health checks, the given domains and upstreams.
+pub fn provider(id: &str, domains: &[&str], xsps: &[&Upstream], extra: &str) -> String {
+    let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+    let xsps: Vec<String> = xsps.iter().map(|u| format!("\"{}\"", u.url())).collect();
+    format!(
+        "[providers.{id}]\ndomains = [{}]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, timeout_ms = 500, fall = 1, rise = 1 }}\n{extra}\n",
+        domains.join(", "),
+        xsps.join(", ")
+    )
+}
+
+/// Runs a command that ends by itself (`xsigate check`, `promtool`); returns (exit code, stdout, stderr).
+pub fn run_command(command: &mut Command) -> (i32, String, String) {
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,1 +1,182 @@
+//! Conformance to outside contracts: the CLI's exit codes and messages, and Prometheus' own
+//! checker on the metrics exposition.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::process::Command;
+
+use xsigate_tests::{Gateway, Upstream, basic, binary, client, provider, repo_root, run_command};
+
+#[test]
+fn check_accepts_the_shipped_configuration() {
+    let shipped = repo_root().join("providers.toml");
+    let (code, stdout, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("check")
+            .arg("-c")
+            .arg(&shipped),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok (1 providers, 2 XSPs"), "{stdout}");
+
+    let (code, stdout, _) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("check")
+            .current_dir(repo_root()),
+    );
+    assert_eq!(code, 0, "the embedded default is the shipped file");
+    assert!(
+        stdout.starts_with("<embedded providers.toml>: ok"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_rejects_a_broken_configuration_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"gopher://xsp\"]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("check")
+            .arg("-c")
+            .arg(&path),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "{}:3:8: providers.acme.xsp[0]: scheme must be http or https, not `gopher`",
+            path.display()
+        )
+    );
+
+    let (code, _, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("check")
+            .arg("-c")
+            .arg(dir.path().join("absent.toml")),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("absent.toml: cannot read the configuration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_to_start_on_a_broken_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://x\"]\nthreads = 2\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("run")
+            .arg("-c")
+            .arg(&path),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("broken.toml:4:1: providers.acme.threads: unknown field `threads`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_names_the_build() {
+    let (code, stdout, _) = run_command(Command::new(binary("xsigate")).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("xsigate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let http = client();
+    for path in [
+        "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile",
+        "/nowhere",
+        "/readyz",
+    ] {
+        http.get(gateway.url(path))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+    }
+    gateway
+        .wait_metric(
+            "xsigate_requests_total{provider=\"acme\",route=\"xsi_actions\",status=\"2xx\"}",
+            |v| v == 1.0,
+        )
+        .await;
+    let exposition = http
+        .get(gateway.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "xsigate_requests_total",
+        "xsigate_request_duration_seconds_bucket",
+        "xsigate_upstream_response_duration_seconds_bucket",
+        "xsigate_upstream_connect_failures_total",
+        "xsigate_xsp_up",
+        "xsigate_requests_in_flight",
+        "xsigate_downstream_connections",
+        "xsigate_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(exposition.contains(family), "{family} is missing");
+    }
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`) must be installed; the test command installs it");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool failed: {report}");
+    assert!(report.trim().is_empty(), "promtool reports: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_client_connections_are_counted() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let series = "xsigate_downstream_connections";
+    let keepalive = client();
+    keepalive
+        .get(gateway.url("/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile"))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    gateway.wait_metric(series, |v| v == 1.0).await;
+    drop(keepalive);
+    gateway.wait_metric(series, |v| v == 0.0).await;
+}

@@ -1,1 +1,318 @@
+//! The real xsigate in front of real HTTP upstreams: routing, pinning, forwarding headers, TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use xsigate_tests::{Gateway, Upstream, basic, client, client_builder, provider};
+
+const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_each_provider_by_user_domain() {
+    let acme = Upstream::start("acme-xsp").await;
+    let beta = Upstream::start("beta-xsp").await;
+    let config = provider("acme", &["acme.example", "acme-alt.example"], &[&acme], "")
+        + &provider("beta", &["beta.example"], &[&beta], "");
+    let gateway = Gateway::start(&config).await;
+    let http = client();
+
+    // By credentials, by the path's user, and by a second domain of the same provider.
+    let cases = [
+        (Some("alice@acme.example"), "alice@acme.example", "acme-xsp"),
+        (None, "bob@acme-alt.example", "acme-xsp"),
+        (Some("carol@beta.example"), "carol@beta.example", "beta-xsp"),
+        (None, "dave%40beta.example", "beta-xsp"),
+    ];
+    for (credentials, user, expected) in cases {
+        let mut request = http.get(gateway.url(&format!("{PROFILE}/{user}/profile")));
+        if let Some(user) = credentials {
+            request = request.header("authorization", basic(user, "pw"));
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{user}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["upstream"], expected, "{user}");
+    }
+    assert_eq!(acme.request_count(), 2);
+    assert_eq!(beta.request_count(), 2);
+
+    // The XSP checks the credentials, so they reach it untouched.
+    let seen = acme.requests();
+    assert_eq!(
+        seen[0].headers["authorization"],
+        basic("alice@acme.example", "pw")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_what_it_cannot_route_with_json_errors() {
+    let acme = Upstream::start("acme-xsp").await;
+    let beta = Upstream::start("beta-xsp").await;
+    let config = provider("acme", &["acme.example"], &[&acme], "")
+        + &provider("beta", &["beta.example"], &[&beta], "");
+    let gateway = Gateway::start(&config).await;
+    let http = client();
+
+    let unknown = http
+        .get(gateway.url(&format!("{PROFILE}/eve@nowhere.example/profile")))
+        .header("authorization", basic("eve@nowhere.example", "pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers()["content-type"], "application/json");
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_provider");
+    assert_eq!(body["error"]["request_id"].as_str().unwrap().len(), 32);
+
+    let conflict = http
+        .get(gateway.url(&format!("{PROFILE}/carol@beta.example/profile")))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conflict.status(), 400);
+
+    let anonymous = http
+        .get(gateway.url("/com.broadsoft.xsi-actions/v2.0/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"XtendedServicesInterface\""
+    );
+
+    let elsewhere = http.get(gateway.url("/admin")).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let body: serde_json::Value = elsewhere.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    assert_eq!(
+        acme.request_count() + beta.request_count(),
+        0,
+        "nothing unroutable reached an XSP"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_services_get_their_own_upstream_and_path() {
+    let xsp = Upstream::start("xsp").await;
+    let history = Upstream::start("history").await;
+    let extra = format!("gateway = {{ history = \"{}/v1/history\" }}", history.url());
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], &extra)).await;
+    let http = client();
+
+    let response = http
+        .post(gateway.url("/api/dialer/services/gateway/history/calls/recent?limit=5"))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = history.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path_and_query, "/v1/history/calls/recent?limit=5");
+    assert_eq!(seen[0].body_len, 2);
+    assert_eq!(xsp.request_count(), 0);
+
+    let unknown = http
+        .get(gateway.url("/api/dialer/services/gateway/billing/x"))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinning_sends_every_request_to_the_named_xsp() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&one, &two], "")).await;
+    let http = client();
+    let auth = basic("alice@acme.example", "pw");
+    let heartbeat = gateway.url("/com.broadsoft.xsi-events/v2.0/channel/abc/heartbeat");
+
+    // Unpinned requests are spread over both XSPs and say which one served them.
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let response = http
+            .put(&heartbeat)
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        served_by.insert(
+            response.headers()["x-xsigate-xsp"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(served_by.into_iter().collect::<Vec<_>>(), ["xsp1", "xsp2"]);
+
+    let before = one.request_count();
+    for _ in 0..10 {
+        let response = http
+            .put(&heartbeat)
+            .header("authorization", &auth)
+            .header("x-xsigate-xsp", "xsp2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-xsigate-xsp"], "xsp2");
+    }
+    assert_eq!(
+        one.request_count(),
+        before,
+        "no pinned request went to xsp1"
+    );
+    assert!(
+        two.requests()
+            .iter()
+            .all(|r| r.headers.get("x-xsigate-xsp").is_none()),
+        "the pin stays at the edge"
+    );
+
+    let bad_pin = http
+        .put(&heartbeat)
+        .header("authorization", &auth)
+        .header("x-xsigate-xsp", "xsp9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_pin.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_client_and_request_identity_like_nginx() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let response = client()
+        .get(gateway.url(&format!("{PROFILE}/alice@acme.example/profile")))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let seen = &xsp.requests()[0];
+    assert_eq!(seen.headers["host"], xsp.addr.to_string());
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-request-id"], request_id.as_str());
+    assert!(
+        gateway.logs().contains(&request_id),
+        "the access log carries the request id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start_with_args(
+        &provider("acme", &["acme.example"], &[&xsp], ""),
+        &["--log-format", "json"],
+    )
+    .await;
+    client()
+        .get(gateway.url(&format!("{PROFILE}/alice@acme.example/profile")))
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + xsigate_tests::WAIT;
+    let access = loop {
+        let logs = gateway.logs();
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if let Some(line) = lines
+            .into_iter()
+            .find(|l| l["target"] == "xsigate::access" && l["route"] == "xsi_actions")
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line:\n{logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["provider"], "acme");
+    assert_eq!(access["upstream"], "xsp1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_http2_and_http1() {
+    let xsp = Upstream::start("xsp").await;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("gw.crt");
+    let key_path = dir.path().join("gw.key");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let tls_port = xsigate_tests::free_port();
+    let config = format!(
+        "[[server.listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n{}",
+        cert_path.display(),
+        key_path.display(),
+        provider("acme", &["acme.example"], &[&xsp], "")
+    );
+    let _gateway = Gateway::start(&config).await;
+
+    let ca = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let url = format!("https://localhost:{tls_port}{PROFILE}/alice@acme.example/profile");
+    for (http2, expected) in [
+        (true, http::Version::HTTP_2),
+        (false, http::Version::HTTP_11),
+    ] {
+        let mut builder = client_builder().tls_certs_only([ca.clone()]);
+        builder = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        };
+        let response = builder
+            .build()
+            .unwrap()
+            .get(&url)
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), expected);
+    }
+    let seen = xsp.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|r| r.headers["x-forwarded-proto"] == "https")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_xsp_health() {
+    let mut xsp = Upstream::start("xsp").await;
+    let mut gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    gateway.wait_for("/readyz", 200).await;
+    xsp.stop();
+    gateway.wait_for("/readyz", 503).await;
+    gateway
+        .wait_metric("xsigate_xsp_up{provider=\"acme\",xsp=\"xsp1\"}", |v| {
+            v == 0.0
+        })
+        .await;
+    let _back = Upstream::start_at("xsp", xsp.addr).await;
+    gateway.wait_for("/readyz", 200).await;
+}
