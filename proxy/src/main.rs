@@ -12,6 +12,7 @@ use xsigate::server::{self, RunOptions};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[expect(clippy::print_stdout, reason = "`check` reports its verdict on stdout")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = load(&cli);
