@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark on loopback, in one run:
+#   direct  - wrk -> upstream (nginx `return 200` with an XSI profile body)
+#   nginx   - wrk -> nginx keepalive reverse proxy -> upstream
+#   xsigate - wrk -> xsigate -> upstream
+# Same wrk threads, connections, duration and path for each. Prints req/s, p50, p99, the ratios
+# xsigate/nginx and xsigate/direct, and the proxies' resident memory.
+#
+# Usage: bench/proxy.sh [duration_seconds=10] [connections=32] [wrk_threads=1]
+# Env:   XSIGATE_BENCH_EXTRA  extra TOML appended to xsigate's config (e.g. a plugin).
+set -euo pipefail
+
+duration=${1:-10}
+connections=${2:-32}
+threads=${3:-1}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$root/scripts/install-deps" bench
+cargo build --release --locked -p xsigate --manifest-path "$root/Cargo.toml" >&2
+
+upstream_port=19081 nginx_port=19082 xsigate_port=19083 metrics_port=19084
+user=alice@bench.example
+path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
+auth="Basic $(printf '%s:%s' "$user" pw | base64)"
+profile='<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>alice@bench.example</userId><firstName>Alice</firstName><lastName>Bench</lastName><number>2025550100</number><extension>0100</extension></details><additionalDetails><emailAddress>alice@bench.example</emailAddress></additionalDetails></Profile>'
+
+# nginx's `return` takes a quoted string; the profile has no quotes of that kind.
+cat > "$work/upstream.conf" <<EOF
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$upstream_port;
+    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$profile'; }
+  }
+}
+EOF
+cat > "$work/proxy.conf" <<EOF
+worker_processes auto;
+pid $work/proxy.pid;
+error_log $work/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream xsp { server 127.0.0.1:$upstream_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://xsp;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+cat > "$work/xsigate.toml" <<EOF
+[server]
+data_dir = "$work/data"
+access_log = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+[[server.listeners]]
+address = "127.0.0.1:$xsigate_port"
+[server.metrics]
+address = "127.0.0.1:$metrics_port"
+[providers.bench]
+domains = ["bench.example"]
+xsp = ["http://127.0.0.1:$upstream_port"]
+${XSIGATE_BENCH_EXTRA:-}
+EOF
+
+nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & pids+=($!)
+nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & pids+=($!)
+"$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null -H "Authorization: $auth" "http://127.0.0.1:$1$path" && return 0
+    sleep 0.05
+  done
+  echo "port $1 never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
+}
+for port in $upstream_port $nginx_port $xsigate_port; do wait_port "$port"; done
+
+# Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
+measure() {
+  local port=$1
+  wrk -t"$threads" -c"$connections" -d2s -H "Authorization: $auth" "http://127.0.0.1:$port$path" >/dev/null
+  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "Authorization: $auth" \
+    "http://127.0.0.1:$port$path" > "$work/wrk.$port"
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx/ { bad = $NF }
+    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
+  ' "$work/wrk.$port"
+}
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+tree_rss_kib() { # a process and its children (nginx master + workers)
+  local total=0
+  for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
+  echo "$total"
+}
+
+read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port)
+read -r nginx_rps nginx_p50 nginx_p99 < <(measure $nginx_port)
+read -r xsigate_rps xsigate_p50 xsigate_p99 < <(measure $xsigate_port)
+
+nginx_master=$(cat "$work/proxy.pid")
+printf '\nwrk -t%s -c%s -d%ss, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$path" "$(nproc)"
+printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
+printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
+printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$nginx_master") / 1024" | bc -l)"
+printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
+printf '\nxsigate/nginx:  throughput %.2f  p99 %.2f\n' \
+  "$(echo "$xsigate_rps / $nginx_rps" | bc -l)" "$(echo "$xsigate_p99 / $nginx_p99" | bc -l)"
+printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
+  "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
