@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// How long any wait in the harness may take before the test fails.
@@ -114,10 +112,13 @@ impl Upstream {
 
     /// Starts on a given address, e.g. to bring a stopped upstream back on its port.
     pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
-        let listener = bind_retrying(addr).await;
+        let listener = xsi_sim::http::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(serve(listener, name.to_owned(), addr, Arc::clone(&seen)));
+        let (record, own_name) = (Arc::clone(&seen), name.to_owned());
+        let task = xsi_sim::http::serve(listener, move |request, _| {
+            answer(request, own_name.clone(), addr, Arc::clone(&record))
+        });
         Self {
             name: name.to_owned(),
             addr,
@@ -174,47 +175,12 @@ impl Drop for Upstream {
     }
 }
 
-async fn bind_retrying(addr: SocketAddr) -> TcpListener {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => return listener,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot bind {addr}: {e}"),
-        }
-    }
-}
-
-async fn serve(listener: TcpListener, name: String, addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>) {
-    // Dropping the JoinSet (when this task is aborted) aborts every connection task too.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let name = name.clone();
-        let seen = Arc::clone(&seen);
-        connections.spawn(async move {
-            let service =
-                service_fn(move |request| answer(request, name.clone(), addr, Arc::clone(&seen)));
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-        while connections.try_join_next().is_some() {}
-    }
-}
-
 async fn answer(
     request: Request<Incoming>,
     name: String,
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<xsi_sim::http::Body>, std::io::Error> {
     let (parts, body) = request.into_parts();
     let body = body
         .collect()

@@ -1,0 +1,163 @@
+//! The simulated application server's directory: users, administrators, and the service state
+//! that XSI-Actions read and change. One directory is shared by every simulated XSP.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an administrator may act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "level", deny_unknown_fields)]
+pub enum AdminScope {
+    System,
+    /// An enterprise or service provider administrator.
+    ServiceProvider {
+        service_provider: String,
+    },
+    Group {
+        service_provider: String,
+        group: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub user_id: String,
+    pub password: String,
+    pub scope: AdminScope,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoNotDisturb {
+    pub active: bool,
+    pub ring_splash: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallForwardingAlways {
+    pub active: bool,
+    pub forward_to_phone_number: Option<String>,
+    pub ring_splash: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteOffice {
+    pub active: bool,
+    pub remote_office_number: Option<String>,
+}
+
+/// One subscriber with its profile and the state of its services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub user_id: String,
+    pub password: String,
+    pub service_provider: String,
+    #[serde(default)]
+    pub is_enterprise: bool,
+    pub group: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub extension: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub do_not_disturb: DoNotDisturb,
+    #[serde(default)]
+    pub call_forwarding_always: CallForwardingAlways,
+    #[serde(default)]
+    pub remote_office: RemoteOffice,
+}
+
+/// Everyone the application server knows, by user id (BroadWorks user ids are case-insensitive).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    users: BTreeMap<String, User>,
+    admins: BTreeMap<String, Admin>,
+}
+
+/// Who authenticated a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    User(String),
+    Admin { user_id: String, scope: AdminScope },
+}
+
+impl Principal {
+    pub fn user_id(&self) -> &str {
+        match self {
+            Self::User(id) | Self::Admin { user_id: id, .. } => id,
+        }
+    }
+}
+
+fn key(user_id: &str) -> String {
+    user_id.to_ascii_lowercase()
+}
+
+impl Directory {
+    pub fn new(users: Vec<User>, admins: Vec<Admin>) -> Self {
+        Self {
+            users: users.into_iter().map(|u| (key(&u.user_id), u)).collect(),
+            admins: admins.into_iter().map(|a| (key(&a.user_id), a)).collect(),
+        }
+    }
+
+    pub fn user(&self, user_id: &str) -> Option<&User> {
+        self.users.get(&key(user_id))
+    }
+
+    pub fn user_mut(&mut self, user_id: &str) -> Option<&mut User> {
+        self.users.get_mut(&key(user_id))
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn upsert_user(&mut self, user: User) {
+        self.users.insert(key(&user.user_id), user);
+    }
+
+    /// Checks a user id and password the way the XSP's internal authentication does.
+    pub fn authenticate(&self, user_id: &str, password: &str) -> Option<Principal> {
+        if let Some(user) = self.user(user_id) {
+            return (user.password == password).then(|| Principal::User(user.user_id.clone()));
+        }
+        let admin = self.admins.get(&key(user_id))?;
+        (admin.password == password).then(|| Principal::Admin {
+            user_id: admin.user_id.clone(),
+            scope: admin.scope.clone(),
+        })
+    }
+
+    /// Whether `principal` may act on `user`'s resources: a user on its own, an admin in scope.
+    pub fn may_access(principal: &Principal, user: &User) -> bool {
+        match principal {
+            Principal::User(id) => id.eq_ignore_ascii_case(&user.user_id),
+            Principal::Admin { scope, .. } => match scope {
+                AdminScope::System => true,
+                AdminScope::ServiceProvider { service_provider } => {
+                    *service_provider == user.service_provider
+                }
+                AdminScope::Group {
+                    service_provider,
+                    group,
+                } => *service_provider == user.service_provider && *group == user.group,
+            },
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! xsi-sim: a BroadWorks XSI simulator for tests, benchmarks and the demo.
+//!
+//! One simulated application server ([`Platform`]: directory, service state, sessions) is served
+//! by one or more simulated XSPs, each on its own loopback port, plus a JSON control API that
+//! tests use to observe requests and inject faults. The XSI behaviour lives in [`xsp`], the
+//! documents in [`xml`].
+
+pub mod directory;
+pub mod http;
+pub mod seed;
+pub mod xml;
+pub mod xsp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::task::JoinHandle;
+
+use crate::directory::{Directory, Principal, User};
+use crate::http::Body;
+use crate::seed::Seed;
+use crate::xsp::RequestRecord;
+
+/// The simulated application server shared by every XSP.
+#[derive(Debug, Default)]
+pub struct Platform {
+    directory: Mutex<Directory>,
+    /// Sessions by (XSP, context path, JSESSIONID): a cookie is only good on the XSP that issued it.
+    sessions: Mutex<HashMap<(usize, &'static str, String), Principal>>,
+    requests: Mutex<Vec<RequestRecord>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking handler cannot leave these maps half-updated, so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Platform {
+    pub fn new(directory: Directory) -> Self {
+        Self {
+            directory: Mutex::new(directory),
+            ..Self::default()
+        }
+    }
+
+    pub fn directory(&self) -> MutexGuard<'_, Directory> {
+        lock(&self.directory)
+    }
+
+    pub fn session(&self, xsp: usize, context: &'static str, token: &str) -> Option<Principal> {
+        lock(&self.sessions)
+            .get(&(xsp, context, token.to_owned()))
+            .cloned()
+    }
+
+    /// Opens a session and returns its JSESSIONID (32 upper-case hex digits, like Tomcat's).
+    pub fn open_session(&self, xsp: usize, context: &'static str, principal: Principal) -> String {
+        let token = format!("{:032X}", rand::random::<u128>());
+        lock(&self.sessions).insert((xsp, context, token.clone()), principal);
+        token
+    }
+
+    /// Ends every session of a user, as a password change does.
+    pub fn close_sessions_of(&self, user_id: &str) {
+        lock(&self.sessions).retain(|_, p| !p.user_id().eq_ignore_ascii_case(user_id));
+    }
+
+    pub fn record(&self, record: RequestRecord) {
+        lock(&self.requests).push(record);
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.requests).clone()
+    }
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Simulator {
+    platform: Arc<Platform>,
+    xsps: Vec<XspSlot>,
+    control_addr: SocketAddr,
+    control_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct XspSlot {
+    addr: SocketAddr,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Simulator {
+    /// Starts the XSPs and control API named by the seed. Without XSP addresses, two XSPs start
+    /// on free loopback ports; without a control address, the control API does too.
+    pub async fn start(seed: Seed) -> std::io::Result<Arc<Self>> {
+        let platform = Arc::new(Platform::new(Directory::new(seed.users, seed.admins)));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let addrs = if seed.xsp.is_empty() {
+            vec![loopback; 2]
+        } else {
+            seed.xsp
+        };
+        let mut xsps = Vec::with_capacity(addrs.len());
+        for (index, addr) in addrs.into_iter().enumerate() {
+            let listener = http::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            let task = serve_xsp(listener, Arc::clone(&platform), index);
+            xsps.push(XspSlot {
+                addr,
+                task: Mutex::new(Some(task)),
+            });
+        }
+        let control_listener = http::bind(seed.control.unwrap_or(loopback)).await?;
+        let control_addr = control_listener.local_addr()?;
+        let simulator = Arc::new(Self {
+            platform,
+            xsps,
+            control_addr,
+            control_task: Mutex::new(None),
+        });
+        // The control API holds a weak reference so that dropping the simulator stops it.
+        let weak = Arc::downgrade(&simulator);
+        let task = http::serve(control_listener, move |request, _| {
+            let simulator = weak.upgrade();
+            async move {
+                Ok(match simulator {
+                    Some(simulator) => simulator.control(request).await,
+                    None => json_response(503, &serde_json::json!({"error": "simulator stopped"})),
+                })
+            }
+        });
+        *lock(&simulator.control_task) = Some(task);
+        Ok(simulator)
+    }
+
+    pub fn platform(&self) -> &Arc<Platform> {
+        &self.platform
+    }
+
+    pub fn xsp_addrs(&self) -> Vec<SocketAddr> {
+        self.xsps.iter().map(|x| x.addr).collect()
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// Kills one XSP: its listener closes and every open connection is cut.
+    pub fn stop_xsp(&self, index: usize) -> bool {
+        let Some(slot) = self.xsps.get(index) else {
+            return false;
+        };
+        if let Some(task) = lock(&slot.task).take() {
+            task.abort();
+        }
+        true
+    }
+
+    /// Brings a stopped XSP back on its old address.
+    pub async fn start_xsp(&self, index: usize) -> std::io::Result<bool> {
+        let Some(slot) = self.xsps.get(index) else {
+            return Ok(false);
+        };
+        if lock(&slot.task).is_some() {
+            return Ok(true);
+        }
+        let listener = http::bind(slot.addr).await?;
+        *lock(&slot.task) = Some(serve_xsp(listener, Arc::clone(&self.platform), index));
+        Ok(true)
+    }
+
+    /// The control API: JSON over HTTP for tests and operators.
+    ///
+    /// - `GET /requests`: every XSI request seen, with the credentials it carried
+    /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
+    /// - `GET /users/<id>`: a user's profile and service state
+    /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`)
+    async fn control(&self, request: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let segments: Vec<&str> = parts
+            .uri
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        match (parts.method.as_str(), segments.as_slice()) {
+            ("GET", ["requests"]) => json_response(200, &self.platform.requests()),
+            ("POST", ["xsp", n, action]) => {
+                let Ok(index) = n.parse::<usize>() else {
+                    return json_response(
+                        400,
+                        &serde_json::json!({"error": "XSP index is a number"}),
+                    );
+                };
+                let done = match *action {
+                    "stop" => Ok(self.stop_xsp(index)),
+                    "start" => self.start_xsp(index).await,
+                    _ => {
+                        return json_response(404, &serde_json::json!({"error": "unknown action"}));
+                    }
+                };
+                match done {
+                    Ok(true) => {
+                        json_response(200, &serde_json::json!({"xsp": index, "action": action}))
+                    }
+                    Ok(false) => json_response(404, &serde_json::json!({"error": "no such XSP"})),
+                    Err(e) => json_response(500, &serde_json::json!({"error": e.to_string()})),
+                }
+            }
+            ("GET", ["users", id]) => match self.platform.directory().user(id) {
+                Some(user) => json_response(200, user),
+                None => json_response(404, &serde_json::json!({"error": "no such user"})),
+            },
+            ("PUT", ["users", id]) => match serde_json::from_slice::<User>(&body) {
+                Ok(user) if user.user_id.eq_ignore_ascii_case(id) => {
+                    self.platform.directory().upsert_user(user);
+                    json_response(200, &serde_json::json!({"user_id": id}))
+                }
+                Ok(_) => json_response(
+                    400,
+                    &serde_json::json!({"error": "user_id differs from the path"}),
+                ),
+                Err(e) => json_response(400, &serde_json::json!({"error": e.to_string()})),
+            },
+            _ => json_response(
+                404,
+                &serde_json::json!({"error": "no such control endpoint"}),
+            ),
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for index in 0..self.xsps.len() {
+            self.stop_xsp(index);
+        }
+        if let Some(task) = lock(&self.control_task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn serve_xsp(
+    listener: tokio::net::TcpListener,
+    platform: Arc<Platform>,
+    index: usize,
+) -> JoinHandle<()> {
+    http::serve(listener, move |request, peer| {
+        xsp::handle(Arc::clone(&platform), index, request, peer)
+    })
+}
+
+fn json_response(status: u16, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(::http::header::CONTENT_TYPE, "application/json")
+        .body(Body::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Body::new(Bytes::new())))
+}

@@ -1,0 +1,69 @@
+//! `xsi-sim`: run the simulator from a seed file, or with generated users.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use xsi_sim::Simulator;
+use xsi_sim::seed::Seed;
+
+#[derive(Debug, Parser)]
+#[command(name = "xsi-sim", version, about = "A BroadWorks XSI simulator")]
+struct Cli {
+    /// Seed file (TOML): XSP and control addresses, users, administrators.
+    #[arg(long, value_name = "FILE")]
+    seed: Option<PathBuf>,
+    /// Generate this many users (user00000@<domain>, password00000, …) instead of a seed's.
+    #[arg(long, value_name = "N")]
+    generate_users: Option<usize>,
+    /// Groups the generated users are spread over.
+    #[arg(long, default_value_t = 10)]
+    generate_groups: usize,
+    /// Domain of generated users.
+    #[arg(long, default_value = "sim.xsigate.test")]
+    generate_domain: String,
+    /// XSP listen address; repeat for several XSPs. Overrides the seed's.
+    #[arg(long = "xsp", value_name = "ADDR")]
+    xsp: Vec<std::net::SocketAddr>,
+    /// Control API listen address. Overrides the seed's.
+    #[arg(long, value_name = "ADDR")]
+    control: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut seed = match &cli.seed {
+        Some(path) => match Seed::from_file(path) {
+            Ok(seed) => seed,
+            Err(e) => {
+                eprintln!("xsi-sim: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Seed::generated(0, 1, &cli.generate_domain),
+    };
+    if let Some(users) = cli.generate_users {
+        seed.users = Seed::generated(users, cli.generate_groups, &cli.generate_domain).users;
+    }
+    if !cli.xsp.is_empty() {
+        seed.xsp = cli.xsp.clone();
+    }
+    if cli.control.is_some() {
+        seed.control = cli.control;
+    }
+    let users = seed.users.len();
+    let simulator = match Simulator::start(seed).await {
+        Ok(simulator) => simulator,
+        Err(e) => {
+            eprintln!("xsi-sim: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(xsps = ?simulator.xsp_addrs(), control = %simulator.control_addr(), users, "xsi-sim serving");
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,95 @@
+//! Seed files: who exists on the simulated platform and where its XSPs listen.
+//!
+//! ```toml
+//! xsp = ["127.0.0.1:18081", "127.0.0.1:18082"]   # one simulated XSP per address
+//! control = "127.0.0.1:18099"                     # the test/control API
+//!
+//! [[users]]
+//! user_id = "alice@demo.xsigate.test"
+//! password = "alice-password"
+//! service_provider = "demo"
+//! group = "sales"
+//! first_name = "Alice"
+//!
+//! [[admins]]
+//! user_id = "admin@demo.xsigate.test"
+//! password = "admin-password"
+//! scope = { level = "service_provider", service_provider = "demo" }  # or system, or group
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::directory::{Admin, User};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default)]
+    pub xsp: Vec<SocketAddr>,
+    pub control: Option<SocketAddr>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub admins: Vec<Admin>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+}
+
+impl Seed {
+    pub fn from_file(path: &Path) -> Result<Self, SeedError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| SeedError::Parse {
+            path: display,
+            source,
+        })
+    }
+
+    /// `users` users spread over `groups` groups of one service provider, for load tests.
+    pub fn generated(users: usize, groups: usize, domain: &str) -> Self {
+        let groups = groups.max(1);
+        let users = (0..users)
+            .map(|i| User {
+                user_id: format!("user{i:05}@{domain}"),
+                password: format!("password{i:05}"),
+                service_provider: "generated".to_owned(),
+                is_enterprise: true,
+                group: format!("group{:03}", i % groups),
+                first_name: Some(format!("User{i:05}")),
+                last_name: Some("Generated".to_owned()),
+                number: Some(format!("20255{i:05}")),
+                extension: Some(format!("{i:05}")),
+                email: Some(format!("user{i:05}@{domain}")),
+                mobile: None,
+                department: None,
+                do_not_disturb: Default::default(),
+                call_forwarding_always: Default::default(),
+                remote_office: Default::default(),
+            })
+            .collect();
+        Self {
+            xsp: Vec::new(),
+            control: None,
+            users,
+            admins: Vec::new(),
+        }
+    }
+}

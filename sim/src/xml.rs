@@ -1,0 +1,293 @@
+//! XSI-Actions documents, byte for byte in the shape BroadWorks sends them: default namespace
+//! `http://schema.broadsoft.com/xsi`, `xsi:` bound to XML-Schema-instance for nil values, and
+//! elements in XSD order. Non-ASCII text is written as character references so the declared
+//! encoding (ISO-8859-1 for profile data, as real XSPs declare) is always honest.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::directory::{CallForwardingAlways, DoNotDisturb, RemoteOffice, User};
+
+const NS: &str = "http://schema.broadsoft.com/xsi";
+const LATIN1_DECL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1"?>"#;
+const UTF8_DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+/// Escapes text content; anything outside ASCII becomes a numeric character reference.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let _ = write!(out, "&#{};", u32::from(c));
+            }
+        }
+    }
+    out
+}
+
+fn element(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, "<{name}>{}</{name}>", escape(value));
+}
+
+fn optional(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        element(out, name, value);
+    }
+}
+
+fn nillable(out: &mut String, name: &str, value: Option<&str>) {
+    match value {
+        Some(value) => element(out, name, value),
+        None => {
+            let _ = write!(out, "<{name} xsi:nil=\"true\"/>");
+        }
+    }
+}
+
+/// `GET /v2.0/user/<id>/profile`.
+pub fn profile(user: &User) -> String {
+    let id = escape(&user.user_id);
+    let mut out = format!(
+        r#"{LATIN1_DECL}<Profile xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><details>"#
+    );
+    element(&mut out, "userId", &user.user_id);
+    nillable(&mut out, "firstName", user.first_name.as_deref());
+    nillable(&mut out, "lastName", user.last_name.as_deref());
+    element(&mut out, "groupId", &user.group);
+    let _ = write!(
+        out,
+        r#"<serviceProvider isEnterprise="{}">{}</serviceProvider>"#,
+        user.is_enterprise,
+        escape(&user.service_provider)
+    );
+    optional(&mut out, "number", user.number.as_deref());
+    optional(&mut out, "extension", user.extension.as_deref());
+    out.push_str("</details><additionalDetails>");
+    // The spec's example writes absent details as `xsi:nil`, but the schema declares them
+    // optional and not nillable; absent details are left out so the document validates.
+    optional(&mut out, "mobile", user.mobile.as_deref());
+    optional(&mut out, "emailAddress", user.email.as_deref());
+    optional(&mut out, "department", user.department.as_deref());
+    let _ = write!(
+        out,
+        "</additionalDetails><passwordExpiresDays>2147483647</passwordExpiresDays>\
+         <fac>/v2.0/user/{id}/profile/Fac</fac>\
+         <registrations>/v2.0/user/{id}/profile/Registrations</registrations>\
+         <scheduleList>/v2.0/user/{id}/profile/Schedule</scheduleList>\
+         <portalPasswordChange>/v2.0/user/{id}/profile/Password/Portal</portalPasswordChange>\
+         <countryCode>1</countryCode></Profile>"
+    );
+    out
+}
+
+/// The services this simulator assigns to every user, with their Actions resource names.
+pub const SERVICES: [(&str, &str); 3] = [
+    ("Call Forwarding Always", "callforwardingalways"),
+    ("Do Not Disturb", "donotdisturb"),
+    ("Remote Office", "remoteoffice"),
+];
+
+/// `GET /v2.0/user/<id>/services`: URIs are relative to the xsi-actions root, lower-case.
+pub fn services(user: &User) -> String {
+    let id = escape(&user.user_id);
+    let mut out = format!(r#"{LATIN1_DECL}<Services xmlns="{NS}">"#);
+    for (name, resource) in SERVICES {
+        let _ = write!(
+            out,
+            "<service><name>{name}</name><uri>/v2.0/user/{id}/services/{resource}</uri></service>"
+        );
+    }
+    out.push_str("</Services>");
+    out
+}
+
+pub fn do_not_disturb(state: &DoNotDisturb) -> String {
+    format!(
+        r#"{LATIN1_DECL}<DoNotDisturb xmlns="{NS}"><active>{}</active><ringSplash>{}</ringSplash></DoNotDisturb>"#,
+        state.active, state.ring_splash
+    )
+}
+
+pub fn call_forwarding_always(state: &CallForwardingAlways) -> String {
+    let mut out = format!(
+        r#"{LATIN1_DECL}<CallForwardingAlways xmlns="{NS}"><active>{}</active>"#,
+        state.active
+    );
+    optional(
+        &mut out,
+        "forwardToPhoneNumber",
+        state.forward_to_phone_number.as_deref(),
+    );
+    let _ = write!(
+        out,
+        "<ringSplash>{}</ringSplash></CallForwardingAlways>",
+        state.ring_splash
+    );
+    out
+}
+
+pub fn remote_office(state: &RemoteOffice) -> String {
+    let mut out = format!(
+        r#"{LATIN1_DECL}<RemoteOffice xmlns="{NS}"><active>{}</active>"#,
+        state.active
+    );
+    optional(
+        &mut out,
+        "remoteOfficeNumber",
+        state.remote_office_number.as_deref(),
+    );
+    out.push_str("</RemoteOffice>");
+    out
+}
+
+/// `GET /v2.0/versions` (Actions) with the baseline release this simulator imitates.
+pub fn versions() -> String {
+    format!(
+        r#"{UTF8_DECL}<Versions xmlns="{NS}"><commands><baseline>22.0</baseline></commands></Versions>"#
+    )
+}
+
+/// An `ErrorInfo` document.
+pub fn error_info(summary: &str, code: u32) -> String {
+    let summary = escape(summary);
+    format!(
+        r#"{LATIN1_DECL}<ErrorInfo xmlns="{NS}"><summary>{summary}</summary><summaryEnglish>{summary}</summaryEnglish><errorCode>{code}</errorCode></ErrorInfo>"#
+    )
+}
+
+/// The leaf elements of a request document by local name: `Some(text)`, or `None` when the
+/// element is `xsi:nil`. Namespaces and prefixes are ignored, as BroadWorks does.
+#[derive(Debug, Default)]
+pub struct Leaves(BTreeMap<String, Option<String>>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed XML: {0}")]
+pub struct XmlError(String);
+
+impl Leaves {
+    pub fn parse(body: &[u8]) -> Result<Self, XmlError> {
+        use quick_xml::events::Event;
+
+        let mut reader = quick_xml::Reader::from_reader(body);
+        reader.config_mut().trim_text(true);
+        let mut leaves = BTreeMap::new();
+        let mut open: Option<(String, bool)> = None;
+        let mut text = String::new();
+        let mut depth = 0usize;
+        let mut buf = Vec::new();
+        loop {
+            match reader.read_event_into(&mut buf) {
+                Ok(Event::Start(start)) => {
+                    depth += 1;
+                    open = Some((start.local_name().as_ref().to_owned(), is_nil(&start)));
+                    text.clear();
+                }
+                Ok(Event::Empty(start)) => {
+                    let nil = is_nil(&start);
+                    leaves.insert(
+                        start.local_name().as_ref().to_owned(),
+                        if nil { None } else { Some(String::new()) },
+                    );
+                }
+                Ok(Event::Text(t)) => text.push_str(&t.xml10_content()),
+                Ok(Event::GeneralRef(reference)) => {
+                    let resolved = match reference.resolve_char_ref() {
+                        Ok(Some(c)) => Some(c),
+                        Ok(None) => {
+                            quick_xml::escape::resolve_predefined_entity(&reference.xml10_content())
+                                .and_then(|s| s.chars().next())
+                        }
+                        Err(e) => return Err(XmlError(e.to_string())),
+                    };
+                    text.push(
+                        resolved.ok_or_else(|| XmlError("unknown entity reference".to_owned()))?,
+                    );
+                }
+                Ok(Event::End(_)) => {
+                    depth = depth
+                        .checked_sub(1)
+                        .ok_or_else(|| XmlError("unbalanced end tag".to_owned()))?;
+                    if let Some((name, nil)) = open.take() {
+                        leaves.insert(
+                            name,
+                            if nil {
+                                None
+                            } else {
+                                Some(text.trim().to_owned())
+                            },
+                        );
+                    }
+                }
+                Ok(Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => return Err(XmlError(e.to_string())),
+            }
+            buf.clear();
+        }
+        if depth != 0 {
+            return Err(XmlError("unclosed element".to_owned()));
+        }
+        Ok(Self(leaves))
+    }
+
+    /// The text of a leaf; `Some(None)` when it is nil, `None` when absent.
+    pub fn get(&self, name: &str) -> Option<Option<&str>> {
+        self.0.get(name).map(Option::as_deref)
+    }
+
+    /// A boolean leaf: `Ok(None)` when absent, an error when not `true`/`false`.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, XmlError> {
+        match self.get(name).flatten() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(XmlError(format!(
+                "`{name}` must be true or false, not `{other}`"
+            ))),
+        }
+    }
+}
+
+fn is_nil(start: &quick_xml::events::BytesStart<'_>) -> bool {
+    start
+        .attributes()
+        .flatten()
+        .any(|a| a.key.local_name().as_ref() == "nil" && a.value.as_ref() == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_non_ascii() {
+        assert_eq!(escape("a<b & \"Zoë\""), "a&lt;b &amp; &quot;Zo&#235;&quot;");
+    }
+
+    #[test]
+    fn parses_leaves_with_any_prefix_and_nil() {
+        let body = br#"<RemoteOffice xmlns="http://schema.broadsoft.com/xsi"><active>true</active><remoteOfficeNumber xs:nil="true" xmlns:xs="http://www.w3.org/2001/XMLSchema-instance"/></RemoteOffice>"#;
+        let leaves = Leaves::parse(body).unwrap();
+        assert_eq!(leaves.boolean("active").unwrap(), Some(true));
+        assert_eq!(leaves.get("remoteOfficeNumber"), Some(None));
+        assert_eq!(leaves.get("absent"), None);
+    }
+
+    #[test]
+    fn rejects_malformed_documents() {
+        assert!(Leaves::parse(b"<a><b>x</a>").is_err());
+        assert!(Leaves::parse(b"<a>").is_err());
+        assert!(
+            Leaves::parse(b"<a><active>maybe</active></a>")
+                .unwrap()
+                .boolean("active")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! One simulated XSP: authentication exactly as BroadWorks does it, then XSI-Actions.
+//!
+//! - Basic credentials are required on every request, even with a session cookie.
+//! - A successful login gets a `JSESSIONID` scoped to the web-app context path; a later request
+//!   carrying that cookie on the same XSP is not re-authenticated.
+//! - 401 carries `WWW-Authenticate: Basic realm="XtendedServicesInterface"`.
+//! - A user reaches only its own `/user/<id>/…`; an administrator only users in its scope (403).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde::Serialize;
+
+use crate::Platform;
+use crate::directory::{Directory, Principal};
+use crate::http::Body;
+use crate::xml::{self, Leaves};
+
+const ACTIONS_CONTEXT: &str = "/com.broadsoft.xsi-actions";
+const XML_LATIN1: &str = "application/xml;charset=ISO-8859-1";
+const XML_UTF8: &str = "application/xml;charset=UTF-8";
+/// Request bodies larger than this are refused; XSI documents are small.
+const MAX_BODY: usize = 64 * 1024;
+
+/// How a request authenticated, as recorded for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// No usable `Authorization` header.
+    None,
+    /// The password was checked.
+    Basic,
+    /// A session cookie of this XSP stood in for the password check.
+    Cookie,
+    /// Credentials were given and rejected.
+    Rejected,
+}
+
+/// One request as the platform saw it: what tests use to prove which credentials reached it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub xsp: usize,
+    pub method: String,
+    pub path: String,
+    /// The user id in the `Authorization` header, if any.
+    pub auth_user: Option<String>,
+    pub auth: AuthKind,
+    pub status: u16,
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: String,
+    set_cookie: Option<String>,
+}
+
+impl Reply {
+    fn xml(status: StatusCode, content_type: &'static str, body: String) -> Self {
+        Self {
+            status,
+            content_type: Some(content_type),
+            body,
+            set_cookie: None,
+        }
+    }
+
+    fn ok_xml(body: String) -> Self {
+        Self::xml(StatusCode::OK, XML_LATIN1, body)
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            content_type: None,
+            body: String::new(),
+            set_cookie: None,
+        }
+    }
+
+    fn error(status: StatusCode, summary: &str, code: u32) -> Self {
+        Self::xml(status, XML_LATIN1, xml::error_info(summary, code))
+    }
+}
+
+/// Handles one request on XSP number `xsp`.
+pub async fn handle(
+    platform: Arc<Platform>,
+    xsp: usize,
+    request: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Result<Response<Body>, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let path = parts.uri.path().to_owned();
+    let credentials = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials);
+    let cookie = parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("JSESSIONID=").map(str::to_owned));
+
+    let (auth, reply) = if body.len() > MAX_BODY {
+        (
+            AuthKind::None,
+            Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", 4000),
+        )
+    } else {
+        respond(
+            &platform,
+            xsp,
+            &parts.method,
+            &path,
+            credentials.as_ref(),
+            cookie.as_deref(),
+            &body,
+        )
+    };
+    platform.record(RequestRecord {
+        xsp,
+        method: parts.method.to_string(),
+        path,
+        auth_user: credentials.map(|(user, _)| user),
+        auth,
+        status: reply.status.as_u16(),
+    });
+    Ok(into_response(reply))
+}
+
+fn into_response(reply: Reply) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(http::header::SERVER, "BW HTTP Server");
+    if let Some(content_type) = reply.content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
+    if let Some(cookie) = reply.set_cookie {
+        builder = builder.header(http::header::SET_COOKIE, cookie);
+    }
+    if reply.status == StatusCode::UNAUTHORIZED {
+        builder = builder.header(
+            http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"XtendedServicesInterface\"",
+        );
+    }
+    builder
+        .body(Body::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| Response::new(Body::new(Bytes::new())))
+}
+
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+fn respond(
+    platform: &Platform,
+    xsp: usize,
+    method: &Method,
+    path: &str,
+    credentials: Option<&(String, String)>,
+    cookie: Option<&str>,
+    body: &Bytes,
+) -> (AuthKind, Reply) {
+    let Some(resource) = path.strip_prefix(ACTIONS_CONTEXT) else {
+        return (
+            AuthKind::None,
+            Reply::error(StatusCode::NOT_FOUND, "Unknown web application", 110000),
+        );
+    };
+    let Some((user_id, password)) = credentials else {
+        return (AuthKind::None, Reply::empty(StatusCode::UNAUTHORIZED));
+    };
+    let mut set_cookie = None;
+    let (auth, principal) = match cookie.and_then(|c| platform.session(xsp, ACTIONS_CONTEXT, c)) {
+        Some(principal) if principal.user_id().eq_ignore_ascii_case(user_id) => {
+            (AuthKind::Cookie, principal)
+        }
+        _ => {
+            let Some(principal) = platform.directory().authenticate(user_id, password) else {
+                return (AuthKind::Rejected, Reply::empty(StatusCode::UNAUTHORIZED));
+            };
+            let token = platform.open_session(xsp, ACTIONS_CONTEXT, principal.clone());
+            set_cookie = Some(format!(
+                "JSESSIONID={token}; Path={ACTIONS_CONTEXT}; HttpOnly"
+            ));
+            (AuthKind::Basic, principal)
+        }
+    };
+    let mut reply = actions(platform, method, resource, &principal, body);
+    reply.set_cookie = set_cookie;
+    (auth, reply)
+}
+
+/// XSI-Actions below the context root (`/v2.0/…`).
+fn actions(
+    platform: &Platform,
+    method: &Method,
+    resource: &str,
+    principal: &Principal,
+    body: &Bytes,
+) -> Reply {
+    let segments: Vec<&str> = resource.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["v2.0", "versions"] => match *method {
+            Method::GET => Reply::xml(StatusCode::OK, XML_UTF8, xml::versions()),
+            _ => Reply::empty(StatusCode::METHOD_NOT_ALLOWED),
+        },
+        ["v2.0", "user", user, rest @ ..] => {
+            let Some(user_id) = percent_encoding::percent_decode_str(user)
+                .decode_utf8()
+                .ok()
+            else {
+                return Reply::error(StatusCode::BAD_REQUEST, "Invalid user id", 4000);
+            };
+            let rest: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            user_resource(platform, method, &user_id, &rest, principal, body)
+        }
+        _ => Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
+    }
+}
+
+fn user_resource(
+    platform: &Platform,
+    method: &Method,
+    user_id: &str,
+    rest: &[&str],
+    principal: &Principal,
+    body: &Bytes,
+) -> Reply {
+    let mut directory = platform.directory();
+    let Some(user) = directory.user(user_id) else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            &format!("[Error 4008] User not found: {user_id}"),
+            4008,
+        );
+    };
+    if !Directory::may_access(principal, user) {
+        return Reply::error(
+            StatusCode::FORBIDDEN,
+            "[Error 4410] Access denied: outside the caller's scope",
+            4410,
+        );
+    }
+    let leaves = if *method == Method::PUT {
+        match Leaves::parse(body) {
+            Ok(leaves) => Some(leaves),
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+        }
+    } else {
+        None
+    };
+    let Some(user) = directory.user_mut(user_id) else {
+        return Reply::error(StatusCode::NOT_FOUND, "User not found", 4008);
+    };
+    let result = match (method.clone(), rest, leaves) {
+        (Method::GET, ["profile"], _) => Ok(Reply::ok_xml(xml::profile(user))),
+        (Method::GET, ["services"], _) => Ok(Reply::ok_xml(xml::services(user))),
+        (Method::GET, ["services", "donotdisturb"], _) => {
+            Ok(Reply::ok_xml(xml::do_not_disturb(&user.do_not_disturb)))
+        }
+        (Method::GET, ["services", "callforwardingalways"], _) => Ok(Reply::ok_xml(
+            xml::call_forwarding_always(&user.call_forwarding_always),
+        )),
+        (Method::GET, ["services", "remoteoffice"], _) => {
+            Ok(Reply::ok_xml(xml::remote_office(&user.remote_office)))
+        }
+        (Method::PUT, ["services", "donotdisturb"], Some(leaves)) => (|| {
+            let state = &mut user.do_not_disturb;
+            state.active = leaves.boolean("active")?.unwrap_or(state.active);
+            state.ring_splash = leaves.boolean("ringSplash")?.unwrap_or(state.ring_splash);
+            Ok(Reply::empty(StatusCode::OK))
+        })(),
+        (Method::PUT, ["services", "callforwardingalways"], Some(leaves)) => (|| {
+            let state = &mut user.call_forwarding_always;
+            state.active = leaves.boolean("active")?.unwrap_or(state.active);
+            state.ring_splash = leaves.boolean("ringSplash")?.unwrap_or(state.ring_splash);
+            if let Some(number) = leaves.get("forwardToPhoneNumber") {
+                state.forward_to_phone_number = number.map(str::to_owned);
+            }
+            if state.active && state.forward_to_phone_number.is_none() {
+                return Ok(Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "[Error 4602] A forward-to number is required",
+                    4602,
+                ));
+            }
+            Ok(Reply::empty(StatusCode::OK))
+        })(),
+        (Method::PUT, ["services", "remoteoffice"], Some(leaves)) => (|| {
+            let state = &mut user.remote_office;
+            state.active = leaves.boolean("active")?.unwrap_or(state.active);
+            if let Some(number) = leaves.get("remoteOfficeNumber") {
+                state.remote_office_number = number.map(str::to_owned);
+            }
+            Ok(Reply::empty(StatusCode::OK))
+        })(),
+        (Method::PUT, ["profile", "password", "portal"], Some(leaves)) => {
+            let new = leaves.get("newPassword").flatten().unwrap_or_default();
+            let is_self = matches!(principal, Principal::User(_));
+            if new.is_empty() || new.len() > 60 {
+                Ok(Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "[Error 4001] newPassword must be 1 to 60 characters",
+                    4001,
+                ))
+            } else if is_self && leaves.get("oldPassword").flatten() != Some(user.password.as_str())
+            {
+                Ok(Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "[Error 4962] The old password is not correct",
+                    4962,
+                ))
+            } else {
+                user.password = new.to_owned();
+                let user_id = user.user_id.clone();
+                drop(directory);
+                platform.close_sessions_of(&user_id);
+                return Reply::empty(StatusCode::OK);
+            }
+        }
+        (Method::GET | Method::PUT, _, _) => Ok(Reply::error(
+            StatusCode::NOT_FOUND,
+            "Resource not found",
+            110000,
+        )),
+        _ => Ok(Reply::empty(StatusCode::METHOD_NOT_ALLOWED)),
+    };
+    result.unwrap_or_else(|e: xml::XmlError| {
+        Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000)
+    })
+}

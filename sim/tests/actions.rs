@@ -1,0 +1,491 @@
+//! The simulator's XSI-Actions over real HTTP: authentication, sessions, scope, every resource.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use xsi_sim::Simulator;
+use xsi_sim::seed::Seed;
+use xsi_sim::xsp::AuthKind;
+
+const SEED: &str = r#"
+[[users]]
+user_id = "alice@acme.example"
+password = "alice-pw"
+service_provider = "acme"
+is_enterprise = true
+group = "sales"
+first_name = "Alice"
+last_name = "Zoë <Anders>"
+number = "2025550101"
+extension = "0101"
+email = "alice@acme.example"
+
+[[users]]
+user_id = "bob@acme.example"
+password = "bob-pw"
+service_provider = "acme"
+group = "support"
+
+[[admins]]
+user_id = "admin@acme.example"
+password = "admin-pw"
+scope = { level = "service_provider", service_provider = "acme" }
+
+[[admins]]
+user_id = "sales-admin@acme.example"
+password = "sales-pw"
+scope = { level = "group", service_provider = "acme", group = "sales" }
+"#;
+
+const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
+
+async fn simulator() -> Arc<Simulator> {
+    Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
+        .await
+        .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().unwrap()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
+    format!("http://{}{path}", sim.xsp_addrs()[xsp])
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_the_basic_challenge() {
+    let sim = simulator().await;
+    let http = client();
+    for auth in [
+        None,
+        Some(basic("alice@acme.example", "wrong")),
+        Some(basic("nobody@acme.example", "x")),
+    ] {
+        let mut request = http.get(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/alice@acme.example/profile"),
+        ));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Basic realm=\"XtendedServicesInterface\""
+        );
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    let kinds: Vec<AuthKind> = sim.platform().requests().iter().map(|r| r.auth).collect();
+    assert_eq!(
+        kinds,
+        [AuthKind::None, AuthKind::Rejected, AuthKind::Rejected]
+    );
+}
+
+#[tokio::test]
+async fn profile_is_served_with_a_session_cookie_per_context_and_xsp() {
+    let sim = simulator().await;
+    let http = client();
+    let auth = basic("alice@acme.example", "alice-pw");
+    let profile = format!("{ACTIONS}/user/alice@acme.example/profile");
+
+    let response = http
+        .get(url(&sim, 0, &profile))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/xml;charset=ISO-8859-1"
+    );
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("JSESSIONID="), "{cookie}");
+    assert!(
+        cookie.ends_with("; Path=/com.broadsoft.xsi-actions; HttpOnly"),
+        "{cookie}"
+    );
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with(r#"<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><details><userId>alice@acme.example</userId><firstName>Alice</firstName><lastName>Zo&#235; &lt;Anders&gt;</lastName><groupId>sales</groupId><serviceProvider isEnterprise="true">acme</serviceProvider><number>2025550101</number><extension>0101</extension></details><additionalDetails><emailAddress>alice@acme.example</emailAddress></additionalDetails>"#), "{body}");
+
+    // The cookie spares the password check on the XSP that issued it, and only there.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    for xsp in [0, 1] {
+        let response = http
+            .get(url(&sim, xsp, &profile))
+            .header("authorization", &auth)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers().get("set-cookie").is_some(), xsp == 1);
+    }
+    // A cookie never replaces the Authorization header.
+    let response = http
+        .get(url(&sim, 0, &profile))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let records = sim.platform().requests();
+    let seen: Vec<(usize, AuthKind)> = records.iter().map(|r| (r.xsp, r.auth)).collect();
+    assert_eq!(
+        seen,
+        [
+            (0, AuthKind::Basic),
+            (0, AuthKind::Cookie),
+            (1, AuthKind::Basic),
+            (0, AuthKind::None)
+        ]
+    );
+    assert_eq!(records[0].auth_user.as_deref(), Some("alice@acme.example"));
+}
+
+#[tokio::test]
+async fn users_reach_only_themselves_and_admins_only_their_scope() {
+    let sim = simulator().await;
+    let http = client();
+    let cases = [
+        (
+            ("alice@acme.example", "alice-pw"),
+            "alice@acme.example",
+            200,
+        ),
+        (("alice@acme.example", "alice-pw"), "bob@acme.example", 403),
+        (("admin@acme.example", "admin-pw"), "bob@acme.example", 200),
+        (
+            ("sales-admin@acme.example", "sales-pw"),
+            "alice@acme.example",
+            200,
+        ),
+        (
+            ("sales-admin@acme.example", "sales-pw"),
+            "bob@acme.example",
+            403,
+        ),
+        (
+            ("admin@acme.example", "admin-pw"),
+            "ghost@acme.example",
+            404,
+        ),
+    ];
+    for ((user, password), target, status) in cases {
+        let response = http
+            .get(url(&sim, 0, &format!("{ACTIONS}/user/{target}/services")))
+            .header("authorization", basic(user, password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{user} -> {target}");
+        let body = response.text().await.unwrap();
+        if status != 200 {
+            assert!(
+                body.contains("<ErrorInfo xmlns=\"http://schema.broadsoft.com/xsi\"><summary>"),
+                "{body}"
+            );
+            assert!(
+                body.contains("<summaryEnglish>") && body.contains("<errorCode>"),
+                "{body}"
+            );
+        } else {
+            assert!(
+                body.contains(&format!(
+                    "<uri>/v2.0/user/{target}/services/donotdisturb</uri>"
+                )),
+                "{body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn service_settings_round_trip_through_put_and_get() {
+    let sim = simulator().await;
+    let http = client();
+    let auth = basic("alice@acme.example", "alice-pw");
+    let service = |name: &str| {
+        url(
+            &sim,
+            1,
+            &format!("{ACTIONS}/user/alice@acme.example/services/{name}"),
+        )
+    };
+    let cases = [
+        (
+            "DoNotDisturb",
+            "<DoNotDisturb xmlns=\"http://schema.broadsoft.com/xsi\"><active>true</active></DoNotDisturb>",
+            "<DoNotDisturb xmlns=\"http://schema.broadsoft.com/xsi\"><active>true</active><ringSplash>false</ringSplash></DoNotDisturb>",
+        ),
+        (
+            "callforwardingalways",
+            "<CallForwardingAlways xmlns=\"http://schema.broadsoft.com/xsi\"><active>true</active><forwardToPhoneNumber>+15550100</forwardToPhoneNumber><ringSplash>true</ringSplash></CallForwardingAlways>",
+            "<CallForwardingAlways xmlns=\"http://schema.broadsoft.com/xsi\"><active>true</active><forwardToPhoneNumber>+15550100</forwardToPhoneNumber><ringSplash>true</ringSplash></CallForwardingAlways>",
+        ),
+        (
+            "RemoteOffice",
+            "<RemoteOffice xmlns=\"http://schema.broadsoft.com/xsi\"><active>false</active><remoteOfficeNumber xs:nil=\"true\" xmlns:xs=\"http://www.w3.org/2001/XMLSchema-instance\"/></RemoteOffice>",
+            "<RemoteOffice xmlns=\"http://schema.broadsoft.com/xsi\"><active>false</active></RemoteOffice>",
+        ),
+    ];
+    for (name, put, expected) in cases {
+        let response = http
+            .put(service(name))
+            .header("authorization", &auth)
+            .body(put)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        assert!(
+            response.headers().get("content-type").is_none(),
+            "a PUT answers with no content"
+        );
+        assert!(response.text().await.unwrap().is_empty());
+        let body = http
+            .get(service(name))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.ends_with(expected), "{name}: {body}");
+    }
+    let user = sim
+        .platform()
+        .directory()
+        .user("alice@acme.example")
+        .unwrap()
+        .clone();
+    assert!(user.do_not_disturb.active && user.call_forwarding_always.active);
+
+    for bad in [
+        "<DoNotDisturb><active>maybe</active></DoNotDisturb>",
+        "<DoNotDisturb><active>",
+        "<CallForwardingAlways><active>true</active><forwardToPhoneNumber xsi:nil=\"true\"/></CallForwardingAlways>",
+    ] {
+        let name = if bad.contains("Forwarding") {
+            "callforwardingalways"
+        } else {
+            "donotdisturb"
+        };
+        let response = http
+            .put(service(name))
+            .header("authorization", &auth)
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.text().await.unwrap().contains("<ErrorInfo"));
+    }
+}
+
+#[tokio::test]
+async fn portal_password_changes_for_self_with_old_password_and_for_admins_without() {
+    let sim = simulator().await;
+    let http = client();
+    let portal = url(
+        &sim,
+        0,
+        &format!("{ACTIONS}/user/alice@acme.example/profile/Password/Portal"),
+    );
+    let body = |old: Option<&str>, new: &str| match old {
+        Some(old) => format!(
+            "<Portal xmlns=\"http://schema.broadsoft.com/xsi\"><oldPassword>{old}</oldPassword><newPassword>{new}</newPassword></Portal>"
+        ),
+        None => format!(
+            "<Portal xmlns=\"http://schema.broadsoft.com/xsi\"><newPassword>{new}</newPassword></Portal>"
+        ),
+    };
+    let response = http
+        .put(&portal)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .body(body(Some("nope"), "next-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = http
+        .put(&portal)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .body(body(Some("alice-pw"), "next-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let old = http
+        .get(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/alice@acme.example/profile"),
+        ))
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401, "the old password stops working");
+    let response = http
+        .put(&portal)
+        .header("authorization", basic("admin@acme.example", "admin-pw"))
+        .body(body(None, "reset-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let new = http
+        .get(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/alice@acme.example/profile"),
+        ))
+        .header("authorization", basic("alice@acme.example", "reset-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new.status(), 200);
+}
+
+#[tokio::test]
+async fn versions_and_unknown_resources() {
+    let sim = simulator().await;
+    let http = client();
+    let auth = basic("bob@acme.example", "bob-pw");
+    let versions = http
+        .get(url(&sim, 0, &format!("{ACTIONS}/versions")))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.status(), 200);
+    assert!(
+        versions
+            .text()
+            .await
+            .unwrap()
+            .contains("<Versions xmlns=\"http://schema.broadsoft.com/xsi\"><commands><baseline>")
+    );
+    let unknown = http
+        .get(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/bob@acme.example/services/nosuch"),
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let method = http
+        .delete(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/bob@acme.example/profile"),
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(method.status(), 405);
+}
+
+#[tokio::test]
+async fn control_api_observes_requests_and_kills_and_restores_an_xsp() {
+    let sim = simulator().await;
+    let http = client();
+    let control = format!("http://{}", sim.control_addr());
+    let profile = url(&sim, 1, &format!("{ACTIONS}/user/bob@acme.example/profile"));
+    http.get(&profile)
+        .header("authorization", basic("bob@acme.example", "bob-pw"))
+        .send()
+        .await
+        .unwrap();
+    let requests: serde_json::Value = http
+        .get(format!("{control}/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(requests[0]["xsp"], 1);
+    assert_eq!(requests[0]["auth_user"], "bob@acme.example");
+    assert_eq!(requests[0]["auth"], "basic");
+
+    let stopped = http
+        .post(format!("{control}/xsp/1/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    assert!(
+        http.get(&profile).send().await.is_err(),
+        "a killed XSP refuses connections"
+    );
+    let started = http
+        .post(format!("{control}/xsp/1/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let back = http
+        .get(&profile)
+        .header("authorization", basic("bob@acme.example", "bob-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200);
+
+    let user: serde_json::Value = http
+        .get(format!("{control}/users/bob@acme.example"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["group"], "support");
+    let mut changed = user.clone();
+    changed["do_not_disturb"]["active"] = true.into();
+    let put = http
+        .put(format!("{control}/users/bob@acme.example"))
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let dnd = http
+        .get(url(
+            &sim,
+            0,
+            &format!("{ACTIONS}/user/bob@acme.example/services/donotdisturb"),
+        ))
+        .header("authorization", basic("bob@acme.example", "bob-pw"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dnd.contains("<active>true</active>"), "{dnd}");
+}
