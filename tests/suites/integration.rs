@@ -316,3 +316,136 @@ async fn readiness_follows_xsp_health() {
     let _back = Upstream::start_at("xsp", xsp.addr).await;
     gateway.wait_for("/readyz", 200).await;
 }
+
+/// The simulator's XSPs behind xsigate: BroadWorks authentication passes through untouched and
+/// the session cookie comes back to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fronts_the_xsi_simulator() {
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        r#"
+        [[users]]
+        user_id = "alice@acme.example"
+        password = "alice-pw"
+        service_provider = "acme"
+        group = "sales"
+        "#,
+    )
+    .unwrap();
+    let sim = xsi_sim::Simulator::start(seed).await.unwrap();
+    let xsps: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("\"http://{a}\""))
+        .collect();
+    let config = format!(
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, fall = 1, rise = 1 }}\n",
+        xsps.join(", ")
+    );
+    let mut gateway = Gateway::start(&config).await;
+    gateway.wait_for("/readyz", 200).await;
+    let http = client();
+    let profile = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
+
+    let denied = http
+        .get(&profile)
+        .header("authorization", basic("alice@acme.example", "wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(
+        denied.headers()["www-authenticate"],
+        "Basic realm=\"XtendedServicesInterface\""
+    );
+
+    let response = http
+        .get(&profile)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("JSESSIONID=") && cookie.contains("Path=/com.broadsoft.xsi-actions"),
+        "{cookie}"
+    );
+    let xsp = response.headers()["x-xsigate-xsp"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<userId>alice@acme.example</userId>")
+    );
+
+    // Pinned to the XSP that issued it, the cookie stands in for the password check there.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let again = http
+        .get(&profile)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .header("cookie", &session)
+        .header("x-xsigate-xsp", &xsp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let records: Vec<_> = sim
+        .platform()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/profile"))
+        .collect();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2].auth, xsi_sim::xsp::AuthKind::Cookie);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.auth_user.as_deref() == Some("alice@acme.example"))
+    );
+}
+
+/// An XSP of the simulator dies mid-run: xsigate marks it down and every request still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_simulated_xsp_dying() {
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        "[[users]]\nuser_id = \"bob@acme.example\"\npassword = \"bob-pw\"\nservice_provider = \"acme\"\ngroup = \"g\"\n",
+    )
+    .unwrap();
+    let sim = xsi_sim::Simulator::start(seed).await.unwrap();
+    let xsps: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("\"http://{a}\""))
+        .collect();
+    let config = format!(
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, fall = 1, rise = 1 }}\n",
+        xsps.join(", ")
+    );
+    let gateway = Gateway::start(&config).await;
+    let http = client();
+    let dnd = gateway.url(&format!("{PROFILE}/bob@acme.example/services/donotdisturb"));
+    for i in 0..40 {
+        if i == 10 {
+            assert!(sim.stop_xsp(0));
+        }
+        let response = http
+            .get(&dnd)
+            .header("authorization", basic("bob@acme.example", "bob-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    gateway
+        .wait_metric("xsigate_xsp_up{provider=\"acme\",xsp=\"xsp1\"}", |v| {
+            v == 0.0
+        })
+        .await;
+}
