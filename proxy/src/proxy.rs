@@ -484,6 +484,9 @@ impl ProxyHttp for Gateway {
             ctx.refused = Some(code);
             // Once a response has started downstream, a second one cannot be written.
             if session.response_written().is_none() {
+                // The connection is closed after a failure; `Connection: close` tells the client
+                // not to send its next request on it.
+                session.set_keepalive(None);
                 status = code.status();
                 if respond::error(session, code, &ctx.request_id)
                     .await

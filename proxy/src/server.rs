@@ -66,6 +66,12 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         .unwrap_or_else(|| data_dir.join("secret"));
     ensure_secret_file(&secret_file)?;
 
+    if !config.plugins.is_empty() {
+        tracing::warn!(
+            plugins = ?config.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            "[[plugins]] entries are validated but not loaded: this build has no plugin loader yet"
+        );
+    }
     let metrics = Metrics::new()?;
     let providers = Arc::new(Providers::build(config, &metrics)?);
     providers.resolve_all_blocking();

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,12 +15,18 @@ use tokio::task::JoinHandle;
 pub type Body = Full<Bytes>;
 
 /// Serves every connection accepted on `listener` with `handler` until the returned task is
-/// aborted; aborting it also cuts every open connection, as a killed process would.
-pub fn serve<F, Fut>(listener: TcpListener, handler: F) -> JoinHandle<()>
+/// aborted; aborting it also cuts every open connection, as a killed process would. With `tls`,
+/// connections are TLS (HTTP/1.1 inside).
+pub fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: F,
+) -> JoinHandle<()>
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, std::io::Error>> + Send + 'static,
 {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -27,16 +34,51 @@ where
                 continue;
             };
             let handler = handler.clone();
+            let acceptor = acceptor.clone();
             connections.spawn(async move {
                 let service = hyper::service::service_fn(move |request| handler(request, peer));
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
+                let http1 = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    None => {
+                        let _ = http1
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    }
+                    // A failed handshake (a client that does not trust us) just ends the connection.
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = http1
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
             });
             while connections.try_join_next().is_some() {}
         }
     })
+}
+
+/// A TLS server configuration from a PEM certificate chain and private key.
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| rustls::Error::General(format!("certificate PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| rustls::Error::General(format!("key PEM: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
 }
 
 /// Binds `addr`, retrying for a while when the port is still held by a connection that is

@@ -127,7 +127,7 @@ impl Simulator {
         });
         // The control API holds a weak reference so that dropping the simulator stops it.
         let weak = Arc::downgrade(&simulator);
-        let task = http::serve(control_listener, move |request, _| {
+        let task = http::serve(control_listener, None, move |request, _| {
             let simulator = weak.upgrade();
             async move {
                 Ok(match simulator {
@@ -258,7 +258,7 @@ fn serve_xsp(
     platform: Arc<Platform>,
     index: usize,
 ) -> JoinHandle<()> {
-    http::serve(listener, move |request, peer| {
+    http::serve(listener, None, move |request, peer| {
         xsp::handle(Arc::clone(&platform), index, request, peer)
     })
 }

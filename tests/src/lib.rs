@@ -101,6 +101,7 @@ impl Seen {
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
+    tls: bool,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: Option<JoinHandle<()>>,
 }
@@ -112,23 +113,39 @@ impl Upstream {
 
     /// Starts on a given address, e.g. to bring a stopped upstream back on its port.
     pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// An HTTPS upstream on a free loopback port, serving `tls`'s certificate.
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(name, SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let tls_scheme = tls.is_some();
         let listener = xsi_sim::http::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (record, own_name) = (Arc::clone(&seen), name.to_owned());
-        let task = xsi_sim::http::serve(listener, move |request, _| {
+        let task = xsi_sim::http::serve(listener, tls, move |request, _| {
             answer(request, own_name.clone(), addr, Arc::clone(&record))
         });
         Self {
             name: name.to_owned(),
             addr,
+            tls: tls_scheme,
             seen,
             task: Some(task),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Proxied requests received so far; xsigate's own health probes are left out.

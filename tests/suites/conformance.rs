@@ -180,3 +180,78 @@ async fn open_client_connections_are_counted() {
     drop(keepalive);
     gateway.wait_metric(series, |v| v == 0.0).await;
 }
+
+/// Every metric name a dashboard or alert rule uses, e.g. `xsigate_xsp_up`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["xsigate_", "process_"] {
+        for (start, _) in text.match_indices(prefix) {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_and_alerts_match_the_exposition() {
+    let dashboards = repo_root().join("dashboards");
+    let (code, stdout, stderr) = run_command(
+        Command::new("promtool")
+            .args(["check", "rules", "alerts.yml"])
+            .current_dir(&dashboards),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run_command(
+        Command::new("promtool")
+            .args(["test", "rules", "alerts.test.yml"])
+            .current_dir(&dashboards),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboards.join("xsigate.json")).unwrap())
+            .unwrap();
+    let expressions: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(expressions.len() >= 8);
+    let mut used = metric_names(&expressions.join("\n"));
+    used.extend(metric_names(
+        &std::fs::read_to_string(dashboards.join("alerts.yml")).unwrap(),
+    ));
+
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    gateway
+        .wait_metric("xsigate_xsp_up{provider=\"acme\",xsp=\"xsp1\"}", |v| {
+            v == 1.0
+        })
+        .await;
+    let exposition = client()
+        .get(gateway.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exposed = metric_names(&exposition);
+    let missing: Vec<_> = used.difference(&exposed).collect();
+    assert!(
+        missing.is_empty(),
+        "dashboards or alerts use metrics xsigate does not export: {missing:?}"
+    );
+}

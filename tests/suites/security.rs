@@ -71,6 +71,12 @@ async fn no_response_reveals_an_upstream() {
             );
         }
     }
+    for (status, text) in &seen[3..] {
+        assert!(
+            text.contains("connection: close"),
+            "{status}: xsigate closes after a failure and says so:\n{text}"
+        );
+    }
     let redirect = &seen[1].1;
     assert!(
         redirect.contains("location: /com.broadsoft.xsi-actions/v2.0/user/x/profile"),
@@ -179,5 +185,58 @@ async fn malformed_requests_get_4xx_not_5xx() {
         xsp.request_count(),
         0,
         "no malformed request reached the XSP"
+    );
+}
+
+/// HTTPS upstreams are verified: an untrusted certificate or a name mismatch is a clean 502, and
+/// the provider's `ca_file` is what makes a private CA trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_certificates_are_verified() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = xsi_sim::http::tls_config(
+        certified.cert.pem().as_bytes(),
+        certified.signing_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let xsp = Upstream::start_tls("tls-xsp", tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+
+    let cases = [
+        ("system roots only", String::new(), 502),
+        (
+            "another CA",
+            format!("ca_file = \"{}\"", other_ca.display()),
+            502,
+        ),
+        (
+            "the issuing CA",
+            format!("ca_file = \"{}\"", ca.display()),
+            200,
+        ),
+    ];
+    for (name, extra, status) in cases {
+        let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], &extra)).await;
+        let response = client()
+            .get(gateway.url(PROFILE))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{name}");
+        let (_, text) = visible(response).await;
+        assert!(
+            !text.contains(&xsp.addr.port().to_string()),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(
+        xsp.request_count(),
+        1,
+        "only the verified connection carried a request"
     );
 }
