@@ -78,6 +78,8 @@ pub struct RequestCtx {
     /// Index of the XSP currently in use (for XSP targets).
     current: Option<usize>,
     tried: Tried,
+    /// Moves to another resolved address of an upstream during this request.
+    address_changes: usize,
     attempts: u32,
     upstream_started: Option<Instant>,
     /// Set once an upstream response header arrived: from then on nothing may be retried.
@@ -200,6 +202,7 @@ impl ProxyHttp for Gateway {
             target: Target::None,
             current: None,
             tried: Tried::default(),
+            address_changes: 0,
             attempts: 0,
             upstream_started: None,
             response_started: false,
@@ -219,25 +222,13 @@ impl ProxyHttp for Gateway {
         let route = route::classify(&path);
         ctx.route = route.class();
         match route {
-            Route::Healthz => {
-                let body = bytes::Bytes::from_static(br#"{"status":"ok"}"#);
-                respond::json(session, 200, body, &ctx.request_id, &[]).await?;
-                return Ok(true);
-            }
-            Route::Readyz => {
-                let (status, body) = if self.providers.ready() {
-                    (200, &br#"{"status":"ready"}"#[..])
-                } else {
-                    (503, &br#"{"status":"not_ready"}"#[..])
+            Route::Healthz | Route::Readyz => {
+                let (status, body) = match route {
+                    Route::Healthz => (200, respond::LIVE),
+                    _ => respond::readiness(self.providers.ready()),
                 };
-                respond::json(
-                    session,
-                    status,
-                    bytes::Bytes::from_static(body),
-                    &ctx.request_id,
-                    &[],
-                )
-                .await?;
+                let body = bytes::Bytes::from_static(body);
+                respond::json(session, status, body, &ctx.request_id, &[]).await?;
                 return Ok(true);
             }
             Route::Unmatched => return self.refuse(session, ctx, ErrorCode::NotFound).await,
@@ -315,15 +306,24 @@ impl ProxyHttp for Gateway {
         let Some(provider) = ctx.provider.clone() else {
             return e;
         };
+        let mut other_address = false;
         if let Some(upstream) = ctx.upstream(&provider) {
             upstream.metrics.connect_failures.inc();
             upstream.mark_failure(&provider.id);
+            // Each of the host's other addresses gets one try within this request.
+            if ctx.address_changes + 1 < upstream.address_count() && upstream.next_address() {
+                ctx.address_changes += 1;
+                other_address = true;
+                if let Some(current) = ctx.current {
+                    ctx.tried.remove(current);
+                }
+            }
         }
-        // Nothing reached the upstream, so any request may go to another XSP. A pinned request
-        // must not: its channel lives on that XSP only.
+        // Nothing reached the upstream, so any request may go elsewhere; a pinned request only to
+        // another address of its own XSP, since its channel lives on that XSP.
         let failover =
             matches!(ctx.target, Target::Xsp { pin: None }) && provider.xsps.has_untried(ctx.tried);
-        e.set_retry(failover);
+        e.set_retry(failover || other_address);
         e
     }
 

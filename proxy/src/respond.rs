@@ -69,6 +69,18 @@ impl ErrorCode {
     }
 }
 
+/// The `/healthz` answer: the process serves.
+pub const LIVE: &[u8] = br#"{"status":"ok"}"#;
+
+/// The `/readyz` answer: status and body.
+pub fn readiness(ready: bool) -> (u16, &'static [u8]) {
+    if ready {
+        (200, br#"{"status":"ready"}"#)
+    } else {
+        (503, br#"{"status":"not_ready"}"#)
+    }
+}
+
 /// The JSON body of an error response.
 pub fn error_body(code: ErrorCode, request_id: &str) -> Bytes {
     let body = serde_json::json!({

@@ -20,6 +20,7 @@ use crate::health::HealthService;
 use crate::metrics::{Metrics, MetricsError};
 use crate::provider::Providers;
 use crate::proxy::{Gateway, ProxySettings};
+use crate::respond::{self, ErrorCode};
 use crate::upstream::UpstreamError;
 
 /// Why the gateway could not start. Each names the file or setting at fault.
@@ -198,25 +199,22 @@ struct LocalEndpoints {
 #[async_trait]
 impl ServeHttp for LocalEndpoints {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let json = "application/json";
         let (status, content_type, body) = match session.req_header().uri.path() {
             "/metrics" => (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
-            "/healthz" => (200, "application/json", br#"{"status":"ok"}"#.to_vec()),
-            "/readyz" if self.providers.ready() => {
-                (200, "application/json", br#"{"status":"ready"}"#.to_vec())
+            "/healthz" => (200, json, respond::LIVE.to_vec()),
+            "/readyz" => {
+                let (status, body) = respond::readiness(self.providers.ready());
+                (status, json, body.to_vec())
             }
-            "/readyz" => (
-                503,
-                "application/json",
-                br#"{"status":"not_ready"}"#.to_vec(),
-            ),
             _ => (
                 404,
-                "application/json",
-                br#"{"error":{"status":404,"code":"not_found"}}"#.to_vec(),
+                json,
+                respond::error_body(ErrorCode::NotFound, "").to_vec(),
             ),
         };
         let length = body.len();

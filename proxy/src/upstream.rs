@@ -133,8 +133,18 @@ pub struct Upstream {
     pub metrics: UpstreamMetrics,
     ca: Option<Arc<CaType>>,
     timeouts: TimeoutsConfig,
-    /// Ready-made peers for the current address, one per [`PeerKind`].
-    peers: ArcSwapOption<[HttpPeer; 2]>,
+    /// Ready-made peers for the current address.
+    peers: ArcSwapOption<Peers>,
+}
+
+/// Peers for the address in use, one per [`PeerKind`], and the other addresses the host name
+/// resolved to: a failed connect moves on to the next one, as nginx does.
+#[derive(Debug)]
+struct Peers {
+    addrs: Vec<SocketAddr>,
+    current: usize,
+    request: HttpPeer,
+    stream: HttpPeer,
 }
 
 impl Upstream {
@@ -208,19 +218,42 @@ impl Upstream {
     /// A failed lookup keeps the previous address: a DNS outage should not take a working
     /// upstream away.
     fn set_addresses(&self, addrs: &[SocketAddr]) -> bool {
-        let Some(addr) = addrs.first().copied() else {
+        if addrs.is_empty() {
             return self.peers.load().is_some();
-        };
-        let current = self.peers.load();
-        if current.as_ref().is_some_and(|p| {
-            p[0]._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr)
-        }) {
+        }
+        if self.peers.load().as_ref().is_some_and(|p| p.addrs == addrs) {
             return true;
         }
-        let request = self.build_peer(addr, self.timeouts.upstream_read_seconds);
-        let stream = self.build_peer(addr, self.timeouts.stream_idle_seconds);
-        self.peers.store(Some(Arc::new([request, stream])));
+        self.use_address(addrs.to_vec(), 0);
         true
+    }
+
+    fn use_address(&self, addrs: Vec<SocketAddr>, current: usize) {
+        let Some(addr) = addrs.get(current).copied() else {
+            return;
+        };
+        self.peers.store(Some(Arc::new(Peers {
+            request: self.build_peer(addr, self.timeouts.upstream_read_seconds),
+            stream: self.build_peer(addr, self.timeouts.stream_idle_seconds),
+            addrs,
+            current,
+        })));
+    }
+
+    /// After a failed connect, moves on to the host's next resolved address; returns whether
+    /// there was another one to move to.
+    pub fn next_address(&self) -> bool {
+        let peers = self.peers.load();
+        let Some(peers) = peers.as_ref().filter(|p| p.addrs.len() > 1) else {
+            return false;
+        };
+        self.use_address(peers.addrs.clone(), (peers.current + 1) % peers.addrs.len());
+        true
+    }
+
+    /// How many addresses the host name resolved to.
+    pub fn address_count(&self) -> usize {
+        self.peers.load().as_ref().map_or(0, |p| p.addrs.len())
     }
 
     fn build_peer(&self, addr: SocketAddr, read_timeout_seconds: u64) -> HttpPeer {
@@ -245,8 +278,8 @@ impl Upstream {
         let peers = self.peers.load();
         let peers = peers.as_ref()?;
         let peer = match kind {
-            PeerKind::Request => &peers[0],
-            PeerKind::Stream => &peers[1],
+            PeerKind::Request => &peers.request,
+            PeerKind::Stream => &peers.stream,
         };
         Some(Box::new(peer.clone()))
     }
@@ -424,6 +457,33 @@ mod tests {
         tried.add(1);
         assert_eq!(pool.select(tried), None);
         assert!(!pool.has_untried(tried));
+    }
+
+    #[test]
+    fn a_failed_connect_moves_on_to_the_next_resolved_address() {
+        let up = upstream("xsp1");
+        let first = SocketAddr::from(([127, 0, 0, 1], 1001));
+        let second = SocketAddr::from(([127, 0, 0, 2], 1002));
+        let address = |up: &Upstream| up.peer(PeerKind::Request).unwrap()._address.clone();
+        assert!(up.set_addresses(&[first, second]));
+        assert_eq!(up.address_count(), 2);
+        assert_eq!(address(&up), first.into());
+        assert!(up.next_address());
+        assert_eq!(address(&up), second.into());
+        assert_eq!(up.peer(PeerKind::Stream).unwrap()._address, second.into());
+        assert!(up.next_address());
+        assert_eq!(address(&up), first.into());
+        // The same lookup answer again keeps the address in use.
+        assert!(up.next_address());
+        assert!(up.set_addresses(&[first, second]));
+        assert_eq!(address(&up), second.into());
+        // A failed lookup keeps what worked before.
+        assert!(up.set_addresses(&[]));
+        assert_eq!(address(&up), second.into());
+
+        let single = upstream("xsp2");
+        assert!(single.set_addresses(&[first]));
+        assert!(!single.next_address());
     }
 
     #[test]
