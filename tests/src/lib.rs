@@ -325,6 +325,23 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("xsigate.log")).unwrap_or_default()
     }
 
+    /// Waits until the log satisfies `condition` (lines are written after the response, by a
+    /// background thread) and returns it.
+    pub async fn wait_log(&self, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let logs = self.logs();
+            if condition(&logs) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never met the condition:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `path` on the proxy listener answers `status`.
     pub async fn wait_for(&mut self, path: &str, status: u16) {
         let client = client();

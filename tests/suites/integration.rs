@@ -208,10 +208,7 @@ async fn forwards_client_and_request_identity_like_nginx() {
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-request-id"], request_id.as_str());
-    assert!(
-        gateway.logs().contains(&request_id),
-        "the access log carries the request id"
-    );
+    gateway.wait_log(|logs| logs.contains(&request_id)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,25 +225,18 @@ async fn json_logs_are_one_object_per_line() {
         .send()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + xsigate_tests::WAIT;
-    let access = loop {
-        let logs = gateway.logs();
-        let lines: Vec<serde_json::Value> = logs
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        if let Some(line) = lines
-            .into_iter()
-            .find(|l| l["target"] == "xsigate::access" && l["route"] == "xsi_actions")
-        {
-            break line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access line:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let is_access = |line: &serde_json::Value| {
+        line["target"] == "xsigate::access" && line["route"] == "xsi_actions"
     };
+    let parse = |logs: &str| -> Vec<serde_json::Value> {
+        logs.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let logs = gateway
+        .wait_log(|logs| parse(logs).iter().any(is_access))
+        .await;
+    let access = parse(&logs).into_iter().find(is_access).unwrap();
     assert_eq!(access["status"], 200);
     assert_eq!(access["provider"], "acme");
     assert_eq!(access["upstream"], "xsp1");

@@ -122,17 +122,9 @@ async fn logs_hold_no_credentials_and_no_upstream_address() {
         .text()
         .await
         .unwrap();
-    // The access log is written by a background thread; wait for the last line.
-    let deadline = std::time::Instant::now() + xsigate_tests::WAIT;
-    while gateway.logs().matches("xsigate::access").count() < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "access lines missing:\n{}",
-            gateway.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let logs = gateway.logs();
+    let logs = gateway
+        .wait_log(|logs| logs.matches("xsigate::access").count() >= 4)
+        .await;
     for secret in [
         "user-secret-5521",
         "master-secret-9417",
