@@ -524,34 +524,32 @@ impl ProxyHttp for Gateway {
         let refused = ctx.refused.map_or("-", ErrorCode::as_str);
         // Path only: query strings can carry directory searches for e-mail addresses and numbers.
         let path = request.uri.path();
+        // One line shape for both outcomes; only the level and the error fields differ.
+        macro_rules! access_line {
+            ($level:expr, $($error:tt)*) => {
+                tracing::event!(
+                    target: "xsigate::access",
+                    $level,
+                    request_id = %ctx.request_id,
+                    method = %request.method,
+                    path,
+                    status,
+                    provider,
+                    route = ctx.route.as_str(),
+                    upstream,
+                    attempts = ctx.attempts,
+                    refused,
+                    $($error)*
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                )
+            };
+        }
         match e {
-            None => tracing::info!(
-                target: "xsigate::access",
-                request_id = %ctx.request_id,
-                method = %request.method,
-                path,
-                status,
-                provider,
-                route = ctx.route.as_str(),
-                upstream,
-                attempts = ctx.attempts,
-                refused,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-            ),
-            Some(e) => tracing::warn!(
-                target: "xsigate::access",
-                request_id = %ctx.request_id,
-                method = %request.method,
-                path,
-                status,
-                provider,
-                route = ctx.route.as_str(),
-                upstream,
-                attempts = ctx.attempts,
-                refused,
+            None => access_line!(tracing::Level::INFO,),
+            Some(e) => access_line!(
+                tracing::Level::WARN,
                 error = e.etype().as_str(),
                 error_source = e.esource().as_str(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
             ),
         }
     }

@@ -411,8 +411,28 @@ impl Drop for Gateway {
 
 /// A `[providers.<id>]` table for tests: fast health checks, the given domains and upstreams.
 pub fn provider(id: &str, domains: &[&str], xsps: &[&Upstream], extra: &str) -> String {
+    let urls: Vec<String> = xsps.iter().map(|u| u.url()).collect();
+    provider_urls(id, domains, &urls, extra)
+}
+
+/// A provider in front of the simulator's XSPs.
+pub fn provider_for_simulator(
+    id: &str,
+    domains: &[&str],
+    sim: &xsi_sim::Simulator,
+    extra: &str,
+) -> String {
+    let urls: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    provider_urls(id, domains, &urls, extra)
+}
+
+fn provider_urls(id: &str, domains: &[&str], urls: &[String], extra: &str) -> String {
     let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
-    let xsps: Vec<String> = xsps.iter().map(|u| format!("\"{}\"", u.url())).collect();
+    let xsps: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     format!(
         "[providers.{id}]\ndomains = [{}]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, timeout_ms = 500, fall = 1, rise = 1 }}\n{extra}\n",
         domains.join(", "),

@@ -1,7 +1,9 @@
 //! The real xsigate in front of real HTTP upstreams: routing, pinning, forwarding headers, TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use xsigate_tests::{Gateway, Upstream, basic, client, client_builder, provider};
+use xsigate_tests::{
+    Gateway, Upstream, basic, client, client_builder, provider, provider_for_simulator,
+};
 
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user";
 
@@ -322,15 +324,7 @@ async fn fronts_the_xsi_simulator() {
     )
     .unwrap();
     let sim = xsi_sim::Simulator::start(seed).await.unwrap();
-    let xsps: Vec<String> = sim
-        .xsp_addrs()
-        .iter()
-        .map(|a| format!("\"http://{a}\""))
-        .collect();
-    let config = format!(
-        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, fall = 1, rise = 1 }}\n",
-        xsps.join(", ")
-    );
+    let config = provider_for_simulator("acme", &["acme.example"], &sim, "");
     let mut gateway = Gateway::start(&config).await;
     gateway.wait_for("/readyz", 200).await;
     let http = client();
@@ -409,15 +403,7 @@ async fn survives_a_simulated_xsp_dying() {
     )
     .unwrap();
     let sim = xsi_sim::Simulator::start(seed).await.unwrap();
-    let xsps: Vec<String> = sim
-        .xsp_addrs()
-        .iter()
-        .map(|a| format!("\"http://{a}\""))
-        .collect();
-    let config = format!(
-        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [{}]\nhealth_check = {{ interval_ms = 200, fall = 1, rise = 1 }}\n",
-        xsps.join(", ")
-    );
+    let config = provider_for_simulator("acme", &["acme.example"], &sim, "");
     let gateway = Gateway::start(&config).await;
     let http = client();
     let dnd = gateway.url(&format!("{PROFILE}/bob@acme.example/services/donotdisturb"));
