@@ -7,6 +7,7 @@
 
 pub mod directory;
 pub mod http;
+pub mod search;
 pub mod seed;
 pub mod xml;
 pub mod xsp;
@@ -33,6 +34,17 @@ pub struct Platform {
     /// Sessions by (XSP, context path, JSESSIONID): a cookie is only good on the XSP that issued it.
     sessions: Mutex<HashMap<(usize, &'static str, String), Principal>>,
     requests: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<HashMap<usize, Fault>>,
+}
+
+/// A fault injected into one XSP through the control API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fault {
+    /// Answer every request with this status (e.g. 503) instead of serving it.
+    pub status: Option<u16>,
+    /// Wait this long before answering.
+    pub delay_ms: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +82,15 @@ impl Platform {
     /// Ends every session of a user, as a password change does.
     pub fn close_sessions_of(&self, user_id: &str) {
         lock(&self.sessions).retain(|_, p| !p.user_id().eq_ignore_ascii_case(user_id));
+    }
+
+    /// The fault in force on an XSP (none by default).
+    pub fn fault(&self, xsp: usize) -> Fault {
+        lock(&self.faults).get(&xsp).copied().unwrap_or_default()
+    }
+
+    pub fn set_fault(&self, xsp: usize, fault: Fault) {
+        lock(&self.faults).insert(xsp, fault);
     }
 
     pub fn record(&self, record: RequestRecord) {
@@ -180,6 +201,8 @@ impl Simulator {
     ///
     /// - `GET /requests`: every XSI request seen, with the credentials it carried
     /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
+    /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000}` (either may be left out),
+    ///   `DELETE /xsp/<n>/fault`: make XSP n answer with an error status or slowly, or stop
     /// - `GET /users/<id>`: a user's profile and service state
     /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`)
     async fn control(&self, request: Request<Incoming>) -> Response<Body> {
@@ -218,6 +241,23 @@ impl Simulator {
                     Ok(false) => json_response(404, &serde_json::json!({"error": "no such XSP"})),
                     Err(e) => json_response(500, &serde_json::json!({"error": e.to_string()})),
                 }
+            }
+            ("PUT" | "DELETE", ["xsp", n, "fault"]) => {
+                let Some(index) = n.parse::<usize>().ok().filter(|i| *i < self.xsps.len()) else {
+                    return json_response(404, &serde_json::json!({"error": "no such XSP"}));
+                };
+                let fault = if parts.method == ::http::Method::DELETE {
+                    Fault::default()
+                } else {
+                    match serde_json::from_slice::<Fault>(&body) {
+                        Ok(fault) => fault,
+                        Err(e) => {
+                            return json_response(400, &serde_json::json!({"error": e.to_string()}));
+                        }
+                    }
+                };
+                self.platform.set_fault(index, fault);
+                json_response(200, &fault)
             }
             ("GET", ["users", id]) => match self.platform.directory().user(id) {
                 Some(user) => json_response(200, user),

@@ -50,39 +50,79 @@ fn nillable(out: &mut String, name: &str, value: Option<&str>) {
     }
 }
 
-/// `GET /v2.0/user/<id>/profile`.
-pub fn profile(user: &User) -> String {
-    let id = escape(&user.user_id);
-    let mut out = format!(
-        r#"{LATIN1_DECL}<Profile xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><details>"#
-    );
-    element(&mut out, "userId", &user.user_id);
-    nillable(&mut out, "firstName", user.first_name.as_deref());
-    nillable(&mut out, "lastName", user.last_name.as_deref());
-    element(&mut out, "groupId", &user.group);
+/// The `UserDetails` elements (XSD order), shared by profiles and directory entries.
+fn user_details(out: &mut String, user: &User) {
+    element(out, "userId", &user.user_id);
+    nillable(out, "firstName", user.first_name.as_deref());
+    nillable(out, "lastName", user.last_name.as_deref());
+    element(out, "groupId", &user.group);
     let _ = write!(
         out,
         r#"<serviceProvider isEnterprise="{}">{}</serviceProvider>"#,
         user.is_enterprise,
         escape(&user.service_provider)
     );
-    optional(&mut out, "number", user.number.as_deref());
-    optional(&mut out, "extension", user.extension.as_deref());
-    out.push_str("</details><additionalDetails>");
-    // The spec's example writes absent details as `xsi:nil`, but the schema declares them
-    // optional and not nillable; absent details are left out so the document validates.
-    optional(&mut out, "mobile", user.mobile.as_deref());
-    optional(&mut out, "emailAddress", user.email.as_deref());
-    optional(&mut out, "department", user.department.as_deref());
+    optional(out, "number", user.number.as_deref());
+    optional(out, "extension", user.extension.as_deref());
+}
+
+/// `additionalDetails`. The spec's example writes absent details as `xsi:nil`, but the schema
+/// declares them optional and not nillable; absent details are left out so documents validate.
+fn additional_details(out: &mut String, user: &User) {
+    out.push_str("<additionalDetails>");
+    optional(out, "mobile", user.mobile.as_deref());
+    optional(out, "emailAddress", user.email.as_deref());
+    optional(out, "department", user.department.as_deref());
+    out.push_str("</additionalDetails>");
+}
+
+/// `GET /v2.0/user/<id>/profile`.
+pub fn profile(user: &User) -> String {
+    let id = escape(&user.user_id);
+    let mut out = format!(
+        r#"{LATIN1_DECL}<Profile xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><details>"#
+    );
+    user_details(&mut out, user);
+    out.push_str("</details>");
+    additional_details(&mut out, user);
     let _ = write!(
         out,
-        "</additionalDetails><passwordExpiresDays>2147483647</passwordExpiresDays>\
+        "<passwordExpiresDays>2147483647</passwordExpiresDays>\
          <fac>/v2.0/user/{id}/profile/Fac</fac>\
          <registrations>/v2.0/user/{id}/profile/Registrations</registrations>\
          <scheduleList>/v2.0/user/{id}/profile/Schedule</scheduleList>\
          <portalPasswordChange>/v2.0/user/{id}/profile/Password/Portal</portalPasswordChange>\
          <countryCode>1</countryCode></Profile>"
     );
+    out
+}
+
+/// Which directory a search reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryKind {
+    Enterprise,
+    Group,
+}
+
+/// `GET /v2.0/user/<id>/directories/Enterprise|Group`: one page of a search.
+pub fn directory(kind: DirectoryKind, page: &crate::search::Page<'_>) -> String {
+    let (root, list) = match kind {
+        DirectoryKind::Enterprise => ("Enterprise", "enterpriseDirectory"),
+        DirectoryKind::Group => ("Group", "groupDirectory"),
+    };
+    let mut out = format!(
+        r#"{LATIN1_DECL}<{root} xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><startIndex>{}</startIndex><numberOfRecords>{}</numberOfRecords><totalAvailableRecords>{}</totalAvailableRecords><{list}>"#,
+        page.start,
+        page.users.len(),
+        page.total
+    );
+    for user in &page.users {
+        out.push_str("<directoryDetails>");
+        user_details(&mut out, user);
+        additional_details(&mut out, user);
+        out.push_str("</directoryDetails>");
+    }
+    let _ = write!(out, "</{list}></{root}>");
     out
 }
 

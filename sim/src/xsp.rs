@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::Platform;
 use crate::directory::{Directory, Principal};
 use crate::http::Body;
+use crate::search;
 use crate::xml::{self, Leaves};
 
 const ACTIONS_CONTEXT: &str = "/com.broadsoft.xsi-actions";
@@ -102,6 +103,15 @@ pub async fn handle(
         Err(e) => return Err(std::io::Error::other(e)),
     };
     let path = parts.uri.path().to_owned();
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
     let credentials = parts
         .headers
         .get(http::header::AUTHORIZATION)
@@ -115,22 +125,33 @@ pub async fn handle(
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("JSESSIONID=").map(str::to_owned));
 
-    let (auth, reply) = if body.len() > MAX_BODY {
-        (
-            AuthKind::None,
-            Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", 4000),
-        )
-    } else {
-        respond(
-            &platform,
-            xsp,
-            &parts.method,
-            &path,
-            credentials.as_ref(),
-            cookie.as_deref(),
-            &body,
-        )
-    };
+    let fault = platform.fault(xsp);
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+    }
+    let (auth, reply) =
+        if let Some(status) = fault.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            (AuthKind::None, Reply::empty(status))
+        } else if body.len() > MAX_BODY {
+            (
+                AuthKind::None,
+                Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", 4000),
+            )
+        } else {
+            let call = Call {
+                method: &parts.method,
+                query: &query,
+                body: &body,
+            };
+            respond(
+                &platform,
+                xsp,
+                &path,
+                &call,
+                credentials.as_ref(),
+                cookie.as_deref(),
+            )
+        };
     platform.record(RequestRecord {
         xsp,
         method: parts.method.to_string(),
@@ -176,14 +197,20 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// What a request asks of a resource, once routed.
+struct Call<'a> {
+    method: &'a Method,
+    query: &'a [(String, String)],
+    body: &'a Bytes,
+}
+
 fn respond(
     platform: &Platform,
     xsp: usize,
-    method: &Method,
     path: &str,
+    call: &Call<'_>,
     credentials: Option<&(String, String)>,
     cookie: Option<&str>,
-    body: &Bytes,
 ) -> (AuthKind, Reply) {
     let Some(resource) = path.strip_prefix(ACTIONS_CONTEXT) else {
         return (
@@ -210,22 +237,16 @@ fn respond(
             (AuthKind::Basic, principal)
         }
     };
-    let mut reply = actions(platform, method, resource, &principal, body);
+    let mut reply = actions(platform, call, resource, &principal);
     reply.set_cookie = set_cookie;
     (auth, reply)
 }
 
 /// XSI-Actions below the context root (`/v2.0/…`).
-fn actions(
-    platform: &Platform,
-    method: &Method,
-    resource: &str,
-    principal: &Principal,
-    body: &Bytes,
-) -> Reply {
+fn actions(platform: &Platform, call: &Call<'_>, resource: &str, principal: &Principal) -> Reply {
     let segments: Vec<&str> = resource.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
-        ["v2.0", "versions"] => match *method {
+        ["v2.0", "versions"] => match *call.method {
             Method::GET => Reply::xml(StatusCode::OK, XML_UTF8, xml::versions()),
             _ => Reply::empty(StatusCode::METHOD_NOT_ALLOWED),
         },
@@ -238,7 +259,7 @@ fn actions(
             };
             let rest: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            user_resource(platform, method, &user_id, &rest, principal, body)
+            user_resource(platform, call, &user_id, &rest, principal)
         }
         _ => Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
     }
@@ -246,11 +267,10 @@ fn actions(
 
 fn user_resource(
     platform: &Platform,
-    method: &Method,
+    call: &Call<'_>,
     user_id: &str,
     rest: &[&str],
     principal: &Principal,
-    body: &Bytes,
 ) -> Reply {
     let mut directory = platform.directory();
     let Some(user) = directory.user(user_id) else {
@@ -267,8 +287,28 @@ fn user_resource(
             4410,
         );
     }
-    let leaves = if *method == Method::PUT {
-        match Leaves::parse(body) {
+    if let ["directories", which] = rest {
+        let kind = match *which {
+            "enterprise" => xml::DirectoryKind::Enterprise,
+            "group" => xml::DirectoryKind::Group,
+            _ => return Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
+        };
+        if *call.method != Method::GET {
+            return Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let query = match search::Query::parse(call.query) {
+            Ok(query) => query,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+        };
+        let (service_provider, group) = (user.service_provider.clone(), user.group.clone());
+        let candidates = directory.users().filter(|u| {
+            u.service_provider == service_provider
+                && (kind == xml::DirectoryKind::Enterprise || u.group == group)
+        });
+        return Reply::ok_xml(xml::directory(kind, &query.run(candidates)));
+    }
+    let leaves = if *call.method == Method::PUT {
+        match Leaves::parse(call.body) {
             Ok(leaves) => Some(leaves),
             Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
         }
@@ -278,7 +318,7 @@ fn user_resource(
     let Some(user) = directory.user_mut(user_id) else {
         return Reply::error(StatusCode::NOT_FOUND, "User not found", 4008);
     };
-    let result = match (method.clone(), rest, leaves) {
+    let result = match (call.method.clone(), rest, leaves) {
         (Method::GET, ["profile"], _) => Ok(Reply::ok_xml(xml::profile(user))),
         (Method::GET, ["services"], _) => Ok(Reply::ok_xml(xml::services(user))),
         (Method::GET, ["services", "donotdisturb"], _) => {
