@@ -6,13 +6,61 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub type Body = Full<Bytes>;
+/// A response body: complete (sent with its `Content-Length`), or a stream whose every item is
+/// written as one HTTP chunk, as an XSI-Events channel is.
+#[derive(Debug)]
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => {
+                std::task::Poll::Ready(bytes.take().map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+            Self::Stream(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Self::Full(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Full(bytes) => {
+                hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Self::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// Serves every connection accepted on `listener` with `handler` until the returned task is
 /// aborted; aborting it also cuts every open connection, as a killed process would. With `tls`,

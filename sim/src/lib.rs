@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -252,7 +251,10 @@ impl Simulator {
                     match serde_json::from_slice::<Fault>(&body) {
                         Ok(fault) => fault,
                         Err(e) => {
-                            return json_response(400, &serde_json::json!({"error": e.to_string()}));
+                            return json_response(
+                                400,
+                                &serde_json::json!({"error": e.to_string()}),
+                            );
                         }
                     }
                 };
@@ -308,6 +310,6 @@ fn json_response(status: u16, value: &impl serde::Serialize) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(::http::header::CONTENT_TYPE, "application/json")
-        .body(Body::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Body::new(Bytes::new())))
+        .body(Body::full(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }

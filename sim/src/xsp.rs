@@ -180,8 +180,8 @@ fn into_response(reply: Reply) -> Response<Body> {
         );
     }
     builder
-        .body(Body::new(Bytes::from(reply.body)))
-        .unwrap_or_else(|_| Response::new(Body::new(Bytes::new())))
+        .body(Body::full(reply.body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 fn basic_credentials(header: &str) -> Option<(String, String)> {

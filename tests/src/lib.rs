@@ -11,8 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::task::JoinHandle;
@@ -258,7 +257,7 @@ async fn answer(
             format!("http://{addr}/com.broadsoft.xsi-actions/v2.0/user/x/profile"),
         );
     }
-    Ok(response.body(Full::new(Bytes::from(body))).unwrap())
+    Ok(response.body(xsi_sim::http::Body::full(body)).unwrap())
 }
 
 /// A running `xsigate run` child process with its own data directory and ports.
