@@ -6,6 +6,7 @@
 //! documents in [`xml`].
 
 pub mod directory;
+pub mod events;
 pub mod http;
 pub mod search;
 pub mod seed;
@@ -34,6 +35,17 @@ pub struct Platform {
     sessions: Mutex<HashMap<(usize, &'static str, String), Principal>>,
     requests: Mutex<Vec<RequestRecord>>,
     faults: Mutex<HashMap<usize, Fault>>,
+    channels: Mutex<events::Channels>,
+    event_settings: events::EventSettings,
+    acks: Mutex<Vec<Ack>>,
+}
+
+/// An `EventResponse` as an XSP received it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ack {
+    pub xsp: usize,
+    pub event_id: String,
+    pub status: String,
 }
 
 /// A fault injected into one XSP through the control API.
@@ -54,11 +66,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Platform {
-    pub fn new(directory: Directory) -> Self {
+    pub fn new(directory: Directory, event_settings: events::EventSettings) -> Self {
         Self {
             directory: Mutex::new(directory),
+            event_settings,
             ..Self::default()
         }
+    }
+
+    pub fn channels(&self) -> MutexGuard<'_, events::Channels> {
+        lock(&self.channels)
+    }
+
+    pub fn event_settings(&self) -> events::EventSettings {
+        self.event_settings
+    }
+
+    pub fn record_ack(&self, ack: Ack) {
+        lock(&self.acks).push(ack);
+    }
+
+    pub fn acks(&self) -> Vec<Ack> {
+        lock(&self.acks).clone()
     }
 
     pub fn directory(&self) -> MutexGuard<'_, Directory> {
@@ -108,6 +137,7 @@ pub struct Simulator {
     xsps: Vec<XspSlot>,
     control_addr: SocketAddr,
     control_task: Mutex<Option<JoinHandle<()>>>,
+    sweeper: JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -120,7 +150,10 @@ impl Simulator {
     /// Starts the XSPs and control API named by the seed. Without XSP addresses, two XSPs start
     /// on free loopback ports; without a control address, the control API does too.
     pub async fn start(seed: Seed) -> std::io::Result<Arc<Self>> {
-        let platform = Arc::new(Platform::new(Directory::new(seed.users, seed.admins)));
+        let platform = Arc::new(Platform::new(
+            Directory::new(seed.users, seed.admins),
+            seed.events,
+        ));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let addrs = if seed.xsp.is_empty() {
             vec![loopback; 2]
@@ -139,11 +172,13 @@ impl Simulator {
         }
         let control_listener = http::bind(seed.control.unwrap_or(loopback)).await?;
         let control_addr = control_listener.local_addr()?;
+        let sweeper = tokio::spawn(sweep_channels(Arc::clone(&platform)));
         let simulator = Arc::new(Self {
             platform,
             xsps,
             control_addr,
             control_task: Mutex::new(None),
+            sweeper,
         });
         // The control API holds a weak reference so that dropping the simulator stops it.
         let weak = Arc::downgrade(&simulator);
@@ -180,6 +215,7 @@ impl Simulator {
         if let Some(task) = lock(&slot.task).take() {
             task.abort();
         }
+        self.platform.channels().drop_xsp(index);
         true
     }
 
@@ -199,6 +235,8 @@ impl Simulator {
     /// The control API: JSON over HTTP for tests and operators.
     ///
     /// - `GET /requests`: every XSI request seen, with the credentials it carried
+    /// - `GET /channels`: open event channels (XSP, set, owner, seconds left, heartbeats)
+    /// - `GET /acks`: every `EventResponse` received
     /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
     /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000}` (either may be left out),
     ///   `DELETE /xsp/<n>/fault`: make XSP n answer with an error status or slowly, or stop
@@ -219,6 +257,8 @@ impl Simulator {
             .collect();
         match (parts.method.as_str(), segments.as_slice()) {
             ("GET", ["requests"]) => json_response(200, &self.platform.requests()),
+            ("GET", ["channels"]) => json_response(200, &self.platform.channels().views()),
+            ("GET", ["acks"]) => json_response(200, &self.platform.acks()),
             ("POST", ["xsp", n, action]) => {
                 let Ok(index) = n.parse::<usize>() else {
                     return json_response(
@@ -292,6 +332,19 @@ impl Drop for Simulator {
         if let Some(task) = lock(&self.control_task).take() {
             task.abort();
         }
+        self.sweeper.abort();
+    }
+}
+
+/// Ends expired channels and drops silent ones, a few times per second.
+async fn sweep_channels(platform: Arc<Platform>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let settings = platform.event_settings();
+        platform
+            .channels()
+            .sweep(&settings, std::time::Instant::now());
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Seed {
     pub users: Vec<User>,
     #[serde(default)]
     pub admins: Vec<Admin>,
+    #[serde(default)]
+    pub events: crate::events::EventSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,7 @@ impl Seed {
             control: None,
             users,
             admins: Vec::new(),
+            events: crate::events::EventSettings::default(),
         }
     }
 }

@@ -201,6 +201,76 @@ pub fn error_info(summary: &str, code: u32) -> String {
     )
 }
 
+/// A fresh identifier in BroadWorks' style (a random UUID, lower-case hex).
+pub fn new_id() -> String {
+    let v: u128 = rand::random();
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Every document on an event stream is one chunk: the declaration and the document on one
+/// line, ended by a newline so that clients reading line by line get whole documents.
+fn stream_document(body: &str) -> String {
+    format!("{UTF8_DECL}{body}\n")
+}
+
+/// The first chunk of a new channel's stream.
+pub fn channel_opened(channel_id: &str, expires: u64) -> String {
+    stream_document(&channel(channel_id, expires))
+}
+
+/// The answer to a channel update.
+pub fn channel_updated(channel_id: &str, expires: u64) -> String {
+    format!("{UTF8_DECL}{}", channel(channel_id, expires))
+}
+
+fn channel(channel_id: &str, expires: u64) -> String {
+    format!(
+        r#"<Channel xmlns="{NS}"><channelId>{}</channelId><expires>{expires}</expires></Channel>"#,
+        escape(channel_id)
+    )
+}
+
+pub fn channel_heartbeat() -> String {
+    stream_document(&format!(r#"<ChannelHeartBeat xmlns="{NS}"/>"#))
+}
+
+/// `ChannelTerminatedEvent`, with the literal prefixes real XSPs use and clients match on.
+pub fn channel_terminated(channel_id: &str, reason: &str) -> String {
+    stream_document(&format!(
+        r#"<xsi:Event xsi1:type="xsi:ChannelTerminatedEvent" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsi="{NS}"><xsi:channelId>{}</xsi:channelId><xsi:reason>{reason}</xsi:reason></xsi:Event>"#,
+        escape(channel_id)
+    ))
+}
+
+/// `GET …/channelset/<id>`.
+pub fn channel_set<'a>(
+    channels: impl Iterator<Item = &'a crate::events::Channel>,
+    now: std::time::Instant,
+) -> String {
+    let mut out = format!(r#"{UTF8_DECL}<ChannelSet xmlns="{NS}">"#);
+    for c in channels {
+        let _ = write!(
+            out,
+            "<channel><channelId>{}</channelId><channelSetId>{}</channelSetId><priority>{}</priority><weight>{}</weight><expires>{}</expires></channel>",
+            escape(&c.id),
+            escape(&c.channel_set_id),
+            c.priority,
+            c.weight,
+            c.expires_in(now)
+        );
+    }
+    out.push_str("</ChannelSet>");
+    out
+}
+
 /// The leaf elements of a request document by local name: `Some(text)`, or `None` when the
 /// element is `xsi:nil`. Namespaces and prefixes are ignored, as BroadWorks does.
 #[derive(Debug, Default)]

@@ -19,11 +19,16 @@ use serde::Serialize;
 
 use crate::Platform;
 use crate::directory::{Directory, Principal};
+use crate::events;
 use crate::http::Body;
 use crate::search;
 use crate::xml::{self, Leaves};
 
 const ACTIONS_CONTEXT: &str = "/com.broadsoft.xsi-actions";
+const EVENTS_CONTEXT: &str = "/com.broadsoft.xsi-events";
+const ASYNC_PREFIX: &str = "/com.broadsoft.async";
+/// The content type real XSPs give the channel stream.
+const XML_STREAM: &str = "text/xml;charset=UTF-8";
 const XML_LATIN1: &str = "application/xml;charset=ISO-8859-1";
 const XML_UTF8: &str = "application/xml;charset=UTF-8";
 /// Request bodies larger than this are refused; XSI documents are small.
@@ -58,7 +63,7 @@ pub struct RequestRecord {
 struct Reply {
     status: StatusCode,
     content_type: Option<&'static str>,
-    body: String,
+    body: Body,
     set_cookie: Option<String>,
 }
 
@@ -67,7 +72,7 @@ impl Reply {
         Self {
             status,
             content_type: Some(content_type),
-            body,
+            body: Body::full(body),
             set_cookie: None,
         }
     }
@@ -80,7 +85,7 @@ impl Reply {
         Self {
             status,
             content_type: None,
-            body: String::new(),
+            body: Body::empty(),
             set_cookie: None,
         }
     }
@@ -180,7 +185,7 @@ fn into_response(reply: Reply) -> Response<Body> {
         );
     }
     builder
-        .body(Body::full(reply.body))
+        .body(reply.body)
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
@@ -204,6 +209,31 @@ struct Call<'a> {
     body: &'a Bytes,
 }
 
+/// Which web application a path belongs to, and the resource below its root.
+enum Context<'a> {
+    Actions(&'a str),
+    Events(&'a str),
+    /// `/com.broadsoft.async/com.broadsoft.xsi-events/…`: the streaming channel only.
+    EventsAsync(&'a str),
+}
+
+fn context(path: &str) -> Option<Context<'_>> {
+    let below = |root: &str| {
+        path.strip_prefix(root)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if let Some(rest) = below(ACTIONS_CONTEXT) {
+        return Some(Context::Actions(rest));
+    }
+    if let Some(rest) = below(EVENTS_CONTEXT) {
+        return Some(Context::Events(rest));
+    }
+    let rest = path
+        .strip_prefix(ASYNC_PREFIX)?
+        .strip_prefix(EVENTS_CONTEXT)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(Context::EventsAsync(rest))
+}
+
 fn respond(
     platform: &Platform,
     xsp: usize,
@@ -212,17 +242,22 @@ fn respond(
     credentials: Option<&(String, String)>,
     cookie: Option<&str>,
 ) -> (AuthKind, Reply) {
-    let Some(resource) = path.strip_prefix(ACTIONS_CONTEXT) else {
+    let Some(context) = context(path) else {
         return (
             AuthKind::None,
             Reply::error(StatusCode::NOT_FOUND, "Unknown web application", 110000),
         );
     };
+    // The async prefix is rewritten to the events application, whose cookie path it shares.
+    let cookie_path = match context {
+        Context::Actions(_) => ACTIONS_CONTEXT,
+        Context::Events(_) | Context::EventsAsync(_) => EVENTS_CONTEXT,
+    };
     let Some((user_id, password)) = credentials else {
         return (AuthKind::None, Reply::empty(StatusCode::UNAUTHORIZED));
     };
     let mut set_cookie = None;
-    let (auth, principal) = match cookie.and_then(|c| platform.session(xsp, ACTIONS_CONTEXT, c)) {
+    let (auth, principal) = match cookie.and_then(|c| platform.session(xsp, cookie_path, c)) {
         Some(principal) if principal.user_id().eq_ignore_ascii_case(user_id) => {
             (AuthKind::Cookie, principal)
         }
@@ -230,16 +265,186 @@ fn respond(
             let Some(principal) = platform.directory().authenticate(user_id, password) else {
                 return (AuthKind::Rejected, Reply::empty(StatusCode::UNAUTHORIZED));
             };
-            let token = platform.open_session(xsp, ACTIONS_CONTEXT, principal.clone());
-            set_cookie = Some(format!(
-                "JSESSIONID={token}; Path={ACTIONS_CONTEXT}; HttpOnly"
-            ));
+            let token = platform.open_session(xsp, cookie_path, principal.clone());
+            set_cookie = Some(format!("JSESSIONID={token}; Path={cookie_path}; HttpOnly"));
             (AuthKind::Basic, principal)
         }
     };
-    let mut reply = actions(platform, call, resource, &principal);
+    let mut reply = match context {
+        Context::Actions(resource) => actions(platform, call, resource, &principal),
+        Context::Events(resource) => events(platform, xsp, call, resource, &principal),
+        Context::EventsAsync(resource) => event_channel(platform, xsp, call, resource, &principal),
+    };
     reply.set_cookie = set_cookie;
     (auth, reply)
+}
+
+/// `POST /com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel`: opens a channel and
+/// answers with its stream. Nothing else uses the async prefix.
+fn event_channel(
+    platform: &Platform,
+    xsp: usize,
+    call: &Call<'_>,
+    resource: &str,
+    principal: &Principal,
+) -> Reply {
+    if resource.trim_end_matches('/') != "/v2.0/channel" {
+        return Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000);
+    }
+    if *call.method != Method::POST {
+        return Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let leaves = match Leaves::parse(call.body) {
+        Ok(leaves) => leaves,
+        Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+    };
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        leaves
+            .get(name)
+            .flatten()
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("`{name}` must be a positive number"))
+            })
+            .transpose()
+    };
+    let Some(channel_set_id) = leaves
+        .get("channelSetId")
+        .flatten()
+        .filter(|s| !s.is_empty())
+    else {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "[Error 4000] channelSetId is required",
+            4000,
+        );
+    };
+    let (priority, weight, expires) =
+        match (number("priority"), number("weight"), number("expires")) {
+            (Ok(p), Ok(w), Ok(e)) => (p, w, e),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return Reply::error(StatusCode::BAD_REQUEST, &format!("[Error 4000] {e}"), 4000);
+            }
+        };
+    let settings = platform.event_settings();
+    let (_, stream) = platform.channels().open(events::NewChannel {
+        xsp,
+        owner: principal.user_id().to_owned(),
+        channel_set_id: channel_set_id.to_owned(),
+        application_id: leaves.get("applicationId").flatten().map(str::to_owned),
+        priority: u32::try_from(priority.unwrap_or(1)).unwrap_or(u32::MAX),
+        weight: u32::try_from(weight.unwrap_or(50)).unwrap_or(u32::MAX),
+        expires: settings.grant(expires),
+    });
+    Reply {
+        status: StatusCode::OK,
+        content_type: Some(XML_STREAM),
+        body: Body::Stream(stream),
+        set_cookie: None,
+    }
+}
+
+/// Commands of the events application, each on a normal (non-streaming) connection.
+fn events(
+    platform: &Platform,
+    xsp: usize,
+    call: &Call<'_>,
+    resource: &str,
+    principal: &Principal,
+) -> Reply {
+    let segments: Vec<&str> = resource.split('/').filter(|s| !s.is_empty()).collect();
+    let not_found = || {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            "[Error 4008] Channel not found",
+            4008,
+        )
+    };
+    let mut channels = platform.channels();
+    // A channel exists for a command only on its own XSP and only for its owner.
+    let mut owned = |id: &str| -> Option<()> {
+        channels
+            .on_xsp(id, xsp)
+            .filter(|c| c.owner.eq_ignore_ascii_case(principal.user_id()))
+            .map(|_| ())
+    };
+    match (call.method.clone(), segments.as_slice()) {
+        (Method::GET, ["v2.0", "versions"]) => {
+            Reply::xml(StatusCode::OK, XML_UTF8, xml::versions())
+        }
+        (Method::PUT, ["v2.0", "channel", id, "heartbeat"]) => {
+            if owned(id).is_none() {
+                return not_found();
+            }
+            channels.heartbeat(id, xsp);
+            Reply::empty(StatusCode::OK)
+        }
+        (Method::POST, ["v2.0", "channel", "eventresponse"]) => match Leaves::parse(call.body) {
+            Ok(leaves) => {
+                let event_id = leaves
+                    .get("eventID")
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_owned();
+                let status = leaves
+                    .get("statusCode")
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_owned();
+                drop(channels);
+                platform.record_ack(crate::Ack {
+                    xsp,
+                    event_id,
+                    status,
+                });
+                Reply::empty(StatusCode::OK)
+            }
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+        },
+        (Method::PUT, ["v2.0", "channel", id]) => {
+            if owned(id).is_none() {
+                return not_found();
+            }
+            let requested = match Leaves::parse(call.body) {
+                Ok(leaves) => leaves.get("expires").flatten().and_then(|v| v.parse().ok()),
+                Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+            };
+            let expires = platform.event_settings().grant(requested);
+            if let Some(channel) = channels.on_xsp(id, xsp) {
+                channel.expires_at =
+                    std::time::Instant::now() + std::time::Duration::from_secs(expires);
+            }
+            Reply::xml(StatusCode::OK, XML_UTF8, xml::channel_updated(id, expires))
+        }
+        // `…/channel/<id>/delete` is not in the spec but real clients send it.
+        (Method::DELETE, ["v2.0", "channel", id] | ["v2.0", "channel", id, "delete"]) => {
+            if owned(id).is_none() {
+                return not_found();
+            }
+            channels.terminate(id, events::TerminationReason::ExplicitDelete);
+            Reply::empty(StatusCode::OK)
+        }
+        (Method::GET, ["v2.0", "channelset", set]) => {
+            let owner = principal.user_id();
+            let mut members = channels
+                .in_set(set)
+                .filter(|c| c.owner.eq_ignore_ascii_case(owner))
+                .peekable();
+            if members.peek().is_none() {
+                return Reply::error(
+                    StatusCode::NOT_FOUND,
+                    "[Error 4008] Channel set not found",
+                    4008,
+                );
+            }
+            Reply::xml(
+                StatusCode::OK,
+                XML_UTF8,
+                xml::channel_set(members, std::time::Instant::now()),
+            )
+        }
+        _ => Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
+    }
 }
 
 /// XSI-Actions below the context root (`/v2.0/…`).

@@ -1,0 +1,246 @@
+//! XSI-Events channels: the long-lived streams, and the commands that keep them alive.
+//!
+//! A channel belongs to the XSP whose connection carries its stream; heartbeats, updates and
+//! deletes sent to another XSP find no such channel (404), as on a real cluster. Channels end by
+//! `DELETE` (`ExplicitDelete`), expiry (`Expired`), a newer channel set of the same user and
+//! application (`DuplicateChannelSet`), or silence: no heartbeat for `event_timeout`, after which
+//! the XSP tears the connection down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::xml;
+
+/// Documents buffered per channel before a slow reader starts losing them.
+const STREAM_BUFFER: usize = 256;
+
+/// Timing rules of the simulated XSPs, from the seed's `[events]` table.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// A requested channel `expires` below this or above `channel_expires_max` is answered with
+    /// `channel_expires_max`, as servers substitute their own value rather than refuse.
+    pub channel_expires_min: u64,
+    pub channel_expires_max: u64,
+    /// A channel without a heartbeat for this long is torn down.
+    pub event_timeout_seconds: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            channel_expires_min: 3600,
+            channel_expires_max: 86400,
+            event_timeout_seconds: 30,
+        }
+    }
+}
+
+impl EventSettings {
+    /// The `expires` the server grants for a requested one (absent means the minimum).
+    pub fn grant(&self, requested: Option<u64>) -> u64 {
+        let requested = requested.unwrap_or(self.channel_expires_min);
+        if (self.channel_expires_min..=self.channel_expires_max).contains(&requested) {
+            requested
+        } else {
+            self.channel_expires_max
+        }
+    }
+}
+
+/// Why a channel ended (`ChannelTerminatedReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TerminationReason {
+    ExplicitDelete,
+    Expired,
+    DuplicateChannelSet,
+    NonResponsiveChannel,
+}
+
+impl TerminationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExplicitDelete => "ExplicitDelete",
+            Self::Expired => "Expired",
+            Self::DuplicateChannelSet => "DuplicateChannelSet",
+            Self::NonResponsiveChannel => "NonResponsiveChannel",
+        }
+    }
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub id: String,
+    pub xsp: usize,
+    pub channel_set_id: String,
+    /// The user id the channel was created for.
+    pub owner: String,
+    pub application_id: Option<String>,
+    pub priority: u32,
+    pub weight: u32,
+    pub expires_at: Instant,
+    pub last_heartbeat: Instant,
+    pub heartbeats: u64,
+    stream: mpsc::Sender<Bytes>,
+}
+
+impl Channel {
+    /// Writes one document to the stream; a full or closed stream drops it, as a dead TCP
+    /// connection would.
+    fn send(&self, document: String) {
+        let _ = self.stream.try_send(Bytes::from(document));
+    }
+
+    pub fn expires_in(&self, now: Instant) -> u64 {
+        self.expires_at.saturating_duration_since(now).as_secs()
+    }
+}
+
+/// What the control API shows of a channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelView {
+    pub channel_id: String,
+    pub xsp: usize,
+    pub channel_set_id: String,
+    pub owner: String,
+    pub expires_in: u64,
+    pub heartbeats: u64,
+}
+
+/// A channel to create, as the client asked for it.
+#[derive(Debug)]
+pub struct NewChannel {
+    pub xsp: usize,
+    pub owner: String,
+    pub channel_set_id: String,
+    pub application_id: Option<String>,
+    pub priority: u32,
+    pub weight: u32,
+    pub expires: u64,
+}
+
+/// Every open channel of the platform, by channel id.
+#[derive(Debug, Default)]
+pub struct Channels {
+    open: HashMap<String, Channel>,
+}
+
+impl Channels {
+    /// Opens a channel and returns its id with the receiving end of its stream, whose first
+    /// document is the `Channel` answer. Channel sets of the same user and application under
+    /// another set id end with `DuplicateChannelSet`.
+    pub fn open(&mut self, new: NewChannel) -> (String, mpsc::Receiver<Bytes>) {
+        if let Some(application) = &new.application_id {
+            let duplicates: Vec<String> = self
+                .open
+                .values()
+                .filter(|c| {
+                    c.owner.eq_ignore_ascii_case(&new.owner)
+                        && c.application_id.as_ref() == Some(application)
+                        && c.channel_set_id != new.channel_set_id
+                })
+                .map(|c| c.id.clone())
+                .collect();
+            for id in duplicates {
+                self.terminate(&id, TerminationReason::DuplicateChannelSet);
+            }
+        }
+        let id = xml::new_id();
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let now = Instant::now();
+        let channel = Channel {
+            id: id.clone(),
+            xsp: new.xsp,
+            channel_set_id: new.channel_set_id,
+            owner: new.owner,
+            application_id: new.application_id,
+            priority: new.priority,
+            weight: new.weight,
+            expires_at: now + Duration::from_secs(new.expires),
+            last_heartbeat: now,
+            heartbeats: 0,
+            stream: sender,
+        };
+        channel.send(xml::channel_opened(&id, new.expires));
+        self.open.insert(id.clone(), channel);
+        (id, receiver)
+    }
+
+    /// The channel `id` as seen from XSP `xsp`: a channel on another XSP is not found there.
+    pub fn on_xsp(&mut self, id: &str, xsp: usize) -> Option<&mut Channel> {
+        self.open.get_mut(id).filter(|c| c.xsp == xsp)
+    }
+
+    pub fn heartbeat(&mut self, id: &str, xsp: usize) -> bool {
+        let Some(channel) = self.on_xsp(id, xsp) else {
+            return false;
+        };
+        channel.last_heartbeat = Instant::now();
+        channel.heartbeats += 1;
+        channel.send(xml::channel_heartbeat());
+        true
+    }
+
+    /// Sends `ChannelTerminatedEvent` and closes the stream.
+    pub fn terminate(&mut self, id: &str, reason: TerminationReason) {
+        if let Some(channel) = self.open.remove(id) {
+            channel.send(xml::channel_terminated(id, reason.as_str()));
+        }
+    }
+
+    /// Closes a stream without a word, as a torn-down connection does.
+    pub fn drop_channel(&mut self, id: &str) {
+        self.open.remove(id);
+    }
+
+    /// Every channel of a set, on any XSP.
+    pub fn in_set<'a>(&'a self, channel_set_id: &'a str) -> impl Iterator<Item = &'a Channel> + 'a {
+        self.open
+            .values()
+            .filter(move |c| c.channel_set_id == channel_set_id)
+    }
+
+    /// Ends what has expired and drops what went silent.
+    pub fn sweep(&mut self, settings: &EventSettings, now: Instant) {
+        let timeout = Duration::from_secs(settings.event_timeout_seconds);
+        let expired: Vec<String> = self
+            .open
+            .values()
+            .filter(|c| c.expires_at <= now)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in expired {
+            self.terminate(&id, TerminationReason::Expired);
+        }
+        self.open
+            .retain(|_, c| now.duration_since(c.last_heartbeat) < timeout);
+    }
+
+    /// Drops every channel of a killed XSP: their connections are gone.
+    pub fn drop_xsp(&mut self, xsp: usize) {
+        self.open.retain(|_, c| c.xsp != xsp);
+    }
+
+    pub fn views(&self) -> Vec<ChannelView> {
+        let now = Instant::now();
+        let mut views: Vec<ChannelView> = self
+            .open
+            .values()
+            .map(|c| ChannelView {
+                channel_id: c.id.clone(),
+                xsp: c.xsp,
+                channel_set_id: c.channel_set_id.clone(),
+                owner: c.owner.clone(),
+                expires_in: c.expires_in(now),
+                heartbeats: c.heartbeats,
+            })
+            .collect();
+        views.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+        views
+    }
+}

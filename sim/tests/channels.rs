@@ -1,0 +1,376 @@
+//! XSI-Events channels over real HTTP: the stream, heartbeats, updates, deletes, expiry,
+//! silence, duplicate channel sets, and commands sent to the wrong XSP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use xsi_sim::Simulator;
+use xsi_sim::seed::Seed;
+
+const SEED: &str = r#"
+[events]
+channel_expires_min = 1
+channel_expires_max = 60
+event_timeout_seconds = 1
+
+[[users]]
+user_id = "alice@acme.example"
+password = "alice-pw"
+service_provider = "acme"
+group = "sales"
+
+[[users]]
+user_id = "bob@acme.example"
+password = "bob-pw"
+service_provider = "acme"
+group = "sales"
+"#;
+
+const EVENTS: &str = "/com.broadsoft.xsi-events/v2.0";
+const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+fn auth(user: &str) -> String {
+    let password = if user.starts_with("alice") {
+        "alice-pw"
+    } else {
+        "bob-pw"
+    };
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn simulator() -> (Arc<Simulator>, reqwest::Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    (
+        Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
+            .await
+            .unwrap(),
+        reqwest::Client::new(),
+    )
+}
+
+/// An open channel's stream, read document by document.
+struct Stream {
+    response: reqwest::Response,
+    pending: String,
+    id: String,
+}
+
+impl Stream {
+    async fn open(
+        sim: &Simulator,
+        http: &reqwest::Client,
+        xsp: usize,
+        user: &str,
+        body: &str,
+    ) -> (Self, String) {
+        let url = format!(
+            "http://{}/com.broadsoft.async{EVENTS}/channel",
+            sim.xsp_addrs()[xsp]
+        );
+        let response = http
+            .post(url)
+            .header("authorization", auth(user))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/xml;charset=UTF-8");
+        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            cookie.ends_with("; Path=/com.broadsoft.xsi-events; HttpOnly"),
+            "{cookie}"
+        );
+        let mut stream = Self {
+            response,
+            pending: String::new(),
+            id: String::new(),
+        };
+        let first = stream.next().await.expect("the Channel document");
+        stream.id = between(&first, "<channelId>", "</channelId>");
+        (stream, first)
+    }
+
+    /// The next document, or `None` when the stream ended.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=end).collect();
+                return Some(line.trim_end().to_owned());
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("stream stalled");
+            match chunk {
+                Ok(Some(bytes)) => self.pending.push_str(std::str::from_utf8(&bytes).unwrap()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+fn between(text: &str, start: &str, end: &str) -> String {
+    text.split(start)
+        .nth(1)
+        .and_then(|t| t.split(end).next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
+    format!("http://{}{EVENTS}{path}", sim.xsp_addrs()[xsp])
+}
+
+#[tokio::test]
+async fn a_channel_lives_on_its_xsp_through_heartbeats_updates_and_delete() {
+    let (sim, http) = simulator().await;
+    let create = r#"<Channel xmlns="http://schema.broadsoft.com/xsi"><channelSetId>set-a</channelSetId><priority>1</priority><weight>50</weight><expires>30</expires></Channel>"#;
+    let (mut stream, first) = Stream::open(&sim, &http, 0, "alice@acme.example", create).await;
+    assert_eq!(
+        first,
+        format!(
+            r#"{DECL}<Channel xmlns="http://schema.broadsoft.com/xsi"><channelId>{}</channelId><expires>30</expires></Channel>"#,
+            stream.id
+        )
+    );
+    assert_eq!(stream.id.len(), 36);
+
+    let heartbeat = format!("/channel/{}/heartbeat", stream.id);
+    let response = http
+        .put(url(&sim, 0, &heartbeat))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().is_empty());
+    assert_eq!(
+        stream.next().await.unwrap(),
+        format!(r#"{DECL}<ChannelHeartBeat xmlns="http://schema.broadsoft.com/xsi"/>"#)
+    );
+
+    // Channel commands only work on the XSP that holds the stream, and only for its owner.
+    let elsewhere = http
+        .put(url(&sim, 1, &heartbeat))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let stranger = http
+        .put(url(&sim, 0, &heartbeat))
+        .header("authorization", auth("bob@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 404);
+
+    let update = http
+        .put(url(&sim, 0, &format!("/channel/{}", stream.id)))
+        .header("authorization", auth("alice@acme.example"))
+        .body(r#"<Channel xmlns="http://schema.broadsoft.com/xsi"><expires>45</expires></Channel>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(update.status(), 200);
+    assert!(update.text().await.unwrap().ends_with(&format!(
+        "<channelId>{}</channelId><expires>45</expires></Channel>",
+        stream.id
+    )));
+
+    let set = http
+        .get(url(&sim, 1, "/channelset/set-a"))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200, "a channel set spans XSPs");
+    let set = set.text().await.unwrap();
+    assert!(set.contains(&format!("<channel><channelId>{}</channelId><channelSetId>set-a</channelSetId><priority>1</priority><weight>50</weight><expires>4", stream.id)), "{set}");
+
+    let ack = http
+        .post(url(&sim, 0, "/channel/eventresponse"))
+        .header("authorization", auth("alice@acme.example"))
+        .body(r#"<EventResponse xmlns="http://schema.broadsoft.com/xsi"><eventID>e-1</eventID><statusCode>200</statusCode><reason>OK</reason></EventResponse>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), 200);
+    assert_eq!(sim.platform().acks()[0].event_id, "e-1");
+
+    let delete = http
+        .delete(url(&sim, 0, &format!("/channel/{}", stream.id)))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    assert_eq!(
+        stream.next().await.unwrap(),
+        format!(
+            r#"{DECL}<xsi:Event xsi1:type="xsi:ChannelTerminatedEvent" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsi="http://schema.broadsoft.com/xsi"><xsi:channelId>{}</xsi:channelId><xsi:reason>ExplicitDelete</xsi:reason></xsi:Event>"#,
+            stream.id
+        )
+    );
+    assert_eq!(
+        stream.next().await,
+        None,
+        "the stream closes after the termination"
+    );
+    let gone = http
+        .put(url(&sim, 0, &heartbeat))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn the_server_substitutes_its_own_expiry_and_ends_expired_channels() {
+    let (sim, http) = simulator().await;
+    let (_, first) = Stream::open(
+        &sim,
+        &http,
+        0,
+        "alice@acme.example",
+        "<Channel><channelSetId>s</channelSetId><expires>3600</expires></Channel>",
+    )
+    .await;
+    assert!(
+        first.contains("<expires>60</expires>"),
+        "a request above the range gets the server's value: {first}"
+    );
+    let (mut short, first) = Stream::open(
+        &sim,
+        &http,
+        0,
+        "alice@acme.example",
+        "<Channel><channelSetId>s</channelSetId><expires>1</expires></Channel>",
+    )
+    .await;
+    assert!(first.contains("<expires>1</expires>"), "{first}");
+    let terminated = short.next().await.unwrap();
+    assert!(
+        terminated.contains("<xsi:reason>Expired</xsi:reason>"),
+        "{terminated}"
+    );
+    assert_eq!(short.next().await, None);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_channel_and_silence_tears_it_down() {
+    let (sim, http) = simulator().await;
+    let body = "<Channel><channelSetId>s</channelSetId><expires>60</expires></Channel>";
+    let (mut kept, _) = Stream::open(&sim, &http, 1, "alice@acme.example", body).await;
+    let (mut silent, _) = Stream::open(&sim, &http, 1, "bob@acme.example", body).await;
+    for _ in 0..8 {
+        let heartbeat = url(&sim, 1, &format!("/channel/{}/heartbeat", kept.id));
+        let response = http
+            .put(heartbeat)
+            .header("authorization", auth("alice@acme.example"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(kept.next().await.unwrap().contains("ChannelHeartBeat"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        silent.next().await,
+        None,
+        "no heartbeat for the event timeout ends the stream"
+    );
+    let views = sim.platform().channels().views();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].channel_id, kept.id);
+    assert_eq!(views[0].heartbeats, 8);
+}
+
+#[tokio::test]
+async fn a_new_channel_set_of_the_same_application_ends_the_old_one() {
+    let (sim, http) = simulator().await;
+    let (mut old, _) = Stream::open(&sim, &http, 0, "alice@acme.example", "<Channel><channelSetId>one</channelSetId><expires>60</expires><applicationId>dialer</applicationId></Channel>").await;
+    let (_other_app, _) = Stream::open(&sim, &http, 0, "alice@acme.example", "<Channel><channelSetId>two</channelSetId><expires>60</expires><applicationId>wallboard</applicationId></Channel>").await;
+    let (_new, _) = Stream::open(&sim, &http, 1, "alice@acme.example", "<Channel><channelSetId>three</channelSetId><expires>60</expires><applicationId>dialer</applicationId></Channel>").await;
+    let terminated = old.next().await.unwrap();
+    assert!(
+        terminated.contains("<xsi:reason>DuplicateChannelSet</xsi:reason>"),
+        "{terminated}"
+    );
+    let sets: Vec<String> = sim
+        .platform()
+        .channels()
+        .views()
+        .into_iter()
+        .map(|v| v.channel_set_id)
+        .collect();
+    assert_eq!(sets.len(), 2);
+    assert!(!sets.contains(&"one".to_owned()));
+}
+
+#[tokio::test]
+async fn killing_the_xsp_cuts_its_streams_and_bad_requests_are_refused() {
+    let (sim, http) = simulator().await;
+    let (mut stream, _) = Stream::open(
+        &sim,
+        &http,
+        0,
+        "alice@acme.example",
+        "<Channel><channelSetId>s</channelSetId></Channel>",
+    )
+    .await;
+    assert!(sim.stop_xsp(0));
+    assert_eq!(stream.next().await, None);
+    assert!(sim.platform().channels().views().is_empty());
+
+    let async_url = format!(
+        "http://{}/com.broadsoft.async{EVENTS}/channel",
+        sim.xsp_addrs()[1]
+    );
+    for body in [
+        "<Channel><expires>60</expires></Channel>",
+        "<Channel><channelSetId>s</channelSetId><expires>soon</expires></Channel>",
+        "<Channel",
+    ] {
+        let response = http
+            .post(&async_url)
+            .header("authorization", auth("alice@acme.example"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+    }
+    let unauthenticated = http
+        .post(&async_url)
+        .body("<Channel><channelSetId>s</channelSetId></Channel>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let other = format!(
+        "http://{}/com.broadsoft.async{EVENTS}/subscription",
+        sim.xsp_addrs()[1]
+    );
+    let response = http
+        .post(other)
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "only channel creation uses the async prefix"
+    );
+}
