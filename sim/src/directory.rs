@@ -50,6 +50,14 @@ pub struct RemoteOffice {
     pub remote_office_number: Option<String>,
 }
 
+/// The voice mailbox, as the Voice Mail Message Summary package reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceMail {
+    pub new_messages: u32,
+    pub old_messages: u32,
+}
+
 /// One subscriber with its profile and the state of its services.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +88,8 @@ pub struct User {
     pub call_forwarding_always: CallForwardingAlways,
     #[serde(default)]
     pub remote_office: RemoteOffice,
+    #[serde(default)]
+    pub voice_mail: VoiceMail,
 }
 
 /// Everyone the application server knows, by user id (BroadWorks user ids are case-insensitive).

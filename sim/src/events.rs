@@ -28,6 +28,11 @@ pub struct EventSettings {
     pub channel_expires_max: u64,
     /// A channel without a heartbeat for this long is torn down.
     pub event_timeout_seconds: u64,
+    /// A channel with an event unacknowledged for this long ends with `NonResponsiveChannel`.
+    pub ack_timeout_seconds: u64,
+    /// Subscription `expires` range; a request outside it gets `subscription_expires_max`.
+    pub subscription_expires_min: u64,
+    pub subscription_expires_max: u64,
 }
 
 impl Default for EventSettings {
@@ -36,19 +41,38 @@ impl Default for EventSettings {
             channel_expires_min: 3600,
             channel_expires_max: 86400,
             event_timeout_seconds: 30,
+            ack_timeout_seconds: 30,
+            subscription_expires_min: 3600,
+            subscription_expires_max: 86400,
         }
     }
 }
 
 impl EventSettings {
-    /// The `expires` the server grants for a requested one (absent means the minimum).
+    /// The channel `expires` the server grants for a requested one (absent means the minimum).
     pub fn grant(&self, requested: Option<u64>) -> u64 {
-        let requested = requested.unwrap_or(self.channel_expires_min);
-        if (self.channel_expires_min..=self.channel_expires_max).contains(&requested) {
-            requested
-        } else {
-            self.channel_expires_max
-        }
+        grant(
+            requested,
+            self.channel_expires_min,
+            self.channel_expires_max,
+        )
+    }
+
+    /// The subscription `expires` the server grants.
+    pub fn grant_subscription(&self, requested: Option<u64>) -> u64 {
+        grant(
+            requested,
+            self.subscription_expires_min,
+            self.subscription_expires_max,
+        )
+    }
+}
+
+fn grant(requested: Option<u64>, min: u64, max: u64) -> u64 {
+    match requested {
+        Some(requested) if (min..=max).contains(&requested) => requested,
+        None => min,
+        Some(_) => max,
     }
 }
 
@@ -128,6 +152,8 @@ pub struct NewChannel {
 #[derive(Debug, Default)]
 pub struct Channels {
     open: HashMap<String, Channel>,
+    /// Events sent and not yet acknowledged: event id to (channel id, when sent).
+    pending: HashMap<String, (String, Instant)>,
 }
 
 impl Channels {
@@ -191,11 +217,44 @@ impl Channels {
         if let Some(channel) = self.open.remove(id) {
             channel.send(xml::channel_terminated(id, reason.as_str()));
         }
+        self.pending.retain(|_, (channel, _)| channel != id);
     }
 
-    /// Closes a stream without a word, as a torn-down connection does.
-    pub fn drop_channel(&mut self, id: &str) {
-        self.open.remove(id);
+    /// Sends an event on the set's preferred channel (lowest priority value, then highest weight)
+    /// and waits for its acknowledgement. `render` gets the channel id. Without an open channel
+    /// in the set the event is lost, as BroadWorks drops it.
+    pub fn deliver(
+        &mut self,
+        channel_set_id: &str,
+        event_id: &str,
+        render: impl FnOnce(&str) -> String,
+    ) -> bool {
+        let Some(channel) = self
+            .open
+            .values()
+            .filter(|c| c.channel_set_id == channel_set_id)
+            .min_by_key(|c| (c.priority, std::cmp::Reverse(c.weight), c.id.clone()))
+        else {
+            return false;
+        };
+        channel.send(render(&channel.id));
+        self.pending
+            .insert(event_id.to_owned(), (channel.id.clone(), Instant::now()));
+        true
+    }
+
+    /// An `EventResponse` for `event_id` arrived at XSP `xsp`; it counts only on the XSP that
+    /// holds the event's channel.
+    pub fn acknowledge(&mut self, xsp: usize, event_id: &str) -> bool {
+        let on_this_xsp = self
+            .pending
+            .get(event_id)
+            .and_then(|(channel, _)| self.open.get(channel))
+            .is_some_and(|c| c.xsp == xsp);
+        if on_this_xsp {
+            self.pending.remove(event_id);
+        }
+        on_this_xsp
     }
 
     /// Every channel of a set, on any XSP.
@@ -205,9 +264,20 @@ impl Channels {
             .filter(move |c| c.channel_set_id == channel_set_id)
     }
 
-    /// Ends what has expired and drops what went silent.
+    /// Ends what has expired or stopped acknowledging, and drops what went silent.
     pub fn sweep(&mut self, settings: &EventSettings, now: Instant) {
-        let timeout = Duration::from_secs(settings.event_timeout_seconds);
+        let ack_timeout = Duration::from_secs(settings.ack_timeout_seconds);
+        let mut unresponsive: Vec<String> = self
+            .pending
+            .values()
+            .filter(|(_, sent)| now.saturating_duration_since(*sent) >= ack_timeout)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        unresponsive.sort();
+        unresponsive.dedup();
+        for id in unresponsive {
+            self.terminate(&id, TerminationReason::NonResponsiveChannel);
+        }
         let expired: Vec<String> = self
             .open
             .values()
@@ -217,13 +287,20 @@ impl Channels {
         for id in expired {
             self.terminate(&id, TerminationReason::Expired);
         }
+        let timeout = Duration::from_secs(settings.event_timeout_seconds);
         self.open
-            .retain(|_, c| now.duration_since(c.last_heartbeat) < timeout);
+            .retain(|_, c| now.saturating_duration_since(c.last_heartbeat) < timeout);
+        let open = &self.open;
+        self.pending
+            .retain(|_, (channel, _)| open.contains_key(channel));
     }
 
     /// Drops every channel of a killed XSP: their connections are gone.
     pub fn drop_xsp(&mut self, xsp: usize) {
         self.open.retain(|_, c| c.xsp != xsp);
+        let open = &self.open;
+        self.pending
+            .retain(|_, (channel, _)| open.contains_key(channel));
     }
 
     pub fn views(&self) -> Vec<ChannelView> {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod search;
 pub mod seed;
+pub mod subscriptions;
 pub mod xml;
 pub mod xsp;
 
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::directory::{Directory, Principal, User};
 use crate::http::Body;
 use crate::seed::Seed;
+use crate::subscriptions::{EventPackage, Subscription};
 use crate::xsp::RequestRecord;
 
 /// The simulated application server shared by every XSP.
@@ -36,6 +38,7 @@ pub struct Platform {
     requests: Mutex<Vec<RequestRecord>>,
     faults: Mutex<HashMap<usize, Fault>>,
     channels: Mutex<events::Channels>,
+    subscriptions: Mutex<subscriptions::Subscriptions>,
     event_settings: events::EventSettings,
     acks: Mutex<Vec<Ack>>,
 }
@@ -46,6 +49,8 @@ pub struct Ack {
     pub xsp: usize,
     pub event_id: String,
     pub status: String,
+    /// Whether the event was pending on a channel of that XSP.
+    pub known: bool,
 }
 
 /// A fault injected into one XSP through the control API.
@@ -80,6 +85,46 @@ impl Platform {
 
     pub fn event_settings(&self) -> events::EventSettings {
         self.event_settings
+    }
+
+    /// Locks subscriptions. When both are needed, take subscriptions before channels.
+    pub fn subscriptions(&self) -> MutexGuard<'_, subscriptions::Subscriptions> {
+        lock(&self.subscriptions)
+    }
+
+    /// Delivers a `package` event about `user` to every subscription that wants it.
+    pub fn publish(&self, user: &User, package: EventPackage, data: &xml::EventData) {
+        let mut subscriptions = self.subscriptions();
+        let mut channels = self.channels();
+        for subscription in subscriptions.matching(user, package) {
+            deliver(&mut channels, subscription, &user.user_id, data);
+        }
+    }
+
+    /// Publishes the current state of every package that changed between two versions of a user.
+    pub fn publish_changes(&self, before: &User, after: &User) {
+        for package in EventPackage::ALL {
+            let data = current_state(after, package);
+            if data.content != current_state(before, package).content {
+                self.publish(after, package, &data);
+            }
+        }
+    }
+
+    /// Sends a new or refreshed user-level subscription its initial state events.
+    pub fn send_initial_events(&self, subscription_id: &str, user: &User) {
+        let mut subscriptions = self.subscriptions();
+        let mut channels = self.channels();
+        if let Some(subscription) = subscriptions.by_id_mut(subscription_id) {
+            for package in subscription.packages.clone() {
+                deliver(
+                    &mut channels,
+                    subscription,
+                    &user.user_id,
+                    &current_state(user, package),
+                );
+            }
+        }
     }
 
     pub fn record_ack(&self, ack: Ack) {
@@ -241,7 +286,9 @@ impl Simulator {
     /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000}` (either may be left out),
     ///   `DELETE /xsp/<n>/fault`: make XSP n answer with an error status or slowly, or stop
     /// - `GET /users/<id>`: a user's profile and service state
-    /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`)
+    /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`); changed service or
+    ///   voice-mail state is published to subscribers as events
+    /// - `GET /subscriptions`: every subscription (owner, target, packages, set, events sent)
     async fn control(&self, request: Request<Incoming>) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let body = body
@@ -258,6 +305,9 @@ impl Simulator {
         match (parts.method.as_str(), segments.as_slice()) {
             ("GET", ["requests"]) => json_response(200, &self.platform.requests()),
             ("GET", ["channels"]) => json_response(200, &self.platform.channels().views()),
+            ("GET", ["subscriptions"]) => {
+                json_response(200, &self.platform.subscriptions().views())
+            }
             ("GET", ["acks"]) => json_response(200, &self.platform.acks()),
             ("POST", ["xsp", n, action]) => {
                 let Ok(index) = n.parse::<usize>() else {
@@ -307,7 +357,11 @@ impl Simulator {
             },
             ("PUT", ["users", id]) => match serde_json::from_slice::<User>(&body) {
                 Ok(user) if user.user_id.eq_ignore_ascii_case(id) => {
-                    self.platform.directory().upsert_user(user);
+                    let before = self.platform.directory().user(id).cloned();
+                    self.platform.directory().upsert_user(user.clone());
+                    if let Some(before) = before {
+                        self.platform.publish_changes(&before, &user);
+                    }
                     json_response(200, &serde_json::json!({"user_id": id}))
                 }
                 Ok(_) => json_response(
@@ -336,15 +390,67 @@ impl Drop for Simulator {
     }
 }
 
-/// Ends expired channels and drops silent ones, a few times per second.
+/// A few times per second: ends expired subscriptions (with `SubscriptionTerminatedEvent`) and
+/// channels, and drops silent ones.
 async fn sweep_channels(platform: Arc<Platform>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         tick.tick().await;
+        let now = std::time::Instant::now();
         let settings = platform.event_settings();
-        platform
-            .channels()
-            .sweep(&settings, std::time::Instant::now());
+        let mut subscriptions = platform.subscriptions();
+        let mut channels = platform.channels();
+        for mut expired in subscriptions.take_expired(now) {
+            let target = expired.target.id().unwrap_or(&expired.owner).to_owned();
+            deliver(
+                &mut channels,
+                &mut expired,
+                &target,
+                &xml::subscription_terminated_event(),
+            );
+        }
+        channels.sweep(&settings, now);
+    }
+}
+
+/// Sends one event of a subscription on its channel set.
+fn deliver(
+    channels: &mut events::Channels,
+    subscription: &mut Subscription,
+    target_id: &str,
+    data: &xml::EventData,
+) {
+    subscription.sequence += 1;
+    let event_id = xml::new_id();
+    let envelope = |channel_id: &str| {
+        xml::subscription_event(
+            &xml::Envelope {
+                event_id: &event_id,
+                sequence: subscription.sequence,
+                owner: &subscription.owner,
+                application_id: &subscription.application_id,
+                subscription_id: &subscription.id,
+                channel_id,
+                target_id,
+            },
+            data,
+        )
+    };
+    channels.deliver(&subscription.channel_set_id, &event_id, envelope);
+}
+
+/// A package's state for a user, as its events report it; also its initial event.
+fn current_state(user: &User, package: EventPackage) -> xml::EventData {
+    match package {
+        EventPackage::AdvancedCall | EventPackage::BasicCall | EventPackage::StandardCall => {
+            xml::call_subscription_event()
+        }
+        EventPackage::DoNotDisturb => xml::do_not_disturb_event(&user.do_not_disturb),
+        EventPackage::CallForwardingAlways => {
+            xml::call_forwarding_always_event(&user.call_forwarding_always)
+        }
+        EventPackage::RemoteOffice => xml::remote_office_event(&user.remote_office),
+        EventPackage::VoiceMailMessageSummary => xml::voice_mail_summary_event(&user.voice_mail),
     }
 }
 

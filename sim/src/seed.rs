@@ -85,6 +85,7 @@ impl Seed {
                 do_not_disturb: Default::default(),
                 call_forwarding_always: Default::default(),
                 remote_office: Default::default(),
+                voice_mail: Default::default(),
             })
             .collect();
         Self {

@@ -3,7 +3,6 @@
 //! elements in XSD order. Non-ASCII text is written as character references so the declared
 //! encoding (ISO-8859-1 for profile data, as real XSPs declare) is always honest.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::directory::{CallForwardingAlways, DoNotDisturb, RemoteOffice, User};
@@ -250,6 +249,179 @@ pub fn channel_terminated(channel_id: &str, reason: &str) -> String {
     ))
 }
 
+/// What an event says, inside `eventData`: its `xsi:type` and its content.
+#[derive(Debug, Clone)]
+pub struct EventData {
+    pub kind: &'static str,
+    pub content: String,
+}
+
+fn info(fields: &[(&str, Option<String>)]) -> String {
+    let mut out = String::from("<xsi:info>");
+    for (name, value) in fields {
+        if let Some(value) = value {
+            let _ = write!(out, "<xsi:{name}>{}</xsi:{name}>", escape(value));
+        }
+    }
+    out.push_str("</xsi:info>");
+    out
+}
+
+/// Numbers in events are `tel:` URIs.
+fn tel(number: Option<&str>) -> Option<String> {
+    number.map(|n| {
+        if n.starts_with("tel:") {
+            n.to_owned()
+        } else {
+            format!("tel:{n}")
+        }
+    })
+}
+
+pub fn do_not_disturb_event(state: &DoNotDisturb) -> EventData {
+    EventData {
+        kind: "DoNotDisturbEvent",
+        content: info(&[
+            ("active", Some(state.active.to_string())),
+            ("ringSplash", Some(state.ring_splash.to_string())),
+        ]),
+    }
+}
+
+pub fn call_forwarding_always_event(state: &CallForwardingAlways) -> EventData {
+    EventData {
+        kind: "CallForwardingAlwaysEvent",
+        content: info(&[
+            ("active", Some(state.active.to_string())),
+            (
+                "forwardToPhoneNumber",
+                tel(state.forward_to_phone_number.as_deref()),
+            ),
+            ("ringSplash", Some(state.ring_splash.to_string())),
+        ]),
+    }
+}
+
+pub fn remote_office_event(state: &RemoteOffice) -> EventData {
+    EventData {
+        kind: "RemoteOfficeEvent",
+        content: info(&[
+            ("active", Some(state.active.to_string())),
+            (
+                "remoteOfficeNumber",
+                tel(state.remote_office_number.as_deref()),
+            ),
+        ]),
+    }
+}
+
+/// The initial event of the call packages: no calls, on hook.
+pub fn call_subscription_event() -> EventData {
+    EventData {
+        kind: "CallSubscriptionEvent",
+        content: "<xsi:hookStatus>On-Hook</xsi:hookStatus>".to_owned(),
+    }
+}
+
+/// Counts are PositiveInt in the schema, so a zero count is left out.
+pub fn voice_mail_summary_event(state: &crate::directory::VoiceMail) -> EventData {
+    let mut content = String::from("<xsi:messageSummary>");
+    for (name, count) in [
+        ("newMessages", state.new_messages),
+        ("oldMessages", state.old_messages),
+    ] {
+        if count > 0 {
+            let _ = write!(content, "<xsi:{name}>{count}</xsi:{name}>");
+        }
+    }
+    content.push_str("</xsi:messageSummary>");
+    EventData {
+        kind: "VoiceMailMessageSummaryEvent",
+        content,
+    }
+}
+
+pub fn subscription_terminated_event() -> EventData {
+    EventData {
+        kind: "SubscriptionTerminatedEvent",
+        content: String::new(),
+    }
+}
+
+/// The envelope of everything a subscription delivers.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub event_id: &'a str,
+    pub sequence: u64,
+    pub owner: &'a str,
+    pub application_id: &'a str,
+    pub subscription_id: &'a str,
+    pub channel_id: &'a str,
+    pub target_id: &'a str,
+}
+
+/// A `SubscriptionEvent` on a channel, with the literal prefixes real XSPs use.
+pub fn subscription_event(envelope: &Envelope<'_>, data: &EventData) -> String {
+    let data = if data.content.is_empty() {
+        format!(r#"<xsi:eventData xsi1:type="xsi:{}"/>"#, data.kind)
+    } else {
+        format!(
+            r#"<xsi:eventData xsi1:type="xsi:{}">{}</xsi:eventData>"#,
+            data.kind, data.content
+        )
+    };
+    stream_document(&format!(
+        r#"<xsi:Event xmlns:xsi="{NS}" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xsi1:type="xsi:SubscriptionEvent"><xsi:eventID>{}</xsi:eventID><xsi:sequenceNumber>{}</xsi:sequenceNumber><xsi:userId>{}</xsi:userId><xsi:externalApplicationId>{}</xsi:externalApplicationId><xsi:subscriptionId>{}</xsi:subscriptionId><xsi:channelId>{}</xsi:channelId><xsi:targetId>{}</xsi:targetId>{data}</xsi:Event>"#,
+        escape(envelope.event_id),
+        envelope.sequence,
+        escape(envelope.owner),
+        escape(envelope.application_id),
+        escape(envelope.subscription_id),
+        escape(envelope.channel_id),
+        escape(envelope.target_id),
+    ))
+}
+
+/// The answer to a subscription create or refresh.
+pub fn subscription_granted(subscription_id: &str, expires: u64) -> String {
+    format!(
+        r#"{UTF8_DECL}<Subscription xmlns="{NS}"><subscriptionId>{}</subscriptionId><expires>{expires}</expires></Subscription>"#,
+        escape(subscription_id)
+    )
+}
+
+/// `GET …/subscription/<id>`.
+pub fn subscription(s: &crate::subscriptions::Subscription, now: std::time::Instant) -> String {
+    let mut out = format!(
+        r#"{UTF8_DECL}<Subscription xmlns="{NS}"><subscriptionId>{}</subscriptionId><subscriberId>{}</subscriberId><targetIdType>{}</targetIdType>"#,
+        escape(&s.id),
+        escape(&s.owner),
+        s.target.type_name()
+    );
+    if let Some(id) = s.target.id() {
+        element(&mut out, "targetId", id);
+    }
+    match s.packages.as_slice() {
+        [one] => element(&mut out, "event", one.name()),
+        many => {
+            out.push_str("<eventPackageList>");
+            for package in many {
+                element(&mut out, "event", package.name());
+            }
+            out.push_str("</eventPackageList>");
+        }
+    }
+    let _ = write!(
+        out,
+        "<expires>{}</expires>",
+        s.expires_at.saturating_duration_since(now).as_secs()
+    );
+    element(&mut out, "channelSetId", &s.channel_set_id);
+    element(&mut out, "applicationId", &s.application_id);
+    out.push_str("</Subscription>");
+    out
+}
+
 /// `GET …/channelset/<id>`.
 pub fn channel_set<'a>(
     channels: impl Iterator<Item = &'a crate::events::Channel>,
@@ -274,7 +446,7 @@ pub fn channel_set<'a>(
 /// The leaf elements of a request document by local name: `Some(text)`, or `None` when the
 /// element is `xsi:nil`. Namespaces and prefixes are ignored, as BroadWorks does.
 #[derive(Debug, Default)]
-pub struct Leaves(BTreeMap<String, Option<String>>);
+pub struct Leaves(Vec<(String, Option<String>)>);
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed XML: {0}")]
@@ -286,7 +458,7 @@ impl Leaves {
 
         let mut reader = quick_xml::Reader::from_reader(body);
         reader.config_mut().trim_text(true);
-        let mut leaves = BTreeMap::new();
+        let mut leaves = Vec::new();
         let mut open: Option<(String, bool)> = None;
         let mut text = String::new();
         let mut depth = 0usize;
@@ -300,10 +472,10 @@ impl Leaves {
                 }
                 Ok(Event::Empty(start)) => {
                     let nil = is_nil(&start);
-                    leaves.insert(
+                    leaves.push((
                         start.local_name().as_ref().to_owned(),
                         if nil { None } else { Some(String::new()) },
-                    );
+                    ));
                 }
                 Ok(Event::Text(t)) => text.push_str(&t.xml10_content()),
                 Ok(Event::GeneralRef(reference)) => {
@@ -324,14 +496,14 @@ impl Leaves {
                         .checked_sub(1)
                         .ok_or_else(|| XmlError("unbalanced end tag".to_owned()))?;
                     if let Some((name, nil)) = open.take() {
-                        leaves.insert(
+                        leaves.push((
                             name,
                             if nil {
                                 None
                             } else {
                                 Some(text.trim().to_owned())
                             },
-                        );
+                        ));
                     }
                 }
                 Ok(Event::Eof) => break,
@@ -346,9 +518,21 @@ impl Leaves {
         Ok(Self(leaves))
     }
 
-    /// The text of a leaf; `Some(None)` when it is nil, `None` when absent.
+    /// The text of the first leaf of that name; `Some(None)` when it is nil, `None` when absent.
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        self.0.get(name).map(Option::as_deref)
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+    }
+
+    /// The texts of every leaf of that name, in document order (nil ones left out).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.as_deref())
+            .collect()
     }
 
     /// A boolean leaf: `Ok(None)` when absent, an error when not `true`/`false`.

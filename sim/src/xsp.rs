@@ -18,10 +18,11 @@ use hyper::{Request, Response};
 use serde::Serialize;
 
 use crate::Platform;
-use crate::directory::{Directory, Principal};
+use crate::directory::{AdminScope, Directory, Principal, User};
 use crate::events;
 use crate::http::Body;
 use crate::search;
+use crate::subscriptions::{self, EventPackage, Subscription, Target};
 use crate::xml::{self, Leaves};
 
 const ACTIONS_CONTEXT: &str = "/com.broadsoft.xsi-actions";
@@ -353,78 +354,40 @@ fn events(
     principal: &Principal,
 ) -> Reply {
     let segments: Vec<&str> = resource.split('/').filter(|s| !s.is_empty()).collect();
-    let not_found = || {
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            "[Error 4008] Channel not found",
-            4008,
-        )
-    };
-    let mut channels = platform.channels();
-    // A channel exists for a command only on its own XSP and only for its owner.
-    let mut owned = |id: &str| -> Option<()> {
-        channels
-            .on_xsp(id, xsp)
-            .filter(|c| c.owner.eq_ignore_ascii_case(principal.user_id()))
-            .map(|_| ())
+    let decoded = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned()
     };
     match (call.method.clone(), segments.as_slice()) {
         (Method::GET, ["v2.0", "versions"]) => {
             Reply::xml(StatusCode::OK, XML_UTF8, xml::versions())
         }
-        (Method::PUT, ["v2.0", "channel", id, "heartbeat"]) => {
-            if owned(id).is_none() {
-                return not_found();
-            }
-            channels.heartbeat(id, xsp);
-            Reply::empty(StatusCode::OK)
+        (Method::POST, ["v2.0", "user", user]) => {
+            subscribe(platform, call, Target::User(decoded(user)), principal)
         }
-        (Method::POST, ["v2.0", "channel", "eventresponse"]) => match Leaves::parse(call.body) {
-            Ok(leaves) => {
-                let event_id = leaves
-                    .get("eventID")
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_owned();
-                let status = leaves
-                    .get("statusCode")
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_owned();
-                drop(channels);
-                platform.record_ack(crate::Ack {
-                    xsp,
-                    event_id,
-                    status,
-                });
-                Reply::empty(StatusCode::OK)
-            }
-            Err(e) => Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
-        },
-        (Method::PUT, ["v2.0", "channel", id]) => {
-            if owned(id).is_none() {
-                return not_found();
-            }
-            let requested = match Leaves::parse(call.body) {
-                Ok(leaves) => leaves.get("expires").flatten().and_then(|v| v.parse().ok()),
-                Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+        (Method::POST, ["v2.0", "enterprise" | "serviceprovider", sp]) => subscribe(
+            platform,
+            call,
+            Target::ServiceProvider(decoded(sp)),
+            principal,
+        ),
+        (Method::POST, ["v2.0", "enterprise" | "serviceprovider", sp, "group", group]) => {
+            let target = Target::Group {
+                service_provider: decoded(sp),
+                group: decoded(group),
             };
-            let expires = platform.event_settings().grant(requested);
-            if let Some(channel) = channels.on_xsp(id, xsp) {
-                channel.expires_at =
-                    std::time::Instant::now() + std::time::Duration::from_secs(expires);
-            }
-            Reply::xml(StatusCode::OK, XML_UTF8, xml::channel_updated(id, expires))
+            subscribe(platform, call, target, principal)
         }
-        // `…/channel/<id>/delete` is not in the spec but real clients send it.
-        (Method::DELETE, ["v2.0", "channel", id] | ["v2.0", "channel", id, "delete"]) => {
-            if owned(id).is_none() {
-                return not_found();
-            }
-            channels.terminate(id, events::TerminationReason::ExplicitDelete);
-            Reply::empty(StatusCode::OK)
+        (Method::POST, ["v2.0", "system"]) => subscribe(platform, call, Target::System, principal),
+        (method, ["v2.0", "subscription", id]) => {
+            subscription_command(platform, call, &method, id, principal)
+        }
+        (method, ["v2.0", "channel", rest @ ..]) => {
+            channel_command(platform, xsp, call, &method, rest, principal)
         }
         (Method::GET, ["v2.0", "channelset", set]) => {
+            let channels = platform.channels();
             let owner = principal.user_id();
             let mut members = channels
                 .in_set(set)
@@ -444,6 +407,293 @@ fn events(
             )
         }
         _ => Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
+    }
+}
+
+/// Heartbeat, acknowledgement, update and delete of a channel; a channel exists for these only on
+/// the XSP that holds its stream, and only for its owner.
+fn channel_command(
+    platform: &Platform,
+    xsp: usize,
+    call: &Call<'_>,
+    method: &Method,
+    rest: &[&str],
+    principal: &Principal,
+) -> Reply {
+    let not_found = || {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            "[Error 4008] Channel not found",
+            4008,
+        )
+    };
+    let mut channels = platform.channels();
+    if let (&Method::POST, ["eventresponse"]) = (method, rest) {
+        let leaves = match Leaves::parse(call.body) {
+            Ok(leaves) => leaves,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+        };
+        let event_id = leaves
+            .get("eventID")
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
+        let status = leaves
+            .get("statusCode")
+            .flatten()
+            .unwrap_or_default()
+            .to_owned();
+        let known = channels.acknowledge(xsp, &event_id);
+        drop(channels);
+        platform.record_ack(crate::Ack {
+            xsp,
+            event_id,
+            status,
+            known,
+        });
+        return if known {
+            Reply::empty(StatusCode::OK)
+        } else {
+            Reply::error(
+                StatusCode::NOT_FOUND,
+                "[Error 4008] Event not found on this server",
+                4008,
+            )
+        };
+    }
+    let Some(id) = rest.first().copied() else {
+        return Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000);
+    };
+    let owned = channels
+        .on_xsp(id, xsp)
+        .is_some_and(|c| c.owner.eq_ignore_ascii_case(principal.user_id()));
+    if !owned {
+        return not_found();
+    }
+    match (method, &rest[1..]) {
+        (&Method::PUT, ["heartbeat"]) => {
+            channels.heartbeat(id, xsp);
+            Reply::empty(StatusCode::OK)
+        }
+        (&Method::PUT, []) => {
+            let requested = match Leaves::parse(call.body) {
+                Ok(leaves) => leaves.get("expires").flatten().and_then(|v| v.parse().ok()),
+                Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+            };
+            let expires = platform.event_settings().grant(requested);
+            if let Some(channel) = channels.on_xsp(id, xsp) {
+                channel.expires_at = subscriptions::expiry(expires);
+            }
+            Reply::xml(StatusCode::OK, XML_UTF8, xml::channel_updated(id, expires))
+        }
+        // `…/channel/<id>/delete` is not in the spec but real clients send it.
+        (&Method::DELETE, [] | ["delete"]) => {
+            channels.terminate(id, events::TerminationReason::ExplicitDelete);
+            Reply::empty(StatusCode::OK)
+        }
+        _ => Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000),
+    }
+}
+
+/// Whether `principal` may subscribe to `target`: a user to itself, an administrator to what is in
+/// its scope. `Err` carries the refusal.
+fn may_watch(
+    platform: &Platform,
+    principal: &Principal,
+    target: &Target,
+) -> Result<Option<User>, Reply> {
+    let forbidden = || {
+        Reply::error(
+            StatusCode::FORBIDDEN,
+            "[Error 4410] Target outside the caller's scope",
+            4410,
+        )
+    };
+    let scope = match principal {
+        Principal::Admin { scope, .. } => Some(scope),
+        Principal::User(_) => None,
+    };
+    let allowed = match (target, scope) {
+        (Target::User(id), _) => {
+            let directory = platform.directory();
+            let Some(user) = directory.user(id) else {
+                return Err(Reply::error(
+                    StatusCode::NOT_FOUND,
+                    &format!("[Error 4008] User not found: {id}"),
+                    4008,
+                ));
+            };
+            return if Directory::may_access(principal, user) {
+                Ok(Some(user.clone()))
+            } else {
+                Err(forbidden())
+            };
+        }
+        (_, Some(AdminScope::System)) => true,
+        (Target::ServiceProvider(sp), Some(AdminScope::ServiceProvider { service_provider })) => {
+            sp == service_provider
+        }
+        (
+            Target::Group {
+                service_provider: sp,
+                ..
+            },
+            Some(AdminScope::ServiceProvider { service_provider }),
+        ) => sp == service_provider,
+        (
+            Target::Group {
+                service_provider: sp,
+                group: g,
+            },
+            Some(AdminScope::Group {
+                service_provider,
+                group,
+            }),
+        ) => sp == service_provider && g == group,
+        _ => false,
+    };
+    if allowed { Ok(None) } else { Err(forbidden()) }
+}
+
+/// `POST …/user/<id>`, `…/enterprise/<id>[/group/<id>]`, `…/system`: a new subscription, then
+/// for a user target its initial state events.
+fn subscribe(platform: &Platform, call: &Call<'_>, target: Target, principal: &Principal) -> Reply {
+    let user = match may_watch(platform, principal, &target) {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    let leaves = match Leaves::parse(call.body) {
+        Ok(leaves) => leaves,
+        Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+    };
+    let bad = |message: String| {
+        Reply::error(
+            StatusCode::BAD_REQUEST,
+            &format!("[Error 4000] {message}"),
+            4000,
+        )
+    };
+    let names = leaves.all("event");
+    if names.is_empty() {
+        return bad("an event package is required".to_owned());
+    }
+    let mut packages = Vec::with_capacity(names.len());
+    for name in names {
+        match EventPackage::from_name(name) {
+            Some(package) if !packages.contains(&package) => packages.push(package),
+            Some(_) => {}
+            None => return bad(format!("unknown or unsimulated event package `{name}`")),
+        }
+    }
+    if leaves.get("httpContact").is_some() {
+        return bad("only channel delivery is simulated; give a channelSetId".to_owned());
+    }
+    let Some(channel_set_id) = leaves
+        .get("channelSetId")
+        .flatten()
+        .filter(|s| !s.is_empty())
+    else {
+        return bad("channelSetId is required".to_owned());
+    };
+    let requested = match leaves
+        .get("expires")
+        .flatten()
+        .map(str::parse::<u64>)
+        .transpose()
+    {
+        Ok(requested) => requested,
+        Err(_) => return bad("`expires` must be a number of seconds".to_owned()),
+    };
+    let expires = platform.event_settings().grant_subscription(requested);
+    let id = xml::new_id();
+    platform.subscriptions().add(Subscription {
+        id: id.clone(),
+        owner: principal.user_id().to_owned(),
+        target,
+        packages,
+        channel_set_id: channel_set_id.to_owned(),
+        // The envelope requires an application id; BroadWorks fills in its own when none is given.
+        application_id: leaves
+            .get("applicationId")
+            .flatten()
+            .unwrap_or("default")
+            .to_owned(),
+        expires_at: subscriptions::expiry(expires),
+        sequence: 0,
+    });
+    if let Some(user) = user {
+        platform.send_initial_events(&id, &user);
+    }
+    Reply::xml(
+        StatusCode::OK,
+        XML_UTF8,
+        xml::subscription_granted(&id, expires),
+    )
+}
+
+/// `GET|PUT|DELETE …/subscription/<id>`; BroadWorks answers every failure here with 403.
+fn subscription_command(
+    platform: &Platform,
+    call: &Call<'_>,
+    method: &Method,
+    id: &str,
+    principal: &Principal,
+) -> Reply {
+    let refused = || {
+        Reply::error(
+            StatusCode::FORBIDDEN,
+            "[Error 4410] Subscription not found for this subscriber",
+            4410,
+        )
+    };
+    let owner = principal.user_id();
+    match *method {
+        Method::GET => match platform.subscriptions().owned(id, owner) {
+            Some(subscription) => Reply::xml(
+                StatusCode::OK,
+                XML_UTF8,
+                xml::subscription(subscription, std::time::Instant::now()),
+            ),
+            None => refused(),
+        },
+        Method::DELETE => {
+            // One lock for the check and the removal: a guard held in a `match` scrutinee would
+            // still be held inside its arms.
+            let mut subscriptions = platform.subscriptions();
+            if subscriptions.owned(id, owner).is_none() {
+                return refused();
+            }
+            subscriptions.remove(id);
+            Reply::empty(StatusCode::OK)
+        }
+        Method::PUT => {
+            let requested = match Leaves::parse(call.body) {
+                Ok(leaves) => leaves.get("expires").flatten().and_then(|v| v.parse().ok()),
+                Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
+            };
+            let expires = platform.event_settings().grant_subscription(requested);
+            let target = {
+                let mut subscriptions = platform.subscriptions();
+                let Some(subscription) = subscriptions.owned(id, owner) else {
+                    return refused();
+                };
+                subscription.expires_at = subscriptions::expiry(expires);
+                subscription.target.clone()
+            };
+            // A refresh of a user-level subscription starts again with the current state.
+            if let Target::User(user_id) = target {
+                let user = platform.directory().user(&user_id).cloned();
+                if let Some(user) = user {
+                    platform.send_initial_events(id, &user);
+                }
+            }
+            Reply::xml(
+                StatusCode::OK,
+                XML_UTF8,
+                xml::subscription_granted(id, expires),
+            )
+        }
+        _ => Reply::empty(StatusCode::METHOD_NOT_ALLOWED),
     }
 }
 
@@ -523,6 +773,9 @@ fn user_resource(
     let Some(user) = directory.user_mut(user_id) else {
         return Reply::error(StatusCode::NOT_FOUND, "User not found", 4008);
     };
+    // A PUT edits a draft that replaces the user only when the whole change is valid.
+    let before = user.clone();
+    let mut draft = before.clone();
     let result = match (call.method.clone(), rest, leaves) {
         (Method::GET, ["profile"], _) => Ok(Reply::ok_xml(xml::profile(user))),
         (Method::GET, ["services"], _) => Ok(Reply::ok_xml(xml::services(user))),
@@ -536,13 +789,13 @@ fn user_resource(
             Ok(Reply::ok_xml(xml::remote_office(&user.remote_office)))
         }
         (Method::PUT, ["services", "donotdisturb"], Some(leaves)) => (|| {
-            let state = &mut user.do_not_disturb;
+            let state = &mut draft.do_not_disturb;
             state.active = leaves.boolean("active")?.unwrap_or(state.active);
             state.ring_splash = leaves.boolean("ringSplash")?.unwrap_or(state.ring_splash);
             Ok(Reply::empty(StatusCode::OK))
         })(),
         (Method::PUT, ["services", "callforwardingalways"], Some(leaves)) => (|| {
-            let state = &mut user.call_forwarding_always;
+            let state = &mut draft.call_forwarding_always;
             state.active = leaves.boolean("active")?.unwrap_or(state.active);
             state.ring_splash = leaves.boolean("ringSplash")?.unwrap_or(state.ring_splash);
             if let Some(number) = leaves.get("forwardToPhoneNumber") {
@@ -558,7 +811,7 @@ fn user_resource(
             Ok(Reply::empty(StatusCode::OK))
         })(),
         (Method::PUT, ["services", "remoteoffice"], Some(leaves)) => (|| {
-            let state = &mut user.remote_office;
+            let state = &mut draft.remote_office;
             state.active = leaves.boolean("active")?.unwrap_or(state.active);
             if let Some(number) = leaves.get("remoteOfficeNumber") {
                 state.remote_office_number = number.map(str::to_owned);
@@ -596,7 +849,13 @@ fn user_resource(
         )),
         _ => Ok(Reply::empty(StatusCode::METHOD_NOT_ALLOWED)),
     };
-    result.unwrap_or_else(|e: xml::XmlError| {
+    let reply = result.unwrap_or_else(|e: xml::XmlError| {
         Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000)
-    })
+    });
+    if *call.method == Method::PUT && reply.status == StatusCode::OK {
+        *user = draft.clone();
+        drop(directory);
+        platform.publish_changes(&before, &draft);
+    }
+    reply
 }
