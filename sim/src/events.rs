@@ -295,6 +295,13 @@ impl Channels {
             .retain(|_, (channel, _)| open.contains_key(channel));
     }
 
+    /// Ends a channel's stream abruptly, as a broken connection does: no termination event.
+    pub fn cut(&mut self, id: &str) -> bool {
+        let cut = self.open.remove(id).is_some();
+        self.pending.retain(|_, (channel, _)| channel != id);
+        cut
+    }
+
     /// Drops every channel of a killed XSP: their connections are gone.
     pub fn drop_xsp(&mut self, xsp: usize) {
         self.open.retain(|_, c| c.xsp != xsp);

@@ -61,6 +61,9 @@ pub struct Fault {
     pub status: Option<u16>,
     /// Wait this long before answering.
     pub delay_ms: u64,
+    /// Answer XSI-Events commands (heartbeats, acknowledgements, subscriptions) with this status
+    /// while XSI-Actions still work: an XSP that stops acknowledging.
+    pub events_status: Option<u16>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +183,8 @@ impl Platform {
 pub struct Simulator {
     platform: Arc<Platform>,
     xsps: Vec<XspSlot>,
+    /// The XSPs' TLS configuration, kept to restart a stopped XSP the same way.
+    tls: Option<Arc<rustls::ServerConfig>>,
     control_addr: SocketAddr,
     control_task: Mutex<Option<JoinHandle<()>>>,
     sweeper: JoinHandle<()>,
@@ -195,6 +200,7 @@ impl Simulator {
     /// Starts the XSPs and control API named by the seed. Without XSP addresses, two XSPs start
     /// on free loopback ports; without a control address, the control API does too.
     pub async fn start(seed: Seed) -> std::io::Result<Arc<Self>> {
+        let tls = seed.tls.as_ref().map(xsp_tls).transpose()?;
         let platform = Arc::new(Platform::new(
             Directory::new(seed.users, seed.admins),
             seed.events,
@@ -209,7 +215,7 @@ impl Simulator {
         for (index, addr) in addrs.into_iter().enumerate() {
             let listener = http::bind(addr).await?;
             let addr = listener.local_addr()?;
-            let task = serve_xsp(listener, Arc::clone(&platform), index);
+            let task = serve_xsp(listener, tls.clone(), Arc::clone(&platform), index);
             xsps.push(XspSlot {
                 addr,
                 task: Mutex::new(Some(task)),
@@ -221,6 +227,7 @@ impl Simulator {
         let simulator = Arc::new(Self {
             platform,
             xsps,
+            tls,
             control_addr,
             control_task: Mutex::new(None),
             sweeper,
@@ -273,7 +280,12 @@ impl Simulator {
             return Ok(true);
         }
         let listener = http::bind(slot.addr).await?;
-        *lock(&slot.task) = Some(serve_xsp(listener, Arc::clone(&self.platform), index));
+        *lock(&slot.task) = Some(serve_xsp(
+            listener,
+            self.tls.clone(),
+            Arc::clone(&self.platform),
+            index,
+        ));
         Ok(true)
     }
 
@@ -283,7 +295,9 @@ impl Simulator {
     /// - `GET /channels`: open event channels (XSP, set, owner, seconds left, heartbeats)
     /// - `GET /acks`: every `EventResponse` received
     /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
-    /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000}` (either may be left out),
+    /// - `POST /channels/<id>/cut`: end a channel's stream abruptly, with no termination event
+    /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000, "events_status": 503}` (any
+    ///   may be left out),
     ///   `DELETE /xsp/<n>/fault`: make XSP n answer with an error status or slowly, or stop
     /// - `GET /users/<id>`: a user's profile and service state
     /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`); changed service or
@@ -305,6 +319,13 @@ impl Simulator {
         match (parts.method.as_str(), segments.as_slice()) {
             ("GET", ["requests"]) => json_response(200, &self.platform.requests()),
             ("GET", ["channels"]) => json_response(200, &self.platform.channels().views()),
+            ("POST", ["channels", id, "cut"]) => {
+                if self.platform.channels().cut(id) {
+                    json_response(200, &serde_json::json!({"channel_id": id, "action": "cut"}))
+                } else {
+                    json_response(404, &serde_json::json!({"error": "no such channel"}))
+                }
+            }
             ("GET", ["subscriptions"]) => {
                 json_response(200, &self.platform.subscriptions().views())
             }
@@ -456,12 +477,37 @@ fn current_state(user: &User, package: EventPackage) -> xml::EventData {
 
 fn serve_xsp(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     platform: Arc<Platform>,
     index: usize,
 ) -> JoinHandle<()> {
-    http::serve(listener, None, move |request, peer| {
+    http::serve(listener, tls, move |request, peer| {
         xsp::handle(Arc::clone(&platform), index, request, peer)
     })
+}
+
+/// The XSPs' TLS configuration from the seed: given PEM files, or a fresh self-signed
+/// certificate whose PEM is written out for clients to trust.
+fn xsp_tls(seed: &seed::TlsSeed) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let (cert, key) = match seed {
+        seed::TlsSeed::Files {
+            cert_file,
+            key_file,
+        } => (std::fs::read(cert_file)?, std::fs::read(key_file)?),
+        seed::TlsSeed::SelfSigned {
+            self_signed_cert_out,
+        } => {
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            let certified =
+                rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+            std::fs::write(self_signed_cert_out, certified.cert.pem())?;
+            (
+                certified.cert.pem().into_bytes(),
+                certified.signing_key.serialize_pem().into_bytes(),
+            )
+        }
+    };
+    http::tls_config(&cert, &key).map_err(std::io::Error::other)
 }
 
 fn json_response(status: u16, value: &impl serde::Serialize) -> Response<Body> {

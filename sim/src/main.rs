@@ -28,6 +28,10 @@ struct Cli {
     /// Control API listen address. Overrides the seed's.
     #[arg(long, value_name = "ADDR")]
     control: Option<std::net::SocketAddr>,
+    /// Serve the XSPs over HTTPS with a fresh self-signed certificate (localhost, 127.0.0.1),
+    /// whose PEM is written to this file.
+    #[arg(long, value_name = "CERT_OUT")]
+    tls_self_signed: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -54,6 +58,11 @@ async fn main() -> ExitCode {
     }
     if cli.control.is_some() {
         seed.control = cli.control;
+    }
+    if let Some(cert_out) = cli.tls_self_signed {
+        seed.tls = Some(xsi_sim::seed::TlsSeed::SelfSigned {
+            self_signed_cert_out: cert_out,
+        });
     }
     let users = seed.users.len();
     let simulator = match Simulator::start(seed).await {

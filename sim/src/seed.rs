@@ -15,10 +15,13 @@
 //! user_id = "admin@demo.xsigate.test"
 //! password = "admin-password"
 //! scope = { level = "service_provider", service_provider = "demo" }  # or system, or group
+//!
+//! [tls]                                           # optional: HTTPS XSPs
+//! self_signed_cert_out = "xsp-cert.pem"           # or cert_file = "…", key_file = "…"
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -36,6 +39,22 @@ pub struct Seed {
     pub admins: Vec<Admin>,
     #[serde(default)]
     pub events: crate::events::EventSettings,
+    /// Serve the XSPs over HTTPS (the control API stays plain HTTP).
+    pub tls: Option<TlsSeed>,
+}
+
+/// Where the XSPs' certificate comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum TlsSeed {
+    /// PEM files.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// A certificate for `localhost` and `127.0.0.1` made at start; its PEM is written to this
+    /// path so that clients can trust it.
+    SelfSigned { self_signed_cert_out: PathBuf },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +113,7 @@ impl Seed {
             users,
             admins: Vec::new(),
             events: crate::events::EventSettings::default(),
+            tls: None,
         }
     }
 }

@@ -138,6 +138,17 @@ pub async fn handle(
     let (auth, reply) =
         if let Some(status) = fault.status.and_then(|s| StatusCode::from_u16(s).ok()) {
             (AuthKind::None, Reply::empty(status))
+        } else if let Some(status) = fault
+            .events_status
+            .filter(|_| {
+                matches!(
+                    context(&path),
+                    Some(Context::Events(_) | Context::EventsAsync(_))
+                )
+            })
+            .and_then(|s| StatusCode::from_u16(s).ok())
+        {
+            (AuthKind::None, Reply::empty(status))
         } else if body.len() > MAX_BODY {
             (
                 AuthKind::None,

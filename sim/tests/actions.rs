@@ -489,3 +489,44 @@ async fn control_api_observes_requests_and_kills_and_restores_an_xsp() {
         .unwrap();
     assert!(dnd.contains("<active>true</active>"), "{dnd}");
 }
+
+#[tokio::test]
+async fn xsps_serve_https_with_a_self_signed_certificate_written_for_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_out = dir.path().join("xsp.pem");
+    let mut seed = toml::from_str::<Seed>(SEED).unwrap();
+    seed.tls = Some(xsi_sim::seed::TlsSeed::SelfSigned {
+        self_signed_cert_out: cert_out.clone(),
+    });
+    let sim = Simulator::start(seed).await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}{ACTIONS}/user/alice@acme.example/profile",
+        sim.xsp_addrs()[0].port()
+    );
+    let pem = std::fs::read(&cert_out).unwrap();
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .build()
+        .unwrap();
+    let response = trusting
+        .get(&url)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        client().get(&url).send().await.is_err(),
+        "a client that does not trust the certificate fails"
+    );
+    // A stopped XSP comes back with the same certificate.
+    assert!(sim.stop_xsp(0));
+    assert!(sim.start_xsp(0).await.unwrap());
+    let response = trusting
+        .get(&url)
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

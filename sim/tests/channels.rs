@@ -306,3 +306,71 @@ async fn killing_the_xsp_cuts_its_streams_and_bad_requests_are_refused() {
         "only channel creation uses the async prefix"
     );
 }
+
+#[tokio::test]
+async fn stream_faults_cut_channels_and_silence_event_commands() {
+    let (sim, http) = simulator().await;
+    let control = format!("http://{}", sim.control_addr());
+    let body = "<Channel><channelSetId>s</channelSetId><expires>60</expires></Channel>";
+    let (mut cut, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), body).await;
+    let response = http
+        .post(format!("{control}/channels/{}/cut", cut.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        cut.next().await,
+        None,
+        "a cut stream just ends, with no termination event"
+    );
+    let again = http
+        .post(format!("{control}/channels/{}/cut", cut.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+
+    let (stream, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), body).await;
+    let fault = http
+        .put(format!("{control}/xsp/0/fault"))
+        .body(r#"{"events_status": 503}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fault.status(), 200);
+    let heartbeat = url(&sim, 0, &format!("/channel/{}/heartbeat", stream.id));
+    let response = http
+        .put(&heartbeat)
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        503,
+        "the XSP stops answering event commands"
+    );
+    let actions = format!(
+        "http://{}/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile",
+        sim.xsp_addrs()[0]
+    );
+    let response = http
+        .get(actions)
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "while XSI-Actions still work");
+    http.delete(format!("{control}/xsp/0/fault"))
+        .send()
+        .await
+        .unwrap();
+    let response = http
+        .put(&heartbeat)
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -425,3 +425,42 @@ async fn survives_a_simulated_xsp_dying() {
         })
         .await;
 }
+
+/// HTTPS XSPs of the simulator, trusted through the provider's `ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fronts_https_xsps_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("xsp.pem");
+    let mut seed: xsi_sim::seed::Seed = toml::from_str(
+        "[[users]]\nuser_id = \"alice@acme.example\"\npassword = \"alice-pw\"\nservice_provider = \"acme\"\ngroup = \"g\"\n",
+    )
+    .unwrap();
+    seed.tls = Some(xsi_sim::seed::TlsSeed::SelfSigned {
+        self_signed_cert_out: cert.clone(),
+    });
+    let sim = xsi_sim::Simulator::start(seed).await.unwrap();
+    let xsps: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("https://127.0.0.1:{}", a.port()))
+        .collect();
+    let config = format!(
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"{}\"]\nca_file = \"{}\"\nhealth_check = {{ interval_ms = 200, fall = 1, rise = 1 }}\n",
+        xsps.join("\", \""),
+        cert.display()
+    );
+    let mut gateway = Gateway::start(&config).await;
+    gateway.wait_for("/readyz", 200).await;
+    for _ in 0..4 {
+        let response = client()
+            .get(gateway.url(&format!("{PROFILE}/alice@acme.example/profile")))
+            .header("authorization", basic("alice@acme.example", "alice-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let served: std::collections::BTreeSet<usize> =
+        sim.platform().requests().iter().map(|r| r.xsp).collect();
+    assert_eq!(served.len(), 2, "both HTTPS XSPs carried traffic");
+}
