@@ -5,6 +5,7 @@
 //! tests use to observe requests and inject faults. The XSI behaviour lives in [`xsp`], the
 //! documents in [`xml`].
 
+pub mod calls;
 pub mod directory;
 pub mod events;
 pub mod http;
@@ -39,6 +40,7 @@ pub struct Platform {
     faults: Mutex<HashMap<usize, Fault>>,
     channels: Mutex<events::Channels>,
     subscriptions: Mutex<subscriptions::Subscriptions>,
+    calls: Mutex<calls::Calls>,
     event_settings: events::EventSettings,
     acks: Mutex<Vec<Ack>>,
 }
@@ -95,6 +97,32 @@ impl Platform {
         lock(&self.subscriptions)
     }
 
+    /// Locks the calls. Take the directory first when both are needed.
+    pub fn calls(&self) -> MutexGuard<'_, calls::Calls> {
+        lock(&self.calls)
+    }
+
+    /// Publishes call events to the call packages' subscribers; `users` are the call halves'
+    /// owners, looked up by the caller.
+    pub fn publish_calls(&self, changes: &calls::Changes, users: &[User]) {
+        for (half, kind) in changes {
+            let Some(user) = users
+                .iter()
+                .find(|u| u.user_id.eq_ignore_ascii_case(&half.user_id))
+            else {
+                continue;
+            };
+            let data = xml::call_event(kind, half);
+            for package in [
+                EventPackage::BasicCall,
+                EventPackage::StandardCall,
+                EventPackage::AdvancedCall,
+            ] {
+                self.publish(user, package, &data);
+            }
+        }
+    }
+
     /// Delivers a `package` event about `user` to every subscription that wants it.
     pub fn publish(&self, user: &User, package: EventPackage, data: &xml::EventData) {
         let mut subscriptions = self.subscriptions();
@@ -107,8 +135,8 @@ impl Platform {
     /// Publishes the current state of every package that changed between two versions of a user.
     pub fn publish_changes(&self, before: &User, after: &User) {
         for package in EventPackage::ALL {
-            let data = current_state(after, package);
-            if data.content != current_state(before, package).content {
+            let data = current_state(after, package, &[]);
+            if data.content != current_state(before, package, &[]).content {
                 self.publish(after, package, &data);
             }
         }
@@ -116,6 +144,13 @@ impl Platform {
 
     /// Sends a new or refreshed user-level subscription its initial state events.
     pub fn send_initial_events(&self, subscription_id: &str, user: &User) {
+        let calls: Vec<calls::CallHalf> = self
+            .calls()
+            .of_user(&user.user_id)
+            .into_iter()
+            .cloned()
+            .collect();
+        let calls: Vec<&calls::CallHalf> = calls.iter().collect();
         let mut subscriptions = self.subscriptions();
         let mut channels = self.channels();
         if let Some(subscription) = subscriptions.by_id_mut(subscription_id) {
@@ -124,7 +159,7 @@ impl Platform {
                     &mut channels,
                     subscription,
                     &user.user_id,
-                    &current_state(user, package),
+                    &current_state(user, package, &calls),
                 );
             }
         }
@@ -460,11 +495,12 @@ fn deliver(
     channels.deliver(&subscription.channel_set_id, &event_id, envelope);
 }
 
-/// A package's state for a user, as its events report it; also its initial event.
-fn current_state(user: &User, package: EventPackage) -> xml::EventData {
+/// A package's state for a user with these calls, as its events report it; also its initial
+/// event.
+fn current_state(user: &User, package: EventPackage, calls: &[&calls::CallHalf]) -> xml::EventData {
     match package {
         EventPackage::AdvancedCall | EventPackage::BasicCall | EventPackage::StandardCall => {
-            xml::call_subscription_event()
+            xml::call_subscription_event(calls)
         }
         EventPackage::DoNotDisturb => xml::do_not_disturb_event(&user.do_not_disturb),
         EventPackage::CallForwardingAlways => {

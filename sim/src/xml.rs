@@ -315,12 +315,91 @@ pub fn remote_office_event(state: &RemoteOffice) -> EventData {
     }
 }
 
-/// The initial event of the call packages: no calls, on hook.
-pub fn call_subscription_event() -> EventData {
+/// The initial event of the call packages: the user's calls, and the hook status they imply.
+pub fn call_subscription_event(calls: &[&crate::calls::CallHalf]) -> EventData {
+    let mut content = String::new();
+    if !calls.is_empty() {
+        content.push_str("<xsi:calls>");
+        for call in calls {
+            content.push_str(&call_element(call));
+        }
+        content.push_str("</xsi:calls>");
+    }
+    let hook = if calls.is_empty() {
+        "On-Hook"
+    } else {
+        "Off-Hook"
+    };
+    let _ = write!(content, "<xsi:hookStatus>{hook}</xsi:hookStatus>");
     EventData {
         kind: "CallSubscriptionEvent",
-        content: "<xsi:hookStatus>On-Hook</xsi:hookStatus>".to_owned(),
+        content,
     }
+}
+
+/// A call event (`CallReceivedEvent`, `CallAnsweredEvent`, …) about one call half.
+pub fn call_event(kind: &'static str, call: &crate::calls::CallHalf) -> EventData {
+    EventData {
+        kind,
+        content: call_element(call),
+    }
+}
+
+/// `<xsi:call>` in the schema's element order.
+fn call_element(call: &crate::calls::CallHalf) -> String {
+    use crate::calls::{CallState, Personality};
+    let personality = match call.personality {
+        Personality::Originator => "Originator",
+        Personality::Terminator => "Terminator",
+    };
+    let state = match call.state {
+        CallState::Alerting => "Alerting",
+        CallState::Active => "Active",
+        CallState::Released => "Released",
+    };
+    let mut out = format!(
+        "<xsi:call><xsi:callId>{}</xsi:callId><xsi:extTrackingId>{}</xsi:extTrackingId><xsi:personality>{personality}</xsi:personality><xsi:state>{state}</xsi:state>",
+        escape(&call.id),
+        escape(&call.ext_tracking_id)
+    );
+    if let Some(party) = call.releasing_party {
+        let _ = write!(out, "<xsi:releasingParty>{party}</xsi:releasingParty>");
+    }
+    out.push_str("<xsi:remoteParty>");
+    if let Some(name) = &call.remote.name {
+        let _ = write!(out, "<xsi:name>{}</xsi:name>", escape(name));
+    }
+    let _ = write!(
+        out,
+        "<xsi:address>{}</xsi:address>",
+        escape(&call.remote.address)
+    );
+    if let Some(user_id) = &call.remote.user_id {
+        let _ = write!(out, "<xsi:userId>{}</xsi:userId>", escape(user_id));
+    }
+    let _ = write!(
+        out,
+        "<xsi:callType>{}</xsi:callType></xsi:remoteParty>",
+        call.remote.call_type
+    );
+    let _ = write!(out, "<xsi:startTime>{}</xsi:startTime>", call.start_time);
+    if let Some(time) = call.answer_time {
+        let _ = write!(out, "<xsi:answerTime>{time}</xsi:answerTime>");
+    }
+    if let Some(time) = call.release_time {
+        let _ = write!(out, "<xsi:releaseTime>{time}</xsi:releaseTime>");
+    }
+    out.push_str("</xsi:call>");
+    out
+}
+
+/// `POST …/calls/new`: call responses are always UTF-8.
+pub fn call_start_info(call: &crate::calls::CallHalf) -> String {
+    format!(
+        r#"{UTF8_DECL}<CallStartInfo xmlns="{NS}"><callId>{}</callId><externalTrackingId>{}</externalTrackingId></CallStartInfo>"#,
+        escape(&call.id),
+        escape(&call.ext_tracking_id)
+    )
 }
 
 /// Counts are PositiveInt in the schema, so a zero count is left out.

@@ -18,6 +18,7 @@ use hyper::{Request, Response};
 use serde::Serialize;
 
 use crate::Platform;
+use crate::calls;
 use crate::directory::{AdminScope, Directory, Principal, User};
 use crate::events;
 use crate::http::Body;
@@ -708,6 +709,68 @@ fn subscription_command(
     }
 }
 
+/// `POST …/calls/new?address=`, `PUT …/calls/<id>/Talk`, `DELETE …/calls/<id>`, then the call
+/// events for both halves.
+fn call_command(
+    platform: &Platform,
+    call: &Call<'_>,
+    directory: std::sync::MutexGuard<'_, Directory>,
+    user_id: &str,
+    rest: &[&str],
+) -> Reply {
+    let Some(user) = directory.user(user_id).cloned() else {
+        return Reply::error(StatusCode::NOT_FOUND, "[Error 4008] User not found", 4008);
+    };
+    let mut calls = platform.calls();
+    let outcome = match (call.method.clone(), rest) {
+        (Method::POST, ["calls", "new"]) => {
+            let address = call
+                .query
+                .iter()
+                .find(|(k, _)| k == "address")
+                .map_or("", |(_, v)| v.as_str());
+            calls
+                .dial(&user, address, &directory)
+                .map(|(origin, changes)| {
+                    (
+                        Reply::xml(StatusCode::CREATED, XML_UTF8, xml::call_start_info(&origin)),
+                        changes,
+                    )
+                })
+        }
+        (Method::PUT, ["calls", id, "talk"]) => calls
+            .answer(&user.user_id, id)
+            .map(|c| (Reply::empty(StatusCode::OK), c)),
+        (Method::DELETE, ["calls", id]) => calls
+            .release(&user.user_id, id)
+            .map(|c| (Reply::empty(StatusCode::OK), c)),
+        (Method::GET | Method::PUT | Method::POST | Method::DELETE, _) => {
+            return Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000);
+        }
+        _ => return Reply::empty(StatusCode::METHOD_NOT_ALLOWED),
+    };
+    match outcome {
+        Ok((reply, changes)) => {
+            let users: Vec<User> = changes
+                .iter()
+                .filter_map(|(half, _)| directory.user(&half.user_id).cloned())
+                .collect();
+            drop(calls);
+            drop(directory);
+            platform.publish_calls(&changes, &users);
+            reply
+        }
+        Err(e) => {
+            let status = if e == calls::CallError::NotFound {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Reply::error(status, &e.to_string(), 4000)
+        }
+    }
+}
+
 /// XSI-Actions below the context root (`/v2.0/…`).
 fn actions(platform: &Platform, call: &Call<'_>, resource: &str, principal: &Principal) -> Reply {
     let segments: Vec<&str> = resource.split('/').filter(|s| !s.is_empty()).collect();
@@ -752,6 +815,9 @@ fn user_resource(
             "[Error 4410] Access denied: outside the caller's scope",
             4410,
         );
+    }
+    if let ["calls", ..] = rest {
+        return call_command(platform, call, directory, user_id, rest);
     }
     if let ["directories", which] = rest {
         let kind = match *which {
