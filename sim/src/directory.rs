@@ -50,6 +50,41 @@ pub struct RemoteOffice {
     pub remote_office_number: Option<String>,
 }
 
+/// The CommPilot Express profile in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommPilotExpressProfile {
+    #[serde(rename = "Available In Office")]
+    AvailableInOffice,
+    #[serde(rename = "Available Out Of Office")]
+    AvailableOutOfOffice,
+    #[serde(rename = "Busy")]
+    Busy,
+    #[serde(rename = "Unavailable")]
+    Unavailable,
+}
+
+impl CommPilotExpressProfile {
+    pub const ALL: [Self; 4] = [
+        Self::AvailableInOffice,
+        Self::AvailableOutOfOffice,
+        Self::Busy,
+        Self::Unavailable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AvailableInOffice => "Available In Office",
+            Self::AvailableOutOfOffice => "Available Out Of Office",
+            Self::Busy => "Busy",
+            Self::Unavailable => "Unavailable",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// The voice mailbox, as the Voice Mail Message Summary package reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,6 +125,9 @@ pub struct User {
     pub remote_office: RemoteOffice,
     #[serde(default)]
     pub voice_mail: VoiceMail,
+    /// No profile when absent.
+    #[serde(default)]
+    pub comm_pilot_express: Option<CommPilotExpressProfile>,
 }
 
 /// Everyone the application server knows, by user id (BroadWorks user ids are case-insensitive).

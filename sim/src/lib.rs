@@ -508,6 +508,7 @@ fn current_state(user: &User, package: EventPackage, calls: &[&calls::CallHalf])
         }
         EventPackage::RemoteOffice => xml::remote_office_event(&user.remote_office),
         EventPackage::VoiceMailMessageSummary => xml::voice_mail_summary_event(&user.voice_mail),
+        EventPackage::CommPilotExpress => xml::comm_pilot_express_event(user.comm_pilot_express),
     }
 }
 

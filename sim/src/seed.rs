@@ -105,6 +105,7 @@ impl Seed {
                 call_forwarding_always: Default::default(),
                 remote_office: Default::default(),
                 voice_mail: Default::default(),
+                comm_pilot_express: None,
             })
             .collect();
         Self {

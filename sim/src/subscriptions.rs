@@ -19,10 +19,11 @@ pub enum EventPackage {
     CallForwardingAlways,
     RemoteOffice,
     VoiceMailMessageSummary,
+    CommPilotExpress,
 }
 
 impl EventPackage {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::AdvancedCall,
         Self::BasicCall,
         Self::StandardCall,
@@ -30,6 +31,7 @@ impl EventPackage {
         Self::CallForwardingAlways,
         Self::RemoteOffice,
         Self::VoiceMailMessageSummary,
+        Self::CommPilotExpress,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl EventPackage {
             Self::CallForwardingAlways => "Call Forwarding Always",
             Self::RemoteOffice => "Remote Office",
             Self::VoiceMailMessageSummary => "Voice Mail Message Summary",
+            Self::CommPilotExpress => "CommPilot Express",
         }
     }
 

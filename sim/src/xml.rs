@@ -126,8 +126,9 @@ pub fn directory(kind: DirectoryKind, page: &crate::search::Page<'_>) -> String 
 }
 
 /// The services this simulator assigns to every user, with their Actions resource names.
-pub const SERVICES: [(&str, &str); 3] = [
+pub const SERVICES: [(&str, &str); 4] = [
     ("Call Forwarding Always", "callforwardingalways"),
+    ("CommPilot Express", "commpilotexpress"),
     ("Do Not Disturb", "donotdisturb"),
     ("Remote Office", "remoteoffice"),
 ];
@@ -183,6 +184,17 @@ pub fn remote_office(state: &RemoteOffice) -> String {
     );
     out.push_str("</RemoteOffice>");
     out
+}
+
+/// `GET …/services/CommPilotExpress`: the profile, nil when none is set.
+pub fn comm_pilot_express(profile: Option<crate::directory::CommPilotExpressProfile>) -> String {
+    let profile = match profile {
+        Some(p) => format!("<profile>{}</profile>", p.name()),
+        None => r#"<profile xsi:nil="true"/>"#.to_owned(),
+    };
+    format!(
+        r#"{LATIN1_DECL}<CommPilotExpress xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">{profile}</CommPilotExpress>"#
+    )
 }
 
 /// `GET /v2.0/versions` (Actions) with the baseline release this simulator imitates.
@@ -400,6 +412,20 @@ pub fn call_start_info(call: &crate::calls::CallHalf) -> String {
         escape(&call.id),
         escape(&call.ext_tracking_id)
     )
+}
+
+/// The profile in force, nil when none is set.
+pub fn comm_pilot_express_event(
+    profile: Option<crate::directory::CommPilotExpressProfile>,
+) -> EventData {
+    let profile = match profile {
+        Some(p) => format!("<xsi:profile>{}</xsi:profile>", p.name()),
+        None => r#"<xsi:profile xsi1:nil="true"/>"#.to_owned(),
+    };
+    EventData {
+        kind: "CommPilotExpressEvent",
+        content: format!("<xsi:info>{profile}</xsi:info>"),
+    }
 }
 
 /// Counts are PositiveInt in the schema, so a zero count is left out.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::Platform;
 use crate::calls;
-use crate::directory::{AdminScope, Directory, Principal, User};
+use crate::directory::{AdminScope, CommPilotExpressProfile, Directory, Principal, User};
 use crate::events;
 use crate::http::Body;
 use crate::search;
@@ -864,6 +864,29 @@ fn user_resource(
         )),
         (Method::GET, ["services", "remoteoffice"], _) => {
             Ok(Reply::ok_xml(xml::remote_office(&user.remote_office)))
+        }
+        (Method::GET, ["services", "commpilotexpress"], _) => Ok(Reply::ok_xml(
+            xml::comm_pilot_express(user.comm_pilot_express),
+        )),
+        (Method::PUT, ["services", "commpilotexpress"], Some(leaves)) => {
+            match leaves.get("profile") {
+                None => Ok(Reply::empty(StatusCode::OK)),
+                Some(None) => {
+                    draft.comm_pilot_express = None;
+                    Ok(Reply::empty(StatusCode::OK))
+                }
+                Some(Some(name)) => match CommPilotExpressProfile::from_name(name) {
+                    Some(profile) => {
+                        draft.comm_pilot_express = Some(profile);
+                        Ok(Reply::empty(StatusCode::OK))
+                    }
+                    None => Ok(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("[Error 4000] unknown profile `{name}`"),
+                        4000,
+                    )),
+                },
+            }
         }
         (Method::PUT, ["services", "donotdisturb"], Some(leaves)) => (|| {
             let state = &mut draft.do_not_disturb;

@@ -502,3 +502,75 @@ async fn malformed_subscriptions_are_refused() {
         assert!(text.contains("<ErrorInfo"), "{body}: {text}");
     }
 }
+
+#[tokio::test]
+async fn comm_pilot_express_profiles_are_served_and_published() {
+    let (sim, http) = simulator().await;
+    let (mut stream, _) = Stream::open(
+        &sim,
+        &http,
+        0,
+        &auth("bob@acme.example"),
+        "<Channel><channelSetId>cpe</channelSetId><expires>300</expires></Channel>",
+    )
+    .await;
+    let (status, _) = subscribe(&sim, &http, "bob@acme.example", "user/bob@acme.example", "<Subscription><event>CommPilot Express</event><expires>300</expires><channelSetId>cpe</channelSetId></Subscription>").await;
+    assert_eq!(status, 200);
+    let initial = stream.next_event().await.unwrap();
+    assert!(initial.contains(r#"<xsi:eventData xsi1:type="xsi:CommPilotExpressEvent"><xsi:info><xsi:profile xsi1:nil="true"/></xsi:info></xsi:eventData>"#), "{initial}");
+    ack(&sim, &http, 0, "bob@acme.example", &initial).await;
+
+    let service = xsp_url(
+        &sim,
+        1,
+        &format!("{ACTIONS}/user/bob@acme.example/services/CommPilotExpress"),
+    );
+    let put = |body: &'static str| {
+        http.put(&service)
+            .header("authorization", auth("bob@acme.example"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        put("<CommPilotExpress><profile>Busy</profile></CommPilotExpress>")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let change = stream.next_event().await.unwrap();
+    assert!(
+        change.contains("<xsi:info><xsi:profile>Busy</xsi:profile></xsi:info>"),
+        "{change}"
+    );
+    ack(&sim, &http, 0, "bob@acme.example", &change).await;
+    let read = http
+        .get(&service)
+        .header("authorization", auth("bob@acme.example"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        read.ends_with("<profile>Busy</profile></CommPilotExpress>"),
+        "{read}"
+    );
+    assert_eq!(
+        put("<CommPilotExpress><profile>Asleep</profile></CommPilotExpress>")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let cleared = put(
+        r#"<CommPilotExpress><profile xsi:nil="true" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/></CommPilotExpress>"#,
+    );
+    assert_eq!(cleared.await.unwrap().status(), 200);
+    let change = stream.next_event().await.unwrap();
+    assert!(
+        change.contains(r#"<xsi:profile xsi1:nil="true"/>"#),
+        "{change}"
+    );
+}
