@@ -140,6 +140,17 @@ impl Subscriptions {
             .filter(|s| s.owner.eq_ignore_ascii_case(owner))
     }
 
+    /// Subscriptions of `owner`, oldest id order, for queries.
+    pub fn of_owner<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = &'a Subscription> + 'a {
+        let mut owned: Vec<&Subscription> = self
+            .by_id
+            .values()
+            .filter(|s| s.owner.eq_ignore_ascii_case(owner))
+            .collect();
+        owned.sort_by(|a, b| a.id.cmp(&b.id));
+        owned.into_iter()
+    }
+
     pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Subscription> {
         self.by_id.get_mut(id)
     }

@@ -497,12 +497,42 @@ pub fn subscription_granted(subscription_id: &str, expires: u64) -> String {
 
 /// `GET …/subscription/<id>`.
 pub fn subscription(s: &crate::subscriptions::Subscription, now: std::time::Instant) -> String {
-    let mut out = format!(
-        r#"{UTF8_DECL}<Subscription xmlns="{NS}"><subscriptionId>{}</subscriptionId><subscriberId>{}</subscriberId><targetIdType>{}</targetIdType>"#,
-        escape(&s.id),
-        escape(&s.owner),
-        s.target.type_name()
-    );
+    format!(
+        r#"{UTF8_DECL}<Subscription xmlns="{NS}">{}</Subscription>"#,
+        subscription_fields(s, now)
+    )
+}
+
+/// `GET …/subscription?…`: every matching subscription.
+pub fn subscription_list<'a>(
+    subscriptions: impl Iterator<Item = &'a crate::subscriptions::Subscription>,
+    now: std::time::Instant,
+) -> String {
+    let mut out = format!(r#"{UTF8_DECL}<SubscriptionList xmlns="{NS}">"#);
+    for s in subscriptions {
+        let _ = write!(
+            out,
+            "<subscription>{}</subscription>",
+            subscription_fields(s, now)
+        );
+    }
+    out.push_str("</SubscriptionList>");
+    out
+}
+
+/// The `Subscription` fields in schema order.
+fn subscription_fields(s: &crate::subscriptions::Subscription, now: std::time::Instant) -> String {
+    use crate::subscriptions::Target;
+    let mut out = String::new();
+    element(&mut out, "subscriptionId", &s.id);
+    element(&mut out, "subscriberId", &s.owner);
+    element(&mut out, "targetIdType", s.target.type_name());
+    if let Target::Group {
+        service_provider, ..
+    } = &s.target
+    {
+        element(&mut out, "targetGrpParentId", service_provider);
+    }
     if let Some(id) = s.target.id() {
         element(&mut out, "targetId", id);
     }
@@ -523,7 +553,6 @@ pub fn subscription(s: &crate::subscriptions::Subscription, now: std::time::Inst
     );
     element(&mut out, "channelSetId", &s.channel_set_id);
     element(&mut out, "applicationId", &s.application_id);
-    out.push_str("</Subscription>");
     out
 }
 

@@ -392,6 +392,7 @@ fn events(
             subscribe(platform, call, target, principal)
         }
         (Method::POST, ["v2.0", "system"]) => subscribe(platform, call, Target::System, principal),
+        (Method::GET, ["v2.0", "subscription"]) => subscription_query(platform, call, principal),
         (method, ["v2.0", "subscription", id]) => {
             subscription_command(platform, call, &method, id, principal)
         }
@@ -640,6 +641,55 @@ fn subscribe(platform: &Platform, call: &Call<'_>, target: Target, principal: &P
         StatusCode::OK,
         XML_UTF8,
         xml::subscription_granted(&id, expires),
+    )
+}
+
+/// `GET …/subscription?subscriberId=&targetId=&event=&targetEntityType=&targetGrpParentId=`: the
+/// caller's subscriptions, filtered. `targetEntityType` is `User` by default; `Group` needs
+/// `targetGrpParentId` (BroadWorks' "XCap error" otherwise).
+fn subscription_query(platform: &Platform, call: &Call<'_>, principal: &Principal) -> Reply {
+    let param = |name: &str| {
+        call.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let subscriber = param("subscriberId").unwrap_or(principal.user_id());
+    if !subscriber.eq_ignore_ascii_case(principal.user_id()) {
+        return Reply::error(
+            StatusCode::FORBIDDEN,
+            "[Error 4410] Subscriber outside the caller's scope",
+            4410,
+        );
+    }
+    let kind = param("targetEntityType").unwrap_or("User");
+    if !matches!(kind, "User" | "Group" | "ServiceProvider" | "System") {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "[Error 4000] unknown targetEntityType",
+            4000,
+        );
+    }
+    let parent = param("targetGrpParentId");
+    if kind == "Group" && parent.is_none() {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "[Error 4000] XCap error: targetGrpParentId is required",
+            4000,
+        );
+    }
+    let (target_id, event) = (param("targetId"), param("event"));
+    let subscriptions = platform.subscriptions();
+    let matches = subscriptions.of_owner(subscriber).filter(|s| {
+        s.target.type_name() == kind
+            && target_id.is_none_or(|id| s.target.id().is_some_and(|t| t.eq_ignore_ascii_case(id)))
+            && event.is_none_or(|e| s.packages.iter().any(|p| p.name() == e))
+            && parent.is_none_or(|p| matches!(&s.target, Target::Group { service_provider, .. } if service_provider == p))
+    });
+    Reply::xml(
+        StatusCode::OK,
+        XML_UTF8,
+        xml::subscription_list(matches, std::time::Instant::now()),
     )
 }
 

@@ -574,3 +574,69 @@ async fn comm_pilot_express_profiles_are_served_and_published() {
         "{change}"
     );
 }
+
+#[tokio::test]
+async fn subscriptions_are_queried_by_target_type_target_and_event() {
+    let (sim, http) = simulator().await;
+    let (_stream, _) = Stream::open(
+        &sim,
+        &http,
+        0,
+        &auth("sales-admin@acme.example"),
+        "<Channel><channelSetId>q</channelSetId><expires>300</expires></Channel>",
+    )
+    .await;
+    for (target, event) in [
+        ("user/alice@acme.example", "Do Not Disturb"),
+        ("user/alice@acme.example", "Remote Office"),
+        ("enterprise/acme/group/sales", "Do Not Disturb"),
+    ] {
+        let body = format!(
+            "<Subscription><event>{event}</event><expires>300</expires><channelSetId>q</channelSetId></Subscription>"
+        );
+        assert_eq!(
+            subscribe(&sim, &http, "sales-admin@acme.example", target, &body)
+                .await
+                .0,
+            200,
+            "{target}"
+        );
+    }
+    let query = |q: &str| {
+        http.get(xsp_url(&sim, 0, &format!("{EVENTS}/subscription?{q}")))
+            .header("authorization", auth("sales-admin@acme.example"))
+            .send()
+    };
+    let count = |body: &str| body.matches("<subscription>").count();
+
+    let all_users = query("").await.unwrap().text().await.unwrap();
+    assert!(all_users.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><SubscriptionList xmlns="http://schema.broadsoft.com/xsi"><subscription><subscriptionId>"#), "{all_users}");
+    assert_eq!(count(&all_users), 2, "User is the default target type");
+    let dnd = query("targetId=alice%40acme.example&event=Do%20Not%20Disturb")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count(&dnd), 1);
+    assert_eq!(
+        query("targetEntityType=Group").await.unwrap().status(),
+        400,
+        "Group needs targetGrpParentId"
+    );
+    let group = query("targetEntityType=Group&targetGrpParentId=acme")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count(&group), 1);
+    assert!(group.contains("<targetIdType>Group</targetIdType><targetGrpParentId>acme</targetGrpParentId><targetId>sales</targetId>"), "{group}");
+    assert_eq!(
+        query("subscriberId=alice%40acme.example")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
