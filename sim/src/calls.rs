@@ -66,7 +66,8 @@ pub struct Calls {
     counter: u64,
 }
 
-fn now_ms() -> u64 {
+/// Now, in epoch milliseconds as BroadWorks reports times.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -89,6 +90,15 @@ fn full_name(user: &User) -> Option<String> {
 }
 
 impl Calls {
+    /// A fresh call id and external tracking id.
+    pub fn new_ids(&mut self) -> (String, String) {
+        self.counter += 1;
+        (
+            format!("callhalf-{}:0", self.counter * 2),
+            format!("{}:1", self.counter),
+        )
+    }
+
     /// `POST …/calls/new?address=`: the caller's half (`CallOriginatedEvent`) and, when the
     /// address is a simulated user's number or extension, that user's alerting half
     /// (`CallReceivedEvent`).
@@ -108,10 +118,8 @@ impl Calls {
             .find(|u| u.number.as_deref() == Some(bare) || u.extension.as_deref() == Some(bare))
             .filter(|u| !u.user_id.eq_ignore_ascii_case(&caller.user_id))
             .cloned();
-        self.counter += 1;
-        let tracking = format!("{}:1", self.counter);
+        let (origin_id, tracking) = self.new_ids();
         let start_time = now_ms();
-        let origin_id = format!("callhalf-{}:0", self.counter * 2);
         let mut origin = CallHalf {
             id: origin_id.clone(),
             ext_tracking_id: tracking.clone(),

@@ -85,6 +85,74 @@ impl CommPilotExpressProfile {
     }
 }
 
+/// A call-centre agent's state (`AgentState`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    #[serde(rename = "Sign-In")]
+    SignIn,
+    #[serde(rename = "Available")]
+    Available,
+    #[serde(rename = "Unavailable")]
+    Unavailable,
+    #[serde(rename = "Wrap-Up")]
+    WrapUp,
+    #[default]
+    #[serde(rename = "Sign-Out")]
+    SignOut,
+}
+
+impl AgentState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SignIn => "Sign-In",
+            Self::Available => "Available",
+            Self::Unavailable => "Unavailable",
+            Self::WrapUp => "Wrap-Up",
+            Self::SignOut => "Sign-Out",
+        }
+    }
+
+    /// Staffed agents are signed in, in any state.
+    pub fn is_staffed(self) -> bool {
+        self != Self::SignOut
+    }
+}
+
+/// What Call Center Agent Monitoring reports of an agent, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentMonitoring {
+    pub average_acd_call_time_ms: u64,
+    pub average_acd_outgoing_call_time_ms: u64,
+}
+
+/// A call centre: a virtual user with agents and a queue of waiting calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallCenter {
+    pub user_id: String,
+    pub name: String,
+    pub number: String,
+    pub service_provider: String,
+    pub group: String,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Calls waiting, oldest first; filled through the control API.
+    #[serde(skip_deserializing, default)]
+    pub queue: Vec<QueueEntry>,
+}
+
+/// A call waiting in a call centre's queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub call_id: String,
+    pub ext_tracking_id: String,
+    pub name: Option<String>,
+    pub address: String,
+    /// Epoch milliseconds.
+    pub add_time: u64,
+}
+
 /// The voice mailbox, as the Voice Mail Message Summary package reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +196,14 @@ pub struct User {
     /// No profile when absent.
     #[serde(default)]
     pub comm_pilot_express: Option<CommPilotExpressProfile>,
+    /// Meaningful for agents of a call centre.
+    #[serde(default)]
+    pub agent_state: AgentState,
+    /// When the agent entered its state, in epoch milliseconds.
+    #[serde(default)]
+    pub agent_state_since_ms: u64,
+    #[serde(default)]
+    pub agent_monitoring: AgentMonitoring,
 }
 
 /// Everyone the application server knows, by user id (BroadWorks user ids are case-insensitive).
@@ -135,6 +211,7 @@ pub struct User {
 pub struct Directory {
     users: BTreeMap<String, User>,
     admins: BTreeMap<String, Admin>,
+    call_centers: BTreeMap<String, CallCenter>,
 }
 
 /// Who authenticated a request.
@@ -157,10 +234,49 @@ fn key(user_id: &str) -> String {
 }
 
 impl Directory {
-    pub fn new(users: Vec<User>, admins: Vec<Admin>) -> Self {
+    pub fn new(users: Vec<User>, admins: Vec<Admin>, call_centers: Vec<CallCenter>) -> Self {
         Self {
             users: users.into_iter().map(|u| (key(&u.user_id), u)).collect(),
             admins: admins.into_iter().map(|a| (key(&a.user_id), a)).collect(),
+            call_centers: call_centers
+                .into_iter()
+                .map(|c| (key(&c.user_id), c))
+                .collect(),
+        }
+    }
+
+    pub fn call_center(&self, user_id: &str) -> Option<&CallCenter> {
+        self.call_centers.get(&key(user_id))
+    }
+
+    pub fn call_center_mut(&mut self, user_id: &str) -> Option<&mut CallCenter> {
+        self.call_centers.get_mut(&key(user_id))
+    }
+
+    /// The call centres an agent serves.
+    pub fn call_centers_of<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> impl Iterator<Item = &'a CallCenter> + 'a {
+        self.call_centers
+            .values()
+            .filter(move |c| c.agents.iter().any(|a| a.eq_ignore_ascii_case(agent)))
+    }
+
+    /// Whether `principal` may watch a call centre: its agents, and administrators in scope.
+    pub fn may_watch_call_center(principal: &Principal, center: &CallCenter) -> bool {
+        match principal {
+            Principal::User(id) => center.agents.iter().any(|a| a.eq_ignore_ascii_case(id)),
+            Principal::Admin { scope, .. } => match scope {
+                AdminScope::System => true,
+                AdminScope::ServiceProvider { service_provider } => {
+                    *service_provider == center.service_provider
+                }
+                AdminScope::Group {
+                    service_provider,
+                    group,
+                } => *service_provider == center.service_provider && *group == center.group,
+            },
         }
     }
 

@@ -24,10 +24,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::task::JoinHandle;
 
-use crate::directory::{Directory, Principal, User};
+use crate::directory::{CallCenter, Directory, Principal, User};
 use crate::http::Body;
 use crate::seed::Seed;
-use crate::subscriptions::{EventPackage, Subscription};
+use crate::subscriptions::{EventPackage, Subject, Subscription};
 use crate::xsp::RequestRecord;
 
 /// The simulated application server shared by every XSP.
@@ -118,49 +118,91 @@ impl Platform {
                 EventPackage::StandardCall,
                 EventPackage::AdvancedCall,
             ] {
-                self.publish(user, package, &data);
+                self.publish(user.into(), package, &data);
             }
         }
     }
 
-    /// Delivers a `package` event about `user` to every subscription that wants it.
-    pub fn publish(&self, user: &User, package: EventPackage, data: &xml::EventData) {
+    /// Delivers a `package` event about `subject` to every subscription that wants it.
+    pub fn publish(&self, subject: Subject<'_>, package: EventPackage, data: &xml::EventData) {
         let mut subscriptions = self.subscriptions();
         let mut channels = self.channels();
-        for subscription in subscriptions.matching(user, package) {
-            deliver(&mut channels, subscription, &user.user_id, data);
+        for subscription in subscriptions.matching(subject, package) {
+            deliver(&mut channels, subscription, subject.id, data);
         }
     }
 
-    /// Publishes the current state of every package that changed between two versions of a user.
+    /// Publishes what changed between two versions of a user: service state, agent state (and
+    /// with it the figures of the agent's call centres) and agent monitoring figures.
     pub fn publish_changes(&self, before: &User, after: &User) {
         for package in EventPackage::ALL {
-            let data = current_state(after, package, &[]);
-            if data.content != current_state(before, package, &[]).content {
-                self.publish(after, package, &data);
+            if let Some(data) = change_event(before, after, package) {
+                self.publish(after.into(), package, &data);
+            }
+        }
+        if before.agent_state != after.agent_state {
+            let centers: Vec<(CallCenter, xml::EventData)> = {
+                let directory = self.directory();
+                directory
+                    .call_centers_of(&after.user_id)
+                    .map(|c| (c.clone(), center_figures_event(&directory, c)))
+                    .collect()
+            };
+            for (center, data) in &centers {
+                self.publish(center.into(), EventPackage::CallCenterMonitoring, data);
             }
         }
     }
 
-    /// Sends a new or refreshed user-level subscription its initial state events.
-    pub fn send_initial_events(&self, subscription_id: &str, user: &User) {
-        let calls: Vec<calls::CallHalf> = self
-            .calls()
-            .of_user(&user.user_id)
-            .into_iter()
-            .cloned()
-            .collect();
-        let calls: Vec<&calls::CallHalf> = calls.iter().collect();
+    /// Publishes a change of a call centre's queue to the queue and monitoring packages.
+    pub fn publish_queue_change(&self, center: &CallCenter, queue_event: &xml::EventData) {
+        let figures = center_figures_event(&self.directory(), center);
+        self.publish(center.into(), EventPackage::CallCenterQueue, queue_event);
+        self.publish(center.into(), EventPackage::CallCenterMonitoring, &figures);
+    }
+
+    /// The state events a new or refreshed subscription to `target_id` starts with: those of a
+    /// user, or of a call centre.
+    pub fn initial_events(
+        &self,
+        target_id: &str,
+        packages: &[EventPackage],
+    ) -> Vec<xml::EventData> {
+        let directory = self.directory();
+        if let Some(user) = directory.user(target_id) {
+            let calls: Vec<calls::CallHalf> = self
+                .calls()
+                .of_user(&user.user_id)
+                .into_iter()
+                .cloned()
+                .collect();
+            let calls: Vec<&calls::CallHalf> = calls.iter().collect();
+            packages
+                .iter()
+                .filter_map(|p| user_state(&directory, user, *p, &calls))
+                .collect()
+        } else if let Some(center) = directory.call_center(target_id) {
+            packages
+                .iter()
+                .filter_map(|p| center_state(&directory, center, *p))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Sends a subscription its initial events about `target_id`.
+    pub fn send_initial_events(
+        &self,
+        subscription_id: &str,
+        target_id: &str,
+        events: &[xml::EventData],
+    ) {
         let mut subscriptions = self.subscriptions();
         let mut channels = self.channels();
         if let Some(subscription) = subscriptions.by_id_mut(subscription_id) {
-            for package in subscription.packages.clone() {
-                deliver(
-                    &mut channels,
-                    subscription,
-                    &user.user_id,
-                    &current_state(user, package, &calls),
-                );
+            for data in events {
+                deliver(&mut channels, subscription, target_id, data);
             }
         }
     }
@@ -237,7 +279,7 @@ impl Simulator {
     pub async fn start(seed: Seed) -> std::io::Result<Arc<Self>> {
         let tls = seed.tls.as_ref().map(xsp_tls).transpose()?;
         let platform = Arc::new(Platform::new(
-            Directory::new(seed.users, seed.admins),
+            Directory::new(seed.users, seed.admins, seed.call_centers),
             seed.events,
         ));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -337,6 +379,9 @@ impl Simulator {
     /// - `GET /users/<id>`: a user's profile and service state
     /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`); changed service or
     ///   voice-mail state is published to subscribers as events
+    /// - `GET /callcenters/<id>`: a call centre and its queue
+    /// - `POST /callcenters/<id>/queue` with `{"address": "+15550100", "name": "…"}`: a call joins
+    ///   the queue; `DELETE /callcenters/<id>/queue/<callId>`: it is abandoned
     /// - `GET /subscriptions`: every subscription (owner, target, packages, set, events sent)
     async fn control(&self, request: Request<Incoming>) -> Response<Body> {
         let (parts, body) = request.into_parts();
@@ -407,13 +452,88 @@ impl Simulator {
                 self.platform.set_fault(index, fault);
                 json_response(200, &fault)
             }
+            ("GET", ["callcenters", id]) => match self.platform.directory().call_center(id) {
+                Some(center) => json_response(200, center),
+                None => json_response(404, &serde_json::json!({"error": "no such call centre"})),
+            },
+            ("POST", ["callcenters", id, "queue"]) => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Caller {
+                    address: String,
+                    name: Option<String>,
+                }
+                let caller = match serde_json::from_slice::<Caller>(&body) {
+                    Ok(caller) => caller,
+                    Err(e) => {
+                        return json_response(400, &serde_json::json!({"error": e.to_string()}));
+                    }
+                };
+                let (call_id, ext_tracking_id) = self.platform.calls().new_ids();
+                let changed = {
+                    let mut directory = self.platform.directory();
+                    directory.call_center_mut(id).map(|center| {
+                        let entry = directory::QueueEntry {
+                            call_id: call_id.clone(),
+                            ext_tracking_id,
+                            name: caller.name,
+                            address: caller.address,
+                            add_time: calls::now_ms(),
+                        };
+                        center.queue.push(entry.clone());
+                        let event = xml::acd_call_added_event(center, &entry, center.queue.len());
+                        (center.clone(), event)
+                    })
+                };
+                match changed {
+                    Some((center, event)) => {
+                        self.platform.publish_queue_change(&center, &event);
+                        json_response(200, &serde_json::json!({"call_id": call_id}))
+                    }
+                    None => {
+                        json_response(404, &serde_json::json!({"error": "no such call centre"}))
+                    }
+                }
+            }
+            ("DELETE", ["callcenters", id, "queue", call_id]) => {
+                let changed = {
+                    let mut directory = self.platform.directory();
+                    directory.call_center_mut(id).and_then(|center| {
+                        let position = center.queue.iter().position(|e| e.call_id == *call_id)?;
+                        let entry = center.queue.remove(position);
+                        let event = xml::acd_call_abandoned_event(center, &entry, calls::now_ms());
+                        Some((center.clone(), event))
+                    })
+                };
+                match changed {
+                    Some((center, event)) => {
+                        self.platform.publish_queue_change(&center, &event);
+                        json_response(
+                            200,
+                            &serde_json::json!({"call_id": call_id, "action": "abandoned"}),
+                        )
+                    }
+                    None => json_response(
+                        404,
+                        &serde_json::json!({"error": "no such call centre or queued call"}),
+                    ),
+                }
+            }
             ("GET", ["users", id]) => match self.platform.directory().user(id) {
                 Some(user) => json_response(200, user),
                 None => json_response(404, &serde_json::json!({"error": "no such user"})),
             },
             ("PUT", ["users", id]) => match serde_json::from_slice::<User>(&body) {
-                Ok(user) if user.user_id.eq_ignore_ascii_case(id) => {
+                Ok(mut user) if user.user_id.eq_ignore_ascii_case(id) => {
                     let before = self.platform.directory().user(id).cloned();
+                    // A new agent state starts now unless the caller says when.
+                    if let Some(before) = &before {
+                        if before.agent_state != user.agent_state
+                            && before.agent_state_since_ms == user.agent_state_since_ms
+                        {
+                            user.agent_state_since_ms = calls::now_ms();
+                        }
+                    }
                     self.platform.directory().upsert_user(user.clone());
                     if let Some(before) = before {
                         self.platform.publish_changes(&before, &user);
@@ -495,13 +615,32 @@ fn deliver(
     channels.deliver(&subscription.channel_set_id, &event_id, envelope);
 }
 
-/// A package's state for a user with these calls, as its events report it; also its initial
-/// event.
-fn current_state(user: &User, package: EventPackage, calls: &[&calls::CallHalf]) -> xml::EventData {
+/// A user's state for a package, as its initial event reports it (none for call-centre packages).
+fn user_state(
+    directory: &Directory,
+    user: &User,
+    package: EventPackage,
+    calls: &[&calls::CallHalf],
+) -> Option<xml::EventData> {
     match package {
         EventPackage::AdvancedCall | EventPackage::BasicCall | EventPackage::StandardCall => {
-            xml::call_subscription_event(calls)
+            Some(xml::call_subscription_event(calls))
         }
+        EventPackage::CallCenterAgent => Some(xml::agent_subscription_event(
+            user,
+            directory.call_centers_of(&user.user_id),
+        )),
+        EventPackage::CallCenterAgentMonitoring => {
+            Some(xml::agent_monitoring_event(&user.agent_monitoring, true))
+        }
+        EventPackage::CallCenterQueue | EventPackage::CallCenterMonitoring => None,
+        service => service_state(user, service),
+    }
+}
+
+/// The state of a service package; `None` for the packages that are not services.
+fn service_state(user: &User, package: EventPackage) -> Option<xml::EventData> {
+    Some(match package {
         EventPackage::DoNotDisturb => xml::do_not_disturb_event(&user.do_not_disturb),
         EventPackage::CallForwardingAlways => {
             xml::call_forwarding_always_event(&user.call_forwarding_always)
@@ -509,7 +648,59 @@ fn current_state(user: &User, package: EventPackage, calls: &[&calls::CallHalf])
         EventPackage::RemoteOffice => xml::remote_office_event(&user.remote_office),
         EventPackage::VoiceMailMessageSummary => xml::voice_mail_summary_event(&user.voice_mail),
         EventPackage::CommPilotExpress => xml::comm_pilot_express_event(user.comm_pilot_express),
+        _ => return None,
+    })
+}
+
+/// The event a change between two versions of a user causes in `package`, if any.
+fn change_event(before: &User, after: &User, package: EventPackage) -> Option<xml::EventData> {
+    match package {
+        EventPackage::CallCenterAgent => {
+            (before.agent_state != after.agent_state).then(|| xml::agent_state_event(after))
+        }
+        EventPackage::CallCenterAgentMonitoring => (before.agent_monitoring
+            != after.agent_monitoring)
+            .then(|| xml::agent_monitoring_event(&after.agent_monitoring, false)),
+        _ => {
+            let now = service_state(after, package)?;
+            (service_state(before, package)?.content != now.content).then_some(now)
+        }
     }
+}
+
+/// A call centre's state for a package, as its initial event reports it.
+fn center_state(
+    directory: &Directory,
+    center: &CallCenter,
+    package: EventPackage,
+) -> Option<xml::EventData> {
+    match package {
+        EventPackage::CallCenterQueue => Some(xml::acd_subscription_event(center)),
+        EventPackage::CallCenterMonitoring => Some(center_figures_event(directory, center)),
+        _ => None,
+    }
+}
+
+/// Call Center Monitoring's figures from the queue and the agents' states.
+fn center_figures_event(directory: &Directory, center: &CallCenter) -> xml::EventData {
+    let now = calls::now_ms();
+    let agents: Vec<&User> = center
+        .agents
+        .iter()
+        .filter_map(|a| directory.user(a))
+        .collect();
+    let count = |f: &dyn Fn(&User) -> bool| agents.iter().filter(|a| f(a)).count() as u64;
+    xml::call_center_monitoring_event(&xml::CallCenterFigures {
+        calls_in_queue: center.queue.len() as u64,
+        longest_wait_seconds: center
+            .queue
+            .first()
+            .map_or(0, |e| now.saturating_sub(e.add_time) / 1000),
+        agents_assigned: agents.len() as u64,
+        agents_staffed: count(&|a| a.agent_state.is_staffed()),
+        staffed_idle: count(&|a| a.agent_state == directory::AgentState::Available),
+        staffed_unavailable: count(&|a| a.agent_state == directory::AgentState::Unavailable),
+    })
 }
 
 fn serve_xsp(

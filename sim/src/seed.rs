@@ -38,6 +38,8 @@ pub struct Seed {
     #[serde(default)]
     pub admins: Vec<Admin>,
     #[serde(default)]
+    pub call_centers: Vec<crate::directory::CallCenter>,
+    #[serde(default)]
     pub events: crate::events::EventSettings,
     /// Serve the XSPs over HTTPS (the control API stays plain HTTP).
     pub tls: Option<TlsSeed>,
@@ -106,6 +108,9 @@ impl Seed {
                 remote_office: Default::default(),
                 voice_mail: Default::default(),
                 comm_pilot_express: None,
+                agent_state: Default::default(),
+                agent_state_since_ms: 0,
+                agent_monitoring: Default::default(),
             })
             .collect();
         Self {
@@ -113,6 +118,7 @@ impl Seed {
             control: None,
             users,
             admins: Vec::new(),
+            call_centers: Vec::new(),
             events: crate::events::EventSettings::default(),
             tls: None,
         }

@@ -20,10 +20,14 @@ pub enum EventPackage {
     RemoteOffice,
     VoiceMailMessageSummary,
     CommPilotExpress,
+    CallCenterQueue,
+    CallCenterMonitoring,
+    CallCenterAgent,
+    CallCenterAgentMonitoring,
 }
 
 impl EventPackage {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::AdvancedCall,
         Self::BasicCall,
         Self::StandardCall,
@@ -32,6 +36,10 @@ impl EventPackage {
         Self::RemoteOffice,
         Self::VoiceMailMessageSummary,
         Self::CommPilotExpress,
+        Self::CallCenterQueue,
+        Self::CallCenterMonitoring,
+        Self::CallCenterAgent,
+        Self::CallCenterAgentMonitoring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,11 +52,43 @@ impl EventPackage {
             Self::RemoteOffice => "Remote Office",
             Self::VoiceMailMessageSummary => "Voice Mail Message Summary",
             Self::CommPilotExpress => "CommPilot Express",
+            Self::CallCenterQueue => "Call Center Queue",
+            Self::CallCenterMonitoring => "Call Center Monitoring",
+            Self::CallCenterAgent => "Call Center Agent",
+            Self::CallCenterAgentMonitoring => "Call Center Agent Monitoring",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Who an event is about: a user, or a call centre (a virtual user).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub id: &'a str,
+    pub service_provider: &'a str,
+    pub group: &'a str,
+}
+
+impl<'a> From<&'a User> for Subject<'a> {
+    fn from(user: &'a User) -> Self {
+        Self {
+            id: &user.user_id,
+            service_provider: &user.service_provider,
+            group: &user.group,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::directory::CallCenter> for Subject<'a> {
+    fn from(center: &'a crate::directory::CallCenter) -> Self {
+        Self {
+            id: &center.user_id,
+            service_provider: &center.service_provider,
+            group: &center.group,
+        }
     }
 }
 
@@ -65,14 +105,14 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn covers(&self, user: &User) -> bool {
+    pub fn covers(&self, subject: Subject<'_>) -> bool {
         match self {
-            Self::User(id) => id.eq_ignore_ascii_case(&user.user_id),
+            Self::User(id) => id.eq_ignore_ascii_case(subject.id),
             Self::Group {
                 service_provider,
                 group,
-            } => *service_provider == user.service_provider && *group == user.group,
-            Self::ServiceProvider(sp) => *sp == user.service_provider,
+            } => service_provider == subject.service_provider && group == subject.group,
+            Self::ServiceProvider(sp) => sp == subject.service_provider,
             Self::System => true,
         }
     }
@@ -159,15 +199,15 @@ impl Subscriptions {
         self.by_id.remove(id)
     }
 
-    /// Subscriptions that want `package` events about `user`.
+    /// Subscriptions that want `package` events about `subject`.
     pub fn matching<'a>(
         &'a mut self,
-        user: &'a User,
+        subject: Subject<'a>,
         package: EventPackage,
     ) -> impl Iterator<Item = &'a mut Subscription> + 'a {
         self.by_id
             .values_mut()
-            .filter(move |s| s.packages.contains(&package) && s.target.covers(user))
+            .filter(move |s| s.packages.contains(&package) && s.target.covers(subject))
     }
 
     /// Removes and returns what has expired.

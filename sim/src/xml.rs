@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use crate::directory::{CallForwardingAlways, DoNotDisturb, RemoteOffice, User};
+use crate::directory::{
+    CallCenter, CallForwardingAlways, DoNotDisturb, QueueEntry, RemoteOffice, User,
+};
 
 const NS: &str = "http://schema.broadsoft.com/xsi";
 const LATIN1_DECL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1"?>"#;
@@ -425,6 +427,188 @@ pub fn comm_pilot_express_event(
     EventData {
         kind: "CommPilotExpressEvent",
         content: format!("<xsi:info>{profile}</xsi:info>"),
+    }
+}
+
+/// A statistic with a severity (`NonNegativeIntWithSeverity`); the simulator sets no thresholds.
+fn statistic(out: &mut String, name: &str, value: u64) {
+    let _ = write!(
+        out,
+        "<xsi:{name}><xsi:value>{value}</xsi:value></xsi:{name}>"
+    );
+}
+
+/// `<xsi:queueEntry>` in schema order; `remove_time` once the call left the queue.
+fn queue_entry(center: &CallCenter, entry: &QueueEntry, remove_time: Option<u64>) -> String {
+    let mut out = format!(
+        "<xsi:queueEntry><xsi:callId>{}</xsi:callId><xsi:extTrackingId>{}</xsi:extTrackingId><xsi:remoteParty>",
+        escape(&entry.call_id),
+        escape(&entry.ext_tracking_id)
+    );
+    if let Some(name) = &entry.name {
+        let _ = write!(out, "<xsi:name>{}</xsi:name>", escape(name));
+    }
+    let _ = write!(
+        out,
+        "<xsi:address>{}</xsi:address><xsi:callType>Network</xsi:callType></xsi:remoteParty><xsi:addTime>{}</xsi:addTime>",
+        escape(&entry.address),
+        entry.add_time
+    );
+    if let Some(time) = remove_time {
+        let _ = write!(out, "<xsi:removeTime>{time}</xsi:removeTime>");
+    }
+    let _ = write!(
+        out,
+        "<xsi:acdName>{}</xsi:acdName><xsi:acdNumber>{}</xsi:acdNumber></xsi:queueEntry>",
+        escape(&center.name),
+        escape(&tel(Some(&center.number)).unwrap_or_default())
+    );
+    out
+}
+
+/// Call Center Queue's initial event: every waiting call.
+pub fn acd_subscription_event(center: &CallCenter) -> EventData {
+    let mut content = String::new();
+    if !center.queue.is_empty() {
+        content.push_str("<xsi:queueEntries>");
+        for entry in &center.queue {
+            content.push_str(&queue_entry(center, entry, None));
+        }
+        content.push_str("</xsi:queueEntries>");
+    }
+    EventData {
+        kind: "ACDSubscriptionEvent",
+        content,
+    }
+}
+
+/// A call joined the queue at `position` (1 is next to be answered).
+pub fn acd_call_added_event(center: &CallCenter, entry: &QueueEntry, position: usize) -> EventData {
+    EventData {
+        kind: "ACDCallAddedEvent",
+        content: format!(
+            "{}<xsi:position>{position}</xsi:position>",
+            queue_entry(center, entry, None)
+        ),
+    }
+}
+
+/// The caller hung up while waiting.
+pub fn acd_call_abandoned_event(
+    center: &CallCenter,
+    entry: &QueueEntry,
+    remove_time: u64,
+) -> EventData {
+    EventData {
+        kind: "ACDCallAbandonedEvent",
+        content: queue_entry(center, entry, Some(remove_time)),
+    }
+}
+
+/// Figures of Call Center Monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCenterFigures {
+    pub calls_in_queue: u64,
+    pub longest_wait_seconds: u64,
+    pub agents_assigned: u64,
+    pub agents_staffed: u64,
+    pub staffed_idle: u64,
+    pub staffed_unavailable: u64,
+}
+
+/// Call Center Monitoring's event, also its initial one.
+pub fn call_center_monitoring_event(figures: &CallCenterFigures) -> EventData {
+    let mut content = String::from("<xsi:monitoringStatus>");
+    statistic(&mut content, "averageSpeedOfAnswer", 0);
+    statistic(
+        &mut content,
+        "longestWaitTime",
+        figures.longest_wait_seconds,
+    );
+    statistic(&mut content, "numCallsInQueue", figures.calls_in_queue);
+    let _ = write!(
+        content,
+        "<xsi:numAgentsAssigned>{}</xsi:numAgentsAssigned><xsi:numAgentsStaffed>{}</xsi:numAgentsStaffed><xsi:numStaffedAgentsIdle>{}</xsi:numStaffedAgentsIdle><xsi:numStaffedAgentsUnavailable>{}</xsi:numStaffedAgentsUnavailable></xsi:monitoringStatus>",
+        figures.agents_assigned,
+        figures.agents_staffed,
+        figures.staffed_idle,
+        figures.staffed_unavailable
+    );
+    EventData {
+        kind: "CallCenterMonitoringEvent",
+        content,
+    }
+}
+
+fn agent_state_info(user: &User) -> String {
+    format!(
+        "<xsi:state>{}</xsi:state><xsi:stateTimestamp><xsi:value>{}</xsi:value></xsi:stateTimestamp>",
+        user.agent_state.name(),
+        user.agent_state_since_ms
+    )
+}
+
+/// Call Center Agent's initial event: the call centres joined and the agent's state.
+pub fn agent_subscription_event<'a>(
+    user: &User,
+    centers: impl Iterator<Item = &'a CallCenter>,
+) -> EventData {
+    let joins: Vec<String> = centers
+        .map(|c| {
+            format!(
+                "<xsi:joinInfo><xsi:acdUserId>{}</xsi:acdUserId><xsi:joined/></xsi:joinInfo>",
+                escape(&c.user_id)
+            )
+        })
+        .collect();
+    let joins = if joins.is_empty() {
+        String::new()
+    } else {
+        format!("<xsi:joinInfos>{}</xsi:joinInfos>", joins.concat())
+    };
+    EventData {
+        kind: "AgentSubscriptionEvent",
+        content: format!(
+            "<xsi:joinData>{joins}</xsi:joinData><xsi:stateInfo>{}</xsi:stateInfo>",
+            agent_state_info(user)
+        ),
+    }
+}
+
+pub fn agent_state_event(user: &User) -> EventData {
+    EventData {
+        kind: "AgentStateEvent",
+        content: format!(
+            "<xsi:agentStateInfo>{}</xsi:agentStateInfo>",
+            agent_state_info(user)
+        ),
+    }
+}
+
+/// Call Center Agent Monitoring: `initial` selects the subscription event over the update.
+pub fn agent_monitoring_event(
+    monitoring: &crate::directory::AgentMonitoring,
+    initial: bool,
+) -> EventData {
+    let mut content = String::from("<xsi:monitoringStatus>");
+    statistic(
+        &mut content,
+        "averageACDCallTime",
+        monitoring.average_acd_call_time_ms,
+    );
+    statistic(
+        &mut content,
+        "averageACDOutgoingCallTime",
+        monitoring.average_acd_outgoing_call_time_ms,
+    );
+    content.push_str("</xsi:monitoringStatus>");
+    EventData {
+        kind: if initial {
+            "CallCenterAgentMonitoringSubscriptionEvent"
+        } else {
+            "CallCenterAgentMonitoringEvent"
+        },
+        content,
     }
 }
 

@@ -509,12 +509,9 @@ fn channel_command(
 }
 
 /// Whether `principal` may subscribe to `target`: a user to itself, an administrator to what is in
-/// its scope. `Err` carries the refusal.
-fn may_watch(
-    platform: &Platform,
-    principal: &Principal,
-    target: &Target,
-) -> Result<Option<User>, Reply> {
+/// Whether `principal` may subscribe to `target`: a user to itself, an administrator to what is in
+/// its scope, an agent (or administrator in scope) to a call centre. `Err` carries the refusal.
+fn may_watch(platform: &Platform, principal: &Principal, target: &Target) -> Result<(), Reply> {
     let forbidden = || {
         Reply::error(
             StatusCode::FORBIDDEN,
@@ -529,18 +526,17 @@ fn may_watch(
     let allowed = match (target, scope) {
         (Target::User(id), _) => {
             let directory = platform.directory();
-            let Some(user) = directory.user(id) else {
+            if let Some(user) = directory.user(id) {
+                Directory::may_access(principal, user)
+            } else if let Some(center) = directory.call_center(id) {
+                Directory::may_watch_call_center(principal, center)
+            } else {
                 return Err(Reply::error(
                     StatusCode::NOT_FOUND,
                     &format!("[Error 4008] User not found: {id}"),
                     4008,
                 ));
-            };
-            return if Directory::may_access(principal, user) {
-                Ok(Some(user.clone()))
-            } else {
-                Err(forbidden())
-            };
+            }
         }
         (_, Some(AdminScope::System)) => true,
         (Target::ServiceProvider(sp), Some(AdminScope::ServiceProvider { service_provider })) => {
@@ -565,16 +561,15 @@ fn may_watch(
         ) => sp == service_provider && g == group,
         _ => false,
     };
-    if allowed { Ok(None) } else { Err(forbidden()) }
+    if allowed { Ok(()) } else { Err(forbidden()) }
 }
 
 /// `POST …/user/<id>`, `…/enterprise/<id>[/group/<id>]`, `…/system`: a new subscription, then
 /// for a user target its initial state events.
 fn subscribe(platform: &Platform, call: &Call<'_>, target: Target, principal: &Principal) -> Reply {
-    let user = match may_watch(platform, principal, &target) {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
+    if let Err(refusal) = may_watch(platform, principal, &target) {
+        return refusal;
+    }
     let leaves = match Leaves::parse(call.body) {
         Ok(leaves) => leaves,
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
@@ -619,6 +614,7 @@ fn subscribe(platform: &Platform, call: &Call<'_>, target: Target, principal: &P
     };
     let expires = platform.event_settings().grant_subscription(requested);
     let id = xml::new_id();
+    let (target_for_initial, packages_for_initial) = (target.clone(), packages.clone());
     platform.subscriptions().add(Subscription {
         id: id.clone(),
         owner: principal.user_id().to_owned(),
@@ -634,8 +630,10 @@ fn subscribe(platform: &Platform, call: &Call<'_>, target: Target, principal: &P
         expires_at: subscriptions::expiry(expires),
         sequence: 0,
     });
-    if let Some(user) = user {
-        platform.send_initial_events(&id, &user);
+    // Only the smallest target scope (a user or call centre) starts with state events.
+    if let Target::User(target_id) = &target_for_initial {
+        let events = platform.initial_events(target_id, &packages_for_initial);
+        platform.send_initial_events(&id, target_id, &events);
     }
     Reply::xml(
         StatusCode::OK,
@@ -734,20 +732,18 @@ fn subscription_command(
                 Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string(), 4000),
             };
             let expires = platform.event_settings().grant_subscription(requested);
-            let target = {
+            let (target, packages) = {
                 let mut subscriptions = platform.subscriptions();
                 let Some(subscription) = subscriptions.owned(id, owner) else {
                     return refused();
                 };
                 subscription.expires_at = subscriptions::expiry(expires);
-                subscription.target.clone()
+                (subscription.target.clone(), subscription.packages.clone())
             };
             // A refresh of a user-level subscription starts again with the current state.
-            if let Target::User(user_id) = target {
-                let user = platform.directory().user(&user_id).cloned();
-                if let Some(user) = user {
-                    platform.send_initial_events(id, &user);
-                }
+            if let Target::User(target_id) = target {
+                let events = platform.initial_events(&target_id, &packages);
+                platform.send_initial_events(id, &target_id, &events);
             }
             Reply::xml(
                 StatusCode::OK,
