@@ -368,7 +368,8 @@ impl Simulator {
 
     /// The control API: JSON over HTTP for tests and operators.
     ///
-    /// - `GET /requests`: every XSI request seen, with the credentials it carried
+    /// - `GET /requests`: every XSI request seen, with the credentials it carried;
+    ///   `GET /requests/by-user`: how many each user id sent
     /// - `GET /channels`: open event channels (XSP, set, owner, seconds left, heartbeats)
     /// - `GET /acks`: every `EventResponse` received
     /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
@@ -398,6 +399,17 @@ impl Simulator {
             .collect();
         match (parts.method.as_str(), segments.as_slice()) {
             ("GET", ["requests"]) => json_response(200, &self.platform.requests()),
+            ("GET", ["requests", "by-user"]) => {
+                let mut counts = std::collections::BTreeMap::<String, usize>::new();
+                for record in self.platform.requests() {
+                    let user = record
+                        .auth_user
+                        .unwrap_or_else(|| "-".to_owned())
+                        .to_ascii_lowercase();
+                    *counts.entry(user).or_default() += 1;
+                }
+                json_response(200, &counts)
+            }
             ("GET", ["channels"]) => json_response(200, &self.platform.channels().views()),
             ("POST", ["channels", id, "cut"]) => {
                 if self.platform.channels().cut(id) {

@@ -71,6 +71,11 @@ pub enum SeedError {
         path: String,
         source: toml::de::Error,
     },
+    #[error("{path}: {source}")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Seed {
@@ -80,10 +85,21 @@ impl Seed {
             path: display.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| SeedError::Parse {
-            path: display,
-            source,
-        })
+        // JSON for seeds that tools write, TOML for seeds that people write.
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            serde_json::from_str(&text).map_err(|source| SeedError::Json {
+                path: display,
+                source,
+            })
+        } else {
+            toml::from_str(&text).map_err(|source| SeedError::Parse {
+                path: display,
+                source,
+            })
+        }
     }
 
     /// `users` users spread over `groups` groups of one service provider, for load tests.

@@ -530,3 +530,49 @@ async fn xsps_serve_https_with_a_self_signed_certificate_written_for_clients() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn seeds_load_from_json_and_requests_are_counted_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        r#"{"users": [{"user_id": "dana@acme.example", "password": "dana-pw", "service_provider": "acme", "group": "g"}]}"#,
+    )
+    .unwrap();
+    let sim = Simulator::start(Seed::from_file(&path).unwrap())
+        .await
+        .unwrap();
+    let http = client();
+    let profile = url(
+        &sim,
+        0,
+        &format!("{ACTIONS}/user/dana@acme.example/profile"),
+    );
+    for _ in 0..3 {
+        let response = http
+            .get(&profile)
+            .header("authorization", basic("Dana@acme.example", "dana-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    http.get(&profile).send().await.unwrap();
+    let counts: serde_json::Value = http
+        .get(format!("http://{}/requests/by-user", sim.control_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts, serde_json::json!({"-": 1, "dana@acme.example": 3}));
+
+    std::fs::write(&path, r#"{"users": [{"user_id": "x"}]}"#).unwrap();
+    let error = Seed::from_file(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("seed.json") && error.contains("missing field"),
+        "{error}"
+    );
+}
