@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Scale of the simulator: one xsi-sim process holding N XSI-Events channels, each heartbeated by
-# channel-load, all on loopback. Prints the channels held, heartbeats sent/failed/echoed, and the
-# simulator's resident memory and CPU while holding.
+# channel-load, all on loopback. Every channel's user is subscribed to Do Not Disturb and toggles
+# it every 30 s, so events flow and every one is acknowledged. Prints the channels held,
+# heartbeats sent/failed/echoed, events received and acknowledged, and the simulator's resident
+# memory and CPU while holding.
 #
 # Usage: bench/sim-channels.sh [channels=10000] [hold_seconds=60] [heartbeat_seconds=10]
 set -euo pipefail

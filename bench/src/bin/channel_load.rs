@@ -29,6 +29,10 @@ struct Args {
     /// Channels opened at once while ramping up.
     #[arg(long, default_value_t = 200)]
     ramp_concurrency: usize,
+    /// Each user toggles its Do Not Disturb this often (0 = never), so events flow and are
+    /// acknowledged on every channel.
+    #[arg(long, default_value_t = 30)]
+    event_seconds: u64,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,10 @@ struct Counters {
     heartbeats_sent: AtomicU64,
     heartbeats_failed: AtomicU64,
     heartbeats_echoed: AtomicU64,
+    events_received: AtomicU64,
+    acks_sent: AtomicU64,
+    acks_failed: AtomicU64,
+    changes_failed: AtomicU64,
     streams_ended: AtomicU64,
 }
 
@@ -60,7 +68,7 @@ async fn hold(
     until: Arc<tokio::sync::OnceCell<Instant>>,
     ramp_permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let (_, auth) = credentials(&args.domain, i);
+    let (user, auth) = credentials(&args.domain, i);
     let body = format!(
         "<Channel xmlns=\"http://schema.broadsoft.com/xsi\"><channelSetId>load-{i}</channelSetId><expires>3600</expires></Channel>"
     );
@@ -105,20 +113,99 @@ async fn hold(
         "{}/com.broadsoft.xsi-events/v2.0/channel/{channel_id}/heartbeat",
         args.target
     );
-    let counters_reader = Arc::clone(&counters);
+    // The reader acknowledges every event on the stream and counts heartbeat echoes.
+    let (reader_counters, reader_http, reader_auth) =
+        (Arc::clone(&counters), http.clone(), auth.clone());
+    let ack_url = format!(
+        "{}/com.broadsoft.xsi-events/v2.0/channel/eventresponse",
+        args.target
+    );
     let reader = tokio::spawn(async move {
+        let mut pending = String::new();
         while let Ok(Some(bytes)) = response.chunk().await {
-            let echoes = String::from_utf8_lossy(&bytes)
-                .matches("<ChannelHeartBeat")
-                .count();
-            counters_reader
-                .heartbeats_echoed
-                .fetch_add(echoes as u64, Ordering::Relaxed);
+            pending.push_str(&String::from_utf8_lossy(&bytes));
+            while let Some(end) = pending.find('\n') {
+                let document: String = pending.drain(..=end).collect();
+                if document.contains("<ChannelHeartBeat") {
+                    reader_counters
+                        .heartbeats_echoed
+                        .fetch_add(1, Ordering::Relaxed);
+                } else if let Some(event_id) = document
+                    .split("<xsi:eventID>")
+                    .nth(1)
+                    .and_then(|s| s.split('<').next())
+                {
+                    reader_counters
+                        .events_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    let body = format!(
+                        "<EventResponse xmlns=\"http://schema.broadsoft.com/xsi\"><eventID>{event_id}</eventID><statusCode>200</statusCode><reason>OK</reason></EventResponse>"
+                    );
+                    let acked = reader_http
+                        .post(&ack_url)
+                        .header("authorization", &reader_auth)
+                        .body(body)
+                        .send()
+                        .await;
+                    let counter = match acked {
+                        Ok(r) if r.status().is_success() => &reader_counters.acks_sent,
+                        _ => &reader_counters.acks_failed,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
-        counters_reader
+        reader_counters
             .streams_ended
             .fetch_add(1, Ordering::Relaxed);
     });
+    let subscription = format!(
+        "<Subscription xmlns=\"http://schema.broadsoft.com/xsi\"><event>Do Not Disturb</event><expires>3600</expires><channelSetId>load-{i}</channelSetId></Subscription>"
+    );
+    let subscribe_url = format!("{}/com.broadsoft.xsi-events/v2.0/user/{user}", args.target);
+    if !http
+        .post(subscribe_url)
+        .header("authorization", &auth)
+        .body(subscription)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        counters.open_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    if args.event_seconds > 0 {
+        let (http, auth, counters, period) = (
+            http.clone(),
+            auth.clone(),
+            Arc::clone(&counters),
+            Duration::from_secs(args.event_seconds),
+        );
+        let url = format!(
+            "{}/com.broadsoft.xsi-actions/v2.0/user/{user}/services/DoNotDisturb",
+            args.target
+        );
+        let offset = period.mul_f64((i % 997) as f64 / 997.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(period);
+            for active in [true, false].into_iter().cycle() {
+                tick.tick().await;
+                let body = format!(
+                    "<DoNotDisturb xmlns=\"http://schema.broadsoft.com/xsi\"><active>{active}</active></DoNotDisturb>"
+                );
+                if !http
+                    .put(&url)
+                    .header("authorization", &auth)
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    counters.changes_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
     // Spread heartbeats over the interval so they do not all arrive at once.
     let period = Duration::from_secs(args.heartbeat_seconds);
     let offset = period.mul_f64((i % 1000) as f64 / 1000.0);
@@ -195,12 +282,20 @@ async fn main() {
     let _ = until.set(Instant::now());
     let alive =
         counters.opened.load(Ordering::Relaxed) - counters.streams_ended.load(Ordering::Relaxed);
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     println!(
         "held: channels alive {alive} of {}, heartbeats sent {}, failed {}, echoed on streams {}",
-        counters.opened.load(Ordering::Relaxed),
-        counters.heartbeats_sent.load(Ordering::Relaxed),
-        counters.heartbeats_failed.load(Ordering::Relaxed),
-        counters.heartbeats_echoed.load(Ordering::Relaxed),
+        load(&counters.opened),
+        load(&counters.heartbeats_sent),
+        load(&counters.heartbeats_failed),
+        load(&counters.heartbeats_echoed),
+    );
+    println!(
+        "events: received {}, acknowledged {}, acknowledgements failed {}, state changes failed {}",
+        load(&counters.events_received),
+        load(&counters.acks_sent),
+        load(&counters.acks_failed),
+        load(&counters.changes_failed),
     );
     tasks.abort_all();
 }
