@@ -1,9 +1,9 @@
 //! The simulator's XSI-Actions over real HTTP: authentication, sessions, scope, every resource.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
-use base64::Engine as _;
+use common::{basic, start};
 use xsi_sim::Simulator;
 use xsi_sim::seed::Seed;
 use xsi_sim::xsp::AuthKind;
@@ -40,22 +40,9 @@ scope = { level = "group", service_provider = "acme", group = "sales" }
 
 const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
 
-async fn simulator() -> Arc<Simulator> {
-    Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
-        .await
-        .unwrap()
-}
-
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().build().unwrap()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
 }
 
 fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
@@ -64,7 +51,7 @@ fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
 
 #[tokio::test]
 async fn unauthenticated_requests_get_the_basic_challenge() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     for auth in [
         None,
@@ -96,7 +83,7 @@ async fn unauthenticated_requests_get_the_basic_challenge() {
 
 #[tokio::test]
 async fn profile_is_served_with_a_session_cookie_per_context_and_xsp() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let auth = basic("alice@acme.example", "alice-pw");
     let profile = format!("{ACTIONS}/user/alice@acme.example/profile");
@@ -162,7 +149,7 @@ async fn profile_is_served_with_a_session_cookie_per_context_and_xsp() {
 
 #[tokio::test]
 async fn users_reach_only_themselves_and_admins_only_their_scope() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let cases = [
         (
@@ -219,7 +206,7 @@ async fn users_reach_only_themselves_and_admins_only_their_scope() {
 
 #[tokio::test]
 async fn service_settings_round_trip_through_put_and_get() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let auth = basic("alice@acme.example", "alice-pw");
     let service = |name: &str| {
@@ -303,7 +290,7 @@ async fn service_settings_round_trip_through_put_and_get() {
 
 #[tokio::test]
 async fn portal_password_changes_for_self_with_old_password_and_for_admins_without() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let portal = url(
         &sim,
@@ -368,7 +355,7 @@ async fn portal_password_changes_for_self_with_old_password_and_for_admins_witho
 
 #[tokio::test]
 async fn versions_and_unknown_resources() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let auth = basic("bob@acme.example", "bob-pw");
     let versions = http
@@ -411,7 +398,7 @@ async fn versions_and_unknown_resources() {
 
 #[tokio::test]
 async fn control_api_observes_requests_and_kills_and_restores_an_xsp() {
-    let sim = simulator().await;
+    let (sim, _) = start(SEED).await;
     let http = client();
     let control = format!("http://{}", sim.control_addr());
     let profile = url(&sim, 1, &format!("{ACTIONS}/user/bob@acme.example/profile"));

@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use base64::Engine as _;
-use common::{EVENTS, Stream, between};
+use common::{EVENTS, Stream, acknowledge, basic, between, start};
 use xsi_sim::Simulator;
-use xsi_sim::seed::Seed;
 
 const SEED: &str = r#"
 [[users]]
@@ -50,20 +46,7 @@ fn auth(user: &str) -> String {
         "sales-admin" => "sales-pw",
         _ => "support-pw",
     };
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-async fn simulator() -> (Arc<Simulator>, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    (
-        Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
-            .await
-            .unwrap(),
-        reqwest::Client::new(),
-    )
+    basic(user, password)
 }
 
 async fn subscribe(
@@ -97,21 +80,7 @@ async fn subscribe(
 /// The next event, acknowledged.
 async fn next(sim: &Simulator, http: &reqwest::Client, stream: &mut Stream, user: &str) -> String {
     let event = stream.next_event().await.unwrap();
-    let body = format!(
-        "<EventResponse><eventID>{}</eventID><statusCode>200</statusCode></EventResponse>",
-        between(&event, "<xsi:eventID>", "</xsi:eventID>")
-    );
-    let response = http
-        .post(format!(
-            "http://{}{EVENTS}/channel/eventresponse",
-            sim.xsp_addrs()[0]
-        ))
-        .header("authorization", auth(user))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(acknowledge(sim, http, 0, &auth(user), &event).await, 200);
     event
 }
 
@@ -132,7 +101,7 @@ async fn set_agent(
 
 #[tokio::test]
 async fn queue_and_monitoring_follow_calls_and_agents() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let admin = "sales-admin@acme.example";
     let (mut stream, _) = Stream::open(
         &sim,
@@ -216,7 +185,7 @@ async fn queue_and_monitoring_follow_calls_and_agents() {
 
 #[tokio::test]
 async fn agents_see_their_state_and_monitoring_figures() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let agent = "alice@acme.example";
     let (mut stream, _) = Stream::open(
         &sim,
@@ -262,7 +231,7 @@ async fn agents_see_their_state_and_monitoring_figures() {
 
 #[tokio::test]
 async fn a_call_centre_is_watched_by_its_agents_and_admins_in_scope() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let packages = ["Call Center Queue"];
     let cases = [
         ("alice@acme.example", 200),

@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use base64::Engine as _;
-use common::{EVENTS, Stream, between};
+use common::{EVENTS, Stream, acknowledge, basic, between, start};
 use xsi_sim::Simulator;
-use xsi_sim::seed::Seed;
 
 const SEED: &str = r#"
 [[users]]
@@ -40,20 +36,7 @@ fn auth(user: &str) -> String {
     } else {
         "bob-pw"
     };
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-async fn simulator() -> (Arc<Simulator>, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    (
-        Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
-            .await
-            .unwrap(),
-        reqwest::Client::new(),
-    )
+    basic(user, password)
 }
 
 fn url(sim: &Simulator, path: &str) -> String {
@@ -86,23 +69,12 @@ async fn watch(
         .unwrap();
     assert_eq!(response.status(), 200);
     let initial = stream.next_event().await.unwrap();
-    acknowledge(sim, http, user, &initial).await;
+    ack(sim, http, user, &initial).await;
     (stream, initial)
 }
 
-async fn acknowledge(sim: &Simulator, http: &reqwest::Client, user: &str, event: &str) {
-    let body = format!(
-        "<EventResponse><eventID>{}</eventID><statusCode>200</statusCode><reason>OK</reason></EventResponse>",
-        between(event, "<xsi:eventID>", "</xsi:eventID>")
-    );
-    let response = http
-        .post(url(sim, &format!("{EVENTS}/channel/eventresponse")))
-        .header("authorization", auth(user))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+async fn ack(sim: &Simulator, http: &reqwest::Client, user: &str, event: &str) {
+    assert_eq!(acknowledge(sim, http, 0, &auth(user), event).await, 200);
 }
 
 fn event_type(event: &str) -> String {
@@ -111,7 +83,7 @@ fn event_type(event: &str) -> String {
 
 #[tokio::test]
 async fn a_call_between_two_users_alerts_is_answered_and_released() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut alice_events, initial) = watch(&sim, &http, "alice@acme.example", "Basic Call").await;
     assert!(initial.contains(r#"<xsi:eventData xsi1:type="xsi:CallSubscriptionEvent"><xsi:hookStatus>On-Hook</xsi:hookStatus></xsi:eventData>"#), "{initial}");
     let (mut bob_events, _) = watch(&sim, &http, "bob@acme.example", "Advanced Call").await;
@@ -141,11 +113,11 @@ async fn a_call_between_two_users_alerts_is_answered_and_released() {
         "{originated}"
     );
     assert!(originated.contains("<xsi:personality>Originator</xsi:personality><xsi:state>Alerting</xsi:state><xsi:remoteParty><xsi:name>Bob Berg</xsi:name><xsi:address>tel:0102</xsi:address><xsi:userId>bob@acme.example</xsi:userId><xsi:callType>Group</xsi:callType></xsi:remoteParty><xsi:startTime>"), "{originated}");
-    acknowledge(&sim, &http, "alice@acme.example", &originated).await;
+    ack(&sim, &http, "alice@acme.example", &originated).await;
     let received = bob_events.next_event().await.unwrap();
     assert_eq!(event_type(&received), "CallReceivedEvent");
     assert!(received.contains("<xsi:personality>Terminator</xsi:personality><xsi:state>Alerting</xsi:state><xsi:remoteParty><xsi:name>Alice Anders</xsi:name><xsi:address>tel:2025550101</xsi:address>"), "{received}");
-    acknowledge(&sim, &http, "bob@acme.example", &received).await;
+    ack(&sim, &http, "bob@acme.example", &received).await;
     let bob_call = between(&received, "<xsi:callId>", "</xsi:callId>");
 
     let refused = http
@@ -182,7 +154,7 @@ async fn a_call_between_two_users_alerts_is_answered_and_released() {
             event.contains("<xsi:state>Active</xsi:state>") && event.contains("<xsi:answerTime>"),
             "{event}"
         );
-        acknowledge(&sim, &http, user, &event).await;
+        ack(&sim, &http, user, &event).await;
     }
 
     // A new subscription during the call starts off hook, with the call.
@@ -236,7 +208,7 @@ async fn a_call_between_two_users_alerts_is_answered_and_released() {
 
 #[tokio::test]
 async fn network_calls_have_one_half_and_bad_commands_are_refused() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut events, _) = watch(&sim, &http, "alice@acme.example", "Advanced Call").await;
     let response = http
         .post(url(

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EVENTS, Stream};
+use common::{EVENTS, Stream, basic, start};
 
-use base64::Engine as _;
 use xsi_sim::Simulator;
-use xsi_sim::seed::Seed;
 
 const SEED: &str = r#"
 [events]
@@ -40,20 +37,7 @@ fn auth(user: &str) -> String {
     } else {
         "bob-pw"
     };
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-async fn simulator() -> (Arc<Simulator>, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    (
-        Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
-            .await
-            .unwrap(),
-        reqwest::Client::new(),
-    )
+    basic(user, password)
 }
 
 fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
@@ -62,7 +46,7 @@ fn url(sim: &Simulator, xsp: usize, path: &str) -> String {
 
 #[tokio::test]
 async fn a_channel_lives_on_its_xsp_through_heartbeats_updates_and_delete() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let create = r#"<Channel xmlns="http://schema.broadsoft.com/xsi"><channelSetId>set-a</channelSetId><priority>1</priority><weight>50</weight><expires>30</expires></Channel>"#;
     let (mut stream, first) =
         Stream::open(&sim, &http, 0, &auth("alice@acme.example"), create).await;
@@ -169,7 +153,7 @@ async fn a_channel_lives_on_its_xsp_through_heartbeats_updates_and_delete() {
 
 #[tokio::test]
 async fn the_server_substitutes_its_own_expiry_and_ends_expired_channels() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (_, first) = Stream::open(
         &sim,
         &http,
@@ -201,7 +185,7 @@ async fn the_server_substitutes_its_own_expiry_and_ends_expired_channels() {
 
 #[tokio::test]
 async fn heartbeats_keep_a_channel_and_silence_tears_it_down() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let body = "<Channel><channelSetId>s</channelSetId><expires>60</expires></Channel>";
     let (mut kept, _) = Stream::open(&sim, &http, 1, &auth("alice@acme.example"), body).await;
     let (mut silent, _) = Stream::open(&sim, &http, 1, &auth("bob@acme.example"), body).await;
@@ -230,7 +214,7 @@ async fn heartbeats_keep_a_channel_and_silence_tears_it_down() {
 
 #[tokio::test]
 async fn a_new_channel_set_of_the_same_application_ends_the_old_one() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut old, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), "<Channel><channelSetId>one</channelSetId><expires>60</expires><applicationId>dialer</applicationId></Channel>").await;
     let (_other_app, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), "<Channel><channelSetId>two</channelSetId><expires>60</expires><applicationId>wallboard</applicationId></Channel>").await;
     let (_new, _) = Stream::open(&sim, &http, 1, &auth("alice@acme.example"), "<Channel><channelSetId>three</channelSetId><expires>60</expires><applicationId>dialer</applicationId></Channel>").await;
@@ -252,7 +236,7 @@ async fn a_new_channel_set_of_the_same_application_ends_the_old_one() {
 
 #[tokio::test]
 async fn killing_the_xsp_cuts_its_streams_and_bad_requests_are_refused() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -309,7 +293,7 @@ async fn killing_the_xsp_cuts_its_streams_and_bad_requests_are_refused() {
 
 #[tokio::test]
 async fn stream_faults_cut_channels_and_silence_event_commands() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let control = format!("http://{}", sim.control_addr());
     let body = "<Channel><channelSetId>s</channelSetId><expires>60</expires></Channel>";
     let (mut cut, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), body).await;

@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use base64::Engine as _;
-use common::{EVENTS, Stream, between};
+use common::{EVENTS, Stream, acknowledge, basic, between, start};
 use xsi_sim::Simulator;
-use xsi_sim::seed::Seed;
 
 const SEED: &str = r#"
 [events]
@@ -52,20 +48,7 @@ fn auth(user: &str) -> String {
         "sales-admin" => "sales-pw",
         _ => "acme-pw",
     };
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
-async fn simulator() -> (Arc<Simulator>, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    (
-        Simulator::start(toml::from_str::<Seed>(SEED).unwrap())
-            .await
-            .unwrap(),
-        reqwest::Client::new(),
-    )
+    basic(user, password)
 }
 
 fn xsp_url(sim: &Simulator, xsp: usize, path: &str) -> String {
@@ -89,25 +72,6 @@ async fn subscribe(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn ack(sim: &Simulator, http: &reqwest::Client, xsp: usize, user: &str, event: &str) -> u16 {
-    let body = format!(
-        r#"<EventResponse xmlns="http://schema.broadsoft.com/xsi"><eventID>{}</eventID><statusCode>200</statusCode><reason>OK</reason></EventResponse>"#,
-        between(event, "<xsi:eventID>", "</xsi:eventID>")
-    );
-    http.post(xsp_url(
-        sim,
-        xsp,
-        &format!("{EVENTS}/channel/eventresponse"),
-    ))
-    .header("authorization", auth(user))
-    .body(body)
-    .send()
-    .await
-    .unwrap()
-    .status()
-    .as_u16()
-}
-
 async fn put_dnd(sim: &Simulator, http: &reqwest::Client, user: &str, active: bool) {
     let response = http
         .put(xsp_url(sim, 1, &format!("{ACTIONS}/user/{user}/services/DoNotDisturb")))
@@ -121,7 +85,7 @@ async fn put_dnd(sim: &Simulator, http: &reqwest::Client, user: &str, active: bo
 
 #[tokio::test]
 async fn a_user_subscription_starts_with_state_and_follows_changes() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -152,16 +116,16 @@ async fn a_user_subscription_starts_with_state_and_follows_changes() {
         )
     );
     assert_eq!(
-        ack(&sim, &http, 1, "alice@acme.example", &initial).await,
+        acknowledge(&sim, &http, 1, &auth("alice@acme.example"), &initial).await,
         404,
         "acks go to the channel's XSP"
     );
     assert_eq!(
-        ack(&sim, &http, 0, "alice@acme.example", &initial).await,
+        acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &initial).await,
         200
     );
     assert_eq!(
-        ack(&sim, &http, 0, "alice@acme.example", &initial).await,
+        acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &initial).await,
         404,
         "an event is acknowledged once"
     );
@@ -177,7 +141,7 @@ async fn a_user_subscription_starts_with_state_and_follows_changes() {
         "{change}"
     );
     assert_eq!(
-        ack(&sim, &http, 0, "alice@acme.example", &change).await,
+        acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &change).await,
         200
     );
 
@@ -190,12 +154,12 @@ async fn a_user_subscription_starts_with_state_and_follows_changes() {
             && change.contains("<xsi:active>false</xsi:active>"),
         "{change}"
     );
-    ack(&sim, &http, 0, "alice@acme.example", &change).await;
+    acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &change).await;
 }
 
 #[tokio::test]
 async fn package_lists_get_every_initial_event_and_control_changes_are_published() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -227,7 +191,7 @@ async fn package_lists_get_every_initial_event_and_control_changes_are_published
                 "{event}"
             );
         }
-        ack(&sim, &http, 0, "bob@acme.example", &event).await;
+        acknowledge(&sim, &http, 0, &auth("bob@acme.example"), &event).await;
     }
     assert_eq!(
         kinds,
@@ -283,7 +247,7 @@ async fn package_lists_get_every_initial_event_and_control_changes_are_published
 
 #[tokio::test]
 async fn collection_targets_follow_admin_scope_without_initial_events() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -338,7 +302,7 @@ async fn collection_targets_follow_admin_scope_without_initial_events() {
         "only users of the group: {event}"
     );
     assert_eq!(
-        ack(&sim, &http, 0, "sales-admin@acme.example", &event).await,
+        acknowledge(&sim, &http, 0, &auth("sales-admin@acme.example"), &event).await,
         200
     );
 
@@ -356,7 +320,7 @@ async fn collection_targets_follow_admin_scope_without_initial_events() {
 
 #[tokio::test]
 async fn subscriptions_are_read_refreshed_deleted_and_expire() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -368,7 +332,7 @@ async fn subscriptions_are_read_refreshed_deleted_and_expire() {
     let (_, body) = subscribe(&sim, &http, "alice@acme.example", "user/alice@acme.example", "<Subscription><event>Do Not Disturb</event><expires>100</expires><channelSetId>s</channelSetId><applicationId>app</applicationId></Subscription>").await;
     let id = between(&body, "<subscriptionId>", "</subscriptionId>");
     let initial = stream.next_event().await.unwrap();
-    ack(&sim, &http, 0, "alice@acme.example", &initial).await;
+    acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &initial).await;
 
     let subscription_url = xsp_url(&sim, 1, &format!("{EVENTS}/subscription/{id}"));
     let read = http
@@ -416,13 +380,13 @@ async fn subscriptions_are_read_refreshed_deleted_and_expire() {
             && again.contains("<xsi:sequenceNumber>2</xsi:sequenceNumber>"),
         "a refresh resends the state: {again}"
     );
-    ack(&sim, &http, 0, "alice@acme.example", &again).await;
+    acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &again).await;
     let terminated = stream.next_event().await.unwrap();
     assert!(
         terminated.contains(r#"<xsi:eventData xsi1:type="xsi:SubscriptionTerminatedEvent"/>"#),
         "{terminated}"
     );
-    ack(&sim, &http, 0, "alice@acme.example", &terminated).await;
+    acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &terminated).await;
     assert_eq!(
         http.get(&subscription_url)
             .header("authorization", auth("alice@acme.example"))
@@ -436,7 +400,7 @@ async fn subscriptions_are_read_refreshed_deleted_and_expire() {
     let (_, body) = subscribe(&sim, &http, "alice@acme.example", "user/alice@acme.example", "<Subscription><event>Do Not Disturb</event><expires>100</expires><channelSetId>s</channelSetId></Subscription>").await;
     let id = between(&body, "<subscriptionId>", "</subscriptionId>");
     let initial = stream.next_event().await.unwrap();
-    ack(&sim, &http, 0, "alice@acme.example", &initial).await;
+    acknowledge(&sim, &http, 0, &auth("alice@acme.example"), &initial).await;
     let deleted = http
         .delete(xsp_url(&sim, 0, &format!("{EVENTS}/subscription/{id}")))
         .header("authorization", auth("alice@acme.example"))
@@ -458,7 +422,7 @@ async fn subscriptions_are_read_refreshed_deleted_and_expire() {
 
 #[tokio::test]
 async fn unacknowledged_events_end_the_channel_as_non_responsive() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -480,7 +444,7 @@ async fn unacknowledged_events_end_the_channel_as_non_responsive() {
 
 #[tokio::test]
 async fn malformed_subscriptions_are_refused() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let cases = [
         "<Subscription><event>Telepathy</event><channelSetId>s</channelSetId></Subscription>",
         "<Subscription><channelSetId>s</channelSetId></Subscription>",
@@ -505,7 +469,7 @@ async fn malformed_subscriptions_are_refused() {
 
 #[tokio::test]
 async fn comm_pilot_express_profiles_are_served_and_published() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (mut stream, _) = Stream::open(
         &sim,
         &http,
@@ -518,7 +482,7 @@ async fn comm_pilot_express_profiles_are_served_and_published() {
     assert_eq!(status, 200);
     let initial = stream.next_event().await.unwrap();
     assert!(initial.contains(r#"<xsi:eventData xsi1:type="xsi:CommPilotExpressEvent"><xsi:info><xsi:profile xsi1:nil="true"/></xsi:info></xsi:eventData>"#), "{initial}");
-    ack(&sim, &http, 0, "bob@acme.example", &initial).await;
+    acknowledge(&sim, &http, 0, &auth("bob@acme.example"), &initial).await;
 
     let service = xsp_url(
         &sim,
@@ -543,7 +507,7 @@ async fn comm_pilot_express_profiles_are_served_and_published() {
         change.contains("<xsi:info><xsi:profile>Busy</xsi:profile></xsi:info>"),
         "{change}"
     );
-    ack(&sim, &http, 0, "bob@acme.example", &change).await;
+    acknowledge(&sim, &http, 0, &auth("bob@acme.example"), &change).await;
     let read = http
         .get(&service)
         .header("authorization", auth("bob@acme.example"))
@@ -577,7 +541,7 @@ async fn comm_pilot_express_profiles_are_served_and_published() {
 
 #[tokio::test]
 async fn subscriptions_are_queried_by_target_type_target_and_event() {
-    let (sim, http) = simulator().await;
+    let (sim, http) = start(SEED).await;
     let (_stream, _) = Stream::open(
         &sim,
         &http,

@@ -1,9 +1,12 @@
 //! Helpers shared by the simulator's event tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use xsi_sim::Simulator;
+use xsi_sim::seed::Seed;
 
 pub const EVENTS: &str = "/com.broadsoft.xsi-events/v2.0";
 
@@ -90,4 +93,46 @@ pub fn between(text: &str, start: &str, end: &str) -> String {
         .and_then(|t| t.split(end).next())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A simulator from seed text, and a client for it.
+pub async fn start(seed: &str) -> (Arc<Simulator>, reqwest::Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start(toml::from_str::<Seed>(seed).unwrap())
+        .await
+        .unwrap();
+    (sim, reqwest::Client::new())
+}
+
+/// `Authorization: Basic …` for `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Acknowledges `event` on XSP `xsp` with `authorization`; returns the answer's status.
+pub async fn acknowledge(
+    sim: &Simulator,
+    http: &reqwest::Client,
+    xsp: usize,
+    authorization: &str,
+    event: &str,
+) -> u16 {
+    let body = format!(
+        r#"<EventResponse xmlns="http://schema.broadsoft.com/xsi"><eventID>{}</eventID><statusCode>200</statusCode><reason>OK</reason></EventResponse>"#,
+        between(event, "<xsi:eventID>", "</xsi:eventID>")
+    );
+    http.post(format!(
+        "http://{}{EVENTS}/channel/eventresponse",
+        sim.xsp_addrs()[xsp]
+    ))
+    .header("authorization", authorization)
+    .body(body)
+    .send()
+    .await
+    .unwrap()
+    .status()
+    .as_u16()
 }
