@@ -418,7 +418,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -431,6 +431,11 @@ impl ProxyHttp for Gateway {
             }
         }
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if session.is_process_shutting_down() {
+            // Draining for a stop or an upgrade: this connection ends after this response, and
+            // `Connection: close` sends the client's next request to the new process.
+            session.set_keepalive(None);
+        }
         Ok(())
     }
 

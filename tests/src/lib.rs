@@ -281,7 +281,7 @@ impl Gateway {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = format!(
-            "[server]\ndata_dir = \"data\"\nthreads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
+            "[server]\ndata_dir = \"data\"\nthreads = 2\ngrace_period_seconds = 2\ngraceful_shutdown_timeout_seconds = 1\n\
              [[server.listeners]]\naddress = \"{addr}\"\n[server.metrics]\naddress = \"{metrics_addr}\"\n{rest}"
         );
         let config_path = dir.path().join("providers.toml");
@@ -309,6 +309,44 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Graceful upgrade: starts a new process with `--upgrade` on the same configuration, sends
+    /// the running one SIGQUIT so that it hands its listening sockets over, and waits (bounded)
+    /// until it has exited. The new process then serves.
+    pub async fn upgrade(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("xsigate.log"))
+            .unwrap();
+        let new = Command::new(binary("xsigate"))
+            .arg("run")
+            .arg("-c")
+            .arg(self.dir.path().join("providers.toml"))
+            .arg("--upgrade")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // The new process waits on the upgrade socket; give it a moment to get there.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (code, _, stderr) = run_command(
+            Command::new("kill")
+                .arg("-QUIT")
+                .arg(self.child.id().to_string()),
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let mut old = std::mem::replace(&mut self.child, new);
+        let deadline = Instant::now() + WAIT;
+        while old.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the old process never exited:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn metrics_url(&self) -> String {

@@ -207,3 +207,71 @@ async fn a_pinned_request_never_fails_over() {
         "the channel's heartbeat must not land on another XSP"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_upgrade_drops_no_request() {
+    let xsp = Upstream::start("xsp").await;
+    let mut gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let http = client();
+    let auth = basic("alice@acme.example", "pw");
+    let url = gateway.url(PROFILE);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (http, auth, url, stop) = (http.clone(), auth.clone(), url.clone(), Arc::clone(&stop));
+        clients.spawn(async move {
+            let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
+            // Bounded: at most 5,000 requests per client, and it stops when told.
+            while sent < 5_000 && !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                // A keep-alive connection closed by the draining process just as a request goes
+                // out is the one race HTTP/1.1 leaves to clients; browsers send such an
+                // idempotent request once more, and so does this client.
+                let mut outcome = http.get(&url).header("authorization", &auth).send().await;
+                if outcome.is_err() {
+                    retried += 1;
+                    outcome = http.get(&url).header("authorization", &auth).send().await;
+                }
+                match outcome {
+                    Ok(response) if response.status() == 200 => {}
+                    Ok(response) => failures.push(format!("status {}", response.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (sent, retried, failures)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.upgrade().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
+    while let Some(result) = clients.join_next().await {
+        let (n, r, f) = result.unwrap();
+        sent += n;
+        retried += r;
+        failures.extend(f);
+    }
+    assert!(
+        sent > 100,
+        "the load ran across the upgrade ({sent} requests)"
+    );
+    assert!(
+        retried <= 8,
+        "only requests racing a closing keep-alive connection needed a retry ({retried} of {sent})"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The new process serves on the same address.
+    let after = http
+        .get(&url)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+}
