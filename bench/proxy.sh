@@ -84,18 +84,27 @@ xsp = ["http://127.0.0.1:$upstream_port"]
 ${XSIGATE_BENCH_EXTRA:-}
 EOF
 
-nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & pids+=($!)
-nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & pids+=($!)
-"$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
 
+# Waits until `port` answers, while the process that should serve it (`pid`) is alive: a port
+# held by someone else would otherwise answer in its place.
 wait_port() {
+  local port=$1 pid=$2
   for _ in $(seq 1 200); do
-    curl -fs -o /dev/null -H "Authorization: $auth" "http://127.0.0.1:$1$path" && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "the server for port $port exited (port already in use?)" >&2; cat "$work"/*.err "$work/xsigate.log" >&2 2>/dev/null; exit 1; }
+    curl -fs -o /dev/null -H "Authorization: $auth" "http://127.0.0.1:$port$path" && return 0
     sleep 0.05
   done
-  echo "port $1 never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
+  echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
 }
-for port in $upstream_port $nginx_port $xsigate_port; do wait_port "$port"; done
+for port in $upstream_port $nginx_port $xsigate_port; do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
+done
+nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
+nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
+"$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
+wait_port $upstream_port $upstream_pid
+wait_port $nginx_port $nginx_pid
+wait_port $xsigate_port $xsigate_pid
 
 # Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
 measure() {
