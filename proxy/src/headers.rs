@@ -62,13 +62,10 @@ pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::
             let _ = response.insert_header(name, relative);
         }
     }
-    let cookies: Vec<_> = response
-        .headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if cookies.iter().any(|c| has_domain_attribute(c.as_bytes())) {
+    // Copied only in the rare case there is something to rewrite.
+    let set_cookies = || response.headers.get_all(http::header::SET_COOKIE).iter();
+    if set_cookies().any(|c| has_domain_attribute(c.as_bytes())) {
+        let cookies: Vec<_> = set_cookies().cloned().collect();
         response.remove_header(&http::header::SET_COOKIE);
         for cookie in cookies {
             let cleaned = strip_domain_attribute(cookie.to_str().unwrap_or_default());
