@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use xsigate::cli::{Cli, Command};
 use xsigate::config::{self, Config, ConfigError};
+use xsigate::metrics::Metrics;
+use xsigate::plugin::Plugins;
 use xsigate::server::{self, RunOptions};
 
 // mimalloc keeps per-thread free lists, which suits Pingora's many short-lived per-request
@@ -18,14 +20,20 @@ fn main() -> ExitCode {
     let loaded = load(&cli);
     let source = source_name(&cli);
     match cli.command.unwrap_or(Command::Run { upgrade: false }) {
-        Command::Check => match loaded {
+        Command::Check => match loaded.map_err(|e| e.to_string()).and_then(|config| {
+            // Loading runs each plugin's init, which validates its config; nothing is served.
+            let metrics = Metrics::new().map_err(|e| e.to_string())?;
+            Plugins::load(&config, &metrics).map_err(|e| e.to_string())?;
+            Ok(config)
+        }) {
             Ok(config) => {
                 let xsps: usize = config.providers.values().map(|p| p.xsp.len()).sum();
                 println!(
-                    "{}: ok ({} providers, {xsps} XSPs, {} listeners)",
+                    "{}: ok ({} providers, {xsps} XSPs, {} listeners, {} plugins)",
                     source,
                     config.providers.len(),
-                    config.server.listeners.len()
+                    config.server.listeners.len(),
+                    config.plugins.len()
                 );
                 ExitCode::SUCCESS
             }

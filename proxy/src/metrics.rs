@@ -14,7 +14,7 @@ use prometheus::{
 use crate::route::RouteClass;
 
 /// Latency buckets in seconds: sub-millisecond for proxied XSI reads up to the upstream read timeout.
-const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 ];
@@ -172,6 +172,11 @@ impl Metrics {
     }
 
     /// The text exposition format.
+    /// Adds a collector made elsewhere (the plugin host's, and plugins' own).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
+        Ok(self.registry.register(collector)?)
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on invalid metric data, which registration rules out.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::{Config, HealthCheckConfig};
 use crate::identity::user_domain;
 use crate::metrics::{Metrics, ProviderMetrics};
+use crate::plugin::{PluginChain, Plugins};
 use crate::upstream::{Health, Pool, Upstream, UpstreamError, load_ca};
 
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Provider {
     pub health_check: HealthCheckConfig,
     /// Trust store for HTTPS XSPs, used by the health checker as well as the proxy.
     pub ca_file: Option<PathBuf>,
+    /// The plugins this provider uses, by hook.
+    pub plugins: PluginChain,
 }
 
 impl Provider {
@@ -49,7 +52,11 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
+    pub fn build(
+        config: &Config,
+        metrics: &Metrics,
+        plugins: &Plugins,
+    ) -> Result<Self, UpstreamError> {
         let mut by_domain = HashMap::new();
         let mut all = Vec::new();
         for (id, provider) in &config.providers {
@@ -93,6 +100,7 @@ impl Providers {
                 metrics: metrics.for_provider(id),
                 health_check: provider.health_check.clone(),
                 ca_file: provider.ca_file.clone(),
+                plugins: plugins.chain(&provider.plugins),
             });
             for domain in &provider.domains {
                 by_domain.insert(domain.clone(), Arc::clone(&runtime));
@@ -161,7 +169,7 @@ mod tests {
             base_dir: std::path::Path::new("."),
         })
         .unwrap();
-        Providers::build(&config, &Metrics::new().unwrap()).unwrap()
+        Providers::build(&config, &Metrics::new().unwrap(), &Plugins::none()).unwrap()
     }
 
     fn id(resolution: Resolution<'_>) -> String {

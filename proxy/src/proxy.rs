@@ -1,15 +1,17 @@
 //! The request path: Pingora's `ProxyHttp` hooks for xsigate, in the order Pingora calls them.
 //!
 //! 1. `request_filter` classifies the path, answers local endpoints, finds the provider and
-//!    the target (XSP pool or gateway service), and refuses what cannot be routed.
+//!    the target (XSP pool or gateway service), refuses what cannot be routed, and runs the
+//!    provider's request-filter plugins, which may answer themselves.
 //! 2. `upstream_peer` picks an upstream: the pinned XSP, or the next healthy untried one.
 //! 3. `fail_to_connect` / `error_while_proxy` decide whether another XSP may be tried.
 //! 4. `upstream_request_filter` sets `Host`, `X-Forwarded-*`, the request id, and the
-//!    gateway path.
-//! 5. `response_filter` removes what would reveal the upstream.
+//!    gateway path, then runs upstream-request plugins.
+//! 5. `response_filter` removes what would reveal the upstream, then runs response plugins.
 //! 6. `fail_to_proxy` answers failures with a JSON error that names no upstream.
 //! 7. `logging` records metrics and the access log line.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 use crate::headers::{self, REQUEST_ID, XSP_PIN};
 use crate::identity::authorization_user_id;
 use crate::metrics::Metrics;
+use crate::plugin::{Exchange, Plugin, PluginFailure};
 use crate::provider::{Provider, Providers, Resolution};
 use crate::respond::{self, ErrorCode};
 use crate::route::{self, Route, RouteClass};
@@ -86,6 +89,10 @@ pub struct RequestCtx {
     response_started: bool,
     /// Why xsigate answered instead of an upstream, for the access log.
     refused: Option<ErrorCode>,
+    /// The plugin that answered or failed this request, for the access log.
+    plugin: Option<String>,
+    /// Set when a plugin failed after routing; `fail_to_proxy` answers with it.
+    plugin_failure: Option<ErrorCode>,
     _in_flight: GaugeGuard,
     /// Counts this client connection while it lives; see `persist_connection_context`.
     connection: Option<GaugeGuard>,
@@ -106,6 +113,20 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Records a plugin failure after routing and turns it into the error `fail_to_proxy` answers.
+fn plugin_failed(ctx: &mut RequestCtx, plugin: &Plugin, failure: &PluginFailure) -> Box<Error> {
+    ctx.plugin = Some(plugin.name.clone());
+    ctx.plugin_failure = Some(failure.error_code());
+    Error::explain(ErrorType::InternalError, "a plugin failed")
 }
 
 fn new_request_id() -> String {
@@ -177,6 +198,50 @@ impl Gateway {
         Ok((provider, target))
     }
 
+    /// Runs the provider's request-filter plugins in order. True when the request was
+    /// answered: by a plugin, or with an error because one failed.
+    async fn request_plugins(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(provider) = ctx.provider.clone() else {
+            return Ok(false);
+        };
+        if provider.plugins.request.is_empty() {
+            return Ok(false);
+        }
+        let client = client_ip(session);
+        let mut decided = None;
+        {
+            let mut exchange = Exchange::request(
+                session.req_header_mut(),
+                &ctx.request_id,
+                &provider.id,
+                client,
+            );
+            for plugin in &provider.plugins.request {
+                match plugin.request_filter(&mut exchange).await {
+                    Ok(None) => {}
+                    outcome => {
+                        decided = Some((plugin, outcome));
+                        break;
+                    }
+                }
+            }
+        }
+        match decided {
+            None => Ok(false),
+            Some((plugin, Ok(Some(answer)))) => {
+                ctx.plugin = Some(plugin.name.clone());
+                respond::plugin_answer(session, &answer, &ctx.request_id).await?;
+                Ok(true)
+            }
+            Some((plugin, Err(failure))) => {
+                let code = failure.error_code();
+                ctx.plugin = Some(plugin.name.clone());
+                self.refuse(session, ctx, code).await
+            }
+            Some((_, Ok(None))) => Ok(false),
+        }
+    }
+
     async fn refuse(
         &self,
         session: &mut Session,
@@ -207,6 +272,8 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             response_started: false,
             refused: None,
+            plugin: None,
+            plugin_failure: None,
             _in_flight: GaugeGuard::new(&self.metrics.requests_in_flight),
             connection: None,
         }
@@ -240,6 +307,9 @@ impl ProxyHttp for Gateway {
                 ctx.target = target;
             }
             Err(code) => return self.refuse(session, ctx, code).await,
+        }
+        if self.request_plugins(session, ctx).await? {
+            return Ok(true);
         }
         if ctx.route == RouteClass::XsiAsync {
             // The channel request body is small and sent at once; afterwards the connection
@@ -388,12 +458,18 @@ impl ProxyHttp for Gateway {
         }
         upstream_request.remove_header(XSP_PIN);
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        headers::forward_client(upstream_request, client_ip, tls)
+        headers::forward_client(upstream_request, client_ip, tls)?;
+        // Plugins may run again when the request is retried on another XSP.
+        for plugin in &provider.plugins.upstream_request {
+            let mut exchange =
+                Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip);
+            if let Err(failure) = plugin.upstream_request_filter(&mut exchange).await {
+                return Err(plugin_failed(ctx, plugin, &failure));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -422,10 +498,26 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(provider) = &ctx.provider {
+        if let Some(provider) = ctx.provider.clone() {
             headers::scrub_response(response, |url| {
                 provider.upstreams().any(|u| u.matches_authority(url))
             });
+            if !provider.plugins.response.is_empty() {
+                let client = client_ip(session);
+                for plugin in &provider.plugins.response {
+                    let mut exchange = Exchange::response(
+                        session.req_header(),
+                        response,
+                        &ctx.request_id,
+                        &provider.id,
+                        client,
+                    );
+                    if let Err(failure) = plugin.response_filter(&mut exchange).await {
+                        return Err(plugin_failed(ctx, plugin, &failure));
+                    }
+                }
+            }
+            let provider = &provider;
             if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
                 response.insert_header(XSP_PIN, xsp.name.as_str())?;
             }
@@ -462,6 +554,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = match (e.esource(), e.etype()) {
+            _ if ctx.plugin_failure.is_some() => ctx.plugin_failure,
             (_, ErrorType::HTTPStatus(status)) if *status >= 500 => Some(ErrorCode::Internal),
             (_, ErrorType::HTTPStatus(_)) => Some(ErrorCode::BadRequest),
             (
@@ -527,6 +620,7 @@ impl ProxyHttp for Gateway {
             .and_then(|p| ctx.upstream(p))
             .map_or("-", |u| u.name.as_str());
         let refused = ctx.refused.map_or("-", ErrorCode::as_str);
+        let plugin = ctx.plugin.as_deref().unwrap_or("-");
         // Path only: query strings can carry directory searches for e-mail addresses and numbers.
         let path = request.uri.path();
         // One line shape for both outcomes; only the level and the error fields differ.
@@ -544,6 +638,7 @@ impl ProxyHttp for Gateway {
                     upstream,
                     attempts = ctx.attempts,
                     refused,
+                    plugin,
                     $($error)*
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                 )

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     BadRequest,
     UpstreamUnavailable,
     UpstreamTimeout,
+    PluginFailed,
+    PluginTimeout,
     Internal,
 }
 
@@ -28,8 +30,8 @@ impl ErrorCode {
             Self::NotFound | Self::UnknownProvider | Self::UnknownService => 404,
             Self::MissingCredentials => 401,
             Self::ConflictingProvider | Self::InvalidPin | Self::BadRequest => 400,
-            Self::UpstreamUnavailable => 502,
-            Self::UpstreamTimeout => 504,
+            Self::UpstreamUnavailable | Self::PluginFailed => 502,
+            Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
         }
     }
@@ -45,6 +47,8 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::PluginFailed => "plugin_failed",
+            Self::PluginTimeout => "plugin_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -64,6 +68,8 @@ impl ErrorCode {
             Self::BadRequest => "the request could not be read",
             Self::UpstreamUnavailable => "the service provider's server could not be reached",
             Self::UpstreamTimeout => "the service provider's server did not answer in time",
+            Self::PluginFailed => "an extension of the gateway could not handle the request",
+            Self::PluginTimeout => "an extension of the gateway did not finish in time",
             Self::Internal => "the gateway failed to handle the request",
         }
     }
@@ -114,6 +120,27 @@ pub async fn json(
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Writes the response a request-filter plugin answered with. xsigate frames it
+/// (`Content-Length`) and adds the request id; the plugin's other headers pass as given.
+pub async fn plugin_answer(
+    session: &mut Session,
+    answer: &crate::plugin::Answer,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+    for (name, value) in &answer.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    header.insert_header(crate::headers::REQUEST_ID, request_id)?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(answer.body.clone()), true)
+        .await
 }
 
 /// Writes a JSON error response.

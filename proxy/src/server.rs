@@ -18,6 +18,7 @@ use pingora::services::listening::Service;
 use crate::config::Config;
 use crate::health::HealthService;
 use crate::metrics::{Metrics, MetricsError};
+use crate::plugin::{HostError, HostSettings, Plugins};
 use crate::provider::Providers;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
@@ -40,6 +41,8 @@ pub enum StartupError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Plugins(#[from] HostError),
     #[error("TLS listener {address}: {reason}")]
     Tls { address: String, reason: String },
     #[error("cannot start the server: {0}")]
@@ -67,14 +70,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         .unwrap_or_else(|| data_dir.join("secret"));
     ensure_secret_file(&secret_file)?;
 
-    if !config.plugins.is_empty() {
-        tracing::warn!(
-            plugins = ?config.plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-            "[[plugins]] entries are validated but not loaded: this build has no plugin loader yet"
-        );
-    }
     let metrics = Metrics::new()?;
-    let providers = Arc::new(Providers::build(config, &metrics)?);
+    let plugins = Plugins::load(config, &metrics)?;
+    plugins.start(&HostSettings {
+        data_dir: data_dir.clone(),
+        secret_file,
+    })?;
+    let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
     providers.resolve_all_blocking();
 
     let server_conf = ServerConf {

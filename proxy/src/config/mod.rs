@@ -83,6 +83,15 @@ pub fn load(source: &Source<'_>) -> Result<Config, ConfigError> {
         let offset = p.path.locate(&document).map_or(0, |s| s.start);
         invalid(source, offset, p.path.to_string(), p.message)
     })?;
+    for (i, plugin) in config.plugins.iter_mut().enumerate() {
+        let offset = KeyPath::root()
+            .key("plugins")
+            .index(i)
+            .locate(&document)
+            .map_or(0, |s| s.start);
+        let (line, column) = error::line_column(source.text, offset);
+        plugin.origin = format!("{}:{line}:{column}", source.name);
+    }
     Ok(config)
 }
 

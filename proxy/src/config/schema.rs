@@ -141,9 +141,20 @@ impl Default for TimeoutsConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     pub name: String,
+    /// The shared library (`.so`), relative to the configuration file.
     pub path: PathBuf,
+    /// Time limit of each hook call (background workers have none).
+    #[serde(default = "default_plugin_call_timeout_ms")]
+    pub call_timeout_ms: u64,
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// `file:line:column` of this entry, filled in by the loader for plugin startup errors.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+fn default_plugin_call_timeout_ms() -> u64 {
+    5_000
 }
 
 /// `[providers.<id>]`: one service provider.

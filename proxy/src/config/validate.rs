@@ -45,6 +45,12 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
             ));
         }
         plugin.path = relative_to(base_dir, &plugin.path);
+        if plugin.call_timeout_ms == 0 {
+            return Err(problem(
+                &at.key("call_timeout_ms"),
+                "must be greater than zero",
+            ));
+        }
     }
 
     let providers = root.key("providers");

@@ -1,0 +1,415 @@
+//! The C ABI between xsigate and a plugin: the only contract the two binaries share.
+//!
+//! Rules that keep it stable across compilers and allocators:
+//!
+//! - Every type here is `#[repr(C)]`. Closed sets travel as plain integers (constants in the
+//!   small modules below), never as Rust enums, so an unknown value from a newer peer is an
+//!   error to report rather than undefined behaviour.
+//! - A plugin exports two symbols. [`ABI_VERSION_SYMBOL`] is called before anything else and
+//!   must return [`ABI_VERSION`]; only then is [`INIT_SYMBOL`] looked up and called.
+//! - Owned bytes cross as [`Buf`], which carries the function that frees it: memory is always
+//!   released by the side that allocated it, whatever global allocator each side uses.
+//!   Borrowed text crosses as [`Str`], valid only for the call that hands it over.
+//! - Asynchronous calls in both directions return `async_ffi::FfiFuture`, a C-ABI future with a
+//!   C-ABI waker. The host polls plugin futures on its runtime; plugin code awaits host futures
+//!   without linking any runtime.
+//! - Any change to a type, a function signature or the meaning of a constant here bumps
+//!   [`ABI_VERSION`]. Adding an operation code, attribute or outcome kind is compatible: the
+//!   receiving side answers unknown values with an error.
+#![allow(
+    unsafe_code,
+    reason = "this module is the FFI boundary: raw pointers and extern \"C\" functions"
+)]
+
+use std::ffi::c_void;
+
+pub use async_ffi::FfiFuture;
+
+/// The version of this ABI. A plugin built against another version is refused at load time.
+pub const ABI_VERSION: u32 = 1;
+
+// `FfiFuture`'s layout is part of this ABI; a new async-ffi ABI needs a new `ABI_VERSION`.
+const _: () = assert!(async_ffi::ABI_VERSION == 2);
+
+/// `extern "C" fn() -> u32`: the ABI version the plugin was built against.
+pub const ABI_VERSION_SYMBOL: &str = "xsigate_plugin_abi_version";
+/// [`InitFn`]: creates the plugin instance.
+pub const INIT_SYMBOL: &str = "xsigate_plugin_init";
+
+pub type AbiVersionFn = unsafe extern "C" fn() -> u32;
+
+/// Creates the plugin instance. `host` stays valid for the life of the process; `config` is the
+/// plugin's `config` table from `providers.toml` as JSON text, valid during the call only.
+pub type InitFn = unsafe extern "C" fn(host: *const HostApi, config: Str) -> InitResult;
+
+/// Borrowed bytes (usually UTF-8 text), valid only during the call that passes them.
+/// A null `ptr` means "absent", which is not the same as empty.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Str {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl Str {
+    pub const ABSENT: Self = Self {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    pub fn new(text: &str) -> Self {
+        Self::from_bytes(text.as_bytes())
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    pub fn is_absent(self) -> bool {
+        self.ptr.is_null()
+    }
+
+    /// # Safety
+    /// The bytes must still be alive for `'a`: the caller of the function that received this
+    /// `Str` guarantees that for the duration of the call.
+    pub unsafe fn as_bytes<'a>(self) -> Option<&'a [u8]> {
+        if self.ptr.is_null() {
+            None
+        } else {
+            // SAFETY: non-null, and the sender promises `len` readable bytes for the call.
+            Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len) })
+        }
+    }
+
+    /// # Safety
+    /// As for [`Str::as_bytes`]. Bytes that are not UTF-8 read as absent.
+    pub unsafe fn as_str<'a>(self) -> Option<&'a str> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.as_bytes() }.and_then(|b| std::str::from_utf8(b).ok())
+    }
+}
+
+/// Frees a [`Buf`]: `(ptr, len, capacity)` as the allocating side produced them.
+pub type FreeFn = unsafe extern "C" fn(ptr: *mut u8, len: usize, capacity: usize);
+
+/// Owned bytes that remember how to free themselves. Dropping a `Buf` calls the allocating
+/// side's free function, so ownership can move across the boundary in either direction.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Buf {
+    ptr: *mut u8,
+    len: usize,
+    capacity: usize,
+    free: Option<FreeFn>,
+}
+
+// SAFETY: a `Buf` owns its bytes exclusively, like the `Vec<u8>` it was made from.
+unsafe impl Send for Buf {}
+// SAFETY: shared access only reads the bytes.
+unsafe impl Sync for Buf {}
+
+/// Frees a `Vec<u8>` with the global allocator of the binary this function was compiled into.
+unsafe extern "C" fn free_vec(ptr: *mut u8, len: usize, capacity: usize) {
+    // SAFETY: only ever paired with the parts of a `Vec<u8>` leaked by `Buf::from_vec` in this
+    // same binary.
+    drop(unsafe { Vec::from_raw_parts(ptr, len, capacity) });
+}
+
+impl Buf {
+    pub const fn empty() -> Self {
+        Self {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            capacity: 0,
+            free: None,
+        }
+    }
+
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        if bytes.capacity() == 0 {
+            return Self::empty();
+        }
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        Self {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            capacity: bytes.capacity(),
+            free: Some(free_vec),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            &[]
+        } else {
+            // SAFETY: `ptr` and `len` describe the live bytes this `Buf` owns.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+    }
+
+    /// A copy in this side's allocator; the `Buf` is then freed by its own side.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_slice().to_vec()
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.as_slice()).ok()
+    }
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::from_vec(bytes)
+    }
+}
+
+impl From<String> for Buf {
+    fn from(text: String) -> Self {
+        Self::from_vec(text.into_bytes())
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if let Some(free) = self.free.take() {
+            // SAFETY: `free` came with these parts from the side that allocated them.
+            unsafe { free(self.ptr, self.len, self.capacity) };
+        }
+    }
+}
+
+/// Operation codes of [`HostApi::call`]. `meta` and the reply's `meta` are JSON objects whose
+/// fields the SDK documents per operation; `body` is raw bytes.
+pub mod op {
+    /// An HTTP request made by the host's pooled client.
+    pub const HTTP: u32 = 1;
+    pub const STORE_GET: u32 = 2;
+    pub const STORE_PUT: u32 = 3;
+    pub const STORE_DELETE: u32 = 4;
+    /// The opaque uniqueId of a userId, created on first use.
+    pub const UNIQUE_ID: u32 = 5;
+    /// The userId behind a uniqueId.
+    pub const USER_ID: u32 = 6;
+    /// Authenticated encryption under the server key, bound to a context string.
+    pub const SEAL: u32 = 7;
+    pub const OPEN: u32 = 8;
+    /// Publish on the host's event bus.
+    pub const PUBLISH: u32 = 9;
+    /// A timer.
+    pub const SLEEP: u32 = 10;
+}
+
+/// The `code` of a [`Reply`].
+pub mod reply {
+    pub const OK: u32 = 0;
+    pub const NOT_FOUND: u32 = 1;
+    pub const TIMEOUT: u32 = 2;
+    /// The operation was attempted and failed; `body` says why.
+    pub const FAILED: u32 = 3;
+    /// The request was malformed; `body` says why.
+    pub const INVALID: u32 = 4;
+    /// This host does not offer the operation (or not at this time).
+    pub const UNSUPPORTED: u32 = 5;
+}
+
+/// The answer to a [`HostApi::call`].
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub code: u32,
+    pub meta: Buf,
+    pub body: Buf,
+}
+
+/// The `kind` of an [`Outcome`].
+pub mod outcome {
+    /// Go on. `body` holds the hook's JSON result for hooks that return one.
+    pub const OK: u32 = 0;
+    /// Answer the client with `status`, `headers` (JSON `[[name, value], ...]`) and `body`.
+    pub const RESPOND: u32 = 1;
+    /// The hook failed; `body` says why. The host fails the request (502).
+    pub const ERROR: u32 = 2;
+    /// The hook panicked; `body` holds the panic message. The host fails the request (500).
+    pub const PANICKED: u32 = 3;
+}
+
+/// What a plugin hook returns.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub kind: u32,
+    pub status: u16,
+    pub headers: Buf,
+    pub body: Buf,
+}
+
+/// Attributes of the exchange a filter sees, read with [`HostApi::attribute`].
+pub mod attr {
+    pub const METHOD: u32 = 1;
+    /// The path without the query.
+    pub const PATH: u32 = 2;
+    /// The query without `?`; absent when the request has none.
+    pub const QUERY: u32 = 3;
+    /// The id xsigate gave the request (also sent upstream and to the client).
+    pub const REQUEST_ID: u32 = 4;
+    /// The service provider the request was routed to.
+    pub const PROVIDER: u32 = 5;
+    /// The client's IP address.
+    pub const CLIENT_ADDR: u32 = 6;
+}
+
+/// Levels of [`HostApi::log`].
+pub mod level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// Kinds of [`HostApi::metric_register`].
+pub mod metric {
+    pub const COUNTER: u32 = 1;
+    pub const GAUGE: u32 = 2;
+    pub const HISTOGRAM: u32 = 3;
+}
+
+/// The result of [`HostApi::metric_register`]: an id, or an error message in `error`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MetricId {
+    pub id: u64,
+    pub error: Buf,
+}
+
+/// What the host offers a plugin. One table per plugin, valid for the life of the process.
+///
+/// `context` identifies the plugin to the host and is passed back on every call. `exchange`
+/// arguments are the handles the host passes to filter hooks; they are valid until the hook's
+/// future completes or is dropped.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    pub abi_version: u32,
+    pub context: *const c_void,
+    /// Starts an asynchronous operation (an [`op`] code).
+    pub call: unsafe extern "C" fn(
+        context: *const c_void,
+        op: u32,
+        meta: Buf,
+        body: Buf,
+    ) -> FfiFuture<Reply>,
+    /// Writes a line to the host's log. `fields` holds name, value, name, value, ...
+    pub log: unsafe extern "C" fn(
+        context: *const c_void,
+        level: u32,
+        message: Str,
+        fields: *const Str,
+        field_count: usize,
+    ),
+    /// Registers a metric under the plugin's name; only during init.
+    pub metric_register: unsafe extern "C" fn(
+        context: *const c_void,
+        kind: u32,
+        name: Str,
+        help: Str,
+        labels: *const Str,
+        label_count: usize,
+        buckets: *const f64,
+        bucket_count: usize,
+    ) -> MetricId,
+    /// Adds to a counter, sets a gauge or observes a histogram value. Label values must match the
+    /// registered label names in number; a mismatch is dropped and logged by the host.
+    pub metric_record: unsafe extern "C" fn(
+        context: *const c_void,
+        id: u64,
+        labels: *const Str,
+        label_count: usize,
+        value: f64,
+    ),
+    /// Subscribes the plugin's `on_event` hook to a topic; only during init.
+    pub subscribe: unsafe extern "C" fn(context: *const c_void, topic: Str) -> bool,
+    /// An [`attr`] of the exchange; absent when it has none.
+    pub attribute: unsafe extern "C" fn(exchange: *mut c_void, attr: u32) -> Str,
+    /// The `index`-th value of a header of the message the hook filters; absent past the end.
+    pub header: unsafe extern "C" fn(exchange: *mut c_void, name: Str, index: usize) -> Str,
+    /// Sets (or with `append`, adds) a header. False when the name or value is not valid HTTP or
+    /// the message cannot be changed by this hook.
+    pub set_header:
+        unsafe extern "C" fn(exchange: *mut c_void, name: Str, value: Str, append: bool) -> bool,
+    pub remove_header: unsafe extern "C" fn(exchange: *mut c_void, name: Str),
+    /// The response status, or 0 for a request.
+    pub status: unsafe extern "C" fn(exchange: *mut c_void) -> u16,
+    /// Changes the response status; false for a request or an invalid status.
+    pub set_status: unsafe extern "C" fn(exchange: *mut c_void, status: u16) -> bool,
+}
+
+// SAFETY: the table is immutable and its functions are thread-safe; `context` is owned by the
+// host for the life of the process.
+unsafe impl Send for HostApi {}
+// SAFETY: as above.
+unsafe impl Sync for HostApi {}
+
+/// A filter hook: `exchange` is the host's handle for the message being filtered.
+pub type FilterFn =
+    unsafe extern "C" fn(instance: *const c_void, exchange: *mut c_void) -> FfiFuture<Outcome>;
+/// A hook that takes a JSON document and returns one in the outcome's `body`.
+pub type JsonHookFn =
+    unsafe extern "C" fn(instance: *const c_void, input: Buf) -> FfiFuture<Outcome>;
+pub type EventFn =
+    unsafe extern "C" fn(instance: *const c_void, topic: Buf, payload: Buf) -> FfiFuture<Outcome>;
+pub type WorkerFn = unsafe extern "C" fn(instance: *const c_void) -> FfiFuture<Outcome>;
+
+/// The plugin's side of the contract: its instance and the hooks it implements (null when not).
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginApi {
+    pub instance: *const c_void,
+    pub request_filter: Option<FilterFn>,
+    pub upstream_request_filter: Option<FilterFn>,
+    pub response_filter: Option<FilterFn>,
+    pub login_options: Option<JsonHookFn>,
+    pub authenticate: Option<JsonHookFn>,
+    pub on_event: Option<EventFn>,
+    pub run_worker: Option<WorkerFn>,
+}
+
+impl PluginApi {
+    pub const fn empty() -> Self {
+        Self {
+            instance: std::ptr::null(),
+            request_filter: None,
+            upstream_request_filter: None,
+            response_filter: None,
+            login_options: None,
+            authenticate: None,
+            on_event: None,
+            run_worker: None,
+        }
+    }
+}
+
+// SAFETY: the instance is immutable shared state that the plugin declares `Send + Sync`.
+unsafe impl Send for PluginApi {}
+// SAFETY: as above.
+unsafe impl Sync for PluginApi {}
+
+/// What [`InitFn`] returns. On failure `ok` is false and `error` says why; on success
+/// `manifest` is a JSON object describing the plugin (see the SDK's `Manifest`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct InitResult {
+    pub ok: bool,
+    pub error: Buf,
+    pub manifest: Buf,
+    pub plugin: PluginApi,
+}

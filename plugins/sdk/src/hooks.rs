@@ -1,0 +1,200 @@
+//! What a plugin can be: one trait per capability, and the data they exchange with the host.
+
+use std::fmt;
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::exchange::{Request, Response};
+use crate::host::Host;
+
+/// Every plugin: built once at start from its `config` table.
+///
+/// `init` is synchronous: it validates configuration, registers metrics and subscribes to
+/// topics. Anything that needs I/O belongs in a hook or a [`BackgroundWorker`]. An `Err` (or a
+/// `Config` that does not deserialize) stops xsigate from starting, with the message shown.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// The plugin's `config` table. Use `#[serde(deny_unknown_fields)]` so typos are errors.
+    type Config: DeserializeOwned;
+
+    fn init(host: Host, config: Self::Config) -> Result<Self, Error>;
+
+    /// What the plugin tells the host beyond its hooks.
+    fn manifest(&self) -> Manifest {
+        Manifest::default()
+    }
+}
+
+/// A plugin's self-description, returned once after init.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Login methods an [`IdentityProvider`] serves (`POST /api/access/services/idp/<method>`).
+    #[serde(default)]
+    pub login_methods: Vec<String>,
+}
+
+/// Decides about a client request before it is sent anywhere. Runs on every request routed to
+/// a provider that lists the plugin, in the provider's order; the first `Answer` wins.
+pub trait RequestFilter: Plugin {
+    fn request_filter(
+        &self,
+        request: &mut Request,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+}
+
+/// Adjusts the request about to go upstream (after xsigate set `Host` and forwarding headers).
+pub trait UpstreamRequestFilter: Plugin {
+    fn upstream_request_filter(
+        &self,
+        request: &mut Request,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Adjusts the upstream's response header before it reaches the client.
+pub trait ResponseFilter: Plugin {
+    fn response_filter(
+        &self,
+        response: &mut Response,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// A way to log in: contributes login options for a user, and authenticates.
+pub trait IdentityProvider: Plugin {
+    /// Login options this provider offers for what the user typed (user id, e-mail or phone).
+    /// Return none when the query is not one this method can serve.
+    fn login_options(
+        &self,
+        query: LoginQuery,
+    ) -> impl Future<Output = Result<Vec<LoginOption>, Error>> + Send;
+
+    /// Checks a login. `Rejected` is a normal answer; `Err` means the check itself failed.
+    fn authenticate(
+        &self,
+        login: Login,
+    ) -> impl Future<Output = Result<Authentication, Error>> + Send;
+}
+
+/// Receives events published on topics the plugin subscribed to during init. Events of one
+/// topic arrive in order, one at a time.
+pub trait EventConsumer: Plugin {
+    fn on_event(&self, event: Event) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Long-running work started when the server starts. Returning `Ok` ends it; an `Err` or a
+/// panic is logged and the worker is started again after a growing delay.
+pub trait BackgroundWorker: Plugin {
+    fn run(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// What a [`RequestFilter`] decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go on to the next filter and then upstream.
+    Continue,
+    /// Answer the client now; nothing goes upstream.
+    Answer(Answer),
+}
+
+/// A response written by a plugin.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A JSON body with its content type.
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+}
+
+/// What the user typed on the login page, and the provider it was matched to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginQuery {
+    pub provider: String,
+    pub query: String,
+}
+
+/// One way to log in, shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginOption {
+    /// The method name, as in `POST /api/access/services/idp/<method>`.
+    pub method: String,
+    /// What the login page shows.
+    pub label: String,
+    /// The BroadWorks userId this option logs into, when the method already knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// A login attempt.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Login {
+    pub provider: String,
+    pub method: String,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Method-specific fields (a SAML response, an OAuth code, ...).
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("provider", &self.provider)
+            .field("method", &self.method)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of [`IdentityProvider::authenticate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Authentication {
+    /// The user is who they say; `user_id` is their BroadWorks userId.
+    Authenticated {
+        user_id: String,
+        #[serde(default)]
+        attributes: Map<String, Value>,
+    },
+    /// Wrong credentials, unknown user, locked account... `reason` is for the log only.
+    Rejected { reason: String },
+    /// The user must continue at an external identity provider.
+    Redirect { location: String },
+}
+
+/// An event delivered to an [`EventConsumer`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,501 @@
+//! The services xsigate performs for a plugin.
+//!
+//! Every asynchronous service is one [`abi::HostApi::call`] with an operation code, a JSON
+//! `meta` object and raw bytes; the host runs it on its own runtime and the plugin awaits the
+//! C-ABI future it returns. The wrappers here are the only place that knows those encodings.
+#![allow(
+    unsafe_code,
+    reason = "calls through the host's function table; each call states its invariant"
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::abi::{self, Buf, HostApi, Str};
+use crate::error::{Error, ErrorKind};
+
+/// The plugin's handle on the host. Cheap to copy; valid for the life of the process.
+#[derive(Clone, Copy)]
+pub struct Host {
+    api: &'static HostApi,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+/// Log levels of [`Host::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    fn code(self) -> u32 {
+        match self {
+            Self::Error => abi::level::ERROR,
+            Self::Warn => abi::level::WARN,
+            Self::Info => abi::level::INFO,
+            Self::Debug => abi::level::DEBUG,
+            Self::Trace => abi::level::TRACE,
+        }
+    }
+}
+
+impl Host {
+    pub(crate) fn new(api: &'static HostApi) -> Self {
+        Self { api }
+    }
+
+    pub(crate) fn api(self) -> &'static HostApi {
+        self.api
+    }
+
+    async fn call(self, op: u32, meta: &Value, body: Vec<u8>) -> Result<(Buf, Buf), Error> {
+        let meta = serde_json::to_vec(meta)?;
+        // SAFETY: `api` is the table the host gave this plugin at init, valid for the process;
+        // ownership of both buffers moves to the host.
+        let future = unsafe {
+            (self.api.call)(
+                self.api.context,
+                op,
+                Buf::from_vec(meta),
+                Buf::from_vec(body),
+            )
+        };
+        let reply = future.await;
+        let kind = match reply.code {
+            abi::reply::OK => return Ok((reply.meta, reply.body)),
+            abi::reply::NOT_FOUND => ErrorKind::NotFound,
+            abi::reply::TIMEOUT => ErrorKind::Timeout,
+            abi::reply::INVALID => ErrorKind::Invalid,
+            abi::reply::UNSUPPORTED => ErrorKind::Unsupported,
+            _ => ErrorKind::Failed,
+        };
+        let message = String::from_utf8_lossy(reply.body.as_slice()).into_owned();
+        Err(Error::new(kind, message))
+    }
+
+    /// Sends an HTTP request with the host's pooled client.
+    pub async fn http(self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let meta = json!({
+            "method": request.method,
+            "url": request.url,
+            "headers": request.headers,
+            "timeout_ms": request.timeout.map(|t| t.as_millis()),
+        });
+        let (meta, body) = self.call(abi::op::HTTP, &meta, request.body).await?;
+        let head: ResponseHead = serde_json::from_slice(meta.as_slice())?;
+        Ok(HttpResponse {
+            status: head.status,
+            headers: head.headers,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The plugin's own namespace in the host's store.
+    pub fn store(self) -> Store {
+        Store { host: self }
+    }
+
+    /// The opaque, stable uniqueId of a BroadWorks userId, created on first use.
+    pub async fn unique_id(self, user_id: &str) -> Result<String, Error> {
+        let (_, body) = self
+            .call(
+                abi::op::UNIQUE_ID,
+                &json!({ "user_id": user_id }),
+                Vec::new(),
+            )
+            .await?;
+        text(&body)
+    }
+
+    /// The userId behind a uniqueId, if the host has seen it.
+    pub async fn user_id(self, unique_id: &str) -> Result<Option<String>, Error> {
+        match self
+            .call(
+                abi::op::USER_ID,
+                &json!({ "unique_id": unique_id }),
+                Vec::new(),
+            )
+            .await
+        {
+            Ok((_, body)) => text(&body).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encrypts and authenticates `plaintext` under a key derived from the server secret and
+    /// this plugin's name. `context` is bound to the result: [`Host::open`] succeeds only with
+    /// the same context (use it to tie a secret to, say, the user it belongs to).
+    pub async fn seal(self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let (_, body) = self
+            .call(
+                abi::op::SEAL,
+                &json!({ "context": context }),
+                plaintext.to_vec(),
+            )
+            .await?;
+        Ok(body.to_vec())
+    }
+
+    /// Reverses [`Host::seal`]; fails (`ErrorKind::Failed`) if the data was altered, sealed by
+    /// another plugin or under another context.
+    pub async fn open(self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let (_, body) = self
+            .call(
+                abi::op::OPEN,
+                &json!({ "context": context }),
+                sealed.to_vec(),
+            )
+            .await?;
+        Ok(body.to_vec())
+    }
+
+    /// Publishes on the host's event bus, to every plugin subscribed to `topic`.
+    pub async fn publish(self, topic: &str, payload: &[u8]) -> Result<Delivery, Error> {
+        let (meta, _) = self
+            .call(
+                abi::op::PUBLISH,
+                &json!({ "topic": topic }),
+                payload.to_vec(),
+            )
+            .await?;
+        Ok(serde_json::from_slice(meta.as_slice())?)
+    }
+
+    /// Waits on the host's timer.
+    pub async fn sleep(self, duration: Duration) -> Result<(), Error> {
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.call(abi::op::SLEEP, &json!({ "ms": ms }), Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// Subscribes this plugin's [`crate::EventConsumer`] to a topic. Only allowed during
+    /// [`crate::Plugin::init`].
+    pub fn subscribe(self, topic: &str) -> Result<(), Error> {
+        // SAFETY: the table is valid for the process; `topic` outlives the call.
+        if unsafe { (self.api.subscribe)(self.api.context, Str::new(topic)) } {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                "subscriptions are made during init, to a non-empty topic",
+            ))
+        }
+    }
+
+    /// Writes a line to the host's log, attributed to this plugin.
+    pub fn log(self, level: Level, message: &str) {
+        self.log_fields(level, message, &[]);
+    }
+
+    /// Writes a line with structured fields.
+    pub fn log_fields(self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        let flat: Vec<Str> = fields
+            .iter()
+            .flat_map(|(name, value)| [Str::new(name), Str::new(value)])
+            .collect();
+        // SAFETY: the table is valid for the process; every `Str` outlives the call.
+        unsafe {
+            (self.api.log)(
+                self.api.context,
+                level.code(),
+                Str::new(message),
+                flat.as_ptr(),
+                flat.len(),
+            );
+        }
+    }
+
+    pub fn error(self, message: &str) {
+        self.log(Level::Error, message);
+    }
+
+    pub fn warn(self, message: &str) {
+        self.log(Level::Warn, message);
+    }
+
+    pub fn info(self, message: &str) {
+        self.log(Level::Info, message);
+    }
+
+    pub fn debug(self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Registers a counter, exported as `xsigate_plugin_<plugin>_<name>`. Only during init.
+    pub fn counter(self, name: &str, help: &str, labels: &[&str]) -> Result<Counter, Error> {
+        self.register(abi::metric::COUNTER, name, help, labels, &[])
+            .map(|metric| Counter { metric })
+    }
+
+    /// Registers a gauge. Only during init.
+    pub fn gauge(self, name: &str, help: &str, labels: &[&str]) -> Result<Gauge, Error> {
+        self.register(abi::metric::GAUGE, name, help, labels, &[])
+            .map(|metric| Gauge { metric })
+    }
+
+    /// Registers a histogram; empty `buckets` means the host's latency buckets. Only during init.
+    pub fn histogram(
+        self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<Histogram, Error> {
+        self.register(abi::metric::HISTOGRAM, name, help, labels, buckets)
+            .map(|metric| Histogram { metric })
+    }
+
+    fn register(
+        self,
+        kind: u32,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<Metric, Error> {
+        let labels: Vec<Str> = labels.iter().map(|l| Str::new(l)).collect();
+        // SAFETY: the table is valid for the process; every pointer outlives the call.
+        let registered = unsafe {
+            (self.api.metric_register)(
+                self.api.context,
+                kind,
+                Str::new(name),
+                Str::new(help),
+                labels.as_ptr(),
+                labels.len(),
+                buckets.as_ptr(),
+                buckets.len(),
+            )
+        };
+        if registered.error.as_slice().is_empty() {
+            Ok(Metric {
+                host: self,
+                id: registered.id,
+            })
+        } else {
+            Err(Error::new(
+                ErrorKind::Invalid,
+                String::from_utf8_lossy(registered.error.as_slice()),
+            ))
+        }
+    }
+}
+
+fn text(body: &Buf) -> Result<String, Error> {
+    body.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::new(ErrorKind::Failed, "the host answered with non-UTF-8 text"))
+}
+
+#[derive(serde::Deserialize)]
+struct ResponseHead {
+    status: u16,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+/// An HTTP request for [`Host::http`].
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+impl HttpRequest {
+    pub fn new(method: &str, url: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    pub fn get(url: &str) -> Self {
+        Self::new("GET", url)
+    }
+
+    pub fn post(url: &str) -> Self {
+        Self::new("POST", url)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A JSON body, with its content type.
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+
+    /// The whole exchange must finish within this; the host caps it at its own maximum.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// The answer to an [`HttpRequest`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of a header (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// What [`Host::publish`] reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Delivery {
+    /// Subscribers whose queue took the event.
+    pub delivered: u32,
+    /// Subscribers whose queue was full; the event was dropped for them (and counted).
+    pub dropped: u32,
+}
+
+/// The plugin's namespace in the host's key-value store. Keys of other plugins are invisible.
+#[derive(Debug, Clone, Copy)]
+pub struct Store {
+    host: Host,
+}
+
+impl Store {
+    pub async fn get(self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self
+            .host
+            .call(abi::op::STORE_GET, &json!({ "key": key }), Vec::new())
+            .await
+        {
+            Ok((_, body)) => Ok(Some(body.to_vec())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a value, replacing any; with a time to live it disappears after that.
+    pub async fn put(self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
+        let meta = json!({ "key": key, "ttl_ms": ttl.map(|t| t.as_millis()) });
+        self.host
+            .call(abi::op::STORE_PUT, &meta, value.to_vec())
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes a key; true if it was there.
+    pub async fn delete(self, key: &str) -> Result<bool, Error> {
+        match self
+            .host
+            .call(abi::op::STORE_DELETE, &json!({ "key": key }), Vec::new())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    host: Host,
+    id: u64,
+}
+
+impl Metric {
+    fn record(self, labels: &[&str], value: f64) {
+        let labels: Vec<Str> = labels.iter().map(|l| Str::new(l)).collect();
+        // SAFETY: the table is valid for the process; the label `Str`s outlive the call.
+        unsafe {
+            (self.host.api.metric_record)(
+                self.host.api.context,
+                self.id,
+                labels.as_ptr(),
+                labels.len(),
+                value,
+            );
+        }
+    }
+}
+
+/// A registered counter.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    metric: Metric,
+}
+
+impl Counter {
+    pub fn inc(self, labels: &[&str]) {
+        self.metric.record(labels, 1.0);
+    }
+
+    pub fn inc_by(self, labels: &[&str], value: f64) {
+        self.metric.record(labels, value);
+    }
+}
+
+/// A registered gauge.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauge {
+    metric: Metric,
+}
+
+impl Gauge {
+    pub fn set(self, labels: &[&str], value: f64) {
+        self.metric.record(labels, value);
+    }
+}
+
+/// A registered histogram.
+#[derive(Debug, Clone, Copy)]
+pub struct Histogram {
+    metric: Metric,
+}
+
+impl Histogram {
+    pub fn observe(self, labels: &[&str], value: f64) {
+        self.metric.record(labels, value);
+    }
+}

@@ -1,0 +1,56 @@
+//! The xsigate plugin SDK.
+//!
+//! A plugin is a `cdylib` that xsigate loads at start from a path named in `providers.toml`.
+//! This crate is everything a plugin author needs:
+//!
+//! - [`Plugin`]: construction from the plugin's `config` table, with a [`Host`] handle;
+//! - one trait per capability: [`IdentityProvider`], [`RequestFilter`],
+//!   [`UpstreamRequestFilter`], [`ResponseFilter`], [`EventConsumer`], [`BackgroundWorker`];
+//! - [`Host`]: the services the host performs for the plugin (HTTP, store, sealing, events,
+//!   timers, metrics, logging), awaited from ordinary `async` code;
+//! - [`export_plugin!`]: the two C symbols xsigate looks for.
+//!
+//! The SDK links no async runtime and no HTTP client: all I/O is done by the host, which polls
+//! the plugin's futures on its own runtime. [`abi`] is the raw contract underneath.
+//!
+//! ```ignore
+//! use xsigate_plugin_sdk::{Decision, Error, Host, Plugin, Request, RequestFilter};
+//!
+//! pub struct Tagger { host: Host }
+//!
+//! impl Plugin for Tagger {
+//!     type Config = serde_json::Value;
+//!     fn init(host: Host, _config: Self::Config) -> Result<Self, Error> {
+//!         Ok(Self { host })
+//!     }
+//! }
+//!
+//! impl RequestFilter for Tagger {
+//!     async fn request_filter(&self, request: &mut Request) -> Result<Decision, Error> {
+//!         request.set_header("x-tagged", "1")?;
+//!         Ok(Decision::Continue)
+//!     }
+//! }
+//!
+//! xsigate_plugin_sdk::export_plugin!(Tagger => RequestFilter);
+//! ```
+
+pub mod abi;
+mod error;
+mod exchange;
+#[doc(hidden)]
+pub mod export;
+mod hooks;
+mod host;
+
+pub use error::{Error, ErrorKind};
+pub use exchange::{Request, Response};
+pub use hooks::{
+    Answer, Authentication, BackgroundWorker, Decision, Event, EventConsumer, IdentityProvider,
+    Login, LoginOption, LoginQuery, Manifest, Plugin, RequestFilter, ResponseFilter,
+    UpstreamRequestFilter,
+};
+pub use host::{
+    Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,
+};
+pub use serde_json;

@@ -1,0 +1,703 @@
+//! The plugin host: loads the libraries named in `[[plugins]]`, offers them the host services,
+//! and calls their hooks on behalf of the request path.
+//!
+//! The boundary is the C ABI in `xsigate_plugin_sdk::abi`. The host owns all I/O: plugin code
+//! awaits host futures and the host polls plugin futures, so no async runtime crosses the
+//! boundary. Every hook call is guarded the same way ([`Plugin::invoke`]): counted, timed,
+//! limited in time, and any error, panic or ABI violation becomes a [`PluginFailure`] that
+//! fails only the request (or event) at hand.
+//!
+//! Lifecycle: [`Plugins::load`] runs at start and for `xsigate check` (so a bad plugin is a
+//! startup error, with no I/O done yet); [`Plugins::start`] attaches the host services and
+//! starts event delivery and background workers when the server really serves.
+#![allow(
+    unsafe_code,
+    reason = "calls the plugin's C hooks with the handles the ABI describes"
+)]
+
+mod context;
+mod exchange;
+mod loader;
+mod metrics;
+mod services;
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use prometheus::{Histogram, IntCounter};
+use tokio::sync::mpsc;
+use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Outcome, PluginApi};
+use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest};
+
+pub use exchange::Exchange;
+pub use loader::{LoadFailure, PluginError};
+
+use crate::config::{Config, PluginConfig};
+use crate::metrics::{Metrics, MetricsError};
+use crate::respond::ErrorCode;
+use crate::seal::{SealError, Sealer};
+use crate::store::{Store, StoreError};
+use context::PluginContext;
+use metrics::HostMetrics;
+use services::{EVENT_QUEUE, QueuedEvent, Services};
+
+/// Threads of the runtime that performs host services, delivers events and runs workers.
+const RUNTIME_THREADS: usize = 2;
+/// Background workers are started again after a failure, waiting this long at first and
+/// doubling up to the maximum.
+const WORKER_BACKOFF: Duration = Duration::from_secs(1);
+const WORKER_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A plugin hook, as named in metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    RequestFilter,
+    UpstreamRequestFilter,
+    ResponseFilter,
+    LoginOptions,
+    Authenticate,
+    OnEvent,
+    Worker,
+}
+
+impl Hook {
+    const ALL: [Self; 7] = [
+        Self::RequestFilter,
+        Self::UpstreamRequestFilter,
+        Self::ResponseFilter,
+        Self::LoginOptions,
+        Self::Authenticate,
+        Self::OnEvent,
+        Self::Worker,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestFilter => "request_filter",
+            Self::UpstreamRequestFilter => "upstream_request_filter",
+            Self::ResponseFilter => "response_filter",
+            Self::LoginOptions => "login_options",
+            Self::Authenticate => "authenticate",
+            Self::OnEvent => "on_event",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+/// Why a plugin call failed. The request it served fails with [`PluginFailure::error_code`];
+/// the details go to the log only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginFailure {
+    /// The hook returned an error.
+    Error(String),
+    /// The hook panicked (the message and location are logged).
+    Panicked(String),
+    /// The hook did not finish within the plugin's `call_timeout_ms`.
+    TimedOut,
+    /// The hook answered something the ABI does not allow.
+    Protocol(String),
+}
+
+impl PluginFailure {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Error(_) => ErrorCode::PluginFailed,
+            Self::TimedOut => ErrorCode::PluginTimeout,
+            Self::Panicked(_) | Self::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Error(_) => "error",
+            Self::Panicked(_) => "panic",
+            Self::TimedOut => "timeout",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Self::Error(m) | Self::Panicked(m) | Self::Protocol(m) => m,
+            Self::TimedOut => "the hook did not finish in time",
+        }
+    }
+}
+
+/// A response a request filter wrote, checked against HTTP's rules.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    fn from_outcome(outcome: Outcome) -> Result<Self, String> {
+        if !(200..=599).contains(&outcome.status) {
+            return Err(format!("answered with status {}", outcome.status));
+        }
+        let pairs: Vec<(String, String)> = if outcome.headers.as_slice().is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_slice(outcome.headers.as_slice())
+                .map_err(|e| format!("answered with malformed headers: {e}"))?
+        };
+        let mut headers = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("answered with an invalid header name {name:?}"))?;
+            let value = http::HeaderValue::from_str(&value)
+                .map_err(|_| format!("answered with an invalid value for {name}"))?;
+            // The host frames the answer itself.
+            if ![
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+                http::header::CONNECTION,
+            ]
+            .contains(&name)
+            {
+                headers.push((name, value));
+            }
+        }
+        Ok(Self {
+            status: outcome.status,
+            headers,
+            body: Bytes::from(outcome.body.to_vec()),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct HookMetrics {
+    calls: IntCounter,
+    errors: IntCounter,
+    duration: Histogram,
+}
+
+/// A loaded plugin.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    api: PluginApi,
+    context: &'static PluginContext,
+    call_timeout: Duration,
+    /// Indexed like [`Hook::ALL`]; resolved once so a call records with no label lookup.
+    hooks: Vec<HookMetrics>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text(buf: &Buf) -> String {
+    String::from_utf8_lossy(buf.as_slice()).into_owned()
+}
+
+impl Plugin {
+    fn metrics(&self, hook: Hook) -> Option<&HookMetrics> {
+        self.hooks.get(hook as usize)
+    }
+
+    /// Awaits a hook's future under the plugin's time limit, catching panics, and records it.
+    async fn invoke(
+        &self,
+        hook: Hook,
+        future: FfiFuture<Outcome>,
+        limit: Option<Duration>,
+    ) -> Result<Outcome, PluginFailure> {
+        let metrics = self.metrics(hook);
+        if let Some(m) = metrics {
+            m.calls.inc();
+        }
+        let started = Instant::now();
+        // The SDK turns panics into outcomes; this catches plugins built without it, whose
+        // panics async-ffi re-raises on the host side.
+        let guarded = AssertUnwindSafe(future).catch_unwind();
+        let result = match limit {
+            Some(limit) => tokio::time::timeout(limit, guarded).await,
+            None => Ok(guarded.await),
+        };
+        if let Some(m) = metrics {
+            m.duration.observe(started.elapsed().as_secs_f64());
+        }
+        let failure = match result {
+            Err(_) => PluginFailure::TimedOut,
+            Ok(Err(_)) => PluginFailure::Panicked("its future panicked across the ABI".to_owned()),
+            Ok(Ok(outcome)) => match outcome.kind {
+                abi::outcome::OK | abi::outcome::RESPOND => return Ok(outcome),
+                abi::outcome::ERROR => PluginFailure::Error(text(&outcome.body)),
+                abi::outcome::PANICKED => PluginFailure::Panicked(text(&outcome.body)),
+                other => PluginFailure::Protocol(format!("unknown outcome kind {other}")),
+            },
+        };
+        Err(self.failed(hook, failure))
+    }
+
+    fn failed(&self, hook: Hook, failure: PluginFailure) -> PluginFailure {
+        if let Some(m) = self.metrics(hook) {
+            m.errors.inc();
+        }
+        tracing::error!(
+            plugin = %self.name,
+            hook = hook.as_str(),
+            failure = failure.kind(),
+            message = failure.message(),
+            "plugin hook failed"
+        );
+        failure
+    }
+
+    /// Runs the request filter; `Some` when the plugin answered the request itself.
+    pub async fn request_filter(
+        &self,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<Option<Answer>, PluginFailure> {
+        let Some(hook) = self.api.request_filter else {
+            return Ok(None);
+        };
+        let future = {
+            let handle = std::ptr::from_mut(exchange).cast::<c_void>();
+            // SAFETY: `handle` is the exchange, borrowed mutably until the future is awaited
+            // or dropped inside this function; `instance` is the plugin's own pointer.
+            unsafe { hook(self.api.instance, handle) }
+        };
+        let outcome = self
+            .invoke(Hook::RequestFilter, future, Some(self.call_timeout))
+            .await?;
+        if outcome.kind != abi::outcome::RESPOND {
+            return Ok(None);
+        }
+        Answer::from_outcome(outcome)
+            .map(Some)
+            .map_err(|m| self.failed(Hook::RequestFilter, PluginFailure::Protocol(m)))
+    }
+
+    pub async fn upstream_request_filter(
+        &self,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<(), PluginFailure> {
+        self.filter(
+            Hook::UpstreamRequestFilter,
+            self.api.upstream_request_filter,
+            exchange,
+        )
+        .await
+    }
+
+    pub async fn response_filter(&self, exchange: &mut Exchange<'_>) -> Result<(), PluginFailure> {
+        self.filter(Hook::ResponseFilter, self.api.response_filter, exchange)
+            .await
+    }
+
+    async fn filter(
+        &self,
+        hook: Hook,
+        function: Option<abi::FilterFn>,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<(), PluginFailure> {
+        let Some(function) = function else {
+            return Ok(());
+        };
+        let future = {
+            let handle = std::ptr::from_mut(exchange).cast::<c_void>();
+            // SAFETY: as in `request_filter`.
+            unsafe { function(self.api.instance, handle) }
+        };
+        let outcome = self.invoke(hook, future, Some(self.call_timeout)).await?;
+        if outcome.kind == abi::outcome::RESPOND {
+            return Err(self.failed(
+                hook,
+                PluginFailure::Protocol("only a request filter may answer".to_owned()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Calls a JSON hook and decodes its result.
+    async fn json_hook<T: serde::de::DeserializeOwned>(
+        &self,
+        hook: Hook,
+        function: Option<abi::JsonHookFn>,
+        input: &impl serde::Serialize,
+    ) -> Result<T, PluginFailure> {
+        let Some(function) = function else {
+            return Err(PluginFailure::Protocol(format!(
+                "does not implement {}",
+                hook.as_str()
+            )));
+        };
+        let input = serde_json::to_vec(input)
+            .map_err(|e| self.failed(hook, PluginFailure::Protocol(e.to_string())))?;
+        // SAFETY: `instance` is the plugin's own pointer; the buffer's ownership moves to it.
+        let future = unsafe { function(self.api.instance, Buf::from_vec(input)) };
+        let outcome = self.invoke(hook, future, Some(self.call_timeout)).await?;
+        serde_json::from_slice(outcome.body.as_slice()).map_err(|e| {
+            self.failed(
+                hook,
+                PluginFailure::Protocol(format!("returned a malformed {}: {e}", hook.as_str())),
+            )
+        })
+    }
+
+    pub async fn login_options(
+        &self,
+        query: &LoginQuery,
+    ) -> Result<Vec<LoginOption>, PluginFailure> {
+        self.json_hook(Hook::LoginOptions, self.api.login_options, query)
+            .await
+    }
+
+    pub async fn authenticate(&self, login: &Login) -> Result<Authentication, PluginFailure> {
+        self.json_hook(Hook::Authenticate, self.api.authenticate, login)
+            .await
+    }
+
+    pub fn is_identity_provider(&self) -> bool {
+        self.api.login_options.is_some() && self.api.authenticate.is_some()
+    }
+
+    async fn deliver(&self, topic: String, payload: Vec<u8>) {
+        let Some(function) = self.api.on_event else {
+            return;
+        };
+        // SAFETY: `instance` is the plugin's own pointer; the buffers move to it.
+        let future =
+            unsafe { function(self.api.instance, Buf::from(topic), Buf::from_vec(payload)) };
+        // A failed delivery is counted and logged by `invoke`; the next event is delivered.
+        let _ = self
+            .invoke(Hook::OnEvent, future, Some(self.call_timeout))
+            .await;
+    }
+
+    /// Runs the background worker until it ends normally, starting it again after failures.
+    async fn supervise_worker(self: Arc<Self>, restarts: IntCounter) {
+        let Some(function) = self.api.run_worker else {
+            return;
+        };
+        let mut backoff = WORKER_BACKOFF;
+        loop {
+            let started = Instant::now();
+            // SAFETY: `instance` is the plugin's own pointer.
+            let future = unsafe { function(self.api.instance) };
+            if self.invoke(Hook::Worker, future, None).await.is_ok() {
+                tracing::info!(plugin = %self.name, "plugin worker finished");
+                return;
+            }
+            // A worker that ran for a while before failing starts over from a short delay.
+            if started.elapsed() > WORKER_BACKOFF_MAX {
+                backoff = WORKER_BACKOFF;
+            }
+            restarts.inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(WORKER_BACKOFF_MAX);
+        }
+    }
+}
+
+/// The plugins a provider uses, per hook, in the provider's order.
+#[derive(Debug, Default, Clone)]
+pub struct PluginChain {
+    pub request: Vec<Arc<Plugin>>,
+    pub upstream_request: Vec<Arc<Plugin>>,
+    pub response: Vec<Arc<Plugin>>,
+    pub identity: Vec<Arc<Plugin>>,
+}
+
+/// Why [`PluginChain::authenticate`] gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthenticateError {
+    /// No identity provider of this provider serves the method.
+    UnknownMethod,
+    Failed(PluginFailure),
+}
+
+impl PluginChain {
+    /// Every identity provider's options; one that fails is logged and left out.
+    pub async fn login_options(&self, query: &LoginQuery) -> Vec<LoginOption> {
+        let mut options = Vec::new();
+        for plugin in &self.identity {
+            if let Ok(found) = plugin.login_options(query).await {
+                options.extend(found);
+            }
+        }
+        options
+    }
+
+    /// Authenticates with the identity provider that serves `login.method`.
+    pub async fn authenticate(&self, login: &Login) -> Result<Authentication, AuthenticateError> {
+        let plugin = self
+            .identity
+            .iter()
+            .find(|p| p.manifest.login_methods.contains(&login.method))
+            .ok_or(AuthenticateError::UnknownMethod)?;
+        plugin
+            .authenticate(login)
+            .await
+            .map_err(AuthenticateError::Failed)
+    }
+}
+
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Load(#[from] PluginError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot start the plugin runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("cannot build the plugins' HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Where the host services keep their state.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub data_dir: PathBuf,
+    pub secret_file: PathBuf,
+}
+
+/// Every loaded plugin.
+#[derive(Debug)]
+pub struct Plugins {
+    by_name: HashMap<String, Arc<Plugin>>,
+    /// In `[[plugins]]` order.
+    all: Vec<Arc<Plugin>>,
+    metrics: Option<HostMetrics>,
+    runtime: OnceLock<&'static tokio::runtime::Runtime>,
+}
+
+impl Plugins {
+    /// No plugins: what a configuration without `[[plugins]]` gets.
+    pub fn none() -> Self {
+        Self {
+            by_name: HashMap::new(),
+            all: Vec::new(),
+            metrics: None,
+            runtime: OnceLock::new(),
+        }
+    }
+
+    /// Loads and initialises every `[[plugins]]` entry, and checks how providers combine them.
+    pub fn load(config: &Config, metrics: &Metrics) -> Result<Self, HostError> {
+        if config.plugins.is_empty() {
+            return Ok(Self::none());
+        }
+        let host_metrics = HostMetrics::register(metrics)?;
+        let mut plugins = Self::none();
+        for entry in &config.plugins {
+            let plugin = Arc::new(load_one(entry, metrics, &host_metrics)?);
+            tracing::info!(
+                plugin = %plugin.name,
+                path = %plugin.path.display(),
+                login_methods = ?plugin.manifest.login_methods,
+                "plugin loaded"
+            );
+            plugins
+                .by_name
+                .insert(plugin.name.clone(), Arc::clone(&plugin));
+            plugins.all.push(plugin);
+        }
+        plugins.metrics = Some(host_metrics);
+        for (id, provider) in &config.providers {
+            plugins.check_login_methods(id, &provider.plugins)?;
+        }
+        Ok(plugins)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.by_name.get(name)
+    }
+
+    /// Two identity providers of one service provider must not claim the same login method.
+    fn check_login_methods(&self, provider: &str, names: &[String]) -> Result<(), PluginError> {
+        let mut claimed: HashMap<&str, &str> = HashMap::new();
+        for plugin in names.iter().filter_map(|n| self.by_name.get(n)) {
+            for method in &plugin.manifest.login_methods {
+                if let Some(first) = claimed.insert(method, &plugin.name) {
+                    return Err(PluginError {
+                        origin: plugin.context.origin.clone(),
+                        name: plugin.name.clone(),
+                        path: plugin.path.clone(),
+                        reason: LoadFailure::Wiring(format!(
+                            "provider `{provider}` also uses plugin `{first}`, and both serve \
+                             login method `{method}`"
+                        )),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain of a provider's `plugins = [...]` (names were validated with the config).
+    pub fn chain(&self, names: &[String]) -> PluginChain {
+        let mut chain = PluginChain::default();
+        for plugin in names.iter().filter_map(|n| self.by_name.get(n)) {
+            let api = &plugin.api;
+            let add = |hooked: bool, list: &mut Vec<Arc<Plugin>>| {
+                if hooked {
+                    list.push(Arc::clone(plugin));
+                }
+            };
+            add(api.request_filter.is_some(), &mut chain.request);
+            add(
+                api.upstream_request_filter.is_some(),
+                &mut chain.upstream_request,
+            );
+            add(api.response_filter.is_some(), &mut chain.response);
+            add(plugin.is_identity_provider(), &mut chain.identity);
+        }
+        chain
+    }
+
+    /// Opens the store, derives keys, and starts event delivery and background workers. Call it
+    /// once, outside any async runtime (it blocks while the store opens).
+    pub fn start(&self, settings: &HostSettings) -> Result<(), HostError> {
+        let Some(metrics) = &self.metrics else {
+            return Ok(());
+        };
+        if self.runtime.get().is_some() {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("xsigate-plugins")
+            .enable_all()
+            .build()
+            .map_err(HostError::Runtime)?;
+        // The runtime serves plugins for the life of the process; plugins are never unloaded.
+        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+        let store = runtime.block_on(Store::open(&settings.data_dir))?;
+        let sealer = Sealer::from_secret_file(&settings.secret_file)?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HostError::HttpClient(e.to_string()))?;
+
+        let mut bus: HashMap<String, Vec<(Arc<Plugin>, mpsc::Sender<QueuedEvent>)>> =
+            HashMap::new();
+        let mut queues = Vec::new();
+        for plugin in &self.all {
+            let topics = plugin.context.subscriptions();
+            if topics.is_empty() {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel::<QueuedEvent>(EVENT_QUEUE);
+            for topic in topics {
+                bus.entry(topic)
+                    .or_default()
+                    .push((Arc::clone(plugin), sender.clone()));
+            }
+            queues.push((Arc::clone(plugin), receiver));
+        }
+
+        let services = Arc::new(Services {
+            runtime: runtime.handle().clone(),
+            http,
+            store: store.clone(),
+            sealer,
+            bus,
+            metrics: metrics.clone(),
+        });
+        for plugin in &self.all {
+            let _ = plugin.context.services.set(Arc::clone(&services));
+        }
+        for (plugin, mut receiver) in queues {
+            runtime.spawn(async move {
+                while let Some((topic, payload)) = receiver.recv().await {
+                    plugin.deliver(topic, payload).await;
+                }
+            });
+        }
+        for plugin in &self.all {
+            let restarts = metrics.worker_restarts.with_label_values(&[&plugin.name]);
+            runtime.spawn(Arc::clone(plugin).supervise_worker(restarts));
+        }
+        runtime.spawn(sweep_expired(store));
+        let _ = self.runtime.set(runtime);
+        Ok(())
+    }
+}
+
+/// Deletes expired store values now and then, so that keys written with a TTL and never read
+/// again do not pile up.
+async fn sweep_expired(store: Store) {
+    let mut interval = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        interval.tick().await;
+        if let Err(e) = store.kv_sweep().await {
+            tracing::warn!(error = %e, "sweeping expired plugin values failed");
+        }
+    }
+}
+
+fn load_one(
+    entry: &PluginConfig,
+    metrics: &Metrics,
+    host_metrics: &HostMetrics,
+) -> Result<Plugin, PluginError> {
+    let error = |reason| PluginError {
+        origin: entry.origin.clone(),
+        name: entry.name.clone(),
+        path: entry.path.clone(),
+        reason,
+    };
+    let config = serde_json::Value::Object(entry.config.clone()).to_string();
+    let context = PluginContext::new(&entry.name, &entry.origin, metrics.clone());
+    let loaded = loader::load(&entry.path, &config, context).map_err(error)?;
+    if loaded.api.on_event.is_none() && !loaded.context.subscriptions().is_empty() {
+        return Err(error(LoadFailure::Wiring(
+            "it subscribes to topics but implements no EventConsumer".to_owned(),
+        )));
+    }
+    if !loaded.manifest.login_methods.is_empty()
+        && (loaded.api.login_options.is_none() || loaded.api.authenticate.is_none())
+    {
+        return Err(error(LoadFailure::Wiring(
+            "it declares login methods but implements no IdentityProvider".to_owned(),
+        )));
+    }
+    let hooks = Hook::ALL
+        .iter()
+        .map(|hook| {
+            let labels = [entry.name.as_str(), hook.as_str()];
+            HookMetrics {
+                calls: host_metrics.calls.with_label_values(&labels),
+                errors: host_metrics.errors.with_label_values(&labels),
+                duration: host_metrics.duration.with_label_values(&labels),
+            }
+        })
+        .collect();
+    Ok(Plugin {
+        name: entry.name.clone(),
+        path: entry.path.clone(),
+        manifest: loaded.manifest,
+        api: loaded.api,
+        context: loaded.context,
+        call_timeout: Duration::from_millis(entry.call_timeout_ms),
+        hooks,
+    })
+}

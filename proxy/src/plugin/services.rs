@@ -1,0 +1,370 @@
+//! The asynchronous host services: every `HostApi::call` lands here and runs as a task on the
+//! plugin runtime, whichever thread the plugin was polled on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_ffi::FutureExt as _;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
+
+use super::Plugin;
+use super::context::PluginContext;
+use super::metrics::HostMetrics;
+use crate::seal::{SealKey, Sealer};
+use crate::store::Store;
+
+/// Default and ceiling of a plugin's HTTP request time.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Larger response bodies are refused: a plugin's HTTP call is an API call, not a download.
+const HTTP_BODY_MAX: usize = 8 << 20;
+/// Longest single `sleep`; a worker that wants longer sleeps again.
+const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Events waiting for one consumer; beyond this new events for it are dropped and counted.
+pub(super) const EVENT_QUEUE: usize = 1024;
+
+/// An event on its way to a consumer: topic and payload.
+pub(super) type QueuedEvent = (String, Vec<u8>);
+
+pub(super) struct Services {
+    pub runtime: tokio::runtime::Handle,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub sealer: Sealer,
+    /// Topic -> consumers' queues. Fixed at start: subscriptions are made during init.
+    pub bus: HashMap<String, Vec<(Arc<Plugin>, mpsc::Sender<QueuedEvent>)>>,
+    pub metrics: HostMetrics,
+}
+
+/// Aborts the host task when the plugin drops the future (a hook timed out, a request ended).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn reply(code: u32, body: impl Into<Vec<u8>>) -> Reply {
+    Reply {
+        code,
+        meta: Buf::empty(),
+        body: Buf::from_vec(body.into()),
+    }
+}
+
+fn ok(meta: &serde_json::Value, body: Vec<u8>) -> Reply {
+    Reply {
+        code: abi::reply::OK,
+        meta: Buf::from_vec(meta.to_string().into_bytes()),
+        body: Buf::from_vec(body),
+    }
+}
+
+fn parse<T: DeserializeOwned>(meta: &Buf) -> Result<T, Reply> {
+    serde_json::from_slice(meta.as_slice())
+        .map_err(|e| reply(abi::reply::INVALID, format!("malformed request: {e}")))
+}
+
+fn service_name(op: u32) -> &'static str {
+    match op {
+        abi::op::HTTP => "http",
+        abi::op::STORE_GET | abi::op::STORE_PUT | abi::op::STORE_DELETE => "store",
+        abi::op::UNIQUE_ID | abi::op::USER_ID => "user_ids",
+        abi::op::SEAL | abi::op::OPEN => "seal",
+        abi::op::PUBLISH => "publish",
+        abi::op::SLEEP => "timer",
+        _ => "unknown",
+    }
+}
+
+fn result_name(code: u32) -> &'static str {
+    match code {
+        abi::reply::OK => "ok",
+        abi::reply::NOT_FOUND => "not_found",
+        abi::reply::TIMEOUT => "timeout",
+        abi::reply::INVALID => "invalid",
+        abi::reply::UNSUPPORTED => "unsupported",
+        _ => "failed",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpMeta {
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyMeta {
+    key: String,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserIdMeta {
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UniqueIdMeta {
+    unique_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextMeta {
+    context: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicMeta {
+    topic: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepMeta {
+    ms: u64,
+}
+
+impl Services {
+    /// Starts `op` for `plugin` on the plugin runtime and returns a future of its reply.
+    pub fn call(
+        services: &Arc<Self>,
+        plugin: &'static PluginContext,
+        op: u32,
+        meta: Buf,
+        body: Buf,
+    ) -> FfiFuture<Reply> {
+        let this = Arc::clone(services);
+        let task = services.runtime.spawn(async move {
+            let reply = this.perform(plugin, op, &meta, body).await;
+            this.metrics
+                .host_calls
+                .with_label_values(&[&plugin.name, service_name(op), result_name(reply.code)])
+                .inc();
+            reply
+        });
+        let task = AbortOnDrop(task);
+        async move {
+            let mut task = task;
+            match (&mut task.0).await {
+                Ok(reply) => reply,
+                Err(_) => reply(abi::reply::FAILED, "the host task ended abnormally"),
+            }
+        }
+        .into_ffi()
+    }
+
+    async fn perform(&self, plugin: &PluginContext, op: u32, meta: &Buf, body: Buf) -> Reply {
+        let result = match op {
+            abi::op::HTTP => self.http(meta, body).await,
+            abi::op::STORE_GET => self.store_get(plugin, meta).await,
+            abi::op::STORE_PUT => self.store_put(plugin, meta, &body).await,
+            abi::op::STORE_DELETE => self.store_delete(plugin, meta).await,
+            abi::op::UNIQUE_ID => self.unique_id(meta).await,
+            abi::op::USER_ID => self.user_id(meta).await,
+            abi::op::SEAL | abi::op::OPEN => self.seal(plugin, op, meta, &body),
+            abi::op::PUBLISH => Ok(self.publish(meta, &body)),
+            abi::op::SLEEP => Self::sleep(meta).await,
+            other => Err(reply(
+                abi::reply::UNSUPPORTED,
+                format!("this host has no operation {other}"),
+            )),
+        };
+        result.unwrap_or_else(|reply| reply)
+    }
+
+    async fn http(&self, meta: &Buf, body: Buf) -> Result<Reply, Reply> {
+        let request: HttpMeta = parse(meta)?;
+        let invalid = |what: &str| reply(abi::reply::INVALID, what.to_owned());
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| invalid("invalid HTTP method"))?;
+        let url = reqwest::Url::parse(&request.url).map_err(|_| invalid("invalid URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("only http and https URLs are allowed"));
+        }
+        let timeout = request
+            .timeout_ms
+            .map_or(HTTP_TIMEOUT, Duration::from_millis)
+            .min(HTTP_TIMEOUT_MAX);
+        let mut builder = self.http.request(method, url).timeout(timeout);
+        for (name, value) in &request.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("invalid header name"))?;
+            let value =
+                http::HeaderValue::from_str(value).map_err(|_| invalid("invalid header value"))?;
+            builder = builder.header(name, value);
+        }
+        if !body.as_slice().is_empty() {
+            builder = builder.body(body.to_vec());
+        }
+        // reqwest's messages name the URL; the plugin knows it, and the host logs only counts.
+        let failed = |e: reqwest::Error| {
+            let code = if e.is_timeout() {
+                abi::reply::TIMEOUT
+            } else {
+                abi::reply::FAILED
+            };
+            reply(code, e.to_string())
+        };
+        let mut response = builder.send().await.map_err(failed)?;
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if bytes.len() + chunk.len() > HTTP_BODY_MAX {
+                return Err(reply(
+                    abi::reply::FAILED,
+                    format!("response body larger than {HTTP_BODY_MAX} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(ok(
+            &serde_json::json!({ "status": status, "headers": headers }),
+            bytes,
+        ))
+    }
+
+    async fn store_get(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let KeyMeta { key, .. } = parse(meta)?;
+        match self.store.kv_get(&plugin.name, &key).await {
+            Ok(Some(value)) => Ok(ok(&serde_json::json!({}), value)),
+            Ok(None) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
+            Err(e) => Err(store_failed(plugin, &e)),
+        }
+    }
+
+    async fn store_put(
+        &self,
+        plugin: &PluginContext,
+        meta: &Buf,
+        body: &Buf,
+    ) -> Result<Reply, Reply> {
+        let KeyMeta { key, ttl_ms } = parse(meta)?;
+        let ttl = ttl_ms.map(Duration::from_millis);
+        self.store
+            .kv_put(&plugin.name, &key, body.as_slice(), ttl)
+            .await
+            .map_err(|e| store_failed(plugin, &e))?;
+        Ok(ok(&serde_json::json!({}), Vec::new()))
+    }
+
+    async fn store_delete(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let KeyMeta { key, .. } = parse(meta)?;
+        match self.store.kv_delete(&plugin.name, &key).await {
+            Ok(true) => Ok(ok(&serde_json::json!({}), Vec::new())),
+            Ok(false) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
+            Err(e) => Err(store_failed(plugin, &e)),
+        }
+    }
+
+    async fn unique_id(&self, meta: &Buf) -> Result<Reply, Reply> {
+        let UserIdMeta { user_id } = parse(meta)?;
+        if user_id.is_empty() {
+            return Err(reply(abi::reply::INVALID, "empty user id"));
+        }
+        let unique_id = self
+            .store
+            .unique_id(&user_id)
+            .await
+            .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+        Ok(ok(&serde_json::json!({}), unique_id.into_bytes()))
+    }
+
+    async fn user_id(&self, meta: &Buf) -> Result<Reply, Reply> {
+        let UniqueIdMeta { unique_id } = parse(meta)?;
+        match self.store.user_id(&unique_id).await {
+            Ok(Some(user_id)) => Ok(ok(&serde_json::json!({}), user_id.into_bytes())),
+            Ok(None) => Err(reply(abi::reply::NOT_FOUND, "no such unique id")),
+            Err(e) => Err(reply(abi::reply::FAILED, e.to_string())),
+        }
+    }
+
+    fn seal(
+        &self,
+        plugin: &PluginContext,
+        op: u32,
+        meta: &Buf,
+        body: &Buf,
+    ) -> Result<Reply, Reply> {
+        let ContextMeta { context } = parse(meta)?;
+        let key = match plugin.seal_key.get() {
+            Some(key) => key,
+            None => {
+                let key: SealKey = self
+                    .sealer
+                    .key(&plugin.name)
+                    .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+                plugin.seal_key.get_or_init(|| key)
+            }
+        };
+        let result = if op == abi::op::SEAL {
+            key.seal(context.as_bytes(), body.as_slice())
+        } else {
+            key.open(context.as_bytes(), body.as_slice())
+        };
+        result
+            .map(|bytes| ok(&serde_json::json!({}), bytes))
+            .map_err(|e| reply(abi::reply::FAILED, e.to_string()))
+    }
+
+    fn publish(&self, meta: &Buf, body: &Buf) -> Reply {
+        let topic = match parse::<TopicMeta>(meta) {
+            Ok(TopicMeta { topic }) => topic,
+            Err(reply) => return reply,
+        };
+        let (mut delivered, mut dropped) = (0u32, 0u32);
+        for (consumer, queue) in self.bus.get(&topic).into_iter().flatten() {
+            if queue.try_send((topic.clone(), body.to_vec())).is_ok() {
+                delivered += 1;
+            } else {
+                dropped += 1;
+                self.metrics
+                    .events_dropped
+                    .with_label_values(&[&consumer.name])
+                    .inc();
+            }
+        }
+        ok(
+            &serde_json::json!({ "delivered": delivered, "dropped": dropped }),
+            Vec::new(),
+        )
+    }
+
+    async fn sleep(meta: &Buf) -> Result<Reply, Reply> {
+        let SleepMeta { ms } = parse(meta)?;
+        tokio::time::sleep(Duration::from_millis(ms).min(SLEEP_MAX)).await;
+        Ok(ok(&serde_json::json!({}), Vec::new()))
+    }
+}
+
+/// The store's error can name the database file; the plugin gets the kind, the log the detail.
+fn store_failed(plugin: &PluginContext, error: &crate::store::StoreError) -> Reply {
+    tracing::warn!(plugin = %plugin.name, error = %error, "plugin store operation failed");
+    reply(abi::reply::FAILED, "the store failed; see the host log")
+}
