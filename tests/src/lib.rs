@@ -36,6 +36,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Path of a plugin library built by this workspace from crate `crate_name`.
+pub fn plugin_library(crate_name: &str) -> PathBuf {
+    binary(&format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
 /// The repository root (for the shipped providers.toml and friends).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -134,7 +134,8 @@ fn parse_config<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String>
             .rfind(" at line ")
             .map_or(inner.as_str(), |cut| &inner[..cut]);
         let path = e.path().to_string();
-        if path == "." {
+        // An unknown key's path is the key itself, which the message already names.
+        if path == "." || message.starts_with("unknown field") {
             format!("invalid config: {message}")
         } else {
             format!("invalid config: {path}: {message}")

@@ -155,7 +155,7 @@ impl PluginContext {
         };
         let recorded = match metric {
             // prometheus panics on negative counter increments; refuse them instead.
-            PluginMetric::Counter(_) if !(value >= 0.0) => Err(()),
+            PluginMetric::Counter(_) if value.is_nan() || value < 0.0 => Err(()),
             PluginMetric::Counter(m) => m
                 .get_metric_with_label_values(labels)
                 .map(|c| c.inc_by(value))

@@ -45,7 +45,7 @@ use crate::seal::{SealError, Sealer};
 use crate::store::{Store, StoreError};
 use context::PluginContext;
 use metrics::HostMetrics;
-use services::{EVENT_QUEUE, QueuedEvent, Services};
+use services::{Bus, EVENT_QUEUE, QueuedEvent, Services, Subscriber};
 
 /// Threads of the runtime that performs host services, delivers events and runs workers.
 const RUNTIME_THREADS: usize = 2;
@@ -139,7 +139,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn from_outcome(outcome: Outcome) -> Result<Self, String> {
+    fn from_outcome(outcome: &Outcome) -> Result<Self, String> {
         if !(200..=599).contains(&outcome.status) {
             return Err(format!("answered with status {}", outcome.status));
         }
@@ -280,7 +280,7 @@ impl Plugin {
         if outcome.kind != abi::outcome::RESPOND {
             return Ok(None);
         }
-        Answer::from_outcome(outcome)
+        Answer::from_outcome(&outcome)
             .map(Some)
             .map_err(|m| self.failed(Hook::RequestFilter, PluginFailure::Protocol(m)))
     }
@@ -597,8 +597,7 @@ impl Plugins {
             .build()
             .map_err(|e| HostError::HttpClient(e.to_string()))?;
 
-        let mut bus: HashMap<String, Vec<(Arc<Plugin>, mpsc::Sender<QueuedEvent>)>> =
-            HashMap::new();
+        let mut bus = Bus::new();
         let mut queues = Vec::new();
         for plugin in &self.all {
             let topics = plugin.context.subscriptions();
@@ -607,9 +606,10 @@ impl Plugins {
             }
             let (sender, receiver) = mpsc::channel::<QueuedEvent>(EVENT_QUEUE);
             for topic in topics {
-                bus.entry(topic)
-                    .or_default()
-                    .push((Arc::clone(plugin), sender.clone()));
+                bus.entry(topic).or_default().push(Subscriber {
+                    plugin: Arc::clone(plugin),
+                    queue: sender.clone(),
+                });
             }
             queues.push((Arc::clone(plugin), receiver));
         }

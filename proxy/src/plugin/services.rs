@@ -30,13 +30,21 @@ pub(super) const EVENT_QUEUE: usize = 1024;
 /// An event on its way to a consumer: topic and payload.
 pub(super) type QueuedEvent = (String, Vec<u8>);
 
+/// A consumer plugin and the queue its events wait in.
+pub(super) struct Subscriber {
+    pub plugin: Arc<Plugin>,
+    pub queue: mpsc::Sender<QueuedEvent>,
+}
+
+/// Topic -> subscribers. Fixed at start: subscriptions are made during init.
+pub(super) type Bus = HashMap<String, Vec<Subscriber>>;
+
 pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,
     pub store: Store,
     pub sealer: Sealer,
-    /// Topic -> consumers' queues. Fixed at start: subscriptions are made during init.
-    pub bus: HashMap<String, Vec<(Arc<Plugin>, mpsc::Sender<QueuedEvent>)>>,
+    pub bus: Bus,
     pub metrics: HostMetrics,
 }
 
@@ -339,14 +347,18 @@ impl Services {
             Err(reply) => return reply,
         };
         let (mut delivered, mut dropped) = (0u32, 0u32);
-        for (consumer, queue) in self.bus.get(&topic).into_iter().flatten() {
-            if queue.try_send((topic.clone(), body.to_vec())).is_ok() {
+        for subscriber in self.bus.get(&topic).into_iter().flatten() {
+            if subscriber
+                .queue
+                .try_send((topic.clone(), body.to_vec()))
+                .is_ok()
+            {
                 delivered += 1;
             } else {
                 dropped += 1;
                 self.metrics
                     .events_dropped
-                    .with_label_values(&[&consumer.name])
+                    .with_label_values(&[&subscriber.plugin.name])
                     .inc();
             }
         }
