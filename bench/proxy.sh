@@ -3,11 +3,16 @@
 #   direct  - wrk -> upstream (nginx `return 200` with an XSI profile body)
 #   nginx   - wrk -> nginx keepalive reverse proxy -> upstream
 #   xsigate - wrk -> xsigate -> upstream
+#   plugin  - wrk -> xsigate with a no-op request-filter plugin (plugins/fixtures/noop-filter)
+#             on the provider -> upstream
 # Same wrk threads, connections, duration and path for each. Prints req/s, p50, p99, the ratios
-# xsigate/nginx and xsigate/direct, and the proxies' resident memory.
+# xsigate/nginx, xsigate/direct and plugin/xsigate, and the proxies' resident memory. The two
+# xsigate targets are measured alternately, in rounds, so that drift on a busy machine
+# does not land on one of them; their figures are the means of the rounds.
 #
 # Usage: bench/proxy.sh [duration_seconds=10] [connections=32] [wrk_threads=1]
-# Env:   XSIGATE_BENCH_EXTRA  extra TOML appended to xsigate's config (e.g. a plugin).
+# Env:   XSIGATE_BENCH_EXTRA   extra TOML appended to both xsigate configs
+#        XSIGATE_BENCH_ROUNDS  rounds of the two xsigate targets (default 3)
 set -euo pipefail
 
 duration=${1:-10}
@@ -24,9 +29,11 @@ cleanup() {
 trap cleanup EXIT
 
 "$root/scripts/install-deps" bench
-cargo build --release --locked -p xsigate --manifest-path "$root/Cargo.toml" >&2
+cargo build --release --locked -p xsigate -p xsigate-fixture-noop-filter \
+  --manifest-path "$root/Cargo.toml" >&2
 
 upstream_port=19081 nginx_port=19082 xsigate_port=19083 metrics_port=19084
+plugin_port=19085 plugin_metrics_port=19086
 user=alice@bench.example
 path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
 auth="Basic $(printf '%s:%s' "$user" pw | base64)"
@@ -68,21 +75,31 @@ http {
   }
 }
 EOF
-cat > "$work/xsigate.toml" <<EOF
+# xsigate_config NAME PORT METRICS_PORT PLUGINS_TOML PROVIDER_PLUGINS
+xsigate_config() {
+  cat > "$work/$1.toml" <<EOF
 [server]
-data_dir = "$work/data"
+data_dir = "$work/data-$1"
 access_log = false
 grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 1
 [[server.listeners]]
-address = "127.0.0.1:$xsigate_port"
+address = "127.0.0.1:$2"
 [server.metrics]
-address = "127.0.0.1:$metrics_port"
+address = "127.0.0.1:$3"
+$4
 [providers.bench]
 domains = ["bench.example"]
 xsp = ["http://127.0.0.1:$upstream_port"]
+plugins = [$5]
 ${XSIGATE_BENCH_EXTRA:-}
 EOF
+}
+xsigate_config xsigate $xsigate_port $metrics_port "" ""
+xsigate_config plugin $plugin_port $plugin_metrics_port \
+  "[[plugins]]
+name = \"noop\"
+path = \"$root/target/release/libxsigate_fixture_noop_filter.so\"" '"noop"'
 
 
 # Waits until `port` answers, while the process that should serve it (`pid`) is alive: a port
@@ -96,15 +113,17 @@ wait_port() {
   done
   echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
 }
-for port in $upstream_port $nginx_port $xsigate_port; do
+for port in $upstream_port $nginx_port $xsigate_port $plugin_port; do
   if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
 done
 nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
 nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
 "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
+"$root/target/release/xsigate" run -c "$work/plugin.toml" 2>"$work/plugin.log" & plugin_pid=$!; pids+=($plugin_pid)
 wait_port $upstream_port $upstream_pid
 wait_port $nginx_port $nginx_pid
 wait_port $xsigate_port $xsigate_pid
+wait_port $plugin_port $plugin_pid
 
 # Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
 measure() {
@@ -130,7 +149,15 @@ tree_rss_kib() { # a process and its children (nginx master + workers)
 
 read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port)
 read -r nginx_rps nginx_p50 nginx_p99 < <(measure $nginx_port)
-read -r xsigate_rps xsigate_p50 xsigate_p99 < <(measure $xsigate_port)
+rounds=${XSIGATE_BENCH_ROUNDS:-3}
+: > "$work/rounds.xsigate"; : > "$work/rounds.plugin"
+for _ in $(seq 1 $rounds); do
+  measure $xsigate_port >> "$work/rounds.xsigate"
+  measure $plugin_port >> "$work/rounds.plugin"
+done
+mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
+read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
+read -r plugin_rps plugin_p50 plugin_p99 < <(mean "$work/rounds.plugin")
 
 nginx_master=$(cat "$work/proxy.pid")
 printf '\nwrk -t%s -c%s -d%ss, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$path" "$(nproc)"
@@ -138,7 +165,12 @@ printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
 printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
 printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$nginx_master") / 1024" | bc -l)"
 printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
+printf '%-8s %10s %9s %9s %10.1f\n' plugin "$plugin_rps" "$plugin_p50" "$plugin_p99" "$(echo "$(rss_kib $plugin_pid) / 1024" | bc -l)"
+printf '\nxsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
+printf 'plugin rounds (req/s):  %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.plugin")"
 printf '\nxsigate/nginx:  throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $nginx_rps" | bc -l)" "$(echo "$xsigate_p99 / $nginx_p99" | bc -l)"
 printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
+printf 'plugin/xsigate: throughput %.3f  p99 %.2f  (the cost of a no-op plugin hook)\n' \
+  "$(echo "$plugin_rps / $xsigate_rps" | bc -l)" "$(echo "$plugin_p99 / $xsigate_p99" | bc -l)"

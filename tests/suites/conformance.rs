@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use xsigate_tests::{Gateway, Upstream, basic, binary, client, provider, repo_root, run_command};
+use xsigate_tests::{
+    Gateway, Upstream, basic, binary, client, plugin_library, provider, repo_root, run_command,
+};
 
 #[test]
 fn check_accepts_the_shipped_configuration() {
@@ -99,10 +101,20 @@ fn version_names_the_build() {
     );
 }
 
+/// A gateway whose provider uses a no-op plugin, so that the plugin families are exported too.
+async fn gateway_with_plugin(xsp: &Upstream) -> Gateway {
+    let plugin = format!(
+        "[[plugins]]\nname = \"noop\"\npath = \"{}\"\n",
+        plugin_library("xsigate-fixture-noop-filter").display()
+    );
+    let provider = provider("acme", &["acme.example"], &[xsp], "plugins = [\"noop\"]");
+    Gateway::start(&format!("{plugin}{provider}")).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool() {
     let xsp = Upstream::start("xsp").await;
-    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let gateway = gateway_with_plugin(&xsp).await;
     let http = client();
     for path in [
         "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile",
@@ -139,6 +151,11 @@ async fn metrics_pass_promtool() {
         "xsigate_downstream_connections",
         "xsigate_build_info",
         "process_resident_memory_bytes",
+        "xsigate_plugin_calls_total",
+        "xsigate_plugin_errors_total",
+        "xsigate_plugin_call_duration_seconds_bucket",
+        "xsigate_plugin_worker_restarts_total",
+        "xsigate_plugin_events_dropped_total",
     ] {
         assert!(exposition.contains(family), "{family} is missing");
     }
@@ -234,7 +251,7 @@ async fn dashboards_and_alerts_match_the_exposition() {
     ));
 
     let xsp = Upstream::start("xsp").await;
-    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let gateway = gateway_with_plugin(&xsp).await;
     gateway
         .wait_metric("xsigate_xsp_up{provider=\"acme\",xsp=\"xsp1\"}", |v| {
             v == 1.0

@@ -654,3 +654,41 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         "{text}"
     );
 }
+
+#[test]
+fn plugin_crates_link_no_async_runtime_and_no_http_client() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for krate in [
+        "xsigate-plugin-sdk",
+        "xsigate-idp-webhook",
+        "xsigate-fixture-host-services",
+        "xsigate-fixture-noop-filter",
+    ] {
+        let (code, stdout, stderr) = run_command(
+            Command::new(&cargo)
+                .args([
+                    "tree",
+                    "--offline",
+                    "--locked",
+                    "-e",
+                    "normal",
+                    "--prefix",
+                    "none",
+                    "-p",
+                    krate,
+                ])
+                .current_dir(xsigate_tests::repo_root()),
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(krate), "{stdout}");
+        let linked: Vec<&str> = stdout
+            .lines()
+            .filter(|line| {
+                ["tokio ", "hyper ", "reqwest "]
+                    .iter()
+                    .any(|c| line.starts_with(c))
+            })
+            .collect();
+        assert!(linked.is_empty(), "{krate} links {linked:?}");
+    }
+}

@@ -92,7 +92,7 @@ impl Host {
             "method": request.method,
             "url": request.url,
             "headers": request.headers,
-            "timeout_ms": request.timeout.map(|t| t.as_millis()),
+            "timeout_ms": request.timeout.map(millis),
         });
         let (meta, body) = self.call(abi::op::HTTP, &meta, request.body).await?;
         let head: ResponseHead = serde_json::from_slice(meta.as_slice())?;
@@ -177,10 +177,13 @@ impl Host {
 
     /// Waits on the host's timer.
     pub async fn sleep(self, duration: Duration) -> Result<(), Error> {
-        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        self.call(abi::op::SLEEP, &json!({ "ms": ms }), Vec::new())
-            .await
-            .map(|_| ())
+        self.call(
+            abi::op::SLEEP,
+            &json!({ "ms": millis(duration) }),
+            Vec::new(),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Subscribes this plugin's [`crate::EventConsumer`] to a topic. Only allowed during
@@ -294,6 +297,11 @@ impl Host {
             ))
         }
     }
+}
+
+/// Milliseconds as JSON carries them (`u64`; longer durations saturate).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn text(body: &Buf) -> Result<String, Error> {
@@ -417,7 +425,7 @@ impl Store {
 
     /// Stores a value, replacing any; with a time to live it disappears after that.
     pub async fn put(self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
-        let meta = json!({ "key": key, "ttl_ms": ttl.map(|t| t.as_millis()) });
+        let meta = json!({ "key": key, "ttl_ms": ttl.map(millis) });
         self.host
             .call(abi::op::STORE_PUT, &meta, value.to_vec())
             .await

@@ -578,6 +578,8 @@ impl Plugins {
         let Some(metrics) = &self.metrics else {
             return Ok(());
         };
+        // The plugins' HTTP client uses the process's TLS provider, as Pingora does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if self.runtime.get().is_some() {
             return Ok(());
         }
@@ -680,6 +682,13 @@ fn load_one(
             "it declares login methods but implements no IdentityProvider".to_owned(),
         )));
     }
+    // Every plugin's series exist from the start, at zero, so that rates and alerts see them.
+    host_metrics
+        .events_dropped
+        .with_label_values(&[&entry.name]);
+    host_metrics
+        .worker_restarts
+        .with_label_values(&[&entry.name]);
     let hooks = Hook::ALL
         .iter()
         .map(|hook| {
