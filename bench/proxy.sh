@@ -174,3 +174,9 @@ printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
 printf 'plugin/xsigate: throughput %.3f  p99 %.2f  (the cost of a no-op plugin hook)\n' \
   "$(echo "$plugin_rps / $xsigate_rps" | bc -l)" "$(echo "$plugin_p99 / $xsigate_p99" | bc -l)"
+# The hook's own time as the host measured it: steadier than the throughput ratio on a busy
+# machine, where run-to-run drift can exceed the hook's cost.
+curl -fs "http://127.0.0.1:$plugin_metrics_port/metrics" | awk '
+  /^xsigate_plugin_call_duration_seconds_sum\{hook="request_filter"/ { sum = $2 }
+  /^xsigate_plugin_call_duration_seconds_count\{hook="request_filter"/ { count = $2 }
+  END { if (count > 0) printf "no-op request_filter hook: %d calls, mean %.2f us per call\n", count, sum / count * 1e6 }'

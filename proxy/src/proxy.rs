@@ -217,18 +217,15 @@ impl Gateway {
                 client,
             );
             for plugin in &provider.plugins.request {
-                match plugin.request_filter(&mut exchange).await {
-                    Ok(None) => {}
-                    outcome => {
-                        decided = Some((plugin, outcome));
-                        break;
-                    }
+                if let Some(decision) = plugin.request_filter(&mut exchange).await.transpose() {
+                    decided = Some((plugin, decision));
+                    break;
                 }
             }
         }
         match decided {
             None => Ok(false),
-            Some((plugin, Ok(Some(answer)))) => {
+            Some((plugin, Ok(answer))) => {
                 ctx.plugin = Some(plugin.name.clone());
                 respond::plugin_answer(session, &answer, &ctx.request_id).await?;
                 Ok(true)
@@ -238,7 +235,6 @@ impl Gateway {
                 ctx.plugin = Some(plugin.name.clone());
                 self.refuse(session, ctx, code).await
             }
-            Some((_, Ok(None))) => Ok(false),
         }
     }
 
@@ -517,8 +513,7 @@ impl ProxyHttp for Gateway {
                     }
                 }
             }
-            let provider = &provider;
-            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
+            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(&provider)) {
                 response.insert_header(XSP_PIN, xsp.name.as_str())?;
             }
         }

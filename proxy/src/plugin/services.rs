@@ -221,8 +221,10 @@ impl Services {
         if !body.as_slice().is_empty() {
             builder = builder.body(body.to_vec());
         }
-        // reqwest's messages name the URL; the plugin knows it, and the host logs only counts.
+        // The message may reach the host's log through the plugin's own error, so it must not
+        // carry the URL (which can be an XSP's address, or hold a token in its query).
         let failed = |e: reqwest::Error| {
+            let e = e.without_url();
             let code = if e.is_timeout() {
                 abi::reply::TIMEOUT
             } else {
