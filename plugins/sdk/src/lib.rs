@@ -13,7 +13,7 @@
 //! The SDK links no async runtime and no HTTP client: all I/O is done by the host, which polls
 //! the plugin's futures on its own runtime. [`abi`] is the raw contract underneath.
 //!
-//! ```ignore
+//! ```no_run
 //! use xsigate_plugin_sdk::{Decision, Error, Host, Plugin, Request, RequestFilter};
 //!
 //! pub struct Tagger { host: Host }
