@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod headers;
 pub mod health;
+pub mod host;
 pub mod identity;
 pub mod metrics;
 pub mod plugin;

@@ -17,8 +17,9 @@ use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::health::HealthService;
+use crate::host::{Host, HostError, HostSettings};
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::{HostError, HostSettings, Plugins};
+use crate::plugin::{Plugins, PluginsError};
 use crate::provider::Providers;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
@@ -42,7 +43,9 @@ pub enum StartupError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
-    Plugins(#[from] HostError),
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Plugins(#[from] PluginsError),
     #[error("TLS listener {address}: {reason}")]
     Tls { address: String, reason: String },
     #[error("cannot start the server: {0}")]
@@ -72,10 +75,11 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
 
     let metrics = Metrics::new()?;
     let plugins = Plugins::load(config, &metrics)?;
-    plugins.start(&HostSettings {
+    let host = Host::start(&HostSettings {
         data_dir: data_dir.clone(),
         secret_file,
     })?;
+    plugins.start(&host)?;
     let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
     providers.resolve_all_blocking();
 

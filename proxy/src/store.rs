@@ -1,12 +1,17 @@
-//! The embedded store: SQLite in `data_dir`.
+//! The store: what must survive a restart, behind one trait so that several instances can later
+//! share a PostgreSQL database with the same schema.
 //!
-//! It holds what must survive a restart: the userId -> uniqueId map and plugins' namespaced
-//! key-value data. Every query is parameterised; values are opaque bytes.
+//! The embedded implementation is SQLite in `data_dir`. It holds the userId -> uniqueId map and
+//! plugins' namespaced key-value data. Every query is parameterised; values are opaque bytes.
+//! The schema is versioned: [`MIGRATIONS`] run in order, once each, and a database written by a
+//! newer xsigate is refused rather than misread.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// File name of the database inside `data_dir`.
@@ -16,27 +21,67 @@ pub const DATABASE_FILE: &str = "xsigate.sqlite";
 pub enum StoreError {
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error(
+        "the store {path} has schema version {found}, newer than this xsigate knows ({known}); \
+         run the newer xsigate, or restore a backup"
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS plugin_kv (
+/// Schema changes, oldest first. Never edit one that has shipped; append a new one.
+pub const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE plugin_kv (
         namespace TEXT NOT NULL,
         key TEXT NOT NULL,
         value BLOB NOT NULL,
         expires_at_ms INTEGER,
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS user_ids (
+    "CREATE TABLE user_ids (
         user_id TEXT PRIMARY KEY,
         unique_id TEXT NOT NULL UNIQUE,
         created_at_ms INTEGER NOT NULL
     )",
-];
+]];
 
+/// What the gateway keeps between restarts.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A live (unexpired) value of `key` in `namespace`.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a value, replacing any; with a time to live it disappears after that.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a key; true when a live value was there.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
+
+    /// Deletes expired values; returns how many.
+    async fn kv_sweep(&self) -> Result<u64, StoreError>;
+
+    /// The uniqueId of a userId, created on first use. It is random, so it reveals nothing
+    /// about the user, and stable, so clients can key their data on it.
+    async fn unique_id(&self, user_id: &str) -> Result<String, StoreError>;
+
+    /// The userId behind a uniqueId.
+    async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// The embedded store.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
 }
 
@@ -46,9 +91,9 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-impl Store {
-    /// Opens (creating if needed) the database in `data_dir`. Must run on the runtime that will
-    /// use the store: the pool's maintenance tasks live there.
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    /// Must run on the runtime that will use the store: the pool's tasks live there.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         let open_error = |source| StoreError::Open {
@@ -67,17 +112,50 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        for statement in SCHEMA {
-            sqlx::query(*statement)
-                .execute(&pool)
-                .await
-                .map_err(open_error)?;
-        }
+        migrate(&pool, &path).await?;
         Ok(Self { pool })
     }
+}
 
-    /// A live value of `key` in `namespace`.
-    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+/// Applies the migrations the database has not seen, each in its own transaction together with
+/// the version bump (`PRAGMA user_version`), so a crash never leaves half a migration.
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let mut connection = pool.acquire().await?;
+    let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *connection)
+        .await?;
+    let known = MIGRATIONS.len();
+    if usize::try_from(found).map_or(true, |found| found > known) {
+        return Err(StoreError::Newer {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    for (index, statements) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        let mut transaction = connection.begin().await?;
+        for statement in *statements {
+            sqlx::query(*statement).execute(&mut *transaction).await?;
+        }
+        // PRAGMA takes no bound parameters; the value is our own index.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            index + 1
+        )))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let value = sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT value FROM plugin_kv WHERE namespace = ?1 AND key = ?2
              AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
@@ -90,7 +168,7 @@ impl Store {
         Ok(value)
     }
 
-    pub async fn kv_put(
+    async fn kv_put(
         &self,
         namespace: &str,
         key: &str,
@@ -113,8 +191,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a key; true when a live value was there.
-    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "DELETE FROM plugin_kv WHERE namespace = ?1 AND key = ?2
              AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
@@ -127,8 +204,7 @@ impl Store {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Deletes expired values; returns how many.
-    pub async fn kv_sweep(&self) -> Result<u64, StoreError> {
+    async fn kv_sweep(&self) -> Result<u64, StoreError> {
         let result = sqlx::query("DELETE FROM plugin_kv WHERE expires_at_ms <= ?1")
             .bind(now_ms())
             .execute(&self.pool)
@@ -136,9 +212,7 @@ impl Store {
         Ok(result.rows_affected())
     }
 
-    /// The uniqueId of a userId, created on first use. It is random, so it reveals nothing
-    /// about the user, and stable, so clients can key their data on it.
-    pub async fn unique_id(&self, user_id: &str) -> Result<String, StoreError> {
+    async fn unique_id(&self, user_id: &str) -> Result<String, StoreError> {
         let candidate = format!("{:032x}", rand::random::<u128>());
         sqlx::query(
             "INSERT INTO user_ids (user_id, unique_id, created_at_ms) VALUES (?1, ?2, ?3)
@@ -157,12 +231,108 @@ impl Store {
         Ok(unique_id)
     }
 
-    pub async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError> {
+    async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError> {
         let user_id =
             sqlx::query_scalar::<_, String>("SELECT user_id FROM user_ids WHERE unique_id = ?1")
                 .bind(unique_id)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(user_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_schema_is_migrated_once_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            let unique = store.unique_id("alice@acme.example").await.unwrap();
+            store.kv_put("p", "k", b"v", None).await.unwrap();
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+            store.pool.close().await;
+
+            let reopened = SqliteStore::open(dir.path()).await.unwrap();
+            assert_eq!(
+                reopened.unique_id("alice@acme.example").await.unwrap(),
+                unique
+            );
+            assert_eq!(
+                reopened.kv_get("p", "k").await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+        });
+    }
+
+    #[test]
+    fn a_database_from_a_newer_xsigate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            sqlx::query("PRAGMA user_version = 999")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            store.pool.close().await;
+            let error = SqliteStore::open(dir.path()).await.unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains("schema version 999, newer than this xsigate knows"),
+                "{message}"
+            );
+            assert!(message.contains(DATABASE_FILE), "{message}");
+        });
+    }
+
+    #[test]
+    fn unique_ids_are_stable_distinct_and_opaque() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            let alice = store.unique_id("alice@acme.example").await.unwrap();
+            let bob = store.unique_id("bob@acme.example").await.unwrap();
+            assert_ne!(alice, bob);
+            assert_eq!(alice.len(), 32);
+            assert!(!alice.contains("alice"));
+            assert_eq!(store.unique_id("alice@acme.example").await.unwrap(), alice);
+            assert_eq!(
+                store.user_id(&bob).await.unwrap().as_deref(),
+                Some("bob@acme.example")
+            );
+            assert_eq!(store.user_id("unknown").await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn values_are_namespaced_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            store.kv_put("a", "k", b"1", None).await.unwrap();
+            assert_eq!(store.kv_get("b", "k").await.unwrap(), None);
+            assert!(!store.kv_delete("b", "k").await.unwrap());
+            store
+                .kv_put("a", "short", b"2", Some(Duration::from_millis(1)))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(store.kv_get("a", "short").await.unwrap(), None);
+            assert_eq!(store.kv_sweep().await.unwrap(), 1);
+            assert!(store.kv_delete("a", "k").await.unwrap());
+        });
     }
 }

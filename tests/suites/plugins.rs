@@ -561,7 +561,8 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 
 #[test]
 fn the_example_identity_provider_logs_users_in_through_the_host() {
-    use xsigate::plugin::{AuthenticateError, HostSettings, PluginFailure, Plugins};
+    use xsigate::host::{Host, HostSettings};
+    use xsigate::plugin::{AuthenticateError, PluginFailure, Plugins};
     use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -581,12 +582,12 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
     let metrics = xsigate::metrics::Metrics::new().unwrap();
     let plugins = Arc::new(Plugins::load(&config, &metrics).unwrap());
     std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
-    plugins
-        .start(&HostSettings {
-            data_dir: dir.path().to_path_buf(),
-            secret_file: dir.path().join("secret"),
-        })
-        .unwrap();
+    let host = Host::start(&HostSettings {
+        data_dir: dir.path().to_path_buf(),
+        secret_file: dir.path().join("secret"),
+    })
+    .unwrap();
+    plugins.start(&host).unwrap();
     let chain = plugins.chain(&["webhook".to_owned()]);
     assert_eq!(chain.identity.len(), 1);
     assert_eq!(chain.identity[0].manifest.login_methods, ["webhook"]);

@@ -39,16 +39,13 @@ pub use exchange::Exchange;
 pub use loader::{LoadFailure, PluginError};
 
 use crate::config::{Config, PluginConfig};
+use crate::host::Host;
 use crate::metrics::{Metrics, MetricsError};
 use crate::respond::ErrorCode;
-use crate::seal::{SealError, Sealer};
-use crate::store::{Store, StoreError};
 use context::PluginContext;
 use metrics::HostMetrics;
 use services::{Bus, EVENT_QUEUE, QueuedEvent, Services, Subscriber};
 
-/// Threads of the runtime that performs host services, delivers events and runs workers.
-const RUNTIME_THREADS: usize = 2;
 /// Background workers are started again after a failure, waiting this long at first and
 /// doubling up to the maximum.
 const WORKER_BACKOFF: Duration = Duration::from_secs(1);
@@ -450,28 +447,15 @@ impl PluginChain {
     }
 }
 
-/// Why the plugin host could not start.
+/// Why the plugins could not be loaded or started.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum PluginsError {
     #[error(transparent)]
     Load(#[from] PluginError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot start the plugin runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Seal(#[from] SealError),
     #[error("cannot build the plugins' HTTP client: {0}")]
     HttpClient(String),
-}
-
-/// Where the host services keep their state.
-#[derive(Debug, Clone)]
-pub struct HostSettings {
-    pub data_dir: PathBuf,
-    pub secret_file: PathBuf,
 }
 
 /// Every loaded plugin.
@@ -481,7 +465,7 @@ pub struct Plugins {
     /// In `[[plugins]]` order.
     all: Vec<Arc<Plugin>>,
     metrics: Option<HostMetrics>,
-    runtime: OnceLock<&'static tokio::runtime::Runtime>,
+    started: OnceLock<()>,
 }
 
 impl Plugins {
@@ -491,12 +475,12 @@ impl Plugins {
             by_name: HashMap::new(),
             all: Vec::new(),
             metrics: None,
-            runtime: OnceLock::new(),
+            started: OnceLock::new(),
         }
     }
 
     /// Loads and initialises every `[[plugins]]` entry, and checks how providers combine them.
-    pub fn load(config: &Config, metrics: &Metrics) -> Result<Self, HostError> {
+    pub fn load(config: &Config, metrics: &Metrics) -> Result<Self, PluginsError> {
         if config.plugins.is_empty() {
             return Ok(Self::none());
         }
@@ -572,32 +556,22 @@ impl Plugins {
         chain
     }
 
-    /// Opens the store, derives keys, and starts event delivery and background workers. Call it
-    /// once, outside any async runtime (it blocks while the store opens).
-    pub fn start(&self, settings: &HostSettings) -> Result<(), HostError> {
+    /// Attaches the host services and starts event delivery and background workers, all on the
+    /// host's runtime. Only the first call does anything.
+    pub fn start(&self, host: &Host) -> Result<(), PluginsError> {
         let Some(metrics) = &self.metrics else {
             return Ok(());
         };
-        // The plugins' HTTP client uses the process's TLS provider, as Pingora does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        if self.runtime.get().is_some() {
+        if self.started.set(()).is_err() {
             return Ok(());
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("xsigate-plugins")
-            .enable_all()
-            .build()
-            .map_err(HostError::Runtime)?;
-        // The runtime serves plugins for the life of the process; plugins are never unloaded.
-        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
-        let store = runtime.block_on(Store::open(&settings.data_dir))?;
-        let sealer = Sealer::from_secret_file(&settings.secret_file)?;
+        // The plugins' HTTP client uses the process's TLS provider, as Pingora does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| HostError::HttpClient(e.to_string()))?;
+            .map_err(|e| PluginsError::HttpClient(e.to_string()))?;
 
         let mut bus = Bus::new();
         let mut queues = Vec::new();
@@ -616,11 +590,12 @@ impl Plugins {
             queues.push((Arc::clone(plugin), receiver));
         }
 
+        let runtime = &host.runtime;
         let services = Arc::new(Services {
-            runtime: runtime.handle().clone(),
+            runtime: runtime.clone(),
             http,
-            store: store.clone(),
-            sealer,
+            store: Arc::clone(&host.store),
+            sealer: Arc::clone(&host.sealer),
             bus,
             metrics: metrics.clone(),
         });
@@ -638,21 +613,7 @@ impl Plugins {
             let restarts = metrics.worker_restarts.with_label_values(&[&plugin.name]);
             runtime.spawn(Arc::clone(plugin).supervise_worker(restarts));
         }
-        runtime.spawn(sweep_expired(store));
-        let _ = self.runtime.set(runtime);
         Ok(())
-    }
-}
-
-/// Deletes expired store values now and then, so that keys written with a TTL and never read
-/// again do not pile up.
-async fn sweep_expired(store: Store) {
-    let mut interval = tokio::time::interval(Duration::from_secs(300));
-    loop {
-        interval.tick().await;
-        if let Err(e) = store.kv_sweep().await {
-            tracing::warn!(error = %e, "sweeping expired plugin values failed");
-        }
     }
 }
 

@@ -42,8 +42,8 @@ pub(super) type Bus = HashMap<String, Vec<Subscriber>>;
 pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,
-    pub store: Store,
-    pub sealer: Sealer,
+    pub store: Arc<dyn Store>,
+    pub sealer: Arc<Sealer>,
     pub bus: Bus,
     pub metrics: HostMetrics,
 }

@@ -1,0 +1,80 @@
+//! What the gateway runs beside the request path: a runtime of its own, the store and the
+//! server key. Plugins' host services use them today; logins, sessions and event channels
+//! share them.
+//!
+//! Pingora gives each service its own runtime, and the request path must never wait on the
+//! store's disk or on key derivation, so this work has a small runtime of its own that lives
+//! as long as the process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::seal::{SealError, Sealer};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Worker threads of the host runtime.
+const THREADS: usize = 2;
+/// How often expired store values are deleted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot start the host runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The host's shared services.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub runtime: tokio::runtime::Handle,
+    pub store: Arc<dyn Store>,
+    pub sealer: Arc<Sealer>,
+}
+
+/// Where the host keeps its state.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub data_dir: PathBuf,
+    pub secret_file: PathBuf,
+}
+
+impl Host {
+    /// Starts the runtime and opens the store and the server key. Call it outside any async
+    /// runtime: it blocks while the store opens.
+    pub fn start(settings: &HostSettings) -> Result<Self, HostError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(THREADS)
+            .thread_name("xsigate-host")
+            .enable_all()
+            .build()
+            .map_err(HostError::Runtime)?;
+        // Lives for the process: plugins and sessions hold handles to it until exit.
+        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+        let store: Arc<dyn Store> =
+            Arc::new(runtime.block_on(SqliteStore::open(&settings.data_dir))?);
+        let sealer = Arc::new(Sealer::from_secret_file(&settings.secret_file)?);
+        runtime.spawn(sweep_expired(Arc::clone(&store)));
+        Ok(Self {
+            runtime: runtime.handle().clone(),
+            store,
+            sealer,
+        })
+    }
+}
+
+/// Deletes expired values now and then, so that keys written with a time to live and never
+/// read again do not pile up.
+async fn sweep_expired(store: Arc<dyn Store>) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(e) = store.kv_sweep().await {
+            tracing::warn!(error = %e, "sweeping expired store values failed");
+        }
+    }
+}
