@@ -50,16 +50,12 @@ impl BackgroundService for HealthService {
 fn probe_client(
     provider: &Provider,
 ) -> Result<reqwest::Client, Box<dyn std::error::Error + Send + Sync>> {
-    let mut builder = reqwest::Client::builder()
+    Ok(provider
+        .client_builder()?
         .timeout(Duration::from_millis(provider.health_check.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1)
-        .user_agent(concat!("xsigate-health/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca_file) = &provider.ca_file {
-        let pem = std::fs::read(ca_file)?;
-        builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
-    }
-    Ok(builder.build()?)
+        .user_agent(concat!("xsigate-health/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 async fn probe_loop(provider: Arc<Provider>, client: reqwest::Client) {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, HealthCheckConfig};
+use crate::config::{Config, HealthCheckConfig, Secret};
 use crate::identity::user_domain;
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::plugin::{PluginChain, Plugins};
@@ -22,9 +22,31 @@ pub struct Provider {
     pub ca_file: Option<PathBuf>,
     /// The plugins this provider uses, by hook.
     pub plugins: PluginChain,
+    /// Administrator credentials, for requests the host makes on the provider's behalf.
+    pub master: Option<Master>,
+}
+
+/// A provider's master (administrator) login. The password never formats.
+#[derive(Debug, Clone)]
+pub struct Master {
+    pub user: String,
+    pub password: Secret,
 }
 
 impl Provider {
+    /// A client for requests the host itself sends to this provider's upstreams: it trusts what
+    /// the proxy trusts (`ca_file`, else the system roots) and never follows redirects.
+    pub fn client_builder(
+        &self,
+    ) -> Result<reqwest::ClientBuilder, Box<dyn std::error::Error + Send + Sync>> {
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ca_file) = &self.ca_file {
+            let pem = std::fs::read(ca_file)?;
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        Ok(builder)
+    }
+
     /// Every upstream of the provider: XSPs first, then gateway services.
     pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
         self.xsps.members.iter().chain(self.gateway.values())
@@ -101,6 +123,10 @@ impl Providers {
                 health_check: provider.health_check.clone(),
                 ca_file: provider.ca_file.clone(),
                 plugins: plugins.chain(&provider.plugins),
+                master: provider.master.as_ref().map(|m| Master {
+                    user: m.user.clone(),
+                    password: m.password.clone(),
+                }),
             });
             for domain in &provider.domains {
                 by_domain.insert(domain.clone(), Arc::clone(&runtime));
@@ -145,6 +171,11 @@ impl Providers {
     }
 
     /// Ready when every provider has at least one XSP that passed its health check.
+    /// The provider with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.all.iter().find(|p| p.id == id)
+    }
+
     pub fn ready(&self) -> bool {
         self.all.iter().all(|p| p.xsps.any_up())
     }

@@ -75,13 +75,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
 
     let metrics = Metrics::new()?;
     let plugins = Plugins::load(config, &metrics)?;
+    let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
+    providers.resolve_all_blocking();
     let host = Host::start(&HostSettings {
         data_dir: data_dir.clone(),
         secret_file,
     })?;
-    plugins.start(&host)?;
-    let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
-    providers.resolve_all_blocking();
+    plugins.start(&host, &providers)?;
 
     let server_conf = ServerConf {
         threads: config.server.threads.map_or_else(

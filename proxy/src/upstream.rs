@@ -188,6 +188,15 @@ impl Upstream {
         &self.authority
     }
 
+    /// The URL of a path on this upstream, for requests the host makes itself.
+    pub fn url(&self, path_and_query: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}{}{path_and_query}",
+            self.authority, self.base_path
+        )
+    }
+
     /// Whether a URL points at this upstream (used to rewrite `Location`).
     pub fn matches_authority(&self, url: &url::Url) -> bool {
         url.host_str()

@@ -175,6 +175,73 @@ async fn every_host_service_works_from_plugin_code() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_reach_xsps_only_through_the_host_with_its_credentials() {
+    let mut xsp1 = Upstream::start("xsp-one").await;
+    let xsp2 = Upstream::start("xsp-two").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("master");
+    std::fs::write(&password_file, "master-secret\n").unwrap();
+    let master = format!(
+        "plugins = [\"fixture\"]\nmaster = {{ user = \"admin@acme.example\", password_file = \"{}\" }}",
+        password_file.display()
+    );
+    let config = format!(
+        "{}{}",
+        fixture_plugin(""),
+        provider("acme", &["acme.example"], &[&xsp1, &xsp2], &master)
+    );
+    let gateway = Gateway::start(&config).await;
+    let authorization = |upstream: &Upstream| -> Vec<String> {
+        upstream
+            .requests()
+            .iter()
+            .filter(|r| !r.is_health_probe())
+            .filter_map(|r| r.headers.get("authorization"))
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let answer = command(&gateway, "xsi", "bob@acme.example").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    let xsp = answer["xsp"].as_str().unwrap().to_owned();
+    assert!(xsp == "xsp1" || xsp == "xsp2", "{answer}");
+    let master = command(&gateway, "xsi-master", "bob@acme.example").await;
+    assert_eq!(master["status"], 200, "{master}");
+    let sent: Vec<String> = [authorization(&xsp1), authorization(&xsp2)].concat();
+    assert!(
+        sent.contains(&basic("bob@acme.example", "user-pw")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.contains(&basic("admin@acme.example", "master-secret")),
+        "{sent:?}"
+    );
+
+    // Only providers that list the plugin, and only XSI paths.
+    assert_eq!(
+        command(&gateway, "xsi-foreign", "bob@acme.example").await["error"],
+        "Invalid"
+    );
+    assert_eq!(
+        command(&gateway, "xsi-path", "bob@acme.example").await["error"],
+        "Invalid"
+    );
+
+    // An XSP that cannot be reached is skipped: every request is answered by the other.
+    xsp1.stop();
+    for _ in 0..4 {
+        let answer = command(&gateway, "xsi", "bob@acme.example").await;
+        assert_eq!(answer["status"], 200, "{answer}");
+        assert_eq!(answer["xsp"], "xsp2", "{answer}");
+    }
+    let logs = gateway.logs();
+    assert!(
+        !logs.contains("master-secret") && !logs.contains("user-pw"),
+        "{logs}"
+    );
+}
+
 fn free_addr() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], xsigate_tests::free_port()))
 }
@@ -563,6 +630,7 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 fn the_example_identity_provider_logs_users_in_through_the_host() {
     use xsigate::host::{Host, HostSettings};
     use xsigate::plugin::{AuthenticateError, PluginFailure, Plugins};
+    use xsigate::provider::Providers;
     use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -581,13 +649,14 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
     .unwrap();
     let metrics = xsigate::metrics::Metrics::new().unwrap();
     let plugins = Arc::new(Plugins::load(&config, &metrics).unwrap());
+    let providers = Arc::new(Providers::build(&config, &metrics, &plugins).unwrap());
     std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
     let host = Host::start(&HostSettings {
         data_dir: dir.path().to_path_buf(),
         secret_file: dir.path().join("secret"),
     })
     .unwrap();
-    plugins.start(&host).unwrap();
+    plugins.start(&host, &providers).unwrap();
     let chain = plugins.chain(&["webhook".to_owned()]);
     assert_eq!(chain.identity.len(), 1);
     assert_eq!(chain.identity[0].manifest.login_methods, ["webhook"]);

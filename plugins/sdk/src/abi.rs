@@ -206,6 +206,9 @@ pub mod op {
     pub const PUBLISH: u32 = 9;
     /// A timer.
     pub const SLEEP: u32 = 10;
+    /// An XSI request to one of a provider's XSPs, chosen (or pinned) by the host, with the
+    /// user's or the provider's master credentials attached by the host.
+    pub const XSI: u32 = 11;
 }
 
 /// The `code` of a [`Reply`].

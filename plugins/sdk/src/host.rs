@@ -103,6 +103,30 @@ impl Host {
         })
     }
 
+    /// Sends an XSI request to one of the provider's XSPs. The host picks a healthy XSP (or the
+    /// pinned one), fails over when one cannot be reached, and attaches the credentials; the
+    /// plugin never learns an XSP address or the master password. The provider must list this
+    /// plugin in its `plugins`.
+    pub async fn xsi(self, request: XsiRequest) -> Result<XsiResponse, Error> {
+        let meta = json!({
+            "provider": request.provider,
+            "method": request.method,
+            "path": request.path,
+            "headers": request.headers,
+            "credentials": request.credentials,
+            "xsp": request.xsp,
+            "timeout_ms": request.timeout.map(millis),
+        });
+        let (meta, body) = self.call(abi::op::XSI, &meta, request.body).await?;
+        let head: XsiHead = serde_json::from_slice(meta.as_slice())?;
+        Ok(XsiResponse {
+            status: head.status,
+            headers: head.headers,
+            body: body.to_vec(),
+            xsp: head.xsp,
+        })
+    }
+
     /// The plugin's own namespace in the host's store.
     pub fn store(self) -> Store {
         Store { host: self }
@@ -388,6 +412,128 @@ impl HttpResponse {
 
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct XsiHead {
+    status: u16,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    xsp: String,
+}
+
+/// Whose credentials the host attaches to an [`XsiRequest`].
+#[derive(Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum XsiCredentials {
+    /// None: for requests the XSP answers without (or with a session cookie in the headers).
+    #[default]
+    None,
+    /// A user's own credentials, as they logged in with.
+    User { user: String, password: String },
+    /// The provider's master (administrator) credentials from `providers.toml`.
+    Master,
+}
+
+impl fmt::Debug for XsiCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::User { user, .. } => write!(f, "User({user}, <redacted>)"),
+            Self::Master => f.write_str("Master"),
+        }
+    }
+}
+
+/// An XSI request for [`Host::xsi`].
+#[derive(Debug, Clone)]
+pub struct XsiRequest {
+    provider: String,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    credentials: XsiCredentials,
+    xsp: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl XsiRequest {
+    /// `path` is the XSI path and query, e.g. `/com.broadsoft.xsi-actions/v2.0/user/<id>/profile`.
+    pub fn new(provider: &str, method: &str, path: &str) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            credentials: XsiCredentials::None,
+            xsp: None,
+            timeout: None,
+        }
+    }
+
+    pub fn get(provider: &str, path: &str) -> Self {
+        Self::new(provider, "GET", path)
+    }
+
+    pub fn user(mut self, user: &str, password: &str) -> Self {
+        self.credentials = XsiCredentials::User {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        self
+    }
+
+    pub fn master(mut self) -> Self {
+        self.credentials = XsiCredentials::Master;
+        self
+    }
+
+    /// Sends to this XSP only (a name from an earlier [`XsiResponse::xsp`]), without failover.
+    pub fn xsp(mut self, name: &str) -> Self {
+        self.xsp = Some(name.to_owned());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// The answer to an [`XsiRequest`].
+#[derive(Debug, Clone)]
+pub struct XsiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The name of the XSP that answered (`xsp1`, ...), to pin later requests to it.
+    pub xsp: String,
+}
+
+impl XsiResponse {
+    /// The first value of a header (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_success(&self) -> bool {

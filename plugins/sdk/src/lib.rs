@@ -6,8 +6,9 @@
 //! - [`Plugin`]: construction from the plugin's `config` table, with a [`Host`] handle;
 //! - one trait per capability: [`IdentityProvider`], [`RequestFilter`],
 //!   [`UpstreamRequestFilter`], [`ResponseFilter`], [`EventConsumer`], [`BackgroundWorker`];
-//! - [`Host`]: the services the host performs for the plugin (HTTP, store, sealing, events,
-//!   timers, metrics, logging), awaited from ordinary `async` code;
+//! - [`Host`]: the services the host performs for the plugin (HTTP, XSI requests to a
+//!   provider's XSPs, store, sealing, events, timers, metrics, logging), awaited from ordinary
+//!   `async` code;
 //! - [`export_plugin!`]: the two C symbols xsigate looks for.
 //!
 //! The SDK links no async runtime and no HTTP client: all I/O is done by the host, which polls
@@ -52,5 +53,6 @@ pub use hooks::{
 };
 pub use host::{
     Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,
+    XsiCredentials, XsiRequest, XsiResponse,
 };
 pub use serde_json;

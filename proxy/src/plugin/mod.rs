@@ -41,6 +41,7 @@ pub use loader::{LoadFailure, PluginError};
 use crate::config::{Config, PluginConfig};
 use crate::host::Host;
 use crate::metrics::{Metrics, MetricsError};
+use crate::provider::Providers;
 use crate::respond::ErrorCode;
 use context::PluginContext;
 use metrics::HostMetrics;
@@ -407,6 +408,8 @@ impl Plugin {
 /// The plugins a provider uses, per hook, in the provider's order.
 #[derive(Debug, Default, Clone)]
 pub struct PluginChain {
+    /// Every plugin the provider lists, whatever its hooks: these may act for the provider.
+    pub names: Vec<String>,
     pub request: Vec<Arc<Plugin>>,
     pub upstream_request: Vec<Arc<Plugin>>,
     pub response: Vec<Arc<Plugin>>,
@@ -456,6 +459,8 @@ pub enum PluginsError {
     Metrics(#[from] MetricsError),
     #[error("cannot build the plugins' HTTP client: {0}")]
     HttpClient(String),
+    #[error("cannot build the XSI client of provider `{0}`: {1}")]
+    XsiClient(String, String),
 }
 
 /// Every loaded plugin.
@@ -537,7 +542,10 @@ impl Plugins {
 
     /// The chain of a provider's `plugins = [...]` (names were validated with the config).
     pub fn chain(&self, names: &[String]) -> PluginChain {
-        let mut chain = PluginChain::default();
+        let mut chain = PluginChain {
+            names: names.to_vec(),
+            ..PluginChain::default()
+        };
         for plugin in names.iter().filter_map(|n| self.by_name.get(n)) {
             let api = &plugin.api;
             let add = |hooked: bool, list: &mut Vec<Arc<Plugin>>| {
@@ -558,7 +566,7 @@ impl Plugins {
 
     /// Attaches the host services and starts event delivery and background workers, all on the
     /// host's runtime. Only the first call does anything.
-    pub fn start(&self, host: &Host) -> Result<(), PluginsError> {
+    pub fn start(&self, host: &Host, providers: &Arc<Providers>) -> Result<(), PluginsError> {
         let Some(metrics) = &self.metrics else {
             return Ok(());
         };
@@ -572,6 +580,12 @@ impl Plugins {
             .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PluginsError::HttpClient(e.to_string()))?;
+        let mut xsi_clients = HashMap::new();
+        for provider in &providers.all {
+            let client = services::xsi_client(provider)
+                .map_err(|e| PluginsError::XsiClient(provider.id.clone(), e.to_string()))?;
+            xsi_clients.insert(provider.id.clone(), client);
+        }
 
         let mut bus = Bus::new();
         let mut queues = Vec::new();
@@ -594,6 +608,8 @@ impl Plugins {
         let services = Arc::new(Services {
             runtime: runtime.clone(),
             http,
+            providers: Arc::clone(providers),
+            xsi_clients,
             store: Arc::clone(&host.store),
             sealer: Arc::clone(&host.sealer),
             bus,

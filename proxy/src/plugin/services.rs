@@ -14,8 +14,10 @@ use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use super::Plugin;
 use super::context::PluginContext;
 use super::metrics::HostMetrics;
+use crate::provider::{Provider, Providers};
 use crate::seal::{SealKey, Sealer};
 use crate::store::Store;
+use crate::upstream::Tried;
 
 /// Default and ceiling of a plugin's HTTP request time.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +44,9 @@ pub(super) type Bus = HashMap<String, Vec<Subscriber>>;
 pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,
+    pub providers: Arc<Providers>,
+    /// Per provider: its trust store, for XSI requests made for plugins.
+    pub xsi_clients: HashMap<String, reqwest::Client>,
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
     pub bus: Bus,
@@ -86,6 +91,7 @@ fn service_name(op: u32) -> &'static str {
         abi::op::SEAL | abi::op::OPEN => "seal",
         abi::op::PUBLISH => "publish",
         abi::op::SLEEP => "timer",
+        abi::op::XSI => "xsi",
         _ => "unknown",
     }
 }
@@ -109,6 +115,42 @@ struct HttpMeta {
     #[serde(default)]
     headers: Vec<(String, String)>,
     timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XsiMeta {
+    provider: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    credentials: XsiCredentials,
+    xsp: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum XsiCredentials {
+    #[default]
+    None,
+    User {
+        user: String,
+        password: String,
+    },
+    Master,
+}
+
+/// The client for a provider's own upstreams, as [`Services::xsi`] uses it.
+pub(super) fn xsi_client(
+    provider: &Provider,
+) -> Result<reqwest::Client, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(provider
+        .client_builder()?
+        .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 #[derive(Deserialize)]
@@ -189,6 +231,7 @@ impl Services {
             abi::op::SEAL | abi::op::OPEN => self.seal(plugin, op, meta, &body),
             abi::op::PUBLISH => Ok(self.publish(meta, &body)),
             abi::op::SLEEP => Self::sleep(meta).await,
+            abi::op::XSI => self.xsi(plugin, meta, body).await,
             other => Err(reply(
                 abi::reply::UNSUPPORTED,
                 format!("this host has no operation {other}"),
@@ -221,43 +264,111 @@ impl Services {
         if !body.as_slice().is_empty() {
             builder = builder.body(body.to_vec());
         }
-        // The message may reach the host's log through the plugin's own error, so it must not
-        // carry the URL (which can be an XSP's address, or hold a token in its query).
-        let failed = |e: reqwest::Error| {
-            let e = e.without_url();
-            let code = if e.is_timeout() {
-                abi::reply::TIMEOUT
-            } else {
-                abi::reply::FAILED
-            };
-            reply(code, e.to_string())
+        let response = builder.send().await.map_err(http_failed)?;
+        read_response(response, &[]).await
+    }
+
+    /// An XSI request to one of the provider's XSPs: the pinned one, or healthy ones in turn
+    /// while they cannot be reached. Once a request was sent it is never sent again, since it may
+    /// have had effects.
+    async fn xsi(&self, plugin: &PluginContext, meta: &Buf, body: Buf) -> Result<Reply, Reply> {
+        let request: XsiMeta = parse(meta)?;
+        let invalid = |what: String| reply(abi::reply::INVALID, what);
+        let provider = self
+            .providers
+            .get(&request.provider)
+            .filter(|p| p.plugins.names.contains(&plugin.name))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "provider `{}` does not list this plugin",
+                    request.provider
+                ))
+            })?;
+        if !request.path.starts_with("/com.broadsoft.xsi-")
+            || request.path.contains("..")
+            || request.path.contains(['#', ' ', '\r', '\n'])
+        {
+            return Err(invalid("the path must be an XSI path".to_owned()));
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| invalid("invalid HTTP method".to_owned()))?;
+        let credentials = match &request.credentials {
+            XsiCredentials::None => None,
+            XsiCredentials::User { user, password } => Some((user.as_str(), password.as_str())),
+            XsiCredentials::Master => {
+                let master = provider.master.as_ref().ok_or_else(|| {
+                    reply(
+                        abi::reply::UNSUPPORTED,
+                        "the provider has no master credentials",
+                    )
+                })?;
+                Some((master.user.as_str(), master.password.expose()))
+            }
         };
-        let mut response = builder.send().await.map_err(failed)?;
-        let status = response.status().as_u16();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(failed)? {
-            if bytes.len() + chunk.len() > HTTP_BODY_MAX {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("invalid header name".to_owned()))?;
+            let value = http::HeaderValue::from_str(value)
+                .map_err(|_| invalid("invalid header value".to_owned()))?;
+            headers.append(name, value);
+        }
+        let Some(client) = self.xsi_clients.get(&provider.id) else {
+            return Err(reply(abi::reply::FAILED, "no client for this provider"));
+        };
+        let timeout = request
+            .timeout_ms
+            .map_or(HTTP_TIMEOUT, Duration::from_millis)
+            .min(HTTP_TIMEOUT_MAX);
+        let pinned = match &request.xsp {
+            Some(name) => Some(
+                provider
+                    .xsps
+                    .index_of(name)
+                    .ok_or_else(|| invalid(format!("the provider has no XSP named `{name}`")))?,
+            ),
+            None => None,
+        };
+
+        let mut tried = Tried::default();
+        loop {
+            let index = match pinned {
+                Some(index) if !tried.contains(index) => Some(index),
+                Some(_) => None,
+                None => provider.xsps.select(tried),
+            };
+            let Some((index, xsp)) =
+                index.and_then(|i| provider.xsps.members.get(i).map(|m| (i, m)))
+            else {
                 return Err(reply(
                     abi::reply::FAILED,
-                    format!("response body larger than {HTTP_BODY_MAX} bytes"),
+                    "no XSP of the provider could be reached",
                 ));
+            };
+            tried.add(index);
+            let mut builder = client
+                .request(method.clone(), xsp.url(&request.path))
+                .headers(headers.clone())
+                .timeout(timeout);
+            if let Some((user, password)) = credentials {
+                builder = builder.basic_auth(user, Some(password));
             }
-            bytes.extend_from_slice(&chunk);
+            if !body.as_slice().is_empty() {
+                builder = builder.body(body.to_vec());
+            }
+            match builder.send().await {
+                Ok(response) => {
+                    xsp.health.record_response();
+                    return read_response(response, &[("xsp", xsp.name.as_str())]).await;
+                }
+                // Nothing reached this XSP: another may be tried.
+                Err(e) if e.is_connect() => {
+                    xsp.metrics.connect_failures.inc();
+                    xsp.mark_failure(&provider.id);
+                }
+                Err(e) => return Err(http_failed(e)),
+            }
         }
-        Ok(ok(
-            &serde_json::json!({ "status": status, "headers": headers }),
-            bytes,
-        ))
     }
 
     async fn store_get(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
@@ -375,6 +486,52 @@ impl Services {
         tokio::time::sleep(Duration::from_millis(ms).min(SLEEP_MAX)).await;
         Ok(ok(&serde_json::json!({}), Vec::new()))
     }
+}
+
+/// A failed HTTP exchange. The message may reach the host's log through the plugin's own
+/// error, so it must not carry the URL (an XSP's address, or a token in a query).
+fn http_failed(error: reqwest::Error) -> Reply {
+    let error = error.without_url();
+    let code = if error.is_timeout() {
+        abi::reply::TIMEOUT
+    } else {
+        abi::reply::FAILED
+    };
+    reply(code, error.to_string())
+}
+
+/// Reads a response into a reply: status and headers (plus `extra` fields) in `meta`, the body
+/// (at most [`HTTP_BODY_MAX`]) in `body`.
+async fn read_response(
+    mut response: reqwest::Response,
+    extra: &[(&str, &str)],
+) -> Result<Reply, Reply> {
+    let status = response.status().as_u16();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(http_failed)? {
+        if bytes.len() + chunk.len() > HTTP_BODY_MAX {
+            return Err(reply(
+                abi::reply::FAILED,
+                format!("response body larger than {HTTP_BODY_MAX} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut meta = serde_json::json!({ "status": status, "headers": headers });
+    for (name, value) in extra {
+        meta[*name] = serde_json::Value::from(*value);
+    }
+    Ok(ok(&meta, bytes))
 }
 
 /// The store's error can name the database file; the plugin gets the kind, the log the detail.
