@@ -11,6 +11,7 @@ pub mod headers;
 pub mod health;
 pub mod host;
 pub mod identity;
+pub mod limit;
 pub mod metrics;
 pub mod plugin;
 pub mod provider;

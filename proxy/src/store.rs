@@ -35,20 +35,31 @@ pub enum StoreError {
 }
 
 /// Schema changes, oldest first. Never edit one that has shipped; append a new one.
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE plugin_kv (
+pub const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE plugin_kv (
         namespace TEXT NOT NULL,
         key TEXT NOT NULL,
         value BLOB NOT NULL,
         expires_at_ms INTEGER,
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID",
-    "CREATE TABLE user_ids (
+        "CREATE TABLE user_ids (
         user_id TEXT PRIMARY KEY,
         unique_id TEXT NOT NULL UNIQUE,
         created_at_ms INTEGER NOT NULL
     )",
-]];
+    ],
+    &[
+        // Failed logins per key (a user id, or a client address), for brute-force protection.
+        "CREATE TABLE login_failures (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure_ms INTEGER NOT NULL,
+        locked_until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID",
+    ],
+];
 
 /// What the gateway keeps between restarts.
 #[async_trait]
@@ -77,6 +88,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The userId behind a uniqueId.
     async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Until when (Unix ms) logins under `key` are refused; `None` when they are not.
+    async fn login_locked_until(&self, key: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Counts a failed login under `key` and returns the failures in a row so far. Failures
+    /// older than `forget_ms` before `now_ms` no longer count.
+    async fn login_failed(&self, key: &str, now_ms: i64, forget_ms: i64)
+    -> Result<u32, StoreError>;
+
+    /// Refuses logins under `key` until `until_ms`.
+    async fn login_lock(&self, key: &str, until_ms: i64) -> Result<(), StoreError>;
+
+    /// Forgets the failures under `key` (after a successful login).
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// The embedded store.
@@ -238,6 +263,59 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(user_id)
+    }
+
+    async fn login_locked_until(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let until = sqlx::query_scalar::<_, i64>(
+            "SELECT locked_until_ms FROM login_failures WHERE key = ?1 AND locked_until_ms > ?2",
+        )
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(until)
+    }
+
+    async fn login_failed(
+        &self,
+        key: &str,
+        now_ms: i64,
+        forget_ms: i64,
+    ) -> Result<u32, StoreError> {
+        // One statement, so that concurrent failures each count.
+        let failures = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO login_failures (key, failures, last_failure_ms, locked_until_ms)
+             VALUES (?1, 1, ?2, 0)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN last_failure_ms < ?2 - ?3 THEN 1 ELSE failures + 1 END,
+                 last_failure_ms = ?2
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(forget_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(failures).unwrap_or(u32::MAX))
+    }
+
+    async fn login_lock(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE login_failures SET locked_until_ms = MAX(locked_until_ms, ?2) WHERE key = ?1",
+        )
+        .bind(key)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

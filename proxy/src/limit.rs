@@ -1,0 +1,210 @@
+//! Brute-force protection for logins.
+//!
+//! Failures are counted per key, one for the user id and one for the client address, in the
+//! store, so that every instance sharing it sees them and a restart forgets nothing. After
+//! `free_failures` failures in a row under a key, each further failure locks the key for a
+//! time that doubles up to `max_lock`; a success clears the user's count. A locked key is
+//! answered with 429 and `Retry-After` before any credential is checked, so a locked account
+//! cannot be probed further.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::store::{Store, StoreError};
+
+/// How strict the limiter is.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitPolicy {
+    /// Failures in a row allowed before a key is locked.
+    pub free_failures: u32,
+    /// The first lock; each further failure doubles it.
+    pub first_lock: Duration,
+    pub max_lock: Duration,
+    /// A failure this old no longer counts.
+    pub forget_after: Duration,
+}
+
+impl Default for LimitPolicy {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            first_lock: Duration::from_secs(30),
+            max_lock: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The store key of a user id (user ids compare case-insensitively in BroadWorks).
+pub fn user_key(user_id: &str) -> String {
+    format!("user:{}", user_id.to_lowercase())
+}
+
+/// The store key of a client address. An IPv6 client usually owns a whole /64, so that is the
+/// unit counted.
+pub fn client_key(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => format!("client:{v4}"),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("client:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginLimiter {
+    store: Arc<dyn Store>,
+    policy: LimitPolicy,
+}
+
+impl LoginLimiter {
+    pub fn new(store: Arc<dyn Store>, policy: LimitPolicy) -> Self {
+        Self { store, policy }
+    }
+
+    /// How long the caller must wait before any of `keys` may try again; `None` when none is
+    /// locked.
+    pub async fn retry_after(&self, keys: &[&str]) -> Result<Option<Duration>, StoreError> {
+        let now = unix_ms();
+        let mut longest: Option<i64> = None;
+        for key in keys {
+            if let Some(until) = self.store.login_locked_until(key).await? {
+                longest = Some(longest.map_or(until, |l| l.max(until)));
+            }
+        }
+        Ok(longest.map(|until| wait(until - now)))
+    }
+
+    /// Counts a failure under every key; returns the lock it caused, if any.
+    pub async fn failed(&self, keys: &[&str]) -> Result<Option<Duration>, StoreError> {
+        let now = unix_ms();
+        let mut longest = None;
+        for key in keys {
+            let failures = self
+                .store
+                .login_failed(key, now, millis(self.policy.forget_after))
+                .await?;
+            let Some(over) = failures.checked_sub(self.policy.free_failures + 1) else {
+                continue;
+            };
+            let lock = self
+                .policy
+                .first_lock
+                .saturating_mul(2u32.saturating_pow(over))
+                .min(self.policy.max_lock);
+            self.store
+                .login_lock(key, now.saturating_add(millis(lock)))
+                .await?;
+            longest = Some(longest.map_or(lock, |l: Duration| l.max(lock)));
+        }
+        Ok(longest)
+    }
+
+    /// Clears the failures under `key` (the user's, after a successful login; a client
+    /// address keeps its count, since one client may be trying many users).
+    pub async fn succeeded(&self, key: &str) -> Result<(), StoreError> {
+        self.store.login_succeeded(key).await
+    }
+}
+
+/// A wait in whole seconds, at least one, as `Retry-After` carries it.
+fn wait(ms: i64) -> Duration {
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    Duration::from_secs(ms.div_ceil(1000).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn policy() -> LimitPolicy {
+        LimitPolicy {
+            free_failures: 2,
+            first_lock: Duration::from_secs(10),
+            max_lock: Duration::from_secs(40),
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn failures_beyond_the_free_ones_lock_for_doubling_times_and_success_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+            let limiter = LoginLimiter::new(store, policy());
+            let user = user_key("Alice@Acme.example");
+            let keys = [user.as_str(), "client:127.0.0.1"];
+
+            assert_eq!(limiter.retry_after(&keys).await.unwrap(), None);
+            assert_eq!(limiter.failed(&keys).await.unwrap(), None);
+            assert_eq!(limiter.failed(&keys).await.unwrap(), None);
+            assert_eq!(
+                limiter.failed(&keys).await.unwrap(),
+                Some(Duration::from_secs(10))
+            );
+            let wait = limiter
+                .retry_after(&[user.as_str()])
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(wait <= Duration::from_secs(10) && wait >= Duration::from_secs(9));
+            assert_eq!(
+                limiter.failed(&keys).await.unwrap(),
+                Some(Duration::from_secs(20))
+            );
+            assert_eq!(
+                limiter.failed(&keys).await.unwrap(),
+                Some(Duration::from_secs(40))
+            );
+            assert_eq!(
+                limiter.failed(&keys).await.unwrap(),
+                Some(Duration::from_secs(40))
+            );
+            // The key is the lower-cased user id.
+            assert!(
+                limiter
+                    .retry_after(&[user_key("alice@acme.example").as_str()])
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+
+            limiter.succeeded(&user).await.unwrap();
+            assert_eq!(limiter.retry_after(&[user.as_str()]).await.unwrap(), None);
+            assert!(
+                limiter
+                    .retry_after(&["client:127.0.0.1"])
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        });
+    }
+
+    #[test]
+    fn client_keys_count_ipv6_clients_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        assert_eq!(client_key("192.0.2.7".parse().unwrap()), "client:192.0.2.7");
+    }
+}
