@@ -20,6 +20,7 @@ pub mod respond;
 pub mod route;
 pub mod seal;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

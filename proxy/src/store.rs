@@ -58,6 +58,21 @@ pub const MIGRATIONS: &[&[&str]] = &[
         last_failure_ms INTEGER NOT NULL,
         locked_until_ms INTEGER NOT NULL
     ) WITHOUT ROWID",
+        // Login sessions. The cookie's token and the CSRF token are stored as SHA-256 hashes, the
+        // replayable credentials and XSP cookies sealed: a copy of the file logs nobody in.
+        "CREATE TABLE sessions (
+        token_hash BLOB PRIMARY KEY,
+        csrf_hash BLOB NOT NULL,
+        user_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        level TEXT NOT NULL,
+        xsp TEXT,
+        sealed BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID",
+        "CREATE INDEX sessions_by_user ON sessions (user_id)",
     ],
 ];
 
@@ -102,6 +117,69 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Forgets the failures under `key` (after a successful login).
     async fn login_succeeded(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn session_insert(&self, session: &SessionRow) -> Result<(), StoreError>;
+
+    /// The session with this token hash, unless it expired: idle longer than `idle_ms` or past
+    /// its absolute expiry.
+    async fn session_get(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Option<SessionRow>, StoreError>;
+
+    /// Records activity on a session.
+    async fn session_touch(&self, token_hash: &[u8], now_ms: i64) -> Result<(), StoreError>;
+
+    /// Ends a session; returns it if it existed.
+    async fn session_delete(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError>;
+
+    /// Deletes expired sessions; returns how many.
+    async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// A stored session, as the store keeps it (see `session` for what it means).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub token_hash: Vec<u8>,
+    pub csrf_hash: Vec<u8>,
+    pub user_id: String,
+    pub provider: String,
+    pub level: String,
+    pub xsp: Option<String>,
+    pub sealed: Vec<u8>,
+    pub created_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl sqlx::FromRow<'_, sqlx::sqlite::SqliteRow> for SessionRow {
+    fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            token_hash: row.try_get("token_hash")?,
+            csrf_hash: row.try_get("csrf_hash")?,
+            user_id: row.try_get("user_id")?,
+            provider: row.try_get("provider")?,
+            level: row.try_get("level")?,
+            xsp: row.try_get("xsp")?,
+            sealed: row.try_get("sealed")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+        })
+    }
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The embedded store.
@@ -316,6 +394,77 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn session_insert(&self, session: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, csrf_hash, user_id, provider, level, xsp, sealed,
+                                   created_at_ms, last_seen_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.csrf_hash)
+        .bind(&session.user_id)
+        .bind(&session.provider)
+        .bind(&session.level)
+        .bind(&session.xsp)
+        .bind(&session.sealed)
+        .bind(session.created_at_ms)
+        .bind(session.last_seen_ms)
+        .bind(session.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_get(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query_as::<_, SessionRow>(
+            "SELECT * FROM sessions WHERE token_hash = ?1
+             AND expires_at_ms > ?2 AND last_seen_ms > ?2 - ?3",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(idle_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    async fn session_touch(&self, token_hash: &[u8], now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE token_hash = ?1",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_delete(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query_as::<_, SessionRow>(
+            "DELETE FROM sessions WHERE token_hash = ?1 RETURNING *",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at_ms <= ?1 OR last_seen_ms <= ?1 - ?2",
+        )
+        .bind(now_ms)
+        .bind(idle_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
 }
 

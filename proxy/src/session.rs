@@ -1,0 +1,432 @@
+//! Login sessions.
+//!
+//! A session is named by an opaque random token (256 bits) that travels only in an `HttpOnly`,
+//! `SameSite=Strict` cookie (and `Secure` behind TLS), with a second random token for CSRF
+//! that the client echoes in a header. The store keeps SHA-256 hashes of both, so a copy of the
+//! database names no live session; what must be replayed later (the user's password for
+//! XSI-Events, the XSP's session cookies) is sealed under the server key and bound to the user
+//! and the session. Sessions live in the store, so they survive a restart and are shared by
+//! instances on one database. They end when idle too long, at an absolute limit, or at logout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::seal::{SealError, SealKey, Sealer};
+use crate::store::{SessionRow, Store, StoreError};
+
+/// The cookie that carries the session token.
+pub const COOKIE: &str = "xsigate_session";
+/// The header a client echoes the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Activity is recorded at most this often per session, to spare the store a write per request.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Random bytes in a token; its text form is unpadded base64url.
+const TOKEN_BYTES: usize = 32;
+const TOKEN_CHARS: usize = 43;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("a stored session is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The BroadWorks level a session logged in at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    User,
+    Group,
+    ServiceProvider,
+    System,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::ServiceProvider => "service_provider",
+            Self::System => "system",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::User, Self::Group, Self::ServiceProvider, Self::System]
+            .into_iter()
+            .find(|l| l.as_str() == text)
+    }
+}
+
+/// What a session keeps sealed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSecrets {
+    /// The password the user logged in with, replayed for XSI-Events and screen recording.
+    pub password: String,
+    /// The XSP's session cookie per XSI context (`xsi-actions`, ...).
+    #[serde(default)]
+    pub xsp_cookies: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SessionSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSecrets")
+            .field("password", &"<redacted>")
+            .field("xsp_cookies", &self.xsp_cookies.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: String,
+    pub provider: String,
+    pub level: Level,
+    /// The XSP the login was answered by, which later requests are pinned to.
+    pub xsp: Option<String>,
+    pub secrets: SessionSecrets,
+}
+
+/// A live session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub provider: String,
+    pub level: Level,
+    pub xsp: Option<String>,
+    pub secrets: SessionSecrets,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    csrf_hash: Vec<u8>,
+}
+
+/// A new session and its tokens, which exist in clear only here, to be sent to the client.
+#[derive(Debug)]
+pub struct Issued {
+    pub token: String,
+    pub csrf: String,
+    pub session: Session,
+}
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn new_token() -> String {
+    let bytes: [u8; TOKEN_BYTES] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Only well-formed tokens reach the store.
+fn well_formed(token: &str) -> bool {
+    token.len() == TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The sealing context: the sealed secrets open only for this user's this session.
+fn context(user_id: &str, token_hash: &[u8]) -> Vec<u8> {
+    let mut context = b"session\0".to_vec();
+    context.extend_from_slice(user_id.as_bytes());
+    context.push(0);
+    context.extend_from_slice(token_hash);
+    context
+}
+
+/// The session store.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    key: SealKey,
+    policy: SessionPolicy,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sealer: &Sealer,
+        policy: SessionPolicy,
+    ) -> Result<Self, SealError> {
+        Ok(Self {
+            store,
+            key: sealer.key("sessions")?,
+            policy,
+        })
+    }
+
+    pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
+        let (token, csrf) = (new_token(), new_token());
+        let token_hash = hash(&token);
+        let plain =
+            serde_json::to_vec(&new.secrets).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        let sealed = self.key.seal(&context(&new.user_id, &token_hash), &plain)?;
+        let now = unix_ms();
+        let row = SessionRow {
+            token_hash,
+            csrf_hash: hash(&csrf),
+            user_id: new.user_id,
+            provider: new.provider,
+            level: new.level.as_str().to_owned(),
+            xsp: new.xsp,
+            sealed,
+            created_at_ms: now,
+            last_seen_ms: now,
+            expires_at_ms: now.saturating_add(millis(self.policy.absolute)),
+        };
+        self.store.session_insert(&row).await?;
+        let session = self.open(row, new.secrets)?;
+        Ok(Issued {
+            token,
+            csrf,
+            session,
+        })
+    }
+
+    fn open(&self, row: SessionRow, secrets: SessionSecrets) -> Result<Session, SessionError> {
+        let level = Level::parse(&row.level)
+            .ok_or_else(|| SessionError::Corrupt(format!("unknown level `{}`", row.level)))?;
+        Ok(Session {
+            user_id: row.user_id,
+            provider: row.provider,
+            level,
+            xsp: row.xsp,
+            secrets,
+            created_at_ms: row.created_at_ms,
+            expires_at_ms: row.expires_at_ms,
+            csrf_hash: row.csrf_hash,
+        })
+    }
+
+    fn unseal(&self, row: SessionRow) -> Result<Session, SessionError> {
+        let plain = self
+            .key
+            .open(&context(&row.user_id, &row.token_hash), &row.sealed)?;
+        let secrets: SessionSecrets =
+            serde_json::from_slice(&plain).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        self.open(row, secrets)
+    }
+
+    /// The live session a cookie token names, recording the activity.
+    pub async fn resume(&self, token: &str) -> Result<Option<Session>, SessionError> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        let token_hash = hash(token);
+        let now = unix_ms();
+        let Some(row) = self
+            .store
+            .session_get(&token_hash, now, millis(self.policy.idle))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if now - row.last_seen_ms >= millis(TOUCH_INTERVAL) {
+            self.store.session_touch(&token_hash, now).await?;
+        }
+        self.unseal(row).map(Some)
+    }
+
+    /// Ends the session a token names; returns it if it was live.
+    pub async fn end(&self, token: &str) -> Result<Option<Session>, SessionError> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        match self.store.session_delete(&hash(token)).await? {
+            Some(row) => self.unseal(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes expired sessions; returns how many.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        self.store
+            .session_sweep(unix_ms(), millis(self.policy.idle))
+            .await
+    }
+
+    /// Whether a presented CSRF token is the session's. Hashes of equal length are compared,
+    /// so timing says nothing about the token.
+    pub fn csrf_matches(session: &Session, presented: &str) -> bool {
+        well_formed(presented) && hash(presented) == session.csrf_hash
+    }
+
+    /// The `Set-Cookie` value that gives the client its session.
+    pub fn cookie(&self, token: &str, secure: bool) -> String {
+        let secure = if secure { "; Secure" } else { "" };
+        format!(
+            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            self.policy.absolute.as_secs()
+        )
+    }
+
+    /// The `Set-Cookie` value that removes it.
+    pub fn removal_cookie(secure: bool) -> String {
+        let secure = if secure { "; Secure" } else { "" };
+        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn with_sessions(policy: SessionPolicy, test: impl AsyncFnOnce(Sessions, &std::path::Path)) {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+            let sealer = Sealer::from_material(&[9u8; 32]);
+            let sessions = Sessions::new(store, &sealer, policy).unwrap();
+            test(sessions, dir.path()).await;
+        });
+    }
+
+    fn alice() -> NewSession {
+        NewSession {
+            user_id: "alice@acme.example".to_owned(),
+            provider: "acme".to_owned(),
+            level: Level::User,
+            xsp: Some("xsp2".to_owned()),
+            secrets: SessionSecrets {
+                password: "correct horse battery".to_owned(),
+                xsp_cookies: BTreeMap::from([(
+                    "xsi-actions".to_owned(),
+                    "JSESSIONID=abc123".to_owned(),
+                )]),
+            },
+        }
+    }
+
+    #[test]
+    fn a_session_resumes_by_its_token_and_ends_at_logout() {
+        with_sessions(SessionPolicy::default(), async |sessions, _| {
+            let issued = sessions.create(alice()).await.unwrap();
+            assert_eq!(issued.token.len(), TOKEN_CHARS);
+            assert_ne!(issued.token, issued.csrf);
+            let session = sessions.resume(&issued.token).await.unwrap().unwrap();
+            assert_eq!(session.user_id, "alice@acme.example");
+            assert_eq!(session.level, Level::User);
+            assert_eq!(session.xsp.as_deref(), Some("xsp2"));
+            assert_eq!(session.secrets, alice().secrets);
+            assert!(Sessions::csrf_matches(&session, &issued.csrf));
+            assert!(!Sessions::csrf_matches(&session, &issued.token));
+            assert!(!Sessions::csrf_matches(&session, ""));
+
+            assert!(sessions.resume(&new_token()).await.unwrap().is_none());
+            assert!(sessions.resume("not a token").await.unwrap().is_none());
+            let ended = sessions.end(&issued.token).await.unwrap().unwrap();
+            assert_eq!(ended.user_id, "alice@acme.example");
+            assert!(sessions.resume(&issued.token).await.unwrap().is_none());
+            assert!(sessions.end(&issued.token).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_at_their_absolute_limit() {
+        let idle = SessionPolicy {
+            idle: Duration::from_millis(50),
+            absolute: Duration::from_secs(60),
+        };
+        with_sessions(idle, async |sessions, _| {
+            let issued = sessions.create(alice()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert!(sessions.resume(&issued.token).await.unwrap().is_none());
+            assert_eq!(sessions.sweep().await.unwrap(), 1);
+        });
+        let short = SessionPolicy {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_millis(50),
+        };
+        with_sessions(short, async |sessions, _| {
+            let issued = sessions.create(alice()).await.unwrap();
+            assert!(sessions.resume(&issued.token).await.unwrap().is_some());
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert!(sessions.resume(&issued.token).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn the_database_holds_no_password_token_or_xsp_cookie() {
+        with_sessions(SessionPolicy::default(), async |sessions, dir| {
+            let issued = sessions.create(alice()).await.unwrap();
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            assert!(
+                contains(b"alice@acme.example"),
+                "the test reads the right files"
+            );
+            for secret in [
+                b"correct horse battery".as_slice(),
+                b"abc123",
+                issued.token.as_bytes(),
+                issued.csrf.as_bytes(),
+            ] {
+                assert!(!contains(secret), "{}", String::from_utf8_lossy(secret));
+            }
+        });
+    }
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_behind_tls() {
+        with_sessions(SessionPolicy::default(), async |sessions, _| {
+            let cookie = sessions.cookie("t", true);
+            assert_eq!(
+                cookie,
+                "xsigate_session=t; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200; Secure"
+            );
+            assert!(!sessions.cookie("t", false).contains("Secure"));
+            assert!(Sessions::removal_cookie(false).contains("Max-Age=0"));
+        });
+    }
+}
