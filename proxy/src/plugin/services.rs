@@ -1,5 +1,5 @@
 //! The asynchronous host services: every `HostApi::call` lands here and runs as a task on the
-//! plugin runtime, whichever thread the plugin was polled on.
+//! host runtime (`crate::host`), whichever runtime polled the plugin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,7 +192,7 @@ struct SleepMeta {
 }
 
 impl Services {
-    /// Starts `op` for `plugin` on the plugin runtime and returns a future of its reply.
+    /// Starts `op` for `plugin` on the host runtime and returns a future of its reply.
     pub fn call(
         services: &Arc<Self>,
         plugin: &'static PluginContext,
