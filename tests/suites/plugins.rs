@@ -762,3 +762,25 @@ fn plugin_crates_link_no_async_runtime_and_no_http_client() {
         assert!(linked.is_empty(), "{krate} links {linked:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_and_their_data_carry_over_a_graceful_upgrade() {
+    let upstream = Upstream::start("xsp").await;
+    let mut gateway = gateway_with_fixture(&upstream, "").await;
+    command(&gateway, "store", "before-upgrade").await;
+    let ids = command(&gateway, "unique-id", USER).await;
+
+    gateway.upgrade().await;
+
+    // The new process loaded the plugin again and opened the same store.
+    assert_eq!(
+        command(&gateway, "store-read", "").await["kept"],
+        "before-upgrade"
+    );
+    assert_eq!(
+        command(&gateway, "unique-id", USER).await["first"],
+        ids["first"]
+    );
+    let sealed = command(&gateway, "seal", "context-a").await;
+    assert_eq!(sealed["opened"], "replayable secret");
+}
