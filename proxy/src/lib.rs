@@ -12,6 +12,7 @@ pub mod health;
 pub mod host;
 pub mod identity;
 pub mod limit;
+pub mod mail;
 pub mod metrics;
 pub mod plugin;
 pub mod provider;

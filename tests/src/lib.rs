@@ -496,3 +496,69 @@ pub fn run_command(command: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A real SMTP server on loopback (aiosmtpd, Debian package `python3-aiosmtpd`) that prints
+/// every message it accepts; the test command installs it.
+#[derive(Debug)]
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    output: tempfile::NamedTempFile,
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let output = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new("aiosmtpd")
+            .args(["-n", "-l", &format!("127.0.0.1:{port}")])
+            // Python buffers a redirected stdout; messages must reach the file as they arrive.
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(output.reopen().unwrap())
+            .stderr(output.reopen().unwrap())
+            .spawn()
+            .expect("aiosmtpd (Debian package `python3-aiosmtpd`) must be installed; the test command installs it");
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the SMTP server never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            port,
+            output,
+        }
+    }
+
+    /// Everything the server printed: each accepted message, headers and body.
+    pub fn received(&self) -> String {
+        std::fs::read_to_string(self.output.path()).unwrap_or_default()
+    }
+
+    /// Waits until a received message satisfies `condition`.
+    pub async fn wait_for(&self, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let received = self.received();
+            if condition(&received) {
+                return received;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such message arrived:\n{received}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

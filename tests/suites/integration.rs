@@ -464,3 +464,70 @@ async fn fronts_https_xsps_with_a_private_ca() {
         sim.platform().requests().iter().map(|r| r.xsp).collect();
     assert_eq!(served.len(), 2, "both HTTPS XSPs carried traffic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_reaches_a_real_smtp_server_through_the_providers_relay() {
+    let smtp = xsigate_tests::SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\n\
+         [providers.acme.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+         from = \"Acme Dialer <noreply@acme.example>\"\n",
+        smtp.port
+    );
+    let config = xsigate::config::load(&xsigate::config::Source {
+        name: "providers.toml".to_owned(),
+        text: &text,
+        base_dir: dir.path(),
+    })
+    .unwrap();
+    let mailer =
+        xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
+    mailer
+        .send(
+            "alice@mail.example",
+            "Reset your password",
+            "Open https://dialer.example/reset#token within 15 minutes.",
+        )
+        .await
+        .unwrap();
+    let received = smtp.wait_for(|m| m.contains("END MESSAGE")).await;
+    assert!(
+        received.contains("Subject: Reset your password"),
+        "{received}"
+    );
+    assert!(received.contains("To: alice@mail.example"), "{received}");
+    assert!(
+        received.contains("From: \"Acme Dialer\" <noreply@acme.example>"),
+        "{received}"
+    );
+    assert!(
+        received.contains("https://dialer.example/reset#token"),
+        "{received}"
+    );
+
+    // A relay that does not answer is an error naming the relay, not a hang.
+    let closed = format!(
+        "[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\n\
+         [providers.acme.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"noreply@acme.example\"\n",
+        xsigate_tests::free_port()
+    );
+    let config = xsigate::config::load(&xsigate::config::Source {
+        name: "providers.toml".to_owned(),
+        text: &closed,
+        base_dir: dir.path(),
+    })
+    .unwrap();
+    let mailer =
+        xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
+    let error = mailer
+        .send("alice@mail.example", "x", "y")
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("sending through 127.0.0.1 failed"),
+        "{error}"
+    );
+}

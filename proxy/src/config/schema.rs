@@ -182,6 +182,8 @@ pub struct ProviderConfig {
     pub srs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Firebase settings; validated by the `firebase-sync` plugin that reads them.
     pub firebase: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Where this provider's password-reset mail is sent from.
+    pub smtp: Option<SmtpConfig>,
     #[serde(default)]
     pub cors_origins: Vec<url::Url>,
     /// Names of `[[plugins]]` entries this provider uses.
@@ -251,6 +253,48 @@ pub struct MasterCredentials {
     /// Filled in by validation from `password_env` or `password_file`.
     #[serde(skip)]
     pub password: Secret,
+}
+
+/// `[providers.<id>.smtp]`: an SMTP relay for the provider's mail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 25 without TLS, 587 with STARTTLS, 465 with TLS.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// The sender, e.g. `"Acme Dialer <noreply@acme.example>"`.
+    pub from: String,
+    /// Login at the relay; needs `password_env` or `password_file`.
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Present only so that an inline password gets a precise error instead of "unknown field".
+    #[serde(default, rename = "password")]
+    pub inline_password: Option<IgnoredAny>,
+    /// Filled in by validation when `user` is set.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    #[serde(default = "default_smtp_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_smtp_timeout_ms() -> u64 {
+    10_000
+}
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP: only to a relay on this machine.
+    None,
+    /// Upgrade with STARTTLS, which the relay must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -230,6 +230,34 @@ fn broken_configs_name_file_line_column_and_key() {
             says: "at least one provider",
         },
         Case {
+            name: "plain SMTP to a remote relay",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\n[providers.acme.smtp]\nhost = \"smtp.acme.example\"\nsecurity = \"none\"\nfrom = \"noreply@acme.example\"\n",
+            at: "6:12",
+            key: "providers.acme.smtp.security",
+            says: "allowed only for a relay on this machine",
+        },
+        Case {
+            name: "SMTP sender that is no address",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\n[providers.acme.smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"not an address\"\n",
+            at: "7:8",
+            key: "providers.acme.smtp.from",
+            says: "is not a mail address",
+        },
+        Case {
+            name: "inline SMTP password",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\n[providers.acme.smtp]\nhost = \"smtp.acme.example\"\nfrom = \"a@acme.example\"\nuser = \"a@acme.example\"\npassword = \"hunter2\"\n",
+            at: "8:12",
+            key: "providers.acme.smtp.password",
+            says: "never written inline",
+        },
+        Case {
+            name: "SMTP password without a user",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\n[providers.acme.smtp]\nhost = \"smtp.acme.example\"\nfrom = \"a@acme.example\"\npassword_file = \"master.pw\"\n",
+            at: "4:1",
+            key: "providers.acme.smtp.user",
+            says: "a password needs a `user`",
+        },
+        Case {
             name: "unreadable TLS certificate",
             text: "[[server.listeners]]\naddress = \"127.0.0.1:8443\"\ntls = { cert_file = \"nope.crt\", key_file = \"nope.key\" }\n[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\n",
             at: "3:21",
@@ -274,6 +302,19 @@ fn broken_configs_name_file_line_column_and_key() {
     }
     assert!(cases.len() >= 15);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn smtp_defaults_to_starttls_and_reads_its_password_by_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("smtp.pw"), "relay-secret\n").unwrap();
+    let text = format!(
+        "{VALID}[providers.acme.smtp]\nhost = \"smtp.acme.example\"\nfrom = \"Acme <noreply@acme.example>\"\nuser = \"noreply@acme.example\"\npassword_file = \"smtp.pw\"\n"
+    );
+    let config = load_text(&text, dir.path()).unwrap();
+    let smtp = config.providers["acme"].smtp.as_ref().unwrap();
+    assert_eq!(smtp.security, SmtpSecurity::Starttls);
+    assert_eq!(smtp.password.as_ref().unwrap().expose(), "relay-secret");
 }
 
 #[test]

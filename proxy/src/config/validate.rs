@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
 use super::schema::{
-    Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig,
+    Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig,
+    SmtpSecurity,
 };
 use super::secret::Secret;
 
@@ -212,6 +213,9 @@ fn validate_provider(
     if let Some(master) = &mut provider.master {
         master.password = resolve_master_password(master, &at.key("master"), base_dir)?;
     }
+    if let Some(smtp) = &mut provider.smtp {
+        validate_smtp(smtp, &at.key("smtp"), base_dir)?;
+    }
     for (i, method) in provider.login.iter().enumerate() {
         if method.needs_master() && provider.master.is_none() {
             return Err(problem(
@@ -265,13 +269,31 @@ fn resolve_master_password(
     if master.user.trim().is_empty() {
         return Err(problem(&at.key("user"), "must not be empty"));
     }
-    if master.inline_password.is_some() {
+    resolve_password(
+        master.inline_password.is_some(),
+        master.password_env.as_deref(),
+        master.password_file.as_deref(),
+        at,
+        base_dir,
+    )
+}
+
+/// Reads a password given by reference (`password_env` or `password_file`, exactly one) in the
+/// table at `at`.
+fn resolve_password(
+    inline: bool,
+    env: Option<&str>,
+    file: Option<&Path>,
+    at: &KeyPath,
+    base_dir: &Path,
+) -> Checked<Secret> {
+    if inline {
         return Err(problem(
             &at.key("password"),
             "secrets are never written inline: use `password_env` or `password_file`",
         ));
     }
-    let value = match (&master.password_env, &master.password_file) {
+    let value = match (env, file) {
         (Some(_), Some(_)) => {
             return Err(problem(
                 &at.key("password_file"),
@@ -311,6 +333,53 @@ fn resolve_master_password(
         return Err(problem(at, "the referenced password is empty"));
     }
     Ok(Secret::new(value))
+}
+
+fn validate_smtp(smtp: &mut SmtpConfig, at: &KeyPath, base_dir: &Path) -> Checked {
+    if smtp.host.trim().is_empty() {
+        return Err(problem(&at.key("host"), "must not be empty"));
+    }
+    let loopback = smtp.host == "localhost"
+        || smtp
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if smtp.security == SmtpSecurity::None && !loopback {
+        return Err(problem(
+            &at.key("security"),
+            "mail carries reset links: `none` is allowed only for a relay on this machine; use \
+             `starttls` or `tls`",
+        ));
+    }
+    if smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(problem(
+            &at.key("from"),
+            format!("`{}` is not a mail address", smtp.from),
+        ));
+    }
+    if smtp.timeout_ms == 0 {
+        return Err(problem(&at.key("timeout_ms"), "must be greater than zero"));
+    }
+    match &smtp.user {
+        Some(user) if user.trim().is_empty() => Err(problem(&at.key("user"), "must not be empty")),
+        Some(_) => {
+            smtp.password = Some(resolve_password(
+                smtp.inline_password.is_some(),
+                smtp.password_env.as_deref(),
+                smtp.password_file.as_deref(),
+                at,
+                base_dir,
+            )?);
+            Ok(())
+        }
+        None if smtp.inline_password.is_some()
+            || smtp.password_env.is_some()
+            || smtp.password_file.is_some() =>
+        {
+            Err(problem(&at.key("user"), "a password needs a `user`"))
+        }
+        None => Ok(()),
+    }
 }
 
 fn check_named_urls(urls: &BTreeMap<String, url::Url>, at: &KeyPath, what: &str) -> Checked {
