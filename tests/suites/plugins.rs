@@ -731,6 +731,7 @@ fn plugin_crates_link_no_async_runtime_and_no_http_client() {
     for krate in [
         "xsigate-plugin-sdk",
         "xsigate-idp-webhook",
+        "xsigate-idp-broadsoft",
         "xsigate-fixture-host-services",
         "xsigate-fixture-noop-filter",
     ] {
@@ -783,4 +784,128 @@ async fn plugins_and_their_data_carry_over_a_graceful_upgrade() {
     );
     let sealed = command(&gateway, "seal", "context-a").await;
     assert_eq!(sealed["opened"], "replayable secret");
+}
+
+#[test]
+fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
+    use xsigate::host::{Host, HostSettings};
+    use xsigate::plugin::{AuthenticateError, PluginFailure, Plugins};
+    use xsigate::provider::Providers;
+    use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        r#"
+        [[users]]
+        user_id = "alice@acme.example"
+        password = "alice-pw"
+        service_provider = "acme"
+        group = "sales"
+        "#,
+    )
+    .unwrap();
+    let sim = runtime.block_on(xsi_sim::Simulator::start(seed)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let xsps: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("\"http://{a}\""))
+        .collect();
+    let text = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [providers.acme]\ndomains = [\"acme.example\"]\nxsp = [{}]\nplugins = [\"broadsoft\"]\n",
+        plugin_library("xsigate-idp-broadsoft").display(),
+        xsps.join(", ")
+    );
+    let config = xsigate::config::load(&xsigate::config::Source {
+        name: "providers.toml".to_owned(),
+        text: &text,
+        base_dir: dir.path(),
+    })
+    .unwrap();
+    let metrics = xsigate::metrics::Metrics::new().unwrap();
+    let plugins = Plugins::load(&config, &metrics).unwrap();
+    let providers = Arc::new(Providers::build(&config, &metrics, &plugins).unwrap());
+    providers.resolve_all_blocking();
+    std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
+    let host = Host::start(&HostSettings {
+        data_dir: dir.path().to_path_buf(),
+        secret_file: dir.path().join("secret"),
+    })
+    .unwrap();
+    plugins.start(&host, &providers).unwrap();
+    let chain = &providers.get("acme").unwrap().plugins;
+
+    runtime.block_on(async {
+        let query = |q: &str| LoginQuery {
+            provider: "acme".to_owned(),
+            query: q.to_owned(),
+        };
+        let options = chain.login_options(&query("alice@acme.example")).await;
+        assert_eq!(options.len(), 1);
+        assert_eq!(options[0].method, "broadsoft");
+        assert!(chain.login_options(&query("2025550101")).await.is_empty());
+
+        let login = |user: &str, password: &str, level: Option<&str>| {
+            let mut params = serde_json::Map::new();
+            if let Some(level) = level {
+                params.insert("level".to_owned(), level.into());
+            }
+            Login {
+                provider: "acme".to_owned(),
+                method: "broadsoft".to_owned(),
+                user: user.to_owned(),
+                password: Some(password.to_owned()),
+                params,
+            }
+        };
+        let Ok(Authentication::Authenticated {
+            user_id,
+            attributes,
+        }) = chain
+            .authenticate(&login("Alice@acme.example", "alice-pw", None))
+            .await
+        else {
+            panic!("alice's own credentials must log her in");
+        };
+        assert_eq!(user_id, "alice@acme.example", "the profile's canonical userId");
+        assert_eq!(attributes["level"], "user");
+        let xsp = attributes["xsp"].as_str().unwrap();
+        assert!(xsp == "xsp1" || xsp == "xsp2", "{attributes:?}");
+        assert!(
+            attributes["xsp_cookies"]["xsi-actions"]
+                .as_str()
+                .unwrap()
+                .starts_with("JSESSIONID="),
+            "{attributes:?}"
+        );
+
+        // A wrong password and an unknown user are the same rejection.
+        let wrong = chain
+            .authenticate(&login("alice@acme.example", "nope", None))
+            .await
+            .unwrap();
+        let unknown = chain
+            .authenticate(&login("nobody@acme.example", "nope", None))
+            .await
+            .unwrap();
+        assert!(matches!(wrong, Authentication::Rejected { .. }));
+        assert_eq!(wrong, unknown);
+        assert!(matches!(
+            chain.authenticate(&login("alice@acme.example", "alice-pw", Some("system"))).await,
+            Err(AuthenticateError::Failed(PluginFailure::Error(message))) if message.contains("not supported yet")
+        ));
+
+        // One XSP down: the login goes to the other.
+        assert!(sim.stop_xsp(0));
+        for _ in 0..3 {
+            let Ok(Authentication::Authenticated { attributes, .. }) = chain
+                .authenticate(&login("alice@acme.example", "alice-pw", None))
+                .await
+            else {
+                panic!("the other XSP must answer");
+            };
+            assert_eq!(attributes["xsp"], "xsp2");
+        }
+    });
 }
