@@ -5,6 +5,7 @@
 //! pick a [`provider`], [`upstream`] to pick an XSP, [`headers`] at the boundary, [`respond`] for
 //! answers of its own and [`metrics`] for what it counts. [`health`] probes XSPs in the background.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod headers;

@@ -21,6 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
+use crate::access::{self, Access, AccessEndpoint, AccessRequest};
 use crate::headers::{self, REQUEST_ID, XSP_PIN};
 use crate::identity::authorization_user_id;
 use crate::metrics::Metrics;
@@ -42,14 +43,21 @@ pub struct ProxySettings {
 #[derive(Debug)]
 pub struct Gateway {
     providers: Arc<Providers>,
+    access: Arc<Access>,
     metrics: Metrics,
     settings: ProxySettings,
 }
 
 impl Gateway {
-    pub fn new(providers: Arc<Providers>, metrics: Metrics, settings: ProxySettings) -> Self {
+    pub fn new(
+        providers: Arc<Providers>,
+        access: Arc<Access>,
+        metrics: Metrics,
+        settings: ProxySettings,
+    ) -> Self {
         Self {
             providers,
+            access,
             metrics,
             settings,
         }
@@ -238,6 +246,52 @@ impl Gateway {
         }
     }
 
+    /// Answers a login API request: reads its (small) body and hands it to [`Access`].
+    async fn access(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: AccessEndpoint,
+    ) -> Result<bool> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > access::BODY_LIMIT {
+                // The rest of the body stays unread, so the connection cannot be reused.
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, ErrorCode::PayloadTooLarge).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let client = client_ip(session);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let header = session.req_header();
+        let request = AccessRequest {
+            endpoint,
+            method: header.method.clone(),
+            body: body.into(),
+            session_token: access::session_token(
+                header.headers.get_all(http::header::COOKIE).iter(),
+            ),
+            csrf: header
+                .headers
+                .get(crate::session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client,
+            tls,
+            request_id: ctx.request_id.clone(),
+        };
+        let reply = self.access.serve(request).await;
+        ctx.refused = reply.error;
+        let extra: Vec<(&'static str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        respond::json(session, reply.status, reply.body, &ctx.request_id, &extra).await?;
+        Ok(true)
+    }
+
     async fn refuse(
         &self,
         session: &mut Session,
@@ -295,6 +349,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             Route::Unmatched => return self.refuse(session, ctx, ErrorCode::NotFound).await,
+            Route::Access(endpoint) => return self.access(session, ctx, endpoint.into()).await,
             Route::Xsp(_) | Route::Gateway { .. } => {}
         }
         match self.route(session, route) {

@@ -21,6 +21,13 @@ pub enum ErrorCode {
     UpstreamTimeout,
     PluginFailed,
     PluginTimeout,
+    InvalidCredentials,
+    TooManyAttempts,
+    NotLoggedIn,
+    CsrfTokenInvalid,
+    UnknownLoginMethod,
+    MethodNotAllowed,
+    PayloadTooLarge,
     Internal,
 }
 
@@ -28,7 +35,12 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::NotFound | Self::UnknownProvider | Self::UnknownService => 404,
-            Self::MissingCredentials => 401,
+            Self::MissingCredentials | Self::InvalidCredentials | Self::NotLoggedIn => 401,
+            Self::CsrfTokenInvalid => 403,
+            Self::UnknownLoginMethod => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::TooManyAttempts => 429,
             Self::ConflictingProvider | Self::InvalidPin | Self::BadRequest => 400,
             Self::UpstreamUnavailable | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
@@ -49,6 +61,13 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::PluginFailed => "plugin_failed",
             Self::PluginTimeout => "plugin_timeout",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::NotLoggedIn => "not_logged_in",
+            Self::CsrfTokenInvalid => "csrf_token_invalid",
+            Self::UnknownLoginMethod => "unknown_login_method",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
             Self::Internal => "internal_error",
         }
     }
@@ -70,6 +89,13 @@ impl ErrorCode {
             Self::UpstreamTimeout => "the service provider's server did not answer in time",
             Self::PluginFailed => "an extension of the gateway could not handle the request",
             Self::PluginTimeout => "an extension of the gateway did not finish in time",
+            Self::InvalidCredentials => "the user id or password is not correct",
+            Self::TooManyAttempts => "too many failed logins; try again later",
+            Self::NotLoggedIn => "no session: log in first",
+            Self::CsrfTokenInvalid => "the X-CSRF-Token header is missing or wrong",
+            Self::UnknownLoginMethod => "this login method is not offered here",
+            Self::MethodNotAllowed => "this endpoint does not take this method",
+            Self::PayloadTooLarge => "the request body is too large",
             Self::Internal => "the gateway failed to handle the request",
         }
     }
@@ -106,7 +132,7 @@ pub async fn json(
     status: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(&'static str, &'static str)],
+    extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;

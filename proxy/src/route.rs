@@ -5,6 +5,7 @@ const XSI_ACTIONS: &str = "/com.broadsoft.xsi-actions/";
 const XSI_EVENTS: &str = "/com.broadsoft.xsi-events/";
 const XSI_ASYNC: &str = "/com.broadsoft.async/";
 const GATEWAY: &str = "/api/dialer/services/gateway/";
+const ACCESS: &str = "/api/access/services/";
 
 /// Request classes, also the `route` label of the request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,16 +15,19 @@ pub enum RouteClass {
     /// The streaming XSI-Events channel (`/com.broadsoft.async/…`): long-lived, never retried.
     XsiAsync,
     Gateway,
+    /// xsigate's own login API (`/api/access/services/…`).
+    Access,
     Local,
     Unmatched,
 }
 
 impl RouteClass {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::XsiActions,
         Self::XsiEvents,
         Self::XsiAsync,
         Self::Gateway,
+        Self::Access,
         Self::Local,
         Self::Unmatched,
     ];
@@ -34,6 +38,7 @@ impl RouteClass {
             Self::XsiEvents => "xsi_events",
             Self::XsiAsync => "xsi_async",
             Self::Gateway => "gateway",
+            Self::Access => "access",
             Self::Local => "local",
             Self::Unmatched => "unmatched",
         }
@@ -58,9 +63,24 @@ pub enum Route<'a> {
         service: &'a str,
         rest: &'a str,
     },
+    /// `/api/access/services/<endpoint>`.
+    Access(Endpoint<'a>),
     Healthz,
     Readyz,
     Unmatched,
+}
+
+/// The endpoints of the login API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `ztp`: which login options a user has.
+    Ztp,
+    /// `idp/<method>`: log in with a method.
+    Login { method: &'a str },
+    /// `logout`: end the session.
+    Logout,
+    /// `session`: the session the cookie names.
+    Session,
 }
 
 impl Route<'_> {
@@ -68,6 +88,7 @@ impl Route<'_> {
         match self {
             Self::Xsp(class) => *class,
             Self::Gateway { .. } => RouteClass::Gateway,
+            Self::Access(_) => RouteClass::Access,
             Self::Healthz | Self::Readyz => RouteClass::Local,
             Self::Unmatched => RouteClass::Unmatched,
         }
@@ -87,6 +108,18 @@ pub fn classify(path: &str) -> Route<'_> {
             Route::Unmatched
         } else {
             Route::Gateway { service, rest }
+        }
+    } else if let Some(endpoint) = path.strip_prefix(ACCESS) {
+        match endpoint {
+            "ztp" => Route::Access(Endpoint::Ztp),
+            "logout" => Route::Access(Endpoint::Logout),
+            "session" => Route::Access(Endpoint::Session),
+            _ => match endpoint.strip_prefix("idp/") {
+                Some(method) if !method.is_empty() && !method.contains('/') => {
+                    Route::Access(Endpoint::Login { method })
+                }
+                _ => Route::Unmatched,
+            },
         }
     } else {
         match path {
@@ -145,6 +178,19 @@ mod tests {
             classify("/com.broadsoft.xsi-actionsX/v2.0"),
             Route::Unmatched
         );
+        assert_eq!(
+            classify("/api/access/services/ztp"),
+            Route::Access(Endpoint::Ztp)
+        );
+        assert_eq!(
+            classify("/api/access/services/idp/broadsoft"),
+            Route::Access(Endpoint::Login {
+                method: "broadsoft"
+            })
+        );
+        assert_eq!(classify("/api/access/services/idp/"), Route::Unmatched);
+        assert_eq!(classify("/api/access/services/idp/a/b"), Route::Unmatched);
+        assert_eq!(classify("/api/access/services/other"), Route::Unmatched);
         assert_eq!(classify("/healthz"), Route::Healthz);
         assert_eq!(classify("/"), Route::Unmatched);
     }

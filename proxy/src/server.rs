@@ -15,14 +15,17 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::health::HealthService;
 use crate::host::{Host, HostError, HostSettings};
+use crate::limit::{LimitPolicy, LoginLimiter};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::provider::Providers;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
+use crate::session::{SessionPolicy, Sessions};
 use crate::upstream::UpstreamError;
 
 /// Why the gateway could not start. Each names the file or setting at fault.
@@ -82,6 +85,21 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         secret_file,
     })?;
     plugins.start(&host, &providers)?;
+    let sessions = Sessions::new(
+        Arc::clone(&host.store),
+        &host.sealer,
+        SessionPolicy::default(),
+    )
+    .map_err(HostError::from)?;
+    let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
+    let access = Arc::new(Access::new(
+        Arc::clone(&providers),
+        host.clone(),
+        sessions,
+        limiter,
+        &metrics,
+    )?);
+    host.runtime.spawn(Arc::clone(&access).sweep_sessions());
 
     let server_conf = ServerConf {
         threads: config.server.threads.map_or_else(
@@ -110,7 +128,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         ),
         stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
     };
-    let gateway = Gateway::new(Arc::clone(&providers), metrics.clone(), settings);
+    let gateway = Gateway::new(Arc::clone(&providers), access, metrics.clone(), settings);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "xsigate");
     for listener in &config.server.listeners {

@@ -436,6 +436,13 @@ impl PluginChain {
         options
     }
 
+    /// Whether an identity provider of this chain serves `method`.
+    pub fn serves_login_method(&self, method: &str) -> bool {
+        self.identity
+            .iter()
+            .any(|p| p.manifest.login_methods.iter().any(|m| m == method))
+    }
+
     /// Authenticates with the identity provider that serves `login.method`.
     pub async fn authenticate(&self, login: &Login) -> Result<Authentication, AuthenticateError> {
         let plugin = self

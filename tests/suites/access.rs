@@ -1,0 +1,264 @@
+//! The login API (`/api/access/services/…`) of the real xsigate, with the idp-broadsoft plugin,
+//! in front of the XSI simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use xsigate_tests::{Gateway, client, plugin_library, provider_for_simulator};
+
+const ALICE: &str = "alice@acme.example";
+
+async fn simulator() -> Arc<xsi_sim::Simulator> {
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        r#"
+        [[users]]
+        user_id = "alice@acme.example"
+        password = "alice-pw"
+        service_provider = "acme"
+        group = "sales"
+
+        [[users]]
+        user_id = "bob@acme.example"
+        password = "bob-pw"
+        service_provider = "acme"
+        group = "sales"
+        "#,
+    )
+    .unwrap();
+    xsi_sim::Simulator::start(seed).await.unwrap()
+}
+
+async fn gateway(sim: &xsi_sim::Simulator) -> Gateway {
+    let plugin = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
+        plugin_library("xsigate-idp-broadsoft").display()
+    );
+    let provider =
+        provider_for_simulator("acme", &["acme.example"], sim, "plugins = [\"broadsoft\"]");
+    let mut gateway = Gateway::start(&format!("{plugin}{provider}")).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+async fn post(gateway: &Gateway, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(gateway.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login(gateway: &Gateway, user: &str, password: &str) -> reqwest::Response {
+    post(
+        gateway,
+        "/api/access/services/idp/broadsoft",
+        &json!({ "user": user, "password": password }),
+    )
+    .await
+}
+
+/// The error code of a JSON error answer.
+async fn code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ztp_offers_options_from_configuration_alone() {
+    let sim = simulator().await;
+    let gateway = gateway(&sim).await;
+    let ztp = |query: &str| {
+        let body = json!({ "query": query });
+        let gateway = &gateway;
+        async move {
+            let response = post(gateway, "/api/access/services/ztp", &body).await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let known = ztp(ALICE).await;
+    assert_eq!(known["options"][0]["method"], "broadsoft", "{known}");
+    assert_eq!(known["password_reset"], false);
+    // An account that does not exist gets the same answer as one that does.
+    let made_up = ztp("nobody@acme.example").await;
+    assert_eq!(made_up["options"][0]["method"], "broadsoft");
+    assert_eq!(made_up["options"].as_array().unwrap().len(), 1);
+    assert_eq!(ztp("someone@elsewhere.example").await["options"], json!([]));
+    assert_eq!(ztp("2025550101").await["options"], json!([]));
+
+    assert_eq!(
+        code(post(&gateway, "/api/access/services/ztp", &json!({ "nope": 1 })).await).await,
+        (400, "bad_request".to_owned())
+    );
+    let get = client()
+        .get(gateway.url("/api/access/services/ztp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(get).await, (405, "method_not_allowed".to_owned()));
+    let large = client()
+        .post(gateway.url("/api/access/services/ztp"))
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(large).await, (413, "payload_too_large".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_opens_a_session_that_survives_a_restart_and_ends_at_logout() {
+    let sim = simulator().await;
+    let mut gateway = gateway(&sim).await;
+
+    let response = login(&gateway, ALICE, "alice-pw").await;
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("xsigate_session="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let body: Value = response.json().await.unwrap();
+    let unique_id = body["unique_id"].as_str().unwrap().to_owned();
+    assert_eq!(unique_id.len(), 32);
+    assert!(
+        !body.to_string().contains("alice"),
+        "no userId leaves: {body}"
+    );
+    assert_eq!(body["level"], "user");
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let token = cookie.split(';').next().unwrap().to_owned();
+
+    let session = |gateway: &Gateway| {
+        let request = client()
+            .get(gateway.url("/api/access/services/session"))
+            .header("cookie", token.clone());
+        async move { request.send().await.unwrap() }
+    };
+    let current: Value = session(&gateway).await.json().await.unwrap();
+    assert_eq!(current["unique_id"], unique_id.as_str());
+
+    // The same person logging in again keeps the same uniqueId.
+    let again: Value = login(&gateway, "Alice@acme.example", "alice-pw")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["unique_id"], unique_id.as_str());
+
+    assert_eq!(
+        gateway
+            .metric(
+                "xsigate_logins_total{method=\"broadsoft\",provider=\"acme\",result=\"accepted\"}"
+            )
+            .await,
+        Some(2.0)
+    );
+
+    // Sessions live in the store: a new process (graceful upgrade) still knows this one.
+    gateway.upgrade().await;
+    let current: Value = session(&gateway).await.json().await.unwrap();
+    assert_eq!(current["unique_id"], unique_id.as_str());
+
+    // The store holds no password, session token or CSRF token.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(gateway.dir().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("xsigate.sqlite")
+        {
+            stored.extend(std::fs::read(path).unwrap());
+        }
+    }
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(ALICE.as_bytes()), "the right files were read");
+    let value = token.split_once('=').unwrap().1;
+    for secret in ["alice-pw", value, csrf.as_str()] {
+        assert!(!contains(secret.as_bytes()), "{secret} is stored in clear");
+    }
+
+    // Logout needs the CSRF token.
+    let forged = client()
+        .post(gateway.url("/api/access/services/logout"))
+        .header("cookie", token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(forged).await, (403, "csrf_token_invalid".to_owned()));
+    assert_eq!(session(&gateway).await.status(), 200);
+    let logout = client()
+        .post(gateway.url("/api/access/services/logout"))
+        .header("cookie", token.clone())
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    assert!(
+        logout.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        code(session(&gateway).await).await,
+        (401, "not_logged_in".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_look_alike_and_repeated_ones_are_locked_out() {
+    let sim = simulator().await;
+    let gateway = gateway(&sim).await;
+
+    let wrong = login(&gateway, ALICE, "nope").await;
+    let unknown_user = login(&gateway, "nobody@acme.example", "nope").await;
+    let unknown_domain = login(&gateway, "alice@elsewhere.example", "nope").await;
+    let strip = |mut body: Value| {
+        body["error"]["request_id"] = Value::Null;
+        body
+    };
+    let wrong_body = strip(wrong.json::<Value>().await.unwrap());
+    assert_eq!(wrong_body["error"]["code"], "invalid_credentials");
+    assert_eq!(strip(unknown_user.json().await.unwrap()), wrong_body);
+    assert_eq!(strip(unknown_domain.json().await.unwrap()), wrong_body);
+
+    // Two more failures for alice (five in all from this client): the next locks.
+    for _ in 0..2 {
+        assert_eq!(code(login(&gateway, ALICE, "nope").await).await.0, 401);
+    }
+    let locked = login(&gateway, ALICE, "nope").await;
+    assert_eq!(locked.status(), 429);
+    let retry_after: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    // Locked before any credential is checked: the right password is refused too, and the
+    // XSP never sees it.
+    let before = sim.platform().requests().len();
+    assert_eq!(
+        code(login(&gateway, ALICE, "alice-pw").await).await,
+        (429, "too_many_attempts".to_owned())
+    );
+    assert_eq!(sim.platform().requests().len(), before);
+    assert_eq!(
+        gateway
+            .metric("xsigate_logins_total{method=\"broadsoft\",provider=\"-\",result=\"locked\"}")
+            .await,
+        Some(1.0)
+    );
+}
