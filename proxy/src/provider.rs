@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, HealthCheckConfig, Secret};
 use crate::identity::user_domain;
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::plugin::{PluginChain, Plugins};
-use crate::upstream::{Health, Pool, Upstream, UpstreamError, load_ca};
+use crate::upstream::{Health, Pool, Tried, Upstream, UpstreamError, load_ca};
 
 #[derive(Debug)]
 pub struct Provider {
@@ -24,6 +24,36 @@ pub struct Provider {
     pub plugins: PluginChain,
     /// Administrator credentials, for requests the host makes on the provider's behalf.
     pub master: Option<Master>,
+    /// The client for [`Provider::send_xsi`], made on first use (after the process installed
+    /// its TLS provider).
+    xsi_client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+/// A request the host itself sends to one of the provider's XSPs.
+#[derive(Debug)]
+pub struct XsiCall<'a> {
+    pub method: reqwest::Method,
+    /// The XSI path and query.
+    pub path: &'a str,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    /// Basic credentials: a user's, or the master's.
+    pub credentials: Option<(&'a str, &'a str)>,
+    /// Only this XSP (an index into `xsps`), without failover.
+    pub pin: Option<usize>,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XsiCallError {
+    #[error("no XSP of the provider could be reached")]
+    Unreachable,
+    #[error("cannot build the provider's XSI client: {0}")]
+    Client(String),
+    /// The request reached an XSP and failed there (a timeout, a broken answer). Its message
+    /// carries no URL.
+    #[error("{0}")]
+    Http(reqwest::Error),
 }
 
 /// A provider's master (administrator) login. The password never formats.
@@ -34,6 +64,62 @@ pub struct Master {
 }
 
 impl Provider {
+    /// Sends `call` to the pinned XSP, or to the healthy XSPs in turn while they cannot be
+    /// reached. Once a request was sent it is never sent again: it may have had effects.
+    /// Returns the response and the XSP that gave it.
+    pub async fn send_xsi(
+        &self,
+        call: XsiCall<'_>,
+    ) -> Result<(reqwest::Response, &Upstream), XsiCallError> {
+        let client = self
+            .xsi_client
+            .get_or_init(|| {
+                self.client_builder()
+                    .and_then(|b| {
+                        Ok(b.user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
+                            .build()?)
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| XsiCallError::Client(e.clone()))?;
+        let mut tried = Tried::default();
+        loop {
+            let index = match call.pin {
+                Some(index) if !tried.contains(index) => Some(index),
+                Some(_) => None,
+                None => self.xsps.select(tried),
+            };
+            let Some((index, xsp)) = index.and_then(|i| self.xsps.members.get(i).map(|m| (i, m)))
+            else {
+                return Err(XsiCallError::Unreachable);
+            };
+            tried.add(index);
+            let mut builder = client
+                .request(call.method.clone(), xsp.url(call.path))
+                .headers(call.headers.clone())
+                .timeout(call.timeout);
+            if let Some((user, password)) = call.credentials {
+                builder = builder.basic_auth(user, Some(password));
+            }
+            if !call.body.is_empty() {
+                builder = builder.body(call.body.clone());
+            }
+            match builder.send().await {
+                Ok(response) => {
+                    xsp.health.record_response();
+                    return Ok((response, xsp));
+                }
+                // Nothing reached this XSP: another may be tried.
+                Err(e) if e.is_connect() => {
+                    xsp.metrics.connect_failures.inc();
+                    xsp.mark_failure(&self.id);
+                }
+                Err(e) => return Err(XsiCallError::Http(e.without_url())),
+            }
+        }
+    }
+
     /// A client for requests the host itself sends to this provider's upstreams: it trusts what
     /// the proxy trusts (`ca_file`, else the system roots) and never follows redirects.
     pub fn client_builder(
@@ -127,6 +213,7 @@ impl Providers {
                     user: m.user.clone(),
                     password: m.password.clone(),
                 }),
+                xsi_client: OnceLock::new(),
             });
             for domain in &provider.domains {
                 by_domain.insert(domain.clone(), Arc::clone(&runtime));

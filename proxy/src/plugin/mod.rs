@@ -466,8 +466,6 @@ pub enum PluginsError {
     Metrics(#[from] MetricsError),
     #[error("cannot build the plugins' HTTP client: {0}")]
     HttpClient(String),
-    #[error("cannot build the XSI client of provider `{0}`: {1}")]
-    XsiClient(String, String),
 }
 
 /// Every loaded plugin.
@@ -587,12 +585,7 @@ impl Plugins {
             .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PluginsError::HttpClient(e.to_string()))?;
-        let mut xsi_clients = HashMap::new();
-        for provider in &providers.all {
-            let client = services::xsi_client(provider)
-                .map_err(|e| PluginsError::XsiClient(provider.id.clone(), e.to_string()))?;
-            xsi_clients.insert(provider.id.clone(), client);
-        }
+
 
         let mut bus = Bus::new();
         let mut queues = Vec::new();
@@ -616,7 +609,6 @@ impl Plugins {
             runtime: runtime.clone(),
             http,
             providers: Arc::clone(providers),
-            xsi_clients,
             store: Arc::clone(&host.store),
             sealer: Arc::clone(&host.sealer),
             bus,

@@ -14,10 +14,9 @@ use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use super::Plugin;
 use super::context::PluginContext;
 use super::metrics::HostMetrics;
-use crate::provider::{Provider, Providers};
+use crate::provider::{Providers, XsiCall, XsiCallError};
 use crate::seal::{SealKey, Sealer};
 use crate::store::Store;
-use crate::upstream::Tried;
 
 /// Default and ceiling of a plugin's HTTP request time.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,8 +44,6 @@ pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,
     pub providers: Arc<Providers>,
-    /// Per provider: its trust store, for XSI requests made for plugins.
-    pub xsi_clients: HashMap<String, reqwest::Client>,
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
     pub bus: Bus,
@@ -141,16 +138,6 @@ enum XsiCredentials {
         password: String,
     },
     Master,
-}
-
-/// The client for a provider's own upstreams, as [`Services::xsi`] uses it.
-pub(super) fn xsi_client(
-    provider: &Provider,
-) -> Result<reqwest::Client, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(provider
-        .client_builder()?
-        .user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
-        .build()?)
 }
 
 #[derive(Deserialize)]
@@ -313,14 +300,11 @@ impl Services {
                 .map_err(|_| invalid("invalid header value".to_owned()))?;
             headers.append(name, value);
         }
-        let Some(client) = self.xsi_clients.get(&provider.id) else {
-            return Err(reply(abi::reply::FAILED, "no client for this provider"));
-        };
         let timeout = request
             .timeout_ms
             .map_or(HTTP_TIMEOUT, Duration::from_millis)
             .min(HTTP_TIMEOUT_MAX);
-        let pinned = match &request.xsp {
+        let pin = match &request.xsp {
             Some(name) => Some(
                 provider
                     .xsps
@@ -329,45 +313,19 @@ impl Services {
             ),
             None => None,
         };
-
-        let mut tried = Tried::default();
-        loop {
-            let index = match pinned {
-                Some(index) if !tried.contains(index) => Some(index),
-                Some(_) => None,
-                None => provider.xsps.select(tried),
-            };
-            let Some((index, xsp)) =
-                index.and_then(|i| provider.xsps.members.get(i).map(|m| (i, m)))
-            else {
-                return Err(reply(
-                    abi::reply::FAILED,
-                    "no XSP of the provider could be reached",
-                ));
-            };
-            tried.add(index);
-            let mut builder = client
-                .request(method.clone(), xsp.url(&request.path))
-                .headers(headers.clone())
-                .timeout(timeout);
-            if let Some((user, password)) = credentials {
-                builder = builder.basic_auth(user, Some(password));
-            }
-            if !body.as_slice().is_empty() {
-                builder = builder.body(body.to_vec());
-            }
-            match builder.send().await {
-                Ok(response) => {
-                    xsp.health.record_response();
-                    return read_response(response, &[("xsp", xsp.name.as_str())]).await;
-                }
-                // Nothing reached this XSP: another may be tried.
-                Err(e) if e.is_connect() => {
-                    xsp.metrics.connect_failures.inc();
-                    xsp.mark_failure(&provider.id);
-                }
-                Err(e) => return Err(http_failed(e)),
-            }
+        let call = XsiCall {
+            method,
+            path: &request.path,
+            headers,
+            body: body.to_vec(),
+            credentials,
+            pin,
+            timeout,
+        };
+        match provider.send_xsi(call).await {
+            Ok((response, xsp)) => read_response(response, &[("xsp", xsp.name.as_str())]).await,
+            Err(XsiCallError::Http(e)) => Err(http_failed(e)),
+            Err(e) => Err(reply(abi::reply::FAILED, e.to_string())),
         }
     }
 
