@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::seal::{SealError, SealKey, Sealer};
 use crate::store::{SessionRow, Store, StoreError};
+use crate::token::{new_token, token_hash, well_formed};
 
 /// The cookie that carries the session token.
 pub const COOKIE: &str = "xsigate_session";
@@ -24,9 +24,6 @@ pub const COOKIE: &str = "xsigate_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Activity is recorded at most this often per session, to spare the store a write per request.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
-/// Random bytes in a token; its text form is unpadded base64url.
-const TOKEN_BYTES: usize = 32;
-const TOKEN_CHARS: usize = 43;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -142,25 +139,6 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn new_token() -> String {
-    let bytes: [u8; TOKEN_BYTES] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn hash(token: &str) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .to_vec()
-}
-
-/// Only well-formed tokens reach the store.
-fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_CHARS
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// The sealing context: the sealed secrets open only for this user's this session.
 fn context(user_id: &str, token_hash: &[u8]) -> Vec<u8> {
     let mut context = b"session\0".to_vec();
@@ -200,14 +178,14 @@ impl Sessions {
 
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
         let (token, csrf) = (new_token(), new_token());
-        let token_hash = hash(&token);
+        let hashed = token_hash(&token);
         let plain =
             serde_json::to_vec(&new.secrets).map_err(|e| SessionError::Corrupt(e.to_string()))?;
-        let sealed = self.key.seal(&context(&new.user_id, &token_hash), &plain)?;
+        let sealed = self.key.seal(&context(&new.user_id, &hashed), &plain)?;
         let now = unix_ms();
         let row = SessionRow {
-            token_hash,
-            csrf_hash: hash(&csrf),
+            token_hash: hashed,
+            csrf_hash: token_hash(&csrf),
             user_id: new.user_id,
             provider: new.provider,
             level: new.level.as_str().to_owned(),
@@ -255,17 +233,17 @@ impl Sessions {
         if !well_formed(token) {
             return Ok(None);
         }
-        let token_hash = hash(token);
+        let hashed = token_hash(token);
         let now = unix_ms();
         let Some(row) = self
             .store
-            .session_get(&token_hash, now, millis(self.policy.idle))
+            .session_get(&hashed, now, millis(self.policy.idle))
             .await?
         else {
             return Ok(None);
         };
         if now - row.last_seen_ms >= millis(TOUCH_INTERVAL) {
-            self.store.session_touch(&token_hash, now).await?;
+            self.store.session_touch(&hashed, now).await?;
         }
         self.unseal(row).map(Some)
     }
@@ -275,7 +253,7 @@ impl Sessions {
         if !well_formed(token) {
             return Ok(None);
         }
-        match self.store.session_delete(&hash(token)).await? {
+        match self.store.session_delete(&token_hash(token)).await? {
             Some(row) => self.unseal(row).map(Some),
             None => Ok(None),
         }
@@ -291,7 +269,7 @@ impl Sessions {
     /// Whether a presented CSRF token is the session's. Hashes of equal length are compared,
     /// so timing says nothing about the token.
     pub fn csrf_matches(session: &Session, presented: &str) -> bool {
-        well_formed(presented) && hash(presented) == session.csrf_hash
+        well_formed(presented) && token_hash(presented) == session.csrf_hash
     }
 
     /// The `Set-Cookie` value that gives the client its session.
@@ -349,7 +327,7 @@ mod tests {
     fn a_session_resumes_by_its_token_and_ends_at_logout() {
         with_sessions(SessionPolicy::default(), async |sessions, _| {
             let issued = sessions.create(alice()).await.unwrap();
-            assert_eq!(issued.token.len(), TOKEN_CHARS);
+            assert!(well_formed(&issued.token));
             assert_ne!(issued.token, issued.csrf);
             let session = sessions.resume(&issued.token).await.unwrap().unwrap();
             assert_eq!(session.user_id, "alice@acme.example");

@@ -73,6 +73,13 @@ pub const MIGRATIONS: &[&[&str]] = &[
         expires_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID",
         "CREATE INDEX sessions_by_user ON sessions (user_id)",
+        // Password-reset tokens, by SHA-256 hash; each is taken (deleted) by its one use.
+        "CREATE TABLE reset_tokens (
+        token_hash BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID",
     ],
 ];
 
@@ -137,6 +144,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes expired sessions; returns how many.
     async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
+
+    /// Ends every session of a user (after a password change); returns how many.
+    async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    async fn reset_insert(
+        &self,
+        token_hash: &[u8],
+        user_id: &str,
+        provider: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes a live reset token: deletes it and returns its user id and provider. A token can
+    /// be taken once; an expired one is never returned.
+    async fn reset_take(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(String, String)>, StoreError>;
+
+    /// Deletes expired reset tokens; returns how many.
+    async fn reset_sweep(&self, now_ms: i64) -> Result<u64, StoreError>;
 }
 
 /// A stored session, as the store keeps it (see `session` for what it means).
@@ -454,6 +483,59 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
+    }
+
+    async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn reset_insert(
+        &self,
+        token_hash: &[u8],
+        user_id: &str,
+        provider: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO reset_tokens (token_hash, user_id, provider, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(provider)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset_take(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query_as::<_, (String, String, i64)>(
+            "DELETE FROM reset_tokens WHERE token_hash = ?1
+             RETURNING user_id, provider, expires_at_ms",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .filter(|(_, _, expires)| *expires > now_ms)
+            .map(|(user_id, provider, _)| (user_id, provider)))
+    }
+
+    async fn reset_sweep(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM reset_tokens WHERE expires_at_ms <= ?1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError> {

@@ -184,6 +184,10 @@ pub struct ProviderConfig {
     pub firebase: Option<serde_json::Map<String, serde_json::Value>>,
     /// Where this provider's password-reset mail is sent from.
     pub smtp: Option<SmtpConfig>,
+    /// The page that completes a password reset; the mail links to it with the single-use
+    /// token in the fragment (`<reset_url>#token=…`), which browsers never send to a server.
+    /// Needs `master` and `smtp`.
+    pub reset_url: Option<url::Url>,
     #[serde(default)]
     pub cors_origins: Vec<url::Url>,
     /// Names of `[[plugins]]` entries this provider uses.

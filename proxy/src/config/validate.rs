@@ -216,6 +216,21 @@ fn validate_provider(
     if let Some(smtp) = &mut provider.smtp {
         validate_smtp(smtp, &at.key("smtp"), base_dir)?;
     }
+    if let Some(url) = &provider.reset_url {
+        let here = at.key("reset_url");
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(problem(&here, "must be an http or https URL"));
+        }
+        if url.fragment().is_some() {
+            return Err(problem(&here, "must have no fragment: the token goes there"));
+        }
+        if provider.master.is_none() || provider.smtp.is_none() {
+            return Err(problem(
+                &here,
+                "password reset needs `master` (to set the password) and `smtp` (to send the link)",
+            ));
+        }
+    }
     for (i, method) in provider.login.iter().enumerate() {
         if method.needs_master() && provider.master.is_none() {
             return Err(problem(

@@ -1,0 +1,45 @@
+//! Opaque random tokens (session cookies, CSRF, password-reset links) and the hashes the store
+//! keeps of them.
+
+use base64::Engine as _;
+
+/// Random bytes in a token; its text form is unpadded base64url.
+const BYTES: usize = 32;
+const CHARS: usize = 43;
+
+/// A new token: 256 random bits, URL-safe.
+pub fn new_token() -> String {
+    let bytes: [u8; BYTES] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the store keeps of a token. Tokens carry 256 random bits, so a fast hash is enough:
+/// there is nothing to guess that a slow one would protect.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether a presented token has the shape of ours; only those reach the store.
+pub fn well_formed(token: &str) -> bool {
+    token.len() == CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_well_formed_distinct_and_hashed_to_32_bytes() {
+        let (a, b) = (new_token(), new_token());
+        assert!(well_formed(&a) && well_formed(&b));
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a).len(), 32);
+        assert!(!well_formed("short"));
+        assert!(!well_formed(&format!("{}!", &a[1..])));
+    }
+}
