@@ -1,13 +1,15 @@
 //! The login API, `/api/access/services/…`: which login options a user has, logging in with a
-//! method, the session a cookie names, and logging out.
+//! method, the session a cookie names, logging out, and resetting a forgotten password.
 //!
 //! Every handler runs on the host runtime ([`crate::host`]), never on a proxy thread, so that a
 //! storm of logins (identity-provider calls, store writes, sealing) cannot slow proxied
 //! traffic. Answers are JSON. Nothing here reveals whether an account exists: options come from
 //! configuration and the shape of the query, and every failed login gets the same answer.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounterVec;
@@ -16,13 +18,17 @@ use serde_json::{Map, Value, json};
 use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
 use crate::host::Host;
-use crate::limit::{LoginLimiter, client_key, user_key};
+use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
+use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::AuthenticateError;
-use crate::provider::{Providers, Resolution};
+use crate::provider::{Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
-use crate::session::{COOKIE, Level, NewSession, Session, SessionSecrets, Sessions};
+use crate::seal::SealError;
+use crate::session::{COOKIE, Level, NewSession, Session, SessionPolicy, SessionSecrets, Sessions};
+use crate::store::StoreError;
+use crate::token::{new_token, token_hash, well_formed};
 
 /// Request bodies of the login API are small JSON documents.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -52,6 +58,8 @@ pub enum AccessEndpoint {
     Login { method: String },
     Logout,
     Session,
+    ResetRequest,
+    ResetConfirm,
 }
 
 impl From<Endpoint<'_>> for AccessEndpoint {
@@ -63,6 +71,8 @@ impl From<Endpoint<'_>> for AccessEndpoint {
             },
             Endpoint::Logout => Self::Logout,
             Endpoint::Session => Self::Session,
+            Endpoint::ResetRequest => Self::ResetRequest,
+            Endpoint::ResetConfirm => Self::ResetConfirm,
         }
     }
 }
@@ -110,6 +120,19 @@ struct ZtpBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ResetBody {
+    user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    token: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LoginBody {
     user: String,
     password: String,
@@ -117,10 +140,12 @@ struct LoginBody {
     params: Map<String, Value>,
 }
 
-/// `xsigate_logins_total{provider,method,result}`.
+/// `xsigate_logins_total{provider,method,result}` and
+/// `xsigate_password_resets_total{provider,result}`.
 #[derive(Debug, Clone)]
 struct AccessMetrics {
     logins: IntCounterVec,
+    resets: IntCounterVec,
 }
 
 impl AccessMetrics {
@@ -133,9 +158,34 @@ impl AccessMetrics {
             ),
             &["provider", "method", "result"],
         )?;
+        let resets = IntCounterVec::new(
+            prometheus::Opts::new(
+                "xsigate_password_resets_total",
+                "Password resets, by provider and result (requested, mailed, completed, \
+                 rejected, failed).",
+            ),
+            &["provider", "result"],
+        )?;
         metrics.register(Box::new(logins.clone()))?;
-        Ok(Self { logins })
+        metrics.register(Box::new(resets.clone()))?;
+        Ok(Self { logins, resets })
     }
+}
+
+/// How a provider's password-reset links reach users.
+#[derive(Debug)]
+pub struct ResetChannel {
+    pub mailer: Mailer,
+    /// The page the link opens; the token goes in its fragment.
+    pub url: url::Url,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 /// The login API.
@@ -145,6 +195,10 @@ pub struct Access {
     host: Host,
     sessions: Sessions,
     limiter: LoginLimiter,
+    /// Counts reset requests, so that nobody can flood a user's mailbox.
+    reset_limiter: LoginLimiter,
+    /// Per provider id, for those that offer password reset.
+    resets: HashMap<String, ResetChannel>,
     metrics: AccessMetrics,
 }
 
@@ -152,15 +206,23 @@ impl Access {
     pub fn new(
         providers: Arc<Providers>,
         host: Host,
-        sessions: Sessions,
-        limiter: LoginLimiter,
+        resets: HashMap<String, ResetChannel>,
         metrics: &Metrics,
-    ) -> Result<Self, MetricsError> {
+    ) -> Result<Self, AccessError> {
+        let sessions = Sessions::new(
+            Arc::clone(&host.store),
+            &host.sealer,
+            SessionPolicy::default(),
+        )?;
+        let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
+        let reset_limiter = LoginLimiter::new(Arc::clone(&host.store), RESET_LIMIT);
         Ok(Self {
             providers,
             host,
             sessions,
             limiter,
+            reset_limiter,
+            resets,
             metrics: AccessMetrics::register(metrics)?,
         })
     }
@@ -172,7 +234,7 @@ impl Access {
         match self
             .host
             .runtime
-            .spawn(async move { this.handle(request).await })
+            .spawn(async move { this.handle(&request).await })
             .await
         {
             Ok(reply) => reply,
@@ -180,7 +242,7 @@ impl Access {
         }
     }
 
-    async fn handle(&self, request: AccessRequest) -> AccessReply {
+    async fn handle(self: &Arc<Self>, request: &AccessRequest) -> AccessReply {
         let allowed = match request.endpoint {
             AccessEndpoint::Session => request.method == http::Method::GET,
             _ => request.method == http::Method::POST,
@@ -189,10 +251,12 @@ impl Access {
             return AccessReply::error(ErrorCode::MethodNotAllowed, &request.request_id);
         }
         let result = match &request.endpoint {
-            AccessEndpoint::Ztp => self.ztp(&request).await,
-            AccessEndpoint::Login { method } => self.login(method, &request).await,
-            AccessEndpoint::Logout => self.logout(&request).await,
-            AccessEndpoint::Session => self.session(&request).await,
+            AccessEndpoint::Ztp => self.ztp(request).await,
+            AccessEndpoint::Login { method } => self.login(method, request).await,
+            AccessEndpoint::Logout => self.logout(request).await,
+            AccessEndpoint::Session => self.session(request).await,
+            AccessEndpoint::ResetRequest => self.reset_request(request).await,
+            AccessEndpoint::ResetConfirm => self.reset_confirm(request).await,
         };
         result.unwrap_or_else(|code| AccessReply::error(code, &request.request_id))
     }
@@ -206,16 +270,18 @@ impl Access {
             return Err(ErrorCode::BadRequest);
         }
         let mut options = Vec::new();
+        let mut password_reset = false;
         if let Resolution::Found(provider) = self.providers.resolve(Some(query), None) {
             let query = LoginQuery {
                 provider: provider.id.clone(),
                 query: query.to_owned(),
             };
             options = provider.plugins.login_options(&query).await;
+            password_reset = self.resets.contains_key(&provider.id);
         }
         Ok(AccessReply::ok(&json!({
             "options": options,
-            "password_reset": false,
+            "password_reset": password_reset,
         })))
     }
 
@@ -351,13 +417,16 @@ impl Access {
         })
     }
 
-    /// Deletes expired sessions now and then; runs for the life of the process.
-    pub async fn sweep_sessions(self: Arc<Self>) {
-        let mut interval = tokio::time::interval(std::time::Duration::from_secs(300));
+    /// Deletes expired sessions and reset tokens now and then; runs for the life of the process.
+    pub async fn sweep(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(Duration::from_secs(300));
         loop {
             interval.tick().await;
             if let Err(e) = self.sessions.sweep().await {
                 tracing::warn!(error = %e, "sweeping expired sessions failed");
+            }
+            if let Err(e) = self.host.store.reset_sweep(unix_ms()).await {
+                tracing::warn!(error = %e, "sweeping expired reset tokens failed");
             }
         }
     }
@@ -429,7 +498,266 @@ impl Access {
     }
 }
 
-fn locked(wait: std::time::Duration, request_id: &str) -> AccessReply {
+/// Reset requests per user and per client: three an hour, then a doubling wait.
+const RESET_LIMIT: LimitPolicy = LimitPolicy {
+    free_failures: 3,
+    first_lock: Duration::from_secs(300),
+    max_lock: Duration::from_secs(3600),
+    forget_after: Duration::from_secs(3600),
+};
+/// How long a reset link works.
+const RESET_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// BroadWorks portal passwords are 1 to 60 characters.
+const PASSWORD_MAX: usize = 60;
+/// Time allowed for each XSI request of a reset.
+const XSI_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Access {
+    /// Mails a reset link when the user exists, has an e-mail address on their profile and
+    /// their provider offers reset. The answer is the same, and as quick, in every case: the
+    /// work happens after it.
+    async fn reset_request(
+        self: &Arc<Self>,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let body: ResetBody = parse(&request.body)?;
+        let user = body.user.trim().to_owned();
+        if user.is_empty() || user.len() > FIELD_LIMIT {
+            return Err(ErrorCode::BadRequest);
+        }
+        let user_key = format!("reset:{}", user_key(&user));
+        let client_key = request.client.map(|ip| format!("reset:{}", client_key(ip)));
+        let keys: Vec<&str> = [Some(user_key.as_str()), client_key.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let bookkeeping = |e: StoreError| {
+            tracing::error!(error = %e, "reset bookkeeping failed");
+            ErrorCode::Internal
+        };
+        if let Some(wait) = self
+            .reset_limiter
+            .retry_after(&keys)
+            .await
+            .map_err(bookkeeping)?
+        {
+            return Ok(locked(wait, &request.request_id));
+        }
+        // Every request counts, whatever its outcome.
+        self.reset_limiter
+            .failed(&keys)
+            .await
+            .map_err(bookkeeping)?;
+        let this = Arc::clone(self);
+        self.host.runtime.spawn(async move {
+            let provider = match this.providers.resolve(Some(&user), None) {
+                Resolution::Found(provider) => provider.id.clone(),
+                _ => "-".to_owned(),
+            };
+            let result = match this.send_reset_link(&user).await {
+                Ok(true) => "mailed",
+                Ok(false) => "requested",
+                Err(e) => {
+                    tracing::warn!(provider, error = %e, "sending a reset link failed");
+                    "failed"
+                }
+            };
+            this.metrics
+                .resets
+                .with_label_values(&[&provider, result])
+                .inc();
+        });
+        Ok(AccessReply::ok(&json!({ "status": "accepted" })))
+    }
+
+    /// True when a link was mailed; false when there is nobody (or no way) to mail it to.
+    async fn send_reset_link(&self, user: &str) -> Result<bool, String> {
+        let Resolution::Found(provider) = self.providers.resolve(Some(user), None) else {
+            return Ok(false);
+        };
+        let (Some(channel), Some(master)) = (self.resets.get(&provider.id), &provider.master)
+        else {
+            return Ok(false);
+        };
+        let path = profile_path(user);
+        let (response, _) = provider
+            .send_xsi(XsiCall {
+                method: reqwest::Method::GET,
+                path: &path,
+                headers: http::HeaderMap::new(),
+                body: Vec::new(),
+                credentials: Some((&master.user, master.password.expose())),
+                pin: None,
+                timeout: XSI_TIMEOUT,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Ok(false);
+        }
+        let profile = response
+            .bytes()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let (Some(user_id), Some(email)) = (
+            element_text(&profile, "userId"),
+            element_text(&profile, "emailAddress"),
+        ) else {
+            return Ok(false);
+        };
+        let token = new_token();
+        let expires = unix_ms().saturating_add(millis(RESET_LIFETIME));
+        self.host
+            .store
+            .reset_insert(&token_hash(&token), &user_id, &provider.id, expires)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut link = channel.url.clone();
+        link.set_fragment(Some(&format!("token={token}")));
+        let text = format!(
+            "A new password was requested for {user_id}.\n\n\
+             Set it here within {} minutes: {link}\n\n\
+             If you did not ask for this, ignore this message; your password stays as it is.\n",
+            RESET_LIFETIME.as_secs() / 60
+        );
+        channel
+            .mailer
+            .send(&email, "Reset your password", &text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// Sets the new password with the provider's master credentials, takes the token (it
+    /// works once), and ends the user's sessions, which hold the old password.
+    async fn reset_confirm(&self, request: &AccessRequest) -> Result<AccessReply, ErrorCode> {
+        let body: ConfirmBody = parse(&request.body)?;
+        if body.password.is_empty() || body.password.chars().count() > PASSWORD_MAX {
+            return Err(ErrorCode::PasswordRejected);
+        }
+        if !well_formed(&body.token) {
+            return Err(ErrorCode::InvalidResetToken);
+        }
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "password reset failed");
+            ErrorCode::Internal
+        };
+        let (user_id, provider_id) = self
+            .host
+            .store
+            .reset_take(&token_hash(&body.token), unix_ms())
+            .await
+            .map_err(|e| internal(&e))?
+            .ok_or(ErrorCode::InvalidResetToken)?;
+        let provider = self
+            .providers
+            .get(&provider_id)
+            .ok_or(ErrorCode::InvalidResetToken)?;
+        let master = provider
+            .master
+            .as_ref()
+            .ok_or(ErrorCode::InvalidResetToken)?;
+        let path = format!("{}/Password/Portal", profile_path(&user_id));
+        let document = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <PortalPassword xmlns=\"http://schema.broadsoft.com/xsi\">\
+             <newPassword>{}</newPassword></PortalPassword>",
+            xml_escape(&body.password)
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml; charset=UTF-8"),
+        );
+        let (response, _) = provider
+            .send_xsi(XsiCall {
+                method: reqwest::Method::PUT,
+                path: &path,
+                headers,
+                body: document.into_bytes(),
+                credentials: Some((&master.user, master.password.expose())),
+                pin: None,
+                timeout: XSI_TIMEOUT,
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(provider = %provider.id, error = %e, "password reset: XSP failed");
+                ErrorCode::UpstreamUnavailable
+            })?;
+        let resets = &self.metrics.resets;
+        match response.status().as_u16() {
+            200 => {
+                self.host
+                    .store
+                    .session_delete_user(&user_id)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                resets.with_label_values(&[&provider.id, "completed"]).inc();
+                Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
+            }
+            400..=499 => {
+                resets.with_label_values(&[&provider.id, "rejected"]).inc();
+                Err(ErrorCode::PasswordRejected)
+            }
+            _ => Err(ErrorCode::UpstreamUnavailable),
+        }
+    }
+}
+
+fn profile_path(user_id: &str) -> String {
+    format!(
+        "/com.broadsoft.xsi-actions/v2.0/user/{}/profile",
+        percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// The text of the first element with this local name.
+fn element_text(xml: &[u8], name: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut inside = false;
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf).ok()? {
+            Event::Start(e) if e.local_name().as_ref() == name => inside = true,
+            Event::Text(t) if inside => {
+                let text = t.xml10_content().trim().to_owned();
+                return (!text.is_empty()).then_some(text);
+            }
+            Event::End(_) => inside = false,
+            Event::Eof => return None,
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn locked(wait: Duration, request_id: &str) -> AccessReply {
     AccessReply::error(ErrorCode::TooManyAttempts, request_id)
         .header("retry-after", wait.as_secs().to_string())
 }

@@ -65,8 +65,10 @@ pub struct Master {
 
 impl Provider {
     /// Sends `call` to the pinned XSP, or to the healthy XSPs in turn while they cannot be
-    /// reached. Once a request was sent it is never sent again: it may have had effects.
-    /// Returns the response and the XSP that gave it.
+    /// reached, the proxy's own rule: a request that never reached an XSP goes to another, and
+    /// so does an idempotent one that got no answer (the XSP may have died with it in flight,
+    /// or a pooled connection gone stale); any other request is never sent twice, since it may
+    /// have had effects. Returns the response and the XSP that gave it.
     pub async fn send_xsi(
         &self,
         call: XsiCall<'_>,
@@ -114,6 +116,9 @@ impl Provider {
                 Err(e) if e.is_connect() => {
                     xsp.metrics.connect_failures.inc();
                     xsp.mark_failure(&self.id);
+                }
+                Err(e) if call.method.is_idempotent() && !e.is_timeout() => {
+                    tracing::debug!(provider = %self.id, xsp = %xsp.name, "XSI request got no answer; trying another XSP");
                 }
                 Err(e) => return Err(XsiCallError::Http(e.without_url())),
             }

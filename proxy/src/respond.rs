@@ -28,6 +28,8 @@ pub enum ErrorCode {
     UnknownLoginMethod,
     MethodNotAllowed,
     PayloadTooLarge,
+    InvalidResetToken,
+    PasswordRejected,
     Internal,
 }
 
@@ -41,7 +43,11 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::TooManyAttempts => 429,
-            Self::ConflictingProvider | Self::InvalidPin | Self::BadRequest => 400,
+            Self::ConflictingProvider
+            | Self::InvalidPin
+            | Self::BadRequest
+            | Self::InvalidResetToken
+            | Self::PasswordRejected => 400,
             Self::UpstreamUnavailable | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
@@ -68,6 +74,8 @@ impl ErrorCode {
             Self::UnknownLoginMethod => "unknown_login_method",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidResetToken => "invalid_reset_token",
+            Self::PasswordRejected => "password_rejected",
             Self::Internal => "internal_error",
         }
     }
@@ -96,6 +104,8 @@ impl ErrorCode {
             Self::UnknownLoginMethod => "this login method is not offered here",
             Self::MethodNotAllowed => "this endpoint does not take this method",
             Self::PayloadTooLarge => "the request body is too large",
+            Self::InvalidResetToken => "the reset link is unknown, used or expired",
+            Self::PasswordRejected => "the service provider refused this password",
             Self::Internal => "the gateway failed to handle the request",
         }
     }

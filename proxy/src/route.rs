@@ -81,6 +81,10 @@ pub enum Endpoint<'a> {
     Logout,
     /// `session`: the session the cookie names.
     Session,
+    /// `reset`: mail a password-reset link.
+    ResetRequest,
+    /// `reset/confirm`: set a new password with a link's token.
+    ResetConfirm,
 }
 
 impl Route<'_> {
@@ -114,6 +118,8 @@ pub fn classify(path: &str) -> Route<'_> {
             "ztp" => Route::Access(Endpoint::Ztp),
             "logout" => Route::Access(Endpoint::Logout),
             "session" => Route::Access(Endpoint::Session),
+            "reset" => Route::Access(Endpoint::ResetRequest),
+            "reset/confirm" => Route::Access(Endpoint::ResetConfirm),
             _ => match endpoint.strip_prefix("idp/") {
                 Some(method) if !method.is_empty() && !method.contains('/') => {
                     Route::Access(Endpoint::Login { method })

@@ -1,5 +1,6 @@
 //! Assembling the Pingora server from a validated configuration.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,17 +16,16 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access::Access;
+use crate::access::{Access, AccessError, ResetChannel};
 use crate::config::Config;
 use crate::health::HealthService;
 use crate::host::{Host, HostError, HostSettings};
-use crate::limit::{LimitPolicy, LoginLimiter};
+use crate::mail::{MailError, Mailer};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::provider::Providers;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
-use crate::session::{SessionPolicy, Sessions};
 use crate::upstream::UpstreamError;
 
 /// Why the gateway could not start. Each names the file or setting at fault.
@@ -49,6 +49,10 @@ pub enum StartupError {
     Host(#[from] HostError),
     #[error(transparent)]
     Plugins(#[from] PluginsError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("provider `{provider}`: {source}")]
+    Mail { provider: String, source: MailError },
     #[error("TLS listener {address}: {reason}")]
     Tls { address: String, reason: String },
     #[error("cannot start the server: {0}")]
@@ -85,21 +89,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         secret_file,
     })?;
     plugins.start(&host, &providers)?;
-    let sessions = Sessions::new(
-        Arc::clone(&host.store),
-        &host.sealer,
-        SessionPolicy::default(),
-    )
-    .map_err(HostError::from)?;
-    let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
     let access = Arc::new(Access::new(
         Arc::clone(&providers),
         host.clone(),
-        sessions,
-        limiter,
+        reset_channels(config)?,
         &metrics,
     )?);
-    host.runtime.spawn(Arc::clone(&access).sweep_sessions());
+    host.runtime.spawn(Arc::clone(&access).sweep());
 
     let server_conf = ServerConf {
         threads: config.server.threads.map_or_else(
@@ -172,6 +168,28 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         "xsigate starting"
     );
     server.run_forever()
+}
+
+/// The mail relay and link page of each provider that offers password reset.
+fn reset_channels(config: &Config) -> Result<HashMap<String, ResetChannel>, StartupError> {
+    let mut channels = HashMap::new();
+    for (id, provider) in &config.providers {
+        let (Some(url), Some(smtp)) = (&provider.reset_url, &provider.smtp) else {
+            continue;
+        };
+        let mailer = Mailer::new(smtp).map_err(|source| StartupError::Mail {
+            provider: id.clone(),
+            source,
+        })?;
+        channels.insert(
+            id.clone(),
+            ResetChannel {
+                mailer,
+                url: url.clone(),
+            },
+        );
+    }
+    Ok(channels)
 }
 
 fn path_str(path: &Path) -> String {

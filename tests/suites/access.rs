@@ -262,3 +262,154 @@ async fn failed_logins_look_alike_and_repeated_ones_are_locked_out() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailed_link_resets_the_password_once() {
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        r#"
+        [[users]]
+        user_id = "alice@acme.example"
+        password = "alice-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "alice@mail.example"
+
+        [[admins]]
+        user_id = "admin@acme.example"
+        password = "admin-pw"
+        scope = { level = "service_provider", service_provider = "acme" }
+        "#,
+    )
+    .unwrap();
+    let sim = xsi_sim::Simulator::start(seed).await.unwrap();
+    let smtp = xsigate_tests::SmtpServer::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("master"), "admin-pw\n").unwrap();
+    let extra = format!(
+        "plugins = [\"broadsoft\"]\n\
+         master = {{ user = \"admin@acme.example\", password_file = \"{}\" }}\n\
+         reset_url = \"https://dialer.acme.example/reset\"\n\
+         [providers.acme.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+         from = \"Acme Dialer <noreply@acme.example>\"\n",
+        secrets.path().join("master").display(),
+        smtp.port
+    );
+    let plugin = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
+        plugin_library("xsigate-idp-broadsoft").display()
+    );
+    let provider = provider_for_simulator("acme", &["acme.example"], &sim, &extra);
+    let mut gateway = Gateway::start(&format!("{plugin}{provider}")).await;
+    gateway.wait_for("/readyz", 200).await;
+    let gateway = gateway;
+
+    let ztp: Value = post(
+        &gateway,
+        "/api/access/services/ztp",
+        &json!({ "query": ALICE }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(ztp["password_reset"], true);
+
+    // The same answer for nobody and for alice; only alice gets mail.
+    let reset = |user: &str| {
+        let body = json!({ "user": user });
+        let gateway = &gateway;
+        async move { post(gateway, "/api/access/services/reset", &body).await }
+    };
+    let nobody = reset("nobody@acme.example").await;
+    assert_eq!(nobody.status(), 200);
+    let nobody: Value = nobody.json().await.unwrap();
+    let alice: Value = reset(ALICE).await.json().await.unwrap();
+    assert_eq!(nobody, alice);
+    let mail = smtp.wait_for(|m| m.contains("END MESSAGE")).await;
+    assert!(mail.contains("To: alice@mail.example"), "{mail}");
+    // Read it as a mail client would: the long link line comes quoted-printable.
+    assert!(
+        mail.contains("Content-Transfer-Encoding: quoted-printable"),
+        "{mail}"
+    );
+    let mail = decode_quoted_printable(&mail);
+    let token: String = mail
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert_eq!(token.len(), 43, "{mail}");
+
+    let confirm = |token: &str, password: &str| {
+        let body = json!({ "token": token, "password": password });
+        let gateway = &gateway;
+        async move { post(gateway, "/api/access/services/reset/confirm", &body).await }
+    };
+    assert_eq!(confirm(&token, "new-pw-1").await.status(), 200);
+    assert_eq!(login(&gateway, ALICE, "new-pw-1").await.status(), 200);
+    assert_eq!(
+        code(login(&gateway, ALICE, "alice-pw").await).await,
+        (401, "invalid_credentials".to_owned())
+    );
+    assert_eq!(
+        code(confirm(&token, "new-pw-2").await).await,
+        (400, "invalid_reset_token".to_owned()),
+        "a link works once"
+    );
+    assert_eq!(
+        code(confirm("not-a-token", "x").await).await,
+        (400, "invalid_reset_token".to_owned())
+    );
+
+    // Repeated requests are limited (per user and per client address).
+    let mut limited = None;
+    for _ in 0..10 {
+        let response = reset(ALICE).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let limited = limited.expect("reset requests are rate-limited");
+    assert!(limited.headers().contains_key("retry-after"));
+
+    let received = smtp.received();
+    for to in received.lines().filter(|l| l.starts_with("To: ")) {
+        assert_eq!(to, "To: alice@mail.example");
+    }
+    gateway
+        .wait_metric(
+            "xsigate_password_resets_total{provider=\"acme\",result=\"completed\"}",
+            |v| v == 1.0,
+        )
+        .await;
+}
+
+/// Quoted-printable (RFC 2045) as a mail client decodes it: soft line breaks removed, `=XX`
+/// turned back into bytes.
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

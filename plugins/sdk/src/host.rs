@@ -104,7 +104,8 @@ impl Host {
     }
 
     /// Sends an XSI request to one of the provider's XSPs. The host picks a healthy XSP (or the
-    /// pinned one), fails over when one cannot be reached, and attaches the credentials; the
+    /// pinned one), fails over as the proxy does (a request that reached no XSP, or an
+    /// idempotent one that got no answer), and attaches the credentials; the
     /// plugin never learns an XSP address or the master password. The provider must list this
     /// plugin in its `plugins`.
     pub async fn xsi(self, request: XsiRequest) -> Result<XsiResponse, Error> {

@@ -222,7 +222,10 @@ fn validate_provider(
             return Err(problem(&here, "must be an http or https URL"));
         }
         if url.fragment().is_some() {
-            return Err(problem(&here, "must have no fragment: the token goes there"));
+            return Err(problem(
+                &here,
+                "must have no fragment: the token goes there",
+            ));
         }
         if provider.master.is_none() || provider.smtp.is_none() {
             return Err(problem(

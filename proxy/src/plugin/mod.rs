@@ -586,7 +586,6 @@ impl Plugins {
             .build()
             .map_err(|e| PluginsError::HttpClient(e.to_string()))?;
 
-
         let mut bus = Bus::new();
         let mut queues = Vec::new();
         for plugin in &self.all {
