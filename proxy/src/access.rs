@@ -21,7 +21,7 @@ use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::AuthenticateError;
+use crate::plugin::{AuthenticateError, Plugins};
 use crate::provider::{Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
@@ -29,6 +29,15 @@ use crate::seal::SealError;
 use crate::session::{COOKIE, Level, NewSession, Session, SessionPolicy, SessionSecrets, Sessions};
 use crate::store::StoreError;
 use crate::token::{new_token, token_hash, well_formed};
+
+/// Events the login API publishes to plugins, with JSON payloads naming the user by uniqueId.
+pub mod topics {
+    /// `{"unique_id", "provider", "level"}`: a user logged in.
+    pub const SESSION_STARTED: &str = "session.started";
+    /// `{"unique_id", "provider"}`: a user logged out; event channels and screen recording
+    /// for them should stop.
+    pub const SESSION_ENDED: &str = "session.ended";
+}
 
 /// Request bodies of the login API are small JSON documents.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -192,6 +201,7 @@ pub enum AccessError {
 #[derive(Debug)]
 pub struct Access {
     providers: Arc<Providers>,
+    plugins: Arc<Plugins>,
     host: Host,
     sessions: Sessions,
     limiter: LoginLimiter,
@@ -205,6 +215,7 @@ pub struct Access {
 impl Access {
     pub fn new(
         providers: Arc<Providers>,
+        plugins: Arc<Plugins>,
         host: Host,
         resets: HashMap<String, ResetChannel>,
         metrics: &Metrics,
@@ -218,6 +229,7 @@ impl Access {
         let reset_limiter = LoginLimiter::new(Arc::clone(&host.store), RESET_LIMIT);
         Ok(Self {
             providers,
+            plugins,
             host,
             sessions,
             limiter,
@@ -373,6 +385,14 @@ impl Access {
                     .await
                     .map_err(|e| internal(&e))?;
                 self.count(&provider.id, method, "accepted");
+                self.plugins.publish(
+                    topics::SESSION_STARTED,
+                    &json!({
+                        "unique_id": unique_id,
+                        "provider": provider.id,
+                        "level": level,
+                    }),
+                );
                 let cookie = self.sessions.cookie(&issued.token, request.tls);
                 Ok(AccessReply::ok(&json!({
                     "unique_id": unique_id,
@@ -487,10 +507,21 @@ impl Access {
                 return Err(ErrorCode::CsrfTokenInvalid);
             }
             if let Some(token) = &request.session_token {
-                self.sessions.end(token).await.map_err(|e| {
+                let internal = |e: &dyn std::fmt::Display| {
                     tracing::error!(error = %e, "ending a session failed");
                     ErrorCode::Internal
-                })?;
+                };
+                self.sessions.end(token).await.map_err(|e| internal(&e))?;
+                let unique_id = self
+                    .host
+                    .store
+                    .unique_id(&session.user_id)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                self.plugins.publish(
+                    topics::SESSION_ENDED,
+                    &json!({ "unique_id": unique_id, "provider": session.provider }),
+                );
             }
         }
         Ok(AccessReply::ok(&json!({ "status": "logged_out" }))

@@ -81,7 +81,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     ensure_secret_file(&secret_file)?;
 
     let metrics = Metrics::new()?;
-    let plugins = Plugins::load(config, &metrics)?;
+    let plugins = Arc::new(Plugins::load(config, &metrics)?);
     let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
     providers.resolve_all_blocking();
     let host = Host::start(&HostSettings {
@@ -91,6 +91,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     plugins.start(&host, &providers)?;
     let access = Arc::new(Access::new(
         Arc::clone(&providers),
+        Arc::clone(&plugins),
         host.clone(),
         reset_channels(config)?,
         &metrics,

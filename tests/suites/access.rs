@@ -30,13 +30,30 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
 }
 
 async fn gateway(sim: &xsi_sim::Simulator) -> Gateway {
-    let plugin = format!(
+    gateway_with(sim, "").await
+}
+
+/// A gateway with idp-broadsoft, and the fixture plugin consuming `fixture_topic` if given.
+async fn gateway_with(sim: &xsi_sim::Simulator, fixture_topic: &str) -> Gateway {
+    let mut plugins = format!(
         "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
         plugin_library("xsigate-idp-broadsoft").display()
     );
-    let provider =
-        provider_for_simulator("acme", &["acme.example"], sim, "plugins = [\"broadsoft\"]");
-    let mut gateway = Gateway::start(&format!("{plugin}{provider}")).await;
+    let mut names = "\"broadsoft\"".to_owned();
+    if !fixture_topic.is_empty() {
+        plugins.push_str(&format!(
+            "[[plugins]]\nname = \"fixture\"\npath = \"{}\"\nconfig = {{ topic = \"{fixture_topic}\" }}\n",
+            plugin_library("xsigate-fixture-host-services").display()
+        ));
+        names.push_str(", \"fixture\"");
+    }
+    let provider = provider_for_simulator(
+        "acme",
+        &["acme.example"],
+        sim,
+        &format!("plugins = [{names}]"),
+    );
+    let mut gateway = Gateway::start(&format!("{plugins}{provider}")).await;
     gateway.wait_for("/readyz", 200).await;
     gateway
 }
@@ -114,7 +131,7 @@ async fn ztp_offers_options_from_configuration_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_opens_a_session_that_survives_a_restart_and_ends_at_logout() {
     let sim = simulator().await;
-    let mut gateway = gateway(&sim).await;
+    let mut gateway = gateway_with(&sim, "session.ended").await;
 
     let response = login(&gateway, ALICE, "alice-pw").await;
     assert_eq!(response.status(), 200);
@@ -216,6 +233,13 @@ async fn a_login_opens_a_session_that_survives_a_restart_and_ends_at_logout() {
         code(session(&gateway).await).await,
         (401, "not_logged_in".to_owned())
     );
+    // Plugins hear of the logout (event channels and screen recording stop on it).
+    gateway
+        .wait_metric(
+            "xsigate_plugin_fixture_events_total{topic=\"session.ended\"}",
+            |v| v == 1.0,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,7 +475,8 @@ pub struct Plugins {
     /// In `[[plugins]]` order.
     all: Vec<Arc<Plugin>>,
     metrics: Option<HostMetrics>,
-    started: OnceLock<()>,
+    /// Set by [`Plugins::start`].
+    services: OnceLock<Arc<Services>>,
 }
 
 impl Plugins {
@@ -485,7 +486,7 @@ impl Plugins {
             by_name: HashMap::new(),
             all: Vec::new(),
             metrics: None,
-            started: OnceLock::new(),
+            services: OnceLock::new(),
         }
     }
 
@@ -514,6 +515,14 @@ impl Plugins {
             plugins.check_login_methods(id, &provider.plugins)?;
         }
         Ok(plugins)
+    }
+
+    /// Publishes an event of the host's own (a login, a logout) to the plugins subscribed to
+    /// `topic`. Before the plugins started, or without subscribers, it reaches nobody.
+    pub fn publish(&self, topic: &str, payload: &serde_json::Value) {
+        if let Some(services) = self.services.get() {
+            services.deliver(topic, payload.to_string().as_bytes());
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -575,7 +584,7 @@ impl Plugins {
         let Some(metrics) = &self.metrics else {
             return Ok(());
         };
-        if self.started.set(()).is_err() {
+        if self.services.get().is_some() {
             return Ok(());
         }
         // The plugins' HTTP client uses the process's TLS provider, as Pingora does.
@@ -616,6 +625,7 @@ impl Plugins {
         for plugin in &self.all {
             let _ = plugin.context.services.set(Arc::clone(&services));
         }
+        let _ = self.services.set(Arc::clone(&services));
         for (plugin, mut receiver) in queues {
             runtime.spawn(async move {
                 while let Some((topic, payload)) = receiver.recv().await {

@@ -50,6 +50,14 @@ pub(super) struct Services {
     pub metrics: HostMetrics,
 }
 
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("topics", &self.bus.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Aborts the host task when the plugin drops the future (a hook timed out, a request ended).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -417,11 +425,20 @@ impl Services {
             Ok(TopicMeta { topic }) => topic,
             Err(reply) => return reply,
         };
+        let (delivered, dropped) = self.deliver(&topic, body.as_slice());
+        ok(
+            &serde_json::json!({ "delivered": delivered, "dropped": dropped }),
+            Vec::new(),
+        )
+    }
+
+    /// Queues an event for every subscriber of `topic`; returns (delivered, dropped).
+    pub fn deliver(&self, topic: &str, payload: &[u8]) -> (u32, u32) {
         let (mut delivered, mut dropped) = (0u32, 0u32);
-        for subscriber in self.bus.get(&topic).into_iter().flatten() {
+        for subscriber in self.bus.get(topic).into_iter().flatten() {
             if subscriber
                 .queue
-                .try_send((topic.clone(), body.to_vec()))
+                .try_send((topic.to_owned(), payload.to_vec()))
                 .is_ok()
             {
                 delivered += 1;
@@ -433,10 +450,7 @@ impl Services {
                     .inc();
             }
         }
-        ok(
-            &serde_json::json!({ "delivered": delivered, "dropped": dropped }),
-            Vec::new(),
-        )
+        (delivered, dropped)
     }
 
     async fn sleep(meta: &Buf) -> Result<Reply, Reply> {
