@@ -437,3 +437,96 @@ fn decode_quoted_printable(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The OpenAPI document of this API, kept true: it names every endpoint the router knows, and
+/// each documented example, sent to a live gateway, gets a documented status with a body that
+/// has the documented fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_api() {
+    use xsigate::route::{Endpoint, Route, classify};
+
+    let document: Value = serde_json::from_str(
+        &std::fs::read_to_string(xsigate_tests::repo_root().join("docs/access-api.openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+
+    // Adding an endpoint without documenting it breaks this match, and so the build.
+    let documented = |endpoint: Endpoint<'_>| match endpoint {
+        Endpoint::Ztp => "/api/access/services/ztp",
+        Endpoint::Login { .. } => "/api/access/services/idp/{method}",
+        Endpoint::Logout => "/api/access/services/logout",
+        Endpoint::Session => "/api/access/services/session",
+        Endpoint::ResetRequest => "/api/access/services/reset",
+        Endpoint::ResetConfirm => "/api/access/services/reset/confirm",
+    };
+    let endpoints = [
+        Endpoint::Ztp,
+        Endpoint::Login {
+            method: "broadsoft",
+        },
+        Endpoint::Logout,
+        Endpoint::Session,
+        Endpoint::ResetRequest,
+        Endpoint::ResetConfirm,
+    ];
+    assert_eq!(
+        paths.len(),
+        endpoints.len(),
+        "every documented path is an endpoint"
+    );
+    for endpoint in endpoints {
+        let path = documented(endpoint);
+        assert!(paths.contains_key(path), "{path} is not documented");
+        assert_eq!(
+            classify(&path.replace("{method}", "broadsoft")),
+            Route::Access(endpoint),
+            "{path}"
+        );
+    }
+
+    let resolve = |value: &Value| -> Value {
+        let mut value = value.clone();
+        while let Some(reference) = value["$ref"].as_str() {
+            let pointer = reference.trim_start_matches('#');
+            value = document.pointer(pointer).unwrap().clone();
+        }
+        value
+    };
+    let sim = simulator().await;
+    let gateway = gateway(&sim).await;
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let url = gateway.url(&path.replace("{method}", "broadsoft"));
+            let request = match method.as_str() {
+                "get" => client().get(url),
+                "post" => client().post(url),
+                other => panic!("undocumented method {other}"),
+            };
+            let example = &operation["requestBody"]["content"]["application/json"]["example"];
+            let request = if example.is_null() {
+                request
+            } else {
+                request.json(example)
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16().to_string();
+            let documented = resolve(&operation["responses"][&status]);
+            assert!(
+                !documented.is_null(),
+                "{method} {path} answered {status}, which is not documented"
+            );
+            let body: Value = response.json().await.unwrap();
+            let schema = resolve(&documented["content"]["application/json"]["schema"]);
+            for field in schema["required"].as_array().unwrap() {
+                let field = field.as_str().unwrap();
+                assert!(
+                    !body[field].is_null(),
+                    "{method} {path} {status}: `{field}` missing from {body}"
+                );
+            }
+        }
+    }
+}
