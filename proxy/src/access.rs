@@ -155,6 +155,7 @@ struct LoginBody {
 struct AccessMetrics {
     logins: IntCounterVec,
     resets: IntCounterVec,
+    sessions: prometheus::IntGauge,
 }
 
 impl AccessMetrics {
@@ -175,9 +176,19 @@ impl AccessMetrics {
             ),
             &["provider", "result"],
         )?;
+        let sessions = prometheus::IntGauge::new(
+            "xsigate_sessions_active",
+            "Live login sessions in the store (all instances sharing it): counted every 30 s, \
+             and moved by this instance's logins and logouts in between.",
+        )?;
         metrics.register(Box::new(logins.clone()))?;
         metrics.register(Box::new(resets.clone()))?;
-        Ok(Self { logins, resets })
+        metrics.register(Box::new(sessions.clone()))?;
+        Ok(Self {
+            logins,
+            resets,
+            sessions,
+        })
     }
 }
 
@@ -385,6 +396,8 @@ impl Access {
                     .await
                     .map_err(|e| internal(&e))?;
                 self.count(&provider.id, method, "accepted");
+                // The periodic count corrects this for expiries and other instances.
+                self.metrics.sessions.inc();
                 self.plugins.publish(
                     topics::SESSION_STARTED,
                     &json!({
@@ -437,11 +450,22 @@ impl Access {
         })
     }
 
-    /// Deletes expired sessions and reset tokens now and then; runs for the life of the process.
+    /// Counts live sessions every 30 s and deletes expired sessions and reset tokens every
+    /// 5 minutes; runs for the life of the process.
     pub async fn sweep(self: Arc<Self>) {
-        let mut interval = tokio::time::interval(Duration::from_secs(300));
-        loop {
+        let mut interval = tokio::time::interval(Duration::from_secs(30));
+        for tick in 0u64.. {
             interval.tick().await;
+            match self.sessions.live().await {
+                Ok(live) => self
+                    .metrics
+                    .sessions
+                    .set(i64::try_from(live).unwrap_or(i64::MAX)),
+                Err(e) => tracing::warn!(error = %e, "counting sessions failed"),
+            }
+            if tick % 10 != 0 {
+                continue;
+            }
             if let Err(e) = self.sessions.sweep().await {
                 tracing::warn!(error = %e, "sweeping expired sessions failed");
             }
@@ -511,7 +535,15 @@ impl Access {
                     tracing::error!(error = %e, "ending a session failed");
                     ErrorCode::Internal
                 };
-                self.sessions.end(token).await.map_err(|e| internal(&e))?;
+                if self
+                    .sessions
+                    .end(token)
+                    .await
+                    .map_err(|e| internal(&e))?
+                    .is_some()
+                {
+                    self.metrics.sessions.dec();
+                }
                 let unique_id = self
                     .host
                     .store

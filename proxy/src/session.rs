@@ -259,6 +259,13 @@ impl Sessions {
         }
     }
 
+    /// How many sessions are live.
+    pub async fn live(&self) -> Result<u64, StoreError> {
+        self.store
+            .session_count(unix_ms(), millis(self.policy.idle))
+            .await
+    }
+
     /// Deletes expired sessions; returns how many.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         self.store

@@ -145,6 +145,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes expired sessions; returns how many.
     async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
 
+    /// Live sessions: not expired, not idle longer than `idle_ms`.
+    async fn session_count(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
+
     /// Ends every session of a user (after a password change); returns how many.
     async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
 
@@ -483,6 +486,17 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
+    }
+
+    async fn session_count(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError> {
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sessions WHERE expires_at_ms > ?1 AND last_seen_ms > ?1 - ?2",
+        )
+        .bind(now_ms)
+        .bind(idle_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError> {

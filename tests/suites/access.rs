@@ -181,6 +181,10 @@ async fn a_login_opens_a_session_that_survives_a_restart_and_ends_at_logout() {
         Some(2.0)
     );
 
+    gateway
+        .wait_metric("xsigate_sessions_active", |v| v >= 1.0)
+        .await;
+
     // Sessions live in the store: a new process (graceful upgrade) still knows this one.
     gateway.upgrade().await;
     let current: Value = session(&gateway).await.json().await.unwrap();
