@@ -149,6 +149,11 @@ struct LoginBody {
     params: Map<String, Value>,
 }
 
+/// The `result` label values of `xsigate_logins_total`.
+const LOGIN_RESULTS: [&str; 5] = ["accepted", "rejected", "locked", "failed", "redirected"];
+/// The `result` label values of `xsigate_password_resets_total`.
+const RESET_RESULTS: [&str; 5] = ["requested", "mailed", "completed", "rejected", "failed"];
+
 /// `xsigate_logins_total{provider,method,result}` and
 /// `xsigate_password_resets_total{provider,result}`.
 #[derive(Debug, Clone)]
@@ -163,7 +168,7 @@ impl AccessMetrics {
         let logins = IntCounterVec::new(
             prometheus::Opts::new(
                 "xsigate_logins_total",
-                "Login attempts, by provider, method and result (accepted, rejected, locked, \
+                "Login attempts, by provider, method and result (accepted, rejected, locked, redirected, \
                  failed).",
             ),
             &["provider", "method", "result"],
@@ -238,6 +243,24 @@ impl Access {
         )?;
         let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
         let reset_limiter = LoginLimiter::new(Arc::clone(&host.store), RESET_LIMIT);
+        let metrics = AccessMetrics::register(metrics)?;
+        // Every series a dashboard or alert watches exists from the start, at zero.
+        for provider in &providers.all {
+            for plugin in &provider.plugins.identity {
+                for method in &plugin.manifest.login_methods {
+                    for result in LOGIN_RESULTS {
+                        metrics
+                            .logins
+                            .with_label_values(&[&provider.id, method, result]);
+                    }
+                }
+            }
+            if resets.contains_key(&provider.id) {
+                for result in RESET_RESULTS {
+                    metrics.resets.with_label_values(&[&provider.id, result]);
+                }
+            }
+        }
         Ok(Self {
             providers,
             plugins,
@@ -246,7 +269,7 @@ impl Access {
             limiter,
             reset_limiter,
             resets,
-            metrics: AccessMetrics::register(metrics)?,
+            metrics,
         })
     }
 

@@ -101,13 +101,25 @@ fn version_names_the_build() {
     );
 }
 
-/// A gateway whose provider uses a no-op plugin, so that the plugin families are exported too.
+/// A gateway whose provider uses a no-op plugin and the BroadSoft identity provider, so that
+/// the plugin and login families are exported too.
 async fn gateway_with_plugin(xsp: &Upstream) -> Gateway {
     let plugin = format!(
-        "[[plugins]]\nname = \"noop\"\npath = \"{}\"\n",
-        plugin_library("xsigate-fixture-noop-filter").display()
+        "[[plugins]]\nname = \"noop\"\npath = \"{}\"\n[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
+        plugin_library("xsigate-fixture-noop-filter").display(),
+        plugin_library("xsigate-idp-broadsoft").display()
     );
-    let provider = provider("acme", &["acme.example"], &[xsp], "plugins = [\"noop\"]");
+    // Password reset is configured (never used) so that its series exist too.
+    let master = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(master.path(), "admin-pw").unwrap();
+    let extra = format!(
+        "plugins = [\"noop\", \"broadsoft\"]\n\
+         master = {{ user = \"admin@acme.example\", password_file = \"{}\" }}\n\
+         reset_url = \"https://dialer.acme.example/reset\"\n\
+         [providers.acme.smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"noreply@acme.example\"\n",
+        master.path().display()
+    );
+    let provider = provider("acme", &["acme.example"], &[xsp], &extra);
     Gateway::start(&format!("{plugin}{provider}")).await
 }
 
@@ -156,6 +168,8 @@ async fn metrics_pass_promtool() {
         "xsigate_plugin_call_duration_seconds_bucket",
         "xsigate_plugin_worker_restarts_total",
         "xsigate_plugin_events_dropped_total",
+        "xsigate_logins_total",
+        "xsigate_sessions_active",
     ] {
         assert!(exposition.contains(family), "{family} is missing");
     }
