@@ -27,7 +27,7 @@ use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
 use crate::seal::SealError;
 use crate::session::{COOKIE, Level, NewSession, Session, SessionPolicy, SessionSecrets, Sessions};
-use crate::store::StoreError;
+use crate::store::{millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
 /// Events the login API publishes to plugins, with JSON payloads naming the user by uniqueId.
@@ -343,16 +343,7 @@ impl Access {
             .into_iter()
             .flatten()
             .collect();
-        let internal = |e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "login bookkeeping failed");
-            ErrorCode::Internal
-        };
-        if let Some(wait) = self
-            .limiter
-            .retry_after(&keys)
-            .await
-            .map_err(|e| internal(&e))?
-        {
+        if let Some(wait) = self.limiter.retry_after(&keys).await.map_err(internal)? {
             self.count("-", method, "locked");
             return Ok(locked(wait, &request.request_id));
         }
@@ -375,10 +366,7 @@ impl Access {
                 user_id,
                 attributes,
             }) => {
-                self.limiter
-                    .succeeded(&user_key)
-                    .await
-                    .map_err(|e| internal(&e))?;
+                self.limiter.succeeded(&user_key).await.map_err(internal)?;
                 let level = attributes
                     .get("level")
                     .cloned()
@@ -403,7 +391,7 @@ impl Access {
                     .store
                     .unique_id(&user_id)
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(internal)?;
                 let issued = self
                     .sessions
                     .create(NewSession {
@@ -417,7 +405,7 @@ impl Access {
                         },
                     })
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(internal)?;
                 self.count(&provider.id, method, "accepted");
                 // The periodic count corrects this for expiries and other instances.
                 self.metrics.sessions.inc();
@@ -462,10 +450,7 @@ impl Access {
         keys: &[&str],
         request: &AccessRequest,
     ) -> Result<AccessReply, ErrorCode> {
-        let lock = self.limiter.failed(keys).await.map_err(|e| {
-            tracing::error!(error = %e, "login bookkeeping failed");
-            ErrorCode::Internal
-        })?;
+        let lock = self.limiter.failed(keys).await.map_err(internal)?;
         self.count(provider, method, "rejected");
         Ok(match lock {
             Some(wait) => locked(wait, &request.request_id),
@@ -521,10 +506,7 @@ impl Access {
         let Some(token) = &request.session_token else {
             return Ok(None);
         };
-        self.sessions.resume(token).await.map_err(|e| {
-            tracing::error!(error = %e, "reading a session failed");
-            ErrorCode::Internal
-        })
+        self.sessions.resume(token).await.map_err(internal)
     }
 
     async fn session(&self, request: &AccessRequest) -> Result<AccessReply, ErrorCode> {
@@ -534,10 +516,7 @@ impl Access {
             .store
             .unique_id(&session.user_id)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "reading a uniqueId failed");
-                ErrorCode::Internal
-            })?;
+            .map_err(internal)?;
         Ok(AccessReply::ok(&json!({
             "unique_id": unique_id,
             "level": session.level,
@@ -554,17 +533,7 @@ impl Access {
                 return Err(ErrorCode::CsrfTokenInvalid);
             }
             if let Some(token) = &request.session_token {
-                let internal = |e: &dyn std::fmt::Display| {
-                    tracing::error!(error = %e, "ending a session failed");
-                    ErrorCode::Internal
-                };
-                if self
-                    .sessions
-                    .end(token)
-                    .await
-                    .map_err(|e| internal(&e))?
-                    .is_some()
-                {
+                if self.sessions.end(token).await.map_err(internal)?.is_some() {
                     self.metrics.sessions.dec();
                 }
                 let unique_id = self
@@ -572,7 +541,7 @@ impl Access {
                     .store
                     .unique_id(&session.user_id)
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(internal)?;
                 self.plugins.publish(
                     topics::SESSION_ENDED,
                     &json!({ "unique_id": unique_id, "provider": session.provider }),
@@ -617,23 +586,16 @@ impl Access {
             .into_iter()
             .flatten()
             .collect();
-        let bookkeeping = |e: StoreError| {
-            tracing::error!(error = %e, "reset bookkeeping failed");
-            ErrorCode::Internal
-        };
         if let Some(wait) = self
             .reset_limiter
             .retry_after(&keys)
             .await
-            .map_err(bookkeeping)?
+            .map_err(internal)?
         {
             return Ok(locked(wait, &request.request_id));
         }
         // Every request counts, whatever its outcome.
-        self.reset_limiter
-            .failed(&keys)
-            .await
-            .map_err(bookkeeping)?;
+        self.reset_limiter.failed(&keys).await.map_err(internal)?;
         let this = Arc::clone(self);
         self.host.runtime.spawn(async move {
             let provider = match this.providers.resolve(Some(&user), None) {
@@ -724,16 +686,12 @@ impl Access {
         if !well_formed(&body.token) {
             return Err(ErrorCode::InvalidResetToken);
         }
-        let internal = |e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "password reset failed");
-            ErrorCode::Internal
-        };
         let (user_id, provider_id) = self
             .host
             .store
             .reset_take(&token_hash(&body.token), unix_ms())
             .await
-            .map_err(|e| internal(&e))?
+            .map_err(internal)?
             .ok_or(ErrorCode::InvalidResetToken)?;
         let provider = self
             .providers
@@ -748,7 +706,7 @@ impl Access {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <PortalPassword xmlns=\"http://schema.broadsoft.com/xsi\">\
              <newPassword>{}</newPassword></PortalPassword>",
-            xml_escape(&body.password)
+            quick_xml::escape::escape(body.password.as_str())
         );
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -777,7 +735,7 @@ impl Access {
                     .store
                     .session_delete_user(&user_id)
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(internal)?;
                 resets.with_label_values(&[&provider.id, "completed"]).inc();
                 Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
             }
@@ -818,29 +776,11 @@ fn element_text(xml: &[u8], name: &str) -> Option<String> {
     }
 }
 
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+/// Answers a failure of the API's own bookkeeping (the store, sealing) with 500; what failed goes
+/// to the log, not to the client.
+fn internal(error: impl std::fmt::Display) -> ErrorCode {
+    tracing::error!(error = %error, "login API bookkeeping failed");
+    ErrorCode::Internal
 }
 
 fn locked(wait: Duration, request_id: &str) -> AccessReply {

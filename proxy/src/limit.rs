@@ -9,9 +9,9 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, millis, unix_ms};
 
 /// How strict the limiter is.
 #[derive(Debug, Clone, Copy)]
@@ -51,16 +51,6 @@ pub fn client_key(address: IpAddr) -> String {
             format!("client:{a:x}:{b:x}:{c:x}:{d:x}::/64")
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[derive(Debug, Clone)]

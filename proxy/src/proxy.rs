@@ -209,12 +209,15 @@ impl Gateway {
     /// Runs the provider's request-filter plugins in order. True when the request was
     /// answered: by a plugin, or with an error because one failed.
     async fn request_plugins(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(provider) = ctx.provider.clone() else {
+        // Providers without request plugins pay nothing here, not even an `Arc` clone.
+        let Some(provider) = ctx
+            .provider
+            .as_ref()
+            .filter(|p| !p.plugins.request.is_empty())
+            .cloned()
+        else {
             return Ok(false);
         };
-        if provider.plugins.request.is_empty() {
-            return Ok(false);
-        }
         let client = client_ip(session);
         let mut decided = None;
         {
@@ -290,6 +293,38 @@ impl Gateway {
             .collect();
         respond::json(session, reply.status, reply.body, &ctx.request_id, &extra).await?;
         Ok(true)
+    }
+
+    /// Runs the provider's response plugins in order, after scrubbing and before xsigate's own
+    /// headers, so that no plugin can remove the pin or the request id.
+    async fn response_plugins(
+        &self,
+        session: &Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = ctx
+            .provider
+            .as_ref()
+            .filter(|p| !p.plugins.response.is_empty())
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let client = client_ip(session);
+        for plugin in &provider.plugins.response {
+            let mut exchange = Exchange::response(
+                session.req_header(),
+                response,
+                &ctx.request_id,
+                &provider.id,
+                client,
+            );
+            if let Err(failure) = plugin.response_filter(&mut exchange).await {
+                return Err(plugin_failed(ctx, plugin, &failure));
+            }
+        }
+        Ok(())
     }
 
     async fn refuse(
@@ -549,26 +584,14 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(provider) = ctx.provider.clone() {
+        if let Some(provider) = &ctx.provider {
             headers::scrub_response(response, |url| {
                 provider.upstreams().any(|u| u.matches_authority(url))
             });
-            if !provider.plugins.response.is_empty() {
-                let client = client_ip(session);
-                for plugin in &provider.plugins.response {
-                    let mut exchange = Exchange::response(
-                        session.req_header(),
-                        response,
-                        &ctx.request_id,
-                        &provider.id,
-                        client,
-                    );
-                    if let Err(failure) = plugin.response_filter(&mut exchange).await {
-                        return Err(plugin_failed(ctx, plugin, &failure));
-                    }
-                }
-            }
-            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(&provider)) {
+        }
+        self.response_plugins(session, response, ctx).await?;
+        if let Some(provider) = &ctx.provider {
+            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
                 response.insert_header(XSP_PIN, xsp.name.as_str())?;
             }
         }

@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::seal::{SealError, SealKey, Sealer};
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{SessionRow, Store, StoreError, millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
 /// The cookie that carries the session token.
@@ -127,16 +127,6 @@ impl Default for SessionPolicy {
             absolute: Duration::from_secs(12 * 3600),
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The sealing context: the sealed secrets open only for this user's this session.

@@ -220,10 +220,16 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-fn now_ms() -> i64 {
+/// The time as the store records it: Unix milliseconds.
+pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A duration as the store records it, in milliseconds (saturating).
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl SqliteStore {
@@ -297,7 +303,7 @@ impl Store for SqliteStore {
         )
         .bind(namespace)
         .bind(key)
-        .bind(now_ms())
+        .bind(unix_ms())
         .fetch_optional(&self.pool)
         .await?;
         Ok(value)
@@ -310,8 +316,7 @@ impl Store for SqliteStore {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let expires =
-            ttl.map(|t| now_ms().saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+        let expires = ttl.map(|t| unix_ms().saturating_add(millis(t)));
         sqlx::query(
             "INSERT INTO plugin_kv (namespace, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, key) DO UPDATE
@@ -333,7 +338,7 @@ impl Store for SqliteStore {
         )
         .bind(namespace)
         .bind(key)
-        .bind(now_ms())
+        .bind(unix_ms())
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)
@@ -341,13 +346,22 @@ impl Store for SqliteStore {
 
     async fn kv_sweep(&self) -> Result<u64, StoreError> {
         let result = sqlx::query("DELETE FROM plugin_kv WHERE expires_at_ms <= ?1")
-            .bind(now_ms())
+            .bind(unix_ms())
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
     }
 
     async fn unique_id(&self, user_id: &str) -> Result<String, StoreError> {
+        let existing =
+            sqlx::query_scalar::<_, String>("SELECT unique_id FROM user_ids WHERE user_id = ?1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        // Known users, nearly every call, cost a read; only a first login writes.
+        if let Some(unique_id) = existing {
+            return Ok(unique_id);
+        }
         let candidate = format!("{:032x}", rand::random::<u128>());
         sqlx::query(
             "INSERT INTO user_ids (user_id, unique_id, created_at_ms) VALUES (?1, ?2, ?3)
@@ -355,7 +369,7 @@ impl Store for SqliteStore {
         )
         .bind(user_id)
         .bind(&candidate)
-        .bind(now_ms())
+        .bind(unix_ms())
         .execute(&self.pool)
         .await?;
         let unique_id =
@@ -380,7 +394,7 @@ impl Store for SqliteStore {
             "SELECT locked_until_ms FROM login_failures WHERE key = ?1 AND locked_until_ms > ?2",
         )
         .bind(key)
-        .bind(now_ms())
+        .bind(unix_ms())
         .fetch_optional(&self.pool)
         .await?;
         Ok(until)

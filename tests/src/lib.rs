@@ -46,6 +46,58 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
     ))
 }
 
+/// Loads configuration text as xsigate does, with relative paths taken from `dir`.
+pub fn load_config(text: &str, dir: &Path) -> xsigate::config::Config {
+    xsigate::config::load(&xsigate::config::Source {
+        name: "providers.toml".to_owned(),
+        text,
+        base_dir: dir,
+    })
+    .unwrap()
+}
+
+/// xsigate's providers, plugin host and host services in this process, for tests of the
+/// library API that no route serves. Start it outside any async runtime.
+#[derive(Debug)]
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub metrics: xsigate::metrics::Metrics,
+    pub plugins: Arc<xsigate::plugin::Plugins>,
+    pub providers: Arc<xsigate::provider::Providers>,
+    pub host: xsigate::host::Host,
+}
+
+impl InProcess {
+    pub fn start(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load_config(text, dir.path());
+        let metrics = xsigate::metrics::Metrics::new().unwrap();
+        let plugins = Arc::new(xsigate::plugin::Plugins::load(&config, &metrics).unwrap());
+        let providers =
+            Arc::new(xsigate::provider::Providers::build(&config, &metrics, &plugins).unwrap());
+        providers.resolve_all_blocking();
+        std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
+        let host = xsigate::host::Host::start(&xsigate::host::HostSettings {
+            data_dir: dir.path().to_path_buf(),
+            secret_file: dir.path().join("secret"),
+        })
+        .unwrap();
+        plugins.start(&host, &providers).unwrap();
+        Self {
+            dir,
+            metrics,
+            plugins,
+            providers,
+            host,
+        }
+    }
+
+    /// The plugin chain of a provider.
+    pub fn chain(&self, provider: &str) -> &xsigate::plugin::PluginChain {
+        &self.providers.get(provider).unwrap().plugins
+    }
+}
+
 /// The repository root (for the shipped providers.toml and friends).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -475,12 +475,7 @@ async fn mail_reaches_a_real_smtp_server_through_the_providers_relay() {
          from = \"Acme Dialer <noreply@acme.example>\"\n",
         smtp.port
     );
-    let config = xsigate::config::load(&xsigate::config::Source {
-        name: "providers.toml".to_owned(),
-        text: &text,
-        base_dir: dir.path(),
-    })
-    .unwrap();
+    let config = xsigate_tests::load_config(&text, dir.path());
     let mailer =
         xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
     mailer
@@ -512,12 +507,7 @@ async fn mail_reaches_a_real_smtp_server_through_the_providers_relay() {
          [providers.acme.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"noreply@acme.example\"\n",
         xsigate_tests::free_port()
     );
-    let config = xsigate::config::load(&xsigate::config::Source {
-        name: "providers.toml".to_owned(),
-        text: &closed,
-        base_dir: dir.path(),
-    })
-    .unwrap();
+    let config = xsigate_tests::load_config(&closed, dir.path());
     let mailer =
         xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
     let error = mailer

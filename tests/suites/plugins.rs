@@ -5,11 +5,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use serde_json::Value;
 use xsigate_tests::{
-    Gateway, Upstream, basic, binary, client, plugin_library, provider, run_command,
+    Gateway, InProcess, Upstream, basic, binary, client, plugin_library, provider, run_command,
 };
 
 const USER: &str = "alice@acme.example";
@@ -449,13 +448,19 @@ async fn workers_restart_and_consumers_survive_their_own_panics() {
         .await;
 }
 
-/// `xsigate check` on a configuration holding `plugins`; returns (exit code, stderr).
+/// `xsigate check` on a configuration holding `plugins`, with provider `acme` using plugin `p`;
+/// returns (exit code, stderr).
 fn check(dir: &Path, plugins: &str) -> (i32, String) {
+    check_using(dir, plugins, "\"p\"")
+}
+
+/// As [`check`], with `acme` using the plugins listed in `uses`.
+fn check_using(dir: &Path, plugins: &str, uses: &str) -> (i32, String) {
     let config = dir.join("providers.toml");
     std::fs::write(
         &config,
         format!(
-            "{plugins}\n[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\nplugins = [\"p\"]\n"
+            "{plugins}\n[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\nplugins = [{uses}]\n"
         ),
     )
     .unwrap();
@@ -569,20 +574,7 @@ fn two_identity_providers_of_one_provider_may_not_serve_the_same_method() {
         entry(&idp, "url = \"http://127.0.0.1:1\""),
         idp.display()
     );
-    let config = dir.path().join("providers.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{plugins}\n[providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\nplugins = [\"p\", \"q\"]\n"
-        ),
-    )
-    .unwrap();
-    let (code, _, stderr) = run_command(
-        Command::new(binary("xsigate"))
-            .arg("check")
-            .arg("-c")
-            .arg(&config),
-    );
+    let (code, stderr) = check_using(dir.path(), &plugins, "\"p\", \"q\"");
     assert_eq!(code, 1);
     assert!(
         stderr.contains(
@@ -628,36 +620,18 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 
 #[test]
 fn the_example_identity_provider_logs_users_in_through_the_host() {
-    use xsigate::host::{Host, HostSettings};
-    use xsigate::plugin::{AuthenticateError, PluginFailure, Plugins};
-    use xsigate::provider::Providers;
+    use xsigate::plugin::{AuthenticateError, PluginFailure};
     use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (addr, _service) = runtime.block_on(identity_service());
-    let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[[plugins]]\nname = \"webhook\"\npath = \"{}\"\nconfig = {{ url = \"http://{addr}/idp\", label = \"Mail account\" }}\n\
          [providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\nplugins = [\"webhook\"]\n",
         plugin_library("xsigate-idp-webhook").display()
     );
-    let config = xsigate::config::load(&xsigate::config::Source {
-        name: "providers.toml".to_owned(),
-        text: &text,
-        base_dir: dir.path(),
-    })
-    .unwrap();
-    let metrics = xsigate::metrics::Metrics::new().unwrap();
-    let plugins = Arc::new(Plugins::load(&config, &metrics).unwrap());
-    let providers = Arc::new(Providers::build(&config, &metrics, &plugins).unwrap());
-    std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
-    let host = Host::start(&HostSettings {
-        data_dir: dir.path().to_path_buf(),
-        secret_file: dir.path().join("secret"),
-    })
-    .unwrap();
-    plugins.start(&host, &providers).unwrap();
-    let chain = plugins.chain(&["webhook".to_owned()]);
+    let running = InProcess::start(&text);
+    let chain = running.chain("acme");
     assert_eq!(chain.identity.len(), 1);
     assert_eq!(chain.identity[0].manifest.login_methods, ["webhook"]);
 
@@ -714,7 +688,7 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         );
     });
 
-    let text = String::from_utf8(metrics.render()).unwrap();
+    let text = String::from_utf8(running.metrics.render()).unwrap();
     assert!(
         text.contains("xsigate_plugin_webhook_authentications_total{result=\"accepted\"} 1"),
         "{text}"
@@ -788,9 +762,7 @@ async fn plugins_and_their_data_carry_over_a_graceful_upgrade() {
 
 #[test]
 fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
-    use xsigate::host::{Host, HostSettings};
-    use xsigate::plugin::{AuthenticateError, PluginFailure, Plugins};
-    use xsigate::provider::Providers;
+    use xsigate::plugin::{AuthenticateError, PluginFailure};
     use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -805,7 +777,6 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
     )
     .unwrap();
     let sim = runtime.block_on(xsi_sim::Simulator::start(seed)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let xsps: Vec<String> = sim
         .xsp_addrs()
         .iter()
@@ -817,24 +788,8 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
         plugin_library("xsigate-idp-broadsoft").display(),
         xsps.join(", ")
     );
-    let config = xsigate::config::load(&xsigate::config::Source {
-        name: "providers.toml".to_owned(),
-        text: &text,
-        base_dir: dir.path(),
-    })
-    .unwrap();
-    let metrics = xsigate::metrics::Metrics::new().unwrap();
-    let plugins = Plugins::load(&config, &metrics).unwrap();
-    let providers = Arc::new(Providers::build(&config, &metrics, &plugins).unwrap());
-    providers.resolve_all_blocking();
-    std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
-    let host = Host::start(&HostSettings {
-        data_dir: dir.path().to_path_buf(),
-        secret_file: dir.path().join("secret"),
-    })
-    .unwrap();
-    plugins.start(&host, &providers).unwrap();
-    let chain = &providers.get("acme").unwrap().plugins;
+    let running = InProcess::start(&text);
+    let chain = running.chain("acme");
 
     runtime.block_on(async {
         let query = |q: &str| LoginQuery {

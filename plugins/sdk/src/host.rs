@@ -147,18 +147,10 @@ impl Host {
 
     /// The userId behind a uniqueId, if the host has seen it.
     pub async fn user_id(self, unique_id: &str) -> Result<Option<String>, Error> {
-        match self
-            .call(
-                abi::op::USER_ID,
-                &json!({ "unique_id": unique_id }),
-                Vec::new(),
-            )
-            .await
-        {
-            Ok((_, body)) => text(&body).map(Some),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let meta = json!({ "unique_id": unique_id });
+        found(self.call(abi::op::USER_ID, &meta, Vec::new()).await)?
+            .map(|(_, body)| text(&body))
+            .transpose()
     }
 
     /// Encrypts and authenticates `plaintext` under a key derived from the server secret and
@@ -327,6 +319,15 @@ impl Host {
 /// Milliseconds as JSON carries them (`u64`; longer durations saturate).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `NotFound` is an answer, not a failure: it becomes `None`.
+fn found<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn text(body: &Buf) -> Result<String, Error> {
@@ -559,15 +560,11 @@ pub struct Store {
 
 impl Store {
     pub async fn get(self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self
+        let reply = self
             .host
             .call(abi::op::STORE_GET, &json!({ "key": key }), Vec::new())
-            .await
-        {
-            Ok((_, body)) => Ok(Some(body.to_vec())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await;
+        Ok(found(reply)?.map(|(_, body)| body.to_vec()))
     }
 
     /// Stores a value, replacing any; with a time to live it disappears after that.
@@ -581,15 +578,11 @@ impl Store {
 
     /// Removes a key; true if it was there.
     pub async fn delete(self, key: &str) -> Result<bool, Error> {
-        match self
+        let reply = self
             .host
             .call(abi::op::STORE_DELETE, &json!({ "key": key }), Vec::new())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await;
+        Ok(found(reply)?.is_some())
     }
 }
 

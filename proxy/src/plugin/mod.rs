@@ -525,14 +525,6 @@ impl Plugins {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.by_name.get(name)
-    }
-
     /// Two identity providers of one service provider must not claim the same login method.
     fn check_login_methods(&self, provider: &str, names: &[String]) -> Result<(), PluginError> {
         let mut claimed: HashMap<&str, &str> = HashMap::new();
