@@ -509,7 +509,6 @@ fn channel_command(
 }
 
 /// Whether `principal` may subscribe to `target`: a user to itself, an administrator to what is in
-/// Whether `principal` may subscribe to `target`: a user to itself, an administrator to what is in
 /// its scope, an agent (or administrator in scope) to a call centre. `Err` carries the refusal.
 fn may_watch(platform: &Platform, principal: &Principal, target: &Target) -> Result<(), Reply> {
     let forbidden = || {
@@ -677,6 +676,21 @@ fn subscription_query(platform: &Platform, call: &Call<'_>, principal: &Principa
         );
     }
     let (target_id, event) = (param("targetId"), param("event"));
+    // A named target outside the caller's scope is refused, even with nothing to list
+    // [SPEC §4.6.2.5]: BroadWorks answers 403 rather than an empty list.
+    let target = match (kind, target_id, parent) {
+        ("User", Some(id), _) => Some(Target::User(id.to_owned())),
+        ("ServiceProvider", Some(id), _) => Some(Target::ServiceProvider(id.to_owned())),
+        ("Group", Some(id), Some(sp)) => Some(Target::Group {
+            service_provider: sp.to_owned(),
+            group: id.to_owned(),
+        }),
+        ("System", _, _) => Some(Target::System),
+        _ => None,
+    };
+    if let Some(Err(refusal)) = target.map(|t| may_watch(platform, principal, &t)) {
+        return refusal;
+    }
     let subscriptions = platform.subscriptions();
     let matches = subscriptions.of_owner(subscriber).filter(|s| {
         s.target.type_name() == kind
