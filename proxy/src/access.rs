@@ -15,18 +15,21 @@ use bytes::Bytes;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
+use xsigate_broadworks::{element_text, user_path};
+use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery};
 
 use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::{AuthenticateError, Plugins};
-use crate::provider::{Providers, Resolution, XsiCall};
+use crate::plugin::{AuthenticateError, Plugins, Reach};
+use crate::provider::{Provider, Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
 use crate::seal::SealError;
-use crate::session::{COOKIE, Level, NewSession, Session, SessionPolicy, SessionSecrets, Sessions};
+use crate::session::{
+    COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions,
+};
 use crate::store::{millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
@@ -150,16 +153,27 @@ struct LoginBody {
 }
 
 /// The `result` label values of `xsigate_logins_total`.
-const LOGIN_RESULTS: [&str; 5] = ["accepted", "rejected", "locked", "failed", "redirected"];
+const LOGIN_RESULTS: [&str; 6] = [
+    "accepted",
+    "rejected",
+    "locked",
+    "failed",
+    "redirected",
+    "choose",
+];
+/// The `endpoint` label values of `xsigate_rate_limited_total`.
+const LIMITED_ENDPOINTS: [&str; 2] = ["login", "reset"];
 /// The `result` label values of `xsigate_password_resets_total`.
 const RESET_RESULTS: [&str; 5] = ["requested", "mailed", "completed", "rejected", "failed"];
 
-/// `xsigate_logins_total{provider,method,result}` and
-/// `xsigate_password_resets_total{provider,result}`.
+/// `xsigate_logins_total{provider,method,result}`,
+/// `xsigate_password_resets_total{provider,result}`, `xsigate_rate_limited_total{endpoint}`
+/// and `xsigate_sessions_active`.
 #[derive(Debug, Clone)]
 struct AccessMetrics {
     logins: IntCounterVec,
     resets: IntCounterVec,
+    limited: IntCounterVec,
     sessions: prometheus::IntGauge,
 }
 
@@ -168,8 +182,8 @@ impl AccessMetrics {
         let logins = IntCounterVec::new(
             prometheus::Opts::new(
                 "xsigate_logins_total",
-                "Login attempts, by provider, method and result (accepted, rejected, locked, redirected, \
-                 failed).",
+                "Login attempts, by provider, method and result (accepted, rejected, locked, \
+                 redirected, choose, failed).",
             ),
             &["provider", "method", "result"],
         )?;
@@ -181,6 +195,14 @@ impl AccessMetrics {
             ),
             &["provider", "result"],
         )?;
+        let limited = IntCounterVec::new(
+            prometheus::Opts::new(
+                "xsigate_rate_limited_total",
+                "Requests of the login API refused with 429 by brute-force protection, by \
+                 endpoint (login, reset).",
+            ),
+            &["endpoint"],
+        )?;
         let sessions = prometheus::IntGauge::new(
             "xsigate_sessions_active",
             "Live login sessions in the store (all instances sharing it): counted every 30 s, \
@@ -188,10 +210,15 @@ impl AccessMetrics {
         )?;
         metrics.register(Box::new(logins.clone()))?;
         metrics.register(Box::new(resets.clone()))?;
+        metrics.register(Box::new(limited.clone()))?;
         metrics.register(Box::new(sessions.clone()))?;
+        for endpoint in LIMITED_ENDPOINTS {
+            limited.with_label_values(&[endpoint]);
+        }
         Ok(Self {
             logins,
             resets,
+            limited,
             sessions,
         })
     }
@@ -315,20 +342,38 @@ impl Access {
         if query.is_empty() || query.len() > FIELD_LIMIT {
             return Err(ErrorCode::BadRequest);
         }
-        let mut options = Vec::new();
-        let mut password_reset = false;
-        if let Resolution::Found(provider) = self.providers.resolve(Some(query), None) {
+        let (candidates, reach) = self.candidates(query);
+        let mut options: Vec<LoginOption> = Vec::new();
+        for provider in &candidates {
             let query = LoginQuery {
                 provider: provider.id.clone(),
                 query: query.to_owned(),
             };
-            options = provider.plugins.login_options(&query).await;
-            password_reset = self.resets.contains_key(&provider.id);
+            for option in provider.plugins.login_options(&query, reach).await {
+                // Candidates offer the same lookups; the login tries them all.
+                if !options.iter().any(|o| o.method == option.method) {
+                    options.push(option);
+                }
+            }
         }
+        // Reset links are requested by user id.
+        let password_reset = match self.providers.resolve(Some(query), None) {
+            Resolution::Found(provider) => self.resets.contains_key(&provider.id),
+            _ => false,
+        };
         Ok(AccessReply::ok(&json!({
             "options": options,
             "password_reset": password_reset,
         })))
+    }
+
+    /// The providers a login query may belong to: the one the configuration names, or else
+    /// every provider, as candidates for reverse lookups only.
+    fn candidates(&self, query: &str) -> (Vec<Arc<Provider>>, Reach) {
+        match self.providers.identify(query) {
+            Some(provider) => (vec![Arc::clone(provider)], Reach::Configured),
+            None => (self.providers.all.clone(), Reach::Candidate),
+        }
     }
 
     async fn login(&self, method: &str, request: &AccessRequest) -> Result<AccessReply, ErrorCode> {
@@ -345,63 +390,63 @@ impl Access {
             .collect();
         if let Some(wait) = self.limiter.retry_after(&keys).await.map_err(internal)? {
             self.count("-", method, "locked");
-            return Ok(locked(wait, &request.request_id));
+            return Ok(self.locked("login", wait, &request.request_id));
         }
 
-        let provider = match self.providers.resolve(Some(&user), None) {
-            Resolution::Found(provider) => Arc::clone(provider),
-            // An unknown domain is a failed login like any other: it is counted, and it
-            // answers exactly as a wrong password does.
-            _ => return self.rejected("-", method, &keys, request).await,
+        // The first candidate whose identity provider does not reject decides: a lookup that
+        // finds nobody at one provider goes on to the next.
+        let (candidates, reach) = self.candidates(&user);
+        let mut decided = None;
+        for provider in candidates {
+            let login = Login {
+                provider: provider.id.clone(),
+                method: method.to_owned(),
+                user: user.clone(),
+                password: Some(body.password.clone()),
+                params: body.params.clone(),
+            };
+            match provider.plugins.authenticate(&login, reach).await {
+                Err(AuthenticateError::UnknownMethod) => {}
+                Ok(Authentication::Rejected { reason }) => {
+                    tracing::info!(provider = %provider.id, method, reason, "login rejected");
+                }
+                outcome => {
+                    decided = Some((provider, outcome));
+                    break;
+                }
+            }
+        }
+        let Some((provider, outcome)) = decided else {
+            if !self.serves_anywhere(method) {
+                return Err(ErrorCode::UnknownLoginMethod);
+            }
+            // An unknown domain, an unknown user and a wrong password are all one answer.
+            return self.rejected("-", method, &keys, request).await;
         };
-        let login = Login {
-            provider: provider.id.clone(),
-            method: method.to_owned(),
-            user: user.clone(),
-            password: Some(body.password.clone()),
-            params: body.params,
-        };
-        match provider.plugins.authenticate(&login).await {
-            Ok(Authentication::Authenticated {
-                user_id,
-                attributes,
-            }) => {
+        match outcome {
+            Ok(Authentication::Authenticated { user_id, grant }) => {
                 self.limiter.succeeded(&user_key).await.map_err(internal)?;
-                let level = attributes
-                    .get("level")
-                    .cloned()
-                    .and_then(|v| serde_json::from_value::<Level>(v).ok())
-                    .unwrap_or(Level::User);
-                let xsp = attributes
-                    .get("xsp")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let xsp_cookies = attributes
-                    .get("xsp_cookies")
-                    .and_then(Value::as_object)
-                    .map(|cookies| {
-                        cookies
-                            .iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 let unique_id = self
                     .host
                     .store
                     .unique_id(&user_id)
                     .await
                     .map_err(internal)?;
+                let level = grant.level;
                 let issued = self
                     .sessions
                     .create(NewSession {
                         user_id,
                         provider: provider.id.clone(),
                         level,
-                        xsp,
+                        scope: Scope {
+                            service_provider: grant.service_provider,
+                            group: grant.group,
+                        },
+                        xsp: grant.xsp,
                         secrets: SessionSecrets {
                             password: body.password,
-                            xsp_cookies,
+                            xsp_cookies: grant.xsp_cookies,
                         },
                     })
                     .await
@@ -426,20 +471,39 @@ impl Access {
                 }))
                 .header("set-cookie", cookie))
             }
-            Ok(Authentication::Rejected { reason }) => {
-                tracing::info!(provider = %provider.id, method, reason, "login rejected");
-                self.rejected(&provider.id, method, &keys, request).await
+            Ok(Authentication::Choose { choices }) => {
+                // Only accounts the credentials opened are named, so this reveals nothing the
+                // user could not have logged in to.
+                self.count(&provider.id, method, "choose");
+                Ok(AccessReply::ok(&json!({ "choose": choices })))
             }
             Ok(Authentication::Redirect { location }) => {
                 self.count(&provider.id, method, "redirected");
                 Ok(AccessReply::ok(&json!({ "redirect": location })))
             }
-            Err(AuthenticateError::UnknownMethod) => Err(ErrorCode::UnknownLoginMethod),
+            Ok(Authentication::Rejected { .. }) | Err(AuthenticateError::UnknownMethod) => {
+                self.rejected(&provider.id, method, &keys, request).await
+            }
             Err(AuthenticateError::Failed(failure)) => {
                 self.count(&provider.id, method, "failed");
                 Err(failure.error_code())
             }
         }
+    }
+
+    /// 429 with the wait, counted by endpoint.
+    fn locked(&self, endpoint: &str, wait: Duration, request_id: &str) -> AccessReply {
+        self.metrics.limited.with_label_values(&[endpoint]).inc();
+        AccessReply::error(ErrorCode::TooManyAttempts, request_id)
+            .header("retry-after", wait.as_secs().to_string())
+    }
+
+    /// Whether any provider offers `method`.
+    fn serves_anywhere(&self, method: &str) -> bool {
+        self.providers
+            .all
+            .iter()
+            .any(|p| p.plugins.serves_login_method(method))
     }
 
     /// Counts a failed login and answers it: 401, or 429 when it locked a key.
@@ -453,13 +517,13 @@ impl Access {
         let lock = self.limiter.failed(keys).await.map_err(internal)?;
         self.count(provider, method, "rejected");
         Ok(match lock {
-            Some(wait) => locked(wait, &request.request_id),
+            Some(wait) => self.locked("login", wait, &request.request_id),
             None => AccessReply::error(ErrorCode::InvalidCredentials, &request.request_id),
         })
     }
 
-    /// Counts live sessions every 30 s and deletes expired sessions and reset tokens every
-    /// 5 minutes; runs for the life of the process.
+    /// Counts live sessions every 30 s, and every 5 minutes deletes expired sessions, reset
+    /// tokens and failure counts; runs for the life of the process.
     pub async fn sweep(self: Arc<Self>) {
         let mut interval = tokio::time::interval(Duration::from_secs(30));
         for tick in 0u64.. {
@@ -480,17 +544,18 @@ impl Access {
             if let Err(e) = self.host.store.reset_sweep(unix_ms()).await {
                 tracing::warn!(error = %e, "sweeping expired reset tokens failed");
             }
+            if let Err(e) = self.limiter.sweep().await {
+                tracing::warn!(error = %e, "sweeping old login failures failed");
+            }
+            if let Err(e) = self.reset_limiter.sweep().await {
+                tracing::warn!(error = %e, "sweeping old reset requests failed");
+            }
         }
     }
 
     fn count(&self, provider: &str, method: &str, result: &str) {
         // Method names come from the path: only configured ones become label values.
-        let method = if self
-            .providers
-            .all
-            .iter()
-            .any(|p| p.plugins.serves_login_method(method))
-        {
+        let method = if self.serves_anywhere(method) {
             method
         } else {
             "other"
@@ -592,7 +657,7 @@ impl Access {
             .await
             .map_err(internal)?
         {
-            return Ok(locked(wait, &request.request_id));
+            return Ok(self.locked("reset", wait, &request.request_id));
         }
         // Every request counts, whatever its outcome.
         self.reset_limiter.failed(&keys).await.map_err(internal)?;
@@ -627,7 +692,7 @@ impl Access {
         else {
             return Ok(false);
         };
-        let path = profile_path(user);
+        let path = user_path(user, "profile");
         let (response, _) = provider
             .send_xsi(XsiCall {
                 method: reqwest::Method::GET,
@@ -701,7 +766,7 @@ impl Access {
             .master
             .as_ref()
             .ok_or(ErrorCode::InvalidResetToken)?;
-        let path = format!("{}/Password/Portal", profile_path(&user_id));
+        let path = user_path(&user_id, "profile/Password/Portal");
         let document = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <PortalPassword xmlns=\"http://schema.broadsoft.com/xsi\">\
@@ -748,34 +813,6 @@ impl Access {
     }
 }
 
-fn profile_path(user_id: &str) -> String {
-    format!(
-        "/com.broadsoft.xsi-actions/v2.0/user/{}/profile",
-        percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC)
-    )
-}
-
-/// The text of the first element with this local name.
-fn element_text(xml: &[u8], name: &str) -> Option<String> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut inside = false;
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) if e.local_name().as_ref() == name => inside = true,
-            Event::Text(t) if inside => {
-                let text = t.xml10_content().trim().to_owned();
-                return (!text.is_empty()).then_some(text);
-            }
-            Event::End(_) => inside = false,
-            Event::Eof => return None,
-            _ => {}
-        }
-        buf.clear();
-    }
-}
-
 /// Answers a failure of the API's own bookkeeping (the store, sealing) with 500; what failed goes
 /// to the log, not to the client.
 fn internal(error: impl std::fmt::Display) -> ErrorCode {
@@ -783,10 +820,6 @@ fn internal(error: impl std::fmt::Display) -> ErrorCode {
     ErrorCode::Internal
 }
 
-fn locked(wait: Duration, request_id: &str) -> AccessReply {
-    AccessReply::error(ErrorCode::TooManyAttempts, request_id)
-        .header("retry-after", wait.as_secs().to_string())
-}
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ErrorCode> {
     serde_json::from_slice(body).map_err(|_| ErrorCode::BadRequest)

@@ -102,6 +102,14 @@ impl LoginLimiter {
         Ok(longest)
     }
 
+    /// Forgets failure counts too old to matter that hold no lock. Keys of a limiter with a
+    /// shorter memory are swept by its own call, so each limiter passes its own policy.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        self.store
+            .login_failures_sweep(unix_ms(), millis(self.policy.forget_after))
+            .await
+    }
+
     /// Clears the failures under `key` (the user's, after a successful login; a client
     /// address keeps its count, since one client may be trying many users).
     pub async fn succeeded(&self, key: &str) -> Result<(), StoreError> {

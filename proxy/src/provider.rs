@@ -159,6 +159,9 @@ pub enum Resolution<'a> {
 #[derive(Debug)]
 pub struct Providers {
     by_domain: HashMap<String, Arc<Provider>>,
+    by_email_domain: HashMap<String, Arc<Provider>>,
+    /// Longest prefix first.
+    by_number_prefix: Vec<(String, Arc<Provider>)>,
     pub all: Vec<Arc<Provider>>,
     /// Where requests that reach no provider are counted.
     pub unrouted: ProviderMetrics,
@@ -171,6 +174,8 @@ impl Providers {
         plugins: &Plugins,
     ) -> Result<Self, UpstreamError> {
         let mut by_domain = HashMap::new();
+        let mut by_email_domain = HashMap::new();
+        let mut by_number_prefix = Vec::new();
         let mut all = Vec::new();
         for (id, provider) in &config.providers {
             let ca = provider.ca_file.as_deref().map(load_ca).transpose()?;
@@ -223,10 +228,19 @@ impl Providers {
             for domain in &provider.domains {
                 by_domain.insert(domain.clone(), Arc::clone(&runtime));
             }
+            for domain in &provider.email_domains {
+                by_email_domain.insert(domain.clone(), Arc::clone(&runtime));
+            }
+            for prefix in &provider.number_prefixes {
+                by_number_prefix.push((prefix.clone(), Arc::clone(&runtime)));
+            }
             all.push(runtime);
         }
+        by_number_prefix.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Self {
             by_domain,
+            by_email_domain,
+            by_number_prefix,
             all,
             unrouted: metrics.for_provider("none"),
         })
@@ -262,12 +276,29 @@ impl Providers {
         }
     }
 
-    /// Ready when every provider has at least one XSP that passed its health check.
     /// The provider with this id.
     pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {
         self.all.iter().find(|p| p.id == id)
     }
 
+    /// The provider the configuration names for a login page's query: by the domain of a
+    /// user id, then of an e-mail address, then by the longest number prefix of a phone
+    /// number. `None` when nothing does; only reverse lookups may then find the user.
+    pub fn identify(&self, query: &str) -> Option<&Arc<Provider>> {
+        if let Some(domain) = user_domain(query) {
+            return self
+                .by_domain
+                .get(&domain)
+                .or_else(|| self.by_email_domain.get(&domain));
+        }
+        let number = xsigate_plugin_sdk::phone_number(query)?;
+        self.by_number_prefix
+            .iter()
+            .find(|(prefix, _)| number.starts_with(prefix.as_str()))
+            .map(|(_, provider)| provider)
+    }
+
+    /// Ready when every provider has at least one XSP that passed its health check.
     pub fn ready(&self) -> bool {
         self.all.iter().all(|p| p.xsps.any_up())
     }
@@ -282,9 +313,12 @@ mod tests {
             [providers.acme]
             domains = ["acme.example", "acme2.example"]
             xsp = ["http://127.0.0.1:1"]
+            email_domains = ["acme.com"]
+            number_prefixes = ["+1202", "+1202555"]
             [providers.beta]
             domains = ["beta.example"]
             xsp = ["http://127.0.0.1:2"]
+            number_prefixes = ["+120255501"]
         "#;
         let config = crate::config::load(&crate::config::Source {
             name: "t.toml".to_owned(),
@@ -300,6 +334,20 @@ mod tests {
             Resolution::Found(p) => p.id.clone(),
             other => format!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn login_queries_find_providers_by_domain_e_mail_domain_or_longest_prefix() {
+        let p = providers();
+        let id = |query: &str| p.identify(query).map(|p| p.id.as_str());
+        assert_eq!(id("alice@Acme2.example"), Some("acme"));
+        assert_eq!(id("alice.smith@acme.com"), Some("acme"));
+        assert_eq!(id("alice@gmail.com"), None);
+        assert_eq!(id("+1 202 555 0101"), Some("beta"));
+        assert_eq!(id("+1 202 555 0201"), Some("acme"));
+        assert_eq!(id("+1 303 555 0101"), None);
+        assert_eq!(id("2025550101"), None);
+        assert_eq!(id("alice"), None);
     }
 
     #[test]

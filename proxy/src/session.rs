@@ -35,31 +35,13 @@ pub enum SessionError {
     Corrupt(String),
 }
 
-/// The BroadWorks level a session logged in at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    User,
-    Group,
-    ServiceProvider,
-    System,
-}
+pub use xsigate_plugin_sdk::LoginLevel as Level;
 
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Group => "group",
-            Self::ServiceProvider => "service_provider",
-            Self::System => "system",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [Self::User, Self::Group, Self::ServiceProvider, Self::System]
-            .into_iter()
-            .find(|l| l.as_str() == text)
-    }
+/// Where an administrator session may act; empty for users and system administrators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub service_provider: Option<String>,
+    pub group: Option<String>,
 }
 
 /// What a session keeps sealed.
@@ -87,6 +69,7 @@ pub struct NewSession {
     pub user_id: String,
     pub provider: String,
     pub level: Level,
+    pub scope: Scope,
     /// The XSP the login was answered by, which later requests are pinned to.
     pub xsp: Option<String>,
     pub secrets: SessionSecrets,
@@ -98,6 +81,7 @@ pub struct Session {
     pub user_id: String,
     pub provider: String,
     pub level: Level,
+    pub scope: Scope,
     pub xsp: Option<String>,
     pub secrets: SessionSecrets,
     pub created_at_ms: i64,
@@ -179,6 +163,8 @@ impl Sessions {
             user_id: new.user_id,
             provider: new.provider,
             level: new.level.as_str().to_owned(),
+            service_provider: new.scope.service_provider,
+            group_id: new.scope.group,
             xsp: new.xsp,
             sealed,
             created_at_ms: now,
@@ -201,6 +187,10 @@ impl Sessions {
             user_id: row.user_id,
             provider: row.provider,
             level,
+            scope: Scope {
+                service_provider: row.service_provider,
+                group: row.group_id,
+            },
             xsp: row.xsp,
             secrets,
             created_at_ms: row.created_at_ms,
@@ -309,6 +299,7 @@ mod tests {
             user_id: "alice@acme.example".to_owned(),
             provider: "acme".to_owned(),
             level: Level::User,
+            scope: Scope::default(),
             xsp: Some("xsp2".to_owned()),
             secrets: SessionSecrets {
                 password: "correct horse battery".to_owned(),
@@ -318,6 +309,25 @@ mod tests {
                 )]),
             },
         }
+    }
+
+    #[test]
+    fn an_administrator_session_keeps_its_level_and_scope() {
+        with_sessions(SessionPolicy::default(), async |sessions, _| {
+            let admin = NewSession {
+                user_id: "sales-admin@acme.example".to_owned(),
+                level: Level::Group,
+                scope: Scope {
+                    service_provider: Some("acme".to_owned()),
+                    group: Some("sales".to_owned()),
+                },
+                ..alice()
+            };
+            let issued = sessions.create(admin.clone()).await.unwrap();
+            let session = sessions.resume(&issued.token).await.unwrap().unwrap();
+            assert_eq!(session.level, Level::Group);
+            assert_eq!(session.scope, admin.scope);
+        });
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub const MIGRATIONS: &[&[&str]] = &[
         expires_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID",
     ],
+    &[
+        // The scope of administrator sessions: a group administrator's service provider and
+        // group, a service-provider administrator's service provider.
+        "ALTER TABLE sessions ADD COLUMN service_provider TEXT",
+        "ALTER TABLE sessions ADD COLUMN group_id TEXT",
+        // For sweeping failures nobody counts any more.
+        "CREATE INDEX login_failures_by_time ON login_failures (last_failure_ms)",
+    ],
 ];
 
 /// What the gateway keeps between restarts.
@@ -113,6 +121,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Until when (Unix ms) logins under `key` are refused; `None` when they are not.
     async fn login_locked_until(&self, key: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Deletes failure counts older than `forget_ms` that hold no lock; returns how many.
+    async fn login_failures_sweep(&self, now_ms: i64, forget_ms: i64) -> Result<u64, StoreError>;
 
     /// Counts a failed login under `key` and returns the failures in a row so far. Failures
     /// older than `forget_ms` before `now_ms` no longer count.
@@ -179,6 +190,8 @@ pub struct SessionRow {
     pub user_id: String,
     pub provider: String,
     pub level: String,
+    pub service_provider: Option<String>,
+    pub group_id: Option<String>,
     pub xsp: Option<String>,
     pub sealed: Vec<u8>,
     pub created_at_ms: i64,
@@ -195,6 +208,8 @@ impl sqlx::FromRow<'_, sqlx::sqlite::SqliteRow> for SessionRow {
             user_id: row.try_get("user_id")?,
             provider: row.try_get("provider")?,
             level: row.try_get("level")?,
+            service_provider: row.try_get("service_provider")?,
+            group_id: row.try_get("group_id")?,
             xsp: row.try_get("xsp")?,
             sealed: row.try_get("sealed")?,
             created_at_ms: row.try_get("created_at_ms")?,
@@ -423,6 +438,17 @@ impl Store for SqliteStore {
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
     }
 
+    async fn login_failures_sweep(&self, now_ms: i64, forget_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM login_failures WHERE last_failure_ms < ?1 - ?2 AND locked_until_ms <= ?1",
+        )
+        .bind(now_ms)
+        .bind(forget_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn login_lock(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE login_failures SET locked_until_ms = MAX(locked_until_ms, ?2) WHERE key = ?1",
@@ -445,8 +471,9 @@ impl Store for SqliteStore {
     async fn session_insert(&self, session: &SessionRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (token_hash, csrf_hash, user_id, provider, level, xsp, sealed,
-                                   created_at_ms, last_seen_ms, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                   created_at_ms, last_seen_ms, expires_at_ms,
+                                   service_provider, group_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .bind(&session.token_hash)
         .bind(&session.csrf_hash)
@@ -458,6 +485,8 @@ impl Store for SqliteStore {
         .bind(session.created_at_ms)
         .bind(session.last_seen_ms)
         .bind(session.expires_at_ms)
+        .bind(&session.service_provider)
+        .bind(&session.group_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -670,6 +699,27 @@ mod tests {
             assert_eq!(store.kv_get("a", "short").await.unwrap(), None);
             assert_eq!(store.kv_sweep().await.unwrap(), 1);
             assert!(store.kv_delete("a", "k").await.unwrap());
+        });
+    }
+    #[test]
+    fn failure_counts_are_swept_once_forgotten_and_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            let forget = 1_000;
+            store.login_failed("old", 0, forget).await.unwrap();
+            store.login_failed("locked", 0, forget).await.unwrap();
+            store.login_lock("locked", 10_000).await.unwrap();
+            store.login_failed("recent", 4_500, forget).await.unwrap();
+            assert_eq!(store.login_failures_sweep(5_000, forget).await.unwrap(), 1);
+            let kept: Vec<String> = sqlx::query_scalar("SELECT key FROM login_failures ORDER BY key")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(kept, ["locked", "recent"]);
+            // Still counted: a failure now is the second in a row.
+            assert_eq!(store.login_failed("recent", 5_000, forget).await.unwrap(), 2);
+            assert_eq!(store.login_failed("old", 5_000, forget).await.unwrap(), 1);
         });
     }
 }

@@ -620,7 +620,7 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 
 #[test]
 fn the_example_identity_provider_logs_users_in_through_the_host() {
-    use xsigate::plugin::{AuthenticateError, PluginFailure};
+    use xsigate::plugin::{AuthenticateError, PluginFailure, Reach};
     use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -640,14 +640,14 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
             provider: "acme".to_owned(),
             query: q.to_owned(),
         };
-        let options = chain.login_options(&query("alice@mail.example")).await;
+        let options = chain.login_options(&query("alice@mail.example"), Reach::Configured).await;
         assert_eq!(options.len(), 1);
         assert_eq!(options[0].method, "webhook");
         assert_eq!(options[0].label, "Mail account");
         assert_eq!(options[0].user_id.as_deref(), Some(USER));
         assert!(
             chain
-                .login_options(&query("nobody@mail.example"))
+                .login_options(&query("nobody@mail.example"), Reach::Configured)
                 .await
                 .is_empty()
         );
@@ -661,28 +661,28 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         };
         assert_eq!(
             chain
-                .authenticate(&login("alice@mail.example", "right", "webhook"))
+                .authenticate(&login("alice@mail.example", "right", "webhook"), Reach::Configured)
                 .await,
             Ok(Authentication::Authenticated {
                 user_id: USER.to_owned(),
-                attributes: serde_json::Map::new(),
+                grant: Default::default(),
             })
         );
         assert!(matches!(
             chain
-                .authenticate(&login("alice@mail.example", "wrong", "webhook"))
+                .authenticate(&login("alice@mail.example", "wrong", "webhook"), Reach::Configured)
                 .await,
             Ok(Authentication::Rejected { .. })
         ));
         assert!(matches!(
             chain
-                .authenticate(&login("broken@mail.example", "x", "webhook"))
+                .authenticate(&login("broken@mail.example", "x", "webhook"), Reach::Configured)
                 .await,
             Err(AuthenticateError::Failed(PluginFailure::Error(message))) if message.contains("500")
         ));
         assert_eq!(
             chain
-                .authenticate(&login("alice@mail.example", "right", "saml"))
+                .authenticate(&login("alice@mail.example", "right", "saml"), Reach::Configured)
                 .await,
             Err(AuthenticateError::UnknownMethod)
         );
@@ -762,8 +762,8 @@ async fn plugins_and_their_data_carry_over_a_graceful_upgrade() {
 
 #[test]
 fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
-    use xsigate::plugin::{AuthenticateError, PluginFailure};
-    use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
+    use xsigate::plugin::Reach;
+    use xsigate_plugin_sdk::{Authentication, Login, LoginLevel, LoginQuery};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seed: xsi_sim::seed::Seed = toml::from_str(
@@ -796,10 +796,10 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
             provider: "acme".to_owned(),
             query: q.to_owned(),
         };
-        let options = chain.login_options(&query("alice@acme.example")).await;
+        let options = chain.login_options(&query("alice@acme.example"), Reach::Configured).await;
         assert_eq!(options.len(), 1);
         assert_eq!(options[0].method, "broadsoft");
-        assert!(chain.login_options(&query("2025550101")).await.is_empty());
+        assert!(chain.login_options(&query("2025550101"), Reach::Configured).await.is_empty());
 
         let login = |user: &str, password: &str, level: Option<&str>| {
             let mut params = serde_json::Map::new();
@@ -814,53 +814,63 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
                 params,
             }
         };
-        let Ok(Authentication::Authenticated {
-            user_id,
-            attributes,
-        }) = chain
-            .authenticate(&login("Alice@acme.example", "alice-pw", None))
+        let Ok(Authentication::Authenticated { user_id, grant }) = chain
+            .authenticate(&login("Alice@acme.example", "alice-pw", None), Reach::Configured)
             .await
         else {
             panic!("alice's own credentials must log her in");
         };
         assert_eq!(user_id, "alice@acme.example", "the profile's canonical userId");
-        assert_eq!(attributes["level"], "user");
-        let xsp = attributes["xsp"].as_str().unwrap();
-        assert!(xsp == "xsp1" || xsp == "xsp2", "{attributes:?}");
+        assert_eq!(grant.level, LoginLevel::User);
+        let xsp = grant.xsp.as_deref().unwrap();
+        assert!(xsp == "xsp1" || xsp == "xsp2", "{grant:?}");
         assert!(
-            attributes["xsp_cookies"]["xsi-actions"]
-                .as_str()
-                .unwrap()
-                .starts_with("JSESSIONID="),
-            "{attributes:?}"
+            grant.xsp_cookies["xsi-actions"].starts_with("JSESSIONID="),
+            "{grant:?}"
         );
 
         // A wrong password and an unknown user are the same rejection.
         let wrong = chain
-            .authenticate(&login("alice@acme.example", "nope", None))
+            .authenticate(&login("alice@acme.example", "nope", None), Reach::Configured)
             .await
             .unwrap();
         let unknown = chain
-            .authenticate(&login("nobody@acme.example", "nope", None))
+            .authenticate(&login("nobody@acme.example", "nope", None), Reach::Configured)
             .await
             .unwrap();
         assert!(matches!(wrong, Authentication::Rejected { .. }));
         assert_eq!(wrong, unknown);
-        assert!(matches!(
-            chain.authenticate(&login("alice@acme.example", "alice-pw", Some("system"))).await,
-            Err(AuthenticateError::Failed(PluginFailure::Error(message))) if message.contains("not supported yet")
-        ));
+        // A user claiming an administrator level is refused by the XSP, like a wrong password.
+        assert_eq!(
+            chain
+                .authenticate(
+                    &login("alice@acme.example", "alice-pw", Some("system")),
+                    Reach::Configured
+                )
+                .await
+                .unwrap(),
+            Authentication::Rejected {
+                reason: "the administrator's scope does not cover the claimed one".to_owned()
+            }
+        );
+        // Only reverse lookups are asked about queries no provider claims.
+        assert!(
+            chain
+                .login_options(&query("alice@acme.example"), Reach::Candidate)
+                .await
+                .is_empty()
+        );
 
         // One XSP down: the login goes to the other.
         assert!(sim.stop_xsp(0));
         for _ in 0..3 {
-            let Ok(Authentication::Authenticated { attributes, .. }) = chain
-                .authenticate(&login("alice@acme.example", "alice-pw", None))
+            let Ok(Authentication::Authenticated { grant, .. }) = chain
+                .authenticate(&login("alice@acme.example", "alice-pw", None), Reach::Configured)
                 .await
             else {
                 panic!("the other XSP must answer");
             };
-            assert_eq!(attributes["xsp"], "xsp2");
+            assert_eq!(grant.xsp.as_deref(), Some("xsp2"));
         }
     });
 }

@@ -90,7 +90,7 @@ async fn logs_hold_no_credentials_and_no_upstream_address() {
     let password_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(password_file.path(), "master-secret-9417\n").unwrap();
     let extra = format!(
-        "login = [\"broadsoft\", \"email\"]\nmaster = {{ user = \"admin@acme.example\", password_file = \"{}\" }}",
+        "master = {{ user = \"admin@acme.example\", password_file = \"{}\" }}",
         password_file.path().display()
     );
     let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], &extra)).await;

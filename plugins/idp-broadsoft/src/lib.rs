@@ -1,35 +1,27 @@
-//! BroadSoft login: the user's own credentials, checked by the provider's XSP.
+//! BroadSoft login: the user's own credentials, checked by the provider's XSP, at each level.
 //!
-//! A user logs in by reading their own profile (`GET …/user/<userId>/profile`) through the host,
-//! which picks the XSP and attaches the credentials. A 200 proves the credentials; the answer
-//! carries the canonical userId, the XSP that answered (later requests are pinned to it) and
-//! the XSP's session cookie. A wrong password and an unknown user get the same rejection, so
-//! a login attempt never tells whether an account exists.
+//! - A user reads their own profile (`GET …/user/<userId>/profile`); a 200 proves the
+//!   credentials, and the answer names the canonical userId.
+//! - An administrator says at which level and over which scope they log in (`params.level`:
+//!   `group`, `service_provider` or `system`, with `params.service_provider` and
+//!   `params.group` as the level needs). The XSP is asked a question only an administrator of
+//!   that scope may ask, and answers 403 to anyone else (see
+//!   [`xsigate_broadworks::check_admin`]).
 //!
-//! Administrator levels (group, service provider, system) need a scope check the XSI
-//! reference does not define yet; they are refused with an error until it does.
+//! Either way the host pins the session to the XSP that answered and keeps its session cookie.
+//! A wrong password, an unknown user and a scope the administrator does not hold all get the
+//! same rejection, so a login attempt never tells which part was wrong.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
-use xsigate_plugin_sdk::serde_json::{Map, Value, json};
+use xsigate_broadworks::{AdminScope, check_admin, check_user, is_user_id, rejected};
+use xsigate_plugin_sdk::serde_json::Value;
 use xsigate_plugin_sdk::{
-    Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest,
-    Plugin, XsiRequest,
+    Authentication, Error, Host, IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery,
+    Manifest, Plugin,
 };
 
 /// The login method this plugin serves.
 pub const METHOD: &str = "broadsoft";
-/// The XSI context whose session cookie the login keeps.
-const CONTEXT: &str = "xsi-actions";
-/// Characters a userId keeps in a path segment; everything else is percent-encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'@')
-    .remove(b'.')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'+');
-/// BroadWorks user ids are at most this long.
-const USER_ID_MAX: usize = 161;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,10 +29,17 @@ pub struct Config {
     /// What the login page shows for this method.
     #[serde(default = "default_label")]
     label: String,
+    /// The levels offered; an administrator level left out is refused.
+    #[serde(default = "default_levels")]
+    levels: Vec<LoginLevel>,
 }
 
 fn default_label() -> String {
     "BroadSoft login".to_owned()
+}
+
+fn default_levels() -> Vec<LoginLevel> {
+    LoginLevel::ALL.to_vec()
 }
 
 #[derive(Debug)]
@@ -53,126 +52,79 @@ impl Plugin for BroadsoftIdp {
     type Config = Config;
 
     fn init(host: Host, config: Config) -> Result<Self, Error> {
+        if config.levels.is_empty() {
+            return Err(Error::msg("levels: offer at least one level"));
+        }
         Ok(Self { host, config })
     }
 
     fn manifest(&self) -> Manifest {
         Manifest {
             login_methods: vec![METHOD.to_owned()],
+            reverse_lookup: false,
         }
     }
 }
 
-/// Whether `text` has the shape of a BroadWorks userId (`user@domain`).
-pub fn is_user_id(text: &str) -> bool {
-    let Some((user, domain)) = text.split_once('@') else {
-        return false;
+/// The scope an administrator login claims, from its `params`.
+fn claimed_scope(level: LoginLevel, params: &xsigate_plugin_sdk::serde_json::Map<String, Value>) -> Option<AdminScope> {
+    let text = |name: &str| {
+        params
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 80)
+            .map(str::to_owned)
     };
-    !user.is_empty()
-        && !domain.is_empty()
-        && text.len() <= USER_ID_MAX
-        && !text.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
-}
-
-/// The `<userId>` of a profile document (within `<details>`).
-pub fn profile_user_id(xml: &[u8]) -> Option<String> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut in_user_id = false;
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) if e.local_name().as_ref() == "userId" => in_user_id = true,
-            Event::Text(t) if in_user_id => {
-                let text = t.xml10_content().trim().to_owned();
-                return (!text.is_empty()).then_some(text);
-            }
-            Event::End(_) => in_user_id = false,
-            Event::Eof => return None,
-            _ => {}
-        }
-        buf.clear();
-    }
-}
-
-/// The `name=value` part of the first `Set-Cookie` for `JSESSIONID`.
-fn session_cookie(headers: &[(String, String)]) -> Option<String> {
-    headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, value)| value.split(';').next())
-        .map(str::trim)
-        .find(|pair| pair.starts_with("JSESSIONID="))
-        .map(str::to_owned)
-}
-
-fn rejected() -> Authentication {
-    // One reason for every refusal: which part was wrong is not the client's to know.
-    Authentication::Rejected {
-        reason: "the XSP refused the credentials".to_owned(),
+    match level {
+        LoginLevel::User => None,
+        LoginLevel::Group => Some(AdminScope::Group {
+            service_provider: text("service_provider")?,
+            group: text("group")?,
+        }),
+        LoginLevel::ServiceProvider => Some(AdminScope::ServiceProvider(text("service_provider")?)),
+        LoginLevel::System => Some(AdminScope::System),
     }
 }
 
 impl IdentityProvider for BroadsoftIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
         // Offered from the shape of the query alone: no lookup, so nothing about the account.
-        if !is_user_id(query.query.trim()) {
+        let user = query.query.trim();
+        if !is_user_id(user) {
             return Ok(Vec::new());
         }
+        let levels: Vec<&str> = self.config.levels.iter().map(|l| l.as_str()).collect();
+        let mut details = xsigate_plugin_sdk::serde_json::Map::new();
+        details.insert("levels".to_owned(), Value::from(levels));
         Ok(vec![LoginOption {
             method: METHOD.to_owned(),
             label: self.config.label.clone(),
-            user_id: Some(query.query.trim().to_owned()),
+            user_id: Some(user.to_owned()),
+            details,
         }])
     }
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
-        let level = login
-            .params
-            .get("level")
-            .and_then(Value::as_str)
-            .unwrap_or("user");
-        if level != "user" {
-            return Err(Error::msg(format!(
-                "BroadSoft login at level `{level}` is not supported yet"
-            )));
+        let level = match login.params.get("level") {
+            None => LoginLevel::User,
+            Some(value) => match value.as_str().and_then(LoginLevel::parse) {
+                Some(level) => level,
+                None => return Ok(rejected("unknown login level")),
+            },
+        };
+        if !self.config.levels.contains(&level) {
+            return Ok(rejected("this login level is not offered"));
         }
         let user = login.user.trim();
         let password = login.password.as_deref().unwrap_or("");
-        if !is_user_id(user) || password.is_empty() {
-            return Ok(rejected());
+        if level == LoginLevel::User {
+            return check_user(self.host, &login.provider, user, password).await;
         }
-        let path = format!(
-            "/com.broadsoft.xsi-actions/v2.0/user/{}/profile",
-            utf8_percent_encode(user, SEGMENT)
-        );
-        let response = self
-            .host
-            .xsi(XsiRequest::get(&login.provider, &path).user(user, password))
-            .await?;
-        match response.status {
-            200 => {
-                let user_id = profile_user_id(&response.body)
-                    .ok_or_else(|| Error::msg("the XSP's profile has no userId"))?;
-                let mut cookies = Map::new();
-                if let Some(cookie) = session_cookie(&response.headers) {
-                    cookies.insert(CONTEXT.to_owned(), Value::from(cookie));
-                }
-                let attributes = json!({
-                    "level": "user",
-                    "xsp": response.xsp,
-                    "xsp_cookies": cookies,
-                });
-                Ok(Authentication::Authenticated {
-                    user_id,
-                    attributes: attributes.as_object().cloned().unwrap_or_default(),
-                })
-            }
-            401 | 403 | 404 => Ok(rejected()),
-            status => Err(Error::msg(format!(
-                "the XSP answered the login with {status}"
-            ))),
-        }
+        let Some(scope) = claimed_scope(level, &login.params) else {
+            return Ok(rejected("an administrator login names no scope"));
+        };
+        check_admin(self.host, &login.provider, user, password, &scope).await
     }
 }
 
@@ -181,44 +133,32 @@ xsigate_plugin_sdk::export_plugin!(BroadsoftIdp => IdentityProvider);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xsigate_plugin_sdk::serde_json::json;
 
     #[test]
-    fn user_ids_have_a_user_a_domain_and_nothing_that_breaks_a_path() {
-        assert!(is_user_id("alice@acme.example"));
-        assert!(is_user_id("alice+cti@acme.example"));
-        for bad in [
-            "alice",
-            "@acme.example",
-            "alice@",
-            "al ice@acme.example",
-            "a/b@acme.example",
-            "2025550101",
-        ] {
-            assert!(!is_user_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_profile_names_its_user() {
-        let xml = br#"<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>Alice@Acme.example</userId><firstName>A</firstName></details></Profile>"#;
-        assert_eq!(profile_user_id(xml).as_deref(), Some("Alice@Acme.example"));
-        assert_eq!(profile_user_id(b"<Profile/>"), None);
-        assert_eq!(profile_user_id(b"not xml <<"), None);
-    }
-
-    #[test]
-    fn the_session_cookie_is_taken_without_its_attributes() {
-        let headers = vec![
-            ("content-type".to_owned(), "text/xml".to_owned()),
-            (
-                "set-cookie".to_owned(),
-                "JSESSIONID=abc123; Path=/com.broadsoft.xsi-actions; HttpOnly".to_owned(),
-            ),
-        ];
+    fn administrators_name_the_scope_their_level_needs() {
+        let params = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(
-            session_cookie(&headers).as_deref(),
-            Some("JSESSIONID=abc123")
+            claimed_scope(
+                LoginLevel::Group,
+                &params(json!({"service_provider": "acme", "group": "sales"}))
+            ),
+            Some(AdminScope::Group {
+                service_provider: "acme".to_owned(),
+                group: "sales".to_owned()
+            })
         );
-        assert_eq!(session_cookie(&[]), None);
+        assert_eq!(
+            claimed_scope(LoginLevel::Group, &params(json!({"service_provider": "acme"}))),
+            None
+        );
+        assert_eq!(
+            claimed_scope(LoginLevel::ServiceProvider, &params(json!({"service_provider": " "}))),
+            None
+        );
+        assert_eq!(
+            claimed_scope(LoginLevel::System, &params(json!({}))),
+            Some(AdminScope::System)
+        );
     }
 }

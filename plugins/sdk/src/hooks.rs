@@ -1,5 +1,6 @@
 //! What a plugin can be: one trait per capability, and the data they exchange with the host.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 
@@ -35,6 +36,14 @@ pub struct Manifest {
     /// Login methods an [`IdentityProvider`] serves (`POST /api/access/services/idp/<method>`).
     #[serde(default)]
     pub login_methods: Vec<String>,
+    /// The methods find users by searching the provider's directory with its master
+    /// credentials (an e-mail address, a phone number). The host then refuses to start a
+    /// provider that has no `master`, and asks the plugin about queries that no provider claims
+    /// by its configured domains or number prefixes. Methods that send the user's credentials
+    /// to a provider without looking first (`broadsoft`) leave this false, so credentials only
+    /// ever reach the provider the configuration names.
+    #[serde(default)]
+    pub reverse_lookup: bool,
 }
 
 /// Decides about a client request before it is sent anywhere. Runs on every request routed to
@@ -140,6 +149,31 @@ pub struct LoginQuery {
     pub query: String,
 }
 
+/// A login query that reads as a phone number or extension, reduced to its digits with an
+/// optional leading `+`: `+1 (202) 555-0101` is `+12025550101`. Spaces, dashes, dots and
+/// brackets between digits are what people type and are dropped; anything else means the query
+/// is not a number. The host identifies providers by number prefix with this, and phone lookups
+/// search with it, so both read a number the same way.
+pub fn phone_number(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (plus, rest) = match text.strip_prefix('+') {
+        Some(rest) => ("+", rest),
+        None => ("", text),
+    };
+    let mut number = String::with_capacity(text.len());
+    number.push_str(plus);
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return None,
+        }
+    }
+    // BroadWorks extensions have at least 2 digits; E.164 numbers at most 15.
+    let digits = number.len() - plus.len();
+    (2..=15).contains(&digits).then_some(number)
+}
+
 /// One way to log in, shown to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginOption {
@@ -150,6 +184,9 @@ pub struct LoginOption {
     /// The BroadWorks userId this option logs into, when the method already knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Method-specific facts the login page needs (the levels a BroadSoft login offers, ...).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub details: Map<String, Value>,
 }
 
 /// A login attempt.
@@ -184,12 +221,74 @@ pub enum Authentication {
     Authenticated {
         user_id: String,
         #[serde(default)]
-        attributes: Map<String, Value>,
+        grant: Grant,
     },
     /// Wrong credentials, unknown user, locked account... `reason` is for the log only.
     Rejected { reason: String },
     /// The user must continue at an external identity provider.
     Redirect { location: String },
+    /// The credentials open several accounts (one e-mail address on several users, say). The
+    /// login page shows these, and the user logs in again with `params.user_id` set to one.
+    /// Only accounts the credentials were proven for belong here.
+    Choose { choices: Vec<Choice> },
+}
+
+/// One account of [`Authentication::Choose`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub user_id: String,
+    /// What the login page shows (a name, a group).
+    pub label: String,
+}
+
+/// The BroadWorks level a login is at. Administrators act within a scope: their group, their
+/// service provider (or enterprise), or the whole system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginLevel {
+    #[default]
+    User,
+    Group,
+    ServiceProvider,
+    System,
+}
+
+impl LoginLevel {
+    pub const ALL: [Self; 4] = [Self::User, Self::Group, Self::ServiceProvider, Self::System];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::ServiceProvider => "service_provider",
+            Self::System => "system",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|level| level.as_str() == text)
+    }
+}
+
+/// What a successful login opens: the session's level and scope, and the XSP state the host
+/// keeps for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    #[serde(default)]
+    pub level: LoginLevel,
+    /// The service provider (or enterprise) of a group or service-provider administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_provider: Option<String>,
+    /// The group of a group administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The XSP that checked the credentials; the session is pinned to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xsp: Option<String>,
+    /// The XSP's session cookie (`JSESSIONID=…`) per XSI context (`xsi-actions`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xsp_cookies: BTreeMap<String, String>,
 }
 
 /// An event delivered to an [`EventConsumer`].
@@ -197,4 +296,30 @@ pub enum Authentication {
 pub struct Event {
     pub topic: String,
     pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_read_as_people_type_them() {
+        assert_eq!(
+            phone_number("+1 (202) 555-0101").as_deref(),
+            Some("+12025550101")
+        );
+        assert_eq!(phone_number("202.555.0101").as_deref(), Some("2025550101"));
+        assert_eq!(phone_number(" 5006 ").as_deref(), Some("5006"));
+        for not_a_number in [
+            "",
+            "+",
+            "7",
+            "alice@acme.example",
+            "555-CALL",
+            "1234567890123456",
+            "++1202",
+        ] {
+            assert_eq!(phone_number(not_a_number), None, "{not_a_number}");
+        }
+    }
 }

@@ -47,9 +47,9 @@ mod host;
 pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response};
 pub use hooks::{
-    Answer, Authentication, BackgroundWorker, Decision, Event, EventConsumer, IdentityProvider,
-    Login, LoginOption, LoginQuery, Manifest, Plugin, RequestFilter, ResponseFilter,
-    UpstreamRequestFilter,
+    Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, Grant,
+    IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin,
+    RequestFilter, ResponseFilter, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
     Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,

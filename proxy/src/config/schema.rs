@@ -163,6 +163,14 @@ fn default_plugin_call_timeout_ms() -> u64 {
 pub struct ProviderConfig {
     /// User-id domains (`user@<domain>`) that belong to this provider.
     pub domains: Vec<String>,
+    /// Domains of users' e-mail addresses that identify this provider on the login page when
+    /// they are not user-id domains (`alice@acme.com` for `alice@acme.bw.example`).
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// Phone-number prefixes (digits, with an optional leading `+`) that identify this
+    /// provider; the longest matching prefix of any provider wins.
+    #[serde(default)]
+    pub number_prefixes: Vec<String>,
     /// XSP base URLs (scheme, host and optional port only).
     pub xsp: Vec<url::Url>,
     /// PEM bundle trusted for this provider's HTTPS upstreams instead of the system roots.
@@ -175,8 +183,6 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub applets: BTreeMap<String, AppletConfig>,
     pub master: Option<MasterCredentials>,
-    #[serde(default = "default_login")]
-    pub login: Vec<LoginMethod>,
     pub events: Option<EventsConfig>,
     /// Genesys Screen Recording settings; validated by the `srs-login` plugin that reads them.
     pub srs: Option<serde_json::Map<String, serde_json::Value>>,
@@ -301,24 +307,6 @@ pub enum SmtpSecurity {
     Tls,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LoginMethod {
-    Broadsoft,
-    Email,
-    Phone,
-    O365,
-    Onelogin,
-    Saml,
-}
-
-impl LoginMethod {
-    /// Whether the method needs the provider's master credentials to look users up.
-    pub fn needs_master(self) -> bool {
-        !matches!(self, Self::Broadsoft)
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
@@ -440,6 +428,4 @@ fn default_fall() -> u32 {
 fn default_rise() -> u32 {
     2
 }
-fn default_login() -> Vec<LoginMethod> {
-    vec![LoginMethod::Broadsoft]
-}
+

@@ -21,7 +21,6 @@ fn minimal_config_loads_with_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let config = load_text(VALID, dir.path()).unwrap();
     assert_eq!(config.server.listeners.len(), 1);
-    assert_eq!(config.providers["acme"].login, vec![LoginMethod::Broadsoft]);
     assert_eq!(config.server.data_dir, dir.path().join("./data"));
 }
 
@@ -139,18 +138,18 @@ fn broken_configs_name_file_line_column_and_key() {
             says: "never written inline",
         },
         Case {
-            name: "unknown login method",
-            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nlogin = [\"broadsoft\", \"kerberos\"]\n",
-            at: "4:23",
-            key: "providers.acme.login[1]",
-            says: "unknown variant `kerberos`",
+            name: "number prefix with letters",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nnumber_prefixes = [\"+1202\", \"1-800\"]\n",
+            at: "4:29",
+            key: "providers.acme.number_prefixes[1]",
+            says: "`1-800` is not a number prefix",
         },
         Case {
-            name: "login method that needs master credentials",
-            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nlogin = [\"broadsoft\", \"email\"]\n",
-            at: "4:23",
-            key: "providers.acme.login[1]",
-            says: "needs `master` credentials",
+            name: "e-mail domain of two providers",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nemail_domains = [\"acme.com\"]\n[providers.beta]\ndomains = [\"b.example\"]\nxsp = [\"http://y\"]\nemail_domains = [\"acme.com\"]\n",
+            at: "8:18",
+            key: "providers.beta.email_domains[0]",
+            says: "e-mail domain `acme.com` already belongs to provider `acme`",
         },
         Case {
             name: "unknown event package",
@@ -321,7 +320,7 @@ fn smtp_defaults_to_starttls_and_reads_its_password_by_reference() {
 fn password_file_is_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("master.pw"), "s3cret\n").unwrap();
-    let text = "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nlogin = [\"email\"]\nmaster = { user = \"admin\", password_file = \"master.pw\" }\n";
+    let text = "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nmaster = { user = \"admin\", password_file = \"master.pw\" }\n";
     let config = load_text(text, dir.path()).unwrap();
     let master = config.providers["acme"].master.as_ref().unwrap();
     assert_eq!(master.password.expose(), "s3cret");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
 use super::schema::{
-    Config, EventLevel, LoginMethod, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig,
+    Config, EventLevel, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig,
     SmtpSecurity,
 };
 use super::secret::Secret;
@@ -61,19 +61,30 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
             "at least one provider must be configured",
         ));
     }
-    let mut domain_owner: HashMap<String, String> = HashMap::new();
+    // Whatever identifies a provider on the login page identifies one provider only.
+    let mut owners: [HashMap<&str, &str>; 3] = Default::default();
     for (id, provider) in &mut config.providers {
         let at = providers.key(id);
         check_identifier(id, &at, "provider id")?;
         validate_provider(provider, &at, base_dir, &plugin_names)?;
-        for (i, domain) in provider.domains.iter().enumerate() {
-            if let Some(owner) = domain_owner.insert(domain.clone(), id.clone()) {
-                let message = if &owner == id {
-                    format!("domain `{domain}` is listed twice")
-                } else {
-                    format!("domain `{domain}` already belongs to provider `{owner}`")
-                };
-                return Err(problem(&at.key("domains").index(i), message));
+    }
+    for (id, provider) in &config.providers {
+        let at = providers.key(id);
+        let lists = [
+            ("domains", "domain", &provider.domains),
+            ("email_domains", "e-mail domain", &provider.email_domains),
+            ("number_prefixes", "number prefix", &provider.number_prefixes),
+        ];
+        for ((key, what, values), owner_of) in lists.into_iter().zip(&mut owners) {
+            for (i, value) in values.iter().enumerate() {
+                if let Some(owner) = owner_of.insert(value, id) {
+                    let message = if owner == id {
+                        format!("{what} `{value}` is listed twice")
+                    } else {
+                        format!("{what} `{value}` already belongs to provider `{owner}`")
+                    };
+                    return Err(problem(&at.key(key).index(i), message));
+                }
             }
         }
     }
@@ -160,6 +171,18 @@ fn validate_provider(
     for (i, domain) in provider.domains.iter().enumerate() {
         check_domain(domain, &at.key("domains").index(i))?;
     }
+    for (i, domain) in provider.email_domains.iter().enumerate() {
+        check_domain(domain, &at.key("email_domains").index(i))?;
+    }
+    for (i, prefix) in provider.number_prefixes.iter().enumerate() {
+        let digits = prefix.strip_prefix('+').unwrap_or(prefix);
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(problem(
+                &at.key("number_prefixes").index(i),
+                format!("`{prefix}` is not a number prefix: 1 to 15 digits, optionally after `+`"),
+            ));
+        }
+    }
 
     if provider.xsp.is_empty() {
         return Err(problem(&at.key("xsp"), "at least one XSP URL is required"));
@@ -234,17 +257,6 @@ fn validate_provider(
             ));
         }
     }
-    for (i, method) in provider.login.iter().enumerate() {
-        if method.needs_master() && provider.master.is_none() {
-            return Err(problem(
-                &at.key("login").index(i),
-                format!(
-                    "login method `{}` needs `master` credentials",
-                    login_name(*method)
-                ),
-            ));
-        }
-    }
     if let Some(events) = &provider.events {
         if events.level != EventLevel::User && provider.master.is_none() {
             return Err(problem(
@@ -266,17 +278,6 @@ fn validate_provider(
         }
     }
     Ok(())
-}
-
-fn login_name(method: LoginMethod) -> &'static str {
-    match method {
-        LoginMethod::Broadsoft => "broadsoft",
-        LoginMethod::Email => "email",
-        LoginMethod::Phone => "phone",
-        LoginMethod::O365 => "o365",
-        LoginMethod::Onelogin => "onelogin",
-        LoginMethod::Saml => "saml",
-    }
 }
 
 fn resolve_master_password(

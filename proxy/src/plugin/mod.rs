@@ -38,7 +38,7 @@ use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifes
 pub use exchange::Exchange;
 pub use loader::{LoadFailure, PluginError};
 
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, PluginConfig, ProviderConfig};
 use crate::host::Host;
 use crate::metrics::{Metrics, MetricsError};
 use crate::provider::Providers;
@@ -424,11 +424,28 @@ pub enum AuthenticateError {
     Failed(PluginFailure),
 }
 
+/// How a login query reached a provider, which decides the identity providers it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The configuration names the provider for the query (a user-id domain, an e-mail domain,
+    /// a number prefix): every identity provider.
+    Configured,
+    /// Nothing names a provider, so each is a candidate: only reverse lookups, which search
+    /// with the provider's master credentials before any user credential is sent there.
+    Candidate,
+}
+
 impl PluginChain {
+    fn identity_for(&self, reach: Reach) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.identity
+            .iter()
+            .filter(move |p| reach == Reach::Configured || p.manifest.reverse_lookup)
+    }
+
     /// Every identity provider's options; one that fails is logged and left out.
-    pub async fn login_options(&self, query: &LoginQuery) -> Vec<LoginOption> {
+    pub async fn login_options(&self, query: &LoginQuery, reach: Reach) -> Vec<LoginOption> {
         let mut options = Vec::new();
-        for plugin in &self.identity {
+        for plugin in self.identity_for(reach) {
             if let Ok(found) = plugin.login_options(query).await {
                 options.extend(found);
             }
@@ -444,10 +461,13 @@ impl PluginChain {
     }
 
     /// Authenticates with the identity provider that serves `login.method`.
-    pub async fn authenticate(&self, login: &Login) -> Result<Authentication, AuthenticateError> {
+    pub async fn authenticate(
+        &self,
+        login: &Login,
+        reach: Reach,
+    ) -> Result<Authentication, AuthenticateError> {
         let plugin = self
-            .identity
-            .iter()
+            .identity_for(reach)
             .find(|p| p.manifest.login_methods.contains(&login.method))
             .ok_or(AuthenticateError::UnknownMethod)?;
         plugin
@@ -512,7 +532,7 @@ impl Plugins {
         }
         plugins.metrics = Some(host_metrics);
         for (id, provider) in &config.providers {
-            plugins.check_login_methods(id, &provider.plugins)?;
+            plugins.check_login_methods(id, provider)?;
         }
         Ok(plugins)
     }
@@ -525,21 +545,29 @@ impl Plugins {
         }
     }
 
-    /// Two identity providers of one service provider must not claim the same login method.
-    fn check_login_methods(&self, provider: &str, names: &[String]) -> Result<(), PluginError> {
+    /// Two identity providers of one service provider must not claim the same login method,
+    /// and reverse lookups need the provider's master credentials.
+    fn check_login_methods(&self, id: &str, provider: &ProviderConfig) -> Result<(), PluginError> {
         let mut claimed: HashMap<&str, &str> = HashMap::new();
-        for plugin in names.iter().filter_map(|n| self.by_name.get(n)) {
+        for plugin in provider.plugins.iter().filter_map(|n| self.by_name.get(n)) {
+            let wiring = |reason: String| PluginError {
+                origin: plugin.context.origin.clone(),
+                name: plugin.name.clone(),
+                path: plugin.path.clone(),
+                reason: LoadFailure::Wiring(reason),
+            };
+            if plugin.manifest.reverse_lookup && provider.master.is_none() {
+                return Err(wiring(format!(
+                    "it looks users up with master credentials, and provider `{id}` has no \
+                     `master`"
+                )));
+            }
             for method in &plugin.manifest.login_methods {
                 if let Some(first) = claimed.insert(method, &plugin.name) {
-                    return Err(PluginError {
-                        origin: plugin.context.origin.clone(),
-                        name: plugin.name.clone(),
-                        path: plugin.path.clone(),
-                        reason: LoadFailure::Wiring(format!(
-                            "provider `{provider}` also uses plugin `{first}`, and both serve \
-                             login method `{method}`"
-                        )),
-                    });
+                    return Err(wiring(format!(
+                        "provider `{id}` also uses plugin `{first}`, and both serve login \
+                         method `{method}`"
+                    )));
                 }
             }
         }

@@ -1,0 +1,250 @@
+//! What identity-provider plugins share about BroadWorks: the shape of user ids, the checks
+//! that prove credentials at each login level, and directory searches for reverse lookups.
+//!
+//! Every request goes through [`Host::xsi`], so the host picks the XSP, fails over and
+//! attaches the credentials; nothing here opens a connection of its own.
+
+pub mod directory;
+mod xml;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use xsigate_plugin_sdk::{
+    Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse,
+};
+
+pub use xml::{XmlError, element_text};
+
+/// The XSI-Actions root.
+pub const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
+/// The XSI-Events root.
+pub const EVENTS: &str = "/com.broadsoft.xsi-events/v2.0";
+
+/// Characters a path segment or query value keeps; everything else is percent-encoded.
+const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'@')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'+');
+/// BroadWorks user ids are at most this long.
+const USER_ID_MAX: usize = 161;
+
+/// Whether `text` has the shape of a BroadWorks userId (`user@domain`).
+pub fn is_user_id(text: &str) -> bool {
+    let Some((user, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !user.is_empty()
+        && !domain.is_empty()
+        && text.len() <= USER_ID_MAX
+        && !text.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
+}
+
+/// `text` percent-encoded for a path segment or a query value.
+pub fn encode(text: &str) -> String {
+    utf8_percent_encode(text, KEEP).to_string()
+}
+
+/// `…/user/<userId>/<rest>` under XSI-Actions.
+pub fn user_path(user_id: &str, rest: &str) -> String {
+    format!("{ACTIONS}/user/{}/{rest}", encode(user_id))
+}
+
+/// The one rejection every failed check gives: which part was wrong (the user, the password,
+/// the scope) is not the client's to know. `reason` goes to the log only.
+pub fn rejected(reason: &str) -> Authentication {
+    Authentication::Rejected {
+        reason: reason.to_owned(),
+    }
+}
+
+/// The `name=value` part of the first `Set-Cookie` for `JSESSIONID`.
+pub fn session_cookie(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, value)| value.split(';').next())
+        .map(str::trim)
+        .find(|pair| pair.starts_with("JSESSIONID="))
+        .map(str::to_owned)
+}
+
+/// The grant of a successful check: the XSP that answered and its session cookie for `context`.
+fn grant(level: LoginLevel, response: &XsiResponse, context: &str) -> Grant {
+    let mut grant = Grant {
+        level,
+        xsp: Some(response.xsp.clone()),
+        ..Grant::default()
+    };
+    if let Some(cookie) = session_cookie(&response.headers) {
+        grant.xsp_cookies.insert(context.to_owned(), cookie);
+    }
+    grant
+}
+
+/// Checks a user's own credentials by reading their profile (`GET …/user/<id>/profile`), the
+/// first thing a dialer does anyway. The answer names the canonical userId.
+pub async fn check_user(
+    host: Host,
+    provider: &str,
+    user_id: &str,
+    password: &str,
+) -> Result<Authentication, Error> {
+    if !is_user_id(user_id) || password.is_empty() {
+        return Ok(rejected("not a user id, or no password"));
+    }
+    let request = XsiRequest::get(provider, &user_path(user_id, "profile")).user(user_id, password);
+    let response = host.xsi(request).await?;
+    match response.status {
+        200 => {
+            let user_id = element_text(&response.body, "userId")
+                .ok_or_else(|| Error::msg("the XSP's profile has no userId"))?;
+            Ok(Authentication::Authenticated {
+                grant: grant(LoginLevel::User, &response, "xsi-actions"),
+                user_id,
+            })
+        }
+        401 | 403 | 404 => Ok(rejected("the XSP refused the user's credentials")),
+        status => Err(Error::msg(format!(
+            "the XSP answered a user login with {status}"
+        ))),
+    }
+}
+
+/// Where an administrator claims to act.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminScope {
+    Group {
+        service_provider: String,
+        group: String,
+    },
+    ServiceProvider(String),
+    System,
+}
+
+impl AdminScope {
+    pub fn level(&self) -> LoginLevel {
+        match self {
+            Self::Group { .. } => LoginLevel::Group,
+            Self::ServiceProvider(_) => LoginLevel::ServiceProvider,
+            Self::System => LoginLevel::System,
+        }
+    }
+
+    /// The XSI-Events subscription query that names this scope as its target. BroadWorks
+    /// answers it (possibly with an empty list) only to a caller whose scope covers the target,
+    /// and with 403 otherwise [SPEC §4.6.2.5]: a read without side effects that proves both
+    /// the credentials and the scope.
+    fn probe(&self) -> String {
+        let query = match self {
+            Self::Group {
+                service_provider,
+                group,
+            } => format!(
+                "targetEntityType=Group&targetGrpParentId={}&targetId={}",
+                encode(service_provider),
+                encode(group)
+            ),
+            Self::ServiceProvider(id) => {
+                format!("targetEntityType=ServiceProvider&targetId={}", encode(id))
+            }
+            Self::System => "targetEntityType=System".to_owned(),
+        };
+        format!("{EVENTS}/subscription?{query}")
+    }
+}
+
+/// Checks an administrator's credentials and that their scope covers `scope`.
+pub async fn check_admin(
+    host: Host,
+    provider: &str,
+    admin_id: &str,
+    password: &str,
+    scope: &AdminScope,
+) -> Result<Authentication, Error> {
+    if !is_user_id(admin_id) || password.is_empty() {
+        return Ok(rejected("not an administrator id, or no password"));
+    }
+    let request = XsiRequest::get(provider, &scope.probe()).user(admin_id, password);
+    let response = host.xsi(request).await?;
+    match response.status {
+        200 => {
+            let mut grant = grant(scope.level(), &response, "xsi-events");
+            match scope {
+                AdminScope::Group {
+                    service_provider,
+                    group,
+                } => {
+                    grant.service_provider = Some(service_provider.clone());
+                    grant.group = Some(group.clone());
+                }
+                AdminScope::ServiceProvider(id) => grant.service_provider = Some(id.clone()),
+                AdminScope::System => {}
+            }
+            Ok(Authentication::Authenticated {
+                user_id: admin_id.to_owned(),
+                grant,
+            })
+        }
+        401 => Ok(rejected("the XSP refused the administrator's credentials")),
+        403 => Ok(rejected("the administrator's scope does not cover the claimed one")),
+        400 | 404 => Ok(rejected("the XSP does not know the claimed scope")),
+        status => Err(Error::msg(format!(
+            "the XSP answered an administrator login with {status}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_have_a_user_a_domain_and_nothing_that_breaks_a_path() {
+        assert!(is_user_id("alice@acme.example"));
+        assert!(is_user_id("alice+cti@acme.example"));
+        for bad in [
+            "alice",
+            "@acme.example",
+            "alice@",
+            "al ice@acme.example",
+            "a/b@acme.example",
+            "2025550101",
+        ] {
+            assert!(!is_user_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_taken_without_its_attributes() {
+        let headers = vec![
+            ("content-type".to_owned(), "text/xml".to_owned()),
+            (
+                "set-cookie".to_owned(),
+                "JSESSIONID=abc123; Path=/com.broadsoft.xsi-actions; HttpOnly".to_owned(),
+            ),
+        ];
+        assert_eq!(
+            session_cookie(&headers).as_deref(),
+            Some("JSESSIONID=abc123")
+        );
+        assert_eq!(session_cookie(&[]), None);
+    }
+
+    #[test]
+    fn scope_probes_name_their_target_and_encode_it() {
+        let group = AdminScope::Group {
+            service_provider: "acme sp".to_owned(),
+            group: "sales&co".to_owned(),
+        };
+        assert_eq!(
+            group.probe(),
+            "/com.broadsoft.xsi-events/v2.0/subscription?targetEntityType=Group&targetGrpParentId=acme%20sp&targetId=sales%26co"
+        );
+        assert_eq!(
+            AdminScope::System.probe(),
+            "/com.broadsoft.xsi-events/v2.0/subscription?targetEntityType=System"
+        );
+        assert_eq!(group.level(), LoginLevel::Group);
+    }
+}
