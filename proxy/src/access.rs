@@ -16,20 +16,18 @@ use prometheus::IntCounterVec;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use xsigate_broadworks::{element_text, user_path};
-use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery};
+use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, QueryMatch};
 
 use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::{AuthenticateError, Plugins, Reach};
+use crate::plugin::{AuthenticateError, Plugins};
 use crate::provider::{Provider, Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
 use crate::seal::SealError;
-use crate::session::{
-    COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions,
-};
+use crate::session::{COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions};
 use crate::store::{millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
@@ -342,14 +340,15 @@ impl Access {
         if query.is_empty() || query.len() > FIELD_LIMIT {
             return Err(ErrorCode::BadRequest);
         }
-        let (candidates, reach) = self.candidates(query);
+        let (candidates, matched) = self.candidates(query);
         let mut options: Vec<LoginOption> = Vec::new();
         for provider in &candidates {
             let query = LoginQuery {
                 provider: provider.id.clone(),
                 query: query.to_owned(),
+                matched,
             };
-            for option in provider.plugins.login_options(&query, reach).await {
+            for option in provider.plugins.login_options(&query).await {
                 // Candidates offer the same lookups; the login tries them all.
                 if !options.iter().any(|o| o.method == option.method) {
                     options.push(option);
@@ -369,10 +368,10 @@ impl Access {
 
     /// The providers a login query may belong to: the one the configuration names, or else
     /// every provider, as candidates for reverse lookups only.
-    fn candidates(&self, query: &str) -> (Vec<Arc<Provider>>, Reach) {
+    fn candidates(&self, query: &str) -> (Vec<Arc<Provider>>, QueryMatch) {
         match self.providers.identify(query) {
-            Some(provider) => (vec![Arc::clone(provider)], Reach::Configured),
-            None => (self.providers.all.clone(), Reach::Candidate),
+            Some((provider, matched)) => (vec![Arc::clone(provider)], matched),
+            None => (self.providers.all.clone(), QueryMatch::Nothing),
         }
     }
 
@@ -395,7 +394,7 @@ impl Access {
 
         // The first candidate whose identity provider does not reject decides: a lookup that
         // finds nobody at one provider goes on to the next.
-        let (candidates, reach) = self.candidates(&user);
+        let (candidates, matched) = self.candidates(&user);
         let mut decided = None;
         for provider in candidates {
             let login = Login {
@@ -405,7 +404,7 @@ impl Access {
                 password: Some(body.password.clone()),
                 params: body.params.clone(),
             };
-            match provider.plugins.authenticate(&login, reach).await {
+            match provider.plugins.authenticate(&login, matched).await {
                 Err(AuthenticateError::UnknownMethod) => {}
                 Ok(Authentication::Rejected { reason }) => {
                     tracing::info!(provider = %provider.id, method, reason, "login rejected");
@@ -819,7 +818,6 @@ fn internal(error: impl std::fmt::Display) -> ErrorCode {
     tracing::error!(error = %error, "login API bookkeeping failed");
     ErrorCode::Internal
 }
-
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ErrorCode> {
     serde_json::from_slice(body).map_err(|_| ErrorCode::BadRequest)

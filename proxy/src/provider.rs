@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, HealthCheckConfig, Secret};
+use xsigate_plugin_sdk::QueryMatch;
+
 use crate::identity::user_domain;
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::plugin::{PluginChain, Plugins};
@@ -281,21 +283,24 @@ impl Providers {
         self.all.iter().find(|p| p.id == id)
     }
 
-    /// The provider the configuration names for a login page's query: by the domain of a
-    /// user id, then of an e-mail address, then by the longest number prefix of a phone
-    /// number. `None` when nothing does; only reverse lookups may then find the user.
-    pub fn identify(&self, query: &str) -> Option<&Arc<Provider>> {
+    /// The provider the configuration names for a login page's query, and what matched: the
+    /// domain of a user id, then of an e-mail address, then the longest number prefix of a
+    /// phone number. `None` when nothing does; only reverse lookups may then find the user.
+    pub fn identify(&self, query: &str) -> Option<(&Arc<Provider>, QueryMatch)> {
         if let Some(domain) = user_domain(query) {
-            return self
-                .by_domain
-                .get(&domain)
-                .or_else(|| self.by_email_domain.get(&domain));
+            return match self.by_domain.get(&domain) {
+                Some(provider) => Some((provider, QueryMatch::UserDomain)),
+                None => self
+                    .by_email_domain
+                    .get(&domain)
+                    .map(|provider| (provider, QueryMatch::EmailDomain)),
+            };
         }
         let number = xsigate_plugin_sdk::phone_number(query)?;
         self.by_number_prefix
             .iter()
             .find(|(prefix, _)| number.starts_with(prefix.as_str()))
-            .map(|(_, provider)| provider)
+            .map(|(_, provider)| (provider, QueryMatch::NumberPrefix))
     }
 
     /// Ready when every provider has at least one XSP that passed its health check.
@@ -339,9 +344,13 @@ mod tests {
     #[test]
     fn login_queries_find_providers_by_domain_e_mail_domain_or_longest_prefix() {
         let p = providers();
-        let id = |query: &str| p.identify(query).map(|p| p.id.as_str());
+        let id = |query: &str| p.identify(query).map(|(p, _)| p.id.as_str());
         assert_eq!(id("alice@Acme2.example"), Some("acme"));
         assert_eq!(id("alice.smith@acme.com"), Some("acme"));
+        let matched = |query: &str| p.identify(query).map(|(_, m)| m);
+        assert_eq!(matched("a@acme.example"), Some(QueryMatch::UserDomain));
+        assert_eq!(matched("a@acme.com"), Some(QueryMatch::EmailDomain));
+        assert_eq!(matched("+12025550101"), Some(QueryMatch::NumberPrefix));
         assert_eq!(id("alice@gmail.com"), None);
         assert_eq!(id("+1 202 555 0101"), Some("beta"));
         assert_eq!(id("+1 202 555 0201"), Some("acme"));

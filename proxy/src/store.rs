@@ -712,13 +712,17 @@ mod tests {
             store.login_lock("locked", 10_000).await.unwrap();
             store.login_failed("recent", 4_500, forget).await.unwrap();
             assert_eq!(store.login_failures_sweep(5_000, forget).await.unwrap(), 1);
-            let kept: Vec<String> = sqlx::query_scalar("SELECT key FROM login_failures ORDER BY key")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
+            let kept: Vec<String> =
+                sqlx::query_scalar("SELECT key FROM login_failures ORDER BY key")
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap();
             assert_eq!(kept, ["locked", "recent"]);
             // Still counted: a failure now is the second in a row.
-            assert_eq!(store.login_failed("recent", 5_000, forget).await.unwrap(), 2);
+            assert_eq!(
+                store.login_failed("recent", 5_000, forget).await.unwrap(),
+                2
+            );
             assert_eq!(store.login_failed("old", 5_000, forget).await.unwrap(), 1);
         });
     }

@@ -605,8 +605,14 @@ async fn subscriptions_are_queried_by_target_type_target_and_event() {
     );
     // A named target proves scope: in it the list comes back (maybe empty), outside it 403.
     for (q, status) in [
-        ("targetEntityType=Group&targetGrpParentId=acme&targetId=sales", 200),
-        ("targetEntityType=Group&targetGrpParentId=acme&targetId=support", 403),
+        (
+            "targetEntityType=Group&targetGrpParentId=acme&targetId=sales",
+            200,
+        ),
+        (
+            "targetEntityType=Group&targetGrpParentId=acme&targetId=support",
+            403,
+        ),
         ("targetEntityType=ServiceProvider&targetId=acme", 403),
         ("targetEntityType=System", 403),
         ("targetId=alice%40acme.example", 200),

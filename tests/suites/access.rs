@@ -288,6 +288,12 @@ async fn failed_logins_look_alike_and_repeated_ones_are_locked_out() {
             .metric("xsigate_logins_total{method=\"broadsoft\",provider=\"-\",result=\"locked\"}")
             .await,
         Some(1.0)
+    ); // The lock itself and the refusal after it.
+    assert_eq!(
+        gateway
+            .metric("xsigate_rate_limited_total{endpoint=\"login\"}")
+            .await,
+        Some(2.0)
     );
 }
 
@@ -532,5 +538,396 @@ async fn the_openapi_document_matches_the_api() {
                 );
             }
         }
+    }
+}
+
+/// A service provider with users in two groups, several sharing an e-mail address or an
+/// extension, and administrators at every level.
+const DIRECTORY_SEED: &str = r#"
+    [[users]]
+    user_id = "alice@acme.example"
+    password = "alice-pw"
+    service_provider = "acme"
+    group = "sales"
+    first_name = "Alice"
+    last_name = "Able"
+    number = "+12025550101"
+    extension = "0101"
+    email = "alice@mail.example"
+
+    [[users]]
+    user_id = "bob@acme.example"
+    password = "bob-pw"
+    service_provider = "acme"
+    group = "support"
+    number = "+12025550102"
+    extension = "0101"
+    email = "bob@mail.example"
+
+    [[users]]
+    user_id = "dave@acme.example"
+    password = "dave-pw"
+    service_provider = "acme"
+    group = "sales"
+    first_name = "Dave"
+    last_name = "Desk"
+    email = "Dave@Mail.example"
+
+    [[users]]
+    user_id = "dave.soft@acme.example"
+    password = "dave-pw"
+    service_provider = "acme"
+    group = "support"
+    first_name = "Dave"
+    last_name = "Soft"
+    email = "dave@mail.example"
+
+    [[users]]
+    user_id = "dave.old@acme.example"
+    password = "another-pw"
+    service_provider = "acme"
+    group = "sales"
+    email = "dave@mail.example"
+
+    [[users]]
+    user_id = "erin@acme.example"
+    password = "erin-pw"
+    service_provider = "acme"
+    group = "sales"
+    email = "erin@elsewhere.example"
+
+    [[admins]]
+    user_id = "sales-admin@acme.example"
+    password = "sales-admin-pw"
+    scope = { level = "group", service_provider = "acme", group = "sales" }
+
+    [[admins]]
+    user_id = "acme-admin@acme.example"
+    password = "acme-admin-pw"
+    scope = { level = "service_provider", service_provider = "acme" }
+
+    [[admins]]
+    user_id = "root@acme.example"
+    password = "root-pw"
+    scope = { level = "system" }
+"#;
+
+/// Provider `acme` with master credentials and all three login plugins, identified also by
+/// e-mail domain `mail.example` and number prefix `+1202`; provider `beta` with BroadSoft login
+/// only and no master credentials.
+async fn directory_gateway(sim: &xsi_sim::Simulator) -> (Gateway, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("master"), "acme-admin-pw\n").unwrap();
+    let mut plugins = String::new();
+    for (name, config) in [
+        ("broadsoft", ""),
+        (
+            "email",
+            "config = { anchor_users = [\"alice@acme.example\"] }\n",
+        ),
+        (
+            "phone",
+            "config = { anchor_users = [\"alice@acme.example\"] }\n",
+        ),
+    ] {
+        plugins.push_str(&format!(
+            "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{config}",
+            plugin_library(&format!("xsigate-idp-{name}")).display()
+        ));
+    }
+    let acme = provider_for_simulator(
+        "acme",
+        &["acme.example"],
+        sim,
+        &format!(
+            "email_domains = [\"mail.example\"]\nnumber_prefixes = [\"+1202\"]\n\
+             plugins = [\"broadsoft\", \"email\", \"phone\"]\n\
+             master = {{ user = \"acme-admin@acme.example\", password_file = \"{}\" }}\n",
+            secrets.path().join("master").display()
+        ),
+    );
+    let beta = provider_for_simulator("beta", &["beta.example"], sim, "plugins = [\"broadsoft\"]");
+    let mut gateway = Gateway::start(&format!("{plugins}{acme}{beta}")).await;
+    gateway.wait_for("/readyz", 200).await;
+    (gateway, secrets)
+}
+
+async fn login_with(gateway: &Gateway, method: &str, body: Value) -> (u16, Value) {
+    let response = post(
+        gateway,
+        &format!("/api/access/services/idp/{method}"),
+        &body,
+    )
+    .await;
+    let status = response.status().as_u16();
+    let mut body: Value = response.json().await.unwrap();
+    if let Some(error) = body.get_mut("error") {
+        error["request_id"] = Value::Null;
+    }
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ztp_finds_the_provider_and_offers_what_its_configuration_allows() {
+    let sim = xsi_sim::Simulator::start(toml::from_str(DIRECTORY_SEED).unwrap())
+        .await
+        .unwrap();
+    let (gateway, _secrets) = directory_gateway(&sim).await;
+    let ztp = |query: &str| {
+        let body = json!({ "query": query });
+        let gateway = &gateway;
+        async move {
+            let answer: Value = post(gateway, "/api/access/services/ztp", &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let methods: Vec<String> = answer["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["method"].as_str().unwrap().to_owned())
+                .collect();
+            (methods, answer)
+        }
+    };
+    // A user id of acme: BroadSoft login at any level, and the address as an e-mail login.
+    let (methods, answer) = ztp(ALICE).await;
+    assert_eq!(methods, ["broadsoft", "email"], "{answer}");
+    assert_eq!(
+        answer["options"][0]["details"]["levels"],
+        json!(["user", "group", "service_provider", "system"])
+    );
+    // Without master credentials there is nothing to look up with: BroadSoft login only.
+    assert_eq!(ztp("zoe@beta.example").await.0, ["broadsoft"]);
+    // An e-mail domain and a number prefix of acme's configuration.
+    assert_eq!(ztp("Someone@Mail.example").await.0, ["email"]);
+    assert_eq!(ztp("+1 (202) 555-0101").await.0, ["phone"]);
+    // Claimed by no configuration: the reverse lookups of every provider that has them, the
+    // same for an address that exists (erin's) and one that does not.
+    let (unclaimed, answer) = ztp("erin@elsewhere.example").await;
+    assert_eq!(unclaimed, ["email"]);
+    assert_eq!(ztp("nobody@nowhere.example").await.1, answer);
+    assert_eq!(ztp("0101").await.0, ["phone"]);
+    assert_eq!(ztp("just words").await.0, Vec::<String>::new());
+    // Nothing was looked up: the XSPs saw health checks only.
+    assert!(
+        sim.platform()
+            .requests()
+            .iter()
+            .all(|r| r.path.ends_with("/versions")),
+        "{:?}",
+        sim.platform().requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadsoft_login_works_at_every_level_within_its_scope() {
+    let sim = xsi_sim::Simulator::start(toml::from_str(DIRECTORY_SEED).unwrap())
+        .await
+        .unwrap();
+    let (gateway, _secrets) = directory_gateway(&sim).await;
+    let level_of = |body: &Value| body["level"].as_str().unwrap_or("").to_owned();
+    for (user, password, params, level) in [
+        ("alice@acme.example", "alice-pw", json!({}), "user"),
+        (
+            "sales-admin@acme.example",
+            "sales-admin-pw",
+            json!({ "level": "group", "service_provider": "acme", "group": "sales" }),
+            "group",
+        ),
+        (
+            "acme-admin@acme.example",
+            "acme-admin-pw",
+            json!({ "level": "service_provider", "service_provider": "acme" }),
+            "service_provider",
+        ),
+        (
+            "root@acme.example",
+            "root-pw",
+            json!({ "level": "system" }),
+            "system",
+        ),
+    ] {
+        let (status, body) = login_with(
+            &gateway,
+            "broadsoft",
+            json!({ "user": user, "password": password, "params": params }),
+        )
+        .await;
+        assert_eq!(
+            (status, level_of(&body)),
+            (200, level.to_owned()),
+            "{user}: {body}"
+        );
+    }
+    let (_, wrong_password) = login_with(
+        &gateway,
+        "broadsoft",
+        json!({ "user": ALICE, "password": "nope" }),
+    )
+    .await;
+    assert_eq!(wrong_password["error"]["code"], "invalid_credentials");
+    // Outside the administrator's scope, a user claiming a level, a level without its scope:
+    // each the same answer as a wrong password.
+    for (user, password, params) in [
+        (
+            "sales-admin@acme.example",
+            "sales-admin-pw",
+            json!({ "level": "group", "service_provider": "acme", "group": "support" }),
+        ),
+        (
+            "sales-admin@acme.example",
+            "sales-admin-pw",
+            json!({ "level": "service_provider", "service_provider": "acme" }),
+        ),
+        (
+            "alice@acme.example",
+            "alice-pw",
+            json!({ "level": "group", "service_provider": "acme", "group": "sales" }),
+        ),
+        (
+            "acme-admin@acme.example",
+            "acme-admin-pw",
+            json!({ "level": "group" }),
+        ),
+    ] {
+        let refused = login_with(
+            &gateway,
+            "broadsoft",
+            json!({ "user": user, "password": password, "params": params }),
+        )
+        .await;
+        assert_eq!(refused, (401, wrong_password.clone()), "{user} {params}");
+    }
+    // The scope was proven by the XSP: the out-of-scope claim reached it and was refused there.
+    assert!(
+        sim.platform().requests().iter().any(|r| {
+            r.path.ends_with("/subscription")
+                && r.auth_user.as_deref() == Some("sales-admin@acme.example")
+                && r.status == 403
+        }),
+        "{:?}",
+        sim.platform().requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_and_phone_lookups_handle_none_one_and_several_matches() {
+    let sim = xsi_sim::Simulator::start(toml::from_str(DIRECTORY_SEED).unwrap())
+        .await
+        .unwrap();
+    let (gateway, _secrets) = directory_gateway(&sim).await;
+    let attempt =
+        |method: &'static str, user: &'static str, password: &'static str, params: Value| {
+            let gateway = &gateway;
+            async move {
+                login_with(
+                    gateway,
+                    method,
+                    json!({ "user": user, "password": password, "params": params }),
+                )
+                .await
+            }
+        };
+    let (_, wrong_password) = attempt("email", "alice@mail.example", "nope", json!({})).await;
+    assert_eq!(wrong_password["error"]["code"], "invalid_credentials");
+
+    // One match, whatever the case of the address.
+    for address in ["alice@mail.example", "ALICE@Mail.Example"] {
+        let (status, body) = attempt("email", address, "alice-pw", json!({})).await;
+        assert_eq!(status, 200, "{address}: {body}");
+        assert_eq!(body["level"], "user");
+    }
+    // No match: the same answer as a wrong password.
+    assert_eq!(
+        attempt("email", "nobody@mail.example", "alice-pw", json!({})).await,
+        (401, wrong_password.clone())
+    );
+    // Several: a choice between the accounts the password opens, and only those.
+    let (status, body) = attempt("email", "dave@mail.example", "dave-pw", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choose"],
+        json!([
+            { "user_id": "dave@acme.example", "label": "Dave Desk (sales)" },
+            { "user_id": "dave.soft@acme.example", "label": "Dave Soft (support)" },
+        ]),
+        "{body}"
+    );
+    assert!(
+        body.get("csrf_token").is_none(),
+        "no session before the choice"
+    );
+    let (status, picked) = attempt(
+        "email",
+        "dave@mail.example",
+        "dave-pw",
+        json!({ "user_id": "dave.soft@acme.example" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{picked}");
+    assert!(picked["csrf_token"].is_string());
+    // Picking an account the password does not open is a failed login.
+    assert_eq!(
+        attempt(
+            "email",
+            "dave@mail.example",
+            "dave-pw",
+            json!({ "user_id": "dave.old@acme.example" })
+        )
+        .await,
+        (401, wrong_password.clone())
+    );
+    // An address no configuration claims is searched at every provider that can look it up.
+    assert_eq!(
+        attempt("email", "erin@elsewhere.example", "erin-pw", json!({}))
+            .await
+            .0,
+        200
+    );
+
+    // Phone numbers as people type them, and extensions: alice and bob share extension 0101,
+    // and only alice's account opens with her password.
+    for number in ["+1 (202) 555-0101", "202.555.0101", "0101"] {
+        let (status, body) = attempt("phone", number, "alice-pw", json!({})).await;
+        assert_eq!(status, 200, "{number}: {body}");
+        assert!(body["csrf_token"].is_string(), "{number}: {body}");
+    }
+    assert_eq!(
+        attempt("phone", "+1 202 555 0199", "alice-pw", json!({})).await,
+        (401, wrong_password)
+    );
+
+    // The directory was searched with the master credentials, the password tried only on the
+    // matches' own profiles.
+    let requests = sim.platform().requests();
+    assert!(requests.iter().any(|r| {
+        r.path.ends_with("/directories/Enterprise")
+            && r.auth_user.as_deref() == Some("acme-admin@acme.example")
+    }));
+    assert!(!requests.iter().any(|r| {
+        r.path.contains("/directories/")
+            && r.auth_user.as_deref() != Some("acme-admin@acme.example")
+    }));
+    for (series, count) in [
+        (
+            "xsigate_plugin_email_lookups_total{provider=\"acme\",result=\"none\"}",
+            1.0,
+        ),
+        (
+            "xsigate_plugin_email_lookups_total{provider=\"acme\",result=\"several\"}",
+            3.0,
+        ),
+        (
+            "xsigate_plugin_phone_lookups_total{provider=\"acme\",result=\"several\"}",
+            1.0,
+        ),
+        (
+            "xsigate_logins_total{method=\"email\",provider=\"acme\",result=\"choose\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(gateway.metric(series).await, Some(count), "{series}");
     }
 }

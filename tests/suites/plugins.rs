@@ -584,6 +584,34 @@ fn two_identity_providers_of_one_provider_may_not_serve_the_same_method() {
     );
 }
 
+#[test]
+fn reverse_lookups_need_master_credentials_and_anchor_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let email = plugin_library("xsigate-idp-email");
+    let (code, stderr) = check_using(
+        dir.path(),
+        &entry(&email, "anchor_users = [\"alice@acme.example\"]"),
+        "\"p\"",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "it looks users up with master credentials, and provider `acme` has no `master`"
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) = check_using(
+        dir.path(),
+        &entry(&email, "anchor_users = [\"alice\"]"),
+        "\"p\"",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("anchor_users: `alice` is not a user id"),
+        "{stderr}"
+    );
+}
+
 /// The operator's identity service the example plugin talks to: knows one user.
 async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use http_body_util::BodyExt as _;
@@ -594,9 +622,6 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let input: Value = serde_json::from_slice(&body).unwrap_or_default();
         let (status, answer) = match path.as_str() {
-            "/idp/lookup" if input["query"] == "alice@mail.example" => {
-                (200, serde_json::json!({ "user_id": USER }))
-            }
             "/idp/authenticate" if input["user"] == "alice@mail.example" => {
                 if input["password"] == "right" {
                     (200, serde_json::json!({ "user_id": USER }))
@@ -620,8 +645,8 @@ async fn identity_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 
 #[test]
 fn the_example_identity_provider_logs_users_in_through_the_host() {
-    use xsigate::plugin::{AuthenticateError, PluginFailure, Reach};
-    use xsigate_plugin_sdk::{Authentication, Login, LoginQuery};
+    use xsigate::plugin::{AuthenticateError, PluginFailure};
+    use xsigate_plugin_sdk::{Authentication, Login, LoginQuery, QueryMatch};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (addr, _service) = runtime.block_on(identity_service());
@@ -639,18 +664,19 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         let query = |q: &str| LoginQuery {
             provider: "acme".to_owned(),
             query: q.to_owned(),
+            matched: QueryMatch::UserDomain,
         };
-        let options = chain.login_options(&query("alice@mail.example"), Reach::Configured).await;
+        let options = chain.login_options(&query("alice@mail.example")).await;
         assert_eq!(options.len(), 1);
         assert_eq!(options[0].method, "webhook");
         assert_eq!(options[0].label, "Mail account");
-        assert_eq!(options[0].user_id.as_deref(), Some(USER));
-        assert!(
-            chain
-                .login_options(&query("nobody@mail.example"), Reach::Configured)
-                .await
-                .is_empty()
+        assert_eq!(options[0].user_id, None);
+        // The same for an address nobody has: options never tell whether an account exists.
+        assert_eq!(
+            chain.login_options(&query("nobody@mail.example")).await,
+            options
         );
+        assert!(chain.login_options(&query("2025550101")).await.is_empty());
 
         let login = |user: &str, password: &str, method: &str| Login {
             provider: "acme".to_owned(),
@@ -661,7 +687,10 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         };
         assert_eq!(
             chain
-                .authenticate(&login("alice@mail.example", "right", "webhook"), Reach::Configured)
+                .authenticate(
+                    &login("alice@mail.example", "right", "webhook"),
+                    QueryMatch::UserDomain
+                )
                 .await,
             Ok(Authentication::Authenticated {
                 user_id: USER.to_owned(),
@@ -670,19 +699,25 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
         );
         assert!(matches!(
             chain
-                .authenticate(&login("alice@mail.example", "wrong", "webhook"), Reach::Configured)
+                .authenticate(
+                    &login("alice@mail.example", "wrong", "webhook"),
+                    QueryMatch::UserDomain
+                )
                 .await,
             Ok(Authentication::Rejected { .. })
         ));
         assert!(matches!(
             chain
-                .authenticate(&login("broken@mail.example", "x", "webhook"), Reach::Configured)
+                .authenticate(&login("broken@mail.example", "x", "webhook"), QueryMatch::UserDomain)
                 .await,
             Err(AuthenticateError::Failed(PluginFailure::Error(message))) if message.contains("500")
         ));
         assert_eq!(
             chain
-                .authenticate(&login("alice@mail.example", "right", "saml"), Reach::Configured)
+                .authenticate(
+                    &login("alice@mail.example", "right", "saml"),
+                    QueryMatch::UserDomain
+                )
                 .await,
             Err(AuthenticateError::UnknownMethod)
         );
@@ -706,6 +741,8 @@ fn plugin_crates_link_no_async_runtime_and_no_http_client() {
         "xsigate-plugin-sdk",
         "xsigate-idp-webhook",
         "xsigate-idp-broadsoft",
+        "xsigate-idp-email",
+        "xsigate-idp-phone",
         "xsigate-fixture-host-services",
         "xsigate-fixture-noop-filter",
     ] {
@@ -762,8 +799,7 @@ async fn plugins_and_their_data_carry_over_a_graceful_upgrade() {
 
 #[test]
 fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
-    use xsigate::plugin::Reach;
-    use xsigate_plugin_sdk::{Authentication, Login, LoginLevel, LoginQuery};
+    use xsigate_plugin_sdk::{Authentication, Login, LoginLevel, LoginQuery, QueryMatch};
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seed: xsi_sim::seed::Seed = toml::from_str(
@@ -795,11 +831,12 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
         let query = |q: &str| LoginQuery {
             provider: "acme".to_owned(),
             query: q.to_owned(),
+            matched: QueryMatch::UserDomain,
         };
-        let options = chain.login_options(&query("alice@acme.example"), Reach::Configured).await;
+        let options = chain.login_options(&query("alice@acme.example")).await;
         assert_eq!(options.len(), 1);
         assert_eq!(options[0].method, "broadsoft");
-        assert!(chain.login_options(&query("2025550101"), Reach::Configured).await.is_empty());
+        assert!(chain.login_options(&query("2025550101")).await.is_empty());
 
         let login = |user: &str, password: &str, level: Option<&str>| {
             let mut params = serde_json::Map::new();
@@ -815,12 +852,18 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
             }
         };
         let Ok(Authentication::Authenticated { user_id, grant }) = chain
-            .authenticate(&login("Alice@acme.example", "alice-pw", None), Reach::Configured)
+            .authenticate(
+                &login("Alice@acme.example", "alice-pw", None),
+                QueryMatch::UserDomain,
+            )
             .await
         else {
             panic!("alice's own credentials must log her in");
         };
-        assert_eq!(user_id, "alice@acme.example", "the profile's canonical userId");
+        assert_eq!(
+            user_id, "alice@acme.example",
+            "the profile's canonical userId"
+        );
         assert_eq!(grant.level, LoginLevel::User);
         let xsp = grant.xsp.as_deref().unwrap();
         assert!(xsp == "xsp1" || xsp == "xsp2", "{grant:?}");
@@ -831,11 +874,17 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
 
         // A wrong password and an unknown user are the same rejection.
         let wrong = chain
-            .authenticate(&login("alice@acme.example", "nope", None), Reach::Configured)
+            .authenticate(
+                &login("alice@acme.example", "nope", None),
+                QueryMatch::UserDomain,
+            )
             .await
             .unwrap();
         let unknown = chain
-            .authenticate(&login("nobody@acme.example", "nope", None), Reach::Configured)
+            .authenticate(
+                &login("nobody@acme.example", "nope", None),
+                QueryMatch::UserDomain,
+            )
             .await
             .unwrap();
         assert!(matches!(wrong, Authentication::Rejected { .. }));
@@ -845,7 +894,7 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
             chain
                 .authenticate(
                     &login("alice@acme.example", "alice-pw", Some("system")),
-                    Reach::Configured
+                    QueryMatch::UserDomain
                 )
                 .await
                 .unwrap(),
@@ -856,7 +905,10 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
         // Only reverse lookups are asked about queries no provider claims.
         assert!(
             chain
-                .login_options(&query("alice@acme.example"), Reach::Candidate)
+                .login_options(&LoginQuery {
+                    matched: QueryMatch::Nothing,
+                    ..query("alice@acme.example")
+                })
                 .await
                 .is_empty()
         );
@@ -865,7 +917,10 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
         assert!(sim.stop_xsp(0));
         for _ in 0..3 {
             let Ok(Authentication::Authenticated { grant, .. }) = chain
-                .authenticate(&login("alice@acme.example", "alice-pw", None), Reach::Configured)
+                .authenticate(
+                    &login("alice@acme.example", "alice-pw", None),
+                    QueryMatch::UserDomain,
+                )
                 .await
             else {
                 panic!("the other XSP must answer");

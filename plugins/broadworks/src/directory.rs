@@ -75,7 +75,9 @@ pub fn check_anchors(anchors: &[String]) -> Result<(), Error> {
         ));
     }
     match anchors.iter().find(|a| !is_user_id(a)) {
-        Some(bad) => Err(Error::msg(format!("anchor_users: `{bad}` is not a user id"))),
+        Some(bad) => Err(Error::msg(format!(
+            "anchor_users: `{bad}` is not a user id"
+        ))),
         None => Ok(()),
     }
 }
@@ -191,7 +193,9 @@ pub async fn log_in_match(
         }
     }
     match opened.len() {
-        0 => Ok(rejected("no account found by the lookup accepts the credentials")),
+        0 => Ok(rejected(
+            "no account found by the lookup accepts the credentials",
+        )),
         1 => Ok(opened.remove(0).1),
         _ => Ok(Authentication::Choose {
             choices: opened

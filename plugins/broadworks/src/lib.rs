@@ -8,9 +8,7 @@ pub mod directory;
 mod xml;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use xsigate_plugin_sdk::{
-    Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse,
-};
+use xsigate_plugin_sdk::{Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse};
 
 pub use xml::{XmlError, element_text};
 
@@ -19,13 +17,13 @@ pub const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
 /// The XSI-Events root.
 pub const EVENTS: &str = "/com.broadsoft.xsi-events/v2.0";
 
-/// Characters a path segment or query value keeps; everything else is percent-encoded.
+/// Characters a path segment or query value keeps; everything else is percent-encoded. `+`
+/// is encoded too: in a query it would read as a space.
 const KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'@')
     .remove(b'.')
     .remove(b'-')
-    .remove(b'_')
-    .remove(b'+');
+    .remove(b'_');
 /// BroadWorks user ids are at most this long.
 const USER_ID_MAX: usize = 161;
 
@@ -187,7 +185,9 @@ pub async fn check_admin(
             })
         }
         401 => Ok(rejected("the XSP refused the administrator's credentials")),
-        403 => Ok(rejected("the administrator's scope does not cover the claimed one")),
+        403 => Ok(rejected(
+            "the administrator's scope does not cover the claimed one",
+        )),
         400 | 404 => Ok(rejected("the XSP does not know the claimed scope")),
         status => Err(Error::msg(format!(
             "the XSP answered an administrator login with {status}"

@@ -124,8 +124,11 @@ mod tests {
         );
         assert_eq!(element_text(b"<Profile/>", "userId"), None);
         assert_eq!(
-            element_text(b"<p><emailAddress>o&apos;brien&#64;x</emailAddress></p>", "emailAddress")
-                .as_deref(),
+            element_text(
+                b"<p><emailAddress>o&apos;brien&#64;x</emailAddress></p>",
+                "emailAddress"
+            )
+            .as_deref(),
             Some("o'brien@x")
         );
         assert_eq!(element_text(b"not xml <<", "userId"), None);
@@ -139,6 +142,6 @@ mod tests {
         assert!(records[0].contains(&("emailAddress".to_owned(), "A@x.example".to_owned())));
         assert!(records[0].contains(&("number".to_owned(), "+19008005006".to_owned())));
         assert_eq!(records[1], [("userId".to_owned(), "b@x".to_owned())]);
-        assert!(records(b"<a><directoryDetails><b>x</c>").is_err());
+        assert!(super::records(b"<a><directoryDetails><b>x</c>").is_err());
     }
 }

@@ -17,7 +17,7 @@ use xsigate_broadworks::{AdminScope, check_admin, check_user, is_user_id, reject
 use xsigate_plugin_sdk::serde_json::Value;
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery,
-    Manifest, Plugin,
+    Manifest, Plugin, QueryMatch,
 };
 
 /// The login method this plugin serves.
@@ -67,7 +67,10 @@ impl Plugin for BroadsoftIdp {
 }
 
 /// The scope an administrator login claims, from its `params`.
-fn claimed_scope(level: LoginLevel, params: &xsigate_plugin_sdk::serde_json::Map<String, Value>) -> Option<AdminScope> {
+fn claimed_scope(
+    level: LoginLevel,
+    params: &xsigate_plugin_sdk::serde_json::Map<String, Value>,
+) -> Option<AdminScope> {
     let text = |name: &str| {
         params
             .get(name)
@@ -89,9 +92,10 @@ fn claimed_scope(level: LoginLevel, params: &xsigate_plugin_sdk::serde_json::Map
 
 impl IdentityProvider for BroadsoftIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
-        // Offered from the shape of the query alone: no lookup, so nothing about the account.
+        // Offered for a user id of the provider's domains, from the query alone: no lookup,
+        // so nothing about the account.
         let user = query.query.trim();
-        if !is_user_id(user) {
+        if query.matched != QueryMatch::UserDomain || !is_user_id(user) {
             return Ok(Vec::new());
         }
         let levels: Vec<&str> = self.config.levels.iter().map(|l| l.as_str()).collect();
@@ -149,11 +153,17 @@ mod tests {
             })
         );
         assert_eq!(
-            claimed_scope(LoginLevel::Group, &params(json!({"service_provider": "acme"}))),
+            claimed_scope(
+                LoginLevel::Group,
+                &params(json!({"service_provider": "acme"}))
+            ),
             None
         );
         assert_eq!(
-            claimed_scope(LoginLevel::ServiceProvider, &params(json!({"service_provider": " "}))),
+            claimed_scope(
+                LoginLevel::ServiceProvider,
+                &params(json!({"service_provider": " "}))
+            ),
             None
         );
         assert_eq!(

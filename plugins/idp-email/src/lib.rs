@@ -12,8 +12,7 @@ use xsigate_broadworks::directory::{
 };
 use xsigate_broadworks::{is_user_id, rejected};
 use xsigate_plugin_sdk::{
-    Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest,
-    Plugin,
+    Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
 };
 
 /// The login method this plugin serves.
@@ -93,7 +92,11 @@ impl IdentityProvider for EmailIdp {
         // The directory matched the address; the profile's own copy must be the same address.
         let matches = found
             .into_iter()
-            .filter(|e| e.email.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(address)))
+            .filter(|e| {
+                e.email
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(address))
+            })
             .collect();
         log_in_match(self.host, &login, matches, self.metrics).await
     }

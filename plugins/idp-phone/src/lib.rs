@@ -80,7 +80,8 @@ fn same_number(listed: &str, typed: &str) -> bool {
     } else {
         (&typed, &listed)
     };
-    !short.is_empty() && (short == long || (short.len() >= SIGNIFICANT_DIGITS && long.ends_with(short.as_str())))
+    !short.is_empty()
+        && (short == long || (short.len() >= SIGNIFICANT_DIGITS && long.ends_with(short.as_str())))
 }
 
 impl IdentityProvider for PhoneIdp {

@@ -147,6 +147,26 @@ impl Answer {
 pub struct LoginQuery {
     pub provider: String,
     pub query: String,
+    /// What in the provider's configuration matched the query.
+    #[serde(default)]
+    pub matched: QueryMatch,
+}
+
+/// What in a provider's configuration matched a login query to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryMatch {
+    /// The query is a user id in one of the provider's `domains`.
+    #[default]
+    UserDomain,
+    /// An e-mail address in one of its `email_domains`.
+    EmailDomain,
+    /// A phone number under one of its `number_prefixes`.
+    NumberPrefix,
+    /// Nothing: every provider is a candidate, and only identity providers with
+    /// [`Manifest::reverse_lookup`] are asked, since they search with master credentials before
+    /// any user credential is sent.
+    Nothing,
 }
 
 /// A login query that reads as a phone number or extension, reduced to its digits with an

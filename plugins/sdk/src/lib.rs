@@ -48,7 +48,7 @@ pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response};
 pub use hooks::{
     Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, Grant,
-    IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin,
+    IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin, QueryMatch,
     RequestFilter, ResponseFilter, UpstreamRequestFilter, phone_number,
 };
 pub use host::{

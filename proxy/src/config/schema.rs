@@ -428,4 +428,3 @@ fn default_fall() -> u32 {
 fn default_rise() -> u32 {
     2
 }
-

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
 use super::schema::{
-    Config, EventLevel, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig,
-    SmtpSecurity,
+    Config, EventLevel, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity,
 };
 use super::secret::Secret;
 
@@ -73,7 +72,11 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
         let lists = [
             ("domains", "domain", &provider.domains),
             ("email_domains", "e-mail domain", &provider.email_domains),
-            ("number_prefixes", "number prefix", &provider.number_prefixes),
+            (
+                "number_prefixes",
+                "number prefix",
+                &provider.number_prefixes,
+            ),
         ];
         for ((key, what, values), owner_of) in lists.into_iter().zip(&mut owners) {
             for (i, value) in values.iter().enumerate() {

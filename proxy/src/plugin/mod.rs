@@ -33,7 +33,7 @@ use futures_util::FutureExt as _;
 use prometheus::{Histogram, IntCounter};
 use tokio::sync::mpsc;
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Outcome, PluginApi};
-use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest};
+use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest, QueryMatch};
 
 pub use exchange::Exchange;
 pub use loader::{LoadFailure, PluginError};
@@ -424,28 +424,19 @@ pub enum AuthenticateError {
     Failed(PluginFailure),
 }
 
-/// How a login query reached a provider, which decides the identity providers it may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// The configuration names the provider for the query (a user-id domain, an e-mail domain,
-    /// a number prefix): every identity provider.
-    Configured,
-    /// Nothing names a provider, so each is a candidate: only reverse lookups, which search
-    /// with the provider's master credentials before any user credential is sent there.
-    Candidate,
-}
-
 impl PluginChain {
-    fn identity_for(&self, reach: Reach) -> impl Iterator<Item = &Arc<Plugin>> {
+    /// The identity providers that may act on a query matched this way: all of them when the
+    /// configuration names the provider, only reverse lookups when it is just a candidate.
+    fn identity_for(&self, matched: QueryMatch) -> impl Iterator<Item = &Arc<Plugin>> {
         self.identity
             .iter()
-            .filter(move |p| reach == Reach::Configured || p.manifest.reverse_lookup)
+            .filter(move |p| matched != QueryMatch::Nothing || p.manifest.reverse_lookup)
     }
 
     /// Every identity provider's options; one that fails is logged and left out.
-    pub async fn login_options(&self, query: &LoginQuery, reach: Reach) -> Vec<LoginOption> {
+    pub async fn login_options(&self, query: &LoginQuery) -> Vec<LoginOption> {
         let mut options = Vec::new();
-        for plugin in self.identity_for(reach) {
+        for plugin in self.identity_for(query.matched) {
             if let Ok(found) = plugin.login_options(query).await {
                 options.extend(found);
             }
@@ -464,10 +455,10 @@ impl PluginChain {
     pub async fn authenticate(
         &self,
         login: &Login,
-        reach: Reach,
+        matched: QueryMatch,
     ) -> Result<Authentication, AuthenticateError> {
         let plugin = self
-            .identity_for(reach)
+            .identity_for(matched)
             .find(|p| p.manifest.login_methods.contains(&login.method))
             .ok_or(AuthenticateError::UnknownMethod)?;
         plugin

@@ -1,16 +1,14 @@
 //! An identity provider that asks the operator's own HTTP service who a user is: the worked
 //! example of `plugins/README.md`.
 //!
-//! The service answers two calls:
-//! - `POST {url}/lookup` with `{"provider", "query"}`: `200 {"user_id"}` when the login page's
-//!   query (an e-mail address, say) belongs to a user it can log in, `404` when not;
-//! - `POST {url}/authenticate` with `{"provider", "user", "password"}`: `200 {"user_id"}` on
-//!   success, `401` or `403` on wrong credentials.
+//! The service answers one call, `POST {url}/authenticate` with `{"provider", "user",
+//! "password"}`: `200 {"user_id"}` (the BroadWorks userId) on success, `401` or `403` on
+//! wrong credentials. The login page offers the method for any e-mail-shaped query without
+//! asking the service, so the options never tell whether an account exists.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xsigate_plugin_sdk::serde_json::json;
 use xsigate_plugin_sdk::{
     Authentication, Counter, Error, Host, HttpRequest, IdentityProvider, Login, LoginOption,
     LoginQuery, Manifest, Plugin,
@@ -86,6 +84,9 @@ impl Plugin for WebhookIdp {
     fn manifest(&self) -> Manifest {
         Manifest {
             login_methods: vec![self.config.method.clone()],
+            // It asks its own service, not the provider's directory: offered only where the
+            // configuration names the provider.
+            reverse_lookup: false,
         }
     }
 }
@@ -101,23 +102,17 @@ impl WebhookIdp {
 
 impl IdentityProvider for WebhookIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
-        let request = self.post(
-            "lookup",
-            &json!({ "provider": query.provider, "query": query.query }),
-        )?;
-        let response = self.host.http(request).await?;
-        match response.status {
-            200 => {
-                let found: Found = response.json()?;
-                Ok(vec![LoginOption {
-                    method: self.config.method.clone(),
-                    label: self.config.label.clone(),
-                    user_id: Some(found.user_id),
-                }])
-            }
-            404 => Ok(Vec::new()),
-            status => Err(Error::msg(format!("lookup answered {status}"))),
+        // From the query's shape alone: asking the service here would tell anyone who types an
+        // address whether it has an account.
+        if !query.query.contains('@') {
+            return Ok(Vec::new());
         }
+        Ok(vec![LoginOption {
+            method: self.config.method.clone(),
+            label: self.config.label.clone(),
+            user_id: None,
+            details: Default::default(),
+        }])
     }
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
@@ -140,7 +135,7 @@ impl IdentityProvider for WebhookIdp {
                 let found: Found = response.json()?;
                 let outcome = Authentication::Authenticated {
                     user_id: found.user_id,
-                    attributes: Default::default(),
+                    grant: Default::default(),
                 };
                 ("accepted", outcome)
             }
