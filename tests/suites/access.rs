@@ -530,13 +530,22 @@ async fn the_openapi_document_matches_the_api() {
             );
             let body: Value = response.json().await.unwrap();
             let schema = resolve(&documented["content"]["application/json"]["schema"]);
-            for field in schema["required"].as_array().unwrap() {
-                let field = field.as_str().unwrap();
-                assert!(
-                    !body[field].is_null(),
-                    "{method} {path} {status}: `{field}` missing from {body}"
-                );
-            }
+            // A `oneOf` answer fits one of its alternatives.
+            let alternatives = match schema["oneOf"].as_array() {
+                Some(alternatives) => alternatives.iter().map(&resolve).collect(),
+                None => vec![schema],
+            };
+            let fits = |schema: &Value| {
+                schema["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|field| !body[field.as_str().unwrap()].is_null())
+            };
+            assert!(
+                alternatives.iter().any(fits),
+                "{method} {path} {status}: {body} lacks the required fields of {alternatives:?}"
+            );
         }
     }
 }
@@ -911,16 +920,13 @@ async fn e_mail_and_phone_lookups_handle_none_one_and_several_matches() {
             && r.auth_user.as_deref() != Some("acme-admin@acme.example")
     }));
     for (series, count) in [
+        ("xsigate_plugin_email_lookups_total{result=\"none\"}", 1.0),
         (
-            "xsigate_plugin_email_lookups_total{provider=\"acme\",result=\"none\"}",
-            1.0,
-        ),
-        (
-            "xsigate_plugin_email_lookups_total{provider=\"acme\",result=\"several\"}",
+            "xsigate_plugin_email_lookups_total{result=\"several\"}",
             3.0,
         ),
         (
-            "xsigate_plugin_phone_lookups_total{provider=\"acme\",result=\"several\"}",
+            "xsigate_plugin_phone_lookups_total{result=\"several\"}",
             1.0,
         ),
         (

@@ -131,7 +131,12 @@ pub async fn search(
     Ok(found)
 }
 
-/// `lookups_total{provider,result}` of a lookup plugin: how many users each lookup found.
+/// The `result` label values of `lookups_total`.
+const LOOKUP_RESULTS: [&str; 5] = ["none", "one", "several", "too_many", "failed"];
+
+/// `xsigate_plugin_<plugin>_lookups_total{result}` of a lookup plugin: how many users each
+/// lookup found. Operators give each provider its own plugin entry (its anchor users are its
+/// own), so the plugin name tells the provider.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupMetrics {
     lookups: Counter,
@@ -141,14 +146,18 @@ impl LookupMetrics {
     pub fn register(host: Host) -> Result<Self, Error> {
         let lookups = host.counter(
             "lookups_total",
-            "Directory lookups, by provider and result (none, one, several, too_many, failed).",
-            &["provider", "result"],
+            "Directory lookups, by result (none, one, several, too_many, failed).",
+            &["result"],
         )?;
+        // Every series exists from the start, so that rates and dashboards see them.
+        for result in LOOKUP_RESULTS {
+            lookups.inc_by(&[result], 0.0);
+        }
         Ok(Self { lookups })
     }
 
-    pub fn count(self, provider: &str, result: &str) {
-        self.lookups.inc(&[provider, result]);
+    pub fn count(self, result: &str) {
+        self.lookups.inc(&[result]);
     }
 }
 
@@ -168,7 +177,7 @@ pub async fn log_in_match(
         n if n <= MAX_MATCHES => "several",
         _ => "too_many",
     };
-    metrics.count(&login.provider, result);
+    metrics.count(result);
     if matches.len() > MAX_MATCHES {
         return Ok(rejected("the lookup found too many users to try"));
     }

@@ -88,7 +88,7 @@ impl IdentityProvider for EmailIdp {
             false,
         )
         .await
-        .inspect_err(|_| self.metrics.count(&login.provider, "failed"))?;
+        .inspect_err(|_| self.metrics.count("failed"))?;
         // The directory matched the address; the profile's own copy must be the same address.
         let matches = found
             .into_iter()

@@ -110,7 +110,7 @@ impl IdentityProvider for PhoneIdp {
             true,
         )
         .await
-        .inspect_err(|_| self.metrics.count(&login.provider, "failed"))?;
+        .inspect_err(|_| self.metrics.count("failed"))?;
         let matches = found
             .into_iter()
             .filter(|e| {
