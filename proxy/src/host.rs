@@ -50,6 +50,7 @@ impl Host {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(THREADS)
             .thread_name("xsigate-host")
+            .on_thread_start(yield_to_proxy_threads)
             .enable_all()
             .build()
             .map_err(HostError::Runtime)?;
@@ -75,6 +76,24 @@ async fn sweep_expired(store: Arc<dyn Store>) {
         interval.tick().await;
         if let Err(e) = store.kv_sweep().await {
             tracing::warn!(error = %e, "sweeping expired store values failed");
+        }
+    }
+}
+
+/// How much lower than the proxy's the host threads' CPU priority is (a nice value; each step
+/// is about 10% less CPU share under contention).
+const HOST_NICENESS: i32 = 5;
+
+/// Lowers the calling thread's CPU priority, so that when logins, plugin calls and store writes
+/// compete with proxied traffic for the cores, proxied traffic is served first and a login
+/// storm waits instead.
+fn yield_to_proxy_threads() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, setpriority(PRIO_PROCESS) given a thread id sets that one thread.
+        let thread = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), HOST_NICENESS) {
+            tracing::debug!(%error, "cannot lower the host thread's priority");
         }
     }
 }

@@ -165,12 +165,16 @@ fn report(name: &str, phase: &Phase) {
 #[tokio::main]
 #[expect(clippy::print_stdout, reason = "the report is the program's output")]
 async fn main() {
+    // reqwest is built without a TLS provider of its own; the driver speaks plain HTTP anyway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Arc::new(Args::parse());
     let proxied = reqwest::Client::builder()
         .pool_max_idle_per_host(args.max_in_flight)
-        .build()
-        .unwrap_or_default();
-    let logins = reqwest::Client::new();
+        .build();
+    let (Ok(proxied), Ok(logins)) = (proxied, reqwest::Client::builder().build()) else {
+        eprintln!("login-load: cannot build an HTTP client");
+        std::process::exit(2);
+    };
 
     // Warm the connection pool, then measure alone.
     let warm = Args {
