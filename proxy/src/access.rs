@@ -395,6 +395,12 @@ impl Access {
         // The first candidate whose identity provider does not reject decides: a lookup that
         // finds nobody at one provider goes on to the next.
         let (candidates, matched) = self.candidates(&user);
+        // Failures are counted under the provider the configuration named; a query no
+        // provider claims counts under `-`.
+        let counted_as = match (matched, candidates.first()) {
+            (QueryMatch::Nothing, _) | (_, None) => "-".to_owned(),
+            (_, Some(provider)) => provider.id.clone(),
+        };
         let mut decided = None;
         for provider in candidates {
             let login = Login {
@@ -420,7 +426,7 @@ impl Access {
                 return Err(ErrorCode::UnknownLoginMethod);
             }
             // An unknown domain, an unknown user and a wrong password are all one answer.
-            return self.rejected("-", method, &keys, request).await;
+            return self.rejected(&counted_as, method, &keys, request).await;
         };
         match outcome {
             Ok(Authentication::Authenticated { user_id, grant }) => {

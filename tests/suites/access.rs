@@ -277,18 +277,34 @@ async fn failed_logins_look_alike_and_repeated_ones_are_locked_out() {
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     // Locked before any credential is checked: the right password is refused too, and the
     // XSP never sees it.
-    let before = sim.platform().requests().len();
+    // (Health checks keep arriving meanwhile; they are not logins.)
+    let logins_seen = || {
+        sim.platform()
+            .requests()
+            .iter()
+            .filter(|r| !r.path.ends_with("/versions"))
+            .count()
+    };
+    let before = logins_seen();
     assert_eq!(
         code(login(&gateway, ALICE, "alice-pw").await).await,
         (429, "too_many_attempts".to_owned())
     );
-    assert_eq!(sim.platform().requests().len(), before);
+    assert_eq!(logins_seen(), before);
     assert_eq!(
         gateway
             .metric("xsigate_logins_total{method=\"broadsoft\",provider=\"-\",result=\"locked\"}")
             .await,
         Some(1.0)
-    ); // The lock itself and the refusal after it.
+    );
+    // Failures at a provider count under it; an unknown domain under `-`.
+    for (provider, count) in [("acme", 5.0), ("-", 1.0)] {
+        let series = format!(
+            "xsigate_logins_total{{method=\"broadsoft\",provider=\"{provider}\",result=\"rejected\"}}"
+        );
+        assert_eq!(gateway.metric(&series).await, Some(count), "{series}");
+    }
+    // The lock itself and the refusal after it.
     assert_eq!(
         gateway
             .metric("xsigate_rate_limited_total{endpoint=\"login\"}")
