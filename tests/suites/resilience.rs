@@ -217,8 +217,20 @@ async fn a_graceful_upgrade_drops_no_request() {
     let url = gateway.url(PROFILE);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = tokio::task::JoinSet::new();
+    // Retries go out on a new connection, as a browser's do: another pooled connection may be
+    // one the draining process is closing too.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for _ in 0..4 {
-        let (http, auth, url, stop) = (http.clone(), auth.clone(), url.clone(), Arc::clone(&stop));
+        let (http, fresh, auth, url, stop) = (
+            http.clone(),
+            fresh.clone(),
+            auth.clone(),
+            url.clone(),
+            Arc::clone(&stop),
+        );
         clients.spawn(async move {
             let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
             // Bounded: at most 5,000 requests per client, and it stops when told.
@@ -230,7 +242,7 @@ async fn a_graceful_upgrade_drops_no_request() {
                 let mut outcome = http.get(&url).header("authorization", &auth).send().await;
                 if outcome.is_err() {
                     retried += 1;
-                    outcome = http.get(&url).header("authorization", &auth).send().await;
+                    outcome = fresh.get(&url).header("authorization", &auth).send().await;
                 }
                 match outcome {
                     Ok(response) if response.status() == 200 => {}
