@@ -356,10 +356,8 @@ impl Access {
             }
         }
         // Reset links are requested by user id.
-        let password_reset = match self.providers.resolve(Some(query), None) {
-            Resolution::Found(provider) => self.resets.contains_key(&provider.id),
-            _ => false,
-        };
+        let password_reset = matched == QueryMatch::UserDomain
+            && candidates.iter().any(|p| self.resets.contains_key(&p.id));
         Ok(AccessReply::ok(&json!({
             "options": options,
             "password_reset": password_reset,

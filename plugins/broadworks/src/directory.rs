@@ -68,7 +68,7 @@ impl Entry {
 }
 
 /// Checks a lookup plugin's `anchor_users`: at least one, each a user id.
-pub fn check_anchors(anchors: &[String]) -> Result<(), Error> {
+fn check_anchors(anchors: &[String]) -> Result<(), Error> {
     if anchors.is_empty() {
         return Err(Error::msg(
             "anchor_users: name at least one user per enterprise to search the directory of",
@@ -89,9 +89,51 @@ pub fn exact(value: &str) -> Option<String> {
         .then(|| format!("{}/i", value.replace('/', "\\/")))
 }
 
+/// What a lookup plugin holds: its host, the anchor users whose directories it searches, and
+/// its `lookups_total`.
+#[derive(Debug)]
+pub struct Lookup {
+    host: Host,
+    anchors: Vec<String>,
+    metrics: LookupMetrics,
+}
+
+impl Lookup {
+    /// Checks `anchor_users` and registers the metric; for a plugin's `init`.
+    pub fn new(host: Host, anchor_users: Vec<String>) -> Result<Self, Error> {
+        check_anchors(&anchor_users)?;
+        Ok(Self {
+            host,
+            anchors: anchor_users,
+            metrics: LookupMetrics::register(host)?,
+        })
+    }
+
+    /// Searches the anchors' directories (see [`search`]); a search that fails is counted.
+    pub async fn search(
+        &self,
+        provider: &str,
+        criteria: &[(&str, String)],
+        or: bool,
+    ) -> Result<Vec<Entry>, Error> {
+        search(self.host, provider, &self.anchors, criteria, or)
+            .await
+            .inspect_err(|_| self.metrics.count("failed"))
+    }
+
+    /// Logs in the user behind the matches (see [`log_in_match`]).
+    pub async fn log_in(
+        &self,
+        login: &Login,
+        matches: Vec<Entry>,
+    ) -> Result<Authentication, Error> {
+        log_in_match(self.host, login, matches, self.metrics).await
+    }
+}
+
 /// Searches every anchor's enterprise directory with master credentials; `criteria` are
 /// `(parameter, search value)` pairs. Users found through several anchors are listed once.
-pub async fn search(
+async fn search(
     host: Host,
     provider: &str,
     anchors: &[String],
@@ -138,12 +180,12 @@ const LOOKUP_RESULTS: [&str; 5] = ["none", "one", "several", "too_many", "failed
 /// lookup found. Operators give each provider its own plugin entry (its anchor users are its
 /// own), so the plugin name tells the provider.
 #[derive(Debug, Clone, Copy)]
-pub struct LookupMetrics {
+struct LookupMetrics {
     lookups: Counter,
 }
 
 impl LookupMetrics {
-    pub fn register(host: Host) -> Result<Self, Error> {
+    fn register(host: Host) -> Result<Self, Error> {
         let lookups = host.counter(
             "lookups_total",
             "Directory lookups, by result (none, one, several, too_many, failed).",
@@ -156,7 +198,7 @@ impl LookupMetrics {
         Ok(Self { lookups })
     }
 
-    pub fn count(self, result: &str) {
+    fn count(self, result: &str) {
         self.lookups.inc(&[result]);
     }
 }
@@ -165,7 +207,7 @@ impl LookupMetrics {
 /// tried with the given password; none that accepts is a rejection like a wrong password, one
 /// is the login, several are a [`Authentication::Choose`] among exactly those. A login that
 /// names `params.user_id` (the user's pick from an earlier choice) tries only that match.
-pub async fn log_in_match(
+async fn log_in_match(
     host: Host,
     login: &Login,
     matches: Vec<Entry>,

@@ -7,9 +7,7 @@
 //! a wrong password get the same rejection.
 
 use serde::Deserialize;
-use xsigate_broadworks::directory::{
-    LookupMetrics, check_anchors, exact, log_in_match, option, search,
-};
+use xsigate_broadworks::directory::{Lookup, exact, option};
 use xsigate_broadworks::{is_user_id, rejected};
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
@@ -35,21 +33,17 @@ fn default_label() -> String {
 
 #[derive(Debug)]
 pub struct EmailIdp {
-    host: Host,
-    config: Config,
-    metrics: LookupMetrics,
+    label: String,
+    lookup: Lookup,
 }
 
 impl Plugin for EmailIdp {
     type Config = Config;
 
     fn init(host: Host, config: Config) -> Result<Self, Error> {
-        check_anchors(&config.anchor_users)?;
-        let metrics = LookupMetrics::register(host)?;
         Ok(Self {
-            host,
-            config,
-            metrics,
+            label: config.label,
+            lookup: Lookup::new(host, config.anchor_users)?,
         })
     }
 
@@ -69,7 +63,7 @@ fn is_email(text: &str) -> bool {
 impl IdentityProvider for EmailIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
         Ok(if is_email(query.query.trim()) {
-            vec![option(METHOD, &self.config.label)]
+            vec![option(METHOD, &self.label)]
         } else {
             Vec::new()
         })
@@ -80,15 +74,10 @@ impl IdentityProvider for EmailIdp {
         let Some(value) = exact(address).filter(|_| is_email(address)) else {
             return Ok(rejected("not an e-mail address"));
         };
-        let found = search(
-            self.host,
-            &login.provider,
-            &self.config.anchor_users,
-            &[("emailAddress", value)],
-            false,
-        )
-        .await
-        .inspect_err(|_| self.metrics.count("failed"))?;
+        let found = self
+            .lookup
+            .search(&login.provider, &[("emailAddress", value)], false)
+            .await?;
         // The directory matched the address; the profile's own copy must be the same address.
         let matches = found
             .into_iter()
@@ -98,7 +87,7 @@ impl IdentityProvider for EmailIdp {
                     .is_some_and(|m| m.eq_ignore_ascii_case(address))
             })
             .collect();
-        log_in_match(self.host, &login, matches, self.metrics).await
+        self.lookup.log_in(&login, matches).await
     }
 }
 

@@ -9,7 +9,7 @@
 //! rejection.
 
 use serde::Deserialize;
-use xsigate_broadworks::directory::{LookupMetrics, check_anchors, log_in_match, option, search};
+use xsigate_broadworks::directory::{Lookup, option};
 use xsigate_broadworks::rejected;
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest,
@@ -41,21 +41,17 @@ fn default_label() -> String {
 
 #[derive(Debug)]
 pub struct PhoneIdp {
-    host: Host,
-    config: Config,
-    metrics: LookupMetrics,
+    label: String,
+    lookup: Lookup,
 }
 
 impl Plugin for PhoneIdp {
     type Config = Config;
 
     fn init(host: Host, config: Config) -> Result<Self, Error> {
-        check_anchors(&config.anchor_users)?;
-        let metrics = LookupMetrics::register(host)?;
         Ok(Self {
-            host,
-            config,
-            metrics,
+            label: config.label,
+            lookup: Lookup::new(host, config.anchor_users)?,
         })
     }
 
@@ -87,7 +83,7 @@ fn same_number(listed: &str, typed: &str) -> bool {
 impl IdentityProvider for PhoneIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
         Ok(match phone_number(&query.query) {
-            Some(_) => vec![option(METHOD, &self.config.label)],
+            Some(_) => vec![option(METHOD, &self.label)],
             None => Vec::new(),
         })
     }
@@ -102,15 +98,7 @@ impl IdentityProvider for PhoneIdp {
             let tail = &typed[typed.len().saturating_sub(NATIONAL_DIGITS)..];
             criteria.push(("number", format!("*{tail}")));
         }
-        let found = search(
-            self.host,
-            &login.provider,
-            &self.config.anchor_users,
-            &criteria,
-            true,
-        )
-        .await
-        .inspect_err(|_| self.metrics.count("failed"))?;
+        let found = self.lookup.search(&login.provider, &criteria, true).await?;
         let matches = found
             .into_iter()
             .filter(|e| {
@@ -118,7 +106,7 @@ impl IdentityProvider for PhoneIdp {
                     || e.number.as_deref().is_some_and(|n| same_number(n, &typed))
             })
             .collect();
-        log_in_match(self.host, &login, matches, self.metrics).await
+        self.lookup.log_in(&login, matches).await
     }
 }
 
