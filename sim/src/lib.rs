@@ -66,6 +66,10 @@ pub struct Fault {
     /// Answer XSI-Events commands (heartbeats, acknowledgements, subscriptions) with this status
     /// while XSI-Actions still work: an XSP that stops acknowledging.
     pub events_status: Option<u16>,
+    /// Answer a request whose `JSESSIONID` this XSP does not know (expired, or issued by
+    /// another XSP) with this status, instead of authenticating it afresh from its Basic
+    /// credentials as BroadWorks does: a stricter XSP, or an authenticating front end.
+    pub stale_session_status: Option<u16>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -232,6 +236,14 @@ impl Platform {
         token
     }
 
+    /// Forgets every session an XSP issued, as its session timeout does; returns how many.
+    pub fn expire_sessions(&self, xsp: usize) -> usize {
+        let mut sessions = lock(&self.sessions);
+        let before = sessions.len();
+        sessions.retain(|(issuer, _, _), _| *issuer != xsp);
+        before - sessions.len()
+    }
+
     /// Ends every session of a user, as a password change does.
     pub fn close_sessions_of(&self, user_id: &str) {
         lock(&self.sessions).retain(|_, p| !p.user_id().eq_ignore_ascii_case(user_id));
@@ -374,8 +386,10 @@ impl Simulator {
     /// - `GET /acks`: every `EventResponse` received
     /// - `POST /xsp/<n>/stop`, `POST /xsp/<n>/start`: kill or restore XSP number n (0-based)
     /// - `POST /channels/<id>/cut`: end a channel's stream abruptly, with no termination event
-    /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000, "events_status": 503}` (any
-    ///   may be left out),
+    /// - `DELETE /xsp/<n>/sessions`: XSP n forgets every `JSESSIONID` it issued (a session
+    ///   timeout)
+    /// - `PUT /xsp/<n>/fault` with `{"status": 503, "delay_ms": 2000, "events_status": 503,
+    ///   "stale_session_status": 401}` (any may be left out),
     ///   `DELETE /xsp/<n>/fault`: make XSP n answer with an error status or slowly, or stop
     /// - `GET /users/<id>`: a user's profile and service state
     /// - `PUT /users/<id>`: create or replace a user (the JSON shape of `GET`); changed service or
@@ -443,6 +457,13 @@ impl Simulator {
                     Ok(false) => json_response(404, &serde_json::json!({"error": "no such XSP"})),
                     Err(e) => json_response(500, &serde_json::json!({"error": e.to_string()})),
                 }
+            }
+            ("DELETE", ["xsp", n, "sessions"]) => {
+                let Some(index) = n.parse::<usize>().ok().filter(|i| *i < self.xsps.len()) else {
+                    return json_response(404, &serde_json::json!({"error": "no such XSP"}));
+                };
+                let expired = self.platform.expire_sessions(index);
+                json_response(200, &serde_json::json!({"xsp": index, "expired": expired}))
             }
             ("PUT" | "DELETE", ["xsp", n, "fault"]) => {
                 let Some(index) = n.parse::<usize>().ok().filter(|i| *i < self.xsps.len()) else {

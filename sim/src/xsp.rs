@@ -168,6 +168,7 @@ pub async fn handle(
                 &call,
                 credentials.as_ref(),
                 cookie.as_deref(),
+                fault.stale_session_status,
             )
         };
     platform.record(RequestRecord {
@@ -254,6 +255,7 @@ fn respond(
     call: &Call<'_>,
     credentials: Option<&(String, String)>,
     cookie: Option<&str>,
+    stale_session_status: Option<u16>,
 ) -> (AuthKind, Reply) {
     let Some(context) = context(path) else {
         return (
@@ -270,9 +272,16 @@ fn respond(
         return (AuthKind::None, Reply::empty(StatusCode::UNAUTHORIZED));
     };
     let mut set_cookie = None;
-    let (auth, principal) = match cookie.and_then(|c| platform.session(xsp, cookie_path, c)) {
-        Some(principal) if principal.user_id().eq_ignore_ascii_case(user_id) => {
+    let session = cookie.map(|c| platform.session(xsp, cookie_path, c));
+    let (auth, principal) = match session {
+        Some(Some(principal)) if principal.user_id().eq_ignore_ascii_case(user_id) => {
             (AuthKind::Cookie, principal)
+        }
+        Some(None) if stale_session_status.is_some() => {
+            let status = stale_session_status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::UNAUTHORIZED);
+            return (AuthKind::Rejected, Reply::empty(status));
         }
         _ => {
             let Some(principal) = platform.directory().authenticate(user_id, password) else {

@@ -148,6 +148,61 @@ async fn profile_is_served_with_a_session_cookie_per_context_and_xsp() {
 }
 
 #[tokio::test]
+async fn expired_sessions_reauthenticate_or_are_challenged_when_the_xsp_is_strict() {
+    let (sim, _) = start(SEED).await;
+    let control = format!("http://{}", sim.control_addr());
+    let http = client();
+    let auth = basic("alice@acme.example", "alice-pw");
+    let profile = url(&sim, 0, &format!("{ACTIONS}/user/alice@acme.example/profile"));
+    let get = |cookie: Option<String>| {
+        let mut request = http.get(&profile).header("authorization", &auth);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+    let first = get(None).await.unwrap();
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let expired: serde_json::Value = http
+        .delete(format!("{control}/xsp/0/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expired["expired"], 1);
+    // BroadWorks authenticates a stale cookie's request afresh from its Basic credentials.
+    let again = get(Some(session.clone())).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let renewed = again.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert_ne!(renewed.split(';').next().unwrap(), session);
+
+    // A strict XSP challenges the stale cookie instead, and still serves Basic alone.
+    let strict = http
+        .put(format!("{control}/xsp/0/fault"))
+        .json(&serde_json::json!({"stale_session_status": 401}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 200);
+    assert_eq!(get(Some(session)).await.unwrap().status(), 401);
+    assert_eq!(get(None).await.unwrap().status(), 200);
+    let auth_kinds: Vec<AuthKind> = sim.platform().requests().iter().map(|r| r.auth).collect();
+    assert_eq!(
+        auth_kinds,
+        [
+            AuthKind::Basic,
+            AuthKind::Basic,
+            AuthKind::Rejected,
+            AuthKind::Basic
+        ]
+    );
+}
+
+#[tokio::test]
 async fn users_reach_only_themselves_and_admins_only_their_scope() {
     let (sim, _) = start(SEED).await;
     let http = client();
