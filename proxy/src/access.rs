@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use xsigate_broadworks::{element_text, user_path};
 use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, QueryMatch};
 
+use crate::assertion::{Claims, Signer};
 use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
@@ -27,7 +28,9 @@ use crate::provider::{Provider, Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
 use crate::seal::SealError;
-use crate::session::{COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions};
+use crate::session::{
+    BoundSession, COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions,
+};
 use crate::store::{millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
@@ -70,6 +73,8 @@ pub enum AccessEndpoint {
     Session,
     ResetRequest,
     ResetConfirm,
+    AppletRedirect { name: String },
+    Keys,
 }
 
 impl From<Endpoint<'_>> for AccessEndpoint {
@@ -83,6 +88,10 @@ impl From<Endpoint<'_>> for AccessEndpoint {
             Endpoint::Session => Self::Session,
             Endpoint::ResetRequest => Self::ResetRequest,
             Endpoint::ResetConfirm => Self::ResetConfirm,
+            Endpoint::AppletRedirect { name } => Self::AppletRedirect {
+                name: name.to_owned(),
+            },
+            Endpoint::Keys => Self::Keys,
         }
     }
 }
@@ -251,6 +260,7 @@ pub struct Access {
     /// Per provider id, for those that offer password reset.
     resets: HashMap<String, ResetChannel>,
     metrics: AccessMetrics,
+    signer: Signer,
 }
 
 impl Access {
@@ -266,6 +276,7 @@ impl Access {
             &host.sealer,
             SessionPolicy::default(),
         )?;
+        let signer = Signer::new(&host.sealer)?;
         let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
         let reset_limiter = LoginLimiter::new(Arc::clone(&host.store), RESET_LIMIT);
         let metrics = AccessMetrics::register(metrics)?;
@@ -295,10 +306,49 @@ impl Access {
             reset_limiter,
             resets,
             metrics,
+            signer,
         })
     }
 
     /// Answers a request on the host runtime.
+    /// Signs identity assertions for gateway services and applets.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The live session of a proxied request: from memory when fresh, else read on the host
+    /// runtime, so that store work never runs on a proxy thread.
+    pub async fn resume_proxied(self: &Arc<Self>, token: &str) -> Result<Option<Arc<Session>>, ()> {
+        if let Some(session) = self.sessions.cached_by_token(token) {
+            return Ok(Some(session));
+        }
+        let this = Arc::clone(self);
+        let token = token.to_owned();
+        match self
+            .host
+            .runtime
+            .spawn(async move { this.sessions.resume_cached(&token).await })
+            .await
+        {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading a session failed");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Keeps, on the host runtime, the XSP state the filters of a proxied request changed.
+    pub fn keep_xsp_state(self: &Arc<Self>, bound: BoundSession) {
+        let this = Arc::clone(self);
+        self.host.runtime.spawn(async move {
+            if let Err(e) = this.sessions.keep_xsp_state(&bound).await {
+                tracing::warn!(provider = %bound.session.provider, error = %e, "keeping a session's XSP cookie failed");
+            }
+        });
+    }
+
     pub async fn serve(self: &Arc<Self>, request: AccessRequest) -> AccessReply {
         let this = Arc::clone(self);
         let request_id = request.request_id.clone();
@@ -315,7 +365,9 @@ impl Access {
 
     async fn handle(self: &Arc<Self>, request: &AccessRequest) -> AccessReply {
         let allowed = match request.endpoint {
-            AccessEndpoint::Session => request.method == http::Method::GET,
+            AccessEndpoint::Session
+            | AccessEndpoint::AppletRedirect { .. }
+            | AccessEndpoint::Keys => request.method == http::Method::GET,
             _ => request.method == http::Method::POST,
         };
         if !allowed {
@@ -328,6 +380,9 @@ impl Access {
             AccessEndpoint::Session => self.session(request).await,
             AccessEndpoint::ResetRequest => self.reset_request(request).await,
             AccessEndpoint::ResetConfirm => self.reset_confirm(request).await,
+            AccessEndpoint::AppletRedirect { name } => self.applet_redirect(name, request).await,
+            AccessEndpoint::Keys => Ok(AccessReply::ok(&self.signer.jwks())
+                .header("cache-control", "public, max-age=300".to_owned())),
         };
         result.unwrap_or_else(|code| AccessReply::error(code, &request.request_id))
     }
@@ -577,6 +632,46 @@ impl Access {
         self.sessions.resume(token).await.map_err(internal)
     }
 
+    /// Sends the browser to a redirect-mode applet with a short-lived signed token that names
+    /// the user (by uniqueId) to it.
+    async fn applet_redirect(
+        &self,
+        name: &str,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let session = self.resume(request).await?.ok_or(ErrorCode::NotLoggedIn)?;
+        let applet = self
+            .providers
+            .get(&session.provider)
+            .and_then(|p| p.applets.get(name))
+            .filter(|a| a.mode == crate::config::AppletMode::Redirect)
+            .ok_or(ErrorCode::UnknownApplet)?;
+        let unique_id = self
+            .host
+            .store
+            .unique_id(&session.user_id)
+            .await
+            .map_err(internal)?;
+        let token = self.signer.sign(&Claims {
+            audience: name,
+            subject: &unique_id,
+            provider: &session.provider,
+            level: session.level.as_str(),
+            user_id: None,
+            lifetime_seconds: REDIRECT_TOKEN_LIFETIME.as_secs(),
+        });
+        let mut location = applet.url.clone();
+        location
+            .query_pairs_mut()
+            .append_pair("xsigate_token", &token);
+        Ok(AccessReply {
+            status: 302,
+            body: Bytes::from(json!({ "redirect": location.as_str() }).to_string()),
+            headers: vec![("location", location.to_string())],
+            error: None,
+        })
+    }
+
     async fn session(&self, request: &AccessRequest) -> Result<AccessReply, ErrorCode> {
         let session = self.resume(request).await?.ok_or(ErrorCode::NotLoggedIn)?;
         let unique_id = self
@@ -585,8 +680,11 @@ impl Access {
             .unique_id(&session.user_id)
             .await
             .map_err(internal)?;
+        // The session's own userId, for its XSI paths; the login answer leaves it out so that
+        // an e-mail or phone login does not name accounts to whoever is trying passwords.
         Ok(AccessReply::ok(&json!({
             "unique_id": unique_id,
+            "user_id": session.user_id,
             "level": session.level,
             "expires_at_ms": session.expires_at_ms,
         })))
@@ -628,6 +726,8 @@ const RESET_LIMIT: LimitPolicy = LimitPolicy {
     max_lock: Duration::from_secs(3600),
     forget_after: Duration::from_secs(3600),
 };
+/// How long an applet's redirect token works: long enough for the browser to follow it.
+const REDIRECT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a reset link works.
 const RESET_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// BroadWorks portal passwords are 1 to 60 characters.
@@ -799,11 +899,7 @@ impl Access {
         let resets = &self.metrics.resets;
         match response.status().as_u16() {
             200 => {
-                self.host
-                    .store
-                    .session_delete_user(&user_id)
-                    .await
-                    .map_err(internal)?;
+                self.sessions.end_all_of(&user_id).await.map_err(internal)?;
                 resets.with_label_values(&[&provider.id, "completed"]).inc();
                 Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
             }

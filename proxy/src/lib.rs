@@ -6,8 +6,10 @@
 //! answers of its own and [`metrics`] for what it counts. [`health`] probes XSPs in the background.
 
 pub mod access;
+pub mod assertion;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod headers;
 pub mod health;
 pub mod host;

@@ -1,11 +1,11 @@
 //! Service providers at run time: their upstreams, metrics, and the domain index that routes a
 //! request to exactly one of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{Config, HealthCheckConfig, Secret};
+use crate::config::{AppletMode, Config, HealthCheckConfig, Secret};
 use xsigate_plugin_sdk::QueryMatch;
 
 use crate::identity::user_domain;
@@ -18,6 +18,10 @@ pub struct Provider {
     pub id: String,
     pub xsps: Pool,
     pub gateway: HashMap<String, Upstream>,
+    pub applets: HashMap<String, Applet>,
+    /// Browser origins allowed to call xsigate with this provider's sessions (CORS), as
+    /// `scheme://host[:port]`.
+    pub cors_origins: HashSet<String>,
     pub metrics: ProviderMetrics,
     pub health_check: HealthCheckConfig,
     /// Trust store for HTTPS XSPs, used by the health checker as well as the proxy.
@@ -29,6 +33,16 @@ pub struct Provider {
     /// The client for [`Provider::send_xsi`], made on first use (after the process installed
     /// its TLS provider).
     xsi_client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+/// A web application shown beside the dialer, reached under `/apps/<name>/` or by redirect.
+#[derive(Debug)]
+pub struct Applet {
+    pub mode: AppletMode,
+    /// Where a redirect sends the browser.
+    pub url: url::Url,
+    /// Where proxied requests go.
+    pub upstream: Upstream,
 }
 
 /// A request the host itself sends to one of the provider's XSPs.
@@ -140,9 +154,18 @@ impl Provider {
         Ok(builder)
     }
 
-    /// Every upstream of the provider: XSPs first, then gateway services.
+    /// Every upstream of the provider: XSPs first, then gateway services and proxied applets.
     pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
-        self.xsps.members.iter().chain(self.gateway.values())
+        let applets = self
+            .applets
+            .values()
+            .filter(|a| a.mode == AppletMode::Proxy)
+            .map(|a| &a.upstream);
+        self.xsps
+            .members
+            .iter()
+            .chain(self.gateway.values())
+            .chain(applets)
     }
 }
 
@@ -213,10 +236,36 @@ impl Providers {
                     (name.clone(), upstream)
                 })
                 .collect();
+            let applets = provider
+                .applets
+                .iter()
+                .map(|(name, applet)| {
+                    let upstream = Upstream::new(
+                        format!("app-{name}"),
+                        &applet.url,
+                        None,
+                        config.server.timeouts.clone(),
+                        Health::new(health.fall, health.rise),
+                        metrics.for_upstream(id, &format!("app-{name}"), false),
+                    );
+                    let applet = Applet {
+                        mode: applet.mode,
+                        url: applet.url.clone(),
+                        upstream,
+                    };
+                    (name.clone(), applet)
+                })
+                .collect();
             let runtime = Arc::new(Provider {
                 id: id.clone(),
                 xsps: Pool::new(xsps),
                 gateway,
+                applets,
+                cors_origins: provider
+                    .cors_origins
+                    .iter()
+                    .map(|o| o.origin().ascii_serialization())
+                    .collect(),
                 metrics: metrics.for_provider(id),
                 health_check: provider.health_check.clone(),
                 ca_file: provider.ca_file.clone(),

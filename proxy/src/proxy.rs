@@ -22,6 +22,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::access::{self, Access, AccessEndpoint, AccessRequest};
+use crate::assertion::{self, Claims};
+use crate::cors;
 use crate::headers::{self, REQUEST_ID, XSP_PIN};
 use crate::identity::authorization_user_id;
 use crate::metrics::Metrics;
@@ -29,6 +31,7 @@ use crate::plugin::{Exchange, Plugin, PluginFailure};
 use crate::provider::{Provider, Providers, Resolution};
 use crate::respond::{self, ErrorCode};
 use crate::route::{self, Route, RouteClass};
+use crate::session::{BoundSession, CSRF_HEADER, Sessions, XsiApp};
 use crate::upstream::{PeerKind, Tried, Upstream};
 
 /// Settings of the request path that do not belong to a provider.
@@ -64,18 +67,24 @@ impl Gateway {
     }
 }
 
+/// How long the identity assertion on a proxied gateway or applet request is valid.
+const ASSERTION_LIFETIME_SECONDS: u64 = 60;
+
 /// Where a routed request goes.
 #[derive(Debug, Clone)]
 enum Target {
     /// Not decided (yet, or never: local answers and refusals).
     None,
-    /// The provider's XSP pool, optionally pinned to one member.
+    /// The provider's XSP pool, optionally pinned to one member by the client's pin header.
+    /// A session's own XSP is preferred, not pinned: when it fails the session moves on.
     Xsp { pin: Option<usize> },
     /// A gateway service; `upstream_path` is the path and query to send.
     Gateway {
         service: String,
         upstream_path: String,
     },
+    /// A proxied applet.
+    Applet { name: String, upstream_path: String },
 }
 
 /// Per-request state shared by the hooks.
@@ -101,6 +110,16 @@ pub struct RequestCtx {
     plugin: Option<String>,
     /// Set when a plugin failed after routing; `fail_to_proxy` answers with it.
     plugin_failure: Option<ErrorCode>,
+    /// The login session the request came with.
+    session: Option<BoundSession>,
+    /// The request's `Origin` when it may see the response (CORS).
+    cors_origin: Option<String>,
+    /// The request had an `Origin`: responses vary by it.
+    has_origin: bool,
+    /// A response filter asked for the request to be sent again, and it will be.
+    retry_requested: bool,
+    /// The one retry response filters may ask for was used.
+    plugin_retried: bool,
     _in_flight: GaugeGuard,
     /// Counts this client connection while it lives; see `persist_connection_context`.
     connection: Option<GaugeGuard>,
@@ -146,50 +165,118 @@ impl RequestCtx {
         match &self.target {
             Target::Xsp { .. } => provider.xsps.members.get(self.current?),
             Target::Gateway { service, .. } => provider.gateway.get(service),
+            Target::Applet { name, .. } => provider.applets.get(name).map(|a| &a.upstream),
             Target::None => None,
         }
     }
+
+    /// CORS headers for a response to this request.
+    fn cors_headers(&self) -> Vec<(&'static str, &str)> {
+        let mut headers = Vec::new();
+        if let Some(origin) = &self.cors_origin {
+            headers.extend(cors::response_headers(origin));
+        }
+        if self.has_origin {
+            headers.push(("vary", "Origin"));
+        }
+        headers
+    }
+}
+
+/// The path and query to send to a gateway service or applet at `base_path`.
+fn upstream_path(base_path: &str, rest: &str, query: Option<&str>) -> String {
+    let mut path = format!("{base_path}{rest}");
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
 }
 
 impl Gateway {
-    /// Routes an XSP or gateway request to its provider and target, or says why it cannot be.
-    fn route(
-        &self,
-        session: &Session,
-        route: Route<'_>,
-    ) -> Result<(Arc<Provider>, Target), ErrorCode> {
+    /// The provider of a request without a session (a plain XSI client sending its own
+    /// credentials): the one the user ids it carries name.
+    fn transparent_provider(&self, session: &Session) -> Result<Arc<Provider>, ErrorCode> {
         let request = session.req_header();
         let credential_user = request
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| authorization_user_id(v.as_bytes()));
         let path_user = route::path_user_id(request.uri.path());
-        let provider = match self
+        match self
             .providers
             .resolve(credential_user.as_deref(), path_user.as_deref())
         {
-            Resolution::Found(provider) => Arc::clone(provider),
-            Resolution::NoIdentity => return Err(ErrorCode::MissingCredentials),
-            Resolution::Unknown => return Err(ErrorCode::UnknownProvider),
-            Resolution::Conflict => return Err(ErrorCode::ConflictingProvider),
+            Resolution::Found(provider) => Ok(Arc::clone(provider)),
+            Resolution::NoIdentity => Err(ErrorCode::MissingCredentials),
+            Resolution::Unknown => Err(ErrorCode::UnknownProvider),
+            Resolution::Conflict => Err(ErrorCode::ConflictingProvider),
+        }
+    }
+
+    /// The session a proxied request's cookie names, checked for its CSRF token. `None` when
+    /// the request has no session cookie.
+    async fn proxied_session(
+        &self,
+        session: &Session,
+    ) -> Result<Option<Arc<crate::session::Session>>, ErrorCode> {
+        let request = session.req_header();
+        let Some(token) =
+            access::session_token(request.headers.get_all(http::header::COOKIE).iter())
+        else {
+            return Ok(None);
         };
-        let target = match route {
+        let resumed = self
+            .access
+            .resume_proxied(&token)
+            .await
+            .map_err(|()| ErrorCode::Internal)?
+            .ok_or(ErrorCode::NotLoggedIn)?;
+        // Another site can make a browser send the cookie, but cannot read the CSRF token.
+        if !request.method.is_safe() {
+            let presented = request
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !Sessions::csrf_matches(&resumed, presented) {
+                return Err(ErrorCode::CsrfTokenInvalid);
+            }
+        }
+        Ok(Some(resumed))
+    }
+
+    /// Where a routed request goes at its provider.
+    fn target(
+        session: &Session,
+        provider: &Provider,
+        route: Route<'_>,
+    ) -> Result<Target, ErrorCode> {
+        let request = session.req_header();
+        let query = request.uri.query();
+        Ok(match route {
             Route::Gateway { service, rest } => {
                 let upstream = provider
                     .gateway
                     .get(service)
                     .ok_or(ErrorCode::UnknownService)?;
-                let mut upstream_path = format!("{}{}", upstream.base_path, rest);
-                if upstream_path.is_empty() {
-                    upstream_path.push('/');
-                }
-                if let Some(query) = request.uri.query() {
-                    upstream_path.push('?');
-                    upstream_path.push_str(query);
-                }
                 Target::Gateway {
                     service: service.to_owned(),
-                    upstream_path,
+                    upstream_path: upstream_path(&upstream.base_path, rest, query),
+                }
+            }
+            Route::Applet { name, rest } => {
+                let applet = provider
+                    .applets
+                    .get(name)
+                    .filter(|a| a.mode == crate::config::AppletMode::Proxy)
+                    .ok_or(ErrorCode::UnknownApplet)?;
+                Target::Applet {
+                    name: name.to_owned(),
+                    upstream_path: upstream_path(&applet.upstream.base_path, rest, query),
                 }
             }
             _ => {
@@ -202,8 +289,59 @@ impl Gateway {
                 };
                 Target::Xsp { pin }
             }
+        })
+    }
+
+    /// Finds the provider, session and target of a proxied request.
+    async fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: Route<'_>,
+    ) -> Result<(), ErrorCode> {
+        route::check_path(session.req_header().uri.path()).map_err(|_| ErrorCode::AmbiguousPath)?;
+        let provider = match self.proxied_session(session).await? {
+            Some(resumed) => {
+                let provider = self
+                    .providers
+                    .get(&resumed.provider)
+                    .cloned()
+                    .ok_or(ErrorCode::NotLoggedIn)?;
+                let app = match ctx.route {
+                    RouteClass::XsiActions => Some(XsiApp::Actions),
+                    RouteClass::XsiEvents | RouteClass::XsiAsync => Some(XsiApp::Events),
+                    _ => None,
+                };
+                // A session's XSI requests carry credentials only a plugin puts on them.
+                if app.is_some() && !provider.plugins.acts_for_sessions() {
+                    return Err(ErrorCode::SessionsNotServed);
+                }
+                ctx.session = Some(BoundSession::new(resumed, app));
+                provider
+            }
+            // Gateway services and applets learn who the user is from xsigate, so they need a
+            // session; plain XSI clients send their own credentials.
+            None if ctx.route.is_xsp() => self.transparent_provider(session)?,
+            None => return Err(ErrorCode::NotLoggedIn),
         };
-        Ok((provider, target))
+        ctx.target = Self::target(session, &provider, route)?;
+        ctx.cors_origin = ctx
+            .cors_origin
+            .take()
+            .filter(|origin| cors::allowed_for(&provider, origin));
+        ctx.provider = Some(provider);
+        Ok(())
+    }
+
+    /// Answers a CORS preflight: allowed for an origin some provider lists.
+    async fn preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(origin) = ctx.cors_origin.clone() else {
+            return self.refuse(session, ctx, ErrorCode::OriginNotAllowed).await;
+        };
+        let mut headers = cors::preflight_headers(&origin).to_vec();
+        headers.push(("vary", "Origin"));
+        respond::empty(session, 204, &ctx.request_id, &headers).await?;
+        Ok(true)
     }
 
     /// Runs the provider's request-filter plugins in order. True when the request was
@@ -226,7 +364,9 @@ impl Gateway {
                 &ctx.request_id,
                 &provider.id,
                 client,
-            );
+            )
+            .routed(ctx.route.as_str(), None)
+            .with_session(ctx.session.as_mut());
             for plugin in &provider.plugins.request {
                 if let Some(decision) = plugin.request_filter(&mut exchange).await.transpose() {
                     decided = Some((plugin, decision));
@@ -238,7 +378,8 @@ impl Gateway {
             None => Ok(false),
             Some((plugin, Ok(answer))) => {
                 ctx.plugin = Some(plugin.name.clone());
-                respond::plugin_answer(session, &answer, &ctx.request_id).await?;
+                let cors = ctx.cors_headers();
+                respond::plugin_answer(session, &answer, &ctx.request_id, &cors).await?;
                 Ok(true)
             }
             Some((plugin, Err(failure))) => {
@@ -277,7 +418,7 @@ impl Gateway {
             ),
             csrf: header
                 .headers
-                .get(crate::session::CSRF_HEADER)
+                .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             client,
@@ -286,11 +427,12 @@ impl Gateway {
         };
         let reply = self.access.serve(request).await;
         ctx.refused = reply.error;
-        let extra: Vec<(&'static str, &str)> = reply
+        let mut extra: Vec<(&'static str, &str)> = reply
             .headers
             .iter()
             .map(|(name, value)| (*name, value.as_str()))
             .collect();
+        extra.extend(ctx.cors_headers());
         respond::json(session, reply.status, reply.body, &ctx.request_id, &extra).await?;
         Ok(true)
     }
@@ -312,6 +454,8 @@ impl Gateway {
             return Ok(());
         };
         let client = client_ip(session);
+        let upstream = ctx.upstream(&provider).map(|u| u.name.clone());
+        let mut retry = false;
         for plugin in &provider.plugins.response {
             let mut exchange = Exchange::response(
                 session.req_header(),
@@ -319,10 +463,22 @@ impl Gateway {
                 &ctx.request_id,
                 &provider.id,
                 client,
-            );
-            if let Err(failure) = plugin.response_filter(&mut exchange).await {
-                return Err(plugin_failed(ctx, plugin, &failure));
+            )
+            .routed(ctx.route.as_str(), upstream.as_deref())
+            .with_session(ctx.session.as_mut());
+            match plugin.response_filter(&mut exchange).await {
+                Ok(asked) => retry |= asked,
+                Err(failure) => return Err(plugin_failed(ctx, plugin, &failure)),
             }
+        }
+        // One retry per request, and only while the body it would resend is still held.
+        if retry && !ctx.plugin_retried && !session.as_ref().retry_buffer_truncated() {
+            ctx.plugin_retried = true;
+            ctx.retry_requested = true;
+            return Error::e_explain(
+                ErrorType::Custom("plugin retry"),
+                "a response filter asked for the request to be sent again",
+            );
         }
         Ok(())
     }
@@ -334,7 +490,8 @@ impl Gateway {
         code: ErrorCode,
     ) -> Result<bool> {
         ctx.refused = Some(code);
-        respond::error(session, code, &ctx.request_id).await?;
+        let cors = ctx.cors_headers();
+        respond::error(session, code, &ctx.request_id, &cors).await?;
         Ok(true)
     }
 }
@@ -359,6 +516,11 @@ impl ProxyHttp for Gateway {
             refused: None,
             plugin: None,
             plugin_failure: None,
+            session: None,
+            cors_origin: None,
+            has_origin: false,
+            retry_requested: false,
+            plugin_retried: false,
             _in_flight: GaugeGuard::new(&self.metrics.requests_in_flight),
             connection: None,
         }
@@ -373,6 +535,14 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path().to_owned();
         let route = route::classify(&path);
         ctx.route = route.class();
+        if let Some(origin) = cors::origin(session.req_header()) {
+            ctx.has_origin = true;
+            ctx.cors_origin =
+                cors::allowed_anywhere(&self.providers, origin).then(|| origin.to_owned());
+        }
+        if cors::is_preflight(session.req_header()) {
+            return self.preflight(session, ctx).await;
+        }
         match route {
             Route::Healthz | Route::Readyz => {
                 let (status, body) = match route {
@@ -385,14 +555,10 @@ impl ProxyHttp for Gateway {
             }
             Route::Unmatched => return self.refuse(session, ctx, ErrorCode::NotFound).await,
             Route::Access(endpoint) => return self.access(session, ctx, endpoint.into()).await,
-            Route::Xsp(_) | Route::Gateway { .. } => {}
+            Route::Xsp(_) | Route::Gateway { .. } | Route::Applet { .. } => {}
         }
-        match self.route(session, route) {
-            Ok((provider, target)) => {
-                ctx.provider = Some(provider);
-                ctx.target = target;
-            }
-            Err(code) => return self.refuse(session, ctx, code).await,
+        if let Err(code) = self.route(session, ctx, route).await {
+            return self.refuse(session, ctx, code).await;
         }
         if self.request_plugins(session, ctx).await? {
             return Ok(true);
@@ -420,10 +586,17 @@ impl ProxyHttp for Gateway {
         };
         let upstream = match &ctx.target {
             Target::Xsp { pin } => {
+                // A session goes back to the XSP holding its cookies while that one is up.
+                let preferred = ctx
+                    .session
+                    .as_ref()
+                    .and_then(|bound| bound.xsp.as_deref())
+                    .and_then(|name| provider.xsps.index_of(name))
+                    .filter(|i| !ctx.tried.contains(*i) && provider.xsps.is_usable(*i));
                 let index = match pin {
                     Some(pinned) if !ctx.tried.contains(*pinned) => Some(*pinned),
                     Some(_) => None,
-                    None => provider.xsps.select(ctx.tried),
+                    None => preferred.or_else(|| provider.xsps.select(ctx.tried)),
                 };
                 let Some(index) = index else {
                     return Error::e_explain(ErrorType::ConnectNoRoute, "every XSP was tried");
@@ -433,6 +606,7 @@ impl ProxyHttp for Gateway {
                 provider.xsps.members.get(index)
             }
             Target::Gateway { service, .. } => provider.gateway.get(service),
+            Target::Applet { name, .. } => provider.applets.get(name).map(|a| &a.upstream),
             Target::None => None,
         };
         let Some(upstream) = upstream else {
@@ -491,6 +665,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retry_requested) {
+            // Asked for by a response filter (the XSP's session expired): the same XSP again.
+            if let Some(current) = ctx.current {
+                ctx.tried.remove(current);
+            }
+            ctx.response_started = false;
+            e.set_retry(true);
+            return e;
+        }
         // An idempotent request whose response has not started may be sent again, to another XSP
         // when it is not pinned: the XSP may have died with the request in flight. A request that
         // is not idempotent, or whose body no longer fits the retry buffer, may have had effects.
@@ -536,21 +719,55 @@ impl ProxyHttp for Gateway {
             );
         };
         upstream_request.insert_header(http::header::HOST, upstream.authority())?;
-        if let Target::Gateway { upstream_path, .. } = &ctx.target {
+        if let Target::Gateway { upstream_path, .. } | Target::Applet { upstream_path, .. } =
+            &ctx.target
+        {
             let uri = upstream_path
                 .parse::<http::Uri>()
                 .or_err(ErrorType::InvalidHTTPHeader, "gateway path")?;
             upstream_request.set_uri(uri);
         }
         upstream_request.remove_header(XSP_PIN);
+        // Only xsigate speaks for a user; nothing a client sends may pass for it.
+        upstream_request.remove_header(assertion::HEADER);
+        if let Some(bound) = &ctx.session {
+            // The browser's cookies and credentials are xsigate's; what the upstream needs, a
+            // plugin or the assertion supplies.
+            upstream_request.remove_header(&http::header::COOKIE);
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+            upstream_request.remove_header(CSRF_HEADER);
+            let session = &bound.session;
+            let audience = match &ctx.target {
+                Target::Gateway { service, .. } => {
+                    Some((service.as_str(), Some(session.user_id.as_str())))
+                }
+                // Applets are third parties: they learn the opaque uniqueId only.
+                Target::Applet { name, .. } => Some((name.as_str(), None)),
+                Target::Xsp { .. } | Target::None => None,
+            };
+            if let (Some((audience, user_id)), Some(unique_id)) = (audience, &session.unique_id) {
+                let token = self.access.signer().sign(&Claims {
+                    audience,
+                    subject: unique_id,
+                    provider: &session.provider,
+                    level: session.level.as_str(),
+                    user_id,
+                    lifetime_seconds: ASSERTION_LIFETIME_SECONDS,
+                });
+                upstream_request.insert_header(assertion::HEADER, token)?;
+            }
+        }
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::forward_client(upstream_request, client_ip, tls)?;
         // Plugins may run again when the request is retried on another XSP.
+        let upstream_name = upstream.name.clone();
         for plugin in &provider.plugins.upstream_request {
             let mut exchange =
-                Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip);
+                Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip)
+                    .routed(ctx.route.as_str(), Some(&upstream_name))
+                    .with_session(ctx.session.as_mut());
             if let Err(failure) = plugin.upstream_request_filter(&mut exchange).await {
                 return Err(plugin_failed(ctx, plugin, &failure));
             }
@@ -590,6 +807,25 @@ impl ProxyHttp for Gateway {
             });
         }
         self.response_plugins(session, response, ctx).await?;
+        if let Some(bound) = ctx.session.as_mut() {
+            // The XSP's cookies stay with the session, and its Basic challenge would make a
+            // browser prompt for a password the gateway already holds.
+            response.remove_header(&http::header::SET_COOKIE);
+            response.remove_header(&http::header::WWW_AUTHENTICATE);
+            if std::mem::take(&mut bound.changed) {
+                let valid_xsp = bound.xsp.as_deref().is_none_or(|name| {
+                    ctx.provider
+                        .as_ref()
+                        .is_some_and(|p| p.xsps.index_of(name).is_some())
+                });
+                if valid_xsp {
+                    self.access.keep_xsp_state(bound.snapshot());
+                }
+            }
+        }
+        for (name, value) in ctx.cors_headers() {
+            response.insert_header(name, value)?;
+        }
         if let Some(provider) = &ctx.provider {
             if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
                 response.insert_header(XSP_PIN, xsp.name.as_str())?;
@@ -659,7 +895,8 @@ impl ProxyHttp for Gateway {
                 // not to send its next request on it.
                 session.set_keepalive(None);
                 status = code.status();
-                if respond::error(session, code, &ctx.request_id)
+                let cors = ctx.cors_headers();
+                if respond::error(session, code, &ctx.request_id, &cors)
                     .await
                     .is_err()
                 {

@@ -30,13 +30,20 @@ pub enum ErrorCode {
     PayloadTooLarge,
     InvalidResetToken,
     PasswordRejected,
+    AmbiguousPath,
+    OriginNotAllowed,
+    SessionsNotServed,
+    UnknownApplet,
     Internal,
 }
 
 impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
-            Self::NotFound | Self::UnknownProvider | Self::UnknownService => 404,
+            Self::NotFound | Self::UnknownProvider | Self::UnknownService | Self::UnknownApplet => {
+                404
+            }
+            Self::OriginNotAllowed | Self::SessionsNotServed => 403,
             Self::MissingCredentials | Self::InvalidCredentials | Self::NotLoggedIn => 401,
             Self::CsrfTokenInvalid => 403,
             Self::UnknownLoginMethod => 404,
@@ -47,7 +54,8 @@ impl ErrorCode {
             | Self::InvalidPin
             | Self::BadRequest
             | Self::InvalidResetToken
-            | Self::PasswordRejected => 400,
+            | Self::PasswordRejected
+            | Self::AmbiguousPath => 400,
             Self::UpstreamUnavailable | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
@@ -76,6 +84,10 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidResetToken => "invalid_reset_token",
             Self::PasswordRejected => "password_rejected",
+            Self::AmbiguousPath => "ambiguous_path",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::SessionsNotServed => "sessions_not_served",
+            Self::UnknownApplet => "unknown_applet",
             Self::Internal => "internal_error",
         }
     }
@@ -106,6 +118,15 @@ impl ErrorCode {
             Self::PayloadTooLarge => "the request body is too large",
             Self::InvalidResetToken => "the reset link is unknown, used or expired",
             Self::PasswordRejected => "the service provider refused this password",
+            Self::AmbiguousPath => {
+                "the path has dot segments, empty segments, encoded separators or other parts \
+                 that servers read differently"
+            }
+            Self::OriginNotAllowed => "this origin may not call the gateway from a browser",
+            Self::SessionsNotServed => {
+                "this service provider does not serve XSI requests on login sessions"
+            }
+            Self::UnknownApplet => "this service provider has no such applet",
             Self::Internal => "the gateway failed to handle the request",
         }
     }
@@ -164,10 +185,14 @@ pub async fn plugin_answer(
     session: &mut Session,
     answer: &crate::plugin::Answer,
     request_id: &str,
+    extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
     for (name, value) in &answer.headers {
         header.append_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
     }
     header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     header.insert_header(crate::headers::REQUEST_ID, request_id)?;
@@ -179,27 +204,43 @@ pub async fn plugin_answer(
         .await
 }
 
-/// Writes a JSON error response.
+/// Writes a JSON error response, with `extra` headers (CORS).
 pub async fn error(
     session: &mut Session,
     code: ErrorCode,
     request_id: &str,
+    extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
+    let mut headers = extra.to_vec();
     // XSI clients expect the XSP's Basic challenge; give it so they can prompt or retry.
-    let challenge: &[(&str, &str)] = if code == ErrorCode::MissingCredentials {
-        &[(
+    if code == ErrorCode::MissingCredentials {
+        headers.push((
             "www-authenticate",
             "Basic realm=\"XtendedServicesInterface\"",
-        )]
-    } else {
-        &[]
-    };
+        ));
+    }
     json(
         session,
         code.status(),
         error_body(code, request_id),
         request_id,
-        challenge,
+        &headers,
     )
     .await
+}
+
+/// Writes a response without a body (a CORS preflight's answer).
+pub async fn empty(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(2 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    header.insert_header(crate::headers::REQUEST_ID, request_id)?;
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
+    }
+    session.write_response_header(Box::new(header), true).await
 }

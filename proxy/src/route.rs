@@ -6,6 +6,9 @@ const XSI_EVENTS: &str = "/com.broadsoft.xsi-events/";
 const XSI_ASYNC: &str = "/com.broadsoft.async/";
 const GATEWAY: &str = "/api/dialer/services/gateway/";
 const ACCESS: &str = "/api/access/services/";
+const APPS: &str = "/apps/";
+/// Longer paths are refused: no XSI resource comes near it.
+const PATH_LIMIT: usize = 2048;
 
 /// Request classes, also the `route` label of the request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +18,8 @@ pub enum RouteClass {
     /// The streaming XSI-Events channel (`/com.broadsoft.async/…`): long-lived, never retried.
     XsiAsync,
     Gateway,
+    /// An applet proxied under `/apps/<name>/…`.
+    Applet,
     /// xsigate's own login API (`/api/access/services/…`).
     Access,
     Local,
@@ -22,11 +27,12 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::XsiActions,
         Self::XsiEvents,
         Self::XsiAsync,
         Self::Gateway,
+        Self::Applet,
         Self::Access,
         Self::Local,
         Self::Unmatched,
@@ -38,6 +44,7 @@ impl RouteClass {
             Self::XsiEvents => "xsi_events",
             Self::XsiAsync => "xsi_async",
             Self::Gateway => "gateway",
+            Self::Applet => "applet",
             Self::Access => "access",
             Self::Local => "local",
             Self::Unmatched => "unmatched",
@@ -63,6 +70,11 @@ pub enum Route<'a> {
         service: &'a str,
         rest: &'a str,
     },
+    /// `/apps/<name>/<rest>`; `rest` keeps its leading `/` (or is empty).
+    Applet {
+        name: &'a str,
+        rest: &'a str,
+    },
     /// `/api/access/services/<endpoint>`.
     Access(Endpoint<'a>),
     Healthz,
@@ -85,6 +97,10 @@ pub enum Endpoint<'a> {
     ResetRequest,
     /// `reset/confirm`: set a new password with a link's token.
     ResetConfirm,
+    /// `applets/<name>`: a redirect to an applet with a short-lived signed token.
+    AppletRedirect { name: &'a str },
+    /// `keys`: the public keys that verify identity assertions (a JWK Set).
+    Keys,
 }
 
 impl Route<'_> {
@@ -92,6 +108,7 @@ impl Route<'_> {
         match self {
             Self::Xsp(class) => *class,
             Self::Gateway { .. } => RouteClass::Gateway,
+            Self::Applet { .. } => RouteClass::Applet,
             Self::Access(_) => RouteClass::Access,
             Self::Healthz | Self::Readyz => RouteClass::Local,
             Self::Unmatched => RouteClass::Unmatched,
@@ -113,19 +130,35 @@ pub fn classify(path: &str) -> Route<'_> {
         } else {
             Route::Gateway { service, rest }
         }
+    } else if let Some(tail) = path.strip_prefix(APPS) {
+        let (name, rest) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
+        if name.is_empty() {
+            Route::Unmatched
+        } else {
+            Route::Applet { name, rest }
+        }
     } else if let Some(endpoint) = path.strip_prefix(ACCESS) {
         match endpoint {
             "ztp" => Route::Access(Endpoint::Ztp),
+            "keys" => Route::Access(Endpoint::Keys),
             "logout" => Route::Access(Endpoint::Logout),
             "session" => Route::Access(Endpoint::Session),
             "reset" => Route::Access(Endpoint::ResetRequest),
             "reset/confirm" => Route::Access(Endpoint::ResetConfirm),
-            _ => match endpoint.strip_prefix("idp/") {
-                Some(method) if !method.is_empty() && !method.contains('/') => {
+            _ => {
+                let named = |prefix: &str| {
+                    endpoint
+                        .strip_prefix(prefix)
+                        .filter(|name| !name.is_empty() && !name.contains('/'))
+                };
+                if let Some(method) = named("idp/") {
                     Route::Access(Endpoint::Login { method })
+                } else if let Some(name) = named("applets/") {
+                    Route::Access(Endpoint::AppletRedirect { name })
+                } else {
+                    Route::Unmatched
                 }
-                _ => Route::Unmatched,
-            },
+            }
         }
     } else {
         match path {
@@ -134,6 +167,53 @@ pub fn classify(path: &str) -> Route<'_> {
             _ => Route::Unmatched,
         }
     }
+}
+
+/// Why a path is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    TooLong,
+    /// An escape that is not `%` and two hex digits, or bytes that are not UTF-8 once decoded.
+    Malformed,
+    /// A path an upstream could read otherwise than xsigate does: `.` or `..` segments, empty
+    /// segments, encoded `/`, `\` or `%`, path parameters (`;`), control characters.
+    Ambiguous,
+}
+
+/// Checks that a proxied path means one thing only. Upstreams (Tomcat behind the XSPs, gateway
+/// services, applets) decode and normalise paths in their own ways; refusing everything that
+/// normalisation could change leaves nothing to disagree about, so the path xsigate authorises
+/// is the path the upstream serves, byte for byte.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    if path.len() > PATH_LIMIT {
+        return Err(PathError::TooLong);
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PathError::Ambiguous);
+    };
+    let segments = rest.split('/').count();
+    for (index, segment) in rest.split('/').enumerate() {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        let escapes_valid = segment.match_indices('%').all(|(i, _)| {
+            segment
+                .as_bytes()
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        });
+        if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
+            return Err(PathError::Malformed);
+        }
+        let dots = matches!(decoded.as_slice(), b"." | b"..");
+        let forbidden = decoded
+            .iter()
+            .any(|b| matches!(b, b'/' | b'\\' | b'%' | b';') || b.is_ascii_control());
+        // Only the last segment may be empty: a trailing `/` is a path of its own.
+        let empty_inside = segment.is_empty() && index + 1 < segments;
+        if empty_inside || dots || forbidden {
+            return Err(PathError::Ambiguous);
+        }
+    }
+    Ok(())
 }
 
 /// The user id named in an XSI path (`…/v2.0/user/<userId>/…`), percent-decoded.
@@ -199,6 +279,48 @@ mod tests {
         assert_eq!(classify("/api/access/services/other"), Route::Unmatched);
         assert_eq!(classify("/healthz"), Route::Healthz);
         assert_eq!(classify("/"), Route::Unmatched);
+    }
+
+    #[test]
+    fn only_paths_with_one_meaning_pass() {
+        for fine in [
+            "/",
+            "/com.broadsoft.xsi-actions/v2.0/user/alice%40acme.example/profile",
+            "/com.broadsoft.xsi-actions/v2.0/user/+12025550101@acme.example/services/",
+            "/apps/crm/",
+            "/apps/crm/a.b/c..d/caf%C3%A9",
+        ] {
+            assert_eq!(check_path(fine), Ok(()), "{fine}");
+        }
+        for ambiguous in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a//b",
+            "/a/%2F/b",
+            "/a/b%5Cc",
+            "/a/b\\c",
+            "/a/b;jsessionid=1",
+            "/a/%3Bx",
+            "/a/%2541",
+            "/a/%00",
+            "/a/%0d%0a",
+            "a/b",
+        ] {
+            assert_eq!(
+                check_path(ambiguous),
+                Err(PathError::Ambiguous),
+                "{ambiguous}"
+            );
+        }
+        for malformed in ["/a/%zz", "/a/%4", "/a/%C3%28"] {
+            assert_eq!(
+                check_path(malformed),
+                Err(PathError::Malformed),
+                "{malformed}"
+            );
+        }
+        assert_eq!(check_path(&"/a".repeat(2000)), Err(PathError::TooLong));
     }
 
     #[test]

@@ -80,6 +80,23 @@ impl Sealer {
         }
     }
 
+    /// 32 bytes of key material for `purpose`, for keys other than sealing keys.
+    pub fn derive(&self, purpose: &str) -> Result<[u8; 32], SealError> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let info = [purpose.as_bytes()];
+        let mut bytes = [0u8; 32];
+        self.prk
+            .expand(&info, Len32)
+            .and_then(|okm| okm.fill(&mut bytes))
+            .map_err(|_| SealError::Derive)?;
+        Ok(bytes)
+    }
+
     /// The key for `purpose`.
     pub fn key(&self, purpose: &str) -> Result<SealKey, SealError> {
         let info = [purpose.as_bytes()];

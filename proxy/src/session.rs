@@ -8,9 +8,9 @@
 //! and the session. Sessions live in the store, so they survive a restart and are shared by
 //! instances on one database. They end when idle too long, at an absolute limit, or at logout.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,12 @@ pub const COOKIE: &str = "xsigate_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Activity is recorded at most this often per session, to spare the store a write per request.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a session read from the store serves proxied requests before it is read again. A
+/// logout or password reset on this instance takes effect at once; on another instance sharing
+/// the store, within this time.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Sessions kept in memory; past this, stale entries go, and then everything.
+const CACHE_CAPACITY: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -86,7 +92,72 @@ pub struct Session {
     pub secrets: SessionSecrets,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// The user's uniqueId; read for sessions of proxied requests only.
+    pub unique_id: Option<String>,
     csrf_hash: Vec<u8>,
+    token_hash: Vec<u8>,
+}
+
+/// The XSI web application a request belongs to; the XSP's session cookies are kept per
+/// application because each is scoped to its context path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsiApp {
+    Actions,
+    Events,
+}
+
+impl XsiApp {
+    /// The key of [`SessionSecrets::xsp_cookies`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Actions => "xsi-actions",
+            Self::Events => "xsi-events",
+        }
+    }
+}
+
+/// A session on a proxied request: what filters read, and the XSP state they change, which
+/// the proxy keeps with the session afterwards.
+#[derive(Debug)]
+pub struct BoundSession {
+    pub session: Arc<Session>,
+    /// The XSI application of the request, for XSP routes.
+    pub app: Option<XsiApp>,
+    /// The session's XSP and its cookie for `app`, as the filters left them.
+    pub xsp: Option<String>,
+    pub xsp_cookie: Option<String>,
+    pub changed: bool,
+}
+
+impl BoundSession {
+    /// What [`Sessions::keep_xsp_state`] needs, detached from the request.
+    pub fn snapshot(&self) -> Self {
+        Self {
+            session: Arc::clone(&self.session),
+            app: self.app,
+            xsp: self.xsp.clone(),
+            xsp_cookie: self.xsp_cookie.clone(),
+            changed: self.changed,
+        }
+    }
+
+    pub fn new(session: Arc<Session>, app: Option<XsiApp>) -> Self {
+        let xsp = session.xsp.clone();
+        let xsp_cookie = app.and_then(|app| session.secrets.xsp_cookies.get(app.as_str()).cloned());
+        Self {
+            session,
+            app,
+            xsp,
+            xsp_cookie,
+            changed: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    session: Arc<Session>,
+    read_at: Instant,
 }
 
 /// A new session and its tokens, which exist in clear only here, to be sent to the client.
@@ -127,6 +198,8 @@ pub struct Sessions {
     store: Arc<dyn Store>,
     key: SealKey,
     policy: SessionPolicy,
+    /// Sessions of proxied requests by token hash, so that a request costs no store read.
+    cache: RwLock<HashMap<Vec<u8>, Cached>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -147,6 +220,7 @@ impl Sessions {
             store,
             key: sealer.key("sessions")?,
             policy,
+            cache: RwLock::new(HashMap::new()),
         })
     }
 
@@ -195,7 +269,9 @@ impl Sessions {
             secrets,
             created_at_ms: row.created_at_ms,
             expires_at_ms: row.expires_at_ms,
+            unique_id: None,
             csrf_hash: row.csrf_hash,
+            token_hash: row.token_hash,
         })
     }
 
@@ -228,11 +304,115 @@ impl Sessions {
         self.unseal(row).map(Some)
     }
 
+    /// The live session of a proxied request: from memory when it was read from the store
+    /// less than [`CACHE_TTL`] ago, else from the store (recording the activity).
+    pub async fn resume_cached(&self, token: &str) -> Result<Option<Arc<Session>>, SessionError> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        let hashed = token_hash(token);
+        if let Some(session) = self.cached(&hashed) {
+            return Ok(Some(session));
+        }
+        let Some(mut session) = self.resume(token).await? else {
+            self.forget(&hashed);
+            return Ok(None);
+        };
+        session.unique_id = Some(self.store.unique_id(&session.user_id).await?);
+        let session = Arc::new(session);
+        self.remember(hashed, Arc::clone(&session));
+        Ok(Some(session))
+    }
+
+    /// The session a token names, if it is in memory and fresh: no store access, no await.
+    pub fn cached_by_token(&self, token: &str) -> Option<Arc<Session>> {
+        if !well_formed(token) {
+            return None;
+        }
+        self.cached(&token_hash(token))
+    }
+
+    fn cached(&self, hashed: &[u8]) -> Option<Arc<Session>> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = cache.get(hashed)?;
+        (entry.read_at.elapsed() < CACHE_TTL && entry.session.expires_at_ms > unix_ms())
+            .then(|| Arc::clone(&entry.session))
+    }
+
+    fn remember(&self, hashed: Vec<u8>, session: Arc<Session>) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, entry| entry.read_at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            hashed,
+            Cached {
+                session,
+                read_at: Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&self, hashed: &[u8]) {
+        self.cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(hashed);
+    }
+
+    /// Keeps what the filters of a proxied request changed: the session's XSP and its cookie
+    /// for the request's XSI application.
+    pub async fn keep_xsp_state(&self, bound: &BoundSession) -> Result<(), SessionError> {
+        let old = &bound.session;
+        // Another request may have changed the session since this one read it.
+        let current = self
+            .cached(&old.token_hash)
+            .unwrap_or_else(|| Arc::clone(old));
+        let mut secrets = current.secrets.clone();
+        if let Some(app) = bound.app {
+            match &bound.xsp_cookie {
+                Some(cookie) => secrets
+                    .xsp_cookies
+                    .insert(app.as_str().to_owned(), cookie.clone()),
+                None => secrets.xsp_cookies.remove(app.as_str()),
+            };
+        }
+        let plain =
+            serde_json::to_vec(&secrets).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        let sealed = self
+            .key
+            .seal(&context(&old.user_id, &old.token_hash), &plain)?;
+        self.store
+            .session_update(&old.token_hash, bound.xsp.as_deref(), &sealed)
+            .await?;
+        let updated = Session {
+            xsp: bound.xsp.clone(),
+            secrets,
+            ..(*current).clone()
+        };
+        self.remember(old.token_hash.clone(), Arc::new(updated));
+        Ok(())
+    }
+
+    /// Ends every session of a user (their password changed); returns how many.
+    pub async fn end_all_of(&self, user_id: &str) -> Result<u64, SessionError> {
+        let ended = self.store.session_delete_user(user_id).await?;
+        self.cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, entry| entry.session.user_id != user_id);
+        Ok(ended)
+    }
+
     /// Ends the session a token names; returns it if it was live.
     pub async fn end(&self, token: &str) -> Result<Option<Session>, SessionError> {
         if !well_formed(token) {
             return Ok(None);
         }
+        self.forget(&token_hash(token));
         match self.store.session_delete(&token_hash(token)).await? {
             Some(row) => self.unseal(row).map(Some),
             None => Ok(None),

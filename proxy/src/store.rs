@@ -150,6 +150,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records activity on a session.
     async fn session_touch(&self, token_hash: &[u8], now_ms: i64) -> Result<(), StoreError>;
 
+    /// Replaces a session's pinned XSP and sealed secrets (the XSP renewed its cookie, or the
+    /// session moved to another XSP).
+    async fn session_update(
+        &self,
+        token_hash: &[u8],
+        xsp: Option<&str>,
+        sealed: &[u8],
+    ) -> Result<(), StoreError>;
+
     /// Ends a session; returns it if it existed.
     async fn session_delete(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError>;
 
@@ -518,6 +527,21 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn session_update(
+        &self,
+        token_hash: &[u8],
+        xsp: Option<&str>,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET xsp = ?2, sealed = ?3 WHERE token_hash = ?1")
+            .bind(token_hash)
+            .bind(xsp)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

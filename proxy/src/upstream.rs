@@ -404,6 +404,13 @@ impl Pool {
             .or_else(|| candidates().next())
     }
 
+    /// Whether a member exists and is not known to be down.
+    pub fn is_usable(&self, index: usize) -> bool {
+        self.members
+            .get(index)
+            .is_some_and(|m| m.health.state() != HealthState::Down)
+    }
+
     /// Whether some member has not been tried yet.
     pub fn has_untried(&self, tried: Tried) -> bool {
         (0..self.members.len()).any(|i| !tried.contains(i))

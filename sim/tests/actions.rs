@@ -153,7 +153,11 @@ async fn expired_sessions_reauthenticate_or_are_challenged_when_the_xsp_is_stric
     let control = format!("http://{}", sim.control_addr());
     let http = client();
     let auth = basic("alice@acme.example", "alice-pw");
-    let profile = url(&sim, 0, &format!("{ACTIONS}/user/alice@acme.example/profile"));
+    let profile = url(
+        &sim,
+        0,
+        &format!("{ACTIONS}/user/alice@acme.example/profile"),
+    );
     let get = |cookie: Option<String>| {
         let mut request = http.get(&profile).header("authorization", &auth);
         if let Some(cookie) = cookie {

@@ -478,6 +478,10 @@ async fn the_openapi_document_matches_the_api() {
     .unwrap();
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
+    let concrete = |path: &str| {
+        path.replace("{method}", "broadsoft")
+            .replace("{name}", "crm")
+    };
 
     // Adding an endpoint without documenting it breaks this match, and so the build.
     let documented = |endpoint: Endpoint<'_>| match endpoint {
@@ -487,6 +491,8 @@ async fn the_openapi_document_matches_the_api() {
         Endpoint::Session => "/api/access/services/session",
         Endpoint::ResetRequest => "/api/access/services/reset",
         Endpoint::ResetConfirm => "/api/access/services/reset/confirm",
+        Endpoint::AppletRedirect { .. } => "/api/access/services/applets/{name}",
+        Endpoint::Keys => "/api/access/services/keys",
     };
     let endpoints = [
         Endpoint::Ztp,
@@ -497,6 +503,8 @@ async fn the_openapi_document_matches_the_api() {
         Endpoint::Session,
         Endpoint::ResetRequest,
         Endpoint::ResetConfirm,
+        Endpoint::AppletRedirect { name: "crm" },
+        Endpoint::Keys,
     ];
     assert_eq!(
         paths.len(),
@@ -506,11 +514,7 @@ async fn the_openapi_document_matches_the_api() {
     for endpoint in endpoints {
         let path = documented(endpoint);
         assert!(paths.contains_key(path), "{path} is not documented");
-        assert_eq!(
-            classify(&path.replace("{method}", "broadsoft")),
-            Route::Access(endpoint),
-            "{path}"
-        );
+        assert_eq!(classify(&concrete(path)), Route::Access(endpoint), "{path}");
     }
 
     let resolve = |value: &Value| -> Value {
@@ -525,7 +529,7 @@ async fn the_openapi_document_matches_the_api() {
     let gateway = gateway(&sim).await;
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
-            let url = gateway.url(&path.replace("{method}", "broadsoft"));
+            let url = gateway.url(&concrete(path));
             let request = match method.as_str() {
                 "get" => client().get(url),
                 "post" => client().post(url),

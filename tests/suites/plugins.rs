@@ -493,10 +493,13 @@ fn loader_failures_are_startup_errors_naming_the_entry_the_file_and_the_reason()
             entry(&dir.path().join("providers.toml"), ""),
             "cannot load the library".to_owned(),
         ),
-        (
-            entry(&plugin_library("xsigate-fixture-foreign-abi"), ""),
-            "built for plugin ABI 2, but this xsigate speaks ABI 1".to_owned(),
-        ),
+        (entry(&plugin_library("xsigate-fixture-foreign-abi"), ""), {
+            let ours = xsigate_plugin_sdk::abi::ABI_VERSION;
+            format!(
+                "built for plugin ABI {}, but this xsigate speaks ABI {ours}",
+                ours + 1
+            )
+        }),
         (
             entry(&plugin_library("xsigate-fixture-no-init"), ""),
             "missing symbol `xsigate_plugin_init`".to_owned(),
@@ -558,7 +561,11 @@ fn loader_failures_are_startup_errors_naming_the_entry_the_file_and_the_reason()
             .arg(&config),
     );
     assert_eq!(code, 1);
-    assert!(stderr.contains("built for plugin ABI 2"), "{stderr}");
+    let foreign = format!(
+        "built for plugin ABI {}",
+        xsigate_plugin_sdk::abi::ABI_VERSION + 1
+    );
+    assert!(stderr.contains(&foreign), "{stderr}");
 
     // And a good one passes.
     let (code, stderr) = check(dir.path(), &entry(&fixture, ""));

@@ -62,6 +62,7 @@ impl Plugin for BroadsoftIdp {
         Manifest {
             login_methods: vec![METHOD.to_owned()],
             reverse_lookup: false,
+            ..Manifest::default()
         }
     }
 }

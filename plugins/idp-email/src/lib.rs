@@ -51,6 +51,7 @@ impl Plugin for EmailIdp {
         Manifest {
             login_methods: vec![METHOD.to_owned()],
             reverse_lookup: true,
+            ..Manifest::default()
         }
     }
 }

@@ -59,6 +59,7 @@ impl Plugin for PhoneIdp {
         Manifest {
             login_methods: vec![METHOD.to_owned()],
             reverse_lookup: true,
+            ..Manifest::default()
         }
     }
 }

@@ -26,7 +26,7 @@ use std::ffi::c_void;
 pub use async_ffi::FfiFuture;
 
 /// The version of this ABI. A plugin built against another version is refused at load time.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 // `FfiFuture`'s layout is part of this ABI; a new async-ffi ABI needs a new `ABI_VERSION`.
 const _: () = assert!(async_ffi::ABI_VERSION == 2);
@@ -243,6 +243,9 @@ pub mod outcome {
     pub const ERROR: u32 = 2;
     /// The hook panicked; `body` holds the panic message. The host fails the request (500).
     pub const PANICKED: u32 = 3;
+    /// From a response filter: discard this response and send the request upstream again,
+    /// once (the host refuses a second retry and a request whose body it no longer holds).
+    pub const RETRY: u32 = 4;
 }
 
 /// What a plugin hook returns.
@@ -268,6 +271,29 @@ pub mod attr {
     pub const PROVIDER: u32 = 5;
     /// The client's IP address.
     pub const CLIENT_ADDR: u32 = 6;
+    /// The request's route: `xsi_actions`, `xsi_events`, `xsi_async`, `gateway`, `applet`.
+    pub const ROUTE: u32 = 7;
+    /// The name of the upstream the request goes to (`xsp1`, a gateway service); absent before
+    /// one is chosen, so in request filters.
+    pub const UPSTREAM: u32 = 8;
+    /// The BroadWorks userId of the login session the request came with; absent for requests
+    /// without one. The session attributes below are absent whenever this is.
+    pub const SESSION_USER: u32 = 9;
+    /// The session's level: `user`, `group`, `service_provider` or `system`.
+    pub const SESSION_LEVEL: u32 = 10;
+    /// The service provider (or enterprise) of an administrator session's scope.
+    pub const SESSION_SERVICE_PROVIDER: u32 = 11;
+    /// The group of a group administrator session.
+    pub const SESSION_GROUP: u32 = 12;
+    /// The XSP the session is pinned to. Writable: the XSP that now holds its cookies.
+    pub const SESSION_XSP: u32 = 13;
+    /// The password the user logged in with. Shown only to plugins whose manifest declares
+    /// `session_credentials`.
+    pub const SESSION_PASSWORD: u32 = 14;
+    /// The XSP's session cookie (`JSESSIONID=…`) for the request's XSI web application. Shown
+    /// only to plugins declaring `session_credentials`. Writable by them; writing "absent"
+    /// forgets it. The host keeps what is written with the session.
+    pub const SESSION_XSP_COOKIE: u32 = 15;
 }
 
 /// Levels of [`HostApi::log`].
@@ -354,6 +380,9 @@ pub struct HostApi {
     pub status: unsafe extern "C" fn(exchange: *mut c_void) -> u16,
     /// Changes the response status; false for a request or an invalid status.
     pub set_status: unsafe extern "C" fn(exchange: *mut c_void, status: u16) -> bool,
+    /// Writes a writable [`attr`] (absent `value` removes it); false when the attribute is not
+    /// writable, not visible to this plugin, or the exchange has no session.
+    pub set_attribute: unsafe extern "C" fn(exchange: *mut c_void, attr: u32, value: Str) -> bool,
 }
 
 // SAFETY: the table is immutable and its functions are thread-safe; `context` is owned by the

@@ -10,6 +10,7 @@ use std::fmt;
 
 use crate::abi::{self, HostApi, Str};
 use crate::error::{Error, ErrorKind};
+use crate::hooks::LoginLevel;
 
 /// The host's handle for one filter call. The host keeps the message alive and unmoved until
 /// the hook's future completes, and only this view changes it meanwhile; `&mut self` on the
@@ -66,6 +67,47 @@ impl Exchange {
         // SAFETY: `handle` is live; `name` outlives the call.
         unsafe { (self.api.remove_header)(self.handle, Str::new(name)) };
     }
+
+    fn set_attribute(&mut self, attr: u32, value: Option<&str>) -> Result<(), Error> {
+        let value = value.map_or(Str::ABSENT, Str::new);
+        // SAFETY: `handle` is live; `value` outlives the call.
+        if unsafe { (self.api.set_attribute)(self.handle, attr, value) } {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Invalid,
+                format!("attribute {attr} is not writable here"),
+            ))
+        }
+    }
+
+    fn session(&self) -> Option<SessionInfo<'_>> {
+        let user_id = self.attribute(abi::attr::SESSION_USER)?;
+        Some(SessionInfo {
+            user_id,
+            level: self
+                .attribute(abi::attr::SESSION_LEVEL)
+                .and_then(LoginLevel::parse)
+                .unwrap_or_default(),
+            service_provider: self.attribute(abi::attr::SESSION_SERVICE_PROVIDER),
+            group: self.attribute(abi::attr::SESSION_GROUP),
+            xsp: self.attribute(abi::attr::SESSION_XSP),
+        })
+    }
+}
+
+/// The login session a request came with, as the host resolved it from the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo<'a> {
+    /// The BroadWorks userId that logged in.
+    pub user_id: &'a str,
+    pub level: LoginLevel,
+    /// The service provider (or enterprise) an administrator acts in.
+    pub service_provider: Option<&'a str>,
+    /// The group a group administrator acts in.
+    pub group: Option<&'a str>,
+    /// The XSP the session is pinned to.
+    pub xsp: Option<&'a str>,
 }
 
 macro_rules! request_readers {
@@ -98,6 +140,47 @@ macro_rules! request_readers {
         /// The client's IP address.
         pub fn client_addr(&self) -> Option<&str> {
             self.exchange.attribute(abi::attr::CLIENT_ADDR)
+        }
+
+        /// The route: `xsi_actions`, `xsi_events`, `xsi_async`, `gateway` or `applet`.
+        pub fn route(&self) -> &str {
+            self.exchange.attribute(abi::attr::ROUTE).unwrap_or("")
+        }
+
+        /// The upstream the request goes to (`xsp1`, a gateway service); `None` in request
+        /// filters, which run before one is chosen.
+        pub fn upstream(&self) -> Option<&str> {
+            self.exchange.attribute(abi::attr::UPSTREAM)
+        }
+
+        /// The login session the request came with (by its session cookie), if any.
+        pub fn session(&self) -> Option<SessionInfo<'_>> {
+            self.exchange.session()
+        }
+
+        /// The password the session's user logged in with. Only for plugins whose manifest
+        /// declares [`crate::Manifest::session_credentials`]; `None` for the others.
+        pub fn session_password(&self) -> Option<&str> {
+            self.exchange.attribute(abi::attr::SESSION_PASSWORD)
+        }
+
+        /// The XSP's session cookie (`JSESSIONID=…`) the session holds for this request's XSI
+        /// web application. Only for plugins declaring `session_credentials`.
+        pub fn xsp_cookie(&self) -> Option<&str> {
+            self.exchange.attribute(abi::attr::SESSION_XSP_COOKIE)
+        }
+
+        /// Keeps (or with `None` forgets) the XSP's session cookie for this request's XSI web
+        /// application with the session. Only for plugins declaring `session_credentials`.
+        pub fn set_xsp_cookie(&mut self, cookie: Option<&str>) -> Result<(), Error> {
+            self.exchange
+                .set_attribute(abi::attr::SESSION_XSP_COOKIE, cookie)
+        }
+
+        /// Pins the session to another XSP (the one that now holds its cookies).
+        pub fn set_session_xsp(&mut self, xsp: &str) -> Result<(), Error> {
+            self.exchange
+                .set_attribute(abi::attr::SESSION_XSP, Some(xsp))
         }
     };
 }

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exchange::{Request, Response};
 use crate::hooks::{
     BackgroundWorker, Decision, Event, EventConsumer, IdentityProvider, Login, LoginQuery, Plugin,
-    RequestFilter, ResponseFilter, UpstreamRequestFilter,
+    RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter,
 };
 use crate::host::Host;
 
@@ -245,7 +245,16 @@ pub unsafe extern "C" fn response_filter<P: ResponseFilter>(
     let instance = unsafe { self::instance::<P>(instance) };
     // SAFETY: as above.
     let mut response = unsafe { Response::from_raw(instance.host.api(), exchange) };
-    guarded(async move { unit(instance.plugin.response_filter(&mut response).await) })
+    guarded(async move {
+        match instance.plugin.response_filter(&mut response).await {
+            Ok(ResponseDecision::Forward) => done(),
+            Ok(ResponseDecision::Retry) => Outcome {
+                kind: abi::outcome::RETRY,
+                ..Outcome::default()
+            },
+            Err(e) => failed(&e),
+        }
+    })
 }
 
 /// # Safety

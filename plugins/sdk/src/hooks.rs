@@ -44,6 +44,11 @@ pub struct Manifest {
     /// ever reach the provider the configuration names.
     #[serde(default)]
     pub reverse_lookup: bool,
+    /// The plugin's filters read the login session's credentials (the password, the XSP's
+    /// session cookies) to act for the user upstream, and may update the cookies. The host
+    /// shows them to no plugin that does not declare this, and logs at start which do.
+    #[serde(default)]
+    pub session_credentials: bool,
 }
 
 /// Decides about a client request before it is sent anywhere. Runs on every request routed to
@@ -63,12 +68,24 @@ pub trait UpstreamRequestFilter: Plugin {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// Adjusts the upstream's response header before it reaches the client.
+/// Adjusts the upstream's response header before it reaches the client, or has the request
+/// sent again.
 pub trait ResponseFilter: Plugin {
     fn response_filter(
         &self,
         response: &mut Response,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<ResponseDecision, Error>> + Send;
+}
+
+/// What a [`ResponseFilter`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseDecision {
+    /// Send this response on (through the next filter) to the client.
+    Forward,
+    /// Discard this response and send the request upstream once more; the upstream-request
+    /// filters run again first. The host allows one retry per request, and none when it no
+    /// longer holds the request body; otherwise the response goes on as `Forward`.
+    Retry,
 }
 
 /// A way to log in: contributes login options for a user, and authenticates.

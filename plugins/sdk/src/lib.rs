@@ -45,11 +45,11 @@ mod hooks;
 mod host;
 
 pub use error::{Error, ErrorKind};
-pub use exchange::{Request, Response};
+pub use exchange::{Request, Response, SessionInfo};
 pub use hooks::{
     Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, Grant,
     IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin, QueryMatch,
-    RequestFilter, ResponseFilter, UpstreamRequestFilter, phone_number,
+    RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
     Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,

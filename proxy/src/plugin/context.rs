@@ -85,6 +85,7 @@ impl PluginContext {
             remove_header,
             status,
             set_status,
+            set_attribute,
         }))
     }
 
@@ -403,4 +404,10 @@ unsafe extern "C" fn status(handle: *mut c_void) -> u16 {
 unsafe extern "C" fn set_status(handle: *mut c_void, status: u16) -> bool {
     // SAFETY: see `exchange`.
     unsafe { exchange(handle) }.set_status(status)
+}
+
+unsafe extern "C" fn set_attribute(handle: *mut c_void, attr: u32, value: Str) -> bool {
+    // SAFETY: see `exchange`; `value` is valid for the call.
+    let (exchange, value) = unsafe { (exchange(handle), value.as_str()) };
+    exchange.set_attribute(attr, value)
 }

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::session::BoundSession;
+
 /// Headers no plugin may set or remove: they frame the message, and a wrong value would
 /// corrupt the connection rather than the request.
 const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
@@ -27,6 +29,11 @@ pub struct Exchange<'a> {
     client: Option<IpAddr>,
     /// `client` as text, made only if a plugin asks (the handle returns borrowed bytes).
     client_text: OnceCell<String>,
+    route: &'a str,
+    upstream: Option<&'a str>,
+    session: Option<&'a mut BoundSession>,
+    /// Whether the plugin being called may read and write the session's credentials.
+    credentials_visible: bool,
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -51,6 +58,10 @@ impl<'a> Exchange<'a> {
             provider,
             client,
             client_text: OnceCell::new(),
+            route: "",
+            upstream: None,
+            session: None,
+            credentials_visible: false,
         }
     }
 
@@ -67,7 +78,29 @@ impl<'a> Exchange<'a> {
             provider,
             client,
             client_text: OnceCell::new(),
+            route: "",
+            upstream: None,
+            session: None,
+            credentials_visible: false,
         }
+    }
+
+    /// The request's route and, once chosen, its upstream.
+    pub fn routed(mut self, route: &'a str, upstream: Option<&'a str>) -> Self {
+        self.route = route;
+        self.upstream = upstream;
+        self
+    }
+
+    /// The login session the request came with.
+    pub fn with_session(mut self, session: Option<&'a mut BoundSession>) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Set before each plugin call, from the plugin's manifest.
+    pub fn show_session_credentials(&mut self, visible: bool) {
+        self.credentials_visible = visible;
     }
 
     fn request_header(&self) -> &RequestHeader {
@@ -97,9 +130,56 @@ impl<'a> Exchange<'a> {
                 let client = self.client?;
                 self.client_text.get_or_init(|| client.to_string())
             }
+            attr::ROUTE => self.route,
+            attr::UPSTREAM => self.upstream?,
+            _ => return self.session_attribute(attr),
+        };
+        Some(text.as_bytes())
+    }
+
+    fn session_attribute(&self, attr: u32) -> Option<&[u8]> {
+        use xsigate_plugin_sdk::abi::attr;
+        let bound = self.session.as_deref()?;
+        let session = &bound.session;
+        let text = match attr {
+            attr::SESSION_USER => session.user_id.as_str(),
+            attr::SESSION_LEVEL => session.level.as_str(),
+            attr::SESSION_SERVICE_PROVIDER => session.scope.service_provider.as_deref()?,
+            attr::SESSION_GROUP => session.scope.group.as_deref()?,
+            attr::SESSION_XSP => bound.xsp.as_deref()?,
+            attr::SESSION_PASSWORD if self.credentials_visible => session.secrets.password.as_str(),
+            attr::SESSION_XSP_COOKIE if self.credentials_visible => bound.xsp_cookie.as_deref()?,
             _ => return None,
         };
         Some(text.as_bytes())
+    }
+
+    pub(super) fn set_attribute(&mut self, attr: u32, value: Option<&str>) -> bool {
+        use xsigate_plugin_sdk::abi::attr;
+        let visible = self.credentials_visible;
+        let Some(bound) = self.session.as_deref_mut() else {
+            return false;
+        };
+        match attr {
+            attr::SESSION_XSP_COOKIE if visible && bound.app.is_some() => {
+                if bound.xsp_cookie.as_deref() != value {
+                    bound.xsp_cookie = value.map(str::to_owned);
+                    bound.changed = true;
+                }
+                true
+            }
+            attr::SESSION_XSP => {
+                let Some(value) = value else {
+                    return false;
+                };
+                if bound.xsp.as_deref() != Some(value) {
+                    bound.xsp = Some(value.to_owned());
+                    bound.changed = true;
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn header(&self, name: &[u8], index: usize) -> Option<&[u8]> {

@@ -235,7 +235,9 @@ impl Plugin {
             Err(_) => PluginFailure::TimedOut,
             Ok(Err(_)) => PluginFailure::Panicked("its future panicked across the ABI".to_owned()),
             Ok(Ok(outcome)) => match outcome.kind {
-                abi::outcome::OK | abi::outcome::RESPOND => return Ok(outcome),
+                abi::outcome::OK | abi::outcome::RESPOND | abi::outcome::RETRY => {
+                    return Ok(outcome);
+                }
                 abi::outcome::ERROR => PluginFailure::Error(text(&outcome.body)),
                 abi::outcome::PANICKED => PluginFailure::Panicked(text(&outcome.body)),
                 other => PluginFailure::Protocol(format!("unknown outcome kind {other}")),
@@ -266,6 +268,7 @@ impl Plugin {
         let Some(hook) = self.api.request_filter else {
             return Ok(None);
         };
+        exchange.show_session_credentials(self.manifest.session_credentials);
         let future = {
             let handle = std::ptr::from_mut(exchange).cast::<c_void>();
             // SAFETY: `handle` is the exchange, borrowed mutably until the future is awaited
@@ -275,8 +278,17 @@ impl Plugin {
         let outcome = self
             .invoke(Hook::RequestFilter, future, Some(self.call_timeout))
             .await?;
-        if outcome.kind != abi::outcome::RESPOND {
-            return Ok(None);
+        match outcome.kind {
+            abi::outcome::RESPOND => {}
+            abi::outcome::RETRY => {
+                return Err(self.failed(
+                    Hook::RequestFilter,
+                    PluginFailure::Protocol(
+                        "only a response filter may ask for a retry".to_owned(),
+                    ),
+                ));
+            }
+            _ => return Ok(None),
         }
         Answer::from_outcome(&outcome)
             .map(Some)
@@ -287,28 +299,42 @@ impl Plugin {
         &self,
         exchange: &mut Exchange<'_>,
     ) -> Result<(), PluginFailure> {
-        self.filter(
-            Hook::UpstreamRequestFilter,
-            self.api.upstream_request_filter,
-            exchange,
-        )
-        .await
+        let retry = self
+            .filter(
+                Hook::UpstreamRequestFilter,
+                self.api.upstream_request_filter,
+                exchange,
+            )
+            .await?;
+        if retry {
+            return Err(self.failed(
+                Hook::UpstreamRequestFilter,
+                PluginFailure::Protocol("only a response filter may ask for a retry".to_owned()),
+            ));
+        }
+        Ok(())
     }
 
-    pub async fn response_filter(&self, exchange: &mut Exchange<'_>) -> Result<(), PluginFailure> {
+    /// Runs the response filter; true when the plugin asks for the request to be sent again.
+    pub async fn response_filter(
+        &self,
+        exchange: &mut Exchange<'_>,
+    ) -> Result<bool, PluginFailure> {
         self.filter(Hook::ResponseFilter, self.api.response_filter, exchange)
             .await
     }
 
+    /// Runs a filter that cannot answer; true when it asked for a retry.
     async fn filter(
         &self,
         hook: Hook,
         function: Option<abi::FilterFn>,
         exchange: &mut Exchange<'_>,
-    ) -> Result<(), PluginFailure> {
+    ) -> Result<bool, PluginFailure> {
         let Some(function) = function else {
-            return Ok(());
+            return Ok(false);
         };
+        exchange.show_session_credentials(self.manifest.session_credentials);
         let future = {
             let handle = std::ptr::from_mut(exchange).cast::<c_void>();
             // SAFETY: as in `request_filter`.
@@ -321,7 +347,7 @@ impl Plugin {
                 PluginFailure::Protocol("only a request filter may answer".to_owned()),
             ));
         }
-        Ok(())
+        Ok(outcome.kind == abi::outcome::RETRY)
     }
 
     /// Calls a JSON hook and decodes its result.
@@ -442,6 +468,14 @@ impl PluginChain {
             }
         }
         options
+    }
+
+    /// Whether a filter of this chain declares `session_credentials`: something puts a login
+    /// session's credentials on its XSI requests.
+    pub fn acts_for_sessions(&self) -> bool {
+        self.upstream_request
+            .iter()
+            .any(|p| p.manifest.session_credentials)
     }
 
     /// Whether an identity provider of this chain serves `method`.

@@ -87,6 +87,7 @@ impl Plugin for WebhookIdp {
             // It asks its own service, not the provider's directory: offered only where the
             // configuration names the provider.
             reverse_lookup: false,
+            ..Manifest::default()
         }
     }
 }

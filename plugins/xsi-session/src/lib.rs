@@ -1,0 +1,161 @@
+//! XSI requests of a login session: the browser holds only xsigate's session cookie, and this
+//! plugin makes each of its XSI requests reach the XSP as the user who logged in, on the XSP's
+//! own session, for that user's resources only.
+//!
+//! - **Request filter:** refuses (403) what the session may not reach, before anything is sent:
+//!   another user's resources for a user session, resources outside the scope for an
+//!   administrator (see [`authorize`]).
+//! - **Upstream-request filter:** puts the session's Basic credentials on the request (the XSP
+//!   requires them on every request, even with a session cookie) and the XSP's `JSESSIONID`
+//!   for the request's web application, which spares the XSP the password check.
+//! - **Response filter:** keeps a `JSESSIONID` the XSP sets with the session, moving the
+//!   session to the XSP that set it (after a failover). When the XSP challenges a request
+//!   that carried a cookie, the cookie is forgotten and the request sent once more on the
+//!   credentials alone: a re-authentication the user never sees. The host removes
+//!   `Set-Cookie` and the Basic challenge from every session response.
+//!
+//! Requests without a session (plain XSI clients with their own credentials) pass untouched.
+//! The plugin never sees master credentials: the host keeps those for its own calls.
+
+pub mod authorize;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use xsigate_broadworks::session_cookie;
+use xsigate_plugin_sdk::serde_json::json;
+use xsigate_plugin_sdk::{
+    Answer, Counter, Decision, Error, Host, Manifest, Plugin, Request, RequestFilter, Response,
+    ResponseDecision, ResponseFilter, UpstreamRequestFilter,
+};
+
+use crate::authorize::{Refusal, authorize};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+#[derive(Debug)]
+pub struct XsiSession {
+    refused: Counter,
+    reauthentications: Counter,
+    cookies: Counter,
+}
+
+impl Plugin for XsiSession {
+    type Config = Config;
+
+    fn init(host: Host, _config: Config) -> Result<Self, Error> {
+        let refused = host.counter(
+            "refused_total",
+            "Session requests refused before reaching the XSP, by reason (other_user, \
+             out_of_scope, unknown_resource).",
+            &["reason"],
+        )?;
+        let reauthentications = host.counter(
+            "reauthentications_total",
+            "Requests sent again on the credentials alone after the XSP challenged the \
+             session cookie they carried.",
+            &[],
+        )?;
+        let cookies = host.counter(
+            "xsp_cookies_kept_total",
+            "XSP session cookies kept with login sessions (new or renewed by the XSP).",
+            &[],
+        )?;
+        for refusal in Refusal::ALL {
+            refused.inc_by(&[refusal.as_str()], 0.0);
+        }
+        reauthentications.inc_by(&[], 0.0);
+        cookies.inc_by(&[], 0.0);
+        Ok(Self {
+            refused,
+            reauthentications,
+            cookies,
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            session_credentials: true,
+            ..Manifest::default()
+        }
+    }
+}
+
+/// Whether the request is an XSI request of a login session: the only ones this plugin acts on.
+fn session_xsi(route: &str) -> bool {
+    matches!(route, "xsi_actions" | "xsi_events" | "xsi_async")
+}
+
+impl RequestFilter for XsiSession {
+    async fn request_filter(&self, request: &mut Request) -> Result<Decision, Error> {
+        let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
+            return Ok(Decision::Continue);
+        };
+        match authorize(request.path(), &session) {
+            Ok(()) => Ok(Decision::Continue),
+            Err(refusal) => {
+                self.refused.inc(&[refusal.as_str()]);
+                let answer = Answer::new(403).json(&json!({
+                    "error": {
+                        "status": 403,
+                        "code": "forbidden",
+                        "message": "this session may not reach this resource",
+                        "request_id": request.request_id(),
+                    }
+                }))?;
+                Ok(Decision::Answer(answer))
+            }
+        }
+    }
+}
+
+impl UpstreamRequestFilter for XsiSession {
+    async fn upstream_request_filter(&self, request: &mut Request) -> Result<(), Error> {
+        let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
+            return Ok(());
+        };
+        let Some(password) = request.session_password() else {
+            return Err(Error::msg("the host showed no session credentials"));
+        };
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{password}", session.user_id));
+        let authorization = format!("Basic {encoded}");
+        let cookie = request.xsp_cookie().map(str::to_owned);
+        request.set_header("authorization", &authorization)?;
+        if let Some(cookie) = cookie {
+            request.set_header("cookie", &cookie)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseFilter for XsiSession {
+    async fn response_filter(&self, response: &mut Response) -> Result<ResponseDecision, Error> {
+        if response.session().is_none() || !session_xsi(response.route()) {
+            return Ok(ResponseDecision::Forward);
+        }
+        let set_cookies: Vec<(String, String)> = response
+            .headers("set-cookie")
+            .into_iter()
+            .map(|value| ("set-cookie".to_owned(), value.to_owned()))
+            .collect();
+        if let Some(cookie) = session_cookie(&set_cookies) {
+            response.set_xsp_cookie(Some(&cookie))?;
+            if let Some(upstream) = response.upstream().map(str::to_owned) {
+                response.set_session_xsp(&upstream)?;
+            }
+            self.cookies.inc(&[]);
+        }
+        if response.status() == 401 && response.xsp_cookie().is_some() {
+            // The XSP no longer knows its session: once more on the credentials alone. A
+            // challenge of that retry carries no cookie, so it is never retried again.
+            response.set_xsp_cookie(None)?;
+            self.reauthentications.inc(&[]);
+            return Ok(ResponseDecision::Retry);
+        }
+        Ok(ResponseDecision::Forward)
+    }
+}
+
+xsigate_plugin_sdk::export_plugin!(XsiSession => RequestFilter, UpstreamRequestFilter, ResponseFilter);
