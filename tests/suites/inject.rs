@@ -141,7 +141,6 @@ async fn every_session_reaches_its_own_resources_and_nobody_elses() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    println!("isolation seed {seed}");
 
     // Every user works at once, interleaving reads and writes of its own resources with
     // attempts on others'; each remembers the Do Not Disturb state it last set itself.
@@ -175,13 +174,25 @@ async fn every_session_reaches_its_own_resources_and_nobody_elses() {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
                 if target == me {
-                    assert_eq!(status, 200, "{} on its own {}", browser.user, path(""));
+                    assert_eq!(
+                        status,
+                        200,
+                        "{} on its own {} (seed {seed})",
+                        browser.user,
+                        path("")
+                    );
                     own += 1;
                     if writes {
                         last_set = Some(active);
                     }
                 } else {
-                    assert_eq!(status, 403, "{} on {}", browser.user, path(""));
+                    assert_eq!(
+                        status,
+                        403,
+                        "{} on {} (seed {seed})",
+                        browser.user,
+                        path("")
+                    );
                     let body: Value = response.json().await.unwrap();
                     assert_eq!(body["error"]["code"], "forbidden");
                 }
