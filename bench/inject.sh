@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Session injection benchmark on loopback, in one run: an authenticated GET of the profile
+#   direct  - wrk -> upstream (nginx `return 200` with an XSI profile body)
+#   nginx   - wrk -> nginx reverse proxy adding a static Authorization and Cookie -> upstream
+#   xsigate - wrk (session cookie) -> xsigate: session lookup, CSRF/CORS rules, the xsi-session
+#             plugin's authorization, Basic and JSESSIONID injection, response filter -> upstream
+# The upstream answers every request, so it also accepts the login that opens the session.
+# Prints req/s, p50, p99, the ratios xsigate/nginx and xsigate/direct, and resident memory.
+# xsigate is measured in rounds alternating with nginx, so drift does not land on one of them.
+#
+# Usage: bench/inject.sh [duration_seconds=10] [connections=32] [wrk_threads=1] [rounds=3]
+set -euo pipefail
+
+duration=${1:-10}
+connections=${2:-32}
+threads=${3:-1}
+rounds=${4:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$root/scripts/install-deps" bench
+cargo build --release --locked -p xsigate -p xsigate-idp-broadsoft -p xsigate-xsi-session \
+  --manifest-path "$root/Cargo.toml" >&2
+
+upstream_port=19091 nginx_port=19092 xsigate_port=19093 metrics_port=19094
+user=alice@bench.example
+password=bench-password
+path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
+auth="Basic $(printf '%s:%s' "$user" "$password" | base64)"
+xsp_cookie="JSESSIONID=0123456789ABCDEF0123456789ABCDEF"
+profile='<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>alice@bench.example</userId><firstName>Alice</firstName><lastName>Bench</lastName><number>2025550100</number><extension>0100</extension></details><additionalDetails><emailAddress>alice@bench.example</emailAddress></additionalDetails></Profile>'
+
+cat > "$work/upstream.conf" <<EOF
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$upstream_port;
+    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$profile'; }
+  }
+}
+EOF
+cat > "$work/proxy.conf" <<EOF
+worker_processes auto;
+pid $work/proxy.pid;
+error_log $work/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream xsp { server 127.0.0.1:$upstream_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://xsp;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header Authorization "$auth";
+      proxy_set_header Cookie "$xsp_cookie";
+    }
+  }
+}
+EOF
+cat > "$work/xsigate.toml" <<EOF
+[server]
+data_dir = "$work/data"
+access_log = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+[[server.listeners]]
+address = "127.0.0.1:$xsigate_port"
+[server.metrics]
+address = "127.0.0.1:$metrics_port"
+[[plugins]]
+name = "broadsoft"
+path = "$root/target/release/libxsigate_idp_broadsoft.so"
+[[plugins]]
+name = "session"
+path = "$root/target/release/libxsigate_xsi_session.so"
+[providers.bench]
+domains = ["bench.example"]
+xsp = ["http://127.0.0.1:$upstream_port"]
+plugins = ["broadsoft", "session"]
+EOF
+
+wait_port() {
+  local port=$1 pid=$2
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || { echo "the server for port $port exited (port already in use?)" >&2; cat "$work"/*.err "$work/xsigate.log" >&2 2>/dev/null; exit 1; }
+    curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
+    curl -fs -o /dev/null "http://127.0.0.1:$port$path" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
+}
+for port in $upstream_port $nginx_port $xsigate_port; do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
+done
+nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
+nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
+"$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
+wait_port $upstream_port $upstream_pid
+wait_port $nginx_port $nginx_pid
+wait_port $xsigate_port $xsigate_pid
+
+# Log in once; every measured request then rides on this session.
+session=$(curl -fs -D - -o /dev/null -H 'content-type: application/json' \
+  -d "{\"user\":\"$user\",\"password\":\"$password\"}" \
+  "http://127.0.0.1:$xsigate_port/api/access/services/idp/broadsoft" \
+  | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: xsigate_session/ { print $2 }')
+[ -n "$session" ] || { echo "login failed" >&2; cat "$work/xsigate.log" >&2; exit 1; }
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" "http://127.0.0.1:$xsigate_port$path")
+[ "$status" = 200 ] || { echo "the session's profile GET answered $status" >&2; exit 1; }
+other=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" \
+  "http://127.0.0.1:$xsigate_port/com.broadsoft.xsi-actions/v2.0/user/bob@bench.example/profile")
+[ "$other" = 403 ] || { echo "another user's profile answered $other, not 403" >&2; exit 1; }
+
+# Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
+measure() {
+  local port=$1 header=$2
+  wrk -t"$threads" -c"$connections" -d2s -H "$header" "http://127.0.0.1:$port$path" >/dev/null
+  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "$header" \
+    "http://127.0.0.1:$port$path" > "$work/wrk.$port"
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx/ { bad = $NF }
+    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
+  ' "$work/wrk.$port"
+}
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+tree_rss_kib() {
+  local total=0
+  for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
+  echo "$total"
+}
+
+read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
+: > "$work/rounds.nginx"; : > "$work/rounds.xsigate"
+for _ in $(seq 1 "$rounds"); do
+  measure $nginx_port "X-Bench: static" >> "$work/rounds.nginx"
+  measure $xsigate_port "Cookie: xsigate_session=$session" >> "$work/rounds.xsigate"
+done
+mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
+read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
+read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
+
+printf '\nwrk -t%s -c%s -d%ss x %s rounds, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$rounds" "$path" "$(nproc)"
+printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
+printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
+printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$(cat "$work/proxy.pid")") / 1024" | bc -l)"
+printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
+printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
+printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
+printf '\nxsigate/nginx:  throughput %.2f  p99 %.2f   (goal: throughput >= 0.9)\n' \
+  "$(echo "$xsigate_rps / $nginx_rps" | bc -l)" "$(echo "$xsigate_p99 / $nginx_p99" | bc -l)"
+printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
+  "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
+curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '
+  /^xsigate_plugin_call_duration_seconds_sum\{hook="(request_filter|upstream_request_filter|response_filter)",plugin="session"/ { sum += $2 }
+  /^xsigate_plugin_call_duration_seconds_count\{hook="request_filter",plugin="session"/ { count = $2 }
+  END { if (count > 0) printf "xsi-session hooks: %d requests, mean %.2f us per request (three hooks)\n", count, sum / count * 1e6 }'
