@@ -15,15 +15,7 @@ duration=${1:-10}
 connections=${2:-32}
 threads=${3:-1}
 rounds=${4:-3}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
 cargo build --release --locked -p xsigate -p xsigate-idp-broadsoft -p xsigate-xsi-session \
@@ -37,20 +29,7 @@ auth="Basic $(printf '%s:%s' "$user" "$password" | base64)"
 xsp_cookie="JSESSIONID=0123456789ABCDEF0123456789ABCDEF"
 profile='<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>alice@bench.example</userId><firstName>Alice</firstName><lastName>Bench</lastName><number>2025550100</number><extension>0100</extension></details><additionalDetails><emailAddress>alice@bench.example</emailAddress></additionalDetails></Profile>'
 
-cat > "$work/upstream.conf" <<EOF
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream_port;
-    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$profile'; }
-  }
-}
-EOF
+nginx_upstream_conf $upstream_port "$profile"
 cat > "$work/proxy.conf" <<EOF
 worker_processes auto;
 pid $work/proxy.pid;
@@ -106,9 +85,7 @@ wait_port() {
   done
   echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
 }
-for port in $upstream_port $nginx_port $xsigate_port; do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
-done
+ports_free $upstream_port $nginx_port $xsigate_port
 nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
 nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
 "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
@@ -128,27 +105,6 @@ other=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$sess
   "http://127.0.0.1:$xsigate_port/com.broadsoft.xsi-actions/v2.0/user/bob@bench.example/profile")
 [ "$other" = 403 ] || { echo "another user's profile answered $other, not 403" >&2; exit 1; }
 
-# Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
-measure() {
-  local port=$1 header=$2
-  wrk -t"$threads" -c"$connections" -d2s -H "$header" "http://127.0.0.1:$port$path" >/dev/null
-  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "$header" \
-    "http://127.0.0.1:$port$path" > "$work/wrk.$port"
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /Requests\/sec/ { rps = $2 }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /Non-2xx/ { bad = $NF }
-    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
-  ' "$work/wrk.$port"
-}
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-tree_rss_kib() {
-  local total=0
-  for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
-  echo "$total"
-}
 
 read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
 : > "$work/rounds.nginx"; : > "$work/rounds.xsigate"
@@ -156,7 +112,6 @@ for _ in $(seq 1 "$rounds"); do
   measure $nginx_port "X-Bench: static" >> "$work/rounds.nginx"
   measure $xsigate_port "Cookie: xsigate_session=$session" >> "$work/rounds.xsigate"
 done
-mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
 read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
 

@@ -14,15 +14,7 @@ set -euo pipefail
 rate=${1:-1000}
 seconds=${2:-10}
 logins=${3:-100}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
 cargo build --release --locked -p xsigate -p xsi-sim -p xsigate-idp-broadsoft -p xsigate-bench \
@@ -34,24 +26,9 @@ path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
 auth="Basic $(printf '%s:%s' "$user" pw | base64)"
 profile='<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>alice@bench.example</userId><firstName>Alice</firstName></details></Profile>'
 
-for port in $upstream_port $xsigate_port $metrics_port 19285 19286; do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
-done
+ports_free $upstream_port $xsigate_port $metrics_port 19285 19286
 
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream_port;
-    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$profile'; }
-  }
-}
-CONF
+nginx_upstream_conf $upstream_port "$profile"
 cat > "$work/xsigate.toml" <<CONF
 [server]
 data_dir = "$work/data"

@@ -18,15 +18,7 @@ set -euo pipefail
 duration=${1:-10}
 connections=${2:-32}
 threads=${3:-1}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
 cargo build --release --locked -p xsigate -p xsigate-fixture-noop-filter \
@@ -40,20 +32,7 @@ auth="Basic $(printf '%s:%s' "$user" pw | base64)"
 profile='<?xml version="1.0" encoding="ISO-8859-1"?><Profile xmlns="http://schema.broadsoft.com/xsi"><details><userId>alice@bench.example</userId><firstName>Alice</firstName><lastName>Bench</lastName><number>2025550100</number><extension>0100</extension></details><additionalDetails><emailAddress>alice@bench.example</emailAddress></additionalDetails></Profile>'
 
 # nginx's `return` takes a quoted string; the profile has no quotes of that kind.
-cat > "$work/upstream.conf" <<EOF
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream_port;
-    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$profile'; }
-  }
-}
-EOF
+nginx_upstream_conf $upstream_port "$profile"
 cat > "$work/proxy.conf" <<EOF
 worker_processes auto;
 pid $work/proxy.pid;
@@ -113,9 +92,7 @@ wait_port() {
   done
   echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
 }
-for port in $upstream_port $nginx_port $xsigate_port $plugin_port; do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
-done
+ports_free $upstream_port $nginx_port $xsigate_port $plugin_port
 nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
 nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
 "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
@@ -125,37 +102,15 @@ wait_port $nginx_port $nginx_pid
 wait_port $xsigate_port $xsigate_pid
 wait_port $plugin_port $plugin_pid
 
-# Prints "req_per_s p50_ms p99_ms" for one target after a short warm-up.
-measure() {
-  local port=$1
-  wrk -t"$threads" -c"$connections" -d2s -H "Authorization: $auth" "http://127.0.0.1:$port$path" >/dev/null
-  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "Authorization: $auth" \
-    "http://127.0.0.1:$port$path" > "$work/wrk.$port"
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /Requests\/sec/ { rps = $2 }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /Non-2xx/ { bad = $NF }
-    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
-  ' "$work/wrk.$port"
-}
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-tree_rss_kib() { # a process and its children (nginx master + workers)
-  local total=0
-  for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
-  echo "$total"
-}
 
-read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port)
-read -r nginx_rps nginx_p50 nginx_p99 < <(measure $nginx_port)
+read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
+read -r nginx_rps nginx_p50 nginx_p99 < <(measure $nginx_port "Authorization: $auth")
 rounds=${XSIGATE_BENCH_ROUNDS:-3}
 : > "$work/rounds.xsigate"; : > "$work/rounds.plugin"
 for _ in $(seq 1 $rounds); do
-  measure $xsigate_port >> "$work/rounds.xsigate"
-  measure $plugin_port >> "$work/rounds.plugin"
+  measure $xsigate_port "Authorization: $auth" >> "$work/rounds.xsigate"
+  measure $plugin_port "Authorization: $auth" >> "$work/rounds.plugin"
 done
-mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
 read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
 read -r plugin_rps plugin_p50 plugin_p99 < <(mean "$work/rounds.plugin")
 

@@ -454,7 +454,7 @@ impl Gateway {
             return Ok(());
         };
         let client = client_ip(session);
-        let upstream = ctx.upstream(&provider).map(|u| u.name.clone());
+        let upstream = ctx.upstream(&provider).map(|u| u.name.as_str());
         let mut retry = false;
         for plugin in &provider.plugins.response {
             let mut exchange = Exchange::response(
@@ -464,7 +464,7 @@ impl Gateway {
                 &provider.id,
                 client,
             )
-            .routed(ctx.route.as_str(), upstream.as_deref())
+            .routed(ctx.route.as_str(), upstream)
             .with_session(ctx.session.as_mut());
             match plugin.response_filter(&mut exchange).await {
                 Ok(asked) => retry |= asked,
@@ -762,11 +762,10 @@ impl ProxyHttp for Gateway {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::forward_client(upstream_request, client_ip, tls)?;
         // Plugins may run again when the request is retried on another XSP.
-        let upstream_name = upstream.name.clone();
         for plugin in &provider.plugins.upstream_request {
             let mut exchange =
                 Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip)
-                    .routed(ctx.route.as_str(), Some(&upstream_name))
+                    .routed(ctx.route.as_str(), Some(&upstream.name))
                     .with_session(ctx.session.as_mut());
             if let Err(failure) = plugin.upstream_request_filter(&mut exchange).await {
                 return Err(plugin_failed(ctx, plugin, &failure));

@@ -412,8 +412,9 @@ impl Sessions {
         if !well_formed(token) {
             return Ok(None);
         }
-        self.forget(&token_hash(token));
-        match self.store.session_delete(&token_hash(token)).await? {
+        let hashed = token_hash(token);
+        self.forget(&hashed);
+        match self.store.session_delete(&hashed).await? {
             Some(row) => self.unseal(row).map(Some),
             None => Ok(None),
         }

@@ -58,10 +58,19 @@ pub fn rejected(reason: &str) -> Authentication {
 
 /// The `name=value` part of the first `Set-Cookie` for `JSESSIONID`.
 pub fn session_cookie(headers: &[(String, String)]) -> Option<String> {
-    headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, value)| value.split(';').next())
+    session_cookie_of(
+        headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, value)| value.as_str()),
+    )
+}
+
+/// The `name=value` part of the first of these `Set-Cookie` values that sets `JSESSIONID`.
+pub fn session_cookie_of<'a>(set_cookies: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    set_cookies
+        .into_iter()
+        .filter_map(|value| value.split(';').next())
         .map(str::trim)
         .find(|pair| pair.starts_with("JSESSIONID="))
         .map(str::to_owned)

@@ -21,7 +21,7 @@ pub mod authorize;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use xsigate_broadworks::session_cookie;
+use xsigate_broadworks::session_cookie_of;
 use xsigate_plugin_sdk::serde_json::json;
 use xsigate_plugin_sdk::{
     Answer, Counter, Decision, Error, Host, Manifest, Plugin, Request, RequestFilter, Response,
@@ -135,12 +135,7 @@ impl ResponseFilter for XsiSession {
         if response.session().is_none() || !session_xsi(response.route()) {
             return Ok(ResponseDecision::Forward);
         }
-        let set_cookies: Vec<(String, String)> = response
-            .headers("set-cookie")
-            .into_iter()
-            .map(|value| ("set-cookie".to_owned(), value.to_owned()))
-            .collect();
-        if let Some(cookie) = session_cookie(&set_cookies) {
+        if let Some(cookie) = session_cookie_of(response.headers("set-cookie")) {
             response.set_xsp_cookie(Some(&cookie))?;
             if let Some(upstream) = response.upstream().map(str::to_owned) {
                 response.set_session_xsp(&upstream)?;

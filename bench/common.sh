@@ -1,0 +1,67 @@
+# Shared by the bench scripts: `source "$(dirname "$0")/common.sh"` after `set -euo pipefail`.
+# Sets `root` (the repository) and `work` (a temporary directory), and on exit kills every pid
+# in `pids` and removes `work`.
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Fails when something already answers on one of the ports: it would be measured instead.
+ports_free() {
+  for port in "$@"; do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then echo "port $port is already in use" >&2; exit 1; fi
+  done
+}
+
+# Writes $work/upstream.conf: one nginx worker on PORT answering every request 200 with BODY
+# as an XSI document (BODY must not contain a single quote).
+nginx_upstream_conf() {
+  cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$1;
+    location / { default_type "text/xml;charset=ISO-8859-1"; return 200 '$2'; }
+  }
+}
+CONF
+}
+
+# Prints "req_per_s p50_ms p99_ms" of wrk against PORT and $path with HEADER, after a short
+# warm-up, using $threads, $connections and $duration; fails on any non-2xx response.
+measure() {
+  local port=$1 header=$2
+  wrk -t"$threads" -c"$connections" -d2s -H "$header" "http://127.0.0.1:$port$path" >/dev/null
+  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "$header" \
+    "http://127.0.0.1:$port$path" > "$work/wrk.$port"
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx/ { bad = $NF }
+    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
+  ' "$work/wrk.$port"
+}
+
+# The mean "req_per_s p50_ms p99_ms" of a file of `measure` lines.
+mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
+
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# A process and its children (nginx master + workers).
+tree_rss_kib() {
+  local total=0
+  for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
+  echo "$total"
+}
