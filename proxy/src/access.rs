@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::IntCounterVec;
@@ -23,7 +23,7 @@ use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::{AuthenticateError, Plugins};
+use crate::plugin::{AuthenticateError, Plugins, SessionCredentials, SessionEvent};
 use crate::provider::{Provider, Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
@@ -31,16 +31,42 @@ use crate::seal::SealError;
 use crate::session::{
     BoundSession, COOKIE, NewSession, Scope, Session, SessionPolicy, SessionSecrets, Sessions,
 };
-use crate::store::{millis, unix_ms};
+use crate::store::{StoreError, millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
-/// Events the login API publishes to plugins, with JSON payloads naming the user by uniqueId.
+/// Events the login API publishes to the plugins of the session's provider, with JSON payloads
+/// naming the user by uniqueId (plugins declaring `session_credentials` also get `user_id` and
+/// `password` on `session.started`).
 pub mod topics {
-    /// `{"unique_id", "provider", "level"}`: a user logged in.
+    /// `{"unique_id", "provider", "level"}`: a user logged in. The login answer carries the
+    /// plugins' reports on it under `reports`.
     pub const SESSION_STARTED: &str = "session.started";
-    /// `{"unique_id", "provider"}`: a user logged out; event channels and screen recording
-    /// for them should stop.
+    /// `{"unique_id", "provider", "reason", "last"}`: one of the user's sessions ended
+    /// (`reason`: `logout`, `expired` or `password_changed`); `last` says no other session of
+    /// the user is live, so event channels and screen recording for them should stop.
     pub const SESSION_ENDED: &str = "session.ended";
+}
+
+/// How long a login waits for the plugins' reports on it (a recording service's login, say).
+/// Their work goes on after it; the report then says `pending`.
+const LOGIN_REPORT_WAIT: Duration = Duration::from_secs(3);
+
+/// Why a session ended, as `session.ended` says.
+#[derive(Debug, Clone, Copy)]
+enum SessionEnd {
+    Logout,
+    Expired,
+    PasswordChanged,
+}
+
+impl SessionEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Expired => "expired",
+            Self::PasswordChanged => "password_changed",
+        }
+    }
 }
 
 /// Request bodies of the login API are small JSON documents.
@@ -269,13 +295,10 @@ impl Access {
         plugins: Arc<Plugins>,
         host: Host,
         resets: HashMap<String, ResetChannel>,
+        policy: SessionPolicy,
         metrics: &Metrics,
     ) -> Result<Self, AccessError> {
-        let sessions = Sessions::new(
-            Arc::clone(&host.store),
-            &host.sealer,
-            SessionPolicy::default(),
-        )?;
+        let sessions = Sessions::new(Arc::clone(&host.store), &host.sealer, policy)?;
         let signer = Signer::new(&host.sealer)?;
         let limiter = LoginLimiter::new(Arc::clone(&host.store), LimitPolicy::default());
         let reset_limiter = LoginLimiter::new(Arc::clone(&host.store), RESET_LIMIT);
@@ -503,7 +526,7 @@ impl Access {
                         },
                         xsp: grant.xsp,
                         secrets: SessionSecrets {
-                            password: body.password,
+                            password: body.password.clone(),
                             xsp_cookies: grant.xsp_cookies,
                         },
                     })
@@ -512,22 +535,36 @@ impl Access {
                 self.count(&provider.id, method, "accepted");
                 // The periodic count corrects this for expiries and other instances.
                 self.metrics.sessions.inc();
-                self.plugins.publish(
-                    topics::SESSION_STARTED,
-                    &json!({
-                        "unique_id": unique_id,
-                        "provider": provider.id,
-                        "level": level,
-                    }),
-                );
+                let mut payload = Map::new();
+                payload.insert("unique_id".to_owned(), unique_id.as_str().into());
+                payload.insert("provider".to_owned(), provider.id.as_str().into());
+                payload.insert("level".to_owned(), json!(level));
+                let reports = self
+                    .plugins
+                    .publish_session(
+                        &SessionEvent {
+                            topic: topics::SESSION_STARTED,
+                            plugins: &provider.plugins.names,
+                            payload,
+                            credentials: Some(SessionCredentials {
+                                user_id: &issued.session.user_id,
+                                password: &body.password,
+                            }),
+                        },
+                        LOGIN_REPORT_WAIT,
+                    )
+                    .await;
                 let cookie = self.sessions.cookie(&issued.token, request.tls);
-                Ok(AccessReply::ok(&json!({
+                let mut answer = json!({
                     "unique_id": unique_id,
                     "level": level,
                     "csrf_token": issued.csrf,
                     "expires_at_ms": issued.session.expires_at_ms,
-                }))
-                .header("set-cookie", cookie))
+                });
+                if !reports.is_empty() {
+                    answer["reports"] = Value::Object(reports);
+                }
+                Ok(AccessReply::ok(&answer).header("set-cookie", cookie))
             }
             Ok(Authentication::Choose { choices }) => {
                 // Only accounts the credentials opened are named, so this reveals nothing the
@@ -583,22 +620,42 @@ impl Access {
     /// Counts live sessions every 30 s, and every 5 minutes deletes expired sessions, reset
     /// tokens and failure counts; runs for the life of the process.
     pub async fn sweep(self: Arc<Self>) {
-        let mut interval = tokio::time::interval(Duration::from_secs(30));
-        for tick in 0u64.. {
+        let every = self.sessions.sweep_interval();
+        let mut interval = tokio::time::interval(every);
+        let mut last_count = None::<Instant>;
+        let mut last_bookkeeping = Instant::now();
+        loop {
             interval.tick().await;
-            match self.sessions.live().await {
-                Ok(live) => self
-                    .metrics
-                    .sessions
-                    .set(i64::try_from(live).unwrap_or(i64::MAX)),
-                Err(e) => tracing::warn!(error = %e, "counting sessions failed"),
+            // Expired sessions are ended (and their plugins told) promptly: a recording
+            // service or an event channel must not outlive the session by long.
+            match self.sessions.sweep().await {
+                Ok(ended) => {
+                    for owner in ended {
+                        if let Err(e) = self
+                            .announce_end(&owner.user_id, &owner.provider, SessionEnd::Expired)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "announcing an expired session failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
             }
-            if tick % 10 != 0 {
+            if last_count.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                last_count = Some(Instant::now());
+                match self.sessions.live().await {
+                    Ok(live) => self
+                        .metrics
+                        .sessions
+                        .set(i64::try_from(live).unwrap_or(i64::MAX)),
+                    Err(e) => tracing::warn!(error = %e, "counting sessions failed"),
+                }
+            }
+            if last_bookkeeping.elapsed() < Duration::from_secs(300) {
                 continue;
             }
-            if let Err(e) = self.sessions.sweep().await {
-                tracing::warn!(error = %e, "sweeping expired sessions failed");
-            }
+            last_bookkeeping = Instant::now();
+
             if let Err(e) = self.host.store.reset_sweep(unix_ms()).await {
                 tracing::warn!(error = %e, "sweeping expired reset tokens failed");
             }
@@ -609,6 +666,38 @@ impl Access {
                 tracing::warn!(error = %e, "sweeping old reset requests failed");
             }
         }
+    }
+
+    /// Tells the provider's plugins that one of a user's sessions ended, and whether it was
+    /// the user's last.
+    async fn announce_end(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+        why: SessionEnd,
+    ) -> Result<(), StoreError> {
+        let Some(provider) = self.providers.get(provider_id) else {
+            return Ok(());
+        };
+        let unique_id = self.host.store.unique_id(user_id).await?;
+        let last = self.sessions.live_of(user_id).await? == 0;
+        let mut payload = Map::new();
+        payload.insert("unique_id".to_owned(), unique_id.into());
+        payload.insert("provider".to_owned(), provider_id.into());
+        payload.insert("reason".to_owned(), why.as_str().into());
+        payload.insert("last".to_owned(), last.into());
+        self.plugins
+            .publish_session(
+                &SessionEvent {
+                    topic: topics::SESSION_ENDED,
+                    plugins: &provider.plugins.names,
+                    payload,
+                    credentials: None,
+                },
+                Duration::ZERO,
+            )
+            .await;
+        Ok(())
     }
 
     fn count(&self, provider: &str, method: &str, result: &str) {
@@ -701,17 +790,10 @@ impl Access {
             if let Some(token) = &request.session_token {
                 if self.sessions.end(token).await.map_err(internal)?.is_some() {
                     self.metrics.sessions.dec();
+                    self.announce_end(&session.user_id, &session.provider, SessionEnd::Logout)
+                        .await
+                        .map_err(internal)?;
                 }
-                let unique_id = self
-                    .host
-                    .store
-                    .unique_id(&session.user_id)
-                    .await
-                    .map_err(internal)?;
-                self.plugins.publish(
-                    topics::SESSION_ENDED,
-                    &json!({ "unique_id": unique_id, "provider": session.provider }),
-                );
             }
         }
         Ok(AccessReply::ok(&json!({ "status": "logged_out" }))
@@ -899,7 +981,11 @@ impl Access {
         let resets = &self.metrics.resets;
         match response.status().as_u16() {
             200 => {
-                self.sessions.end_all_of(&user_id).await.map_err(internal)?;
+                if self.sessions.end_all_of(&user_id).await.map_err(internal)? > 0 {
+                    self.announce_end(&user_id, &provider.id, SessionEnd::PasswordChanged)
+                        .await
+                        .map_err(internal)?;
+                }
                 resets.with_label_values(&[&provider.id, "completed"]).inc();
                 Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
             }

@@ -24,6 +24,7 @@ use crate::mail::{MailError, Mailer};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::provider::Providers;
+use crate::session::SessionPolicy;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
 use crate::upstream::UpstreamError;
@@ -94,6 +95,10 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         Arc::clone(&plugins),
         host.clone(),
         reset_channels(config)?,
+        SessionPolicy {
+            idle: Duration::from_secs(config.server.sessions.idle_seconds),
+            absolute: Duration::from_secs(config.server.sessions.lifetime_seconds),
+        },
         &metrics,
     )?);
     host.runtime.spawn(Arc::clone(&access).sweep());

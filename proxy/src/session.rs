@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::seal::{SealError, SealKey, Sealer};
-use crate::store::{SessionRow, Store, StoreError, millis, unix_ms};
+use crate::store::{SessionOwner, SessionRow, Store, StoreError, millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
 /// The cookie that carries the session token.
@@ -427,8 +427,21 @@ impl Sessions {
             .await
     }
 
-    /// Deletes expired sessions; returns how many.
-    pub async fn sweep(&self) -> Result<u64, StoreError> {
+    /// How many live sessions a user has.
+    pub async fn live_of(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.store
+            .session_count_of(user_id, unix_ms(), millis(self.policy.idle))
+            .await
+    }
+
+    /// How often expired sessions should be looked for: often enough that their end is
+    /// announced within half the idle limit, and at most every 30 seconds.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.policy.idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// Deletes expired sessions; returns whose they were.
+    pub async fn sweep(&self) -> Result<Vec<SessionOwner>, StoreError> {
         self.store
             .session_sweep(unix_ms(), millis(self.policy.idle))
             .await
@@ -545,7 +558,14 @@ mod tests {
             let issued = sessions.create(alice()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(120)).await;
             assert!(sessions.resume(&issued.token).await.unwrap().is_none());
-            assert_eq!(sessions.sweep().await.unwrap(), 1);
+            assert_eq!(
+                sessions.sweep().await.unwrap(),
+                [SessionOwner {
+                    user_id: "alice@acme.example".to_owned(),
+                    provider: "acme".to_owned(),
+                }]
+            );
+            assert!(sessions.sweep().await.unwrap().is_empty());
         });
         let short = SessionPolicy {
             idle: Duration::from_secs(60),

@@ -162,11 +162,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Ends a session; returns it if it existed.
     async fn session_delete(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError>;
 
-    /// Deletes expired sessions; returns how many.
-    async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes expired sessions; returns whose they were, so their end can be announced.
+    async fn session_sweep(
+        &self,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<SessionOwner>, StoreError>;
 
     /// Live sessions: not expired, not idle longer than `idle_ms`.
     async fn session_count(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
+
+    /// A user's live sessions.
+    async fn session_count_of(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<u64, StoreError>;
 
     /// Ends every session of a user (after a password change); returns how many.
     async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
@@ -189,6 +201,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes expired reset tokens; returns how many.
     async fn reset_sweep(&self, now_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Whose an ended session was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    pub user_id: String,
+    pub provider: String,
 }
 
 /// A stored session, as the store keeps it (see `session` for what it means).
@@ -566,6 +585,24 @@ impl Store for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn session_count_of(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sessions \
+             WHERE user_id = ?1 AND expires_at_ms > ?2 AND last_seen_ms > ?2 - ?3",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .bind(idle_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError> {
         let result = sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
             .bind(user_id)
@@ -619,15 +656,23 @@ impl Store for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn session_sweep(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM sessions WHERE expires_at_ms <= ?1 OR last_seen_ms <= ?1 - ?2",
+    async fn session_sweep(
+        &self,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<SessionOwner>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM sessions WHERE expires_at_ms <= ?1 OR last_seen_ms <= ?1 - ?2 \
+             RETURNING user_id, provider",
         )
         .bind(now_ms)
         .bind(idle_ms)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(result.rows_affected())
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, provider)| SessionOwner { user_id, provider })
+            .collect())
     }
 }
 

@@ -310,7 +310,13 @@ pub unsafe extern "C" fn on_event<P: EventConsumer>(
         topic: String::from_utf8_lossy(topic.as_slice()).into_owned(),
         payload: payload.to_vec(),
     };
-    guarded(async move { unit(instance.plugin.on_event(event).await) })
+    guarded(async move {
+        match instance.plugin.on_event(event).await {
+            Ok(Some(report)) => json(&report),
+            Ok(None) => done(),
+            Err(e) => failed(&e),
+        }
+    })
 }
 
 /// # Safety

@@ -104,10 +104,16 @@ pub trait IdentityProvider: Plugin {
     ) -> impl Future<Output = Result<Authentication, Error>> + Send;
 }
 
-/// Receives events published on topics the plugin subscribed to during init. Events of one
-/// topic arrive in order, one at a time.
+/// Receives events published on topics the plugin subscribed to during init. Events arrive in
+/// order, one at a time.
+///
+/// The `Ok` value is the plugin's report on the event, for publishers that wait for one: the
+/// host puts reports on `session.started` in the login answer under the plugin's name (for
+/// example `{"state": "logged_in"}` from a recording-service login), so keep them to what the
+/// user may see. Return `None` for no report. Slow work delays the plugin's next event: do one
+/// bounded attempt here and leave retries to a [`BackgroundWorker`].
 pub trait EventConsumer: Plugin {
-    fn on_event(&self, event: Event) -> impl Future<Output = Result<(), Error>> + Send;
+    fn on_event(&self, event: Event) -> impl Future<Output = Result<Option<Value>, Error>> + Send;
 }
 
 /// Long-running work started when the server starts. Returning `Ok` ends it; an `Err` or a
@@ -329,10 +335,28 @@ pub struct Grant {
 }
 
 /// An event delivered to an [`EventConsumer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Event {
     pub topic: String,
     pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// The payload as JSON, as the host's own events (`session.started`, `session.ended`) are.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+}
+
+/// The payload may hold credentials (`session.started` to plugins that declare
+/// `session_credentials`): only its size is shown.
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("topic", &self.topic)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
 }
 
 #[cfg(test)]

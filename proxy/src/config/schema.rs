@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub access_log: bool,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +68,28 @@ impl Default for ServerConfig {
             upstream_keepalive_pool_size: default_keepalive_pool(),
             access_log: true,
             timeouts: TimeoutsConfig::default(),
+            sessions: SessionsConfig::default(),
+        }
+    }
+}
+
+/// `[server.sessions]`: how long a login session lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session unused this long ends; its event channels and screen recording stop.
+    #[serde(default = "default_session_idle_seconds")]
+    pub idle_seconds: u64,
+    /// A session ends this long after login, however busy.
+    #[serde(default = "default_session_lifetime_seconds")]
+    pub lifetime_seconds: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_seconds: default_session_idle_seconds(),
+            lifetime_seconds: default_session_lifetime_seconds(),
         }
     }
 }
@@ -407,6 +431,14 @@ fn default_upstream_read_seconds() -> u64 {
 fn default_downstream_read_seconds() -> u64 {
     60
 }
+fn default_session_idle_seconds() -> u64 {
+    30 * 60
+}
+
+fn default_session_lifetime_seconds() -> u64 {
+    12 * 3600
+}
+
 fn default_stream_idle_seconds() -> u64 {
     180
 }

@@ -156,6 +156,15 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
             "must be greater than zero",
         ));
     }
+    let sessions = at.key("sessions");
+    for (key, value) in [
+        ("idle_seconds", server.sessions.idle_seconds),
+        ("lifetime_seconds", server.sessions.lifetime_seconds),
+    ] {
+        if value == 0 {
+            return Err(problem(&sessions.key(key), "must be greater than zero"));
+        }
+    }
     Ok(())
 }
 

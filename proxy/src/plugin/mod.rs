@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use prometheus::{Histogram, IntCounter};
-use tokio::sync::mpsc;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Outcome, PluginApi};
 use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest, QueryMatch};
 
@@ -393,17 +394,32 @@ impl Plugin {
         self.api.login_options.is_some() && self.api.authenticate.is_some()
     }
 
-    async fn deliver(&self, topic: String, payload: Vec<u8>) {
+    /// Hands an event to the plugin; returns its report, if it wrote one. A failure is counted
+    /// and logged by `invoke`; the caller only decides what the publisher hears.
+    async fn deliver(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<Option<serde_json::Value>, PluginFailure> {
         let Some(function) = self.api.on_event else {
-            return;
+            return Ok(None);
         };
         // SAFETY: `instance` is the plugin's own pointer; the buffers move to it.
         let future =
             unsafe { function(self.api.instance, Buf::from(topic), Buf::from_vec(payload)) };
-        // A failed delivery is counted and logged by `invoke`; the next event is delivered.
-        let _ = self
+        let outcome = self
             .invoke(Hook::OnEvent, future, Some(self.call_timeout))
-            .await;
+            .await?;
+        let body = outcome.body.as_slice();
+        if body.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(body).map(Some).map_err(|e| {
+            self.failed(
+                Hook::OnEvent,
+                PluginFailure::Protocol(format!("returned a malformed report: {e}")),
+            )
+        })
     }
 
     /// Runs the background worker until it ends normally, starting it again after failures.
@@ -502,6 +518,32 @@ impl PluginChain {
     }
 }
 
+/// A login session's start or end, as [`Plugins::publish_session`] announces it.
+#[derive(Debug)]
+pub struct SessionEvent<'a> {
+    pub topic: &'a str,
+    /// The session provider's `plugins = [...]`: only these hear of it.
+    pub plugins: &'a [String],
+    /// What every subscriber gets: a JSON object naming the user by uniqueId.
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Added for subscribers that declare `session_credentials`.
+    pub credentials: Option<SessionCredentials<'a>>,
+}
+
+#[derive(Clone, Copy)]
+pub struct SessionCredentials<'a> {
+    pub user_id: &'a str,
+    pub password: &'a str,
+}
+
+impl std::fmt::Debug for SessionCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why the plugins could not be loaded or started.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginsError {
@@ -562,12 +604,75 @@ impl Plugins {
         Ok(plugins)
     }
 
-    /// Publishes an event of the host's own (a login, a logout) to the plugins subscribed to
-    /// `topic`. Before the plugins started, or without subscribers, it reaches nobody.
+    /// Publishes an event of the host's own to every plugin subscribed to `topic`. Before the
+    /// plugins started, or without subscribers, it reaches nobody.
     pub fn publish(&self, topic: &str, payload: &serde_json::Value) {
         if let Some(services) = self.services.get() {
             services.deliver(topic, payload.to_string().as_bytes());
         }
+    }
+
+    /// Publishes a login session's start or end to the plugins of the session's provider that
+    /// subscribed to the topic, and waits up to `wait` for their reports.
+    ///
+    /// Plugins declaring `session_credentials` also get the user's `user_id` and `password`,
+    /// which they need to act for the user elsewhere (an event channel, a recording service);
+    /// the others see the uniqueId only. A plugin that has not reported by the deadline is
+    /// `{"state": "pending"}` and goes on with its work; one whose hook failed is
+    /// `{"state": "failed"}` (the log says why). Plugins that write no report are left out.
+    pub async fn publish_session(
+        &self,
+        event: &SessionEvent<'_>,
+        wait: Duration,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut reports = serde_json::Map::new();
+        let Some(services) = self.services.get() else {
+            return reports;
+        };
+        let mut pending = Vec::new();
+        for subscriber in services
+            .subscribers(event.topic)
+            .filter(|s| event.plugins.contains(&s.plugin.name))
+        {
+            let mut payload = event.payload.clone();
+            if let Some(credentials) = event
+                .credentials
+                .filter(|_| subscriber.plugin.manifest.session_credentials)
+            {
+                payload.insert("user_id".to_owned(), credentials.user_id.into());
+                payload.insert("password".to_owned(), credentials.password.into());
+            }
+            let (report, received) = oneshot::channel();
+            let queued = services.enqueue(
+                subscriber,
+                QueuedEvent {
+                    topic: event.topic.to_owned(),
+                    payload: serde_json::Value::Object(payload).to_string().into_bytes(),
+                    report: Some(report),
+                },
+            );
+            if queued {
+                pending.push((subscriber.plugin.name.clone(), received));
+            } else {
+                reports.insert(subscriber.plugin.name.clone(), json!({ "state": "failed" }));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        for (name, received) in pending {
+            match tokio::time::timeout_at(deadline, received).await {
+                Ok(Ok(Some(report))) => {
+                    reports.insert(name, report);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) => {
+                    reports.insert(name, json!({ "state": "failed" }));
+                }
+                Err(_) => {
+                    reports.insert(name, json!({ "state": "pending" }));
+                }
+            }
+        }
+        reports
     }
 
     /// Two identity providers of one service provider must not claim the same login method,
@@ -673,8 +778,13 @@ impl Plugins {
         let _ = self.services.set(Arc::clone(&services));
         for (plugin, mut receiver) in queues {
             runtime.spawn(async move {
-                while let Some((topic, payload)) = receiver.recv().await {
-                    plugin.deliver(topic, payload).await;
+                while let Some(event) = receiver.recv().await {
+                    let delivered = plugin.deliver(event.topic, event.payload).await;
+                    // After a failure the sender is dropped unanswered: the publisher hears
+                    // "failed". The next event is delivered either way.
+                    if let (Ok(report), Some(sender)) = (delivered, event.report) {
+                        let _ = sender.send(report);
+                    }
                 }
             });
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_ffi::FutureExt as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 
 use super::Plugin;
@@ -28,8 +28,13 @@ const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Events waiting for one consumer; beyond this new events for it are dropped and counted.
 pub(super) const EVENT_QUEUE: usize = 1024;
 
-/// An event on its way to a consumer: topic and payload.
-pub(super) type QueuedEvent = (String, Vec<u8>);
+/// An event on its way to a consumer.
+pub(super) struct QueuedEvent {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Where the consumer's report goes, for events whose publisher waits for one.
+    pub report: Option<oneshot::Sender<Option<serde_json::Value>>>,
+}
 
 /// A consumer plugin and the queue its events wait in.
 pub(super) struct Subscriber {
@@ -435,22 +440,35 @@ impl Services {
     /// Queues an event for every subscriber of `topic`; returns (delivered, dropped).
     pub fn deliver(&self, topic: &str, payload: &[u8]) -> (u32, u32) {
         let (mut delivered, mut dropped) = (0u32, 0u32);
-        for subscriber in self.bus.get(topic).into_iter().flatten() {
-            if subscriber
-                .queue
-                .try_send((topic.to_owned(), payload.to_vec()))
-                .is_ok()
-            {
+        for subscriber in self.subscribers(topic) {
+            let event = QueuedEvent {
+                topic: topic.to_owned(),
+                payload: payload.to_vec(),
+                report: None,
+            };
+            if self.enqueue(subscriber, event) {
                 delivered += 1;
             } else {
                 dropped += 1;
-                self.metrics
-                    .events_dropped
-                    .with_label_values(&[&subscriber.plugin.name])
-                    .inc();
             }
         }
         (delivered, dropped)
+    }
+
+    pub fn subscribers(&self, topic: &str) -> impl Iterator<Item = &Subscriber> {
+        self.bus.get(topic).into_iter().flatten()
+    }
+
+    /// Queues one event for one subscriber; false (and counted) when its queue is full.
+    pub fn enqueue(&self, subscriber: &Subscriber, event: QueuedEvent) -> bool {
+        let queued = subscriber.queue.try_send(event).is_ok();
+        if !queued {
+            self.metrics
+                .events_dropped
+                .with_label_values(&[&subscriber.plugin.name])
+                .inc();
+        }
+        queued
     }
 
     async fn sleep(meta: &Buf) -> Result<Reply, Reply> {
