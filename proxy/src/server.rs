@@ -24,9 +24,9 @@ use crate::mail::{MailError, Mailer};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::provider::Providers;
-use crate::session::SessionPolicy;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::respond::{self, ErrorCode};
+use crate::session::SessionPolicy;
 use crate::upstream::UpstreamError;
 
 /// Why the gateway could not start. Each names the file or setting at fault.

@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod search;
 pub mod seed;
+pub mod srs;
 pub mod subscriptions;
 pub mod xml;
 pub mod xsp;

@@ -1,0 +1,659 @@
+//! `srs-login`: call-centre agents are logged in to the provider's Genesys Screen Recording
+//! Service (SRS) when they log in to the dialer, kept logged in while their session lives, and
+//! logged out (`EndContactCenterSession`) when their last session ends: by logout, expiry or a
+//! password change.
+//!
+//! The Client Login API (reference: `integrations.md` §3): every call carries the `Origin`
+//! SRS expects. A login is `POST /api/v2/me` with the agent's Basic credentials and the login
+//! configuration (`server`, `peer_server`, `place`, `devices`), asking for CSRF protection with
+//! `X-Support-CSRFP: True`. SRS answers a session cookie and the CSRF token, which every later
+//! POST carries. `GET /ping` on the cookie within every 60 seconds keeps the session; a 401 means
+//! SRS dropped it, and the agent is logged in again. SRS accepts no single sign-on, so the
+//! agent's password is kept, sealed by the host, for those logins.
+//!
+//! A recording-service failure never fails the dialer login: the login answer's report says
+//! what happened (`logged_in`, `failed` with a reason, or `pending` while the host waits no
+//! longer), and the worker retries with a growing delay.
+//!
+//! In `browser` mode SRS runs on the agent's own machine, reachable only from the agent's
+//! browser: the report gives the browser the configuration and the steps instead.
+
+mod config;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use xsigate_broadworks::{element_text, user_path};
+use xsigate_plugin_sdk::serde_json::{Value, json};
+use xsigate_plugin_sdk::{
+    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Host, HttpRequest, HttpResponse,
+    Level, Manifest, Plugin, XsiRequest,
+};
+
+pub use config::{AgentProfile, Config, Mode, ProviderSrs};
+
+const SESSION_STARTED: &str = "session.started";
+const SESSION_ENDED: &str = "session.ended";
+/// How often the worker looks for pings and retries that are due.
+const TICK: Duration = Duration::from_secs(1);
+/// Retries of a failed login wait this long, doubling up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How often each provider's SRS version is read again.
+const VERSION_EVERY: Duration = Duration::from_secs(600);
+/// The sealing context of kept passwords.
+const PASSWORD_CONTEXT: &str = "srs-login agent password";
+
+pub struct SrsLogin {
+    host: Host,
+    providers: HashMap<String, ProviderSrs>,
+    /// By uniqueId. Held only between awaits, never across one.
+    agents: Mutex<HashMap<String, Agent>>,
+    versions: Mutex<HashMap<String, (String, Instant)>>,
+    metrics: Metrics,
+}
+
+/// Agents' sealed passwords and SRS cookies stay out of logs: only counts are shown.
+impl std::fmt::Debug for SrsLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrsLogin")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("agents", &lock(&self.agents).len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Metrics {
+    logins: Counter,
+    logouts: Counter,
+    keep_alive_failures: Counter,
+    agents: Gauge,
+    version: Gauge,
+}
+
+/// An agent with a live dialer session on a provider that records.
+struct Agent {
+    provider: String,
+    user_id: String,
+    sealed_password: Vec<u8>,
+    profile: Option<AgentProfile>,
+    /// The SRS session, once logged in.
+    srs: Option<SrsSession>,
+    /// When the next ping (logged in) or login attempt (not) is due.
+    due: Instant,
+    retry_delay: Duration,
+    /// Bumped on every change made across an await, so a stale result is dropped.
+    generation: u64,
+}
+
+#[derive(Clone)]
+struct SrsSession {
+    cookie: String,
+    csrf: Option<String>,
+    rws: Rws,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rws {
+    Primary,
+    Peer,
+}
+
+impl Rws {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+/// Why a login to SRS did not succeed; the names are the report's and the metric's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginFailure {
+    /// SRS did not answer (down, unreachable, too slow).
+    Unreachable,
+    /// SRS refused the agent's credentials.
+    Rejected,
+    /// SRS could reach no Recording Web Services.
+    RwsUnavailable,
+    /// Anything else SRS answered.
+    Refused,
+}
+
+impl LoginFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Rejected => "rejected",
+            Self::RwsUnavailable => "rws_unavailable",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Started {
+    unique_id: String,
+    provider: String,
+    user_id: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct Ended {
+    unique_id: String,
+    last: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Plugin for SrsLogin {
+    type Config = Config;
+
+    fn init(host: Host, config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        host.subscribe(SESSION_STARTED)?;
+        host.subscribe(SESSION_ENDED)?;
+        let metrics = Metrics {
+            logins: host.counter(
+                "logins_total",
+                "Agent logins to the Screen Recording Service, by result",
+                &["provider", "result"],
+            )?,
+            logouts: host.counter(
+                "logouts_total",
+                "Agent logouts from the Screen Recording Service, by result",
+                &["provider", "result"],
+            )?,
+            keep_alive_failures: host.counter(
+                "keep_alive_failures_total",
+                "Pings the Screen Recording Service did not answer or refused",
+                &["provider"],
+            )?,
+            agents: host.gauge(
+                "agents",
+                "Agents logged in to the Screen Recording Service",
+                &["provider"],
+            )?,
+            version: host.gauge(
+                "version_info",
+                "The Screen Recording Service's version (1 for the version it last reported)",
+                &["provider", "version"],
+            )?,
+        };
+        for (id, srs) in &config.providers {
+            if srs.mode == Mode::Server {
+                for result in [
+                    "logged_in",
+                    "unreachable",
+                    "rejected",
+                    "rws_unavailable",
+                    "refused",
+                ] {
+                    metrics.logins.inc_by(&[id, result], 0.0);
+                }
+                for result in ["logged_out", "failed"] {
+                    metrics.logouts.inc_by(&[id, result], 0.0);
+                }
+                metrics.keep_alive_failures.inc_by(&[id], 0.0);
+                metrics.agents.set(&[id], 0.0);
+            }
+        }
+        Ok(Self {
+            host,
+            providers: config.providers.into_iter().collect(),
+            agents: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        // The agent's password: SRS takes nothing but Basic credentials.
+        Manifest {
+            session_credentials: true,
+            ..Manifest::default()
+        }
+    }
+}
+
+impl EventConsumer for SrsLogin {
+    async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
+        match event.topic.as_str() {
+            SESSION_STARTED => self.started(event.json()?).await,
+            SESSION_ENDED => {
+                self.ended(event.json()?).await;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl BackgroundWorker for SrsLogin {
+    async fn run(&self) -> Result<(), Error> {
+        loop {
+            self.host.sleep(TICK).await?;
+            self.read_versions().await;
+            let now = Instant::now();
+            let due: Vec<(String, u64)> = lock(&self.agents)
+                .iter()
+                .filter(|(_, agent)| agent.due <= now)
+                .map(|(id, agent)| (id.clone(), agent.generation))
+                .collect();
+            for (unique_id, generation) in due {
+                self.keep_up(&unique_id, generation).await;
+            }
+        }
+    }
+}
+
+impl SrsLogin {
+    fn srs(&self, provider: &str) -> Option<&ProviderSrs> {
+        self.providers.get(provider)
+    }
+
+    async fn started(&self, started: Started) -> Result<Option<Value>, Error> {
+        let Some(srs) = self.srs(&started.provider) else {
+            return Ok(None);
+        };
+        let existing = lock(&self.agents)
+            .get(&started.unique_id)
+            .map(|a| a.srs.is_some());
+        if existing == Some(true) {
+            // Another session of an agent already recorded: nothing more to do.
+            return Ok(Some(json!({ "state": "logged_in" })));
+        }
+        let profile = self
+            .profile(&started.provider, &started.user_id, &started.password)
+            .await;
+        if srs.mode == Mode::Browser {
+            return Ok(Some(browser_steps(srs, &started, profile.as_ref())));
+        }
+        let sealed = self
+            .host
+            .seal(PASSWORD_CONTEXT, started.password.as_bytes())
+            .await?;
+        let result = match &profile {
+            Some(profile) => {
+                self.log_in(srs, &started.provider, profile, &started.password)
+                    .await
+            }
+            None => Err(LoginFailure::Unreachable),
+        };
+        let report = match &result {
+            Ok(session) => json!({ "state": "logged_in", "rws": session.rws.as_str() }),
+            Err(failure) => {
+                json!({ "state": "failed", "reason": failure.as_str(), "retrying": true })
+            }
+        };
+        let now = Instant::now();
+        let mut agents = lock(&self.agents);
+        let agent = agents.entry(started.unique_id).or_insert_with(|| Agent {
+            provider: started.provider.clone(),
+            user_id: started.user_id.clone(),
+            sealed_password: Vec::new(),
+            profile: None,
+            srs: None,
+            due: now,
+            retry_delay: RETRY_FIRST,
+            generation: 0,
+        });
+        agent.sealed_password = sealed;
+        agent.profile = profile;
+        agent.generation += 1;
+        match result {
+            Ok(session) => {
+                agent.srs = Some(session);
+                agent.due = now + srs.keep_alive();
+                agent.retry_delay = RETRY_FIRST;
+            }
+            Err(_) => {
+                agent.due = now + agent.retry_delay;
+                agent.retry_delay = (agent.retry_delay * 2).min(RETRY_MAX);
+            }
+        }
+        drop(agents);
+        self.count_agents(&started.provider);
+        Ok(Some(report))
+    }
+
+    async fn ended(&self, ended: Ended) {
+        if !ended.last {
+            return;
+        }
+        let Some(agent) = lock(&self.agents).remove(&ended.unique_id) else {
+            return;
+        };
+        let Some(srs) = self.srs(&agent.provider) else {
+            return;
+        };
+        if let Some(session) = &agent.srs {
+            let result = self.log_out(srs, session).await;
+            let label = if result.is_ok() {
+                "logged_out"
+            } else {
+                "failed"
+            };
+            self.metrics.logouts.inc(&[&agent.provider, label]);
+            if let Err(failure) = result {
+                self.host.log_fields(
+                    Level::Warn,
+                    "screen recording logout failed",
+                    &[("provider", &agent.provider), ("reason", failure.as_str())],
+                );
+            }
+        }
+        self.count_agents(&agent.provider);
+    }
+
+    /// Pings a logged-in agent's session, or retries the login of one that is not.
+    async fn keep_up(&self, unique_id: &str, generation: u64) {
+        let Some((provider, user_id, sealed, profile, session)) =
+            lock(&self.agents).get(unique_id).map(|a| {
+                (
+                    a.provider.clone(),
+                    a.user_id.clone(),
+                    a.sealed_password.clone(),
+                    a.profile.clone(),
+                    a.srs.clone(),
+                )
+            })
+        else {
+            return;
+        };
+        let Some(srs) = self.srs(&provider) else {
+            return;
+        };
+        if let Some(session) = &session {
+            match self.ping(srs, session).await {
+                Ok(true) => {
+                    self.update(unique_id, generation, |agent| {
+                        agent.due = Instant::now() + srs.keep_alive();
+                    });
+                    return;
+                }
+                // SRS dropped the session: log in again below, now.
+                Ok(false) => {}
+                // Unanswered: try again soon, on the same session.
+                Err(_) => {
+                    self.metrics.keep_alive_failures.inc(&[&provider]);
+                    self.update(unique_id, generation, |agent| {
+                        agent.due = Instant::now() + RETRY_FIRST;
+                    });
+                    return;
+                }
+            }
+            self.metrics.keep_alive_failures.inc(&[&provider]);
+        }
+        let password = match self.host.open(PASSWORD_CONTEXT, &sealed).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => return,
+        };
+        let profile = match profile {
+            Some(profile) => Some(profile),
+            None => self.profile(&provider, &user_id, &password).await,
+        };
+        let result = match &profile {
+            Some(profile) => self.log_in(srs, &provider, profile, &password).await,
+            None => Err(LoginFailure::Unreachable),
+        };
+        self.update(unique_id, generation, |agent| {
+            agent.profile = profile;
+            let now = Instant::now();
+            match result {
+                Ok(session) => {
+                    agent.srs = Some(session);
+                    agent.due = now + srs.keep_alive();
+                    agent.retry_delay = RETRY_FIRST;
+                }
+                Err(_) => {
+                    agent.srs = None;
+                    agent.due = now + agent.retry_delay;
+                    agent.retry_delay = (agent.retry_delay * 2).min(RETRY_MAX);
+                }
+            }
+        });
+        self.count_agents(&provider);
+    }
+
+    /// Applies a change to an agent unless the agent changed (logged out, logged in afresh)
+    /// while the result was awaited.
+    fn update(&self, unique_id: &str, generation: u64, change: impl FnOnce(&mut Agent)) {
+        if let Some(agent) = lock(&self.agents)
+            .get_mut(unique_id)
+            .filter(|a| a.generation == generation)
+        {
+            change(agent);
+            agent.generation += 1;
+        }
+    }
+
+    fn count_agents(&self, provider: &str) {
+        let count = lock(&self.agents)
+            .values()
+            .filter(|a| a.provider == provider && a.srs.is_some())
+            .count();
+        self.metrics.agents.set(&[provider], count as f64);
+    }
+
+    /// The agent's number and extension, from the profile the agent may read.
+    async fn profile(&self, provider: &str, user_id: &str, password: &str) -> Option<AgentProfile> {
+        let request =
+            XsiRequest::get(provider, &user_path(user_id, "profile")).user(user_id, password);
+        let response = self.host.xsi(request).await.ok()?;
+        if response.status != 200 {
+            return None;
+        }
+        Some(AgentProfile {
+            user_id: user_id.to_owned(),
+            number: element_text(&response.body, "number"),
+            extension: element_text(&response.body, "extension"),
+        })
+    }
+
+    /// Logs the agent in with its configuration; when SRS cannot reach the primary Recording Web
+    /// Services, once more with the peer data centre first.
+    async fn log_in(
+        &self,
+        srs: &ProviderSrs,
+        provider: &str,
+        profile: &AgentProfile,
+        password: &str,
+    ) -> Result<SrsSession, LoginFailure> {
+        let mut result = self.log_in_to(srs, profile, password, Rws::Primary).await;
+        if result.as_ref().err() == Some(&LoginFailure::RwsUnavailable) && srs.peer_server.is_some()
+        {
+            result = self.log_in_to(srs, profile, password, Rws::Peer).await;
+        }
+        let label = match &result {
+            Ok(_) => "logged_in",
+            Err(failure) => failure.as_str(),
+        };
+        self.metrics.logins.inc(&[provider, label]);
+        if let Err(failure) = &result {
+            self.host.log_fields(
+                Level::Warn,
+                "screen recording login failed",
+                &[("provider", provider), ("reason", failure.as_str())],
+            );
+        }
+        result
+    }
+
+    async fn log_in_to(
+        &self,
+        srs: &ProviderSrs,
+        profile: &AgentProfile,
+        password: &str,
+        rws: Rws,
+    ) -> Result<SrsSession, LoginFailure> {
+        let configuration = srs.login_configuration(profile, rws == Rws::Peer);
+        let credentials = format!("{}:{password}", srs.login_name(&profile.user_id));
+        let mut request = self
+            .request(srs, "POST", "/api/v2/me")
+            .header(
+                "authorization",
+                &format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                ),
+            )
+            .json(&configuration)
+            .map_err(|_| LoginFailure::Refused)?;
+        if srs.csrf {
+            request = request.header("x-support-csrfp", "True");
+        }
+        let response = self
+            .host
+            .http(request)
+            .await
+            .map_err(|_| LoginFailure::Unreachable)?;
+        match response.status {
+            200..=299 => {}
+            401 | 403 => return Err(LoginFailure::Rejected),
+            502..=504 => return Err(LoginFailure::RwsUnavailable),
+            _ => return Err(LoginFailure::Refused),
+        }
+        let cookie = cookies(&response).ok_or(LoginFailure::Refused)?;
+        Ok(SrsSession {
+            cookie,
+            csrf: srs
+                .csrf
+                .then(|| response.header("x-csrf-token").map(str::to_owned))
+                .flatten(),
+            rws,
+        })
+    }
+
+    /// Whether SRS still holds the session; `Err` when it did not answer.
+    async fn ping(&self, srs: &ProviderSrs, session: &SrsSession) -> Result<bool, ()> {
+        let request = self
+            .request(srs, "GET", "/ping")
+            .header("cookie", &session.cookie);
+        let response = self.host.http(request).await.map_err(|_| ())?;
+        match response.status {
+            200..=299 => Ok(true),
+            401 | 403 => Ok(false),
+            _ => Err(()),
+        }
+    }
+
+    async fn log_out(&self, srs: &ProviderSrs, session: &SrsSession) -> Result<(), LoginFailure> {
+        let mut request = self
+            .request(srs, "POST", "/api/v2/me")
+            .header("cookie", &session.cookie)
+            .json(&json!({ "operationName": "EndContactCenterSession" }))
+            .map_err(|_| LoginFailure::Refused)?;
+        if let Some(token) = &session.csrf {
+            request = request.header("x-csrf-token", token);
+        }
+        let response = self
+            .host
+            .http(request)
+            .await
+            .map_err(|_| LoginFailure::Unreachable)?;
+        match response.status {
+            200..=299 => Ok(()),
+            // The session is already gone: the agent is logged out either way.
+            401 => Ok(()),
+            _ => Err(LoginFailure::Refused),
+        }
+    }
+
+    /// Reads each server-mode provider's SRS version, now and then, into the version metric.
+    async fn read_versions(&self) {
+        for (id, srs) in self
+            .providers
+            .iter()
+            .filter(|(_, s)| s.mode == Mode::Server)
+        {
+            let fresh = lock(&self.versions)
+                .get(id)
+                .is_some_and(|(_, at)| at.elapsed() < VERSION_EVERY);
+            if fresh {
+                continue;
+            }
+            let Ok(response) = self.host.http(self.request(srs, "GET", "/version")).await else {
+                continue;
+            };
+            let version = response
+                .json::<Value>()
+                .ok()
+                .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+            let Some(version) = version.filter(|v| response.is_success() && v.len() <= 64) else {
+                continue;
+            };
+            let previous =
+                lock(&self.versions).insert(id.clone(), (version.clone(), Instant::now()));
+            if let Some((old, _)) = previous.filter(|(old, _)| *old != version) {
+                self.metrics.version.set(&[id, &old], 0.0);
+            }
+            self.metrics.version.set(&[id, &version], 1.0);
+        }
+    }
+
+    fn request(&self, srs: &ProviderSrs, method: &str, path: &str) -> HttpRequest {
+        HttpRequest::new(method, &format!("{}{path}", srs.url.trim_end_matches('/')))
+            .header("origin", &srs.origin)
+            .timeout(srs.timeout())
+    }
+}
+
+/// The `name=value` pairs of every cookie SRS set, as one `Cookie` header.
+fn cookies(response: &HttpResponse) -> Option<String> {
+    let pairs: Vec<&str> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, value)| value.split(';').next())
+        .map(str::trim)
+        .filter(|pair| pair.contains('='))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
+/// What the agent's browser needs to log in to the SRS on its own machine: the login
+/// configuration and the calls to make, in order. The password is the one the agent just typed;
+/// it is never sent back.
+fn browser_steps(srs: &ProviderSrs, started: &Started, profile: Option<&AgentProfile>) -> Value {
+    let fallback = AgentProfile {
+        user_id: started.user_id.clone(),
+        number: None,
+        extension: None,
+    };
+    let configuration = srs.login_configuration(profile.unwrap_or(&fallback), false);
+    json!({
+        "state": "browser",
+        "srs_url": srs.url,
+        "login_name": srs.login_name(&started.user_id),
+        "configuration": configuration,
+        "keep_alive_seconds": srs.keep_alive_seconds,
+        "steps": [
+            { "method": "OPTIONS", "path": "/api/v2/me" },
+            {
+                "method": "POST",
+                "path": "/api/v2/me",
+                "headers": { "Authorization": "Basic <login_name:password>", "X-Support-CSRFP": "True" },
+                "body": "configuration",
+                "keep": ["session cookie", "X-CSRF-TOKEN"],
+            },
+            { "method": "GET", "path": "/ping", "every_seconds": srs.keep_alive_seconds },
+            {
+                "method": "POST",
+                "path": "/api/v2/me",
+                "headers": { "X-CSRF-Token": "<X-CSRF-TOKEN>" },
+                "body": { "operationName": "EndContactCenterSession" },
+                "when": "logout",
+            },
+        ],
+    })
+}
+
+xsigate_plugin_sdk::export_plugin!(SrsLogin => EventConsumer, BackgroundWorker);
