@@ -494,6 +494,26 @@ impl SrsLogin {
         password: &str,
         rws: Rws,
     ) -> Result<SrsSession, LoginFailure> {
+        // The preflight a browser would make: SRS answers it only for the origin it expects,
+        // so a misconfigured origin shows here, before any credential is sent.
+        let mut headers = "authorization, content-type".to_owned();
+        if srs.csrf {
+            headers.push_str(", x-support-csrfp");
+        }
+        let preflight = self
+            .request(srs, "OPTIONS", "/api/v2/me")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", &headers);
+        let allowed = self
+            .host
+            .http(preflight)
+            .await
+            .map_err(|_| LoginFailure::Unreachable)?;
+        if !allowed.is_success()
+            || allowed.header("access-control-allow-origin") != Some(&srs.origin)
+        {
+            return Err(LoginFailure::Refused);
+        }
         let configuration = srs.login_configuration(profile, rws == Rws::Peer);
         let credentials = format!("{}:{password}", srs.login_name(&profile.user_id));
         let mut request = self
