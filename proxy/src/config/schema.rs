@@ -208,8 +208,6 @@ pub struct ProviderConfig {
     pub applets: BTreeMap<String, AppletConfig>,
     pub master: Option<MasterCredentials>,
     pub events: Option<EventsConfig>,
-    /// Genesys Screen Recording settings; validated by the `srs-login` plugin that reads them.
-    pub srs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Firebase settings; validated by the `firebase-sync` plugin that reads them.
     pub firebase: Option<serde_json::Map<String, serde_json::Value>>,
     /// Where this provider's password-reset mail is sent from.
