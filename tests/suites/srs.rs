@@ -203,7 +203,7 @@ async fn agents_log_in_with_configuration_stay_alive_and_log_out_on_their_cookie
     assert_eq!(logout.status, 200);
 
     // SRS requires the CSRF token it issued on every POST of a session that opted in.
-    let direct = reqwest::Client::new();
+    let direct = client();
     let opened = direct
         .get(format!("{}/api/v2/me", srs.url()))
         .header("origin", DESKTOP)
