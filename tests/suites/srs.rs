@@ -30,13 +30,13 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
         .unwrap()
 }
 
-/// An SRS stand-in that knows the agent, with a 3-second keep-alive period.
+/// An SRS stand-in that knows the agent, with a 4-second keep-alive period.
 async fn srs() -> Arc<Srs> {
     Srs::start(
         SrsSettings {
             origin: DESKTOP.to_owned(),
             agents: HashMap::from([(AGENT.to_owned(), PASSWORD.to_owned())]),
-            keep_alive: Duration::from_secs(3),
+            keep_alive: Duration::from_secs(4),
             version: "8.5.500.07".to_owned(),
         },
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -172,8 +172,8 @@ async fn agents_log_in_with_configuration_stay_alive_and_log_out_on_their_cookie
         "every call carries the expected Origin: {requests:?}"
     );
 
-    // Pinged every second on its cookie, the session outlives SRS's 3-second keep-alive limit.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Pinged every second on its cookie, the session outlives SRS's 4-second keep-alive limit.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let session = wait_session(&srs, "kept alive", |s| s.active && s.pings >= 3).await;
     assert!(!session.ended);
     let pings: Vec<_> = srs
@@ -268,7 +268,7 @@ async fn a_dropped_session_is_logged_in_again_and_a_second_dialer_session_keeps_
     // An outage longer than the keep-alive period: SRS drops the session and answers its
     // next ping with 401, and the agent is logged in again.
     srs.stop();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     srs.restart().await.unwrap();
     wait_session(&srs, "logged in again", |s| s.active && s.pings >= 1).await;
     let sessions = srs.sessions();
