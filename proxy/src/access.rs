@@ -617,8 +617,9 @@ impl Access {
         })
     }
 
-    /// Counts live sessions every 30 s, and every 5 minutes deletes expired sessions, reset
-    /// tokens and failure counts; runs for the life of the process.
+    /// Ends expired sessions (telling their plugins) every `Sessions::sweep_interval`, counts
+    /// live sessions every 30 s, and every 5 minutes deletes expired reset tokens and failure
+    /// counts; runs for the life of the process.
     pub async fn sweep(self: Arc<Self>) {
         let every = self.sessions.sweep_interval();
         let mut interval = tokio::time::interval(every);

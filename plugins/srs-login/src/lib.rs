@@ -89,6 +89,25 @@ struct Agent {
     generation: u64,
 }
 
+impl Agent {
+    /// Takes a login's outcome: ping from now on, or try again after a growing delay.
+    fn settle(&mut self, result: Result<SrsSession, LoginFailure>, srs: &ProviderSrs) {
+        let now = Instant::now();
+        match result {
+            Ok(session) => {
+                self.srs = Some(session);
+                self.due = now + srs.keep_alive();
+                self.retry_delay = RETRY_FIRST;
+            }
+            Err(_) => {
+                self.srs = None;
+                self.due = now + self.retry_delay;
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct SrsSession {
     cookie: String,
@@ -280,6 +299,27 @@ impl SrsLogin {
             .host
             .seal(PASSWORD_CONTEXT, started.password.as_bytes())
             .await?;
+        // The agent is known before SRS is called: should this hook be cut short (its time
+        // limit, a slow SRS), the worker retries the login.
+        let generation = {
+            let mut agents = lock(&self.agents);
+            let agent = agents
+                .entry(started.unique_id.clone())
+                .or_insert_with(|| Agent {
+                    provider: started.provider.clone(),
+                    user_id: started.user_id.clone(),
+                    sealed_password: Vec::new(),
+                    profile: None,
+                    srs: None,
+                    due: Instant::now() + RETRY_FIRST,
+                    retry_delay: RETRY_FIRST,
+                    generation: 0,
+                });
+            agent.sealed_password = sealed;
+            agent.profile.clone_from(&profile);
+            agent.generation += 1;
+            agent.generation
+        };
         let result = match &profile {
             Some(profile) => {
                 self.log_in(srs, &started.provider, profile, &started.password)
@@ -293,33 +333,9 @@ impl SrsLogin {
                 json!({ "state": "failed", "reason": failure.as_str(), "retrying": true })
             }
         };
-        let now = Instant::now();
-        let mut agents = lock(&self.agents);
-        let agent = agents.entry(started.unique_id).or_insert_with(|| Agent {
-            provider: started.provider.clone(),
-            user_id: started.user_id.clone(),
-            sealed_password: Vec::new(),
-            profile: None,
-            srs: None,
-            due: now,
-            retry_delay: RETRY_FIRST,
-            generation: 0,
+        self.update(&started.unique_id, generation, |agent| {
+            agent.settle(result, srs);
         });
-        agent.sealed_password = sealed;
-        agent.profile = profile;
-        agent.generation += 1;
-        match result {
-            Ok(session) => {
-                agent.srs = Some(session);
-                agent.due = now + srs.keep_alive();
-                agent.retry_delay = RETRY_FIRST;
-            }
-            Err(_) => {
-                agent.due = now + agent.retry_delay;
-                agent.retry_delay = (agent.retry_delay * 2).min(RETRY_MAX);
-            }
-        }
-        drop(agents);
         self.count_agents(&started.provider);
         Ok(Some(report))
     }
@@ -406,19 +422,7 @@ impl SrsLogin {
         };
         self.update(unique_id, generation, |agent| {
             agent.profile = profile;
-            let now = Instant::now();
-            match result {
-                Ok(session) => {
-                    agent.srs = Some(session);
-                    agent.due = now + srs.keep_alive();
-                    agent.retry_delay = RETRY_FIRST;
-                }
-                Err(_) => {
-                    agent.srs = None;
-                    agent.due = now + agent.retry_delay;
-                    agent.retry_delay = (agent.retry_delay * 2).min(RETRY_MAX);
-                }
-            }
+            agent.settle(result, srs);
         });
         self.count_agents(&provider);
     }
