@@ -362,14 +362,23 @@ impl Access {
         }
     }
 
-    /// Keeps, on the host runtime, the XSP state the filters of a proxied request changed.
-    pub fn keep_xsp_state(self: &Arc<Self>, bound: BoundSession) {
-        let this = Arc::clone(self);
-        self.host.runtime.spawn(async move {
-            if let Err(e) = this.sessions.keep_xsp_state(&bound).await {
-                tracing::warn!(provider = %bound.session.provider, error = %e, "keeping a session's XSP cookie failed");
+    /// Keeps the XSP state the filters of a proxied request changed: in the session cache at
+    /// once (the client's next request may follow immediately), in the store on the host
+    /// runtime.
+    pub fn keep_xsp_state(&self, bound: &BoundSession) {
+        let provider = bound.session.provider.clone();
+        match self.sessions.keep_xsp_state(bound) {
+            Ok(write) => {
+                self.host.runtime.spawn(async move {
+                    if let Err(e) = write.await {
+                        tracing::warn!(provider = %provider, error = %e, "storing a session's XSP cookie failed");
+                    }
+                });
             }
-        });
+            Err(e) => {
+                tracing::warn!(provider = %provider, error = %e, "keeping a session's XSP cookie failed");
+            }
+        }
     }
 
     pub async fn serve(self: &Arc<Self>, request: AccessRequest) -> AccessReply {

@@ -818,7 +818,7 @@ impl ProxyHttp for Gateway {
                         .is_some_and(|p| p.xsps.index_of(name).is_some())
                 });
                 if valid_xsp {
-                    self.access.keep_xsp_state(bound.snapshot());
+                    self.access.keep_xsp_state(bound);
                 }
             }
         }

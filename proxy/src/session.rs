@@ -130,17 +130,6 @@ pub struct BoundSession {
 }
 
 impl BoundSession {
-    /// What [`Sessions::keep_xsp_state`] needs, detached from the request.
-    pub fn snapshot(&self) -> Self {
-        Self {
-            session: Arc::clone(&self.session),
-            app: self.app,
-            xsp: self.xsp.clone(),
-            xsp_cookie: self.xsp_cookie.clone(),
-            changed: self.changed,
-        }
-    }
-
     pub fn new(session: Arc<Session>, app: Option<XsiApp>) -> Self {
         let xsp = session.xsp.clone();
         let xsp_cookie = app.and_then(|app| session.secrets.xsp_cookies.get(app.as_str()).cloned());
@@ -364,8 +353,12 @@ impl Sessions {
     }
 
     /// Keeps what the filters of a proxied request changed: the session's XSP and its cookie
-    /// for the request's XSI application.
-    pub async fn keep_xsp_state(&self, bound: &BoundSession) -> Result<(), SessionError> {
+    /// for the request's XSI application. The cache has it when this returns, so the client's
+    /// next request rides on the new cookie; the store has it once the returned write is done.
+    pub fn keep_xsp_state(
+        &self,
+        bound: &BoundSession,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, SessionError> {
         let old = &bound.session;
         // Another request may have changed the session since this one read it.
         let current = self
@@ -385,16 +378,20 @@ impl Sessions {
         let sealed = self
             .key
             .seal(&context(&old.user_id, &old.token_hash), &plain)?;
-        self.store
-            .session_update(&old.token_hash, bound.xsp.as_deref(), &sealed)
-            .await?;
         let updated = Session {
             xsp: bound.xsp.clone(),
             secrets,
             ..(*current).clone()
         };
         self.remember(old.token_hash.clone(), Arc::new(updated));
-        Ok(())
+        let store = Arc::clone(&self.store);
+        let token_hash = old.token_hash.clone();
+        let xsp = bound.xsp.clone();
+        Ok(async move {
+            store
+                .session_update(&token_hash, xsp.as_deref(), &sealed)
+                .await
+        })
     }
 
     /// Ends every session of a user (their password changed); returns how many.
