@@ -73,7 +73,7 @@ pub struct Fault {
     pub stale_session_status: Option<u16>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking handler cannot leave these maps half-updated, so a poisoned lock is still usable.
     mutex
         .lock()

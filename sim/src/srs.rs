@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::http::{self, Body};
+use crate::lock;
 use crate::xsp::basic_credentials;
 
 /// The session cookie's name.
@@ -114,12 +115,6 @@ pub struct Srs {
     addr: SocketAddr,
     state: Mutex<State>,
     task: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Srs {

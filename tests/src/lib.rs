@@ -128,6 +128,12 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// `Authorization: Basic …` for `user:password`.
+/// The `name=value` part of a response's first `Set-Cookie`.
+pub fn set_cookie_pair(response: &reqwest::Response) -> String {
+    let value = response.headers()["set-cookie"].to_str().unwrap();
+    value.split(';').next().unwrap().to_owned()
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(

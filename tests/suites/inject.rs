@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xsi_sim::xsp::AuthKind;
-use xsigate_tests::{Gateway, Upstream, client, plugin_library, provider_for_simulator};
+use xsigate_tests::{
+    Gateway, Upstream, client, plugin_library, provider_for_simulator, set_cookie_pair,
+};
 
 const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
 const DIALER: &str = "https://dialer.acme.example";
@@ -67,13 +69,7 @@ async fn log_in(gateway: &Gateway, user: &str, password: &str) -> Browser {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "login of {user}");
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = set_cookie_pair(&response);
     let body: Value = response.json().await.unwrap();
     Browser {
         user: user.to_owned(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use xsi_sim::srs::{Srs, SrsFault, SrsSession, SrsSettings};
-use xsigate_tests::{Gateway, client, plugin_library, provider_for_simulator};
+use xsigate_tests::{Gateway, client, plugin_library, provider_for_simulator, set_cookie_pair};
 
 const DESKTOP: &str = "https://desktop.acme.example";
 const RWS1: &str = "https://rws1.acme.example";
@@ -83,13 +83,7 @@ async fn log_in(gateway: &Gateway) -> Login {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = set_cookie_pair(&response);
     let answer: Value = response.json().await.unwrap();
     // The report waits a bounded time for the recording service, never longer.
     assert!(started.elapsed() < Duration::from_secs(6), "{answer}");
@@ -218,8 +212,7 @@ async fn agents_log_in_with_configuration_stay_alive_and_log_out_on_their_cookie
         .to_str()
         .unwrap()
         .to_owned();
-    let cookie = opened.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let cookie = set_cookie_pair(&opened);
     let end = |token: Option<&str>| {
         let mut request = direct
             .post(format!("{}/api/v2/me", srs.url()))

@@ -508,11 +508,7 @@ impl SrsLogin {
             .request(srs, "OPTIONS", "/api/v2/me")
             .header("access-control-request-method", "POST")
             .header("access-control-request-headers", &headers);
-        let allowed = self
-            .host
-            .http(preflight)
-            .await
-            .map_err(|_| LoginFailure::Unreachable)?;
+        let allowed = self.send(preflight).await?;
         if !allowed.is_success()
             || allowed.header("access-control-allow-origin") != Some(&srs.origin)
         {
@@ -534,11 +530,7 @@ impl SrsLogin {
         if srs.csrf {
             request = request.header("x-support-csrfp", "True");
         }
-        let response = self
-            .host
-            .http(request)
-            .await
-            .map_err(|_| LoginFailure::Unreachable)?;
+        let response = self.send(request).await?;
         match response.status {
             200..=299 => {}
             401 | 403 => return Err(LoginFailure::Rejected),
@@ -557,16 +549,23 @@ impl SrsLogin {
     }
 
     /// Whether SRS still holds the session; `Err` when it did not answer.
-    async fn ping(&self, srs: &ProviderSrs, session: &SrsSession) -> Result<bool, ()> {
+    async fn ping(&self, srs: &ProviderSrs, session: &SrsSession) -> Result<bool, LoginFailure> {
         let request = self
             .request(srs, "GET", "/ping")
             .header("cookie", &session.cookie);
-        let response = self.host.http(request).await.map_err(|_| ())?;
-        match response.status {
+        match self.send(request).await?.status {
             200..=299 => Ok(true),
             401 | 403 => Ok(false),
-            _ => Err(()),
+            _ => Err(LoginFailure::Unreachable),
         }
+    }
+
+    /// Sends a call to SRS; no answer in time is `Unreachable`.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, LoginFailure> {
+        self.host
+            .http(request)
+            .await
+            .map_err(|_| LoginFailure::Unreachable)
     }
 
     async fn log_out(&self, srs: &ProviderSrs, session: &SrsSession) -> Result<(), LoginFailure> {
@@ -578,11 +577,7 @@ impl SrsLogin {
         if let Some(token) = &session.csrf {
             request = request.header("x-csrf-token", token);
         }
-        let response = self
-            .host
-            .http(request)
-            .await
-            .map_err(|_| LoginFailure::Unreachable)?;
+        let response = self.send(request).await?;
         match response.status {
             200..=299 => Ok(()),
             // The session is already gone: the agent is logged out either way.

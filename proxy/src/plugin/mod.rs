@@ -604,14 +604,6 @@ impl Plugins {
         Ok(plugins)
     }
 
-    /// Publishes an event of the host's own to every plugin subscribed to `topic`. Before the
-    /// plugins started, or without subscribers, it reaches nobody.
-    pub fn publish(&self, topic: &str, payload: &serde_json::Value) {
-        if let Some(services) = self.services.get() {
-            services.deliver(topic, payload.to_string().as_bytes());
-        }
-    }
-
     /// Publishes a login session's start or end to the plugins of the session's provider that
     /// subscribed to the topic, and waits up to `wait` for their reports.
     ///
