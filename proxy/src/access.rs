@@ -897,6 +897,7 @@ impl Access {
                 credentials: Some((&master.user, master.password.expose())),
                 pin: None,
                 timeout: XSI_TIMEOUT,
+                stream: false,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -982,6 +983,7 @@ impl Access {
                 credentials: Some((&master.user, master.password.expose())),
                 pin: None,
                 timeout: XSI_TIMEOUT,
+                stream: false,
             })
             .await
             .map_err(|e| {

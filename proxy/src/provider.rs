@@ -57,13 +57,18 @@ pub struct XsiCall<'a> {
     pub credentials: Option<(&'a str, &'a str)>,
     /// Only this XSP (an index into `xsps`), without failover.
     pub pin: Option<usize>,
+    /// For the whole exchange; for a stream, for the response head only (its body stays open).
     pub timeout: std::time::Duration,
+    /// The response body is a long-lived stream (an XSI-Events channel).
+    pub stream: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum XsiCallError {
     #[error("no XSP of the provider could be reached")]
     Unreachable,
+    #[error("the XSP sent no response head in time")]
+    HeadTimeout,
     #[error("cannot build the provider's XSI client: {0}")]
     Client(String),
     /// The request reached an XSP and failed there (a timeout, a broken answer). Its message
@@ -115,15 +120,26 @@ impl Provider {
             tried.add(index);
             let mut builder = client
                 .request(call.method.clone(), xsp.url(call.path))
-                .headers(call.headers.clone())
-                .timeout(call.timeout);
+                .headers(call.headers.clone());
+            if !call.stream {
+                builder = builder.timeout(call.timeout);
+            }
             if let Some((user, password)) = call.credentials {
                 builder = builder.basic_auth(user, Some(password));
             }
             if !call.body.is_empty() {
                 builder = builder.body(call.body.clone());
             }
-            match builder.send().await {
+            // A stream's body outlives any whole-exchange timeout: only its head is bounded.
+            let sent = if call.stream {
+                match tokio::time::timeout(call.timeout, builder.send()).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Err(XsiCallError::HeadTimeout),
+                }
+            } else {
+                builder.send().await
+            };
+            match sent {
                 Ok(response) => {
                     xsp.health.record_response();
                     return Ok((response, xsp));

@@ -209,6 +209,16 @@ pub mod op {
     /// An XSI request to one of a provider's XSPs, chosen (or pinned) by the host, with the
     /// user's or the provider's master credentials attached by the host.
     pub const XSI: u32 = 11;
+    /// An XSI request whose response body is a long-lived stream (an XSI-Events channel): as
+    /// [`XSI`], but a 2xx answer's body is left open for [`STREAM_READ`] and its reply `meta`
+    /// carries a `stream` handle.
+    pub const XSI_STREAM: u32 = 12;
+    /// The next bytes of an open stream, waiting at most `wait_ms`; `meta.end` is true once the
+    /// stream has ended (the handle is then gone).
+    pub const STREAM_READ: u32 = 13;
+    /// Closes an open stream. Performed before the call returns, so the returned future may be
+    /// dropped at once (as a stream's `Drop` does).
+    pub const STREAM_CLOSE: u32 = 14;
 }
 
 /// The `code` of a [`Reply`].

@@ -109,22 +109,35 @@ impl Host {
     /// plugin never learns an XSP address or the master password. The provider must list this
     /// plugin in its `plugins`.
     pub async fn xsi(self, request: XsiRequest) -> Result<XsiResponse, Error> {
-        let meta = json!({
-            "provider": request.provider,
-            "method": request.method,
-            "path": request.path,
-            "headers": request.headers,
-            "credentials": request.credentials,
-            "xsp": request.xsp,
-            "timeout_ms": request.timeout.map(millis),
-        });
-        let (meta, body) = self.call(abi::op::XSI, &meta, request.body).await?;
+        let (meta, body) = self
+            .call(abi::op::XSI, &request.meta(), request.body)
+            .await?;
         let head: XsiHead = serde_json::from_slice(meta.as_slice())?;
         Ok(XsiResponse {
             status: head.status,
             headers: head.headers,
             body: body.to_vec(),
             xsp: head.xsp,
+        })
+    }
+
+    /// Sends an XSI request whose answer is a long-lived stream, such as the
+    /// `POST /com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel` that opens an
+    /// XSI-Events channel. The XSP is chosen as for [`Host::xsi`]; the request's timeout bounds
+    /// only the wait for the response head. A 2xx answer's body stays open for
+    /// [`XsiStream::read`]; any other answer's body is read whole and comes as the first read.
+    pub async fn xsi_stream(self, request: XsiRequest) -> Result<XsiStream, Error> {
+        let (meta, body) = self
+            .call(abi::op::XSI_STREAM, &request.meta(), request.body)
+            .await?;
+        let head: XsiHead = serde_json::from_slice(meta.as_slice())?;
+        Ok(XsiStream {
+            host: self,
+            status: head.status,
+            headers: head.headers,
+            xsp: head.xsp,
+            handle: head.stream,
+            rest: Some(body.to_vec()).filter(|b| !b.is_empty()),
         })
     }
 
@@ -427,6 +440,9 @@ struct XsiHead {
     #[serde(default)]
     headers: Vec<(String, String)>,
     xsp: String,
+    /// The handle of an open stream ([`abi::op::XSI_STREAM`] with a 2xx answer).
+    #[serde(default)]
+    stream: Option<u64>,
 }
 
 /// Whose credentials the host attaches to an [`XsiRequest`].
@@ -466,6 +482,18 @@ pub struct XsiRequest {
 }
 
 impl XsiRequest {
+    fn meta(&self) -> Value {
+        json!({
+            "provider": self.provider,
+            "method": self.method,
+            "path": self.path,
+            "headers": self.headers,
+            "credentials": self.credentials,
+            "xsp": self.xsp,
+            "timeout_ms": self.timeout.map(millis),
+        })
+    }
+
     /// `path` is the XSI path and query, e.g. `/com.broadsoft.xsi-actions/v2.0/user/<id>/profile`.
     pub fn new(provider: &str, method: &str, path: &str) -> Self {
         Self {
@@ -540,6 +568,108 @@ impl XsiResponse {
 
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+}
+
+/// An XSI answer whose body is read as it arrives ([`Host::xsi_stream`]). Dropping it closes
+/// the connection.
+pub struct XsiStream {
+    host: Host,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The XSP holding the stream: commands about it must be pinned there.
+    pub xsp: String,
+    handle: Option<u64>,
+    /// A non-2xx answer's whole body, not yet read.
+    rest: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for XsiStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XsiStream")
+            .field("status", &self.status)
+            .field("xsp", &self.xsp)
+            .field("open", &self.handle.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one [`XsiStream::read`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRead {
+    /// Bytes, in order: one or more chunks, which need not end on a document boundary.
+    Data(Vec<u8>),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// The stream has ended.
+    End,
+}
+
+impl XsiStream {
+    /// The first value of a header (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Waits at most `wait` for more of the body. Await every read to its end: a read dropped
+    /// half-way may lose the bytes it had taken.
+    pub async fn read(&mut self, wait: Duration) -> Result<StreamRead, Error> {
+        if let Some(rest) = self.rest.take() {
+            return Ok(StreamRead::Data(rest));
+        }
+        let Some(handle) = self.handle else {
+            return Ok(StreamRead::End);
+        };
+        let meta = json!({ "stream": handle, "wait_ms": millis(wait) });
+        let read = self.host.call(abi::op::STREAM_READ, &meta, Vec::new()).await;
+        let (meta, body) = match read {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.handle = None;
+                return Err(e);
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct ReadHead {
+            end: bool,
+        }
+        let head: ReadHead = serde_json::from_slice(meta.as_slice())?;
+        if head.end {
+            self.handle = None;
+            return Ok(StreamRead::End);
+        }
+        let body = body.to_vec();
+        Ok(if body.is_empty() {
+            StreamRead::Idle
+        } else {
+            StreamRead::Data(body)
+        })
+    }
+}
+
+impl Drop for XsiStream {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let meta = json!({ "stream": handle }).to_string().into_bytes();
+            // SAFETY: the table is valid for the process; ownership of both buffers moves to
+            // the host, which closes the stream before returning, so the future is dropped
+            // unpolled.
+            drop(unsafe {
+                (self.host.api.call)(
+                    self.host.api.context,
+                    abi::op::STREAM_CLOSE,
+                    Buf::from_vec(meta),
+                    Buf::empty(),
+                )
+            });
+        }
     }
 }
 

@@ -53,6 +53,6 @@ pub use hooks::{
 };
 pub use host::{
     Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,
-    XsiCredentials, XsiRequest, XsiResponse,
+    StreamRead, XsiCredentials, XsiRequest, XsiResponse, XsiStream,
 };
 pub use serde_json;

@@ -17,7 +17,7 @@ use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, Opts};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, HostApi, MetricId, Reply, Str};
 
 use super::exchange::Exchange;
-use super::services::Services;
+use super::services::{Services, Streams};
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::seal::SealKey;
 
@@ -42,6 +42,8 @@ pub(super) struct PluginContext {
     /// Attached when the server starts; until then asynchronous calls are refused.
     pub services: OnceLock<Arc<Services>>,
     pub seal_key: OnceLock<SealKey>,
+    /// Response streams the plugin holds open (XSI-Events channels).
+    pub streams: Streams,
 }
 
 impl PluginContext {
@@ -55,6 +57,7 @@ impl PluginContext {
             subscriptions: Mutex::new(Vec::new()),
             services: OnceLock::new(),
             seal_key: OnceLock::new(),
+            streams: Streams::default(),
         }
     }
 

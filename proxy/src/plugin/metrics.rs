@@ -1,6 +1,6 @@
 //! What the host counts about plugins.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
 use crate::metrics::{LATENCY_BUCKETS, Metrics, MetricsError};
 
@@ -12,6 +12,7 @@ pub(crate) struct HostMetrics {
     pub host_calls: IntCounterVec,
     pub events_dropped: IntCounterVec,
     pub worker_restarts: IntCounterVec,
+    pub streams_open: IntGaugeVec,
 }
 
 impl HostMetrics {
@@ -59,6 +60,14 @@ impl HostMetrics {
             ),
             &["plugin"],
         )?;
+        let streams_open = IntGaugeVec::new(
+            Opts::new(
+                "xsigate_plugin_streams_open",
+                "Streaming responses (XSI-Events channels) the host holds open for a plugin.",
+            ),
+            &["plugin"],
+        )?;
+        metrics.register(Box::new(streams_open.clone()))?;
         for collector in [
             &calls,
             &errors,
@@ -76,6 +85,7 @@ impl HostMetrics {
             host_calls,
             events_dropped,
             worker_restarts,
+            streams_open,
         })
     }
 }

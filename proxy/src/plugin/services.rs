@@ -2,10 +2,12 @@
 //! host runtime (`crate::host`), whichever runtime polled the plugin.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_ffi::FutureExt as _;
+use futures_util::FutureExt as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +29,50 @@ const HTTP_BODY_MAX: usize = 8 << 20;
 const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Events waiting for one consumer; beyond this new events for it are dropped and counted.
 pub(super) const EVENT_QUEUE: usize = 1024;
+/// Streams one plugin may hold open: far above one XSI-Events channel per user of a large
+/// provider, low enough that a leaking plugin cannot exhaust the host's sockets unnoticed.
+const STREAMS_MAX: usize = 200_000;
+/// Longest single stream read; a reader that wants to wait longer reads again.
+const STREAM_WAIT_MAX: Duration = Duration::from_secs(300);
+/// A read returns what has already arrived, up to about this much.
+const STREAM_READ_MAX: usize = 1 << 20;
+
+/// The response streams a plugin holds open, by handle. A handle is good only for the plugin
+/// that opened it: each plugin's context has its own.
+#[derive(Default)]
+pub(super) struct Streams {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>>,
+}
+
+impl Streams {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, response: reqwest::Response) -> Option<u64> {
+        let mut open = self.open();
+        if open.len() >= STREAMS_MAX {
+            return None;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        open.insert(id, Arc::new(tokio::sync::Mutex::new(response)));
+        Some(id)
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<tokio::sync::Mutex<reqwest::Response>>> {
+        self.open().get(&id).cloned()
+    }
+
+    /// Drops the stream (closing its connection); false if there was none.
+    fn remove(&self, id: u64) -> bool {
+        self.open().remove(&id).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.open().len()
+    }
+}
 
 /// An event on its way to a consumer.
 pub(super) struct QueuedEvent {
@@ -102,6 +148,7 @@ fn service_name(op: u32) -> &'static str {
         abi::op::PUBLISH => "publish",
         abi::op::SLEEP => "timer",
         abi::op::XSI => "xsi",
+        abi::op::XSI_STREAM | abi::op::STREAM_READ | abi::op::STREAM_CLOSE => "stream",
         _ => "unknown",
     }
 }
@@ -191,6 +238,14 @@ struct SleepMeta {
     ms: u64,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamMeta {
+    stream: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
 impl Services {
     /// Starts `op` for `plugin` on the host runtime and returns a future of its reply.
     pub fn call(
@@ -200,13 +255,15 @@ impl Services {
         meta: Buf,
         body: Buf,
     ) -> FfiFuture<Reply> {
+        if op == abi::op::STREAM_CLOSE {
+            let reply = services.stream_close(plugin, &meta);
+            services.count(plugin, op, &reply);
+            return async move { reply }.into_ffi();
+        }
         let this = Arc::clone(services);
         let task = services.runtime.spawn(async move {
             let reply = this.perform(plugin, op, &meta, body).await;
-            this.metrics
-                .host_calls
-                .with_label_values(&[&plugin.name, service_name(op), result_name(reply.code)])
-                .inc();
+            this.count(plugin, op, &reply);
             reply
         });
         let task = AbortOnDrop(task);
@@ -220,6 +277,20 @@ impl Services {
         .into_ffi()
     }
 
+    fn count(&self, plugin: &PluginContext, op: u32, reply: &Reply) {
+        self.metrics
+            .host_calls
+            .with_label_values(&[&plugin.name, service_name(op), result_name(reply.code)])
+            .inc();
+    }
+
+    fn count_streams(&self, plugin: &PluginContext) {
+        self.metrics
+            .streams_open
+            .with_label_values(&[&plugin.name])
+            .set(i64::try_from(plugin.streams.len()).unwrap_or(i64::MAX));
+    }
+
     async fn perform(&self, plugin: &PluginContext, op: u32, meta: &Buf, body: Buf) -> Reply {
         let result = match op {
             abi::op::HTTP => self.http(meta, body).await,
@@ -231,7 +302,9 @@ impl Services {
             abi::op::SEAL | abi::op::OPEN => self.seal(plugin, op, meta, &body),
             abi::op::PUBLISH => Ok(self.publish(meta, &body)),
             abi::op::SLEEP => Self::sleep(meta).await,
-            abi::op::XSI => self.xsi(plugin, meta, body).await,
+            abi::op::XSI => self.xsi(plugin, meta, body, false).await,
+            abi::op::XSI_STREAM => self.xsi(plugin, meta, body, true).await,
+            abi::op::STREAM_READ => self.stream_read(plugin, meta).await,
             other => Err(reply(
                 abi::reply::UNSUPPORTED,
                 format!("this host has no operation {other}"),
@@ -270,8 +343,15 @@ impl Services {
 
     /// An XSI request to one of the provider's XSPs: the pinned one, or healthy ones in turn
     /// while they cannot be reached. Once a request was sent it is never sent again, since it may
-    /// have had effects.
-    async fn xsi(&self, plugin: &PluginContext, meta: &Buf, body: Buf) -> Result<Reply, Reply> {
+    /// have had effects. With `stream`, a 2xx answer's body stays open as one of the plugin's
+    /// streams.
+    async fn xsi(
+        &self,
+        plugin: &PluginContext,
+        meta: &Buf,
+        body: Buf,
+        stream: bool,
+    ) -> Result<Reply, Reply> {
         let request: XsiMeta = parse(meta)?;
         let invalid = |what: String| reply(abi::reply::INVALID, what);
         let provider = self
@@ -334,12 +414,82 @@ impl Services {
             credentials,
             pin,
             timeout,
+            stream,
         };
-        match provider.send_xsi(call).await {
-            Ok((response, xsp)) => read_response(response, &[("xsp", xsp.name.as_str())]).await,
-            Err(XsiCallError::Http(e)) => Err(http_failed(e)),
-            Err(e) => Err(reply(abi::reply::FAILED, e.to_string())),
+        let (response, xsp) = match provider.send_xsi(call).await {
+            Ok(answer) => answer,
+            Err(XsiCallError::Http(e)) => return Err(http_failed(e)),
+            Err(XsiCallError::HeadTimeout) => {
+                return Err(reply(abi::reply::TIMEOUT, XsiCallError::HeadTimeout.to_string()));
+            }
+            Err(e) => return Err(reply(abi::reply::FAILED, e.to_string())),
+        };
+        if !stream || !response.status().is_success() {
+            return read_response(response, &[("xsp", xsp.name.as_str())]).await;
         }
+        let mut meta = serde_json::json!({
+            "status": response.status().as_u16(),
+            "headers": header_pairs(&response),
+            "xsp": xsp.name,
+        });
+        let id = plugin.streams.add(response).ok_or_else(|| {
+            reply(
+                abi::reply::FAILED,
+                format!("the plugin holds {STREAMS_MAX} streams already"),
+            )
+        })?;
+        self.count_streams(plugin);
+        meta["stream"] = serde_json::Value::from(id);
+        Ok(ok(&meta, Vec::new()))
+    }
+
+    /// What has arrived on a stream: at least one chunk, or nothing once `wait_ms` passed, or
+    /// the end (the stream is then closed). A read that is cancelled may lose the bytes it had
+    /// taken, so readers await each read to its end (the SDK's do).
+    async fn stream_read(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let StreamMeta { stream, wait_ms } = parse(meta)?;
+        let open = plugin
+            .streams
+            .get(stream)
+            .ok_or_else(|| reply(abi::reply::NOT_FOUND, "no such stream"))?;
+        let mut response = open.lock().await;
+        let wait = Duration::from_millis(wait_ms).min(STREAM_WAIT_MAX);
+        let ended = |this: &Self| {
+            plugin.streams.remove(stream);
+            this.count_streams(plugin);
+        };
+        let mut bytes = match tokio::time::timeout(wait, response.chunk()).await {
+            Err(_) => return Ok(ok(&serde_json::json!({ "end": false }), Vec::new())),
+            Ok(Ok(Some(chunk))) => chunk.to_vec(),
+            Ok(Ok(None)) => {
+                ended(self);
+                return Ok(ok(&serde_json::json!({ "end": true }), Vec::new()));
+            }
+            Ok(Err(e)) => {
+                ended(self);
+                return Err(http_failed(e));
+            }
+        };
+        // Whatever else is already here comes along; an end or error is seen by the next read.
+        while bytes.len() < STREAM_READ_MAX {
+            match response.chunk().now_or_never() {
+                Some(Ok(Some(chunk))) => bytes.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        Ok(ok(&serde_json::json!({ "end": false }), bytes))
+    }
+
+    fn stream_close(&self, plugin: &PluginContext, meta: &Buf) -> Reply {
+        let StreamMeta { stream, .. } = match parse(meta) {
+            Ok(meta) => meta,
+            Err(reply) => return reply,
+        };
+        if !plugin.streams.remove(stream) {
+            return reply(abi::reply::NOT_FOUND, "no such stream");
+        }
+        self.count_streams(plugin);
+        ok(&serde_json::json!({}), Vec::new())
     }
 
     async fn store_get(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
@@ -497,16 +647,7 @@ async fn read_response(
     extra: &[(&str, &str)],
 ) -> Result<Reply, Reply> {
     let status = response.status().as_u16();
-    let headers: Vec<(String, String)> = response
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(&response);
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_failed)? {
         if bytes.len() + chunk.len() > HTTP_BODY_MAX {
@@ -522,6 +663,19 @@ async fn read_response(
         meta[*name] = serde_json::Value::from(*value);
     }
     Ok(ok(&meta, bytes))
+}
+
+fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The store's error can name the database file; the plugin gets the kind, the log the detail.
