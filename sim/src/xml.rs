@@ -361,6 +361,33 @@ pub fn call_event(kind: &'static str, call: &crate::calls::CallHalf) -> EventDat
 
 /// `<xsi:call>` in the schema's element order.
 fn call_element(call: &crate::calls::CallHalf) -> String {
+    call_fields(call, "xsi:", "call")
+}
+
+/// `GET …/calls`: the user's active calls, by id, with where to read each.
+pub fn calls(user_id: &str, calls: &[&crate::calls::CallHalf]) -> String {
+    let mut out = format!(r#"{UTF8_DECL}<Calls xmlns="{NS}">"#);
+    for call in calls {
+        let _ = write!(
+            out,
+            "<call><callId>{id}</callId><uri>/com.broadsoft.xsi-actions/v2.0/user/{user}/calls/{id}</uri></call>",
+            id = escape(&call.id),
+            user = escape(user_id),
+        );
+    }
+    out.push_str("</Calls>");
+    out
+}
+
+/// `GET …/calls/<callId>`: one call's details, the fields its events carry.
+pub fn call(call: &crate::calls::CallHalf) -> String {
+    let fields = call_fields(call, "", "");
+    format!(r#"{UTF8_DECL}<Call xmlns="{NS}">{fields}</Call>"#)
+}
+
+/// A call's fields in the schema's element order, each named with `p` (a prefix and colon, or
+/// nothing), inside `<{p}{root}>` unless `root` is empty.
+fn call_fields(call: &crate::calls::CallHalf, p: &str, root: &str) -> String {
     use crate::calls::{CallState, Personality};
     let personality = match call.personality {
         Personality::Originator => "Originator",
@@ -371,39 +398,46 @@ fn call_element(call: &crate::calls::CallHalf) -> String {
         CallState::Active => "Active",
         CallState::Released => "Released",
     };
-    let mut out = format!(
-        "<xsi:call><xsi:callId>{}</xsi:callId><xsi:extTrackingId>{}</xsi:extTrackingId><xsi:personality>{personality}</xsi:personality><xsi:state>{state}</xsi:state>",
+    let mut out = String::new();
+    if !root.is_empty() {
+        let _ = write!(out, "<{p}{root}>");
+    }
+    let _ = write!(
+        out,
+        "<{p}callId>{}</{p}callId><{p}extTrackingId>{}</{p}extTrackingId><{p}personality>{personality}</{p}personality><{p}state>{state}</{p}state>",
         escape(&call.id),
         escape(&call.ext_tracking_id)
     );
     if let Some(party) = call.releasing_party {
-        let _ = write!(out, "<xsi:releasingParty>{party}</xsi:releasingParty>");
+        let _ = write!(out, "<{p}releasingParty>{party}</{p}releasingParty>");
     }
-    out.push_str("<xsi:remoteParty>");
+    let _ = write!(out, "<{p}remoteParty>");
     if let Some(name) = &call.remote.name {
-        let _ = write!(out, "<xsi:name>{}</xsi:name>", escape(name));
+        let _ = write!(out, "<{p}name>{}</{p}name>", escape(name));
     }
     let _ = write!(
         out,
-        "<xsi:address>{}</xsi:address>",
+        "<{p}address>{}</{p}address>",
         escape(&call.remote.address)
     );
     if let Some(user_id) = &call.remote.user_id {
-        let _ = write!(out, "<xsi:userId>{}</xsi:userId>", escape(user_id));
+        let _ = write!(out, "<{p}userId>{}</{p}userId>", escape(user_id));
     }
     let _ = write!(
         out,
-        "<xsi:callType>{}</xsi:callType></xsi:remoteParty>",
+        "<{p}callType>{}</{p}callType></{p}remoteParty>",
         call.remote.call_type
     );
-    let _ = write!(out, "<xsi:startTime>{}</xsi:startTime>", call.start_time);
+    let _ = write!(out, "<{p}startTime>{}</{p}startTime>", call.start_time);
     if let Some(time) = call.answer_time {
-        let _ = write!(out, "<xsi:answerTime>{time}</xsi:answerTime>");
+        let _ = write!(out, "<{p}answerTime>{time}</{p}answerTime>");
     }
     if let Some(time) = call.release_time {
-        let _ = write!(out, "<xsi:releaseTime>{time}</xsi:releaseTime>");
+        let _ = write!(out, "<{p}releaseTime>{time}</{p}releaseTime>");
     }
-    out.push_str("</xsi:call>");
+    if !root.is_empty() {
+        let _ = write!(out, "</{p}{root}>");
+    }
     out
 }
 

@@ -813,6 +813,19 @@ fn call_command(
         (Method::DELETE, ["calls", id]) => calls
             .release(&user.user_id, id)
             .map(|c| (Reply::empty(StatusCode::OK), c)),
+        (Method::GET, ["calls"]) => {
+            return Reply::ok_xml(xml::calls(&user.user_id, &calls.of_user(&user.user_id)));
+        }
+        (Method::GET, ["calls", id]) => {
+            return match calls
+                .of_user(&user.user_id)
+                .into_iter()
+                .find(|c| c.id == *id)
+            {
+                Some(call) => Reply::ok_xml(xml::call(call)),
+                None => Reply::error(StatusCode::NOT_FOUND, "[Error 4008] Call not found", 4008),
+            };
+        }
         (Method::GET | Method::PUT | Method::POST | Method::DELETE, _) => {
             return Reply::error(StatusCode::NOT_FOUND, "Resource not found", 110000);
         }

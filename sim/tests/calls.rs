@@ -157,6 +157,50 @@ async fn a_call_between_two_users_alerts_is_answered_and_released() {
         ack(&sim, &http, user, &event).await;
     }
 
+    // XSI-Actions lists the call and gives its details, as its events did.
+    let listed = http
+        .get(url(&sim, &format!("{ACTIONS}/user/bob@acme.example/calls")))
+        .header("authorization", auth("bob@acme.example"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listed.contains(&format!("<Calls xmlns=\"http://schema.broadsoft.com/xsi\"><call><callId>{bob_call}</callId><uri>")),
+        "{listed}"
+    );
+    let details = http
+        .get(url(
+            &sim,
+            &format!("{ACTIONS}/user/bob@acme.example/calls/{bob_call}"),
+        ))
+        .header("authorization", auth("bob@acme.example"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        details.contains(&format!(
+            "<Call xmlns=\"http://schema.broadsoft.com/xsi\"><callId>{bob_call}</callId>"
+        )) && details.contains("<personality>Terminator</personality><state>Active</state>")
+            && details.contains("<answerTime>"),
+        "{details}"
+    );
+    let foreign = http
+        .get(url(
+            &sim,
+            &format!("{ACTIONS}/user/alice@acme.example/calls/{bob_call}"),
+        ))
+        .header("authorization", auth("alice@acme.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404, "a call of another user is not found");
+
     // A new subscription during the call starts off hook, with the call.
     let (_, during) = watch(&sim, &http, "bob@acme.example", "Standard Call").await;
     assert!(

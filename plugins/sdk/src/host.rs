@@ -628,7 +628,10 @@ impl XsiStream {
             return Ok(StreamRead::End);
         };
         let meta = json!({ "stream": handle, "wait_ms": millis(wait) });
-        let read = self.host.call(abi::op::STREAM_READ, &meta, Vec::new()).await;
+        let read = self
+            .host
+            .call(abi::op::STREAM_READ, &meta, Vec::new())
+            .await;
         let (meta, body) = match read {
             Ok(reply) => reply,
             Err(e) => {

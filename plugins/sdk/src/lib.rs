@@ -52,7 +52,7 @@ pub use hooks::{
     RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
-    Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store,
-    StreamRead, XsiCredentials, XsiRequest, XsiResponse, XsiStream,
+    Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store, StreamRead,
+    XsiCredentials, XsiRequest, XsiResponse, XsiStream,
 };
 pub use serde_json;

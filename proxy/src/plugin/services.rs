@@ -46,7 +46,9 @@ pub(super) struct Streams {
 }
 
 impl Streams {
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>> {
+    fn open(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -420,7 +422,10 @@ impl Services {
             Ok(answer) => answer,
             Err(XsiCallError::Http(e)) => return Err(http_failed(e)),
             Err(XsiCallError::HeadTimeout) => {
-                return Err(reply(abi::reply::TIMEOUT, XsiCallError::HeadTimeout.to_string()));
+                return Err(reply(
+                    abi::reply::TIMEOUT,
+                    XsiCallError::HeadTimeout.to_string(),
+                ));
             }
             Err(e) => return Err(reply(abi::reply::FAILED, e.to_string())),
         };
