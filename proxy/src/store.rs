@@ -112,6 +112,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes expired values; returns how many.
     async fn kv_sweep(&self) -> Result<u64, StoreError>;
 
+    /// The live keys of `namespace` that start with `prefix`, in order.
+    async fn kv_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+
     /// The uniqueId of a userId, created on first use. It is random, so it reveals nothing
     /// about the user, and stable, so clients can key their data on it.
     async fn unique_id(&self, user_id: &str) -> Result<String, StoreError>;
@@ -393,6 +396,20 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn kv_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // `substr` rather than LIKE: a prefix may hold `%` or `_`.
+        let keys = sqlx::query_scalar::<_, String>(
+            "SELECT key FROM plugin_kv WHERE namespace = ?1 AND substr(key, 1, length(?2)) = ?2
+             AND (expires_at_ms IS NULL OR expires_at_ms > ?3) ORDER BY key",
+        )
+        .bind(namespace)
+        .bind(prefix)
+        .bind(unix_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys)
     }
 
     async fn unique_id(&self, user_id: &str) -> Result<String, StoreError> {

@@ -86,6 +86,11 @@ async fn every_host_service_works_from_plugin_code() {
         Value::Null,
         "a value past its TTL is gone"
     );
+    assert_eq!(
+        store["listed"],
+        serde_json::json!(["list/a", "list/b"]),
+        "keys by prefix, in order, and nothing else"
+    );
     assert_eq!(command(&gateway, "store-read", "").await["kept"], "key-1");
 
     // userId -> uniqueId: stable, opaque, reversible.

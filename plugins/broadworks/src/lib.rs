@@ -10,7 +10,7 @@ mod xml;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use xsigate_plugin_sdk::{Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse};
 
-pub use xml::{XmlError, element_text};
+pub use xml::{Node, XmlError, element_text, tree};
 
 /// The XSI-Actions root.
 pub const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";

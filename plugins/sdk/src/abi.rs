@@ -219,6 +219,8 @@ pub mod op {
     /// Closes an open stream. Performed before the call returns, so the returned future may be
     /// dropped at once (as a stream's `Drop` does).
     pub const STREAM_CLOSE: u32 = 14;
+    /// The plugin's store keys that start with `meta.prefix`, as a JSON array in `body`.
+    pub const STORE_KEYS: u32 = 15;
 }
 
 /// The `code` of a [`Reply`].

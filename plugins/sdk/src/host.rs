@@ -709,6 +709,19 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Every live key that starts with `prefix`, in order.
+    pub async fn keys(self, prefix: &str) -> Result<Vec<String>, Error> {
+        let (_, body) = self
+            .host
+            .call(
+                abi::op::STORE_KEYS,
+                &json!({ "prefix": prefix }),
+                Vec::new(),
+            )
+            .await?;
+        Ok(serde_json::from_slice(body.as_slice())?)
+    }
+
     /// Removes a key; true if it was there.
     pub async fn delete(self, key: &str) -> Result<bool, Error> {
         let reply = self

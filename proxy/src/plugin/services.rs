@@ -144,7 +144,9 @@ fn parse<T: DeserializeOwned>(meta: &Buf) -> Result<T, Reply> {
 fn service_name(op: u32) -> &'static str {
     match op {
         abi::op::HTTP => "http",
-        abi::op::STORE_GET | abi::op::STORE_PUT | abi::op::STORE_DELETE => "store",
+        abi::op::STORE_GET | abi::op::STORE_PUT | abi::op::STORE_DELETE | abi::op::STORE_KEYS => {
+            "store"
+        }
         abi::op::UNIQUE_ID | abi::op::USER_ID => "user_ids",
         abi::op::SEAL | abi::op::OPEN => "seal",
         abi::op::PUBLISH => "publish",
@@ -208,6 +210,12 @@ struct KeyMeta {
     key: String,
     #[serde(default)]
     ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefixMeta {
+    prefix: String,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +307,7 @@ impl Services {
             abi::op::STORE_GET => self.store_get(plugin, meta).await,
             abi::op::STORE_PUT => self.store_put(plugin, meta, &body).await,
             abi::op::STORE_DELETE => self.store_delete(plugin, meta).await,
+            abi::op::STORE_KEYS => self.store_keys(plugin, meta).await,
             abi::op::UNIQUE_ID => self.unique_id(meta).await,
             abi::op::USER_ID => self.user_id(meta).await,
             abi::op::SEAL | abi::op::OPEN => self.seal(plugin, op, meta, &body),
@@ -528,6 +537,18 @@ impl Services {
             Ok(false) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
             Err(e) => Err(store_failed(plugin, &e)),
         }
+    }
+
+    async fn store_keys(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let PrefixMeta { prefix } = parse(meta)?;
+        let keys = self
+            .store
+            .kv_keys(&plugin.name, &prefix)
+            .await
+            .map_err(|e| store_failed(plugin, &e))?;
+        let body =
+            serde_json::to_vec(&keys).map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+        Ok(ok(&serde_json::json!({}), body))
     }
 
     async fn unique_id(&self, meta: &Buf) -> Result<Reply, Reply> {

@@ -1,0 +1,217 @@
+//! What arrives on an XSI-Events channel: the byte stream cut into documents, and each document
+//! read as the channel answer, a heartbeat, a channel termination or a subscription event.
+//!
+//! Every document on a channel is its own XML document starting with a declaration, but a read
+//! may hold part of one, or several (reference `xsi.md` §4.2). A document is complete when its
+//! root element closes, so the last one read is handled at once, not when the next arrives.
+
+use quick_xml::events::Event;
+use xsigate_broadworks::{Node, tree};
+
+/// A document that never completes is dropped once this much of it is buffered.
+const DOCUMENT_MAX: usize = 1 << 20;
+
+/// Cuts a channel's bytes into whole documents.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    buffer: Vec<u8>,
+}
+
+impl Splitter {
+    /// Takes more bytes; returns every document they complete, in order. An `Err` is a document
+    /// that could not be read as XML (cut off by the next one, or too long): the stream goes on.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Result<Vec<u8>, Malformed>> {
+        self.buffer.extend_from_slice(bytes);
+        let mut documents = Vec::new();
+        loop {
+            let start = self.buffer.iter().position(|b| !b.is_ascii_whitespace());
+            let Some(start) = start else {
+                self.buffer.clear();
+                break;
+            };
+            self.buffer.drain(..start);
+            if let Some(end) = complete_len(&self.buffer) {
+                documents.push(Ok(self.buffer.drain(..end).collect()));
+                continue;
+            }
+            // A later declaration ends this document however broken it is.
+            if let Some(next) = find(&self.buffer[1..], b"<?xml").map(|i| i + 1) {
+                self.buffer.drain(..next);
+                documents.push(Err(Malformed));
+                continue;
+            }
+            if self.buffer.len() > DOCUMENT_MAX {
+                self.buffer.clear();
+                documents.push(Err(Malformed));
+            }
+            break;
+        }
+        documents
+    }
+}
+
+/// A stream document that is not XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of the first document in `bytes` if its root element has closed.
+fn complete_len(bytes: &[u8]) -> Option<usize> {
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return usize::try_from(reader.buffer_position()).ok();
+                }
+            }
+            Event::Empty(_) if depth == 0 => return usize::try_from(reader.buffer_position()).ok(),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// One document of a channel.
+#[derive(Debug)]
+pub enum Document {
+    /// The first document: the channel the XSP opened.
+    Channel { channel_id: String, expires: u64 },
+    HeartBeat,
+    /// The channel has ended; no acknowledgement is expected.
+    Terminated { reason: String },
+    Event(Envelope),
+    /// XML, but nothing a channel carries; `event_id` when it has one to acknowledge.
+    Unknown { event_id: Option<String> },
+}
+
+/// A `SubscriptionEvent`: who it is for, and its `eventData`.
+#[derive(Debug)]
+pub struct Envelope {
+    pub event_id: String,
+    pub sequence: Option<u64>,
+    pub subscription_id: String,
+    pub channel_id: Option<String>,
+    /// The user the event is about (in a collection subscription, one of many).
+    pub target_id: Option<String>,
+    /// The `xsi:type` of `eventData`, such as `DoNotDisturbEvent`.
+    pub event_type: String,
+    pub data: Node,
+}
+
+impl Document {
+    pub fn read(bytes: &[u8]) -> Result<Self, Malformed> {
+        let root = tree(bytes).map_err(|_| Malformed)?;
+        Ok(match (root.name.as_str(), root.kind.as_deref()) {
+            ("Channel", _) => Self::Channel {
+                channel_id: root.text_of("channelId").ok_or(Malformed)?.to_owned(),
+                expires: root
+                    .text_of("expires")
+                    .and_then(|e| e.parse().ok())
+                    .ok_or(Malformed)?,
+            },
+            ("ChannelHeartBeat", _) => Self::HeartBeat,
+            ("Event", Some("ChannelTerminatedEvent")) => Self::Terminated {
+                reason: root.text_of("reason").unwrap_or("unknown").to_owned(),
+            },
+            ("Event", Some("SubscriptionEvent")) => {
+                let event_id = root.text_of("eventID").ok_or(Malformed)?.to_owned();
+                let envelope = (|| {
+                    let data = root.child("eventData")?;
+                    Some(Envelope {
+                        event_id: event_id.clone(),
+                        sequence: root.text_of("sequenceNumber").and_then(|s| s.parse().ok()),
+                        subscription_id: root.text_of("subscriptionId")?.to_owned(),
+                        channel_id: root.text_of("channelId").map(str::to_owned),
+                        target_id: root.text_of("targetId").map(str::to_owned),
+                        event_type: data.kind.clone()?,
+                        data: data.clone(),
+                    })
+                })();
+                match envelope {
+                    Some(envelope) => Self::Event(envelope),
+                    None => Self::Unknown {
+                        event_id: Some(event_id),
+                    },
+                }
+            }
+            _ => Self::Unknown {
+                event_id: root.text_of("eventID").map(str::to_owned),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEARTBEAT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><ChannelHeartBeat xmlns="http://schema.broadsoft.com/xsi"/>"#;
+    const EVENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xmlns:xsi="http://schema.broadsoft.com/xsi" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xsi1:type="xsi:SubscriptionEvent"><xsi:eventID>e-1</xsi:eventID><xsi:sequenceNumber>2</xsi:sequenceNumber><xsi:userId>a@x</xsi:userId><xsi:externalApplicationId>app</xsi:externalApplicationId><xsi:subscriptionId>s-1</xsi:subscriptionId><xsi:channelId>c-1</xsi:channelId><xsi:targetId>a@x</xsi:targetId><xsi:eventData xsi1:type="xsi:DoNotDisturbEvent"><xsi:info><xsi:active>true</xsi:active><xsi:ringSplash>false</xsi:ringSplash></xsi:info></xsi:eventData></xsi:Event>"#;
+
+    #[test]
+    fn documents_are_cut_wherever_the_reads_end() {
+        let opened = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Channel xmlns=\"http://schema.broadsoft.com/xsi\"><channelId>c-1</channelId><expires>3600</expires></Channel>\n";
+        let all = format!("{opened}{HEARTBEAT}\n{EVENT}\n{HEARTBEAT}");
+        for cut in [1, 7, 50, 151, 300, all.len() - 1] {
+            let mut splitter = Splitter::default();
+            let mut documents = splitter.push(&all.as_bytes()[..cut]);
+            documents.extend(splitter.push(&all.as_bytes()[cut..]));
+            let documents: Vec<Document> = documents
+                .into_iter()
+                .map(|d| Document::read(&d.unwrap()).unwrap())
+                .collect();
+            assert_eq!(documents.len(), 4, "cut at {cut}");
+            assert!(
+                matches!(&documents[0], Document::Channel { channel_id, expires: 3600 } if channel_id == "c-1")
+            );
+            assert!(matches!(documents[1], Document::HeartBeat));
+            let Document::Event(event) = &documents[2] else {
+                panic!("{:?}", documents[2]);
+            };
+            assert_eq!(
+                (
+                    event.event_id.as_str(),
+                    event.sequence,
+                    event.subscription_id.as_str()
+                ),
+                ("e-1", Some(2), "s-1")
+            );
+            assert_eq!(event.event_type, "DoNotDisturbEvent");
+            assert_eq!(event.target_id.as_deref(), Some("a@x"));
+            assert!(matches!(documents[3], Document::HeartBeat));
+        }
+    }
+
+    #[test]
+    fn a_broken_document_is_reported_and_the_stream_goes_on() {
+        let mut splitter = Splitter::default();
+        let broken = "<?xml version=\"1.0\"?><xsi:Event><xsi:eventID>e-9</xsi:eventID><oops>";
+        let documents = splitter.push(format!("{broken}{HEARTBEAT}").as_bytes());
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[0], Err(Malformed));
+        assert!(matches!(
+            Document::read(documents[1].as_ref().unwrap()),
+            Ok(Document::HeartBeat)
+        ));
+        let terminated = r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xsi1:type="xsi:ChannelTerminatedEvent" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsi="http://schema.broadsoft.com/xsi"><xsi:channelId>c</xsi:channelId><xsi:reason>ExplicitDelete</xsi:reason></xsi:Event>"#;
+        assert!(matches!(
+            Document::read(terminated.as_bytes()),
+            Ok(Document::Terminated { reason }) if reason == "ExplicitDelete"
+        ));
+        let no_data = EVENT.replace(
+            "xsi1:type=\"xsi:DoNotDisturbEvent\"",
+            "xsi1:note=\"untyped\"",
+        );
+        assert!(matches!(
+            Document::read(no_data.as_bytes()),
+            Ok(Document::Unknown { event_id: Some(id) }) if id == "e-1"
+        ));
+    }
+}
