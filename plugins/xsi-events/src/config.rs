@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use xsigate_plugin_sdk::Error;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,7 +30,7 @@ pub enum Level {
 }
 
 /// An event package, by its exact BroadWorks name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Package {
     #[serde(rename = "Advanced Call")]
     AdvancedCall,
@@ -111,7 +111,10 @@ impl Package {
 
     /// The call packages, whose state XSI-Actions gives as the user's call list.
     pub fn is_call(self) -> bool {
-        matches!(self, Self::AdvancedCall | Self::BasicCall | Self::StandardCall)
+        matches!(
+            self,
+            Self::AdvancedCall | Self::BasicCall | Self::StandardCall
+        )
     }
 }
 
@@ -207,7 +210,10 @@ impl ProviderEvents {
                 return Err(Error::msg(format!("{}: at least 2 seconds", key(name))));
             }
         }
-        if self.silence_seconds.is_some_and(|s| s <= self.heartbeat_seconds) {
+        if self
+            .silence_seconds
+            .is_some_and(|s| s <= self.heartbeat_seconds)
+        {
             return Err(Error::msg(format!(
                 "{}: longer than heartbeat_seconds, or a channel is dropped between heartbeats",
                 key("silence_seconds")

@@ -82,13 +82,20 @@ fn complete_len(bytes: &[u8]) -> Option<usize> {
 #[derive(Debug)]
 pub enum Document {
     /// The first document: the channel the XSP opened.
-    Channel { channel_id: String, expires: u64 },
+    Channel {
+        channel_id: String,
+        expires: u64,
+    },
     HeartBeat,
     /// The channel has ended; no acknowledgement is expected.
-    Terminated { reason: String },
+    Terminated {
+        reason: String,
+    },
     Event(Envelope),
     /// XML, but nothing a channel carries; `event_id` when it has one to acknowledge.
-    Unknown { event_id: Option<String> },
+    Unknown {
+        event_id: Option<String>,
+    },
 }
 
 /// A `SubscriptionEvent`: who it is for, and its `eventData`.

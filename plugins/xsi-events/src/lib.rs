@@ -1,1 +1,455 @@
+//! `xsi-events`: keeps BroadWorks XSI-Events alive for the gateway's users and publishes what
+//! happens to them, typed, on the host's event bus (reference `xsi.md` §4–5).
+//!
+//! For each channel set (one per logged-in user, or one per service provider or group with the
+//! provider's master credentials) the plugin:
+//!
+//! - MUST open the channel on one XSP and read its chunked stream, document by document;
+//! - MUST heartbeat the channel every `heartbeat_seconds`, and acknowledge every event except
+//!   `ChannelTerminatedEvent`, both on the XSP that holds the stream (pinned through the host);
+//! - MUST subscribe the configured packages to the set, and refresh channel and subscriptions
+//!   at half of the lifetime the XSP granted;
+//! - MUST, when a channel is lost (its stream ends, it falls silent past `silence_seconds`, its
+//!   heartbeat is refused, or the XSP terminates it), open it again at once, through another
+//!   XSP when that one cannot be reached, then back off with jitter; and after any such gap
+//!   resync the state through XSI-Actions (and by refreshing subscriptions, which BroadWorks
+//!   answers with the targets' current state), so consumers converge;
+//! - MUST keep what it needs to resume in the host's store (the user's password sealed by the
+//!   host), so an xsigate restart resumes channels and subscriptions without a new login;
+//! - MUST delete the subscriptions and the channel when the user's last session ends;
+//! - MUST acknowledge malformed or unknown events with the status BroadWorks defines (400 for
+//!   an event it cannot process, 481 for an unknown subscription, 404 for an unknown channel),
+//!   count them, and go on.
+//!
+//! Events go on the bus as topic [`TOPIC`], JSON `{"provider", "user_id", "unique_id",
+//! "package", "event", "source", "sequence", "received_ms", "state"}`: `source` is `event` or
+//! `resync`, `state` a [`State`].
 
+mod channel;
+mod config;
+mod document;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+
+use futures_channel::mpsc;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use xsigate_plugin_sdk::serde_json::Value;
+use xsigate_plugin_sdk::{
+    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, Manifest,
+    Plugin,
+};
+
+pub use config::{Config, Level, Package, ProviderEvents};
+pub use state::State;
+
+/// The bus topic of the events this plugin publishes.
+pub const TOPIC: &str = "xsi.event";
+const SESSION_STARTED: &str = "session.started";
+const SESSION_ENDED: &str = "session.ended";
+/// Store keys of channel sets: `set/<provider>/<uniqueId>/<channelSetId>`, or
+/// `set/<provider>/*/<channelSetId>` for a provider-level set. A set runs under the key without
+/// its channel set id, so a user's new set never shares a record with one still closing.
+const SET_PREFIX: &str = "set/";
+const PROVIDER_SET: &str = "*";
+
+pub struct XsiEvents {
+    host: Host,
+    config: Config,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Taken by the worker while it runs; put back if it stops, for its next start.
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    metrics: Metrics,
+    /// Channel sets by provider and state, for the `channels` gauge.
+    channel_states: Mutex<HashMap<(String, channel::Phase), i64>>,
+}
+
+/// Passwords never format: only the configuration's providers are shown.
+impl std::fmt::Debug for XsiEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XsiEvents")
+            .field(
+                "providers",
+                &self.config.providers.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+struct Metrics {
+    channels: Gauge,
+    heartbeats: Counter,
+    events: Counter,
+    ack_seconds: Histogram,
+    ack_failures: Counter,
+    reconnects: Counter,
+    failovers: Counter,
+    subscription_failures: Counter,
+    resyncs: Counter,
+}
+
+/// What the event consumer asks of the worker.
+enum Command {
+    Start {
+        provider: String,
+        unique_id: String,
+        user_id: String,
+        password: String,
+    },
+    Stop {
+        provider: String,
+        unique_id: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Started {
+    unique_id: String,
+    provider: String,
+    #[serde(default)]
+    level: Option<String>,
+    user_id: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct Ended {
+    unique_id: String,
+    provider: String,
+    last: bool,
+}
+
+/// What is kept to resume a channel set after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SetRecord {
+    provider: String,
+    /// The user whose credentials open the set; `None` for the provider's master credentials.
+    user_id: Option<String>,
+    /// The user's password, sealed by the host under [`password_context`].
+    sealed_password: Option<String>,
+    channel_set_id: String,
+    subscriptions: Vec<SubscriptionRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SubscriptionRecord {
+    id: String,
+    package: Package,
+    /// Unix seconds when the XSP lets it expire, and the lifetime it granted.
+    expires_at: u64,
+    granted: u64,
+}
+
+/// Binds a sealed password to its user: a record's password cannot be moved to another user.
+fn password_context(provider: &str, user_id: &str) -> String {
+    format!("xsi-events password {provider} {user_id}")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Plugin for XsiEvents {
+    type Config = Config;
+
+    fn init(host: Host, config: Config) -> Result<Self, Error> {
+        for (provider, events) in &config.providers {
+            events.validate(provider)?;
+        }
+        host.subscribe(SESSION_STARTED)?;
+        host.subscribe(SESSION_ENDED)?;
+        let (commands, inbox) = mpsc::unbounded();
+        let metrics = Metrics {
+            channels: host.gauge(
+                "channels",
+                "Channel sets by state: open (a channel is streaming) or connecting.",
+                &["provider", "state"],
+            )?,
+            heartbeats: host.counter(
+                "heartbeats_total",
+                "Channel heartbeats sent, by result (ok, failed).",
+                &["provider", "result"],
+            )?,
+            events: host.counter(
+                "events_total",
+                "Events received, by package (unknown and malformed ones too).",
+                &["provider", "package"],
+            )?,
+            ack_seconds: host.histogram(
+                "ack_seconds",
+                "Time from reading an event off its channel to the XSP's answer to its acknowledgement.",
+                &["provider"],
+                &[],
+            )?,
+            ack_failures: host.counter(
+                "ack_failures_total",
+                "Acknowledgements the XSP did not accept or that got no answer.",
+                &["provider"],
+            )?,
+            reconnects: host.counter(
+                "reconnects_total",
+                "Channels lost and opened again, by why they were lost.",
+                &["provider", "reason"],
+            )?,
+            failovers: host.counter(
+                "failovers_total",
+                "Channels opened again on another XSP than the one lost.",
+                &["provider"],
+            )?,
+            subscription_failures: host.counter(
+                "subscription_failures_total",
+                "Subscriptions that could not be created or refreshed.",
+                &["provider", "package"],
+            )?,
+            resyncs: host.counter(
+                "resyncs_total",
+                "State resyncs after a gap in a channel set's events.",
+                &["provider"],
+            )?,
+        };
+        Ok(Self {
+            host,
+            config,
+            commands,
+            inbox: Mutex::new(Some(inbox)),
+            metrics,
+            channel_states: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            session_credentials: true,
+            ..Manifest::default()
+        }
+    }
+}
+
+impl EventConsumer for XsiEvents {
+    async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
+        let command = match event.topic.as_str() {
+            SESSION_STARTED => {
+                let started: Started = event.json()?;
+                if started.level.as_deref().is_some_and(|l| l != "user")
+                    || self.settings(&started.provider).level != Level::User
+                {
+                    return Ok(None);
+                }
+                Command::Start {
+                    provider: started.provider,
+                    unique_id: started.unique_id,
+                    user_id: started.user_id,
+                    password: started.password,
+                }
+            }
+            SESSION_ENDED => {
+                let ended: Ended = event.json()?;
+                if !ended.last {
+                    return Ok(None);
+                }
+                Command::Stop {
+                    provider: ended.provider,
+                    unique_id: ended.unique_id,
+                }
+            }
+            _ => return Ok(None),
+        };
+        self.commands
+            .unbounded_send(command)
+            .map_err(|_| Error::msg("the xsi-events worker is gone"))?;
+        Ok(None)
+    }
+}
+
+impl BackgroundWorker for XsiEvents {
+    async fn run(&self) -> Result<(), Error> {
+        let Some(mut inbox) = lock(&self.inbox).take() else {
+            return Err(Error::msg("the xsi-events worker is already running"));
+        };
+        let result = self.serve(&mut inbox).await;
+        *lock(&self.inbox) = Some(inbox);
+        result
+    }
+}
+
+/// A running channel set: how to stop it.
+struct Running {
+    stop: futures_channel::oneshot::Sender<()>,
+}
+
+impl XsiEvents {
+    fn settings(&self, provider: &str) -> ProviderEvents {
+        self.config
+            .providers
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Resumes what the store holds, starts provider-level sets, then follows logins and
+    /// logouts. Every channel set runs as one future of this one.
+    async fn serve(&self, inbox: &mut mpsc::UnboundedReceiver<Command>) -> Result<(), Error> {
+        let mut sets = FuturesUnordered::new();
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let store = self.host.store();
+        for key in store.keys(SET_PREFIX).await? {
+            let Some(bytes) = store.get(&key).await? else {
+                continue;
+            };
+            match xsigate_plugin_sdk::serde_json::from_slice::<SetRecord>(&bytes) {
+                Ok(record) => {
+                    let (stop, stopped) = futures_channel::oneshot::channel();
+                    let running_key = key
+                        .rsplit_once('/')
+                        .map_or(key.as_str(), |(running, _)| running)
+                        .to_owned();
+                    running.insert(running_key.clone(), Running { stop });
+                    sets.push(self.keep_set(running_key, record, true, stopped).boxed());
+                }
+                Err(e) => {
+                    self.host.warn(&format!(
+                        "xsi-events: a kept channel set is unreadable ({e}); dropped"
+                    ));
+                    store.delete(&key).await?;
+                }
+            }
+        }
+        for (provider, settings) in &self.config.providers {
+            let key = format!("{SET_PREFIX}{provider}/{PROVIDER_SET}");
+            if settings.level == Level::User || running.contains_key(&key) {
+                continue;
+            }
+            let record = SetRecord {
+                provider: provider.clone(),
+                user_id: None,
+                sealed_password: None,
+                channel_set_id: channel::new_set_id(),
+                subscriptions: Vec::new(),
+            };
+            let (stop, stopped) = futures_channel::oneshot::channel();
+            running.insert(key.clone(), Running { stop });
+            sets.push(self.keep_set(key, record, false, stopped).boxed());
+        }
+        loop {
+            let next = futures_util::future::poll_fn(|cx| {
+                if let Poll::Ready(Some(key)) = sets.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Ended(key));
+                }
+                inbox.poll_next_unpin(cx).map(Wake::Command)
+            })
+            .await;
+            match next {
+                Wake::Ended(key) => {
+                    running.remove(&key);
+                }
+                Wake::Command(None) => return Ok(()),
+                Wake::Command(Some(Command::Start {
+                    provider,
+                    unique_id,
+                    user_id,
+                    password,
+                })) => {
+                    let key = format!("{SET_PREFIX}{provider}/{unique_id}");
+                    if running.contains_key(&key) {
+                        continue;
+                    }
+                    let sealed = self
+                        .host
+                        .seal(&password_context(&provider, &user_id), password.as_bytes())
+                        .await?;
+                    let record = SetRecord {
+                        provider,
+                        user_id: Some(user_id),
+                        sealed_password: Some(base64_encode(&sealed)),
+                        channel_set_id: channel::new_set_id(),
+                        subscriptions: Vec::new(),
+                    };
+                    let (stop, stopped) = futures_channel::oneshot::channel();
+                    running.insert(key.clone(), Running { stop });
+                    sets.push(self.keep_set(key, record, false, stopped).boxed());
+                }
+                Wake::Command(Some(Command::Stop {
+                    provider,
+                    unique_id,
+                })) => {
+                    let key = format!("{SET_PREFIX}{provider}/{unique_id}");
+                    if let Some(set) = running.remove(&key) {
+                        let _ = set.stop.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps one channel set until it is stopped, then deletes it on the XSP and in the store.
+    /// Returns the key it ran under.
+    async fn keep_set(
+        &self,
+        running_key: String,
+        record: SetRecord,
+        resumed: bool,
+        stopped: futures_channel::oneshot::Receiver<()>,
+    ) -> String {
+        let settings = self.settings(&record.provider);
+        let key = format!("{running_key}/{}", record.channel_set_id);
+        let mut set = match channel::ChannelSet::new(self, key.clone(), record, settings).await {
+            Ok(set) => set,
+            Err(e) => {
+                self.host.warn(&format!(
+                    "xsi-events: a channel set cannot be kept and is dropped: {e}"
+                ));
+                let _ = self.host.store().delete(&key).await;
+                return running_key;
+            }
+        };
+        if !resumed {
+            set.save().await;
+        }
+        {
+            let keep = std::pin::pin!(set.keep(resumed));
+            // A stop drops the keeping future wherever it waits; the close below cleans up.
+            let _ = futures_util::future::select(keep, stopped).await;
+        }
+        set.close().await;
+        running_key
+    }
+
+    fn channel_phase(
+        &self,
+        provider: &str,
+        from: Option<channel::Phase>,
+        to: Option<channel::Phase>,
+    ) {
+        let mut states = lock(&self.channel_states);
+        for (phase, delta) in [(from, -1), (to, 1)] {
+            if let Some(phase) = phase {
+                let count = states.entry((provider.to_owned(), phase)).or_insert(0);
+                *count += delta;
+                self.metrics
+                    .channels
+                    .set(&[provider, phase.as_str()], *count as f64);
+            }
+        }
+    }
+}
+
+enum Wake {
+    Ended(String),
+    Command(Option<Command>),
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+xsigate_plugin_sdk::export_plugin!(XsiEvents => EventConsumer, BackgroundWorker);

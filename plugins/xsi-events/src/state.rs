@@ -311,7 +311,10 @@ pub fn of_event(event_type: &str, data: &Node) -> Option<State> {
         acd if acd.starts_with("ACD") => {
             let entry = data.child("queueEntry").and_then(queue_entry);
             Some(State::QueuedCall {
-                call_id: entry.as_ref().map(|e| e.call_id.clone()).or_else(|| text(data, "callId")),
+                call_id: entry
+                    .as_ref()
+                    .map(|e| e.call_id.clone())
+                    .or_else(|| text(data, "callId")),
                 position: parsed(data, "position"),
                 entry,
             })
@@ -371,9 +374,17 @@ mod tests {
         assert_eq!(
             of_event(
                 "VoiceMailMessageSummaryEvent",
-                &data("VoiceMailMessageSummaryEvent", "<xsi:messageSummary><xsi:newMessages>2</xsi:newMessages></xsi:messageSummary>")
+                &data(
+                    "VoiceMailMessageSummaryEvent",
+                    "<xsi:messageSummary><xsi:newMessages>2</xsi:newMessages></xsi:messageSummary>"
+                )
             ),
-            Some(State::VoiceMailSummary { new_messages: 2, old_messages: 0, new_urgent_messages: 0, old_urgent_messages: 0 })
+            Some(State::VoiceMailSummary {
+                new_messages: 2,
+                old_messages: 0,
+                new_urgent_messages: 0,
+                old_urgent_messages: 0
+            })
         );
     }
 
