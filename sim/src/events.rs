@@ -295,6 +295,20 @@ impl Channels {
             .retain(|_, (channel, _)| open.contains_key(channel));
     }
 
+    /// Writes `document` on a channel's stream as it is, as a server with a bug or a newer
+    /// release might; with `event_id` it waits for an acknowledgement like any event.
+    pub fn inject(&mut self, id: &str, document: String, event_id: Option<&str>) -> bool {
+        let Some(channel) = self.open.get(id) else {
+            return false;
+        };
+        channel.send(document);
+        if let Some(event_id) = event_id {
+            self.pending
+                .insert(event_id.to_owned(), (id.to_owned(), Instant::now()));
+        }
+        true
+    }
+
     /// Ends a channel's stream abruptly, as a broken connection does: no termination event.
     pub fn cut(&mut self, id: &str) -> bool {
         let cut = self.open.remove(id).is_some();

@@ -433,6 +433,26 @@ impl Simulator {
                     json_response(404, &serde_json::json!({"error": "no such channel"}))
                 }
             }
+            ("POST", ["channels", id, "inject"]) => {
+                let event_id = parts.uri.query().and_then(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "event_id")
+                        .map(|(_, v)| v.into_owned())
+                });
+                let document = String::from_utf8_lossy(&body).into_owned();
+                if self
+                    .platform
+                    .channels()
+                    .inject(id, document, event_id.as_deref())
+                {
+                    json_response(
+                        200,
+                        &serde_json::json!({"channel_id": id, "action": "inject"}),
+                    )
+                } else {
+                    json_response(404, &serde_json::json!({"error": "no such channel"}))
+                }
+            }
             ("GET", ["subscriptions"]) => {
                 json_response(200, &self.platform.subscriptions().views())
             }

@@ -417,6 +417,27 @@ impl Gateway {
         }
     }
 
+    /// A crash and a restart: kills the process and starts a new one on the same configuration
+    /// and data directory, waiting until it answers `/healthz`.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("xsigate.log"))
+            .unwrap();
+        self.child = Command::new(binary("xsigate"))
+            .arg("run")
+            .arg("-c")
+            .arg(self.dir.path().join("providers.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.wait_for("/healthz", 200).await;
+    }
+
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.metrics_addr)
     }

@@ -10,7 +10,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use xsigate_broadworks::{EVENTS, encode, session_cookie, tree, user_path};
 use xsigate_plugin_sdk::serde_json::{self, json};
-use xsigate_plugin_sdk::{Error, StreamRead, XsiRequest, XsiResponse, XsiStream};
+use xsigate_plugin_sdk::{Error, ErrorKind, StreamRead, XsiRequest, XsiResponse, XsiStream};
 
 use crate::config::{Level, Package, ProviderEvents};
 use crate::document::{Document, Envelope, Malformed, Splitter};
@@ -26,6 +26,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A channel that streamed this long resets the backoff: its loss is news, not a pattern.
 const STABLE: Duration = Duration::from_secs(60);
+/// The host names a provider's XSPs `xsp1`, `xsp2`, …; no provider lists more than this.
+const XSPS_MAX: usize = 16;
 /// A subscription the XSP refused is tried again after this.
 const REFUSED_RETRY: Duration = Duration::from_secs(600);
 
@@ -272,10 +274,16 @@ impl<'a> ChannelSet<'a> {
             let mut opened = match self.connect().await {
                 Ok(opened) => opened,
                 Err(e) => {
-                    self.plugin.host.debug(&format!(
+                    // The first failure in a row is news for the operator; retries are not.
+                    let message = format!(
                         "xsi-events: a channel could not be opened for provider {}: {e}",
                         self.provider()
-                    ));
+                    );
+                    if delay.is_zero() {
+                        self.plugin.host.warn(&message);
+                    } else {
+                        self.plugin.host.debug(&message);
+                    }
                     delay = backoff(delay);
                     continue;
                 }
@@ -286,6 +294,9 @@ impl<'a> ChannelSet<'a> {
             }
             previous_xsp = Some(xsp);
             self.set_phase(Some(Phase::Open));
+            if gap {
+                self.drop_stale_channels().await;
+            }
             self.subscribe(gap).await;
             if gap {
                 self.resync().await;
@@ -649,6 +660,61 @@ impl<'a> ChannelSet<'a> {
             let granted = granted.map(Duration::from_secs);
             live.granted = granted.unwrap_or(live.granted);
             live.expires_at = Instant::now() + granted.unwrap_or_else(|| live.granted * 3 / 4);
+        }
+    }
+
+    /// Deletes the set's channels other than the live one: left by a crashed instance or a
+    /// connection that broke on our side only, they would go on taking the set's events (the XSP
+    /// prefers no channel of a set over another of equal priority and weight) until their
+    /// heartbeats lapse. A channel is deleted only on the XSP holding it, which is not known
+    /// here, so each XSP is asked in turn.
+    async fn drop_stale_channels(&mut self) {
+        let Some(live_id) = self.live.as_ref().map(|l| l.channel_id.clone()) else {
+            return;
+        };
+        let request = self.request(
+            "GET",
+            &format!(
+                "{EVENTS}/channelset/{}",
+                encode(&self.record.channel_set_id)
+            ),
+        );
+        let Ok(response) = self.send(request).await else {
+            return;
+        };
+        let Some(set) = response
+            .is_success()
+            .then(|| tree(&response.body).ok())
+            .flatten()
+        else {
+            return;
+        };
+        let stale: Vec<String> = set
+            .all("channel")
+            .filter_map(|c| c.text_of("channelId"))
+            .filter(|id| *id != live_id)
+            .map(str::to_owned)
+            .collect();
+        for channel_id in stale {
+            for n in 1..=XSPS_MAX {
+                let request = XsiRequest::new(
+                    self.provider(),
+                    "DELETE",
+                    &format!("{EVENTS}/channel/{}", encode(&channel_id)),
+                )
+                .xsp(&format!("xsp{n}"))
+                .timeout(COMMAND_TIMEOUT);
+                let request = match (&self.record.user_id, &self.password) {
+                    (Some(user), Some(password)) => request.user(user, password),
+                    _ => request.master(),
+                };
+                match self.plugin.host.xsi(request).await {
+                    Ok(response) if response.is_success() => break,
+                    // No XSP of that name: every one was asked.
+                    Err(e) if e.kind() == ErrorKind::Invalid => break,
+                    _ => {}
+                }
+            }
         }
     }
 

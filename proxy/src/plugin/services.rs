@@ -375,9 +375,11 @@ impl Services {
                     request.provider
                 ))
             })?;
-        if !request.path.starts_with("/com.broadsoft.xsi-")
-            || request.path.contains("..")
-            || request.path.contains(['#', ' ', '\r', '\n'])
+        let xsi_path = request.path.starts_with("/com.broadsoft.xsi-")
+            || request
+                .path
+                .starts_with("/com.broadsoft.async/com.broadsoft.xsi-events/");
+        if !xsi_path || request.path.contains("..") || request.path.contains(['#', ' ', '\r', '\n'])
         {
             return Err(invalid("the path must be an XSI path".to_owned()));
         }
