@@ -454,7 +454,10 @@ async fn a_provider_level_channel_carries_every_users_and_call_centres_events() 
             .all(|s| s["target_type"] == "ServiceProvider" && s["target_id"] == "acme")
     );
 
-    change_user(&sim, BOB, |u| u["do_not_disturb"]["active"] = json!(true)).await;
+    change_user(&sim, BOB, |u| {
+        u["do_not_disturb"]["active"] = json!(true);
+    })
+    .await;
     let dnd = wait_bus(&gateway, 0, "bob's DND", |e| {
         is(e, BOB, "DoNotDisturbEvent")
     })
@@ -537,7 +540,7 @@ async fn killing_the_xsp_of_a_channel_fails_over_within_five_seconds_and_resyncs
     // Events flow again through the other XSP, within 5 s of the kill.
     let seen = bus(&gateway).await.len();
     change_user(&sim, ALICE, |u| {
-        u["do_not_disturb"]["active"] = json!(false)
+        u["do_not_disturb"]["active"] = json!(false);
     })
     .await;
     let event = wait_bus(&gateway, seen, "an event after failover", |e| {
@@ -615,7 +618,10 @@ async fn after_a_crash_subscriptions_resume_without_a_new_login() {
         .map(|s| s["subscription_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(after, before);
-    change_user(&sim, ALICE, |u| u["do_not_disturb"]["active"] = json!(true)).await;
+    change_user(&sim, ALICE, |u| {
+        u["do_not_disturb"]["active"] = json!(true);
+    })
+    .await;
     let event = wait_bus(&gateway, 0, "an event after the restart", |e| {
         is(e, ALICE, "DoNotDisturbEvent") && e["state"]["active"] == true
     })
@@ -685,7 +691,10 @@ async fn malformed_and_unknown_events_are_acknowledged_with_their_status_and_cou
     .await;
 
     // The channel goes on: a real change still arrives, on the same channel.
-    change_user(&sim, ALICE, |u| u["do_not_disturb"]["active"] = json!(true)).await;
+    change_user(&sim, ALICE, |u| {
+        u["do_not_disturb"]["active"] = json!(true);
+    })
+    .await;
     wait_bus(&gateway, 0, "a change after bad documents", |e| {
         is(e, ALICE, "DoNotDisturbEvent") && e["state"]["active"] == true
     })

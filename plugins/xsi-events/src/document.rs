@@ -91,7 +91,7 @@ pub enum Document {
     Terminated {
         reason: String,
     },
-    Event(Envelope),
+    Event(Box<Envelope>),
     /// XML, but nothing a channel carries; `event_id` when it has one to acknowledge.
     Unknown {
         event_id: Option<String>,
@@ -142,7 +142,7 @@ impl Document {
                     })
                 })();
                 match envelope {
-                    Some(envelope) => Self::Event(envelope),
+                    Some(envelope) => Self::Event(Box::new(envelope)),
                     None => Self::Unknown {
                         event_id: Some(event_id),
                     },
