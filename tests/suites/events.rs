@@ -740,3 +740,104 @@ async fn malformed_and_unknown_events_are_acknowledged_with_their_status_and_cou
             .any(|e| e["event"] == "MeetMeConferenceEvent")
     );
 }
+
+/// `XSIGATE_SOAK_SECONDS` (default 600) of events flowing through ten users' channels, with
+/// channels and subscriptions that expire every few seconds and a 3-second heartbeat and
+/// acknowledgement deadline on the XSPs: no channel is ever lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_with_events_flowing_never_loses_a_channel() {
+    let seconds: u64 = std::env::var("XSIGATE_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let users: Vec<String> = (0..10).map(|i| format!("soak{i}@acme.example")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let sim = simulator(
+        &names,
+        "event_timeout_seconds = 3\nack_timeout_seconds = 3\nchannel_expires_min = 4\n\
+         channel_expires_max = 8\nsubscription_expires_min = 4\nsubscription_expires_max = 8",
+    )
+    .await;
+    let gateway = gateway(
+        &sim,
+        &format!("{FAST}channel_expires_seconds = 6\nsubscription_expires_seconds = 6\n"),
+        "",
+    )
+    .await;
+    let mut channels = Vec::new();
+    for user in &users {
+        log_in(&gateway, user).await;
+        channels.push(wait_channel(&sim, user, "a channel", |_| true).await["channel_id"].clone());
+    }
+
+    let started = Instant::now();
+    let mut toggles = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let user = &users[(toggles % users.len() as u64) as usize];
+        change_user(&sim, user, |u| {
+            let active = u["do_not_disturb"]["active"].as_bool().unwrap();
+            u["do_not_disturb"]["active"] = json!(!active);
+        })
+        .await;
+        toggles += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every user's last DND state reached the bus, and every user kept its first channel.
+    for (user, channel) in users.iter().zip(&channels) {
+        let truth = get(&sim, &format!("/users/{user}")).await["do_not_disturb"]["active"].clone();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let last = bus(&gateway)
+                .await
+                .into_iter()
+                .rev()
+                .find(|e| e["user_id"] == user.as_str() && e["package"] == "Do Not Disturb");
+            if last.as_ref().is_some_and(|e| e["state"]["active"] == truth) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user}: {last:?} against {truth}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let now = channels_of(&sim, user).await;
+        assert_eq!(now.len(), 1, "{user}: {now:?}");
+        assert_eq!(&now[0]["channel_id"], channel, "{user} lost its channel");
+    }
+    let acks = acks(&sim).await;
+    assert!(
+        acks.len() as u64 >= toggles,
+        "{} acks for {toggles} changes",
+        acks.len()
+    );
+    assert!(
+        acks.iter()
+            .all(|a| a["known"] == true && a["status"] == "200")
+    );
+    for series in [
+        "xsigate_plugin_events_heartbeats_total{provider=\"acme\",result=\"failed\"}",
+        "xsigate_plugin_events_ack_failures_total{provider=\"acme\"}",
+        "xsigate_plugin_events_subscription_failures_total",
+    ] {
+        assert_eq!(gateway.metric(series).await.unwrap_or(0.0), 0.0, "{series}");
+    }
+    assert!(
+        !gateway
+            .logs()
+            .contains("xsigate_plugin_events_reconnects_total")
+    );
+    let text = client()
+        .get(gateway.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("xsigate_plugin_events_reconnects_total{"),
+        "no channel was ever reopened"
+    );
+}
