@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# XSI-Events at scale, on loopback, against xsi-sim with generated users and two XSPs.
+#
+# 1. Channels: `users` users log in through xsigate; xsi-events opens a user-level channel set
+#    for each (Do Not Disturb subscribed, heartbeats every 15 s against the XSPs' 30 s
+#    eventTimeout) and holds them for `hold` seconds. Prints the logins per second, the
+#    channels the simulator holds at the end, heartbeats sent and failed, reconnects,
+#    xsigate's resident memory per channel set and its CPU while holding.
+# 2. Events: a provider-level (enterprise) channel set with the master credentials; events-load
+#    toggles DND of `event_users` users at `rate` changes per second for `seconds` through the
+#    simulator's control API. Prints the events per second that reached the bus (the fixture
+#    tap), every one acknowledged, and the change->bus latency percentiles.
+#
+# Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
+set -euo pipefail
+
+users=${1:-10000}
+hold=${2:-60}
+rate=${3:-2000}
+seconds=${4:-30}
+event_users=${5:-2000}
+source "$(dirname "$0")/common.sh"
+
+"$root/scripts/install-deps" build
+cargo build --release --locked -p xsigate -p xsi-sim -p xsigate-idp-broadsoft -p xsigate-xsi-events \
+  -p xsigate-fixture-host-services -p xsigate-bench --manifest-path "$root/Cargo.toml" >&2
+# Each channel is a socket on both sides, plus pooled command connections.
+ulimit -n "$(ulimit -Hn)"
+
+xsigate_port=19381 metrics_port=19382 xsp1=127.0.0.1:19383 xsp2=127.0.0.1:19384 control=127.0.0.1:19385
+ports_free $xsigate_port $metrics_port 19383 19384 19385
+metrics="http://127.0.0.1:$metrics_port/metrics"
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+kib() { awk -v key="$2" '$1 == key":" { print $2 }' "/proc/$1/status"; }
+metric() { curl -fs "$metrics" | awk -v s="$1" 'index($0, s" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'; }
+hz=$(getconf CLK_TCK)
+
+cat > "$work/sim.toml" <<CONF
+[[admins]]
+user_id = "admin@sim.xsigate.test"
+password = "admin-password"
+scope = { level = "service_provider", service_provider = "generated" }
+CONF
+echo -n admin-password > "$work/master"
+
+# Starts the simulator and xsigate with the given provider table and xsi-events settings.
+start() {
+  "$root/target/release/xsi-sim" --seed "$work/sim.toml" --generate-users "$users" \
+    --xsp "$xsp1" --xsp "$xsp2" --control "$control" 2>/dev/null & sim=$!; pids+=($sim)
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$control/channels" && break; sleep 0.1; done
+  cat > "$work/xsigate.toml" <<CONF
+[server]
+data_dir = "$work/data-$1"
+access_log = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+[[server.listeners]]
+address = "127.0.0.1:$xsigate_port"
+[server.metrics]
+address = "127.0.0.1:$metrics_port"
+[[plugins]]
+name = "broadsoft"
+path = "$root/target/release/libxsigate_idp_broadsoft.so"
+[[plugins]]
+name = "events"
+path = "$root/target/release/libxsigate_xsi_events.so"
+[plugins.config.providers.bench]
+$2
+[[plugins]]
+name = "tap"
+path = "$root/target/release/libxsigate_fixture_host_services.so"
+[plugins.config]
+tap = ["xsi.event"]
+[providers.bench]
+domains = ["sim.xsigate.test", "tap.bench"]
+xsp = ["http://$xsp1", "http://$xsp2"]
+master = { user = "admin@sim.xsigate.test", password_file = "$work/master" }
+plugins = ["broadsoft", "events", "tap"]
+CONF
+  "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate=$!; pids+=($xsigate)
+  for _ in $(seq 1 200); do
+    kill -0 "$xsigate" 2>/dev/null || { cat "$work/xsigate.log" >&2; exit 1; }
+    curl -fs -o /dev/null "http://127.0.0.1:$metrics_port/readyz" && break
+    sleep 0.05
+  done
+}
+
+stop() { kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/dev/null || true; }
+
+echo "# 1. $users user-level channel sets held for ${hold}s (heartbeat 15 s, XSP eventTimeout 30 s)"
+start channels 'packages = ["Do Not Disturb"]'
+rss_idle=$(kib "$xsigate" VmRSS)
+"$root/target/release/events-load" login --gateway "http://127.0.0.1:$xsigate_port" --users "$users"
+until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "$users" ]; do
+  sleep 1
+done
+before=$(ticks "$xsigate") from=$(date +%s.%N)
+sleep "$hold"
+after=$(ticks "$xsigate") to=$(date +%s.%N)
+rss_held=$(kib "$xsigate" VmRSS)
+held=$(curl -fs "http://$control/channels" | grep -o '"channel_id"' | wc -l)
+echo "channels held by the simulator at the end: $held of $users"
+echo "heartbeats ok $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="failed"}')"
+echo "reconnects: $(curl -fs "$metrics" | awk '/^xsigate_plugin_events_reconnects_total/ { n += $2 } END { print n + 0 }')"
+awk -v i="$rss_idle" -v h="$rss_held" -v n="$users" \
+  'BEGIN { printf "xsigate rss idle %.1f MiB, holding %.1f MiB: %.1f KiB per channel set\n", i / 1024, h / 1024, (h - i) / n }'
+awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
+  'BEGIN { printf "xsigate cpu while holding: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
+stop
+
+echo
+echo "# 2. one enterprise-level channel set: $rate DND changes/s over $event_users users for ${seconds}s"
+start events 'level = "service_provider"
+service_provider = "generated"
+packages = ["Do Not Disturb"]'
+until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
+before=$(ticks "$xsigate") from=$(date +%s.%N)
+"$root/target/release/events-load" drive --control "http://$control" \
+  --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
+  --rate "$rate" --seconds "$seconds"
+after=$(ticks "$xsigate") to=$(date +%s.%N)
+acks=$(curl -fs "http://$control/acks")
+echo "acknowledged (known, 200): $(echo "$acks" | grep -o '"status":"200","known":true' | wc -l) of $(echo "$acks" | grep -o '"event_id"' | wc -l) acknowledgements"
+echo "ack failures: $(metric 'xsigate_plugin_events_ack_failures_total{provider="bench"}')"
+awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
+  'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
+echo "xsigate rss: $(kib "$xsigate" VmRSS) KiB"
+stop

@@ -1,0 +1,300 @@
+//! `events-load`: drives `bench/events.sh`.
+//!
+//! - `login`: logs the simulator's generated users (`user00000@<domain>` / `password00000`, …)
+//!   in through xsigate's login API, `--concurrency` at a time, so xsi-events opens a channel
+//!   set for each; prints the logins per second.
+//! - `drive`: toggles Do Not Disturb of generated users round robin through the simulator's
+//!   control API at `--rate` changes per second (open loop), then reads what the fixture tap
+//!   saw on the bus through xsigate and prints the events per second delivered and the
+//!   latency from each change to its event on the bus (p50, p99, max). The k-th DND event of a
+//!   user on the bus is the k-th change of that user: one user's events stay in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Load for the XSI-Events benchmark")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Login {
+        /// Base URL of xsigate.
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        users: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "sim.xsigate.test")]
+        domain: String,
+    },
+    Drive {
+        /// Base URL of the simulator's control API.
+        #[arg(long)]
+        control: String,
+        /// Base URL of xsigate, and a user id in the tap's provider to reach the tap with.
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        tap_user: String,
+        /// Generated users to toggle, round robin.
+        #[arg(long)]
+        users: usize,
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "sim.xsigate.test")]
+        domain: String,
+    },
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
+fn report(line: &str) {
+    println!("{line}");
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0;
+    };
+    sorted[((last as f64) * p).round() as usize]
+}
+
+async fn login(
+    gateway: &str,
+    users: usize,
+    concurrency: usize,
+    domain: &str,
+) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, next, failed) = (http.clone(), Arc::clone(&next), Arc::clone(&failed));
+            let url = format!("{gateway}/api/access/services/idp/broadsoft");
+            let domain = domain.to_owned();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= users {
+                        return;
+                    }
+                    let body = json!({ "user": format!("user{i:05}@{domain}"), "password": format!("password{i:05}") });
+                    let ok = http
+                        .post(&url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.map_err(|e| e.to_string())?;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    report(&format!(
+        "logins {users} in {:.1}s ({:.0}/s), failed {failed}",
+        started.elapsed().as_secs_f64(),
+        users as f64 / started.elapsed().as_secs_f64()
+    ));
+    if failed > 0 {
+        return Err(format!("{failed} logins failed"));
+    }
+    Ok(())
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the subcommand's arguments, passed through"
+)]
+async fn drive(
+    control: &str,
+    gateway: &str,
+    tap_user: &str,
+    users: usize,
+    rate: u64,
+    seconds: u64,
+    domain: &str,
+) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut states = Vec::with_capacity(users);
+    for i in 0..users {
+        let url = format!("{control}/users/user{i:05}@{domain}");
+        let user: Value = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        states.push(user);
+    }
+    // Sent changes by user: the unix ms each was sent, in order.
+    let sent: Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let total = rate * seconds;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..total {
+        tokio::time::sleep_until(
+            (started + interval * u32::try_from(k).unwrap_or(u32::MAX)).into(),
+        )
+        .await;
+        let i = (k as usize) % users;
+        let state = &mut states[i];
+        let active = state["do_not_disturb"]["active"].as_bool().unwrap_or(false);
+        state["do_not_disturb"]["active"] = json!(!active);
+        let body = state.clone();
+        let user = format!("user{i:05}@{domain}");
+        let url = format!("{control}/users/{user}");
+        let permit = Arc::clone(&in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (http, sent) = (http.clone(), Arc::clone(&sent));
+        // Record before sending: the order per user is the order of the changes.
+        sent.lock()
+            .map_err(|e| e.to_string())?
+            .entry(user)
+            .or_default()
+            .push(unix_ms());
+        tasks.push(tokio::spawn(async move {
+            let ok = http
+                .put(&url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            drop(permit);
+            ok
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.map_err(|e| e.to_string())? {
+            failed += 1;
+        }
+    }
+    let driven = started.elapsed().as_secs_f64();
+    report(&format!(
+        "changes {total} in {driven:.1}s ({:.0}/s), failed {failed}",
+        total as f64 / driven
+    ));
+
+    // Wait until the bus has every change (bounded), then match them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tap = format!("{gateway}/com.broadsoft.xsi-actions/v2.0/user/{tap_user}/profile");
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{tap_user}:x")
+        )
+    );
+    let events = loop {
+        let tapped: Value = http
+            .get(&tap)
+            .header("authorization", &auth)
+            .header("x-fixture", "tapped")
+            .header("x-fixture-arg", "DoNotDisturbEvent")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let events = tapped["events"].as_array().cloned().unwrap_or_default();
+        if events.len() as u64 >= total || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let sent = sent.lock().map_err(|e| e.to_string())?;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut latencies = Vec::with_capacity(events.len());
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    for event in &events {
+        let Some(user) = event["payload"]["user_id"].as_str() else {
+            continue;
+        };
+        let arrived = event["arrived_ms"].as_u64().unwrap_or(0);
+        let k = seen.entry(user).or_default();
+        if let Some(at) = sent.get(user).and_then(|times| times.get(*k)) {
+            latencies.push(arrived.saturating_sub(*at));
+            first = first.min(arrived);
+            last = last.max(arrived);
+        }
+        *k += 1;
+    }
+    latencies.sort_unstable();
+    let span = (last.saturating_sub(first)) as f64 / 1000.0;
+    report(&format!(
+        "bus events {} of {total} ({:.0}/s over {span:.1}s); change->bus latency ms p50 {} p99 {} max {}",
+        latencies.len(),
+        latencies.len() as f64 / span.max(0.001),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0)
+    ));
+    if (latencies.len() as u64) < total || failed > 0 {
+        return Err("not every change reached the bus".to_owned());
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match Args::parse().command {
+        Command::Login {
+            gateway,
+            users,
+            concurrency,
+            domain,
+        } => login(&gateway, users, concurrency, &domain).await,
+        Command::Drive {
+            control,
+            gateway,
+            tap_user,
+            users,
+            rate,
+            seconds,
+            domain,
+        } => drive(&control, &gateway, &tap_user, users, rate, seconds, &domain).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("events-load: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
