@@ -276,9 +276,43 @@ impl BackgroundWorker for XsiEvents {
     }
 }
 
-/// A running channel set: how to stop it.
-struct Running {
-    stop: futures_channel::oneshot::Sender<()>,
+/// The channel sets the worker keeps, by the key they run under.
+struct Sets<'a> {
+    plugin: &'a XsiEvents,
+    /// How to stop each, and which start it was: a set that ended must not take its key's
+    /// entry from a newer set that started under the same key while it was closing.
+    running: HashMap<String, (futures_channel::oneshot::Sender<()>, u64)>,
+    futures: FuturesUnordered<futures_util::future::BoxFuture<'a, (String, u64)>>,
+    starts: u64,
+}
+
+impl<'a> Sets<'a> {
+    fn start(&mut self, key: String, record: SetRecord, resumed: bool) {
+        let (stop, stopped) = futures_channel::oneshot::channel();
+        self.starts += 1;
+        let start = self.starts;
+        self.running.insert(key.clone(), (stop, start));
+        let plugin = self.plugin;
+        self.futures.push(
+            async move {
+                plugin.keep_set(&key, record, resumed, stopped).await;
+                (key, start)
+            }
+            .boxed(),
+        );
+    }
+
+    fn stop(&mut self, key: &str) {
+        if let Some((stop, _)) = self.running.remove(key) {
+            let _ = stop.send(());
+        }
+    }
+
+    fn ended(&mut self, key: &str, start: u64) {
+        if self.running.get(key).is_some_and(|(_, s)| *s == start) {
+            self.running.remove(key);
+        }
+    }
 }
 
 impl XsiEvents {
@@ -293,8 +327,12 @@ impl XsiEvents {
     /// Resumes what the store holds, starts provider-level sets, then follows logins and
     /// logouts. Every channel set runs as one future of this one.
     async fn serve(&self, inbox: &mut mpsc::UnboundedReceiver<Command>) -> Result<(), Error> {
-        let mut sets = FuturesUnordered::new();
-        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut sets = Sets {
+            plugin: self,
+            running: HashMap::new(),
+            futures: FuturesUnordered::new(),
+            starts: 0,
+        };
         let store = self.host.store();
         for key in store.keys(SET_PREFIX).await? {
             let Some(bytes) = store.get(&key).await? else {
@@ -302,13 +340,11 @@ impl XsiEvents {
             };
             match xsigate_plugin_sdk::serde_json::from_slice::<SetRecord>(&bytes) {
                 Ok(record) => {
-                    let (stop, stopped) = futures_channel::oneshot::channel();
                     let running_key = key
                         .rsplit_once('/')
                         .map_or(key.as_str(), |(running, _)| running)
                         .to_owned();
-                    running.insert(running_key.clone(), Running { stop });
-                    sets.push(self.keep_set(running_key, record, true, stopped).boxed());
+                    sets.start(running_key, record, true);
                 }
                 Err(e) => {
                     self.host.warn(&format!(
@@ -320,7 +356,7 @@ impl XsiEvents {
         }
         for (provider, settings) in &self.config.providers {
             let key = format!("{SET_PREFIX}{provider}/{PROVIDER_SET}");
-            if settings.level == Level::User || running.contains_key(&key) {
+            if settings.level == Level::User || sets.running.contains_key(&key) {
                 continue;
             }
             let record = SetRecord {
@@ -330,22 +366,18 @@ impl XsiEvents {
                 channel_set_id: channel::new_set_id(),
                 subscriptions: Vec::new(),
             };
-            let (stop, stopped) = futures_channel::oneshot::channel();
-            running.insert(key.clone(), Running { stop });
-            sets.push(self.keep_set(key, record, false, stopped).boxed());
+            sets.start(key, record, false);
         }
         loop {
             let next = futures_util::future::poll_fn(|cx| {
-                if let Poll::Ready(Some(key)) = sets.poll_next_unpin(cx) {
-                    return Poll::Ready(Wake::Ended(key));
+                if let Poll::Ready(Some((key, start))) = sets.futures.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Ended(key, start));
                 }
                 inbox.poll_next_unpin(cx).map(Wake::Command)
             })
             .await;
             match next {
-                Wake::Ended(key) => {
-                    running.remove(&key);
-                }
+                Wake::Ended(key, start) => sets.ended(&key, start),
                 Wake::Command(None) => return Ok(()),
                 Wake::Command(Some(Command::Start {
                     provider,
@@ -354,7 +386,7 @@ impl XsiEvents {
                     password,
                 })) => {
                     let key = format!("{SET_PREFIX}{provider}/{unique_id}");
-                    if running.contains_key(&key) {
+                    if sets.running.contains_key(&key) {
                         continue;
                     }
                     let sealed = self
@@ -368,32 +400,26 @@ impl XsiEvents {
                         channel_set_id: channel::new_set_id(),
                         subscriptions: Vec::new(),
                     };
-                    let (stop, stopped) = futures_channel::oneshot::channel();
-                    running.insert(key.clone(), Running { stop });
-                    sets.push(self.keep_set(key, record, false, stopped).boxed());
+                    sets.start(key, record, false);
                 }
                 Wake::Command(Some(Command::Stop {
                     provider,
                     unique_id,
                 })) => {
-                    let key = format!("{SET_PREFIX}{provider}/{unique_id}");
-                    if let Some(set) = running.remove(&key) {
-                        let _ = set.stop.send(());
-                    }
+                    sets.stop(&format!("{SET_PREFIX}{provider}/{unique_id}"));
                 }
             }
         }
     }
 
     /// Keeps one channel set until it is stopped, then deletes it on the XSP and in the store.
-    /// Returns the key it ran under.
     async fn keep_set(
         &self,
-        running_key: String,
+        running_key: &str,
         record: SetRecord,
         resumed: bool,
         stopped: futures_channel::oneshot::Receiver<()>,
-    ) -> String {
+    ) {
         let settings = self.settings(&record.provider);
         let key = format!("{running_key}/{}", record.channel_set_id);
         let mut set = match channel::ChannelSet::new(self, key.clone(), record, settings).await {
@@ -403,7 +429,7 @@ impl XsiEvents {
                     "xsi-events: a channel set cannot be kept and is dropped: {e}"
                 ));
                 let _ = self.host.store().delete(&key).await;
-                return running_key;
+                return;
             }
         };
         if !resumed {
@@ -415,7 +441,6 @@ impl XsiEvents {
             let _ = futures_util::future::select(keep, stopped).await;
         }
         set.close().await;
-        running_key
     }
 
     fn channel_phase(
@@ -438,7 +463,7 @@ impl XsiEvents {
 }
 
 enum Wake {
-    Ended(String),
+    Ended(String, u64),
     Command(Option<Command>),
 }
 
