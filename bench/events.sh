@@ -12,6 +12,7 @@
 #    tap), every one acknowledged, and the change->bus latency percentiles.
 #
 # Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
+# (hold=0 runs the events part only.)
 set -euo pipefail
 
 users=${1:-10000}
@@ -87,6 +88,7 @@ CONF
 
 stop() { kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/dev/null || true; }
 
+if [ "$hold" -gt 0 ]; then
 echo "# 1. $users user-level channel sets held for ${hold}s (heartbeat 15 s, XSP eventTimeout 30 s)"
 start channels 'packages = ["Do Not Disturb"]'
 rss_idle=$(kib "$xsigate" VmRSS)
@@ -107,8 +109,9 @@ awk -v i="$rss_idle" -v h="$rss_held" -v n="$users" \
 awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu while holding: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
 stop
-
 echo
+fi
+
 echo "# 2. one enterprise-level channel set: $rate DND changes/s over $event_users users for ${seconds}s"
 start events 'level = "service_provider"
 service_provider = "generated"

@@ -187,6 +187,7 @@ async fn drive(
             .or_default()
             .push(unix_ms());
         tasks.push(tokio::spawn(async move {
+            let put = Instant::now();
             let ok = http
                 .put(&url)
                 .json(&body)
@@ -194,19 +195,26 @@ async fn drive(
                 .await
                 .is_ok_and(|r| r.status().is_success());
             drop(permit);
-            ok
+            (
+                ok,
+                u64::try_from(put.elapsed().as_millis()).unwrap_or(u64::MAX),
+            )
         }));
     }
     let mut failed = 0;
+    let mut puts = Vec::with_capacity(tasks.len());
     for task in tasks {
-        if !task.await.map_err(|e| e.to_string())? {
-            failed += 1;
-        }
+        let (ok, took) = task.await.map_err(|e| e.to_string())?;
+        failed += u64::from(!ok);
+        puts.push(took);
     }
+    puts.sort_unstable();
     let driven = started.elapsed().as_secs_f64();
     report(&format!(
-        "changes {total} in {driven:.1}s ({:.0}/s), failed {failed}",
-        total as f64 / driven
+        "changes {total} in {driven:.1}s ({:.0}/s), failed {failed}; the simulator answered each in ms p50 {} p99 {}",
+        total as f64 / driven,
+        percentile(&puts, 0.5),
+        percentile(&puts, 0.99)
     ));
 
     // Wait until the bus has every change (bounded), then match them.
@@ -240,6 +248,8 @@ async fn drive(
     let sent = sent.lock().map_err(|e| e.to_string())?;
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut latencies = Vec::with_capacity(events.len());
+    // The two legs: change -> read off the channel by xsi-events, and that -> the consumer.
+    let (mut to_channel, mut in_gateway) = (Vec::new(), Vec::new());
     let (mut first, mut last) = (u64::MAX, 0u64);
     for event in &events {
         let Some(user) = event["payload"]["user_id"].as_str() else {
@@ -249,12 +259,18 @@ async fn drive(
         let k = seen.entry(user).or_default();
         if let Some(at) = sent.get(user).and_then(|times| times.get(*k)) {
             latencies.push(arrived.saturating_sub(*at));
+            if let Some(received) = event["payload"]["received_ms"].as_u64() {
+                to_channel.push(received.saturating_sub(*at));
+                in_gateway.push(arrived.saturating_sub(received));
+            }
             first = first.min(arrived);
             last = last.max(arrived);
         }
         *k += 1;
     }
     latencies.sort_unstable();
+    to_channel.sort_unstable();
+    in_gateway.sort_unstable();
     let span = (last.saturating_sub(first)) as f64 / 1000.0;
     report(&format!(
         "bus events {} of {total} ({:.0}/s over {span:.1}s); change->bus latency ms p50 {} p99 {} max {}",
@@ -263,6 +279,13 @@ async fn drive(
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0)
+    ));
+    report(&format!(
+        "  change->channel (simulator) ms p50 {} p99 {}; channel->bus (xsigate) ms p50 {} p99 {}",
+        percentile(&to_channel, 0.5),
+        percentile(&to_channel, 0.99),
+        percentile(&in_gateway, 0.5),
+        percentile(&in_gateway, 0.99)
     ));
     if (latencies.len() as u64) < total || failed > 0 {
         return Err("not every change reached the bus".to_owned());
