@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_ffi::FutureExt as _;
-use futures_util::FutureExt as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -37,32 +36,73 @@ const STREAM_WAIT_MAX: Duration = Duration::from_secs(300);
 /// A read returns what has already arrived, up to about this much.
 const STREAM_READ_MAX: usize = 1 << 20;
 
+/// Chunks read ahead of a plugin's reads, per stream.
+const STREAM_AHEAD: usize = 1024;
+
 /// The response streams a plugin holds open, by handle. A handle is good only for the plugin
 /// that opened it: each plugin's context has its own.
 #[derive(Default)]
 pub(super) struct Streams {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>>,
+    open: Mutex<HashMap<u64, Arc<OpenStream>>>,
+}
+
+/// One open stream. A task reads the body ahead of the plugin, so the connection is drained
+/// while the plugin handles what it read, and one read returns everything that arrived
+/// meanwhile rather than a chunk per round trip. The queue is bounded: a plugin that stops
+/// reading stops the task, and TCP pushes back on the server.
+struct OpenStream {
+    chunks: tokio::sync::Mutex<mpsc::Receiver<Result<bytes::Bytes, reqwest::Error>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Streams {
-    fn open(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<reqwest::Response>>>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenStream>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, response: reqwest::Response) -> Option<u64> {
+    fn add(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        mut response: reqwest::Response,
+    ) -> Option<u64> {
         let mut open = self.open();
         if open.len() >= STREAMS_MAX {
             return None;
         }
+        let (sender, chunks) = mpsc::channel(STREAM_AHEAD);
+        let reader = runtime.spawn(async move {
+            loop {
+                let chunk = response.chunk().await;
+                let last = !matches!(chunk, Ok(Some(_)));
+                let item = match chunk {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                };
+                if sender.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        open.insert(id, Arc::new(tokio::sync::Mutex::new(response)));
+        open.insert(
+            id,
+            Arc::new(OpenStream {
+                chunks: tokio::sync::Mutex::new(chunks),
+                reader,
+            }),
+        );
         Some(id)
     }
 
-    fn get(&self, id: u64) -> Option<Arc<tokio::sync::Mutex<reqwest::Response>>> {
+    fn get(&self, id: u64) -> Option<Arc<OpenStream>> {
         self.open().get(&id).cloned()
     }
 
@@ -448,7 +488,7 @@ impl Services {
             "headers": header_pairs(&response),
             "xsp": xsp.name,
         });
-        let id = plugin.streams.add(response).ok_or_else(|| {
+        let id = plugin.streams.add(&self.runtime, response).ok_or_else(|| {
             reply(
                 abi::reply::FAILED,
                 format!("the plugin holds {STREAMS_MAX} streams already"),
@@ -468,28 +508,28 @@ impl Services {
             .streams
             .get(stream)
             .ok_or_else(|| reply(abi::reply::NOT_FOUND, "no such stream"))?;
-        let mut response = open.lock().await;
+        let mut chunks = open.chunks.lock().await;
         let wait = Duration::from_millis(wait_ms).min(STREAM_WAIT_MAX);
         let ended = |this: &Self| {
             plugin.streams.remove(stream);
             this.count_streams(plugin);
         };
-        let mut bytes = match tokio::time::timeout(wait, response.chunk()).await {
+        let mut bytes = match tokio::time::timeout(wait, chunks.recv()).await {
             Err(_) => return Ok(ok(&serde_json::json!({ "end": false }), Vec::new())),
-            Ok(Ok(Some(chunk))) => chunk.to_vec(),
-            Ok(Ok(None)) => {
+            Ok(Some(Ok(chunk))) => chunk.to_vec(),
+            Ok(None) => {
                 ended(self);
                 return Ok(ok(&serde_json::json!({ "end": true }), Vec::new()));
             }
-            Ok(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 ended(self);
                 return Err(http_failed(e));
             }
         };
         // Whatever else is already here comes along; an end or error is seen by the next read.
         while bytes.len() < STREAM_READ_MAX {
-            match response.chunk().now_or_never() {
-                Some(Ok(Some(chunk))) => bytes.extend_from_slice(&chunk),
+            match chunks.try_recv() {
+                Ok(Ok(chunk)) => bytes.extend_from_slice(&chunk),
                 _ => break,
             }
         }
