@@ -17,9 +17,10 @@
 //! - MUST keep what it needs to resume in the host's store (the user's password sealed by the
 //!   host), so an xsigate restart resumes channels and subscriptions without a new login;
 //! - MUST delete the subscriptions and the channel when the user's last session ends;
-//! - MUST acknowledge malformed or unknown events with the status BroadWorks defines (400 for
-//!   an event it cannot process, 481 for an unknown subscription, 404 for an unknown channel),
-//!   count them, and go on.
+//! - MUST acknowledge events it cannot use with the status BroadWorks defines (400 for an
+//!   event it cannot process, 481 for an unknown subscription, 404 for an unknown channel),
+//!   count them and documents that are not XML (which have no event id to acknowledge), and go
+//!   on with the channel.
 //!
 //! Events go on the bus as topic [`TOPIC`], JSON `{"provider", "user_id", "unique_id",
 //! "package", "event", "source", "sequence", "received_ms", "state"}`: `source` is `event` or

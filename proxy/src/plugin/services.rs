@@ -35,7 +35,6 @@ const STREAMS_MAX: usize = 200_000;
 const STREAM_WAIT_MAX: Duration = Duration::from_secs(300);
 /// A read returns what has already arrived, up to about this much.
 const STREAM_READ_MAX: usize = 1 << 20;
-
 /// Chunks read ahead of a plugin's reads, per stream.
 const STREAM_AHEAD: usize = 1024;
 
@@ -79,14 +78,14 @@ impl Streams {
         let (sender, chunks) = mpsc::channel(STREAM_AHEAD);
         let reader = runtime.spawn(async move {
             loop {
-                let chunk = response.chunk().await;
-                let last = !matches!(chunk, Ok(Some(_)));
-                let item = match chunk {
+                // The end is the channel closing; an error is passed on, and ends it too.
+                let item = match response.chunk().await {
                     Ok(Some(bytes)) => Ok(bytes),
                     Ok(None) => return,
                     Err(e) => Err(e),
                 };
-                if sender.send(item).await.is_err() || last {
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
                     return;
                 }
             }
