@@ -612,6 +612,11 @@ async fn after_a_crash_subscriptions_resume_without_a_new_login() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And it is kept alive.
+    wait_channel(&sim, ALICE, "heartbeats on the new channel", |c| {
+        c["heartbeats"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
     let after: HashSet<String> = subscriptions_of(&sim, ALICE)
         .await
         .iter()
