@@ -850,3 +850,86 @@ async fn a_soak_with_events_flowing_never_loses_a_channel() {
         "{heartbeats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_subscriptions_are_made_again_and_terminated_channels_reopened() {
+    let sim = simulator(&[ALICE, BOB], "").await;
+    let gateway = gateway(&sim, FAST, "").await;
+    let _session = log_in(&gateway, ALICE).await;
+    let channel = wait_channel(&sim, ALICE, "alice's channel", |_| true).await;
+    let channel_id = channel["channel_id"].as_str().unwrap().to_owned();
+    wait_bus(&gateway, 0, "the initial DND state", |e| {
+        is(e, ALICE, "DoNotDisturbEvent")
+    })
+    .await;
+    let dnd = subscriptions_of(&sim, ALICE)
+        .await
+        .into_iter()
+        .find(|s| s["packages"][0] == "Do Not Disturb")
+        .unwrap();
+    let dnd_id = dnd["subscription_id"].as_str().unwrap().to_owned();
+
+    // BroadWorks ends the DND subscription: it is acknowledged and made again.
+    let terminated = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xmlns:xsi="http://schema.broadsoft.com/xsi" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xsi1:type="xsi:SubscriptionEvent"><xsi:eventID>e-ended</xsi:eventID><xsi:sequenceNumber>9</xsi:sequenceNumber><xsi:userId>{ALICE}</xsi:userId><xsi:externalApplicationId>xsigate</xsi:externalApplicationId><xsi:subscriptionId>{dnd_id}</xsi:subscriptionId><xsi:channelId>{channel_id}</xsi:channelId><xsi:targetId>{ALICE}</xsi:targetId><xsi:eventData xsi1:type="xsi:SubscriptionTerminatedEvent"/></xsi:Event>"#
+    );
+    let response = client()
+        .post(control(
+            &sim,
+            &format!("/channels/{channel_id}/inject?event_id=e-ended"),
+        ))
+        .body(terminated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dnd: Vec<Value> = subscriptions_of(&sim, ALICE)
+            .await
+            .into_iter()
+            .filter(|s| s["packages"][0] == "Do Not Disturb")
+            .collect();
+        if dnd.iter().any(|s| s["subscription_id"] != dnd_id.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never subscribed again: {dnd:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        acks(&sim)
+            .await
+            .iter()
+            .any(|a| a["event_id"] == "e-ended" && a["status"] == "200")
+    );
+
+    // BroadWorks ends the channel: it is opened again, with no acknowledgement.
+    let ended = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xsi1:type="xsi:ChannelTerminatedEvent" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsi="http://schema.broadsoft.com/xsi"><xsi:channelId>{channel_id}</xsi:channelId><xsi:reason>Expired</xsi:reason></xsi:Event>"#
+    );
+    let response = client()
+        .post(control(&sim, &format!("/channels/{channel_id}/inject")))
+        .body(ended)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    wait_channel(&sim, ALICE, "a new channel", |c| {
+        c["channel_id"] != channel_id.as_str()
+    })
+    .await;
+    gateway
+        .wait_metric(
+            r#"xsigate_plugin_events_reconnects_total{provider="acme",reason="terminated"}"#,
+            |v| v == 1.0,
+        )
+        .await;
+    change_user(&sim, ALICE, |u| {
+        u["do_not_disturb"]["active"] = json!(true);
+    })
+    .await;
+    wait_bus(&gateway, 0, "an event on the new channel", |e| {
+        is(e, ALICE, "DoNotDisturbEvent") && e["state"]["active"] == true
+    })
+    .await;
+}
