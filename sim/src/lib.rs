@@ -18,6 +18,7 @@ pub mod xsp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http_body_util::BodyExt as _;
@@ -283,7 +284,23 @@ pub struct Simulator {
 #[derive(Debug)]
 struct XspSlot {
     addr: SocketAddr,
-    task: Mutex<Option<JoinHandle<()>>>,
+    serving: Mutex<Option<Serving>>,
+}
+
+/// One XSP serving on its listener.
+#[derive(Debug)]
+struct Serving {
+    task: JoinHandle<()>,
+    /// Cleared when the XSP is killed: the abort cuts connections only when the runtime next
+    /// polls them, and a request already on one must not be answered meanwhile.
+    up: Arc<AtomicBool>,
+}
+
+impl Serving {
+    fn stop(self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.task.abort();
+    }
 }
 
 impl Simulator {
@@ -305,10 +322,10 @@ impl Simulator {
         for (index, addr) in addrs.into_iter().enumerate() {
             let listener = http::bind(addr).await?;
             let addr = listener.local_addr()?;
-            let task = serve_xsp(listener, tls.clone(), Arc::clone(&platform), index);
+            let serving = serve_xsp(listener, tls.clone(), Arc::clone(&platform), index);
             xsps.push(XspSlot {
                 addr,
-                task: Mutex::new(Some(task)),
+                serving: Mutex::new(Some(serving)),
             });
         }
         let control_listener = http::bind(seed.control.unwrap_or(loopback)).await?;
@@ -354,8 +371,8 @@ impl Simulator {
         let Some(slot) = self.xsps.get(index) else {
             return false;
         };
-        if let Some(task) = lock(&slot.task).take() {
-            task.abort();
+        if let Some(serving) = lock(&slot.serving).take() {
+            serving.stop();
         }
         self.platform.channels().drop_xsp(index);
         true
@@ -366,11 +383,11 @@ impl Simulator {
         let Some(slot) = self.xsps.get(index) else {
             return Ok(false);
         };
-        if lock(&slot.task).is_some() {
+        if lock(&slot.serving).is_some() {
             return Ok(true);
         }
         let listener = http::bind(slot.addr).await?;
-        *lock(&slot.task) = Some(serve_xsp(
+        *lock(&slot.serving) = Some(serve_xsp(
             listener,
             self.tls.clone(),
             Arc::clone(&self.platform),
@@ -762,10 +779,20 @@ fn serve_xsp(
     tls: Option<Arc<rustls::ServerConfig>>,
     platform: Arc<Platform>,
     index: usize,
-) -> JoinHandle<()> {
-    http::serve(listener, tls, move |request, peer| {
-        xsp::handle(Arc::clone(&platform), index, request, peer)
-    })
+) -> Serving {
+    let up = Arc::new(AtomicBool::new(true));
+    let serving = Arc::clone(&up);
+    let task = http::serve(listener, tls, move |request, peer| {
+        let (platform, up) = (Arc::clone(&platform), Arc::clone(&serving));
+        async move {
+            // A killed XSP answers nothing: the connection just ends.
+            if !up.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("the XSP was stopped"));
+            }
+            xsp::handle(platform, index, request, peer).await
+        }
+    });
+    Serving { task, up }
 }
 
 /// The XSPs' TLS configuration from the seed: given PEM files, or a fresh self-signed
