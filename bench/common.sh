@@ -58,7 +58,23 @@ measure() {
 # The mean "req_per_s p50_ms p99_ms" of a file of `measure` lines.
 mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
 
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# A field of /proc/PID/status in KiB: `status_kib PID VmRSS` (resident), `VmHWM` (peak).
+status_kib() { awk -v key="$2" '$1 == key":" { print $2 }' "/proc/$1/status"; }
+rss_kib() { status_kib "$1" VmRSS; }
+# CPU clock ticks (user + system) PID has used; getconf CLK_TCK per second.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Waits until the xsigate process PID answers /readyz on METRICS_PORT; shows its LOG and fails
+# if it exits first.
+wait_ready() {
+  local pid=$1 metrics_port=$2 log=$3
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    curl -fs -o /dev/null "http://127.0.0.1:$metrics_port/readyz" && return 0
+    sleep 0.05
+  done
+  echo "xsigate never became ready" >&2; cat "$log" >&2; exit 1
+}
 # A process and its children (nginx master + workers).
 tree_rss_kib() {
   local total=0

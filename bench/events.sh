@@ -31,8 +31,6 @@ ulimit -n "$(ulimit -Hn)"
 xsigate_port=19381 metrics_port=19382 xsp1=127.0.0.1:19383 xsp2=127.0.0.1:19384 control=127.0.0.1:19385
 ports_free $xsigate_port $metrics_port 19383 19384 19385
 metrics="http://127.0.0.1:$metrics_port/metrics"
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-kib() { awk -v key="$2" '$1 == key":" { print $2 }' "/proc/$1/status"; }
 metric() { curl -fs "$metrics" | awk -v s="$1" 'index($0, s" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'; }
 hz=$(getconf CLK_TCK)
 
@@ -79,11 +77,7 @@ master = { user = "admin@sim.xsigate.test", password_file = "$work/master" }
 plugins = ["broadsoft", "events", "tap"]
 CONF
   "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate=$!; pids+=($xsigate)
-  for _ in $(seq 1 200); do
-    kill -0 "$xsigate" 2>/dev/null || { cat "$work/xsigate.log" >&2; exit 1; }
-    curl -fs -o /dev/null "http://127.0.0.1:$metrics_port/readyz" && break
-    sleep 0.05
-  done
+  wait_ready "$xsigate" "$metrics_port" "$work/xsigate.log"
 }
 
 stop() { kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/dev/null || true; }
@@ -91,15 +85,15 @@ stop() { kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/d
 if [ "$hold" -gt 0 ]; then
 echo "# 1. $users user-level channel sets held for ${hold}s (heartbeat 15 s, XSP eventTimeout 30 s)"
 start channels 'packages = ["Do Not Disturb"]'
-rss_idle=$(kib "$xsigate" VmRSS)
+rss_idle=$(rss_kib "$xsigate")
 "$root/target/release/events-load" login --gateway "http://127.0.0.1:$xsigate_port" --users "$users"
 until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "$users" ]; do
   sleep 1
 done
-before=$(ticks "$xsigate") from=$(date +%s.%N)
+before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 sleep "$hold"
-after=$(ticks "$xsigate") to=$(date +%s.%N)
-rss_held=$(kib "$xsigate" VmRSS)
+after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
+rss_held=$(rss_kib "$xsigate")
 held=$(curl -fs "http://$control/channels" | grep -o '"channel_id"' | wc -l)
 echo "channels held by the simulator at the end: $held of $users"
 echo "heartbeats ok $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="failed"}')"
@@ -117,15 +111,15 @@ start events 'level = "service_provider"
 service_provider = "generated"
 packages = ["Do Not Disturb"]'
 until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
-before=$(ticks "$xsigate") from=$(date +%s.%N)
+before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 "$root/target/release/events-load" drive --control "http://$control" \
   --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
   --rate "$rate" --seconds "$seconds"
-after=$(ticks "$xsigate") to=$(date +%s.%N)
+after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 acks=$(curl -fs "http://$control/acks")
 echo "acknowledged (known, 200): $(echo "$acks" | grep -o '"status":"200","known":true' | wc -l) of $(echo "$acks" | grep -o '"event_id"' | wc -l) acknowledgements"
 echo "ack failures: $(metric 'xsigate_plugin_events_ack_failures_total{provider="bench"}')"
 awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
-echo "xsigate rss: $(kib "$xsigate" VmRSS) KiB"
+echo "xsigate rss: $(rss_kib "$xsigate") KiB"
 stop

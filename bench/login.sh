@@ -55,26 +55,20 @@ nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & pids+=($!)
 "$root/target/release/xsi-sim" --generate-users 1000 --xsp "$sim_xsp" --control "$sim_control" \
   2>/dev/null & pids+=($!)
 "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
-for _ in $(seq 1 200); do
-  kill -0 "$xsigate_pid" 2>/dev/null || { cat "$work/xsigate.log" >&2; exit 1; }
-  curl -fs -o /dev/null "http://127.0.0.1:$metrics_port/readyz" && break
-  sleep 0.05
-done
+wait_ready "$xsigate_pid" "$metrics_port" "$work/xsigate.log"
 curl -fs -o /dev/null -H "Authorization: $auth" "http://127.0.0.1:$xsigate_port$path"
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-kib() { awk -v key="$2" '$1 == key":" { print $2 }' "/proc/$1/status"; }
 out="$work/out"
 "$root/target/release/login-load" --gateway "http://127.0.0.1:$xsigate_port" --path "$path" \
   --authorization "$auth" --rate "$rate" --seconds "$seconds" --logins "$logins" > "$out" & load=$!
 until grep -q '^idle' "$out"; do kill -0 "$load" 2>/dev/null || { cat "$out"; exit 1; }; sleep 0.1; done
-before=$(ticks "$xsigate_pid") started=$(date +%s.%N)
+before=$(cpu_ticks "$xsigate_pid") started=$(date +%s.%N)
 wait "$load"
-after=$(ticks "$xsigate_pid") ended=$(date +%s.%N)
+after=$(cpu_ticks "$xsigate_pid") ended=$(date +%s.%N)
 hz=$(getconf CLK_TCK)
 
 echo "# proxied GET at $rate req/s for ${seconds}s alone, then during $logins concurrent login workers"
 cat "$out"
 awk -v a="$after" -v b="$before" -v s="$started" -v e="$ended" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu during storm: %.0f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
-echo "xsigate rss: $(kib "$xsigate_pid" VmRSS) KiB (peak $(kib "$xsigate_pid" VmHWM) KiB)"
+echo "xsigate rss: $(rss_kib "$xsigate_pid") KiB (peak $(status_kib "$xsigate_pid" VmHWM) KiB)"

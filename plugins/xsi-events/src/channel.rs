@@ -203,14 +203,19 @@ impl<'a> ChannelSet<'a> {
         }
     }
 
+    /// A request with the set's credentials, to whichever XSP the host picks.
+    fn unpinned(&self, method: &str, path: &str) -> XsiRequest {
+        let request = XsiRequest::new(self.provider(), method, path).timeout(COMMAND_TIMEOUT);
+        match (&self.record.user_id, &self.password) {
+            (Some(user), Some(password)) => request.user(user, password),
+            _ => request.master(),
+        }
+    }
+
     /// A request with the set's credentials; pinned to the live channel's XSP, with its cookie,
     /// when there is one.
     fn request(&self, method: &str, path: &str) -> XsiRequest {
-        let mut request = XsiRequest::new(self.provider(), method, path).timeout(COMMAND_TIMEOUT);
-        request = match (&self.record.user_id, &self.password) {
-            (Some(user), Some(password)) => request.user(user, password),
-            _ => request.master(),
-        };
+        let mut request = self.unpinned(method, path);
         if let Some(live) = &self.live {
             request = request.xsp(&live.xsp);
             if let Some(cookie) = &live.cookie {
@@ -697,17 +702,12 @@ impl<'a> ChannelSet<'a> {
             .collect();
         for channel_id in stale {
             for n in 1..=XSPS_MAX {
-                let request = XsiRequest::new(
-                    self.provider(),
-                    "DELETE",
-                    &format!("{EVENTS}/channel/{}", encode(&channel_id)),
-                )
-                .xsp(&format!("xsp{n}"))
-                .timeout(COMMAND_TIMEOUT);
-                let request = match (&self.record.user_id, &self.password) {
-                    (Some(user), Some(password)) => request.user(user, password),
-                    _ => request.master(),
-                };
+                let request = self
+                    .unpinned(
+                        "DELETE",
+                        &format!("{EVENTS}/channel/{}", encode(&channel_id)),
+                    )
+                    .xsp(&format!("xsp{n}"));
                 match self.plugin.host.xsi(request).await {
                     Ok(response) if response.is_success() => break,
                     // No XSP of that name: every one was asked.
@@ -889,11 +889,8 @@ impl<'a> ChannelSet<'a> {
                     _ => None,
                 };
                 if let Some((kind, resource)) = service {
-                    let request = XsiRequest::get(
-                        self.provider(),
-                        &user_path(&user, &format!("services/{resource}")),
-                    );
-                    if let Some(root) = self.read_actions(request).await {
+                    let path = user_path(&user, &format!("services/{resource}"));
+                    if let Some(root) = self.read_actions(&path).await {
                         let state = state::service(kind, &root);
                         self.publish_state(&user, *package, "resync", "resync", None, &state)
                             .await;
@@ -909,17 +906,13 @@ impl<'a> ChannelSet<'a> {
         }
     }
 
-    /// An XSI-Actions answer as a tree, with the set's credentials (on any XSP: Actions are not
-    /// bound to the channel's).
-    async fn read_actions(&mut self, request: XsiRequest) -> Option<xsigate_broadworks::Node> {
-        let request = match (&self.record.user_id, &self.password) {
-            (Some(user), Some(password)) => request.user(user, password),
-            _ => request.master(),
-        };
+    /// The XSI-Actions answer at `path` as a tree, read with the set's credentials (on any XSP:
+    /// Actions are not bound to the channel's).
+    async fn read_actions(&self, path: &str) -> Option<xsigate_broadworks::Node> {
         let response = self
             .plugin
             .host
-            .xsi(request.timeout(COMMAND_TIMEOUT))
+            .xsi(self.unpinned("GET", path))
             .await
             .ok()?;
         response
@@ -928,18 +921,12 @@ impl<'a> ChannelSet<'a> {
             .flatten()
     }
 
-    async fn read_calls(&mut self, user: &str) -> Option<State> {
-        let list = self
-            .read_actions(XsiRequest::get(self.provider(), &user_path(user, "calls")))
-            .await?;
+    async fn read_calls(&self, user: &str) -> Option<State> {
+        let list = self.read_actions(&user_path(user, "calls")).await?;
         let mut calls = Vec::new();
         for id in list.all("call").filter_map(|c| c.text_of("callId")) {
-            let request = XsiRequest::get(
-                self.provider(),
-                &user_path(user, &format!("calls/{}", encode(id))),
-            );
             if let Some(call) = self
-                .read_actions(request)
+                .read_actions(&user_path(user, &format!("calls/{}", encode(id))))
                 .await
                 .as_ref()
                 .and_then(state::call)

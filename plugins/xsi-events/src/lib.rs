@@ -145,6 +145,11 @@ pub(crate) struct SubscriptionRecord {
     granted: u64,
 }
 
+/// The key a set runs under: its record's store key without the channel set id.
+fn set_key(provider: &str, owner: &str) -> String {
+    format!("{SET_PREFIX}{provider}/{owner}")
+}
+
 /// Binds a sealed password to its user: a record's password cannot be moved to another user.
 fn password_context(provider: &str, user_id: &str) -> String {
     format!("xsi-events password {provider} {user_id}")
@@ -356,7 +361,7 @@ impl XsiEvents {
             }
         }
         for (provider, settings) in &self.config.providers {
-            let key = format!("{SET_PREFIX}{provider}/{PROVIDER_SET}");
+            let key = set_key(provider, PROVIDER_SET);
             if settings.level == Level::User || sets.running.contains_key(&key) {
                 continue;
             }
@@ -386,7 +391,7 @@ impl XsiEvents {
                     user_id,
                     password,
                 })) => {
-                    let key = format!("{SET_PREFIX}{provider}/{unique_id}");
+                    let key = set_key(&provider, &unique_id);
                     if sets.running.contains_key(&key) {
                         continue;
                     }
@@ -407,7 +412,7 @@ impl XsiEvents {
                     provider,
                     unique_id,
                 })) => {
-                    sets.stop(&format!("{SET_PREFIX}{provider}/{unique_id}"));
+                    sets.stop(&set_key(&provider, &unique_id));
                 }
             }
         }

@@ -340,6 +340,13 @@ impl Services {
             .set(i64::try_from(plugin.streams.len()).unwrap_or(i64::MAX));
     }
 
+    /// Closes one of the plugin's streams; false if it had none of that handle.
+    fn drop_stream(&self, plugin: &PluginContext, stream: u64) -> bool {
+        let dropped = plugin.streams.remove(stream);
+        self.count_streams(plugin);
+        dropped
+    }
+
     async fn perform(&self, plugin: &PluginContext, op: u32, meta: &Buf, body: Buf) -> Reply {
         let result = match op {
             abi::op::HTTP => self.http(meta, body).await,
@@ -509,19 +516,15 @@ impl Services {
             .ok_or_else(|| reply(abi::reply::NOT_FOUND, "no such stream"))?;
         let mut chunks = open.chunks.lock().await;
         let wait = Duration::from_millis(wait_ms).min(STREAM_WAIT_MAX);
-        let ended = |this: &Self| {
-            plugin.streams.remove(stream);
-            this.count_streams(plugin);
-        };
         let mut bytes = match tokio::time::timeout(wait, chunks.recv()).await {
             Err(_) => return Ok(ok(&serde_json::json!({ "end": false }), Vec::new())),
             Ok(Some(Ok(chunk))) => chunk.to_vec(),
             Ok(None) => {
-                ended(self);
+                self.drop_stream(plugin, stream);
                 return Ok(ok(&serde_json::json!({ "end": true }), Vec::new()));
             }
             Ok(Some(Err(e))) => {
-                ended(self);
+                self.drop_stream(plugin, stream);
                 return Err(http_failed(e));
             }
         };
@@ -540,10 +543,9 @@ impl Services {
             Ok(meta) => meta,
             Err(reply) => return reply,
         };
-        if !plugin.streams.remove(stream) {
+        if !self.drop_stream(plugin, stream) {
             return reply(abi::reply::NOT_FOUND, "no such stream");
         }
-        self.count_streams(plugin);
         ok(&serde_json::json!({}), Vec::new())
     }
 
