@@ -1,0 +1,649 @@
+//! `firebase-sync`: keeps each user's live telephony state in the provider's Firebase Realtime
+//! Database, where the user's browser watches it, and gives that browser the custom token to
+//! read its own node. Reference: `integrations.md` §1; guide: `docs/firebase.md`.
+//!
+//! The plugin:
+//!
+//! - MUST consume the typed events of `xsi.event` and keep `/users/<uniqueId>` (the tree in
+//!   [`tree`]) equal to the latest state each event reported, through the REST API: one
+//!   multi-path `PATCH` per batch (changes wait `batch_ms` for others), `print=silent`;
+//! - MUST keep each user's writes in order (a user is in one write at a time, and each write
+//!   carries the latest value) and never drop a change: the queue coalesces to the latest
+//!   state per user, so it is bounded by the users, not by the events;
+//! - MUST retry failed writes with a growing, jittered delay, and rewrite every user a failed
+//!   write carried in full (a gap); a user seen for the first time since start is rewritten in
+//!   full too, and so is a user `xsi-events` resyncs;
+//! - MUST authenticate writes with an OAuth2 access token of the provider's service account
+//!   (JWT-bearer grant), cached and refreshed before it expires, or with a legacy database
+//!   secret when one is configured;
+//! - MUST answer each login (`session.started`) with a Firebase custom token for the user's
+//!   uniqueId (RS256, at most an hour), the database URL and the user's path;
+//! - MUST NOT write a BroadWorks userId, a domain or an XSP detail, nor log a token, a secret
+//!   or a database URL that carries one.
+
+mod auth;
+mod config;
+mod queue;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_channel::mpsc;
+use futures_util::StreamExt as _;
+use futures_util::future::{Either, select};
+use futures_util::stream::FuturesUnordered;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use xsigate_plugin_sdk::serde_json::{Map, Value, json};
+use xsigate_plugin_sdk::{
+    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, HttpRequest,
+    Level, Plugin,
+};
+
+pub use auth::{CUSTOM_TOKEN_AUDIENCE, DATABASE_SCOPES, ServiceAccount};
+pub use config::{Config, ProviderFirebase};
+use queue::{Batch, Users};
+
+/// The bus topic of typed XSI events (published by `xsi-events`).
+pub const EVENTS: &str = "xsi.event";
+const SESSION_STARTED: &str = "session.started";
+/// Where users' nodes live in each database.
+pub const ROOT: &str = "users";
+/// How long the worker waits when nothing is due; events wake it sooner.
+const IDLE: Duration = Duration::from_secs(1);
+/// An access token is refreshed this long before it expires (or at half its life if shorter).
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+pub struct FirebaseSync {
+    host: Host,
+    config: Config,
+    databases: HashMap<String, Database>,
+    users: Mutex<Users>,
+    /// Call centres' uniqueIds by userId, for agents' memberships.
+    call_centers: Mutex<HashMap<String, String>>,
+    wake: mpsc::Sender<()>,
+    /// Taken by the worker while it runs; put back if it stops, for its next start.
+    inbox: Mutex<Option<mpsc::Receiver<()>>>,
+    metrics: Metrics,
+}
+
+/// Tokens, keys and secrets stay out of logs: only providers and counts are shown.
+impl std::fmt::Debug for FirebaseSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirebaseSync")
+            .field("providers", &self.databases.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One provider's database and how to reach it.
+struct Database {
+    /// The URL as configured: what browsers are told.
+    url: String,
+    /// `PATCH` target for multi-path writes (the root's `.json`, with the URL's query and
+    /// `print=silent`), without credentials.
+    write_url: String,
+    account: ServiceAccount,
+    credential: Credential,
+    custom_token_seconds: u64,
+    timeout: Duration,
+}
+
+enum Credential {
+    /// A legacy database secret, sent as `auth=`.
+    Secret(String),
+    /// OAuth2 access tokens from `token_url`, cached.
+    OAuth {
+        token_url: String,
+        token: Mutex<Option<AccessToken>>,
+    },
+}
+
+#[derive(Clone)]
+struct AccessToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+struct Metrics {
+    writes: Counter,
+    batch_locations: Histogram,
+    lag: Histogram,
+    failures: Counter,
+    queue: Gauge,
+    resyncs: Counter,
+    custom_tokens: Counter,
+    access_tokens: Counter,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its map consistent before anything can panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A number in [0, 1) for retry jitter, from the clock's low bits.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
+impl Plugin for FirebaseSync {
+    type Config = Config;
+
+    fn init(host: Host, config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let mut databases = HashMap::new();
+        for (id, provider) in &config.providers {
+            databases.insert(id.clone(), Database::new(id, provider)?);
+        }
+        host.subscribe(EVENTS)?;
+        host.subscribe(SESSION_STARTED)?;
+        let (wake, inbox) = mpsc::channel(1);
+        let metrics = Metrics {
+            writes: host.counter(
+                "writes_total",
+                "Multi-path writes to the database, by result (ok, failed).",
+                &["provider", "result"],
+            )?,
+            batch_locations: host.histogram(
+                "batch_locations",
+                "Locations written per multi-path write.",
+                &["provider"],
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            )?,
+            lag: host.histogram(
+                "sync_lag_seconds",
+                "From reading a change off its XSI-Events channel to the database accepting the write that carried it.",
+                &["provider"],
+                &[],
+            )?,
+            failures: host.counter(
+                "failures_total",
+                "Failed writes and token requests, by reason (unreachable, unauthorized, rejected, server_error, token).",
+                &["provider", "reason"],
+            )?,
+            queue: host.gauge(
+                "queue_users",
+                "Users whose latest state waits to be written.",
+                &["provider"],
+            )?,
+            resyncs: host.counter(
+                "resyncs_total",
+                "Users rewritten in full: first seen since start, after a failed write, or resynced by xsi-events.",
+                &["provider"],
+            )?,
+            custom_tokens: host.counter(
+                "custom_tokens_total",
+                "Custom tokens minted for browsers at login, by result (ok, failed).",
+                &["provider", "result"],
+            )?,
+            access_tokens: host.counter(
+                "access_tokens_total",
+                "OAuth2 access tokens obtained for writes, by result (ok, failed).",
+                &["provider", "result"],
+            )?,
+        };
+        Ok(Self {
+            host,
+            config,
+            databases,
+            users: Mutex::new(Users::default()),
+            call_centers: Mutex::new(HashMap::new()),
+            wake,
+            inbox: Mutex::new(Some(inbox)),
+            metrics,
+        })
+    }
+}
+
+impl Database {
+    fn new(id: &str, provider: &ProviderFirebase) -> Result<Self, Error> {
+        let account = ServiceAccount::from_json(&provider.service_account_json(id)?)
+            .map_err(|e| Error::msg(format!("providers.{id}.service_account: {e}")))?;
+        let credential = match provider.database_secret(id)? {
+            Some(secret) if secret.is_empty() => {
+                return Err(Error::msg(format!(
+                    "providers.{id}.database_secret: the secret is empty"
+                )));
+            }
+            Some(secret) => Credential::Secret(secret),
+            None => Credential::OAuth {
+                token_url: provider
+                    .token_url
+                    .clone()
+                    .or_else(|| account.token_uri.clone())
+                    .ok_or_else(|| {
+                        Error::msg(format!(
+                            "providers.{id}.token_url: not set, and the service account has no token_uri"
+                        ))
+                    })?,
+                token: Mutex::new(None),
+            },
+        };
+        let url = provider.database_url.trim().to_owned();
+        let (base, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let mut write_url = format!("{}/.json?", base.trim_end_matches('/'));
+        if !query.is_empty() {
+            write_url.push_str(query);
+            write_url.push('&');
+        }
+        write_url.push_str("print=silent");
+        Ok(Self {
+            url,
+            write_url,
+            account,
+            credential,
+            custom_token_seconds: provider.custom_token_seconds,
+            timeout: provider.timeout(),
+        })
+    }
+}
+
+/// What this plugin reads of an `xsi.event`.
+#[derive(Deserialize)]
+struct BusEvent {
+    provider: String,
+    unique_id: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    received_ms: Option<u64>,
+    state: tree::State,
+}
+
+#[derive(Deserialize)]
+struct Started {
+    unique_id: String,
+    provider: String,
+}
+
+impl EventConsumer for FirebaseSync {
+    async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
+        match event.topic.as_str() {
+            SESSION_STARTED => {
+                let started: Started = event.json()?;
+                Ok(self.login_report(&started))
+            }
+            EVENTS => {
+                let bus: BusEvent = event.json()?;
+                self.on_change(bus).await;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl FirebaseSync {
+    /// What the browser needs to read its own node: the custom token, where, and until when
+    /// the token may be exchanged.
+    fn login_report(&self, started: &Started) -> Option<Value> {
+        let database = self.databases.get(&started.provider)?;
+        let now_s = now_ms() / 1000;
+        match database.account.custom_token(
+            &started.unique_id,
+            now_s,
+            database.custom_token_seconds,
+        ) {
+            Ok(token) => {
+                self.metrics.custom_tokens.inc(&[&started.provider, "ok"]);
+                Some(json!({
+                    "database_url": database.url,
+                    "path": format!("{ROOT}/{}", started.unique_id),
+                    "uid": started.unique_id,
+                    "custom_token": token,
+                    "expires_at_ms": (now_s + database.custom_token_seconds) * 1000,
+                }))
+            }
+            Err(e) => {
+                self.metrics
+                    .custom_tokens
+                    .inc(&[&started.provider, "failed"]);
+                self.host.log_fields(
+                    Level::Error,
+                    "cannot mint a custom token",
+                    &[("provider", &started.provider), ("error", &e.to_string())],
+                );
+                Some(json!({"state": "failed", "reason": "custom token"}))
+            }
+        }
+    }
+
+    async fn on_change(&self, bus: BusEvent) {
+        if !self.databases.contains_key(&bus.provider) || bus.unique_id.is_empty() {
+            return;
+        }
+        let centers = self.call_centre_ids(&bus.state).await;
+        let now = Instant::now();
+        let resync = bus.source == "resync";
+        {
+            let mut users = lock(&self.users);
+            let first = !users.contains(&bus.unique_id);
+            users.change(
+                &bus.provider,
+                &bus.unique_id,
+                bus.received_ms.unwrap_or_else(now_ms),
+                now,
+                self.config.batch_window(),
+                |node| tree::apply(node, &bus.package, &bus.event, &bus.state, &centers),
+            );
+            if resync && !first {
+                users.resync(&bus.unique_id, now);
+            }
+            self.update_depths(&users);
+        }
+        // Full means a write is due already; the worker picks it up when it wakes.
+        let _ = self.wake.clone().try_send(());
+    }
+
+    /// The uniqueIds of the call centres an agent event names, from the host's store (cached:
+    /// a uniqueId never changes).
+    async fn call_centre_ids(&self, state: &tree::State) -> HashMap<String, String> {
+        let tree::State::Agent {
+            call_centers: Some(memberships),
+            ..
+        } = state
+        else {
+            return HashMap::new();
+        };
+        let mut ids = HashMap::new();
+        for membership in memberships {
+            let known = lock(&self.call_centers)
+                .get(&membership.call_center)
+                .cloned();
+            let unique_id = match known {
+                Some(id) => id,
+                None => match self.host.unique_id(&membership.call_center).await {
+                    Ok(id) => {
+                        lock(&self.call_centers).insert(membership.call_center.clone(), id.clone());
+                        id
+                    }
+                    Err(_) => continue,
+                },
+            };
+            ids.insert(membership.call_center.clone(), unique_id);
+        }
+        ids
+    }
+
+    fn update_depths(&self, users: &Users) {
+        for id in self.databases.keys() {
+            let depth = users
+                .depths()
+                .find(|(p, _)| *p == id.as_str())
+                .map_or(0, |(_, d)| d);
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a gauge; counts stay far below 2^52"
+            )]
+            self.metrics.queue.set(&[id], depth as f64);
+        }
+    }
+
+    async fn serve(&self, wake: &mut mpsc::Receiver<()>) -> Result<(), Error> {
+        // Writes a stopped worker had in flight are unknown: their users are rewritten whole.
+        lock(&self.users).recover(Instant::now());
+        let mut writes = FuturesUnordered::new();
+        loop {
+            let now = Instant::now();
+            {
+                let mut users = lock(&self.users);
+                while let Some(batch) =
+                    users.take_batch(now, self.config.batch_paths, self.config.writes_in_flight)
+                {
+                    writes.push(self.write(batch));
+                }
+                self.update_depths(&users);
+            }
+            let due = lock(&self.users).next_due();
+            let wait = due.map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
+            let written = async {
+                match writes.next().await {
+                    Some(done) => done,
+                    None => std::future::pending().await,
+                }
+            };
+            let woken = async {
+                if wake.next().await.is_none() {
+                    // The plugin holds the sender while it lives; without it, only the timer.
+                    std::future::pending::<()>().await;
+                }
+            };
+            let timer = self.host.sleep(wait);
+            match select(pin!(written), select(pin!(woken), pin!(timer))).await {
+                Either::Left(((batch, ok), _)) => {
+                    lock(&self.users).finish(batch, ok, Instant::now(), jitter());
+                }
+                Either::Right((Either::Right((slept, _)), _)) => slept?,
+                Either::Right((Either::Left(_), _)) => {}
+            }
+        }
+    }
+
+    /// Sends one batch; gives it back with whether the database took it.
+    async fn write(&self, batch: Batch) -> (Batch, bool) {
+        let provider = batch.provider.clone();
+        let Some(database) = self.databases.get(&provider) else {
+            return (batch, true);
+        };
+        let written_ms = now_ms();
+        let mut body = Map::new();
+        for user in &batch.users {
+            let node = format!("{ROOT}/{}", user.unique_id);
+            for (path, value) in &user.locations {
+                body.insert(format!("{node}/{path}"), value.clone());
+            }
+            body.insert(format!("{node}/updated_ms"), json!(written_ms));
+        }
+        let result = self.send(&provider, database, &Value::Object(body)).await;
+        let written = matches!(result, Ok(()));
+        let ok = match result {
+            Ok(()) => true,
+            Err(Failure::Rejected(status)) => {
+                // The database refused the data itself: sending it again cannot help, and
+                // the next change of these users writes their latest state anyway.
+                self.metrics.failures.inc(&[&provider, "rejected"]);
+                self.host.log_fields(
+                    Level::Error,
+                    "the database refused a write",
+                    &[("provider", &provider), ("status", &status.to_string())],
+                );
+                true
+            }
+            Err(failure) => {
+                self.metrics.failures.inc(&[&provider, failure.reason()]);
+                self.host.log_fields(
+                    Level::Warn,
+                    "a database write failed; retrying",
+                    &[("provider", &provider), ("reason", failure.reason())],
+                );
+                false
+            }
+        };
+        self.metrics
+            .writes
+            .inc(&[&provider, if ok { "ok" } else { "failed" }]);
+        if written {
+            let done_ms = now_ms();
+            #[expect(clippy::cast_precision_loss, reason = "small counts and durations")]
+            {
+                self.metrics
+                    .batch_locations
+                    .observe(&[&provider], batch.locations() as f64);
+                for user in &batch.users {
+                    if let Some(since) = user.since_ms {
+                        self.metrics
+                            .lag
+                            .observe(&[&provider], done_ms.saturating_sub(since) as f64 / 1000.0);
+                    }
+                }
+            }
+            let full = batch.users.iter().filter(|u| u.full).count();
+            if full > 0 {
+                #[expect(clippy::cast_precision_loss, reason = "small counts")]
+                self.metrics.resyncs.inc_by(&[&provider], full as f64);
+            }
+        }
+        (batch, ok)
+    }
+
+    async fn send(&self, provider: &str, database: &Database, body: &Value) -> Result<(), Failure> {
+        let url = match &database.credential {
+            Credential::Secret(secret) => format!(
+                "{}&auth={}",
+                database.write_url,
+                utf8_percent_encode(secret, NON_ALPHANUMERIC)
+            ),
+            Credential::OAuth { .. } => database.write_url.clone(),
+        };
+        let mut request = HttpRequest::new("PATCH", &url)
+            .json(body)
+            .map_err(|_| Failure::Rejected(0))?
+            .timeout(database.timeout);
+        if let Credential::OAuth { .. } = &database.credential {
+            let token = self.access_token(provider, database).await?;
+            request = request.header("authorization", &format!("Bearer {token}"));
+        }
+        let response = self
+            .host
+            .http(request)
+            .await
+            .map_err(|_| Failure::Unreachable)?;
+        match response.status {
+            200..=299 => Ok(()),
+            401 | 403 => {
+                if let Credential::OAuth { token, .. } = &database.credential {
+                    *lock(token) = None;
+                }
+                Err(Failure::Unauthorized)
+            }
+            400 | 413 => Err(Failure::Rejected(response.status)),
+            _ => Err(Failure::ServerError),
+        }
+    }
+
+    /// A valid access token for the provider's database: the cached one until its refresh
+    /// time, else a new one from the JWT-bearer grant.
+    async fn access_token(&self, provider: &str, database: &Database) -> Result<String, Failure> {
+        let Credential::OAuth { token_url, token } = &database.credential else {
+            return Err(Failure::Token);
+        };
+        let cached = lock(token).clone();
+        if let Some(cached) = cached.filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(cached.value);
+        }
+        let result = self.fetch_token(database, token_url).await;
+        self.metrics
+            .access_tokens
+            .inc(&[provider, if result.is_ok() { "ok" } else { "failed" }]);
+        let fresh = result.map_err(|reason| {
+            self.host.log_fields(
+                Level::Warn,
+                "cannot obtain an access token for the database",
+                &[("provider", provider), ("reason", reason)],
+            );
+            Failure::Token
+        })?;
+        let value = fresh.value.clone();
+        *lock(token) = Some(fresh);
+        Ok(value)
+    }
+
+    async fn fetch_token(
+        &self,
+        database: &Database,
+        token_url: &str,
+    ) -> Result<AccessToken, &'static str> {
+        #[derive(Deserialize)]
+        struct Granted {
+            access_token: String,
+            expires_in: u64,
+        }
+        let started = Instant::now();
+        let assertion = database
+            .account
+            .token_assertion(token_url, now_ms() / 1000)
+            .map_err(|_| "signing failed")?;
+        let form = format!(
+            "grant_type={}&assertion={}",
+            utf8_percent_encode(
+                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                NON_ALPHANUMERIC
+            ),
+            utf8_percent_encode(&assertion, NON_ALPHANUMERIC)
+        );
+        let response = self
+            .host
+            .http(
+                HttpRequest::post(token_url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form)
+                    .timeout(database.timeout),
+            )
+            .await
+            .map_err(|_| "token endpoint unreachable")?;
+        if !response.is_success() {
+            return Err("token endpoint refused the assertion");
+        }
+        let granted: Granted = response.json().map_err(|_| "unreadable token answer")?;
+        if granted.access_token.is_empty() {
+            return Err("empty access token");
+        }
+        let life = Duration::from_secs(granted.expires_in);
+        let margin = REFRESH_MARGIN.min(life / 2);
+        Ok(AccessToken {
+            value: granted.access_token,
+            refresh_at: started + life.saturating_sub(margin),
+        })
+    }
+}
+
+/// Why a write did not land.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Unreachable,
+    Unauthorized,
+    Rejected(u16),
+    ServerError,
+    Token,
+}
+
+impl Failure {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Unauthorized => "unauthorized",
+            Self::Rejected(_) => "rejected",
+            Self::ServerError => "server_error",
+            Self::Token => "token",
+        }
+    }
+}
+
+impl BackgroundWorker for FirebaseSync {
+    async fn run(&self) -> Result<(), Error> {
+        let Some(mut inbox) = lock(&self.inbox).take() else {
+            return Err(Error::msg("the firebase-sync worker is already running"));
+        };
+        let result = self.serve(&mut inbox).await;
+        *lock(&self.inbox) = Some(inbox);
+        result
+    }
+}
+
+xsigate_plugin_sdk::export_plugin!(FirebaseSync => EventConsumer, BackgroundWorker);
