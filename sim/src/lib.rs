@@ -8,6 +8,7 @@
 pub mod calls;
 pub mod directory;
 pub mod events;
+pub mod firebase;
 pub mod http;
 pub mod search;
 pub mod seed;

@@ -67,7 +67,7 @@ struct ProviderState {
 
 /// A failing database is retried after this, doubling up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Users {
     /// Applies `change` to a user's node; the locations it returns wait for the next write,
