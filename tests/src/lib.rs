@@ -566,6 +566,62 @@ fn provider_urls(id: &str, domains: &[&str], urls: &[String], extra: &str) -> St
     )
 }
 
+/// A browser's login session: its cookie, CSRF token and the login answer.
+#[derive(Debug)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+    pub answer: serde_json::Value,
+}
+
+/// Logs `user` in with the BroadSoft method (the `broadsoft` identity plugin); the answer must
+/// be 200.
+pub async fn log_in(gateway: &Gateway, user: &str, password: &str) -> Login {
+    let response = client()
+        .post(gateway.url("/api/access/services/idp/broadsoft"))
+        .json(&serde_json::json!({ "user": user, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = set_cookie_pair(&response);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    Login {
+        cookie,
+        csrf: answer["csrf_token"].as_str().unwrap().to_owned(),
+        answer,
+    }
+}
+
+/// A GET on the simulator's control API, as JSON.
+pub async fn sim_get(sim: &xsi_sim::Simulator, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("http://{}{path}", sim.control_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Changes a user through the simulator's control API, as an operator or a phone would.
+pub async fn change_user(
+    sim: &xsi_sim::Simulator,
+    user: &str,
+    change: impl FnOnce(&mut serde_json::Value),
+) {
+    let mut state = sim_get(sim, &format!("/users/{user}")).await;
+    change(&mut state);
+    let response = client()
+        .put(format!("http://{}/users/{user}", sim.control_addr()))
+        .json(&state)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
 /// Runs a command that ends by itself (`xsigate check`, `promtool`); returns (exit code, stdout, stderr).
 pub fn run_command(command: &mut Command) -> (i32, String, String) {
     let output = command.stdin(Stdio::null()).output().unwrap();

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use xsigate_tests::{Gateway, basic, client, plugin_library, provider_for_simulator};
+use xsigate_tests::{
+    Gateway, Login, basic, change_user, client, plugin_library, provider_for_simulator, sim_get,
+};
 
 const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";
@@ -78,28 +80,11 @@ async fn gateway(sim: &xsi_sim::Simulator, events: &str, provider: &str) -> Gate
 /// Fast timings: heartbeats every second, lost after 3 s of silence.
 const FAST: &str = "heartbeat_seconds = 1\nsilence_seconds = 3\n";
 
-struct Session {
-    cookie: String,
-    csrf: String,
+async fn log_in(gateway: &Gateway, user: &str) -> Login {
+    xsigate_tests::log_in(gateway, user, PASSWORD).await
 }
 
-async fn log_in(gateway: &Gateway, user: &str) -> Session {
-    let response = client()
-        .post(gateway.url("/api/access/services/idp/broadsoft"))
-        .json(&json!({ "user": user, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let cookie = xsigate_tests::set_cookie_pair(&response);
-    let answer: Value = response.json().await.unwrap();
-    Session {
-        cookie,
-        csrf: answer["csrf_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn log_out(gateway: &Gateway, session: &Session) {
+async fn log_out(gateway: &Gateway, session: &Login) {
     let response = client()
         .post(gateway.url("/api/access/services/logout"))
         .header("cookie", &session.cookie)
@@ -163,27 +148,7 @@ fn control(sim: &xsi_sim::Simulator, path: &str) -> String {
 }
 
 async fn get(sim: &xsi_sim::Simulator, path: &str) -> Value {
-    client()
-        .get(control(sim, path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Changes a user through the control API, as an operator or a phone would.
-async fn change_user(sim: &xsi_sim::Simulator, user: &str, change: impl FnOnce(&mut Value)) {
-    let mut state = get(sim, &format!("/users/{user}")).await;
-    change(&mut state);
-    let response = client()
-        .put(control(sim, &format!("/users/{user}")))
-        .json(&state)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    sim_get(sim, path).await
 }
 
 /// The open channels of a channel owner.

@@ -1,0 +1,582 @@
+//! Firebase sync through the real xsigate (idp-broadsoft, xsi-events, firebase-sync) against
+//! the XSI simulator and the Realtime Database + token endpoint stand-in: custom tokens at
+//! login, each user's node kept to the simulator's state, convergence after a 30-second
+//! outage, legacy secrets; and end to end with real Firebase parts from npm (firebase-server,
+//! the firebase-tools Auth emulator, the Firebase JS SDK as the browser).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use xsi_sim::firebase::{Firebase, FirebaseSettings};
+use xsigate_tests::{
+    Gateway, change_user, free_port, log_in, plugin_library, provider_for_simulator, repo_root,
+    sim_get,
+};
+
+const ALICE: &str = "alice@acme.example";
+const BOB: &str = "bob@acme.example";
+const PASSWORD: &str = "pw-firebase";
+const WAIT: Duration = Duration::from_secs(20);
+const CLIENT_EMAIL: &str = "firebase-sync@demo-xsigate.iam.gserviceaccount.com";
+const AUDIENCE: &str =
+    "https://identitytoolkit.googleapis.com/google.identity.identitytoolkit.v1.IdentityToolkit";
+
+fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/firebase").join(name)
+}
+
+async fn simulator() -> Arc<xsi_sim::Simulator> {
+    let mut seed = String::from("xsp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
+    for (i, user) in [ALICE, BOB].iter().enumerate() {
+        seed.push_str(&format!(
+            "[[users]]\nuser_id = \"{user}\"\npassword = \"{PASSWORD}\"\nservice_provider = \"acme\"\n\
+             is_enterprise = true\ngroup = \"sales\"\nnumber = \"20255501{i:02}\"\nextension = \"1{i:02}\"\n"
+        ));
+    }
+    xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn stand_in(secret: Option<&str>, token_lifetime: Duration) -> Arc<Firebase> {
+    Firebase::start(
+        FirebaseSettings {
+            service_account: std::fs::read_to_string(fixture("service-account.json")).unwrap(),
+            secret: secret.map(str::to_owned),
+            token_lifetime,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// xsigate with idp-broadsoft, xsi-events (user level, heartbeats every second) and
+/// firebase-sync, whose provider table is `firebase`.
+async fn gateway(sim: &xsi_sim::Simulator, firebase: &str) -> Gateway {
+    let config = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
+         [plugins.config.providers.acme]\nheartbeat_seconds = 1\nsilence_seconds = 3\n\
+         [[plugins]]\nname = \"firebase\"\npath = \"{}\"\n\
+         [plugins.config]\nbatch_ms = 25\n\
+         [plugins.config.providers.acme]\nservice_account_file = \"{}\"\ntimeout_ms = 2000\n{firebase}\n{}",
+        plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-xsi-events").display(),
+        plugin_library("xsigate-firebase-sync").display(),
+        fixture("service-account.json").display(),
+        provider_for_simulator(
+            "acme",
+            &["acme.example"],
+            sim,
+            "plugins = [\"broadsoft\", \"events\", \"firebase\"]\n",
+        ),
+    );
+    let mut gateway = Gateway::start(&config).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+fn oauth(firebase: &Firebase) -> String {
+    format!(
+        "database_url = \"{}\"\ntoken_url = \"{}\"\n",
+        firebase.url(),
+        firebase.token_url()
+    )
+}
+
+/// Waits until the stand-in's value at `path` satisfies `condition`.
+async fn wait_value(
+    firebase: &Firebase,
+    path: &str,
+    what: &str,
+    condition: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = firebase.get(path);
+        if condition(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {path} = {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The simulator's DND state of `user`, as the node holds it.
+async fn sim_dnd(sim: &xsi_sim::Simulator, user: &str) -> Value {
+    let u = sim_get(sim, &format!("/users/{user}")).await;
+    json!({"active": u["do_not_disturb"]["active"], "ring_splash": u["do_not_disturb"]["ring_splash"]})
+}
+
+/// Checks a custom token with an RS256 implementation independent of the plugin's
+/// (jsonwebtoken) and the service account's public key.
+fn verify_custom_token(token: &str) -> Value {
+    let key =
+        jsonwebtoken::DecodingKey::from_rsa_pem(&std::fs::read(fixture("public-key.pem")).unwrap())
+            .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[CLIENT_EMAIL]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+/// Nothing in the database names a userId, a domain or an XSP.
+fn assert_anonymous(data: &Value) {
+    let text = data.to_string();
+    for leak in ["acme.example", "alice", "bob", "127.0.0.1", "xsp"] {
+        assert!(!text.contains(leak), "{leak} written to Firebase: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_gets_a_custom_token_and_dnd_reaches_the_users_node() {
+    let sim = simulator().await;
+    let firebase = stand_in(None, Duration::from_secs(3600)).await;
+    let gateway = gateway(&sim, &oauth(&firebase)).await;
+
+    let login = log_in(&gateway, ALICE, PASSWORD).await;
+    let uid = login.answer["unique_id"].as_str().unwrap().to_owned();
+    let report = &login.answer["reports"]["firebase"];
+    assert_eq!(report["database_url"], firebase.url());
+    assert_eq!(report["path"], format!("users/{uid}"));
+    assert_eq!(report["uid"], uid);
+    let claims = verify_custom_token(report["custom_token"].as_str().unwrap());
+    assert_eq!(claims["uid"], uid);
+    assert_eq!(claims["sub"], CLIENT_EMAIL);
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 3600);
+    assert_eq!(
+        report["expires_at_ms"].as_u64().unwrap() / 1000,
+        claims["exp"].as_u64().unwrap()
+    );
+
+    let node = format!("users/{uid}");
+    let initial = sim_dnd(&sim, ALICE).await;
+    wait_value(
+        &firebase,
+        &format!("{node}/dnd"),
+        "the initial DND state",
+        |v| *v == initial,
+    )
+    .await;
+    let toggled = !initial["active"].as_bool().unwrap();
+    change_user(&sim, ALICE, |u| {
+        u["do_not_disturb"]["active"] = json!(toggled)
+    })
+    .await;
+    wait_value(
+        &firebase,
+        &format!("{node}/dnd/active"),
+        "the toggled DND",
+        |v| *v == json!(toggled),
+    )
+    .await;
+    change_user(&sim, ALICE, |u| {
+        u["call_forwarding_always"] =
+            json!({ "active": true, "forward_to_phone_number": "+12025550199", "ring_splash": false });
+    })
+    .await;
+    wait_value(
+        &firebase,
+        &format!("{node}/forwarding/always"),
+        "forwarding",
+        |v| *v == json!({"active": true, "forward_to": "+12025550199", "ring_splash": false}),
+    )
+    .await;
+    assert!(
+        firebase
+            .get(&format!("{node}/updated_ms"))
+            .as_u64()
+            .is_some()
+    );
+
+    // Every write: a multi-path PATCH at the root, authorised by a granted access token.
+    let writes = firebase.writes();
+    assert!(!writes.is_empty());
+    for write in &writes {
+        assert_eq!((write.method.as_str(), write.path.as_str()), ("PATCH", ""));
+        assert!(
+            write
+                .locations
+                .iter()
+                .all(|(l, _)| l.starts_with(&format!("{node}/"))),
+            "{write:?}"
+        );
+    }
+    assert_eq!(firebase.refused(), 0);
+    let tokens = firebase.token_requests();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|t| t.granted),
+        "{tokens:?}"
+    );
+    assert_anonymous(&firebase.get(""));
+
+    let series = |name: &str| format!("xsigate_plugin_firebase_{name}");
+    assert_eq!(
+        gateway
+            .metric(&series(
+                "custom_tokens_total{provider=\"acme\",result=\"ok\"}"
+            ))
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        gateway
+            .metric(&series("writes_total{provider=\"acme\",result=\"ok\"}"))
+            .await
+            .unwrap()
+            >= 2.0
+    );
+    assert!(
+        gateway
+            .metric(&series("sync_lag_seconds_count{provider=\"acme\"}"))
+            .await
+            .unwrap()
+            >= 2.0
+    );
+    assert!(
+        gateway
+            .metric(&series("batch_locations_count{provider=\"acme\"}"))
+            .await
+            .unwrap()
+            >= 2.0
+    );
+    assert!(
+        gateway
+            .metric(&series("resyncs_total{provider=\"acme\"}"))
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        gateway
+            .metric(&series("queue_users{provider=\"acme\"}"))
+            .await,
+        Some(0.0)
+    );
+    let logs = gateway.logs();
+    assert!(!logs.contains("ya29."), "an access token in the log");
+    assert!(!logs.contains(report["custom_token"].as_str().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_converges_after_being_down_for_30_seconds_while_events_flow() {
+    let sim = simulator().await;
+    // Short-lived access tokens: one expires during the outage and is refreshed after it.
+    let firebase = stand_in(None, Duration::from_secs(8)).await;
+    let gateway = gateway(&sim, &oauth(&firebase)).await;
+    let alice = log_in(&gateway, ALICE, PASSWORD).await;
+    let bob = log_in(&gateway, BOB, PASSWORD).await;
+    let nodes: Vec<String> = [&alice, &bob]
+        .iter()
+        .map(|l| format!("users/{}", l.answer["unique_id"].as_str().unwrap()))
+        .collect();
+    for (node, user) in nodes.iter().zip([ALICE, BOB]) {
+        let dnd = sim_dnd(&sim, user).await;
+        wait_value(
+            &firebase,
+            &format!("{node}/dnd"),
+            "the initial state",
+            |v| *v == dnd,
+        )
+        .await;
+    }
+
+    firebase.stop();
+    let outage = Instant::now();
+    let mut changes = 0u32;
+    let mut max_queue = 0.0f64;
+    while outage.elapsed() < Duration::from_secs(30) {
+        changes += 1;
+        for user in [ALICE, BOB] {
+            change_user(&sim, user, |u| {
+                u["do_not_disturb"]["active"] = json!(changes % 2 == 1);
+                u["call_forwarding_always"] = json!({
+                    "active": true,
+                    "forward_to_phone_number": format!("+1202555{:04}", changes),
+                    "ring_splash": false,
+                });
+            })
+            .await;
+        }
+        if let Some(depth) = gateway
+            .metric("xsigate_plugin_firebase_queue_users{provider=\"acme\"}")
+            .await
+        {
+            max_queue = max_queue.max(depth);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(changes >= 100, "{changes} changes during the outage");
+    assert!(
+        max_queue <= 2.0,
+        "the queue holds users, not events: {max_queue}"
+    );
+    let failures = gateway
+        .metric("xsigate_plugin_firebase_failures_total{provider=\"acme\",reason=\"unreachable\"}")
+        .await
+        .unwrap_or(0.0)
+        + gateway
+            .metric("xsigate_plugin_firebase_failures_total{provider=\"acme\",reason=\"token\"}")
+            .await
+            .unwrap_or(0.0);
+    assert!(failures >= 3.0, "{failures} failed attempts in 30 s");
+    let writes_before = firebase.writes().len();
+
+    firebase.restart().await.unwrap();
+    for (node, user) in nodes.iter().zip([ALICE, BOB]) {
+        let dnd = sim_dnd(&sim, user).await;
+        let forward = sim_get(&sim, &format!("/users/{user}")).await["call_forwarding_always"]
+            ["forward_to_phone_number"]
+            .clone();
+        wait_value(
+            &firebase,
+            &format!("{node}/dnd"),
+            "DND after the outage",
+            |v| *v == dnd,
+        )
+        .await;
+        wait_value(
+            &firebase,
+            &format!("{node}/forwarding/always/forward_to"),
+            "forwarding after the outage",
+            |v| *v == forward,
+        )
+        .await;
+    }
+    // The backlog is the latest state per user: a handful of writes, not one per change.
+    let catch_up = firebase.writes().len() - writes_before;
+    assert!(
+        catch_up <= 6,
+        "{catch_up} writes to catch up on {changes} changes per user"
+    );
+    let catch_up_write = &firebase.writes()[writes_before];
+    assert!(
+        catch_up_write
+            .locations
+            .iter()
+            .any(|(l, _)| l.ends_with("/dnd")),
+        "users are rewritten whole after the gap: {catch_up_write:?}"
+    );
+    assert!(
+        firebase
+            .token_requests()
+            .iter()
+            .filter(|t| t.granted)
+            .count()
+            >= 2
+    );
+    assert_eq!(firebase.refused(), 0, "an expired token was never used");
+    assert!(
+        gateway
+            .metric("xsigate_plugin_firebase_resyncs_total{provider=\"acme\"}")
+            .await
+            .unwrap()
+            >= 4.0
+    );
+    assert_anonymous(&firebase.get(""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_database_secret_authenticates_writes_and_stays_out_of_logs() {
+    const SECRET: &str = "0123456789abcdefghij0123456789abcdefghij";
+    let sim = simulator().await;
+    let firebase = stand_in(Some(SECRET), Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let gateway = gateway(
+        &sim,
+        &format!(
+            "database_url = \"{}\"\ndatabase_secret_file = \"{}\"\n",
+            firebase.url(),
+            secret_file.display()
+        ),
+    )
+    .await;
+    let login = log_in(&gateway, ALICE, PASSWORD).await;
+    let node = format!("users/{}", login.answer["unique_id"].as_str().unwrap());
+    change_user(&sim, ALICE, |u| u["do_not_disturb"]["active"] = json!(true)).await;
+    wait_value(&firebase, &format!("{node}/dnd/active"), "DND", |v| {
+        *v == json!(true)
+    })
+    .await;
+    assert!(firebase.token_requests().is_empty());
+    assert_eq!(firebase.refused(), 0);
+    assert!(login.answer["reports"]["firebase"]["custom_token"].is_string());
+    assert!(!gateway.logs().contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_counted_and_retried_not_dropped() {
+    let sim = simulator().await;
+    let firebase = stand_in(
+        Some("the-right-secret-0123456789abcdefghijkl"),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "a-wrong-secret-0123456789abcdefghijklmn").unwrap();
+    let gateway = gateway(
+        &sim,
+        &format!(
+            "database_url = \"{}\"\ndatabase_secret_file = \"{}\"\n",
+            firebase.url(),
+            secret_file.display()
+        ),
+    )
+    .await;
+    log_in(&gateway, ALICE, PASSWORD).await;
+    gateway
+        .wait_metric(
+            "xsigate_plugin_firebase_failures_total{provider=\"acme\",reason=\"unauthorized\"}",
+            |v| v >= 2.0,
+        )
+        .await;
+    assert!(firebase.refused() >= 2);
+    assert!(firebase.writes().is_empty());
+    assert_eq!(
+        gateway
+            .metric("xsigate_plugin_firebase_queue_users{provider=\"acme\"}")
+            .await,
+        Some(1.0),
+        "alice's state waits, it is not dropped"
+    );
+    assert!(!gateway.logs().contains("a-wrong-secret"));
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_another_users() {
+    let e2e = repo_root().join("tests/firebase-e2e");
+    assert!(
+        e2e.join("node_modules/firebase-server").is_dir()
+            && e2e.join("node_modules/firebase-tools").is_dir(),
+        "run `npm ci` in tests/firebase-e2e first (scripts/test does)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let database_port = free_port();
+    let auth_port = free_port();
+    let log = |name: &str| std::fs::File::create(work.path().join(name)).unwrap();
+    let database = Process(
+        Command::new("node")
+            .arg(e2e.join("node_modules/firebase-server/bin/firebase-server.js"))
+            .args([
+                "-p",
+                &database_port.to_string(),
+                "-a",
+                "127.0.0.1",
+                "-e",
+                "-r",
+            ])
+            .arg(repo_root().join("firebase/database.rules.json"))
+            .stdout(log("database.log"))
+            .stderr(log("database.err"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(
+        work.path().join("firebase.json"),
+        json!({"emulators": {"auth": {"host": "127.0.0.1", "port": auth_port}, "ui": {"enabled": false}, "logging": {"level": "WARN"}}})
+            .to_string(),
+    )
+    .unwrap();
+    let auth = Process(
+        Command::new(e2e.join("node_modules/.bin/firebase"))
+            .args([
+                "emulators:start",
+                "--only",
+                "auth",
+                "--project",
+                "demo-xsigate",
+            ])
+            .current_dir(work.path())
+            .env("HOME", work.path())
+            .env("FIREBASE_CLI_DISABLE_UPDATE_CHECK", "true")
+            .stdout(log("auth.log"))
+            .stderr(log("auth.err"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(database_port, "firebase-server").await;
+    wait_port(auth_port, "the Auth emulator").await;
+
+    let sim = simulator().await;
+    // firebase-server has no REST authentication: the legacy secret is sent and ignored.
+    let secret_file = work.path().join("secret");
+    std::fs::write(&secret_file, "unused-by-firebase-server-0123456789abcd").unwrap();
+    let gateway = gateway(
+        &sim,
+        &format!(
+            "database_url = \"http://127.0.0.1:{database_port}\"\ndatabase_secret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    )
+    .await;
+    // Bob's node exists, so that reading it is a question of rules, not of absence.
+    let bob = log_in(&gateway, BOB, PASSWORD).await;
+    let bob_uid = bob.answer["unique_id"].as_str().unwrap().to_owned();
+
+    let output = Command::new("node")
+        .arg(e2e.join("browser.mjs"))
+        .env("XSIGATE_URL", gateway.url(""))
+        .env("XSIGATE_USER", ALICE)
+        .env("XSIGATE_PASSWORD", PASSWORD)
+        .env("SIM_CONTROL", format!("http://{}", sim.control_addr()))
+        .env("AUTH_EMULATOR", format!("127.0.0.1:{auth_port}"))
+        .env("OTHER_UID", &bob_uid)
+        .current_dir(&e2e)
+        .output()
+        .unwrap();
+    drop((database, auth));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser.mjs failed:\n{stdout}\n{stderr}\n{}",
+        gateway.logs()
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["signed_in_uid"], report["unique_id"]);
+    assert_eq!(report["own_node_readable"], true);
+    assert_eq!(report["other_node"], "permission_denied");
+    let latencies = report["dnd_latency_ms"].as_array().unwrap();
+    assert_eq!(latencies.len(), 4, "{report}");
+    for latency in latencies {
+        assert!(
+            latency.as_f64().unwrap() < 1000.0,
+            "a DND toggle took over a second: {report}"
+        );
+    }
+}
