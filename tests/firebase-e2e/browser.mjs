@@ -53,7 +53,7 @@ function until(test) {
 await until((n) => n?.dnd !== undefined);
 
 const control = env.SIM_CONTROL;
-const user = encodeURIComponent(env.XSIGATE_USER);
+const user = env.XSIGATE_USER;
 const latencies = [];
 for (let i = 0; i < TOGGLES; i++) {
   const state = await json(`${control}/users/${user}`);

@@ -315,7 +315,7 @@ async fn the_database_converges_after_being_down_for_30_seconds_while_events_flo
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(changes >= 100, "{changes} changes during the outage");
+    assert!(changes >= 50, "{changes} changes during the outage");
     assert!(
         max_queue <= 2.0,
         "the queue holds users, not events: {max_queue}"
@@ -568,6 +568,7 @@ async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_anoth
         gateway.logs()
     );
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("browser report: {report}");
     assert_eq!(report["signed_in_uid"], report["unique_id"]);
     assert_eq!(report["own_node_readable"], true);
     assert_eq!(report["other_node"], "permission_denied");
