@@ -169,7 +169,7 @@ async fn a_login_gets_a_custom_token_and_dnd_reaches_the_users_node() {
     .await;
     let toggled = !initial["active"].as_bool().unwrap();
     change_user(&sim, ALICE, |u| {
-        u["do_not_disturb"]["active"] = json!(toggled)
+        u["do_not_disturb"]["active"] = json!(toggled);
     })
     .await;
     wait_value(
