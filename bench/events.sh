@@ -9,7 +9,9 @@
 # 2. Events: a provider-level (enterprise) channel set with the master credentials; events-load
 #    toggles DND of `event_users` users at `rate` changes per second for `seconds` through the
 #    simulator's control API. Prints the events per second that reached the bus (the fixture
-#    tap), every one acknowledged, and the change->bus latency percentiles.
+#    tap), every one acknowledged, and the change->bus latency percentiles. firebase-sync
+#    writes every change to the simulator's Realtime Database stand-in (OAuth2 service
+#    account): prints the writes, locations per write and the change->database latency.
 #
 # Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
 # (hold=0 runs the events part only.)
@@ -24,12 +26,13 @@ source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" build
 cargo build --release --locked -p xsigate -p xsi-sim -p xsigate-idp-broadsoft -p xsigate-xsi-events \
-  -p xsigate-fixture-host-services -p xsigate-bench --manifest-path "$root/Cargo.toml" >&2
+  -p xsigate-firebase-sync -p xsigate-fixture-host-services -p xsigate-bench --manifest-path "$root/Cargo.toml" >&2
 # Each channel is a socket on both sides, plus pooled command connections.
 ulimit -n "$(ulimit -Hn)"
 
 xsigate_port=19381 metrics_port=19382 xsp1=127.0.0.1:19383 xsp2=127.0.0.1:19384 control=127.0.0.1:19385
-ports_free $xsigate_port $metrics_port 19383 19384 19385
+firebase=127.0.0.1:19386
+ports_free $xsigate_port $metrics_port 19383 19384 19385 19386
 metrics="http://127.0.0.1:$metrics_port/metrics"
 metric() { curl -fs "$metrics" | awk -v s="$1" 'index($0, s" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'; }
 hz=$(getconf CLK_TCK)
@@ -42,10 +45,23 @@ scope = { level = "service_provider", service_provider = "generated" }
 CONF
 echo -n admin-password > "$work/master"
 
-# Starts the simulator and xsigate with the given provider table and xsi-events settings.
+# Starts the simulator (with its Firebase stand-in) and xsigate with the given xsi-events
+# settings; a third argument `firebase` adds firebase-sync.
 start() {
   "$root/target/release/xsi-sim" --seed "$work/sim.toml" --generate-users "$users" \
-    --xsp "$xsp1" --xsp "$xsp2" --control "$control" 2>/dev/null & sim=$!; pids+=($sim)
+    --xsp "$xsp1" --xsp "$xsp2" --control "$control" --firebase "$firebase" \
+    --firebase-service-account "$root/tests/fixtures/firebase/service-account.json" 2>/dev/null & sim=$!; pids+=($sim)
+  local plugins='"broadsoft", "events", "tap"' firebase_plugin=""
+  if [ "${3:-}" = firebase ]; then
+    plugins+=', "firebase"'
+    firebase_plugin="[[plugins]]
+name = \"firebase\"
+path = \"$root/target/release/libxsigate_firebase_sync.so\"
+[plugins.config.providers.bench]
+database_url = \"http://$firebase\"
+token_url = \"http://$firebase/token\"
+service_account_file = \"$root/tests/fixtures/firebase/service-account.json\""
+  fi
   for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$control/channels" && break; sleep 0.1; done
   cat > "$work/xsigate.toml" <<CONF
 [server]
@@ -70,11 +86,12 @@ name = "tap"
 path = "$root/target/release/libxsigate_fixture_host_services.so"
 [plugins.config]
 tap = ["xsi.event"]
+$firebase_plugin
 [providers.bench]
 domains = ["sim.xsigate.test", "tap.bench"]
 xsp = ["http://$xsp1", "http://$xsp2"]
 master = { user = "admin@sim.xsigate.test", password_file = "$work/master" }
-plugins = ["broadsoft", "events", "tap"]
+plugins = [$plugins]
 CONF
   "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate=$!; pids+=($xsigate)
   wait_ready "$xsigate" "$metrics_port" "$work/xsigate.log"
@@ -109,17 +126,18 @@ fi
 echo "# 2. one enterprise-level channel set: $rate DND changes/s over $event_users users for ${seconds}s"
 start events 'level = "service_provider"
 service_provider = "generated"
-packages = ["Do Not Disturb"]'
+packages = ["Do Not Disturb"]' firebase
 until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
 before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 "$root/target/release/events-load" drive --control "http://$control" \
   --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
-  --rate "$rate" --seconds "$seconds"
+  --rate "$rate" --seconds "$seconds" --firebase "http://$firebase"
 after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 acks=$(curl -fs "http://$control/acks")
 echo "acknowledged (known, 200): $(echo "$acks" | grep -o '"status":"200","known":true' | wc -l) of $(echo "$acks" | grep -o '"event_id"' | wc -l) acknowledgements"
 echo "ack failures: $(metric 'xsigate_plugin_events_ack_failures_total{provider="bench"}')"
 awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
+echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="failed"}')"
 echo "xsigate rss: $(rss_kib "$xsigate") KiB"
 stop

@@ -18,6 +18,8 @@
 //! with `iss` = its `client_email`, `aud` = this endpoint's URL, `scope` holding the database
 //! scopes, `iat` not in the future and `exp` after now and at most an hour after `iat`.
 //! Anything else is a 400 `invalid_grant` saying which check failed.
+//!
+//! `GET /_standin/writes` lists the writes applied, for benchmarks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,6 +44,10 @@ pub const SCOPES: [&str; 2] = [
     "https://www.googleapis.com/auth/userinfo.email",
     "https://www.googleapis.com/auth/firebase.database",
 ];
+
+/// The stand-in's own control route: every write applied so far (JSON list of [`Write`]), for
+/// benchmarks in another process. Not part of the Firebase API.
+pub const WRITES_PATH: &str = "/_standin/writes";
 
 /// How a stand-in starts.
 #[derive(Debug, Clone)]
@@ -215,6 +221,10 @@ impl Firebase {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        if parts.uri.path() == WRITES_PATH {
+            let writes = serde_json::to_value(&lock(&self.state).writes).unwrap_or_default();
+            return reply(200, &writes).build();
+        }
         if parts.uri.path() == "/token" {
             return if parts.method == Method::POST {
                 self.token(&body)

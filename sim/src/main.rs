@@ -28,6 +28,13 @@ struct Cli {
     /// Control API listen address. Overrides the seed's.
     #[arg(long, value_name = "ADDR")]
     control: Option<std::net::SocketAddr>,
+    /// Also serve a Firebase Realtime Database REST and token-endpoint stand-in here.
+    #[arg(long, value_name = "ADDR", requires = "firebase_service_account")]
+    firebase: Option<std::net::SocketAddr>,
+    /// The service account (JSON key file) whose assertions the stand-in's token endpoint
+    /// accepts.
+    #[arg(long, value_name = "FILE")]
+    firebase_service_account: Option<PathBuf>,
     /// Serve the XSPs over HTTPS with a fresh self-signed certificate (localhost, 127.0.0.1),
     /// whose PEM is written to this file.
     #[arg(long, value_name = "CERT_OUT")]
@@ -73,6 +80,32 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(xsps = ?simulator.xsp_addrs(), control = %simulator.control_addr(), users, "xsi-sim serving");
+    let _firebase = match (cli.firebase, &cli.firebase_service_account) {
+        (Some(addr), Some(path)) => {
+            let settings = std::fs::read_to_string(path).map(|service_account| {
+                xsi_sim::firebase::FirebaseSettings {
+                    service_account,
+                    secret: None,
+                    token_lifetime: std::time::Duration::from_secs(3600),
+                }
+            });
+            let started = match settings {
+                Ok(settings) => xsi_sim::firebase::Firebase::start(settings, addr).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(firebase) => {
+                    tracing::info!(url = %firebase.url(), "firebase stand-in serving");
+                    Some(firebase)
+                }
+                Err(e) => {
+                    eprintln!("xsi-sim: cannot start the firebase stand-in: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
 }

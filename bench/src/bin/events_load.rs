@@ -55,6 +55,10 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value = "sim.xsigate.test")]
         domain: String,
+        /// Base URL of the simulator's Firebase stand-in: also match each change to the
+        /// database write that carried it (firebase-sync).
+        #[arg(long)]
+        firebase: Option<String>,
     },
 }
 
@@ -130,15 +134,27 @@ async fn login(
     clippy::too_many_arguments,
     reason = "the subcommand's arguments, passed through"
 )]
+/// What `drive` sends.
+struct Load<'a> {
+    users: usize,
+    rate: u64,
+    seconds: u64,
+    domain: &'a str,
+}
+
 async fn drive(
     control: &str,
     gateway: &str,
     tap_user: &str,
-    users: usize,
-    rate: u64,
-    seconds: u64,
-    domain: &str,
+    load: &Load<'_>,
+    firebase: Option<&str>,
 ) -> Result<(), String> {
+    let Load {
+        users,
+        rate,
+        seconds,
+        domain,
+    } = *load;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
@@ -156,8 +172,8 @@ async fn drive(
             .map_err(|e| e.to_string())?;
         states.push(user);
     }
-    // Sent changes by user: the unix ms each was sent, in order.
-    let sent: Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    // Sent changes by user: the unix ms each was sent and the DND it set, in order.
+    let sent: Arc<std::sync::Mutex<HashMap<String, Vec<(u64, bool)>>>> = Arc::default();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let total = rate * seconds;
@@ -185,7 +201,7 @@ async fn drive(
             .map_err(|e| e.to_string())?
             .entry(user)
             .or_default()
-            .push(unix_ms());
+            .push((unix_ms(), !active));
         tasks.push(tokio::spawn(async move {
             let put = Instant::now();
             let ok = http
@@ -259,7 +275,7 @@ async fn drive(
         };
         let arrived = event["arrived_ms"].as_u64().unwrap_or(0);
         let k = seen.entry(user).or_default();
-        if let Some(at) = sent.get(user).and_then(|times| times.get(*k)) {
+        if let Some((at, _)) = sent.get(user).and_then(|times| times.get(*k)) {
             latencies.push(arrived.saturating_sub(*at));
             if *k > 0 {
                 warm.push(arrived.saturating_sub(*at));
@@ -302,6 +318,115 @@ async fn drive(
     if (latencies.len() as u64) < total || failed > 0 {
         return Err("not every change reached the bus".to_owned());
     }
+    if let Some(firebase) = firebase {
+        let unique_ids: HashMap<&str, &str> = events
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["payload"]["unique_id"].as_str()?,
+                    e["payload"]["user_id"].as_str()?,
+                ))
+            })
+            .collect();
+        database_lag(&http, firebase, &sent, &unique_ids, total).await?;
+    }
+    Ok(())
+}
+
+/// Matches each change to the first database write after it that holds its DND value and
+/// prints the change -> database latency. A change that a later one overtook before any write
+/// carried it (coalesced) has no latency; a user's last change must have been written.
+async fn database_lag(
+    http: &reqwest::Client,
+    firebase: &str,
+    sent: &HashMap<String, Vec<(u64, bool)>>,
+    unique_ids: &HashMap<&str, &str>,
+    total: u64,
+) -> Result<(), String> {
+    // Wait until the writes stop growing (bounded).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut writes: Vec<Value> = Vec::new();
+    loop {
+        let now: Vec<Value> = http
+            .get(format!("{firebase}/_standin/writes"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let settled = !now.is_empty() && now.len() == writes.len();
+        writes = now;
+        if settled || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    // DND values written per user, in order: (at_ms, active).
+    let mut written: HashMap<&str, Vec<(u64, bool)>> = HashMap::new();
+    let mut locations = 0usize;
+    for write in &writes {
+        let at = write["at_ms"].as_u64().unwrap_or(0);
+        for location in write["locations"].as_array().into_iter().flatten() {
+            locations += 1;
+            let (Some(path), value) = (location[0].as_str(), &location[1]) else {
+                continue;
+            };
+            let mut parts = path.split('/');
+            let (Some("users"), Some(uid), Some(child)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(user) = unique_ids.get(uid) else {
+                continue;
+            };
+            let active = match child {
+                "dnd" => value["active"].as_bool(),
+                _ => None,
+            };
+            if let Some(active) = active {
+                written.entry(user).or_default().push((at, active));
+            }
+        }
+    }
+    let (mut lags, mut coalesced, mut missing) = (Vec::new(), 0u64, 0u64);
+    for (user, changes) in sent {
+        let writes = written.get(user.as_str()).map_or(&[][..], Vec::as_slice);
+        for (k, (at, active)) in changes.iter().enumerate() {
+            let next = changes.get(k + 1).map_or(u64::MAX, |(t, _)| *t);
+            match writes.iter().find(|(w, v)| *w >= *at && v == active) {
+                Some((w, _)) if *w < next => lags.push(w - at),
+                Some(_) => coalesced += 1,
+                // Only the last change of a user must have been written: earlier ones may be
+                // overtaken by the next before any write.
+                None if next == u64::MAX => missing += 1,
+                None => coalesced += 1,
+            }
+        }
+    }
+    lags.sort_unstable();
+    let span = writes
+        .first()
+        .zip(writes.last())
+        .map_or(0.0, |(a, b)| {
+            b["at_ms"].as_u64().unwrap_or(0).saturating_sub(a["at_ms"].as_u64().unwrap_or(0)) as f64 / 1000.0
+        });
+    report(&format!(
+        "database writes {} carrying {locations} locations over {span:.1}s ({:.0} changes/s written, {:.1} locations per write)",
+        writes.len(),
+        lags.len() as f64 / span.max(0.001),
+        locations as f64 / (writes.len().max(1)) as f64
+    ));
+    report(&format!(
+        "change->database latency ms p50 {} p99 {} max {}; {} of {total} changes written, {coalesced} coalesced into a later write, {missing} never written",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0),
+        lags.len()
+    ));
+    if missing > 0 {
+        return Err("not every change reached the database".to_owned());
+    }
     Ok(())
 }
 
@@ -323,7 +448,16 @@ async fn main() -> std::process::ExitCode {
             rate,
             seconds,
             domain,
-        } => drive(&control, &gateway, &tap_user, users, rate, seconds, &domain).await,
+            firebase,
+        } => {
+            let load = Load {
+                users,
+                rate,
+                seconds,
+                domain: &domain,
+            };
+            drive(&control, &gateway, &tap_user, &load, firebase.as_deref()).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

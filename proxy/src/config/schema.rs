@@ -208,8 +208,6 @@ pub struct ProviderConfig {
     pub applets: BTreeMap<String, AppletConfig>,
     pub master: Option<MasterCredentials>,
     pub events: Option<EventsConfig>,
-    /// Firebase settings; validated by the `firebase-sync` plugin that reads them.
-    pub firebase: Option<serde_json::Map<String, serde_json::Value>>,
     /// Where this provider's password-reset mail is sent from.
     pub smtp: Option<SmtpConfig>,
     /// The page that completes a password reset; the mail links to it with the single-use
