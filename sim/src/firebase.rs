@@ -505,23 +505,35 @@ fn invalid_key_in(value: &Value) -> Option<String> {
     })
 }
 
-/// A multi-path PATCH's locations; overlapping ones are refused, as Firebase does.
+/// A multi-path PATCH's locations; overlapping ones are refused, as Firebase does. Sorted by
+/// their segments, a location's descendants follow it directly, so neighbours tell.
 fn locations(children: Map<String, Value>) -> Result<Vec<(String, Value)>, String> {
-    let locations: Vec<(String, Value)> = children.into_iter().collect();
-    for (a, _) in &locations {
-        if let Some(bad) = segments(a).iter().find(|s| !valid_key(s)) {
+    let mut keyed: Vec<(Vec<String>, String, Value)> = children
+        .into_iter()
+        .map(|(location, value)| (segments(&location), location, value))
+        .collect();
+    if let Some(bad) = keyed
+        .iter()
+        .flat_map(|(parts, _, _)| parts)
+        .find(|s| !valid_key(s))
+    {
+        return Err(format!(
+            "Invalid path: key {bad:?} has a forbidden character"
+        ));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    for pair in keyed.windows(2) {
+        if pair[1].0.starts_with(&pair[0].0) {
             return Err(format!(
-                "Invalid path: key {bad:?} has a forbidden character"
+                "Path {} is an ancestor of {}",
+                pair[0].1, pair[1].1
             ));
         }
-        for (b, _) in &locations {
-            let (a_parts, b_parts) = (segments(a), segments(b));
-            if a != b && b_parts.len() > a_parts.len() && b_parts.starts_with(&a_parts) {
-                return Err(format!("Path {a} is an ancestor of {b}"));
-            }
-        }
     }
-    Ok(locations)
+    Ok(keyed
+        .into_iter()
+        .map(|(_, location, value)| (location, value))
+        .collect())
 }
 
 fn value_at<'a>(data: &'a Value, path: &[String]) -> &'a Value {
@@ -665,6 +677,16 @@ mod tests {
         let mut map = Map::new();
         map.insert("users/u1/a.b".to_owned(), json!(1));
         assert!(locations(map).is_err());
+        let mut map = Map::new();
+        for location in ["a", "a-x", "a/b", "b/c", "b/cd"] {
+            map.insert(location.to_owned(), json!(1));
+        }
+        assert_eq!(locations(map).unwrap_err(), "Path a is an ancestor of a/b");
+        let mut map = Map::new();
+        for location in ["a-x", "a/b", "b/c", "b/cd"] {
+            map.insert(location.to_owned(), json!(1));
+        }
+        assert_eq!(locations(map).unwrap().len(), 4);
         assert_eq!(
             invalid_key_in(&json!({"a": {"b$": 1}})),
             Some("b$".to_owned())

@@ -62,6 +62,9 @@ enum Command {
     },
 }
 
+/// Changes sent, by user: the unix ms each was sent and the DND it set, in order.
+type Sent = HashMap<String, Vec<(u64, bool)>>;
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,7 +176,7 @@ async fn drive(
         states.push(user);
     }
     // Sent changes by user: the unix ms each was sent and the DND it set, in order.
-    let sent: Arc<std::sync::Mutex<HashMap<String, Vec<(u64, bool)>>>> = Arc::default();
+    let sent: Arc<std::sync::Mutex<Sent>> = Arc::default();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let total = rate * seconds;
@@ -261,7 +264,7 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let sent = sent.lock().map_err(|e| e.to_string())?;
+    let sent: Sent = std::mem::take(&mut *sent.lock().map_err(|e| e.to_string())?);
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut latencies = Vec::with_capacity(events.len());
     // The two legs: change -> read off the channel by xsi-events, and that -> the consumer.
@@ -339,7 +342,7 @@ async fn drive(
 async fn database_lag(
     http: &reqwest::Client,
     firebase: &str,
-    sent: &HashMap<String, Vec<(u64, bool)>>,
+    sent: &Sent,
     unique_ids: &HashMap<&str, &str>,
     total: u64,
 ) -> Result<(), String> {
@@ -373,7 +376,8 @@ async fn database_lag(
                 continue;
             };
             let mut parts = path.split('/');
-            let (Some("users"), Some(uid), Some(child)) = (parts.next(), parts.next(), parts.next())
+            let (Some("users"), Some(uid), Some(child)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -405,12 +409,13 @@ async fn database_lag(
         }
     }
     lags.sort_unstable();
-    let span = writes
-        .first()
-        .zip(writes.last())
-        .map_or(0.0, |(a, b)| {
-            b["at_ms"].as_u64().unwrap_or(0).saturating_sub(a["at_ms"].as_u64().unwrap_or(0)) as f64 / 1000.0
-        });
+    let span = writes.first().zip(writes.last()).map_or(0.0, |(a, b)| {
+        b["at_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(a["at_ms"].as_u64().unwrap_or(0)) as f64
+            / 1000.0
+    });
     report(&format!(
         "database writes {} carrying {locations} locations over {span:.1}s ({:.0} changes/s written, {:.1} locations per write)",
         writes.len(),

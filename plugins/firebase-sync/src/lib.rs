@@ -6,7 +6,8 @@
 //!
 //! - MUST consume the typed events of `xsi.event` and keep `/users/<uniqueId>` (the tree in
 //!   [`tree`]) equal to the latest state each event reported, through the REST API: one
-//!   multi-path `PATCH` per batch (changes wait `batch_ms` for others), `print=silent`;
+//!   multi-path `PATCH` per batch (changes wait `batch_ms` for others, and a database gets
+//!   at most one new write per `batch_ms`), `print=silent`;
 //! - MUST keep each user's writes in order (a user is in one write at a time, and each write
 //!   carries the latest value) and never drop a change: the queue coalesces to the latest
 //!   state per user, so it is bounded by the users, not by the events;
@@ -64,7 +65,9 @@ pub struct FirebaseSync {
     users: Mutex<Users>,
     /// Call centres' uniqueIds by userId, for agents' memberships.
     call_centers: Mutex<HashMap<String, String>>,
-    wake: mpsc::Sender<()>,
+    /// One sender, so the channel holds at most one wake-up: a clone per event would each add
+    /// a slot of its own.
+    wake: Mutex<mpsc::Sender<()>>,
     /// Taken by the worker while it runs; put back if it stops, for its next start.
     inbox: Mutex<Option<mpsc::Receiver<()>>>,
     metrics: Metrics,
@@ -150,6 +153,7 @@ impl Plugin for FirebaseSync {
         host.subscribe(EVENTS)?;
         host.subscribe(SESSION_STARTED)?;
         let (wake, inbox) = mpsc::channel(1);
+        let users = Users::new(config.batch_window());
         let metrics = Metrics {
             writes: host.counter(
                 "writes_total",
@@ -198,9 +202,9 @@ impl Plugin for FirebaseSync {
             host,
             config,
             databases,
-            users: Mutex::new(Users::default()),
+            users: Mutex::new(users),
             call_centers: Mutex::new(HashMap::new()),
-            wake,
+            wake: Mutex::new(wake),
             inbox: Mutex::new(Some(inbox)),
             metrics,
         })
@@ -339,7 +343,6 @@ impl FirebaseSync {
                 &bus.unique_id,
                 bus.received_ms.unwrap_or_else(now_ms),
                 now,
-                self.config.batch_window(),
                 |node| tree::apply(node, &bus.package, &bus.event, &bus.state, &centers),
             );
             if resync && !first {
@@ -348,7 +351,7 @@ impl FirebaseSync {
             self.update_depths(&users);
         }
         // Full means a write is due already; the worker picks it up when it wakes.
-        let _ = self.wake.clone().try_send(());
+        let _ = lock(&self.wake).try_send(());
     }
 
     /// The uniqueIds of the call centres an agent event names, from the host's store (cached:
@@ -410,7 +413,7 @@ impl FirebaseSync {
                 }
                 self.update_depths(&users);
             }
-            let due = lock(&self.users).next_due();
+            let due = lock(&self.users).next_due(self.config.writes_in_flight);
             let wait = due.map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
             let written = async {
                 match writes.next().await {

@@ -50,8 +50,11 @@ impl Batch {
 }
 
 /// Every user's node, and the queue of those waiting, per provider in the order they changed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Users {
+    /// A change waits this long for others, and a database gets at most one new write per
+    /// window: writes carry many users each, far below Firebase's write-rate limit.
+    window: Duration,
     users: HashMap<String, User>,
     waiting: HashMap<String, VecDeque<String>>,
     /// Per provider: writes in flight, and when writing may resume after a failure.
@@ -63,6 +66,8 @@ struct ProviderState {
     writing: usize,
     failures: u32,
     retry_at: Option<Instant>,
+    /// The end of the window that began with the last write started.
+    next_write_at: Option<Instant>,
 }
 
 /// A failing database is retried after this, doubling up to [`RETRY_MAX`].
@@ -70,8 +75,17 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Users {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            users: HashMap::new(),
+            waiting: HashMap::new(),
+            providers: HashMap::new(),
+        }
+    }
+
     /// Applies `change` to a user's node; the locations it returns wait for the next write,
-    /// `window` from now. A user seen for the first time since start is rewritten whole: the
+    /// a window from now. A user seen for the first time since start is rewritten whole: the
     /// database may hold what an earlier run wrote before it stopped.
     pub fn change(
         &mut self,
@@ -79,9 +93,9 @@ impl Users {
         unique_id: &str,
         received_ms: u64,
         now: Instant,
-        window: Duration,
         change: impl FnOnce(&mut Node) -> Vec<String>,
     ) {
+        let window = self.window;
         let user = self
             .users
             .entry(unique_id.to_owned())
@@ -146,8 +160,11 @@ impl Users {
     ) -> Option<Batch> {
         let provider = self.waiting.iter().find_map(|(provider, queue)| {
             let state = self.providers.get(provider);
-            let blocked = state
-                .is_some_and(|s| s.writing >= max_writing || s.retry_at.is_some_and(|at| at > now));
+            let blocked = state.is_some_and(|s| {
+                s.writing >= max_writing
+                    || s.retry_at.is_some_and(|at| at > now)
+                    || s.next_write_at.is_some_and(|at| at > now)
+            });
             let ready = queue
                 .front()
                 .and_then(|id| self.users.get(id))
@@ -191,7 +208,9 @@ impl Users {
         if batch.users.is_empty() {
             return None;
         }
-        self.providers.entry(provider).or_default().writing += 1;
+        let state = self.providers.entry(provider).or_default();
+        state.writing += 1;
+        state.next_write_at = Some(now + self.window);
         Some(batch)
     }
 
@@ -236,14 +255,22 @@ impl Users {
     }
 
     /// When the worker must look again for a write to start: the earliest window end or
-    /// retry among providers with users waiting.
-    pub fn next_due(&self) -> Option<Instant> {
+    /// retry among providers with users waiting. Providers with `max_writing` writes in flight
+    /// are left out: the end of one of those is what lets them write.
+    pub fn next_due(&self, max_writing: usize) -> Option<Instant> {
         self.waiting
             .iter()
             .filter_map(|(provider, queue)| {
+                let state = self.providers.get(provider);
+                if state.is_some_and(|s| s.writing >= max_writing) {
+                    return None;
+                }
                 let ready = self.users.get(queue.front()?)?.ready_at;
-                let retry = self.providers.get(provider).and_then(|s| s.retry_at);
-                Some(retry.map_or(ready, |r| r.max(ready)))
+                let after = [
+                    state.and_then(|s| s.retry_at),
+                    state.and_then(|s| s.next_write_at),
+                ];
+                Some(after.into_iter().flatten().fold(ready, Instant::max))
             })
             .min()
     }
@@ -291,7 +318,7 @@ mod tests {
     const WINDOW: Duration = Duration::from_millis(25);
 
     fn dnd(users: &mut Users, id: &str, active: bool, ms: u64, now: Instant) {
-        users.change("acme", id, ms, now, WINDOW, |node| {
+        users.change("acme", id, ms, now, |node| {
             node.insert("dnd".to_owned(), json!({"active": active}));
             vec!["dnd".to_owned()]
         });
@@ -299,11 +326,11 @@ mod tests {
 
     #[test]
     fn changes_wait_for_the_window_and_coalesce_to_the_latest() {
-        let mut users = Users::default();
+        let mut users = Users::new(WINDOW);
         let t0 = Instant::now();
         dnd(&mut users, "u1", true, 1, t0);
         assert!(users.take_batch(t0, 100, 4).is_none(), "inside the window");
-        assert_eq!(users.next_due(), Some(t0 + WINDOW));
+        assert_eq!(users.next_due(4), Some(t0 + WINDOW));
         dnd(&mut users, "u1", false, 2, t0 + Duration::from_millis(5));
         let batch = users.take_batch(t0 + WINDOW, 100, 4).unwrap();
         assert_eq!(batch.users.len(), 1);
@@ -323,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_user_is_in_one_write_at_a_time() {
-        let mut users = Users::default();
+        let mut users = Users::new(WINDOW);
         let t0 = Instant::now();
         dnd(&mut users, "u1", true, 1, t0);
         let first = users.take_batch(t0 + WINDOW, 100, 4).unwrap();
@@ -337,12 +364,12 @@ mod tests {
 
     #[test]
     fn a_failed_write_backs_off_then_rewrites_its_users_whole() {
-        let mut users = Users::default();
+        let mut users = Users::new(WINDOW);
         let t0 = Instant::now();
         dnd(&mut users, "u1", true, 1, t0);
         let batch = users.take_batch(t0 + WINDOW, 100, 4).unwrap();
         users.finish(batch, true, t0 + WINDOW, 0.0);
-        users.change("acme", "u1", 5, t0 + WINDOW, WINDOW, |node| {
+        users.change("acme", "u1", 5, t0 + WINDOW, |node| {
             node.insert("voicemail".to_owned(), json!({"new": 1}));
             vec!["voicemail".to_owned()]
         });
@@ -351,50 +378,64 @@ mod tests {
         let failed_at = t0 + WINDOW * 2;
         users.finish(batch, false, failed_at, 0.0);
         assert!(users.take_batch(failed_at, 100, 4).is_none(), "backing off");
-        assert_eq!(users.next_due(), Some(failed_at + RETRY_FIRST));
+        assert_eq!(users.next_due(4), Some(failed_at + RETRY_FIRST));
         let retry = users.take_batch(failed_at + RETRY_FIRST, 100, 4).unwrap();
         assert!(retry.users[0].full);
         assert_eq!(retry.users[0].locations.len(), 2, "dnd and voicemail");
         assert_eq!(retry.users[0].since_ms, Some(5));
         users.finish(retry, false, failed_at + RETRY_FIRST, 0.0);
         assert_eq!(
-            users.next_due(),
+            users.next_due(4),
             Some(failed_at + RETRY_FIRST + RETRY_FIRST * 2),
             "doubling"
         );
     }
 
     #[test]
-    fn batches_are_bounded_and_in_flight_writes_limited() {
-        let mut users = Users::default();
+    fn batches_are_bounded_one_per_window_and_in_flight_writes_limited() {
+        let mut users = Users::new(WINDOW);
         let t0 = Instant::now();
         for i in 0..10 {
             dnd(&mut users, &format!("u{i}"), true, i, t0);
         }
         let now = t0 + WINDOW;
         let a = users.take_batch(now, 4, 2).unwrap();
-        let b = users.take_batch(now, 4, 2).unwrap();
+        assert!(
+            users.take_batch(now, 4, 2).is_none(),
+            "one new write per window"
+        );
+        assert_eq!(users.next_due(2), Some(now + WINDOW));
+        let later = now + WINDOW;
+        let b = users.take_batch(later, 4, 2).unwrap();
         assert_eq!((a.locations(), b.locations()), (4, 4));
-        assert!(users.take_batch(now, 4, 2).is_none(), "two in flight");
+        let last = later + WINDOW;
+        assert!(users.take_batch(last, 4, 2).is_none(), "two in flight");
+        assert_eq!(
+            users.next_due(2),
+            None,
+            "the end of a write is what is awaited"
+        );
+        assert_eq!(users.next_due(3), Some(last));
         assert_eq!(users.depths().collect::<Vec<_>>(), [("acme", 2)]);
-        users.finish(a, true, now, 0.0);
-        let c = users.take_batch(now, 4, 2).unwrap();
+        users.finish(a, true, last, 0.0);
+        let c = users.take_batch(last, 4, 2).unwrap();
         assert_eq!(c.users[0].unique_id, "u8", "oldest first");
     }
 
     #[test]
     fn resync_and_recovery_requeue_at_once() {
-        let mut users = Users::default();
+        let mut users = Users::new(WINDOW);
         let t0 = Instant::now();
+        let at = |n: u32| t0 + WINDOW * n;
         dnd(&mut users, "u1", true, 1, t0);
-        let lost = users.take_batch(t0 + WINDOW, 100, 1).unwrap();
+        let lost = users.take_batch(at(1), 100, 1).unwrap();
         drop(lost);
-        users.recover(t0 + WINDOW);
-        let batch = users.take_batch(t0 + WINDOW, 100, 1).unwrap();
+        users.recover(at(1));
+        let batch = users.take_batch(at(2), 100, 1).unwrap();
         assert!(batch.users[0].full);
-        users.finish(batch, true, t0 + WINDOW, 0.0);
-        users.resync("u1", t0 + WINDOW);
-        assert!(users.take_batch(t0 + WINDOW, 100, 4).unwrap().users[0].full);
+        users.finish(batch, true, at(2), 0.0);
+        users.resync("u1", at(2));
+        assert!(users.take_batch(at(3), 100, 4).unwrap().users[0].full);
         users.resync("nobody", t0);
         assert!(!users.contains("nobody"));
     }
