@@ -350,7 +350,7 @@ impl FirebaseSync {
             }
             self.update_depths(&users);
         }
-        // Full means a write is due already; the worker picks it up when it wakes.
+        // A full channel already holds a wake-up for the worker.
         let _ = lock(&self.wake).try_send(());
     }
 
