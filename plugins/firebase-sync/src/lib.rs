@@ -348,7 +348,6 @@ impl FirebaseSync {
             if resync && !first {
                 users.resync(&bus.unique_id, now);
             }
-            self.update_depths(&users);
         }
         // A full channel already holds a wake-up for the worker.
         let _ = lock(&self.wake).try_send(());
@@ -404,7 +403,9 @@ impl FirebaseSync {
         let mut writes = FuturesUnordered::new();
         loop {
             let now = Instant::now();
-            {
+            // The queue gauge is set here, not per event: the worker wakes within a window of
+            // any change anyway.
+            let due = {
                 let mut users = lock(&self.users);
                 while let Some(batch) =
                     users.take_batch(now, self.config.batch_paths, self.config.writes_in_flight)
@@ -412,8 +413,8 @@ impl FirebaseSync {
                     writes.push(self.write(batch));
                 }
                 self.update_depths(&users);
-            }
-            let due = lock(&self.users).next_due(self.config.writes_in_flight);
+                users.next_due(self.config.writes_in_flight)
+            };
             let wait = due.map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
             let written = async {
                 match writes.next().await {
