@@ -7,15 +7,23 @@
 //! when its own provider (the session's) lists the origin. A disallowed origin gets no CORS
 //! headers at all, so the browser keeps the response from the page.
 
+use std::sync::LazyLock;
+
 use pingora::http::RequestHeader;
 
+use crate::headers::{REQUEST_ID, XSP_PIN};
 use crate::provider::{Provider, Providers};
+use crate::session::CSRF_HEADER;
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
-/// What a dialer sends beyond the CORS-safelisted headers.
-const ALLOWED_HEADERS: &str = "accept, content-type, x-csrf-token, x-xsi-pin";
-/// What a dialer may read beyond the CORS-safelisted response headers.
-const EXPOSED_HEADERS: &str = "x-request-id, x-xsi-pin";
+/// What a dialer sends beyond the CORS-safelisted headers: the CSRF token on writes and the
+/// XSP pin that XSI-Events channel commands need. Built from the names the proxy reads, so the
+/// two cannot drift apart.
+static ALLOWED_HEADERS: LazyLock<String> =
+    LazyLock::new(|| ["accept", "content-type", CSRF_HEADER, XSP_PIN].join(", "));
+/// What a dialer may read beyond the CORS-safelisted response headers: the request id and
+/// which XSP answered (a channel's XSP, for the commands that must follow it).
+static EXPOSED_HEADERS: LazyLock<String> = LazyLock::new(|| [REQUEST_ID, XSP_PIN].join(", "));
 /// Browsers cache a preflight answer this long (seconds).
 const MAX_AGE: &str = "600";
 
@@ -51,7 +59,7 @@ pub fn response_headers(origin: &str) -> [(&'static str, &str); 3] {
     [
         ("access-control-allow-origin", origin),
         ("access-control-allow-credentials", "true"),
-        ("access-control-expose-headers", EXPOSED_HEADERS),
+        ("access-control-expose-headers", EXPOSED_HEADERS.as_str()),
     ]
 }
 
@@ -61,7 +69,7 @@ pub fn preflight_headers(origin: &str) -> [(&'static str, &str); 5] {
         ("access-control-allow-origin", origin),
         ("access-control-allow-credentials", "true"),
         ("access-control-allow-methods", ALLOWED_METHODS),
-        ("access-control-allow-headers", ALLOWED_HEADERS),
+        ("access-control-allow-headers", ALLOWED_HEADERS.as_str()),
         ("access-control-max-age", MAX_AGE),
     ]
 }

@@ -553,6 +553,74 @@ async fn browsers_of_listed_origins_get_cors_and_writes_need_the_csrf_token() {
     assert_eq!(after.status(), 401);
 }
 
+/// The comma-separated header names of a CORS header, lower-cased.
+fn header_list(response: &reqwest::Response, name: &str) -> Vec<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_default()
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// A dialer on another origin pins XSI-Events channel commands to the XSP holding the channel
+/// and reads which XSP answered: the preflight must allow the pin header and the response must
+/// expose it, as a browser enforces both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_dialer_sends_the_xsp_pin_and_reads_which_xsp_answered() {
+    let sim = simulator(1).await;
+    let gateway = gateway(&sim, "").await;
+    let alice = log_in(&gateway, &user_id(0), "pw-0").await;
+    let dnd = format!("{ACTIONS}/user/{}/services/DoNotDisturb", user_id(0));
+    let requested = ["x-xsigate-xsp", "x-csrf-token", "content-type"];
+
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, gateway.url(&dnd))
+        .header("origin", DIALER)
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", requested.join(", "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let allowed = header_list(&preflight, "access-control-allow-headers");
+    for name in requested {
+        assert!(
+            allowed.iter().any(|a| a == name),
+            "{name} missing from {allowed:?}"
+        );
+    }
+
+    for pin in ["xsp2", "xsp1"] {
+        let response = alice
+            .get(&gateway, &dnd)
+            .header("origin", DIALER)
+            .header("x-xsigate-xsp", pin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-xsigate-xsp"], pin);
+        assert_eq!(response.headers()["access-control-allow-origin"], DIALER);
+        let exposed = header_list(&response, "access-control-expose-headers");
+        for name in ["x-xsigate-xsp", "x-request-id"] {
+            assert!(
+                exposed.iter().any(|e| e == name),
+                "{name} missing from {exposed:?}"
+            );
+        }
+        let served_by = user_requests(&sim).last().unwrap().xsp;
+        assert_eq!(
+            format!("xsp{}", served_by + 1),
+            pin,
+            "the pin reached its XSP"
+        );
+    }
+}
+
 /// Verifies an assertion with the published JWK Set, as a gateway service would, with an
 /// implementation independent of xsigate's (jsonwebtoken's EdDSA).
 fn verify(token: &str, jwks: &Value, audience: &str) -> Result<Value, jsonwebtoken::errors::Error> {
