@@ -16,6 +16,7 @@ use prometheus::IntCounterVec;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use xsigate_broadworks::{element_text, user_path};
+use xsigate_plugin_sdk::topics::{SessionEndReason, SessionEnded, SessionStarted, UserCredentials};
 use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, QueryMatch};
 
 use crate::assertion::{Claims, Signer};
@@ -23,7 +24,7 @@ use crate::host::Host;
 use crate::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, MetricsError};
-use crate::plugin::{AuthenticateError, Plugins, SessionCredentials, SessionEvent};
+use crate::plugin::{AuthenticateError, Plugins, SessionEvent};
 use crate::provider::{Provider, Providers, Resolution, XsiCall};
 use crate::respond::{ErrorCode, error_body};
 use crate::route::Endpoint;
@@ -34,40 +35,9 @@ use crate::session::{
 use crate::store::{StoreError, millis, unix_ms};
 use crate::token::{new_token, token_hash, well_formed};
 
-/// Events the login API publishes to the plugins of the session's provider, with JSON payloads
-/// naming the user by uniqueId (plugins declaring `session_credentials` also get `user_id` and
-/// `password` on `session.started`).
-pub mod topics {
-    /// `{"unique_id", "provider", "level"}`: a user logged in. The login answer carries the
-    /// plugins' reports on it under `reports`.
-    pub const SESSION_STARTED: &str = "session.started";
-    /// `{"unique_id", "provider", "reason", "last"}`: one of the user's sessions ended
-    /// (`reason`: `logout`, `expired` or `password_changed`); `last` says no other session of
-    /// the user is live, so event channels and screen recording for them should stop.
-    pub const SESSION_ENDED: &str = "session.ended";
-}
-
 /// How long a login waits for the plugins' reports on it (a recording service's login, say).
 /// Their work goes on after it; the report then says `pending`.
 const LOGIN_REPORT_WAIT: Duration = Duration::from_secs(3);
-
-/// Why a session ended, as `session.ended` says.
-#[derive(Debug, Clone, Copy)]
-enum SessionEnd {
-    Logout,
-    Expired,
-    PasswordChanged,
-}
-
-impl SessionEnd {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Logout => "logout",
-            Self::Expired => "expired",
-            Self::PasswordChanged => "password_changed",
-        }
-    }
-}
 
 /// Request bodies of the login API are small JSON documents.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -544,24 +514,18 @@ impl Access {
                 self.count(&provider.id, method, "accepted");
                 // The periodic count corrects this for expiries and other instances.
                 self.metrics.sessions.inc();
-                let mut payload = Map::new();
-                payload.insert("unique_id".to_owned(), unique_id.as_str().into());
-                payload.insert("provider".to_owned(), provider.id.as_str().into());
-                payload.insert("level".to_owned(), json!(level));
+                let started = SessionEvent::Started(SessionStarted {
+                    unique_id: unique_id.clone(),
+                    provider: provider.id.clone(),
+                    level,
+                    credentials: Some(UserCredentials {
+                        user_id: issued.session.user_id.clone(),
+                        password: body.password.clone(),
+                    }),
+                });
                 let reports = self
                     .plugins
-                    .publish_session(
-                        &SessionEvent {
-                            topic: topics::SESSION_STARTED,
-                            plugins: &provider.plugins.names,
-                            payload,
-                            credentials: Some(SessionCredentials {
-                                user_id: &issued.session.user_id,
-                                password: &body.password,
-                            }),
-                        },
-                        LOGIN_REPORT_WAIT,
-                    )
+                    .publish_session(&provider.plugins.names, &started, LOGIN_REPORT_WAIT)
                     .await;
                 let cookie = self.sessions.cookie(&issued.token, request.tls);
                 let mut answer = json!({
@@ -642,7 +606,11 @@ impl Access {
                 Ok(ended) => {
                     for owner in ended {
                         if let Err(e) = self
-                            .announce_end(&owner.user_id, &owner.provider, SessionEnd::Expired)
+                            .announce_end(
+                                &owner.user_id,
+                                &owner.provider,
+                                SessionEndReason::Expired,
+                            )
                             .await
                         {
                             tracing::warn!(error = %e, "announcing an expired session failed");
@@ -684,28 +652,21 @@ impl Access {
         &self,
         user_id: &str,
         provider_id: &str,
-        why: SessionEnd,
+        reason: SessionEndReason,
     ) -> Result<(), StoreError> {
         let Some(provider) = self.providers.get(provider_id) else {
             return Ok(());
         };
         let unique_id = self.host.store.unique_id(user_id).await?;
         let last = self.sessions.live_of(user_id).await? == 0;
-        let mut payload = Map::new();
-        payload.insert("unique_id".to_owned(), unique_id.into());
-        payload.insert("provider".to_owned(), provider_id.into());
-        payload.insert("reason".to_owned(), why.as_str().into());
-        payload.insert("last".to_owned(), last.into());
+        let ended = SessionEvent::Ended(SessionEnded {
+            unique_id,
+            provider: provider_id.to_owned(),
+            reason,
+            last,
+        });
         self.plugins
-            .publish_session(
-                &SessionEvent {
-                    topic: topics::SESSION_ENDED,
-                    plugins: &provider.plugins.names,
-                    payload,
-                    credentials: None,
-                },
-                Duration::ZERO,
-            )
+            .publish_session(&provider.plugins.names, &ended, Duration::ZERO)
             .await;
         Ok(())
     }
@@ -800,9 +761,13 @@ impl Access {
             if let Some(token) = &request.session_token {
                 if self.sessions.end(token).await.map_err(internal)?.is_some() {
                     self.metrics.sessions.dec();
-                    self.announce_end(&session.user_id, &session.provider, SessionEnd::Logout)
-                        .await
-                        .map_err(internal)?;
+                    self.announce_end(
+                        &session.user_id,
+                        &session.provider,
+                        SessionEndReason::Logout,
+                    )
+                    .await
+                    .map_err(internal)?;
                 }
             }
         }
@@ -994,7 +959,7 @@ impl Access {
         match response.status().as_u16() {
             200 => {
                 if self.sessions.end_all_of(&user_id).await.map_err(internal)? > 0 {
-                    self.announce_end(&user_id, &provider.id, SessionEnd::PasswordChanged)
+                    self.announce_end(&user_id, &provider.id, SessionEndReason::PasswordChanged)
                         .await
                         .map_err(internal)?;
                 }

@@ -1,9 +1,11 @@
-//! What identity-provider plugins share about BroadWorks: the shape of user ids, the checks
-//! that prove credentials at each login level, and directory searches for reverse lookups.
+//! What the host and the plugins share about BroadWorks: the XSI paths, the shape of user ids,
+//! the checks that prove credentials at each login level, directory searches for reverse
+//! lookups, and the typed states of the `xsi.event` bus topic ([`bus`]).
 //!
 //! Every request goes through [`Host::xsi`], so the host picks the XSP, fails over and
 //! attaches the credentials; nothing here opens a connection of its own.
 
+pub mod bus;
 pub mod directory;
 mod xml;
 
@@ -12,10 +14,65 @@ use xsigate_plugin_sdk::{Authentication, Error, Grant, Host, LoginLevel, XsiRequ
 
 pub use xml::{Node, XmlError, element_text, tree};
 
+// Each XSI context path is written once, here; the constants below are built from them.
+macro_rules! actions_context {
+    () => {
+        "/com.broadsoft.xsi-actions"
+    };
+}
+macro_rules! events_context {
+    () => {
+        "/com.broadsoft.xsi-events"
+    };
+}
+macro_rules! async_context {
+    () => {
+        "/com.broadsoft.async"
+    };
+}
+
+/// The XSI-Actions web application on an XSP.
+pub const ACTIONS_CONTEXT: &str = actions_context!();
+/// The XSI-Events web application (channel commands, subscriptions).
+pub const EVENTS_CONTEXT: &str = events_context!();
+/// The asynchronous servlet context that carries long-lived XSI-Events channels.
+pub const ASYNC_CONTEXT: &str = async_context!();
 /// The XSI-Actions root.
-pub const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
+pub const ACTIONS: &str = concat!(actions_context!(), "/v2.0");
 /// The XSI-Events root.
-pub const EVENTS: &str = "/com.broadsoft.xsi-events/v2.0";
+pub const EVENTS: &str = concat!(events_context!(), "/v2.0");
+/// Where an XSI-Events channel is opened (`POST`, answered with a stream).
+pub const CHANNEL_OPEN: &str = concat!(async_context!(), events_context!(), "/v2.0/channel");
+
+/// The XSI application a path belongs to, decided by its context path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsiApp {
+    /// `/com.broadsoft.xsi-actions/…`
+    Actions,
+    /// `/com.broadsoft.xsi-events/…`
+    Events,
+    /// `/com.broadsoft.async/…`: the streaming channel.
+    Async,
+}
+
+impl XsiApp {
+    /// The application `path` is under, if any (`/com.broadsoft.xsi-actionsX` is none).
+    pub fn of_path(path: &str) -> Option<Self> {
+        let under = |context: &str| {
+            path.strip_prefix(context)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if under(ACTIONS_CONTEXT) {
+            Some(Self::Actions)
+        } else if under(EVENTS_CONTEXT) {
+            Some(Self::Events)
+        } else if under(ASYNC_CONTEXT) {
+            Some(Self::Async)
+        } else {
+            None
+        }
+    }
+}
 
 /// Characters a path segment or query value keeps; everything else is percent-encoded. `+`
 /// is encoded too: in a query it would read as a space.
@@ -207,6 +264,27 @@ pub async fn check_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_built_from_the_contexts_and_classified_by_them() {
+        assert_eq!(ACTIONS, "/com.broadsoft.xsi-actions/v2.0");
+        assert_eq!(
+            CHANNEL_OPEN,
+            "/com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel"
+        );
+        assert_eq!(
+            XsiApp::of_path(&format!("{ACTIONS}/versions")),
+            Some(XsiApp::Actions)
+        );
+        assert_eq!(
+            XsiApp::of_path(&format!("{EVENTS}/channel")),
+            Some(XsiApp::Events)
+        );
+        assert_eq!(XsiApp::of_path(CHANNEL_OPEN), Some(XsiApp::Async));
+        assert_eq!(XsiApp::of_path("/com.broadsoft.xsi-actionsX/v2.0"), None);
+        assert_eq!(XsiApp::of_path("/com.broadsoft.xsi-actions"), None);
+        assert_eq!(XsiApp::of_path("/apps/x"), None);
+    }
 
     #[test]
     fn user_ids_have_a_user_a_domain_and_nothing_that_breaks_a_path() {

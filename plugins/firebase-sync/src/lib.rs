@@ -38,19 +38,18 @@ use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
+use xsigate_broadworks::bus::{Source, State, XsiEvent};
 use xsigate_plugin_sdk::serde_json::{Map, Value, json};
+use xsigate_plugin_sdk::topics::{SESSION_STARTED, SessionStarted, XSI_EVENT};
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, HttpRequest,
-    Level, Plugin,
+    LogLevel, Plugin,
 };
 
 pub use auth::{CUSTOM_TOKEN_AUDIENCE, DATABASE_SCOPES, ServiceAccount};
 pub use config::{Config, ProviderFirebase};
 use queue::{Batch, Users};
 
-/// The bus topic of typed XSI events (published by `xsi-events`).
-pub const EVENTS: &str = "xsi.event";
-const SESSION_STARTED: &str = "session.started";
 /// Where users' nodes live in each database.
 pub const ROOT: &str = "users";
 /// How long the worker waits when nothing is due; events wake it sooner.
@@ -118,8 +117,35 @@ struct Metrics {
     failures: Counter,
     queue: Gauge,
     resyncs: Counter,
+    withheld: Counter,
     custom_tokens: Counter,
     access_tokens: Counter,
+}
+
+/// The multi-path PATCH body of a batch, and how many values were withheld from it.
+///
+/// This is where the plugin's promise is kept that the database never holds a BroadWorks
+/// userId, a domain or an XSP detail: browsers read it, and the rules let each read its own
+/// node only, but a node must not name other users either. Every user id, e-mail address and
+/// SIP URI has an `@`; nothing the tree writes (states, numbers, names, uniqueIds) needs one.
+/// A location whose path has one is left out; a value that has one is written as `null`.
+fn write_body(batch: &Batch, written_ms: u64) -> (Map<String, Value>, usize) {
+    let mut body = Map::new();
+    let mut withheld = 0;
+    for user in &batch.users {
+        let node = format!("{ROOT}/{}", user.unique_id);
+        for (path, value) in &user.locations {
+            if tree::names_a_user(path) {
+                withheld += 1;
+                continue;
+            }
+            let mut value = value.clone();
+            withheld += tree::withhold_user_names(&mut value);
+            body.insert(format!("{node}/{path}"), value);
+        }
+        body.insert(format!("{node}/updated_ms"), json!(written_ms));
+    }
+    (body, withheld)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,7 +176,7 @@ impl Plugin for FirebaseSync {
         for (id, provider) in &config.providers {
             databases.insert(id.clone(), Database::new(id, provider)?);
         }
-        host.subscribe(EVENTS)?;
+        host.subscribe(XSI_EVENT)?;
         host.subscribe(SESSION_STARTED)?;
         let (wake, inbox) = mpsc::channel(1);
         let users = Users::new(config.batch_window());
@@ -185,6 +211,12 @@ impl Plugin for FirebaseSync {
             resyncs: host.counter(
                 "resyncs_total",
                 "Users rewritten in full: first seen since start, after a failed write, or resynced by xsi-events.",
+                &["provider"],
+            )?,
+            withheld: host.counter(
+                "withheld_total",
+                "Values not written because they named a user, a domain or a SIP URI (nothing the \
+                 tree writes should: each one is a bug, and the value is written as null).",
                 &["provider"],
             )?,
             custom_tokens: host.counter(
@@ -254,37 +286,15 @@ impl Database {
     }
 }
 
-/// What this plugin reads of an `xsi.event`.
-#[derive(Deserialize)]
-struct BusEvent {
-    provider: String,
-    unique_id: String,
-    #[serde(default)]
-    package: String,
-    #[serde(default)]
-    event: String,
-    #[serde(default)]
-    source: String,
-    #[serde(default)]
-    received_ms: Option<u64>,
-    state: tree::State,
-}
-
-#[derive(Deserialize)]
-struct Started {
-    unique_id: String,
-    provider: String,
-}
-
 impl EventConsumer for FirebaseSync {
     async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
         match event.topic.as_str() {
             SESSION_STARTED => {
-                let started: Started = event.json()?;
+                let started: SessionStarted = event.json()?;
                 Ok(self.login_report(&started))
             }
-            EVENTS => {
-                let bus: BusEvent = event.json()?;
+            XSI_EVENT => {
+                let bus: XsiEvent = event.json()?;
                 self.on_change(bus).await;
                 Ok(None)
             }
@@ -296,7 +306,7 @@ impl EventConsumer for FirebaseSync {
 impl FirebaseSync {
     /// What the browser needs to read its own node: the custom token, where, and until when
     /// the token may be exchanged.
-    fn login_report(&self, started: &Started) -> Option<Value> {
+    fn login_report(&self, started: &SessionStarted) -> Option<Value> {
         let database = self.databases.get(&started.provider)?;
         let now_s = now_ms() / 1000;
         match database.account.custom_token(
@@ -319,7 +329,7 @@ impl FirebaseSync {
                     .custom_tokens
                     .inc(&[&started.provider, "failed"]);
                 self.host.log_fields(
-                    Level::Error,
+                    LogLevel::Error,
                     "cannot mint a custom token",
                     &[("provider", &started.provider), ("error", &e.to_string())],
                 );
@@ -328,13 +338,13 @@ impl FirebaseSync {
         }
     }
 
-    async fn on_change(&self, bus: BusEvent) {
+    async fn on_change(&self, bus: XsiEvent) {
         if !self.databases.contains_key(&bus.provider) || bus.unique_id.is_empty() {
             return;
         }
         let centers = self.call_centre_ids(&bus.state).await;
         let now = Instant::now();
-        let resync = bus.source == "resync";
+        let resync = bus.source == Source::Resync;
         {
             let mut users = lock(&self.users);
             let first = !users.contains(&bus.unique_id);
@@ -343,7 +353,7 @@ impl FirebaseSync {
                 &bus.unique_id,
                 bus.received_ms.unwrap_or_else(now_ms),
                 now,
-                |node| tree::apply(node, &bus.package, &bus.event, &bus.state, &centers),
+                |node| tree::apply(node, bus.package, &bus.event, &bus.state, &centers),
             );
             if resync && !first {
                 users.resync(&bus.unique_id, now);
@@ -355,8 +365,8 @@ impl FirebaseSync {
 
     /// The uniqueIds of the call centres an agent event names, from the host's store (cached:
     /// a uniqueId never changes).
-    async fn call_centre_ids(&self, state: &tree::State) -> HashMap<String, String> {
-        let tree::State::Agent {
+    async fn call_centre_ids(&self, state: &State) -> HashMap<String, String> {
+        let State::Agent {
             call_centers: Some(memberships),
             ..
         } = state
@@ -445,14 +455,15 @@ impl FirebaseSync {
         let Some(database) = self.databases.get(&provider) else {
             return (batch, true);
         };
-        let written_ms = now_ms();
-        let mut body = Map::new();
-        for user in &batch.users {
-            let node = format!("{ROOT}/{}", user.unique_id);
-            for (path, value) in &user.locations {
-                body.insert(format!("{node}/{path}"), value.clone());
-            }
-            body.insert(format!("{node}/updated_ms"), json!(written_ms));
+        let (body, withheld) = write_body(&batch, now_ms());
+        if withheld > 0 {
+            #[expect(clippy::cast_precision_loss, reason = "a count of values in one write")]
+            self.metrics.withheld.inc_by(&[&provider], withheld as f64);
+            self.host.log_fields(
+                LogLevel::Error,
+                "values naming a user were withheld from the database",
+                &[("provider", &provider), ("count", &withheld.to_string())],
+            );
         }
         let result = self.send(&provider, database, &Value::Object(body)).await;
         let written = matches!(result, Ok(()));
@@ -463,7 +474,7 @@ impl FirebaseSync {
                 // the next change of these users writes their latest state anyway.
                 self.metrics.failures.inc(&[&provider, "rejected"]);
                 self.host.log_fields(
-                    Level::Error,
+                    LogLevel::Error,
                     "the database refused a write",
                     &[("provider", &provider), ("status", &status.to_string())],
                 );
@@ -472,7 +483,7 @@ impl FirebaseSync {
             Err(failure) => {
                 self.metrics.failures.inc(&[&provider, failure.reason()]);
                 self.host.log_fields(
-                    Level::Warn,
+                    LogLevel::Warn,
                     "a database write failed; retrying",
                     &[("provider", &provider), ("reason", failure.reason())],
                 );
@@ -557,7 +568,7 @@ impl FirebaseSync {
             .inc(&[provider, if result.is_ok() { "ok" } else { "failed" }]);
         let fresh = result.map_err(|reason| {
             self.host.log_fields(
-                Level::Warn,
+                LogLevel::Warn,
                 "cannot obtain an access token for the database",
                 &[("provider", provider), ("reason", reason)],
             );
@@ -651,3 +662,97 @@ impl BackgroundWorker for FirebaseSync {
 }
 
 xsigate_plugin_sdk::export_plugin!(FirebaseSync => EventConsumer, BackgroundWorker);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use xsigate_broadworks::bus::Package;
+    use xsigate_plugin_sdk::serde_json::from_value;
+
+    use super::*;
+    use crate::queue::UserWrite;
+
+    fn batch(locations: Vec<(String, Value)>) -> Batch {
+        Batch {
+            provider: "acme".to_owned(),
+            users: vec![UserWrite {
+                unique_id: "u1".to_owned(),
+                locations,
+                full: true,
+                since_ms: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_call_from_a_colleague_is_written_without_their_user_id_or_uri() {
+        // What xsi-events publishes for a call from another user: their userId and SIP URI.
+        let state: State = from_value(json!({
+            "kind": "call",
+            "call": {
+                "call_id": "callhalf-1:0",
+                "state": "Alerting",
+                "personality": "Terminator",
+                "remote_party": {
+                    "name": "Bob",
+                    "address": "sip:bob@acme.example",
+                    "user_id": "bob@acme.example",
+                    "call_type": "Group",
+                },
+            },
+        }))
+        .unwrap();
+        let mut node = tree::Node::new();
+        let changed = tree::apply(
+            &mut node,
+            Package::AdvancedCall,
+            "CallReceivedEvent",
+            &state,
+            &HashMap::new(),
+        );
+        let locations = changed
+            .into_iter()
+            .map(|path| {
+                let value = node["calls"]["callhalf-1:0"].clone();
+                (path, value)
+            })
+            .collect();
+        let (body, withheld) = write_body(&batch(locations), 1);
+        assert_eq!(withheld, 0, "the tree itself names nobody");
+        let text = Value::Object(body).to_string();
+        assert!(!text.contains('@'), "{text}");
+        assert!(text.contains("Bob"), "{text}");
+    }
+
+    #[test]
+    fn values_and_paths_that_name_a_user_are_withheld_where_the_write_is_made() {
+        let (body, withheld) = write_body(
+            &batch(vec![
+                (
+                    "calls/c1".to_owned(),
+                    json!({"remote": {"name": "bob@acme.example", "number": "+12025550101"}}),
+                ),
+                ("monitoring/x@acme.example".to_owned(), json!({"value": 1})),
+                (
+                    "agent".to_owned(),
+                    json!({"call_centers": {"cc@acme.example": {}}}),
+                ),
+                ("dnd".to_owned(), json!({"active": true})),
+            ]),
+            7,
+        );
+        assert_eq!(withheld, 3);
+        assert_eq!(
+            Value::Object(body),
+            json!({
+                "users/u1/calls/c1": {"remote": {"name": null, "number": "+12025550101"}},
+                "users/u1/agent": {"call_centers": {}},
+                "users/u1/dnd": {"active": true},
+                "users/u1/updated_ms": 7,
+            })
+        );
+    }
+}

@@ -22,112 +22,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Deserialize;
+use xsigate_broadworks::bus::{Call, Package, Party, QueueEntry, State};
 use xsigate_plugin_sdk::serde_json::{Map, Value, json};
 
 /// A user's node: its children as the database should hold them. A child that was removed
 /// stays as `null`, so a full rewrite deletes it in the database as well.
 pub type Node = Map<String, Value>;
-
-/// The `state` of a bus event, by `kind`. Kinds this plugin does not store are `Other`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum State {
-    DoNotDisturb {
-        active: bool,
-        ring_splash: bool,
-    },
-    CallForwardingAlways {
-        active: bool,
-        forward_to: Option<String>,
-        ring_splash: bool,
-    },
-    RemoteOffice {
-        active: bool,
-        number: Option<String>,
-    },
-    CommPilotExpress {
-        profile: Option<String>,
-    },
-    VoiceMailSummary {
-        new_messages: u32,
-        old_messages: u32,
-        new_urgent_messages: u32,
-        old_urgent_messages: u32,
-    },
-    Calls {
-        hook_status: Option<String>,
-        calls: Vec<Call>,
-    },
-    Call {
-        call: Call,
-    },
-    HookStatus {
-        hook_status: String,
-    },
-    Queue {
-        entries: Vec<QueueEntry>,
-    },
-    QueuedCall {
-        entry: Option<QueueEntry>,
-        call_id: Option<String>,
-        position: Option<u32>,
-    },
-    Agent {
-        state: Option<String>,
-        since_ms: Option<u64>,
-        call_centers: Option<Vec<Membership>>,
-    },
-    Monitoring {
-        figures: Vec<Figure>,
-    },
-    Unassigned,
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Call {
-    pub call_id: String,
-    pub personality: Option<String>,
-    pub state: Option<String>,
-    pub remote_party: Option<Party>,
-    pub start_time: Option<u64>,
-    pub answer_time: Option<u64>,
-    pub releasing_party: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Party {
-    pub name: Option<String>,
-    pub address: Option<String>,
-    pub call_type: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct QueueEntry {
-    pub call_id: String,
-    pub remote_party: Option<Party>,
-    pub add_time: Option<u64>,
-    pub acd_name: Option<String>,
-    pub acd_number: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Membership {
-    /// The call centre's BroadWorks userId: written as its uniqueId.
-    pub call_center: String,
-    pub joined: bool,
-    pub skill_level: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Figure {
-    pub name: String,
-    pub value: u64,
-    pub severity: Option<u32>,
-    pub threshold: Option<u64>,
-}
 
 /// Queue events after which the call is no longer waiting.
 const LEFT_QUEUE: [&str; 7] = [
@@ -141,13 +41,13 @@ const LEFT_QUEUE: [&str; 7] = [
 ];
 
 /// Where a service package's state lives, for `unassigned`.
-fn service_child(package: &str) -> Option<&'static str> {
+fn service_child(package: Package) -> Option<&'static str> {
     Some(match package {
-        "Do Not Disturb" => "dnd",
-        "Call Forwarding Always" => "forwarding/always",
-        "Remote Office" => "remote_office",
-        "CommPilot Express" => "comm_pilot_express",
-        "Voice Mail Message Summary" => "voicemail",
+        Package::DoNotDisturb => "dnd",
+        Package::CallForwardingAlways => "forwarding/always",
+        Package::RemoteOffice => "remote_office",
+        Package::CommPilotExpress => "comm_pilot_express",
+        Package::VoiceMailMessageSummary => "voicemail",
         _ => return None,
     })
 }
@@ -156,7 +56,7 @@ fn service_child(package: &str) -> Option<&'static str> {
 /// changed. `call_centers` maps call centres' userIds to their uniqueIds.
 pub fn apply(
     node: &mut Node,
-    package: &str,
+    package: Package,
     event: &str,
     state: &State,
     call_centers: &HashMap<String, String>,
@@ -278,7 +178,7 @@ pub fn apply(
             Some(path) => set(node, path, Value::Null),
             None => Vec::new(),
         },
-        State::Other => Vec::new(),
+        State::SubscriptionTerminated | State::Other => Vec::new(),
     }
 }
 
@@ -322,6 +222,37 @@ fn public_number(address: Option<&str>) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | '-' | ' ')))
     .then(|| number.to_owned())
+}
+
+/// Whether text names a user, a domain or a SIP URI: each has an `@`.
+pub fn names_a_user(text: &str) -> bool {
+    text.contains('@')
+}
+
+/// Replaces every string in `value` that [`names_a_user`] (and every object member whose key
+/// does) with `null`; returns how many were replaced.
+pub fn withhold_user_names(value: &mut Value) -> usize {
+    match value {
+        Value::String(text) if names_a_user(text) => {
+            *value = Value::Null;
+            1
+        }
+        Value::Array(items) => items.iter_mut().map(withhold_user_names).sum(),
+        Value::Object(members) => {
+            let named: Vec<String> = members
+                .keys()
+                .filter(|k| names_a_user(k))
+                .cloned()
+                .collect();
+            let mut count = named.len();
+            for key in named {
+                members.remove(&key);
+            }
+            count += members.values_mut().map(withhold_user_names).sum::<usize>();
+            count
+        }
+        _ => 0,
+    }
 }
 
 /// A database key from text BroadWorks chose: the characters Firebase forbids in keys
@@ -470,6 +401,7 @@ mod tests {
 
     fn run(node: &mut Node, package: &str, event: &str, value: Value) -> Vec<String> {
         let centers = HashMap::from([("sales-cc@acme.example".to_owned(), "cc-uid".to_owned())]);
+        let package: Package = from_value(json!(package)).unwrap();
         apply(node, package, event, &state(value), &centers)
     }
 
@@ -595,7 +527,7 @@ mod tests {
         assert!(changed.is_empty() && node.is_empty());
         let changed = run(
             &mut node,
-            "X",
+            "Remote Office",
             "X",
             json!({"kind": "something_new", "x": 1}),
         );

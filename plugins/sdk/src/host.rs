@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 use crate::abi::{self, Buf, HostApi, Str};
+use crate::calls::{
+    Delivery, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
+    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, XsiCredentials, XsiHead, XsiMeta,
+};
 use crate::error::{Error, ErrorKind};
 
 /// The plugin's handle on the host. Cheap to copy; valid for the life of the process.
@@ -32,7 +35,7 @@ impl fmt::Debug for Host {
 
 /// Log levels of [`Host::log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub enum LogLevel {
     Error,
     Warn,
     Info,
@@ -40,7 +43,7 @@ pub enum Level {
     Trace,
 }
 
-impl Level {
+impl LogLevel {
     fn code(self) -> u32 {
         match self {
             Self::Error => abi::level::ERROR,
@@ -61,7 +64,12 @@ impl Host {
         self.api
     }
 
-    async fn call(self, op: u32, meta: &Value, body: Vec<u8>) -> Result<(Buf, Buf), Error> {
+    async fn call(
+        self,
+        op: u32,
+        meta: &impl Serialize,
+        body: Vec<u8>,
+    ) -> Result<(Buf, Buf), Error> {
         let meta = serde_json::to_vec(meta)?;
         // SAFETY: `api` is the table the host gave this plugin at init, valid for the process;
         // ownership of both buffers moves to the host.
@@ -88,14 +96,14 @@ impl Host {
 
     /// Sends an HTTP request with the host's pooled client.
     pub async fn http(self, request: HttpRequest) -> Result<HttpResponse, Error> {
-        let meta = json!({
-            "method": request.method,
-            "url": request.url,
-            "headers": request.headers,
-            "timeout_ms": request.timeout.map(millis),
-        });
+        let meta = HttpMeta {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            timeout_ms: request.timeout.map(millis),
+        };
         let (meta, body) = self.call(abi::op::HTTP, &meta, request.body).await?;
-        let head: ResponseHead = serde_json::from_slice(meta.as_slice())?;
+        let head: HttpHead = serde_json::from_slice(meta.as_slice())?;
         Ok(HttpResponse {
             status: head.status,
             headers: head.headers,
@@ -109,9 +117,7 @@ impl Host {
     /// plugin never learns an XSP address or the master password. The provider must list this
     /// plugin in its `plugins`.
     pub async fn xsi(self, request: XsiRequest) -> Result<XsiResponse, Error> {
-        let (meta, body) = self
-            .call(abi::op::XSI, &request.meta(), request.body)
-            .await?;
+        let (meta, body) = self.call(abi::op::XSI, &request.meta, request.body).await?;
         let head: XsiHead = serde_json::from_slice(meta.as_slice())?;
         Ok(XsiResponse {
             status: head.status,
@@ -128,7 +134,7 @@ impl Host {
     /// [`XsiStream::read`]; any other answer's body is read whole and comes as the first read.
     pub async fn xsi_stream(self, request: XsiRequest) -> Result<XsiStream, Error> {
         let (meta, body) = self
-            .call(abi::op::XSI_STREAM, &request.meta(), request.body)
+            .call(abi::op::XSI_STREAM, &request.meta, request.body)
             .await?;
         let head: XsiHead = serde_json::from_slice(meta.as_slice())?;
         Ok(XsiStream {
@@ -151,7 +157,9 @@ impl Host {
         let (_, body) = self
             .call(
                 abi::op::UNIQUE_ID,
-                &json!({ "user_id": user_id }),
+                &UserIdMeta {
+                    user_id: user_id.to_owned(),
+                },
                 Vec::new(),
             )
             .await?;
@@ -160,7 +168,9 @@ impl Host {
 
     /// The userId behind a uniqueId, if the host has seen it.
     pub async fn user_id(self, unique_id: &str) -> Result<Option<String>, Error> {
-        let meta = json!({ "unique_id": unique_id });
+        let meta = UniqueIdMeta {
+            unique_id: unique_id.to_owned(),
+        };
         found(self.call(abi::op::USER_ID, &meta, Vec::new()).await)?
             .map(|(_, body)| text(&body))
             .transpose()
@@ -173,7 +183,9 @@ impl Host {
         let (_, body) = self
             .call(
                 abi::op::SEAL,
-                &json!({ "context": context }),
+                &SealMeta {
+                    context: context.to_owned(),
+                },
                 plaintext.to_vec(),
             )
             .await?;
@@ -186,7 +198,9 @@ impl Host {
         let (_, body) = self
             .call(
                 abi::op::OPEN,
-                &json!({ "context": context }),
+                &SealMeta {
+                    context: context.to_owned(),
+                },
                 sealed.to_vec(),
             )
             .await?;
@@ -198,7 +212,9 @@ impl Host {
         let (meta, _) = self
             .call(
                 abi::op::PUBLISH,
-                &json!({ "topic": topic }),
+                &PublishMeta {
+                    topic: topic.to_owned(),
+                },
                 payload.to_vec(),
             )
             .await?;
@@ -209,7 +225,9 @@ impl Host {
     pub async fn sleep(self, duration: Duration) -> Result<(), Error> {
         self.call(
             abi::op::SLEEP,
-            &json!({ "ms": millis(duration) }),
+            &SleepMeta {
+                ms: millis(duration),
+            },
             Vec::new(),
         )
         .await
@@ -231,12 +249,12 @@ impl Host {
     }
 
     /// Writes a line to the host's log, attributed to this plugin.
-    pub fn log(self, level: Level, message: &str) {
+    pub fn log(self, level: LogLevel, message: &str) {
         self.log_fields(level, message, &[]);
     }
 
     /// Writes a line with structured fields.
-    pub fn log_fields(self, level: Level, message: &str, fields: &[(&str, &str)]) {
+    pub fn log_fields(self, level: LogLevel, message: &str, fields: &[(&str, &str)]) {
         let flat: Vec<Str> = fields
             .iter()
             .flat_map(|(name, value)| [Str::new(name), Str::new(value)])
@@ -254,19 +272,19 @@ impl Host {
     }
 
     pub fn error(self, message: &str) {
-        self.log(Level::Error, message);
+        self.log(LogLevel::Error, message);
     }
 
     pub fn warn(self, message: &str) {
-        self.log(Level::Warn, message);
+        self.log(LogLevel::Warn, message);
     }
 
     pub fn info(self, message: &str) {
-        self.log(Level::Info, message);
+        self.log(LogLevel::Info, message);
     }
 
     pub fn debug(self, message: &str) {
-        self.log(Level::Debug, message);
+        self.log(LogLevel::Debug, message);
     }
 
     /// Registers a counter, exported as `xsigate_plugin_<plugin>_<name>`. Only during init.
@@ -349,13 +367,6 @@ fn text(body: &Buf) -> Result<String, Error> {
         .ok_or_else(|| Error::new(ErrorKind::Failed, "the host answered with non-UTF-8 text"))
 }
 
-#[derive(serde::Deserialize)]
-struct ResponseHead {
-    status: u16,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-}
-
 /// An HTTP request for [`Host::http`].
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
@@ -434,77 +445,27 @@ impl HttpResponse {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct XsiHead {
-    status: u16,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-    xsp: String,
-    /// The handle of an open stream ([`abi::op::XSI_STREAM`] with a 2xx answer).
-    #[serde(default)]
-    stream: Option<u64>,
-}
-
-/// Whose credentials the host attaches to an [`XsiRequest`].
-#[derive(Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum XsiCredentials {
-    /// None: for requests the XSP answers without (or with a session cookie in the headers).
-    #[default]
-    None,
-    /// A user's own credentials, as they logged in with.
-    User { user: String, password: String },
-    /// The provider's master (administrator) credentials from `providers.toml`.
-    Master,
-}
-
-impl fmt::Debug for XsiCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::User { user, .. } => write!(f, "User({user}, <redacted>)"),
-            Self::Master => f.write_str("Master"),
-        }
-    }
-}
-
 /// An XSI request for [`Host::xsi`].
 #[derive(Debug, Clone)]
 pub struct XsiRequest {
-    provider: String,
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
+    meta: XsiMeta,
     body: Vec<u8>,
-    credentials: XsiCredentials,
-    xsp: Option<String>,
-    timeout: Option<Duration>,
 }
 
 impl XsiRequest {
-    fn meta(&self) -> Value {
-        json!({
-            "provider": self.provider,
-            "method": self.method,
-            "path": self.path,
-            "headers": self.headers,
-            "credentials": self.credentials,
-            "xsp": self.xsp,
-            "timeout_ms": self.timeout.map(millis),
-        })
-    }
-
     /// `path` is the XSI path and query, e.g. `/com.broadsoft.xsi-actions/v2.0/user/<id>/profile`.
     pub fn new(provider: &str, method: &str, path: &str) -> Self {
         Self {
-            provider: provider.to_owned(),
-            method: method.to_owned(),
-            path: path.to_owned(),
-            headers: Vec::new(),
+            meta: XsiMeta {
+                provider: provider.to_owned(),
+                method: method.to_owned(),
+                path: path.to_owned(),
+                headers: Vec::new(),
+                credentials: XsiCredentials::None,
+                xsp: None,
+                timeout_ms: None,
+            },
             body: Vec::new(),
-            credentials: XsiCredentials::None,
-            xsp: None,
-            timeout: None,
         }
     }
 
@@ -513,7 +474,7 @@ impl XsiRequest {
     }
 
     pub fn user(mut self, user: &str, password: &str) -> Self {
-        self.credentials = XsiCredentials::User {
+        self.meta.credentials = XsiCredentials::User {
             user: user.to_owned(),
             password: password.to_owned(),
         };
@@ -521,18 +482,18 @@ impl XsiRequest {
     }
 
     pub fn master(mut self) -> Self {
-        self.credentials = XsiCredentials::Master;
+        self.meta.credentials = XsiCredentials::Master;
         self
     }
 
     /// Sends to this XSP only (a name from an earlier [`XsiResponse::xsp`]), without failover.
     pub fn xsp(mut self, name: &str) -> Self {
-        self.xsp = Some(name.to_owned());
+        self.meta.xsp = Some(name.to_owned());
         self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.meta.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -542,7 +503,7 @@ impl XsiRequest {
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.meta.timeout_ms = Some(millis(timeout));
         self
     }
 }
@@ -627,7 +588,10 @@ impl XsiStream {
         let Some(handle) = self.handle else {
             return Ok(StreamRead::End);
         };
-        let meta = json!({ "stream": handle, "wait_ms": millis(wait) });
+        let meta = StreamMeta {
+            stream: handle,
+            wait_ms: millis(wait),
+        };
         let read = self
             .host
             .call(abi::op::STREAM_READ, &meta, Vec::new())
@@ -639,11 +603,7 @@ impl XsiStream {
                 return Err(e);
             }
         };
-        #[derive(serde::Deserialize)]
-        struct ReadHead {
-            end: bool,
-        }
-        let head: ReadHead = serde_json::from_slice(meta.as_slice())?;
+        let head: StreamReadHead = serde_json::from_slice(meta.as_slice())?;
         if head.end {
             self.handle = None;
             return Ok(StreamRead::End);
@@ -660,7 +620,13 @@ impl XsiStream {
 impl Drop for XsiStream {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            let meta = json!({ "stream": handle }).to_string().into_bytes();
+            let close = StreamMeta {
+                stream: handle,
+                wait_ms: 0,
+            };
+            let Ok(meta) = serde_json::to_vec(&close) else {
+                return;
+            };
             // SAFETY: the table is valid for the process; ownership of both buffers moves to
             // the host, which closes the stream before returning, so the future is dropped
             // unpolled.
@@ -676,15 +642,6 @@ impl Drop for XsiStream {
     }
 }
 
-/// What [`Host::publish`] reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub struct Delivery {
-    /// Subscribers whose queue took the event.
-    pub delivered: u32,
-    /// Subscribers whose queue was full; the event was dropped for them (and counted).
-    pub dropped: u32,
-}
-
 /// The plugin's namespace in the host's key-value store. Keys of other plugins are invisible.
 #[derive(Debug, Clone, Copy)]
 pub struct Store {
@@ -695,14 +652,14 @@ impl Store {
     pub async fn get(self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let reply = self
             .host
-            .call(abi::op::STORE_GET, &json!({ "key": key }), Vec::new())
+            .call(abi::op::STORE_GET, &key_meta(key, None), Vec::new())
             .await;
         Ok(found(reply)?.map(|(_, body)| body.to_vec()))
     }
 
     /// Stores a value, replacing any; with a time to live it disappears after that.
     pub async fn put(self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
-        let meta = json!({ "key": key, "ttl_ms": ttl.map(millis) });
+        let meta = key_meta(key, ttl.map(millis));
         self.host
             .call(abi::op::STORE_PUT, &meta, value.to_vec())
             .await
@@ -715,7 +672,9 @@ impl Store {
             .host
             .call(
                 abi::op::STORE_KEYS,
-                &json!({ "prefix": prefix }),
+                &PrefixMeta {
+                    prefix: prefix.to_owned(),
+                },
                 Vec::new(),
             )
             .await?;
@@ -726,9 +685,16 @@ impl Store {
     pub async fn delete(self, key: &str) -> Result<bool, Error> {
         let reply = self
             .host
-            .call(abi::op::STORE_DELETE, &json!({ "key": key }), Vec::new())
+            .call(abi::op::STORE_DELETE, &key_meta(key, None), Vec::new())
             .await;
         Ok(found(reply)?.is_some())
+    }
+}
+
+fn key_meta(key: &str, ttl_ms: Option<u64>) -> KeyMeta {
+    KeyMeta {
+        key: key.to_owned(),
+        ttl_ms,
     }
 }
 

@@ -37,13 +37,16 @@
 //! ```
 
 pub mod abi;
+pub mod calls;
 mod error;
 mod exchange;
 #[doc(hidden)]
 pub mod export;
 mod hooks;
 mod host;
+pub mod topics;
 
+pub use calls::{Delivery, XsiCredentials};
 pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response, SessionInfo};
 pub use hooks::{
@@ -52,7 +55,7 @@ pub use hooks::{
     RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
-    Counter, Delivery, Gauge, Histogram, Host, HttpRequest, HttpResponse, Level, Store, StreamRead,
-    XsiCredentials, XsiRequest, XsiResponse, XsiStream,
+    Counter, Gauge, Histogram, Host, HttpRequest, HttpResponse, LogLevel, Store, StreamRead,
+    XsiRequest, XsiResponse, XsiStream,
 };
 pub use serde_json;

@@ -25,18 +25,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde::Deserialize;
 use xsigate_broadworks::{element_text, user_path};
 use xsigate_plugin_sdk::serde_json::{Value, json};
+use xsigate_plugin_sdk::topics::{SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted};
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Host, HttpRequest, HttpResponse,
-    Level, Manifest, Plugin, XsiRequest,
+    LogLevel, Manifest, Plugin, XsiRequest,
 };
 
 pub use config::{AgentProfile, Config, Mode, ProviderSrs};
 
-const SESSION_STARTED: &str = "session.started";
-const SESSION_ENDED: &str = "session.ended";
 /// How often the worker looks for pings and retries that are due.
 const TICK: Duration = Duration::from_secs(1);
 /// Retries of a failed login wait this long, doubling up to `RETRY_MAX`.
@@ -154,7 +152,7 @@ impl LoginFailure {
     }
 }
 
-#[derive(Deserialize)]
+/// A login, with the credentials the manifest's `session_credentials` brings.
 struct Started {
     unique_id: String,
     provider: String,
@@ -162,10 +160,20 @@ struct Started {
     password: String,
 }
 
-#[derive(Deserialize)]
-struct Ended {
-    unique_id: String,
-    last: bool,
+impl TryFrom<SessionStarted> for Started {
+    type Error = Error;
+
+    fn try_from(started: SessionStarted) -> Result<Self, Error> {
+        let credentials = started
+            .credentials
+            .ok_or_else(|| Error::msg("session.started came without the user's credentials"))?;
+        Ok(Self {
+            unique_id: started.unique_id,
+            provider: started.provider,
+            user_id: credentials.user_id,
+            password: credentials.password,
+        })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,9 +253,13 @@ impl Plugin for SrsLogin {
 impl EventConsumer for SrsLogin {
     async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
         match event.topic.as_str() {
-            SESSION_STARTED => self.started(event.json()?).await,
+            SESSION_STARTED => {
+                let started: SessionStarted = event.json()?;
+                self.started(started.try_into()?).await
+            }
             SESSION_ENDED => {
-                self.ended(event.json()?).await;
+                let ended: SessionEnded = event.json()?;
+                self.ended(ended).await;
                 Ok(None)
             }
             _ => Ok(None),
@@ -340,7 +352,7 @@ impl SrsLogin {
         Ok(Some(report))
     }
 
-    async fn ended(&self, ended: Ended) {
+    async fn ended(&self, ended: SessionEnded) {
         if !ended.last {
             return;
         }
@@ -360,7 +372,7 @@ impl SrsLogin {
             self.metrics.logouts.inc(&[&agent.provider, label]);
             if let Err(failure) = result {
                 self.host.log_fields(
-                    Level::Warn,
+                    LogLevel::Warn,
                     "screen recording logout failed",
                     &[("provider", &agent.provider), ("reason", failure.as_str())],
                 );
@@ -483,7 +495,7 @@ impl SrsLogin {
         self.metrics.logins.inc(&[provider, label]);
         if let Err(failure) = &result {
             self.host.log_fields(
-                Level::Warn,
+                LogLevel::Warn,
                 "screen recording login failed",
                 &[("provider", provider), ("reason", failure.as_str())],
             );

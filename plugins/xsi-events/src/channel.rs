@@ -8,17 +8,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
-use xsigate_broadworks::{EVENTS, encode, session_cookie, tree, user_path};
-use xsigate_plugin_sdk::serde_json::{self, json};
+use xsigate_broadworks::bus::{Source, XsiEvent};
+use xsigate_broadworks::{CHANNEL_OPEN, EVENTS, encode, session_cookie, tree, user_path};
+use xsigate_plugin_sdk::serde_json;
+use xsigate_plugin_sdk::topics::XSI_EVENT;
 use xsigate_plugin_sdk::{Error, ErrorKind, StreamRead, XsiRequest, XsiResponse, XsiStream};
 
-use crate::config::{Level, Package, ProviderEvents};
+use crate::config::{ChannelLevel, Package, ProviderEvents};
 use crate::document::{Document, Envelope, Malformed, Splitter};
 use crate::state::{self, ServiceKind, State};
-use crate::{SetRecord, SubscriptionRecord, TOPIC, XsiEvents, base64_decode, password_context};
+use crate::{SetRecord, SubscriptionRecord, XsiEvents, base64_decode, password_context};
 
 /// `POST` here opens a channel; everything else about it is under [`EVENTS`].
-const CHANNEL_OPEN: &str = "/com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel";
 /// Every command but the channel's stream must be answered within this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnects after a loss wait 0 s, then from this doubling up to `BACKOFF_MAX`, jittered.
@@ -241,7 +242,7 @@ impl<'a> ChannelSet<'a> {
     fn target(&self) -> String {
         match (&self.record.user_id, self.settings.level) {
             (Some(user), _) => format!("user/{}", encode(user)),
-            (None, Level::Group) => format!(
+            (None, ChannelLevel::Group) => format!(
                 "serviceprovider/{}/group/{}",
                 encode(
                     self.settings
@@ -563,7 +564,7 @@ impl<'a> ChannelSet<'a> {
             &user_id,
             package,
             &envelope.event_type,
-            "event",
+            Source::Event,
             envelope.sequence,
             state,
         )
@@ -575,7 +576,7 @@ impl<'a> ChannelSet<'a> {
         user_id: &str,
         package: Package,
         event: &str,
-        source: &str,
+        source: Source,
         sequence: Option<u64>,
         state: &State,
     ) {
@@ -598,23 +599,27 @@ impl<'a> ChannelSet<'a> {
             },
         };
         self.seen.insert(user_id.to_owned());
-        let payload = json!({
-            "provider": self.provider(),
-            "user_id": user_id,
-            "unique_id": unique_id,
-            "package": package.name(),
-            "event": event,
-            "source": source,
-            "sequence": sequence,
-            "received_ms": unix_ms(),
-            "state": state,
-        });
-        if let Err(e) = self
-            .plugin
-            .host
-            .publish(TOPIC, payload.to_string().as_bytes())
-            .await
-        {
+        let published = XsiEvent {
+            provider: self.provider().to_owned(),
+            user_id: user_id.to_owned(),
+            unique_id,
+            package,
+            event: event.to_owned(),
+            source,
+            sequence,
+            received_ms: Some(unix_ms()),
+            state: state.clone(),
+        };
+        let payload = match serde_json::to_vec(&published) {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.plugin
+                    .host
+                    .warn(&format!("xsi-events: an event could not be written: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = self.plugin.host.publish(XSI_EVENT, &payload).await {
             self.plugin
                 .host
                 .warn(&format!("xsi-events: publishing an event failed: {e}"));
@@ -892,13 +897,13 @@ impl<'a> ChannelSet<'a> {
                     let path = user_path(&user, &format!("services/{resource}"));
                     if let Some(root) = self.read_actions(&path).await {
                         let state = state::service(kind, &root);
-                        self.publish_state(&user, *package, "resync", "resync", None, &state)
+                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
                             .await;
                     }
                 } else if package.is_call() && !calls_done {
                     calls_done = true;
                     if let Some(state) = self.read_calls(&user).await {
-                        self.publish_state(&user, *package, "resync", "resync", None, &state)
+                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
                             .await;
                     }
                 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+pub use xsigate_broadworks::bus::Package;
 use xsigate_plugin_sdk::Error;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,7 +19,7 @@ pub struct Config {
 /// Where a provider's events come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Level {
+pub enum ChannelLevel {
     /// One channel set per logged-in user, with the user's own credentials.
     #[default]
     User,
@@ -29,100 +30,11 @@ pub enum Level {
     Group,
 }
 
-/// An event package, by its exact BroadWorks name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Package {
-    #[serde(rename = "Advanced Call")]
-    AdvancedCall,
-    #[serde(rename = "Basic Call")]
-    BasicCall,
-    #[serde(rename = "Standard Call")]
-    StandardCall,
-    #[serde(rename = "Do Not Disturb")]
-    DoNotDisturb,
-    #[serde(rename = "Call Forwarding Always")]
-    CallForwardingAlways,
-    #[serde(rename = "Remote Office")]
-    RemoteOffice,
-    #[serde(rename = "Voice Mail Message Summary")]
-    VoiceMailMessageSummary,
-    #[serde(rename = "CommPilot Express")]
-    CommPilotExpress,
-    #[serde(rename = "Call Center Queue")]
-    CallCenterQueue,
-    #[serde(rename = "Call Center Monitoring")]
-    CallCenterMonitoring,
-    #[serde(rename = "Call Center Agent")]
-    CallCenterAgent,
-    #[serde(rename = "Call Center Agent Monitoring")]
-    CallCenterAgentMonitoring,
-}
-
-impl Package {
-    pub const ALL: [Self; 12] = [
-        Self::AdvancedCall,
-        Self::BasicCall,
-        Self::StandardCall,
-        Self::DoNotDisturb,
-        Self::CallForwardingAlways,
-        Self::RemoteOffice,
-        Self::VoiceMailMessageSummary,
-        Self::CommPilotExpress,
-        Self::CallCenterQueue,
-        Self::CallCenterMonitoring,
-        Self::CallCenterAgent,
-        Self::CallCenterAgentMonitoring,
-    ];
-
-    /// The product's default set (design §2): Advanced Call, DND, the call-centre packages,
-    /// voice mail, forwarding, remote office and CommPilot Express.
-    pub const DEFAULT: [Self; 9] = [
-        Self::AdvancedCall,
-        Self::DoNotDisturb,
-        Self::CallCenterQueue,
-        Self::CallCenterAgentMonitoring,
-        Self::VoiceMailMessageSummary,
-        Self::CallForwardingAlways,
-        Self::RemoteOffice,
-        Self::CallCenterMonitoring,
-        Self::CommPilotExpress,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AdvancedCall => "Advanced Call",
-            Self::BasicCall => "Basic Call",
-            Self::StandardCall => "Standard Call",
-            Self::DoNotDisturb => "Do Not Disturb",
-            Self::CallForwardingAlways => "Call Forwarding Always",
-            Self::RemoteOffice => "Remote Office",
-            Self::VoiceMailMessageSummary => "Voice Mail Message Summary",
-            Self::CommPilotExpress => "CommPilot Express",
-            Self::CallCenterQueue => "Call Center Queue",
-            Self::CallCenterMonitoring => "Call Center Monitoring",
-            Self::CallCenterAgent => "Call Center Agent",
-            Self::CallCenterAgentMonitoring => "Call Center Agent Monitoring",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// The call packages, whose state XSI-Actions gives as the user's call list.
-    pub fn is_call(self) -> bool {
-        matches!(
-            self,
-            Self::AdvancedCall | Self::BasicCall | Self::StandardCall
-        )
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderEvents {
     #[serde(default)]
-    pub level: Level,
+    pub level: ChannelLevel,
     /// The service provider (or enterprise) id, for `service_provider` and `group` levels.
     #[serde(default)]
     pub service_provider: Option<String>,
@@ -170,7 +82,7 @@ fn default_application() -> String {
 impl Default for ProviderEvents {
     fn default() -> Self {
         Self {
-            level: Level::default(),
+            level: ChannelLevel::default(),
             service_provider: None,
             group: None,
             packages: default_packages(),
@@ -223,17 +135,19 @@ impl ProviderEvents {
             return Err(Error::msg(format!("{}: not empty", key("application_id"))));
         }
         match (self.level, &self.service_provider, &self.group) {
-            (Level::User, None, None) | (Level::ServiceProvider, Some(_), None) => Ok(()),
-            (Level::Group, Some(_), Some(_)) => Ok(()),
-            (Level::User, _, _) => Err(Error::msg(format!(
+            (ChannelLevel::User, None, None) | (ChannelLevel::ServiceProvider, Some(_), None) => {
+                Ok(())
+            }
+            (ChannelLevel::Group, Some(_), Some(_)) => Ok(()),
+            (ChannelLevel::User, _, _) => Err(Error::msg(format!(
                 "{}: service_provider and group are for the service_provider and group levels",
                 key("level")
             ))),
-            (Level::ServiceProvider, _, _) => Err(Error::msg(format!(
+            (ChannelLevel::ServiceProvider, _, _) => Err(Error::msg(format!(
                 "{}: the service_provider level needs service_provider (and no group)",
                 key("level")
             ))),
-            (Level::Group, _, _) => Err(Error::msg(format!(
+            (ChannelLevel::Group, _, _) => Err(Error::msg(format!(
                 "{}: the group level needs service_provider and group",
                 key("level")
             ))),
@@ -266,7 +180,7 @@ mod tests {
     #[test]
     fn defaults_are_the_products_packages_at_user_level() {
         let events = parse("{}").unwrap();
-        assert_eq!(events.level, Level::User);
+        assert_eq!(events.level, ChannelLevel::User);
         assert_eq!(events.packages.len(), 9);
         assert_eq!(events.heartbeat(), Duration::from_secs(15));
         assert_eq!(events.silence(), Duration::from_secs(35));

@@ -22,9 +22,8 @@
 //!   count them and documents that are not XML (which have no event id to acknowledge), and go
 //!   on with the channel.
 //!
-//! Events go on the bus as topic [`TOPIC`], JSON `{"provider", "user_id", "unique_id",
-//! "package", "event", "source", "sequence", "received_ms", "state"}`: `source` is `event` or
-//! `resync`, `state` a [`State`].
+//! Events go on the bus as topic `xsi.event` (`xsigate_plugin_sdk::topics::XSI_EVENT`), JSON
+//! of `xsigate_broadworks::bus::XsiEvent`: `source` is `event` or `resync`, `state` a [`State`].
 
 mod channel;
 mod config;
@@ -40,18 +39,15 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use xsigate_plugin_sdk::serde_json::Value;
+use xsigate_plugin_sdk::topics::{SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted};
 use xsigate_plugin_sdk::{
-    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, Manifest,
-    Plugin,
+    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, LoginLevel,
+    Manifest, Plugin,
 };
 
-pub use config::{Config, Level, Package, ProviderEvents};
+pub use config::{ChannelLevel, Config, Package, ProviderEvents};
 pub use state::State;
 
-/// The bus topic of the events this plugin publishes.
-pub const TOPIC: &str = "xsi.event";
-const SESSION_STARTED: &str = "session.started";
-const SESSION_ENDED: &str = "session.ended";
 /// Store keys of channel sets: `set/<provider>/<uniqueId>/<channelSetId>`, or
 /// `set/<provider>/*/<channelSetId>` for a provider-level set. A set runs under the key without
 /// its channel set id, so a user's new set never shares a record with one still closing.
@@ -105,23 +101,6 @@ enum Command {
         provider: String,
         unique_id: String,
     },
-}
-
-#[derive(Deserialize)]
-struct Started {
-    unique_id: String,
-    provider: String,
-    #[serde(default)]
-    level: Option<String>,
-    user_id: String,
-    password: String,
-}
-
-#[derive(Deserialize)]
-struct Ended {
-    unique_id: String,
-    provider: String,
-    last: bool,
 }
 
 /// What is kept to resume a channel set after a restart.
@@ -239,21 +218,25 @@ impl EventConsumer for XsiEvents {
     async fn on_event(&self, event: Event) -> Result<Option<Value>, Error> {
         let command = match event.topic.as_str() {
             SESSION_STARTED => {
-                let started: Started = event.json()?;
-                if started.level.as_deref().is_some_and(|l| l != "user")
-                    || self.settings(&started.provider).level != Level::User
+                let started: SessionStarted = event.json()?;
+                if started.level != LoginLevel::User
+                    || self.settings(&started.provider).level != ChannelLevel::User
                 {
                     return Ok(None);
                 }
+                // The manifest declares `session_credentials`, so the host always sends them.
+                let credentials = started.credentials.ok_or_else(|| {
+                    Error::msg("session.started came without the user's credentials")
+                })?;
                 Command::Start {
                     provider: started.provider,
                     unique_id: started.unique_id,
-                    user_id: started.user_id,
-                    password: started.password,
+                    user_id: credentials.user_id,
+                    password: credentials.password,
                 }
             }
             SESSION_ENDED => {
-                let ended: Ended = event.json()?;
+                let ended: SessionEnded = event.json()?;
                 if !ended.last {
                     return Ok(None);
                 }
@@ -362,7 +345,7 @@ impl XsiEvents {
         }
         for (provider, settings) in &self.config.providers {
             let key = set_key(provider, PROVIDER_SET);
-            if settings.level == Level::User || sets.running.contains_key(&key) {
+            if settings.level == ChannelLevel::User || sets.running.contains_key(&key) {
                 continue;
             }
             let record = SetRecord {

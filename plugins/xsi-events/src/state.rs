@@ -1,126 +1,13 @@
 //! Typed values of every event package this plugin subscribes (reference `xsi.md` §5), read
 //! from an event's `eventData` or from the XSI-Actions document that holds the same state.
 //!
-//! What goes on the bus is JSON of [`State`]: consumers (Firebase sync, …) match on `kind` and
-//! never see XML. Numbers are normalised the way both sources agree: `tel:` prefixes are
+//! What goes on the bus is JSON of [`State`] (declared in `xsigate_broadworks::bus`, which
+//! consumers such as Firebase sync share): they match on `kind` and never see XML. Numbers are normalised the way both sources agree: `tel:` prefixes are
 //! dropped, absent message counts are zero (the schema's counts are PositiveInt, so zero is
 //! written by leaving the element out).
 
-use serde::Serialize;
 use xsigate_broadworks::Node;
-
-/// The state an event or a resync reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum State {
-    DoNotDisturb {
-        active: bool,
-        ring_splash: bool,
-    },
-    CallForwardingAlways {
-        active: bool,
-        forward_to: Option<String>,
-        ring_splash: bool,
-    },
-    RemoteOffice {
-        active: bool,
-        number: Option<String>,
-    },
-    /// The CommPilot Express profile in force; `None` when none is set.
-    CommPilotExpress {
-        profile: Option<String>,
-    },
-    VoiceMailSummary {
-        new_messages: u32,
-        old_messages: u32,
-        new_urgent_messages: u32,
-        old_urgent_messages: u32,
-    },
-    /// Every call of the user: a call package's initial event, or a resync.
-    Calls {
-        hook_status: Option<String>,
-        calls: Vec<Call>,
-    },
-    /// One call changed; the event type says how (`CallReceivedEvent`, `CallReleasedEvent`, …).
-    Call {
-        call: Call,
-    },
-    HookStatus {
-        hook_status: String,
-    },
-    /// Every call waiting in a call centre's queue (`ACDSubscriptionEvent`).
-    Queue {
-        entries: Vec<QueueEntry>,
-    },
-    /// One queued call changed (`ACDCallAddedEvent`, `ACDCallAbandonedEvent`, …).
-    QueuedCall {
-        entry: Option<QueueEntry>,
-        call_id: Option<String>,
-        position: Option<u32>,
-    },
-    /// A call-centre agent's state, with the call centres joined when the event lists them.
-    Agent {
-        state: Option<String>,
-        since_ms: Option<u64>,
-        call_centers: Option<Vec<Membership>>,
-    },
-    /// Call Center Monitoring or Call Center Agent Monitoring figures, by their XSI names.
-    Monitoring {
-        figures: Vec<Figure>,
-    },
-    /// The service was unassigned from the user.
-    Unassigned,
-    /// The subscription ended on the server.
-    SubscriptionTerminated,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Call {
-    pub call_id: String,
-    pub ext_tracking_id: Option<String>,
-    pub personality: Option<String>,
-    pub state: Option<String>,
-    pub remote_party: Option<Party>,
-    pub start_time: Option<u64>,
-    pub answer_time: Option<u64>,
-    pub release_time: Option<u64>,
-    pub releasing_party: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Party {
-    pub name: Option<String>,
-    pub address: Option<String>,
-    pub user_id: Option<String>,
-    pub call_type: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueueEntry {
-    pub call_id: String,
-    pub ext_tracking_id: Option<String>,
-    pub remote_party: Option<Party>,
-    pub add_time: Option<u64>,
-    pub remove_time: Option<u64>,
-    pub acd_name: Option<String>,
-    pub acd_number: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Membership {
-    pub call_center: String,
-    pub joined: bool,
-    pub skill_level: Option<u32>,
-}
-
-/// A monitoring figure: a count, or a statistic with its severity against a threshold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Figure {
-    pub name: String,
-    pub value: u64,
-    pub severity: Option<u32>,
-    pub threshold: Option<u64>,
-}
+pub use xsigate_broadworks::bus::{Call, Figure, Membership, Party, QueueEntry, State};
 
 /// A number as BroadWorks writes it in events (`tel:+1…`) or answers (`+1…`), as one form.
 fn number(text: Option<&str>) -> Option<String> {

@@ -3,11 +3,9 @@
 //! here are the segments the XSP serves; each is percent-decoded once and compared the way
 //! BroadWorks compares it: resource names and user ids in any case.
 
+use xsigate_broadworks::{ACTIONS_CONTEXT, ASYNC_CONTEXT, EVENTS_CONTEXT};
 use xsigate_plugin_sdk::{LoginLevel, SessionInfo};
 
-const ACTIONS: &str = "/com.broadsoft.xsi-actions/";
-const EVENTS: &str = "/com.broadsoft.xsi-events/";
-const ASYNC_EVENTS: &str = "/com.broadsoft.async/com.broadsoft.xsi-events/";
 const VERSION: &str = "v2.0";
 
 /// Why a request was refused: the `reason` label of the refusal metric.
@@ -41,13 +39,21 @@ enum App {
     AsyncEvents,
 }
 
+/// What follows `context/` in `path`.
+fn below<'a>(path: &'a str, context: &str) -> Option<&'a str> {
+    path.strip_prefix(context)?.strip_prefix('/')
+}
+
 /// Decides whether `session` may send a request for `path`.
 pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
-    let (app, rest) = if let Some(rest) = path.strip_prefix(ACTIONS) {
+    let (app, rest) = if let Some(rest) = below(path, ACTIONS_CONTEXT) {
         (App::Actions, rest)
-    } else if let Some(rest) = path.strip_prefix(EVENTS) {
+    } else if let Some(rest) = below(path, EVENTS_CONTEXT) {
         (App::Events, rest)
-    } else if let Some(rest) = path.strip_prefix(ASYNC_EVENTS) {
+    } else if let Some(rest) = path
+        .strip_prefix(ASYNC_CONTEXT)
+        .and_then(|r| below(r, EVENTS_CONTEXT))
+    {
         (App::AsyncEvents, rest)
     } else {
         return Err(Refusal::UnknownResource);

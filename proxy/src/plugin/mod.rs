@@ -34,6 +34,7 @@ use prometheus::{Histogram, IntCounter};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Outcome, PluginApi};
+use xsigate_plugin_sdk::topics::{self, SessionEnded, SessionStarted};
 use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest, QueryMatch};
 
 pub use exchange::Exchange;
@@ -520,27 +521,33 @@ impl PluginChain {
 
 /// A login session's start or end, as [`Plugins::publish_session`] announces it.
 #[derive(Debug)]
-pub struct SessionEvent<'a> {
-    pub topic: &'a str,
-    /// The session provider's `plugins = [...]`: only these hear of it.
-    pub plugins: &'a [String],
-    /// What every subscriber gets: a JSON object naming the user by uniqueId.
-    pub payload: serde_json::Map<String, serde_json::Value>,
-    /// Added for subscribers that declare `session_credentials`.
-    pub credentials: Option<SessionCredentials<'a>>,
+pub enum SessionEvent {
+    /// With the user's credentials: only subscribers that declare `session_credentials` get
+    /// them.
+    Started(SessionStarted),
+    Ended(SessionEnded),
 }
 
-#[derive(Clone, Copy)]
-pub struct SessionCredentials<'a> {
-    pub user_id: &'a str,
-    pub password: &'a str,
-}
+impl SessionEvent {
+    fn topic(&self) -> &'static str {
+        match self {
+            Self::Started(_) => topics::SESSION_STARTED,
+            Self::Ended(_) => topics::SESSION_ENDED,
+        }
+    }
 
-impl std::fmt::Debug for SessionCredentials<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCredentials")
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
+    /// The payload one subscriber gets.
+    fn payload_for(&self, plugin: &Plugin) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            Self::Started(started) if !plugin.manifest.session_credentials => {
+                serde_json::to_vec(&SessionStarted {
+                    credentials: None,
+                    ..started.clone()
+                })
+            }
+            Self::Started(started) => serde_json::to_vec(started),
+            Self::Ended(ended) => serde_json::to_vec(ended),
+        }
     }
 }
 
@@ -604,17 +611,17 @@ impl Plugins {
         Ok(plugins)
     }
 
-    /// Publishes a login session's start or end to the plugins of the session's provider that
-    /// subscribed to the topic, and waits up to `wait` for their reports.
+    /// Publishes a login session's start or end to `plugins` (the session provider's
+    /// `plugins = [...]`) that subscribed to its topic, and waits up to `wait` for their
+    /// reports.
     ///
-    /// Plugins declaring `session_credentials` also get the user's `user_id` and `password`,
-    /// which they need to act for the user elsewhere (an event channel, a recording service);
-    /// the others see the uniqueId only. A plugin that has not reported by the deadline is
-    /// `{"state": "pending"}` and goes on with its work; one whose hook failed is
-    /// `{"state": "failed"}` (the log says why). Plugins that write no report are left out.
+    /// A plugin that has not reported by the deadline is `{"state": "pending"}` and goes on
+    /// with its work; one whose hook failed is `{"state": "failed"}` (the log says why).
+    /// Plugins that write no report are left out.
     pub async fn publish_session(
         &self,
-        event: &SessionEvent<'_>,
+        plugins: &[String],
+        event: &SessionEvent,
         wait: Duration,
     ) -> serde_json::Map<String, serde_json::Value> {
         let mut reports = serde_json::Map::new();
@@ -623,26 +630,24 @@ impl Plugins {
         };
         let mut pending = Vec::new();
         for subscriber in services
-            .subscribers(event.topic)
-            .filter(|s| event.plugins.contains(&s.plugin.name))
+            .subscribers(event.topic())
+            .filter(|s| plugins.contains(&s.plugin.name))
         {
-            let mut payload = event.payload.clone();
-            if let Some(credentials) = event
-                .credentials
-                .filter(|_| subscriber.plugin.manifest.session_credentials)
-            {
-                payload.insert("user_id".to_owned(), credentials.user_id.into());
-                payload.insert("password".to_owned(), credentials.password.into());
-            }
             let (report, received) = oneshot::channel();
-            let queued = services.enqueue(
-                subscriber,
-                QueuedEvent {
-                    topic: event.topic.to_owned(),
-                    payload: serde_json::Value::Object(payload).to_string().into_bytes(),
-                    report: Some(report),
-                },
-            );
+            let queued = match event.payload_for(&subscriber.plugin) {
+                Ok(payload) => services.enqueue(
+                    subscriber,
+                    QueuedEvent {
+                        topic: event.topic().to_owned(),
+                        payload,
+                        report: Some(report),
+                    },
+                ),
+                Err(e) => {
+                    tracing::error!(plugin = %subscriber.plugin.name, error = %e, "a session event could not be written");
+                    false
+                }
+            };
             if queued {
                 pending.push((subscriber.plugin.name.clone(), received));
             } else {

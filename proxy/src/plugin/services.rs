@@ -7,10 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_ffi::FutureExt as _;
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
+use xsigate_plugin_sdk::calls::{
+    Delivery, Done, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
+    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, XsiCredentials, XsiHead, XsiMeta,
+};
 
 use super::Plugin;
 use super::context::PluginContext;
@@ -167,11 +171,14 @@ fn reply(code: u32, body: impl Into<Vec<u8>>) -> Reply {
     }
 }
 
-fn ok(meta: &serde_json::Value, body: Vec<u8>) -> Reply {
-    Reply {
-        code: abi::reply::OK,
-        meta: Buf::from_vec(meta.to_string().into_bytes()),
-        body: Buf::from_vec(body),
+fn ok(meta: &impl Serialize, body: Vec<u8>) -> Reply {
+    match serde_json::to_vec(meta) {
+        Ok(meta) => Reply {
+            code: abi::reply::OK,
+            meta: Buf::from_vec(meta),
+            body: Buf::from_vec(body),
+        },
+        Err(e) => reply(abi::reply::FAILED, format!("cannot write the reply: {e}")),
     }
 }
 
@@ -205,94 +212,6 @@ fn result_name(code: u32) -> &'static str {
         abi::reply::UNSUPPORTED => "unsupported",
         _ => "failed",
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpMeta {
-    method: String,
-    url: String,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct XsiMeta {
-    provider: String,
-    method: String,
-    path: String,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-    #[serde(default)]
-    credentials: XsiCredentials,
-    xsp: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum XsiCredentials {
-    #[default]
-    None,
-    User {
-        user: String,
-        password: String,
-    },
-    Master,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyMeta {
-    key: String,
-    #[serde(default)]
-    ttl_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrefixMeta {
-    prefix: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserIdMeta {
-    user_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UniqueIdMeta {
-    unique_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContextMeta {
-    context: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopicMeta {
-    topic: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SleepMeta {
-    ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamMeta {
-    stream: u64,
-    #[serde(default)]
-    wait_ms: u64,
 }
 
 impl Services {
@@ -395,7 +314,10 @@ impl Services {
             builder = builder.body(body.to_vec());
         }
         let response = builder.send().await.map_err(http_failed)?;
-        read_response(response, &[]).await
+        let status = response.status().as_u16();
+        let headers = header_pairs(&response);
+        let body = read_body(response).await?;
+        Ok(ok(&HttpHead { status, headers }, body))
     }
 
     /// An XSI request to one of the provider's XSPs: the pinned one, or healthy ones in turn
@@ -486,14 +408,16 @@ impl Services {
             }
             Err(e) => return Err(reply(abi::reply::FAILED, e.to_string())),
         };
+        let mut head = XsiHead {
+            status: response.status().as_u16(),
+            headers: header_pairs(&response),
+            xsp: xsp.name.clone(),
+            stream: None,
+        };
         if !stream || !response.status().is_success() {
-            return read_response(response, &[("xsp", xsp.name.as_str())]).await;
+            let body = read_body(response).await?;
+            return Ok(ok(&head, body));
         }
-        let mut meta = serde_json::json!({
-            "status": response.status().as_u16(),
-            "headers": header_pairs(&response),
-            "xsp": xsp.name,
-        });
         let id = plugin.streams.add(&self.runtime, response).ok_or_else(|| {
             reply(
                 abi::reply::FAILED,
@@ -501,8 +425,8 @@ impl Services {
             )
         })?;
         self.count_streams(plugin);
-        meta["stream"] = serde_json::Value::from(id);
-        Ok(ok(&meta, Vec::new()))
+        head.stream = Some(id);
+        Ok(ok(&head, Vec::new()))
     }
 
     /// What has arrived on a stream: at least one chunk, or nothing once `wait_ms` passed, or
@@ -517,11 +441,11 @@ impl Services {
         let mut chunks = open.chunks.lock().await;
         let wait = Duration::from_millis(wait_ms).min(STREAM_WAIT_MAX);
         let mut bytes = match tokio::time::timeout(wait, chunks.recv()).await {
-            Err(_) => return Ok(ok(&serde_json::json!({ "end": false }), Vec::new())),
+            Err(_) => return Ok(ok(&StreamReadHead { end: false }, Vec::new())),
             Ok(Some(Ok(chunk))) => chunk.to_vec(),
             Ok(None) => {
                 self.drop_stream(plugin, stream);
-                return Ok(ok(&serde_json::json!({ "end": true }), Vec::new()));
+                return Ok(ok(&StreamReadHead { end: true }, Vec::new()));
             }
             Ok(Some(Err(e))) => {
                 self.drop_stream(plugin, stream);
@@ -535,7 +459,7 @@ impl Services {
                 _ => break,
             }
         }
-        Ok(ok(&serde_json::json!({ "end": false }), bytes))
+        Ok(ok(&StreamReadHead { end: false }, bytes))
     }
 
     fn stream_close(&self, plugin: &PluginContext, meta: &Buf) -> Reply {
@@ -546,13 +470,13 @@ impl Services {
         if !self.drop_stream(plugin, stream) {
             return reply(abi::reply::NOT_FOUND, "no such stream");
         }
-        ok(&serde_json::json!({}), Vec::new())
+        ok(&Done {}, Vec::new())
     }
 
     async fn store_get(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
         let KeyMeta { key, .. } = parse(meta)?;
         match self.store.kv_get(&plugin.name, &key).await {
-            Ok(Some(value)) => Ok(ok(&serde_json::json!({}), value)),
+            Ok(Some(value)) => Ok(ok(&Done {}, value)),
             Ok(None) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
             Err(e) => Err(store_failed(plugin, &e)),
         }
@@ -570,13 +494,13 @@ impl Services {
             .kv_put(&plugin.name, &key, body.as_slice(), ttl)
             .await
             .map_err(|e| store_failed(plugin, &e))?;
-        Ok(ok(&serde_json::json!({}), Vec::new()))
+        Ok(ok(&Done {}, Vec::new()))
     }
 
     async fn store_delete(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
         let KeyMeta { key, .. } = parse(meta)?;
         match self.store.kv_delete(&plugin.name, &key).await {
-            Ok(true) => Ok(ok(&serde_json::json!({}), Vec::new())),
+            Ok(true) => Ok(ok(&Done {}, Vec::new())),
             Ok(false) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
             Err(e) => Err(store_failed(plugin, &e)),
         }
@@ -591,7 +515,7 @@ impl Services {
             .map_err(|e| store_failed(plugin, &e))?;
         let body =
             serde_json::to_vec(&keys).map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
-        Ok(ok(&serde_json::json!({}), body))
+        Ok(ok(&Done {}, body))
     }
 
     async fn unique_id(&self, meta: &Buf) -> Result<Reply, Reply> {
@@ -604,13 +528,13 @@ impl Services {
             .unique_id(&user_id)
             .await
             .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
-        Ok(ok(&serde_json::json!({}), unique_id.into_bytes()))
+        Ok(ok(&Done {}, unique_id.into_bytes()))
     }
 
     async fn user_id(&self, meta: &Buf) -> Result<Reply, Reply> {
         let UniqueIdMeta { unique_id } = parse(meta)?;
         match self.store.user_id(&unique_id).await {
-            Ok(Some(user_id)) => Ok(ok(&serde_json::json!({}), user_id.into_bytes())),
+            Ok(Some(user_id)) => Ok(ok(&Done {}, user_id.into_bytes())),
             Ok(None) => Err(reply(abi::reply::NOT_FOUND, "no such unique id")),
             Err(e) => Err(reply(abi::reply::FAILED, e.to_string())),
         }
@@ -623,7 +547,7 @@ impl Services {
         meta: &Buf,
         body: &Buf,
     ) -> Result<Reply, Reply> {
-        let ContextMeta { context } = parse(meta)?;
+        let SealMeta { context } = parse(meta)?;
         let key = match plugin.seal_key.get() {
             Some(key) => key,
             None => {
@@ -640,24 +564,21 @@ impl Services {
             key.open(context.as_bytes(), body.as_slice())
         };
         result
-            .map(|bytes| ok(&serde_json::json!({}), bytes))
+            .map(|bytes| ok(&Done {}, bytes))
             .map_err(|e| reply(abi::reply::FAILED, e.to_string()))
     }
 
     fn publish(&self, meta: &Buf, body: &Buf) -> Reply {
-        let topic = match parse::<TopicMeta>(meta) {
-            Ok(TopicMeta { topic }) => topic,
+        let topic = match parse::<PublishMeta>(meta) {
+            Ok(PublishMeta { topic }) => topic,
             Err(reply) => return reply,
         };
-        let (delivered, dropped) = self.deliver(&topic, body.as_slice());
-        ok(
-            &serde_json::json!({ "delivered": delivered, "dropped": dropped }),
-            Vec::new(),
-        )
+        let delivery = self.deliver(&topic, body.as_slice());
+        ok(&delivery, Vec::new())
     }
 
-    /// Queues an event for every subscriber of `topic`; returns (delivered, dropped).
-    pub fn deliver(&self, topic: &str, payload: &[u8]) -> (u32, u32) {
+    /// Queues an event for every subscriber of `topic`.
+    pub fn deliver(&self, topic: &str, payload: &[u8]) -> Delivery {
         let (mut delivered, mut dropped) = (0u32, 0u32);
         for subscriber in self.subscribers(topic) {
             let event = QueuedEvent {
@@ -671,7 +592,7 @@ impl Services {
                 dropped += 1;
             }
         }
-        (delivered, dropped)
+        Delivery { delivered, dropped }
     }
 
     pub fn subscribers(&self, topic: &str) -> impl Iterator<Item = &Subscriber> {
@@ -693,7 +614,7 @@ impl Services {
     async fn sleep(meta: &Buf) -> Result<Reply, Reply> {
         let SleepMeta { ms } = parse(meta)?;
         tokio::time::sleep(Duration::from_millis(ms).min(SLEEP_MAX)).await;
-        Ok(ok(&serde_json::json!({}), Vec::new()))
+        Ok(ok(&Done {}, Vec::new()))
     }
 }
 
@@ -709,14 +630,8 @@ fn http_failed(error: reqwest::Error) -> Reply {
     reply(code, error.to_string())
 }
 
-/// Reads a response into a reply: status and headers (plus `extra` fields) in `meta`, the body
-/// (at most [`HTTP_BODY_MAX`]) in `body`.
-async fn read_response(
-    mut response: reqwest::Response,
-    extra: &[(&str, &str)],
-) -> Result<Reply, Reply> {
-    let status = response.status().as_u16();
-    let headers = header_pairs(&response);
+/// Reads a response's body, at most [`HTTP_BODY_MAX`].
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, Reply> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_failed)? {
         if bytes.len() + chunk.len() > HTTP_BODY_MAX {
@@ -727,11 +642,7 @@ async fn read_response(
         }
         bytes.extend_from_slice(&chunk);
     }
-    let mut meta = serde_json::json!({ "status": status, "headers": headers });
-    for (name, value) in extra {
-        meta[*name] = serde_json::Value::from(*value);
-    }
-    Ok(ok(&meta, bytes))
+    Ok(bytes)
 }
 
 fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {

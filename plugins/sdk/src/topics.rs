@@ -1,0 +1,126 @@
+//! The topics of the host's event bus and the payloads of those the host publishes. A
+//! publisher serializes and a consumer deserializes these same types.
+//!
+//! Events name users by their opaque uniqueId. Only plugins whose manifest declares
+//! `session_credentials` receive a [`SessionStarted`] with the user's credentials, which they
+//! need to act for the user elsewhere (an event channel, a recording service).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LoginLevel;
+
+/// A user logged in: [`SessionStarted`]. The login answer carries the consumers' reports on
+/// it under `reports.<plugin>`.
+pub const SESSION_STARTED: &str = "session.started";
+/// One of a user's sessions ended: [`SessionEnded`].
+pub const SESSION_ENDED: &str = "session.ended";
+/// A user's live state changed on BroadWorks, published by the `xsi-events` plugin; its
+/// payload is `xsigate_broadworks::bus::XsiEvent`.
+pub const XSI_EVENT: &str = "xsi.event";
+
+/// The payload of [`SESSION_STARTED`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    pub unique_id: String,
+    pub provider: String,
+    pub level: LoginLevel,
+    /// Present for consumers that declare `session_credentials`, absent for the others.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<UserCredentials>,
+}
+
+/// A user's BroadWorks userId and the password they logged in with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCredentials {
+    pub user_id: String,
+    pub password: String,
+}
+
+impl fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SessionStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionStarted")
+            .field("unique_id", &self.unique_id)
+            .field("provider", &self.provider)
+            .field("level", &self.level)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// The payload of [`SESSION_ENDED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub unique_id: String,
+    pub provider: String,
+    pub reason: SessionEndReason,
+    /// No other session of the user is live: event channels and screen recording for them
+    /// should stop.
+    pub last: bool,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEndReason {
+    Logout,
+    Expired,
+    /// The password changed (a reset): the sessions held the old one.
+    PasswordChanged,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_ride_at_the_top_level_and_only_when_given() {
+        let mut started = SessionStarted {
+            unique_id: "u1".to_owned(),
+            provider: "acme".to_owned(),
+            level: LoginLevel::User,
+            credentials: None,
+        };
+        let plain = serde_json::to_value(&started).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"unique_id": "u1", "provider": "acme", "level": "user"})
+        );
+        started.credentials = Some(UserCredentials {
+            user_id: "alice@acme.example".to_owned(),
+            password: "secret-pw".to_owned(),
+        });
+        let with = serde_json::to_value(&started).unwrap();
+        assert_eq!(with["user_id"], "alice@acme.example");
+        assert_eq!(with["password"], "secret-pw");
+        let back: SessionStarted = serde_json::from_value(with).unwrap();
+        assert_eq!(back, started);
+        assert!(!format!("{back:?}").contains("secret-pw"));
+        let read: SessionStarted = serde_json::from_value(plain).unwrap();
+        assert_eq!(read.credentials, None);
+    }
+
+    #[test]
+    fn end_reasons_are_snake_case() {
+        let ended = SessionEnded {
+            unique_id: "u1".to_owned(),
+            provider: "acme".to_owned(),
+            reason: SessionEndReason::PasswordChanged,
+            last: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&ended).unwrap()["reason"],
+            "password_changed"
+        );
+    }
+}
