@@ -207,7 +207,6 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub applets: BTreeMap<String, AppletConfig>,
     pub master: Option<MasterCredentials>,
-    pub events: Option<EventsConfig>,
     /// Where this provider's password-reset mail is sent from.
     pub smtp: Option<SmtpConfig>,
     /// The page that completes a password reset; the mail links to it with the single-use
@@ -325,73 +324,6 @@ pub enum SmtpSecurity {
     Starttls,
     /// TLS from the first byte (SMTPS).
     Tls,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    #[serde(default)]
-    pub level: EventLevel,
-    #[serde(default = "EventPackage::defaults")]
-    pub packages: Vec<EventPackage>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventLevel {
-    /// One channel set per logged-in user, on the user's own credentials.
-    #[default]
-    User,
-    /// One channel set per group, on master credentials.
-    Group,
-    /// One channel set per enterprise or service provider, on master credentials ("full BLF").
-    Enterprise,
-}
-
-/// XSI-Events package names exactly as BroadWorks spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum EventPackage {
-    #[serde(rename = "Advanced Call")]
-    AdvancedCall,
-    #[serde(rename = "Basic Call")]
-    BasicCall,
-    #[serde(rename = "Standard Call")]
-    StandardCall,
-    #[serde(rename = "Do Not Disturb")]
-    DoNotDisturb,
-    #[serde(rename = "Call Center Queue")]
-    CallCenterQueue,
-    #[serde(rename = "Call Center Agent")]
-    CallCenterAgent,
-    #[serde(rename = "Call Center Agent Monitoring")]
-    CallCenterAgentMonitoring,
-    #[serde(rename = "Call Center Monitoring")]
-    CallCenterMonitoring,
-    #[serde(rename = "Voice Mail Message Summary")]
-    VoiceMailMessageSummary,
-    #[serde(rename = "Call Forwarding Always")]
-    CallForwardingAlways,
-    #[serde(rename = "Remote Office")]
-    RemoteOffice,
-    #[serde(rename = "CommPilot Express")]
-    CommPilotExpress,
-}
-
-impl EventPackage {
-    /// The packages kept alive when `events.packages` is not given (design §2.4).
-    pub fn defaults() -> Vec<Self> {
-        vec![
-            Self::AdvancedCall,
-            Self::DoNotDisturb,
-            Self::CallCenterQueue,
-            Self::CallCenterAgentMonitoring,
-            Self::VoiceMailMessageSummary,
-            Self::CallForwardingAlways,
-            Self::RemoteOffice,
-            Self::CallCenterMonitoring,
-            Self::CommPilotExpress,
-        ]
-    }
 }
 
 fn default_true() -> bool {

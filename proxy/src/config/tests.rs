@@ -152,11 +152,12 @@ fn broken_configs_name_file_line_column_and_key() {
             says: "e-mail domain `acme.com` already belongs to provider `acme`",
         },
         Case {
-            name: "unknown event package",
-            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nevents = { packages = [\"Advanced call\"] }\n",
-            at: "4:24",
-            key: "providers.acme.events.packages[0]",
-            says: "unknown variant `Advanced call`",
+            // XSI-Events settings are the xsi-events plugin's own config table.
+            name: "the removed provider events table",
+            text: "[providers.acme]\ndomains = [\"a.example\"]\nxsp = [\"http://x\"]\nevents = { level = \"user\" }\n",
+            at: "4:1",
+            key: "providers.acme.events",
+            says: "unknown field `events`",
         },
         Case {
             name: "invalid listener address",

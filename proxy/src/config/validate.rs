@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
 use super::schema::{
-    Config, EventLevel, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity,
+    Config, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity,
 };
 use super::secret::Secret;
 
@@ -269,15 +269,6 @@ fn validate_provider(
             ));
         }
     }
-    if let Some(events) = &provider.events {
-        if events.level != EventLevel::User && provider.master.is_none() {
-            return Err(problem(
-                &at.key("events").key("level"),
-                "group and enterprise event levels need `master` credentials",
-            ));
-        }
-    }
-
     for (i, origin) in provider.cors_origins.iter().enumerate() {
         check_origin(origin, &at.key("cors_origins").index(i))?;
     }
