@@ -1,31 +1,27 @@
 //! xsigate: a Pingora reverse proxy between web dialers and BroadWorks XSI.
 //!
-//! Reading order follows a request: [`config`] is loaded by [`cli`]/`main`, [`server`] builds the
-//! Pingora services, and [`proxy`] is the request path, which uses [`route`] and [`identity`] to
-//! pick a [`provider`], [`upstream`] to pick an XSP, [`headers`] at the boundary, [`respond`] for
-//! answers of its own and [`metrics`] for what it counts. [`health`] probes XSPs in the background.
+//! The crate is layered; a module uses only the layers below it (`scripts/check-layers`
+//! enforces this, and `ARCHITECTURE.md` draws it):
+//!
+//! 1. [`config`] and [`wire`]: the configuration, and the names and shapes xsigate promises
+//!    the outside (error envelope, headers, request classes). They use nothing else.
+//! 2. [`metrics`] and [`telemetry`]: what the gateway counts and logs.
+//! 3. [`state`]: the store, the server key, tokens and session records, and the runtime that
+//!    keeps them off the request path.
+//! 4. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
+//! 5. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
+//! 6. [`access`]: the login API and the session authority.
+//! 7. [`http`]: the Pingora hooks of the request path.
+//! 8. [`server`] and [`cli`]: assembling and starting it all.
 
 pub mod access;
-pub mod assertion;
 pub mod cli;
 pub mod config;
-pub mod cors;
-pub mod headers;
-pub mod health;
-pub mod host;
-pub mod identity;
-pub mod limit;
-pub mod mail;
+pub mod http;
 pub mod metrics;
 pub mod plugin;
-pub mod provider;
-pub mod proxy;
-pub mod respond;
-pub mod route;
-pub mod seal;
 pub mod server;
-pub mod session;
-pub mod store;
+pub mod state;
 pub mod telemetry;
-pub mod token;
 pub mod upstream;
+pub mod wire;

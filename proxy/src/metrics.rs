@@ -11,7 +11,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::route::RouteClass;
+use crate::wire::route::RouteClass;
 
 /// Latency buckets in seconds: sub-millisecond for proxied XSI reads up to the upstream read timeout.
 pub(crate) const LATENCY_BUCKETS: &[f64] = &[

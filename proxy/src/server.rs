@@ -6,28 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
 use pingora::listeners::tls::TlsSettings;
-use pingora::protocols::http::ServerSession;
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access::{Access, AccessError, ResetChannel};
+use crate::access::mail::{MailError, Mailer};
+use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::config::Config;
-use crate::health::HealthService;
-use crate::host::{Host, HostError, HostSettings};
-use crate::mail::{MailError, Mailer};
+use crate::http::local::LocalEndpoints;
+use crate::http::{ProxyApp, ProxyParts, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
-use crate::provider::Providers;
-use crate::proxy::{Gateway, ProxySettings};
-use crate::respond::{self, ErrorCode};
-use crate::session::SessionPolicy;
-use crate::upstream::UpstreamError;
+use crate::state::seal::SealError;
+use crate::state::{Shared, StateError, StateSettings};
+use crate::upstream::health::HealthService;
+use crate::upstream::{Providers, UpstreamError};
 
 /// Why the gateway could not start. Each names the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +42,9 @@ pub enum StartupError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
-    Host(#[from] HostError),
+    State(#[from] StateError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     #[error(transparent)]
     Plugins(#[from] PluginsError),
     #[error(transparent)]
@@ -83,25 +80,31 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
 
     let metrics = Metrics::new()?;
     let plugins = Arc::new(Plugins::load(config, &metrics)?);
-    let providers = Arc::new(Providers::build(config, &metrics, &plugins)?);
+    let providers = Arc::new(Providers::build(config, &metrics)?);
     providers.resolve_all_blocking();
-    let host = Host::start(&HostSettings {
+    let shared = Shared::start(&StateSettings {
         data_dir: data_dir.clone(),
         secret_file,
     })?;
-    plugins.start(&host, &providers)?;
-    let access = Arc::new(Access::new(
-        Arc::clone(&providers),
-        Arc::clone(&plugins),
-        host.clone(),
-        reset_channels(config)?,
+    plugins.start(&shared, &providers)?;
+    let sessions = Arc::new(Sessions::new(
+        &shared,
         SessionPolicy {
             idle: Duration::from_secs(config.server.sessions.idle_seconds),
             absolute: Duration::from_secs(config.server.sessions.lifetime_seconds),
         },
+    )?);
+    let signer = Arc::new(Signer::new(&shared.sealer)?);
+    let login_api = Arc::new(LoginApi::new(
+        Arc::clone(&providers),
+        Arc::clone(&plugins),
+        shared.clone(),
+        Arc::clone(&sessions),
+        Arc::clone(&signer),
+        reset_channels(config)?,
         &metrics,
     )?);
-    host.runtime.spawn(Arc::clone(&access).sweep());
+    shared.runtime.spawn(Arc::clone(&login_api).sweep());
 
     let server_conf = ServerConf {
         threads: config.server.threads.map_or_else(
@@ -130,9 +133,17 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         ),
         stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
     };
-    let gateway = Gateway::new(Arc::clone(&providers), access, metrics.clone(), settings);
+    let app = ProxyApp::new(ProxyParts {
+        providers: Arc::clone(&providers),
+        plugins,
+        sessions,
+        signer,
+        login_api,
+        metrics: metrics.clone(),
+        settings,
+    });
     let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "xsigate");
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "xsigate");
     for listener in &config.server.listeners {
         let address = listener.address.to_string();
         match &listener.tls {
@@ -235,48 +246,4 @@ fn ensure_secret_file(path: &Path) -> Result<(), StartupError> {
     file.write_all(hex.as_bytes()).map_err(error)?;
     tracing::info!(path = %path.display(), "created a new server secret");
     Ok(())
-}
-
-/// The metrics listener: `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug)]
-struct LocalEndpoints {
-    metrics: Metrics,
-    providers: Arc<Providers>,
-}
-
-#[async_trait]
-impl ServeHttp for LocalEndpoints {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let json = "application/json";
-        let (status, content_type, body) = match session.req_header().uri.path() {
-            "/metrics" => (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
-            ),
-            "/healthz" => (200, json, respond::LIVE.to_vec()),
-            "/readyz" => {
-                let (status, body) = respond::readiness(self.providers.ready());
-                (status, json, body.to_vec())
-            }
-            _ => (
-                404,
-                json,
-                respond::error_body(ErrorCode::NotFound, "").to_vec(),
-            ),
-        };
-        let length = body.len();
-        let mut response = Response::new(body);
-        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(content_type),
-        );
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(length),
-        );
-        response
-    }
 }

@@ -63,8 +63,8 @@ pub struct InProcess {
     pub dir: tempfile::TempDir,
     pub metrics: xsigate::metrics::Metrics,
     pub plugins: Arc<xsigate::plugin::Plugins>,
-    pub providers: Arc<xsigate::provider::Providers>,
-    pub host: xsigate::host::Host,
+    pub providers: Arc<xsigate::upstream::Providers>,
+    pub shared: xsigate::state::Shared,
 }
 
 impl InProcess {
@@ -73,28 +73,27 @@ impl InProcess {
         let config = load_config(text, dir.path());
         let metrics = xsigate::metrics::Metrics::new().unwrap();
         let plugins = Arc::new(xsigate::plugin::Plugins::load(&config, &metrics).unwrap());
-        let providers =
-            Arc::new(xsigate::provider::Providers::build(&config, &metrics, &plugins).unwrap());
+        let providers = Arc::new(xsigate::upstream::Providers::build(&config, &metrics).unwrap());
         providers.resolve_all_blocking();
         std::fs::write(dir.path().join("secret"), [b'k'; 64]).unwrap();
-        let host = xsigate::host::Host::start(&xsigate::host::HostSettings {
+        let shared = xsigate::state::Shared::start(&xsigate::state::StateSettings {
             data_dir: dir.path().to_path_buf(),
             secret_file: dir.path().join("secret"),
         })
         .unwrap();
-        plugins.start(&host, &providers).unwrap();
+        plugins.start(&shared, &providers).unwrap();
         Self {
             dir,
             metrics,
             plugins,
             providers,
-            host,
+            shared,
         }
     }
 
     /// The plugin chain of a provider.
     pub fn chain(&self, provider: &str) -> &xsigate::plugin::PluginChain {
-        &self.providers.get(provider).unwrap().plugins
+        self.plugins.chain(self.providers.get(provider).unwrap())
     }
 }
 

@@ -475,7 +475,8 @@ async fn mail_reaches_a_real_smtp_server_through_the_providers_relay() {
     );
     let config = xsigate_tests::load_config(&text, dir.path());
     let mailer =
-        xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
+        xsigate::access::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap())
+            .unwrap();
     mailer
         .send(
             "alice@mail.example",
@@ -507,7 +508,8 @@ async fn mail_reaches_a_real_smtp_server_through_the_providers_relay() {
     );
     let config = xsigate_tests::load_config(&closed, dir.path());
     let mailer =
-        xsigate::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap()).unwrap();
+        xsigate::access::mail::Mailer::new(config.providers["acme"].smtp.as_ref().unwrap())
+            .unwrap();
     let error = mailer
         .send("alice@mail.example", "x", "y")
         .await

@@ -19,7 +19,7 @@ use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, HostApi, MetricId, Reply, St
 use super::exchange::Exchange;
 use super::services::{Services, Streams};
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
-use crate::seal::SealKey;
+use crate::state::seal::SealKey;
 
 /// A metric a plugin registered.
 enum PluginMetric {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::session::BoundSession;
+use crate::state::session::BoundSession;
 
 /// Headers no plugin may set or remove: they frame the message, and a wrong value would
 /// corrupt the connection rather than the request.

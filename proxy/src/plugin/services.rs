@@ -9,19 +9,20 @@ use std::time::Duration;
 use async_ffi::FutureExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use xsigate_broadworks::{ASYNC_CONTEXT, XsiApp};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use xsigate_plugin_sdk::calls::{
     Delivery, Done, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
     StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, XsiCredentials, XsiHead, XsiMeta,
 };
 
-use super::Plugin;
+use super::bus::{Bus, QueuedEvent, Subscriber};
 use super::context::PluginContext;
 use super::metrics::HostMetrics;
-use crate::provider::{Providers, XsiCall, XsiCallError};
-use crate::seal::{SealKey, Sealer};
-use crate::store::Store;
+use crate::state::seal::{SealKey, Sealer};
+use crate::state::store::{Store, StoreError};
+use crate::upstream::{Providers, XsiCall, XsiCallError};
 
 /// Default and ceiling of a plugin's HTTP request time.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +31,6 @@ const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 const HTTP_BODY_MAX: usize = 8 << 20;
 /// Longest single `sleep`; a worker that wants longer sleeps again.
 const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
-/// Events waiting for one consumer; beyond this new events for it are dropped and counted.
-pub(super) const EVENT_QUEUE: usize = 1024;
 /// Streams one plugin may hold open: far above one XSI-Events channel per user of a large
 /// provider, low enough that a leaking plugin cannot exhaust the host's sockets unnoticed.
 const STREAMS_MAX: usize = 200_000;
@@ -118,23 +117,6 @@ impl Streams {
         self.open().len()
     }
 }
-
-/// An event on its way to a consumer.
-pub(super) struct QueuedEvent {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    /// Where the consumer's report goes, for events whose publisher waits for one.
-    pub report: Option<oneshot::Sender<Option<serde_json::Value>>>,
-}
-
-/// A consumer plugin and the queue its events wait in.
-pub(super) struct Subscriber {
-    pub plugin: Arc<Plugin>,
-    pub queue: mpsc::Sender<QueuedEvent>,
-}
-
-/// Topic -> subscribers. Fixed at start: subscriptions are made during init.
-pub(super) type Bus = HashMap<String, Vec<Subscriber>>;
 
 pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
@@ -336,17 +318,22 @@ impl Services {
         let provider = self
             .providers
             .get(&request.provider)
-            .filter(|p| p.plugins.names.contains(&plugin.name))
+            .filter(|p| p.plugins.contains(&plugin.name))
             .ok_or_else(|| {
                 invalid(format!(
                     "provider `{}` does not list this plugin",
                     request.provider
                 ))
             })?;
-        let xsi_path = request.path.starts_with("/com.broadsoft.xsi-")
-            || request
+        // The async context carries nothing but the XSI-Events channel.
+        let xsi_path = match XsiApp::of_path(&request.path) {
+            Some(XsiApp::Actions | XsiApp::Events) => true,
+            Some(XsiApp::Async) => request
                 .path
-                .starts_with("/com.broadsoft.async/com.broadsoft.xsi-events/");
+                .strip_prefix(ASYNC_CONTEXT)
+                .is_some_and(|rest| XsiApp::of_path(rest) == Some(XsiApp::Events)),
+            None => false,
+        };
         if !xsi_path || request.path.contains("..") || request.path.contains(['#', ' ', '\r', '\n'])
         {
             return Err(invalid("the path must be an XSI path".to_owned()));
@@ -659,7 +646,7 @@ fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
 }
 
 /// The store's error can name the database file; the plugin gets the kind, the log the detail.
-fn store_failed(plugin: &PluginContext, error: &crate::store::StoreError) -> Reply {
+fn store_failed(plugin: &PluginContext, error: &StoreError) -> Reply {
     tracing::warn!(plugin = %plugin.name, error = %error, "plugin store operation failed");
     reply(abi::reply::FAILED, "the store failed; see the host log")
 }

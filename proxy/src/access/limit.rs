@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{Store, StoreError, millis, unix_ms};
+use crate::state::store::{Store, StoreError, millis, unix_ms};
 
 /// How strict the limiter is.
 #[derive(Debug, Clone, Copy)]
@@ -126,7 +126,7 @@ fn wait(ms: i64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SqliteStore;
+    use crate::state::store::SqliteStore;
 
     fn policy() -> LimitPolicy {
         LimitPolicy {

@@ -1,4 +1,5 @@
-//! Upstream hosts (XSPs and gateway services): addresses, health, and the peers Pingora connects to.
+//! One upstream host (an XSP, a gateway service, a proxied applet): its addresses, its health,
+//! and the peers Pingora connects to.
 //!
 //! Host names are resolved off the request path: once at start and then by the health service,
 //! because `HttpPeer::new` with a host name would resolve DNS blocking (and panic on failure) on
@@ -6,7 +7,6 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -14,89 +14,9 @@ use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
+use super::health::{Health, HealthState};
 use crate::config::TimeoutsConfig;
 use crate::metrics::UpstreamMetrics;
-
-/// Health of an upstream as seen by active probes and by proxied connects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum HealthState {
-    /// Not probed yet: used, but not counted as ready.
-    Unknown = 0,
-    Up = 1,
-    Down = 2,
-}
-
-#[derive(Debug)]
-pub struct Health {
-    state: AtomicU8,
-    failures: AtomicU32,
-    successes: AtomicU32,
-    fall: u32,
-    rise: u32,
-}
-
-impl Health {
-    pub fn new(fall: u32, rise: u32) -> Self {
-        Self {
-            state: AtomicU8::new(HealthState::Unknown as u8),
-            failures: AtomicU32::new(0),
-            successes: AtomicU32::new(0),
-            fall: fall.max(1),
-            rise: rise.max(1),
-        }
-    }
-
-    pub fn state(&self) -> HealthState {
-        match self.state.load(Ordering::Relaxed) {
-            1 => HealthState::Up,
-            2 => HealthState::Down,
-            _ => HealthState::Unknown,
-        }
-    }
-
-    /// Records a failed probe or connect; returns the new state when it changed.
-    pub fn record_failure(&self) -> Option<HealthState> {
-        self.successes.store(0, Ordering::Relaxed);
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if failures >= self.fall {
-            self.transition(HealthState::Down)
-        } else {
-            None
-        }
-    }
-
-    /// Records a passing probe; returns the new state when it changed. A down upstream needs
-    /// `rise` passes in a row, an unknown one comes up at once.
-    pub fn record_success(&self) -> Option<HealthState> {
-        self.failures.store(0, Ordering::Relaxed);
-        let successes = self
-            .successes
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if self.state() != HealthState::Down || successes >= self.rise {
-            self.transition(HealthState::Up)
-        } else {
-            None
-        }
-    }
-
-    /// A proxied response arrived: a connect-failure streak is broken, but only probes bring a
-    /// down upstream back.
-    pub fn record_response(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn transition(&self, to: HealthState) -> Option<HealthState> {
-        let previous = self.state.swap(to as u8, Ordering::Relaxed);
-        (previous != to as u8).then_some(to)
-    }
-}
 
 /// What kind of requests a peer carries; each kind has its own read timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,94 +264,11 @@ pub fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, UpstreamError> {
     Ok(Arc::from(certs.into_boxed_slice()))
 }
 
-/// Upstreams tried for one request, as a bit set over pool indices.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Tried(u64);
-
-impl Tried {
-    pub fn add(&mut self, index: usize) {
-        if let Some(bit) = 1u64.checked_shl(index as u32) {
-            self.0 |= bit;
-        }
-    }
-
-    pub fn remove(&mut self, index: usize) {
-        if let Some(bit) = 1u64.checked_shl(index as u32) {
-            self.0 &= !bit;
-        }
-    }
-
-    pub fn contains(self, index: usize) -> bool {
-        1u64.checked_shl(index as u32)
-            .is_some_and(|bit| self.0 & bit != 0)
-    }
-}
-
-/// A provider's XSPs with round-robin selection over the healthy ones.
-#[derive(Debug)]
-pub struct Pool {
-    pub members: Vec<Upstream>,
-    cursor: AtomicUsize,
-}
-
-impl Pool {
-    pub fn new(members: Vec<Upstream>) -> Self {
-        Self {
-            members,
-            cursor: AtomicUsize::new(0),
-        }
-    }
-
-    /// The next member to try: an untried member that is not down, else any untried member (a
-    /// health check may lag behind a recovery, and a down member beats no answer).
-    pub fn select(&self, tried: Tried) -> Option<usize> {
-        let n = self.members.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
-        let candidates = || {
-            (0..n)
-                .map(|i| (start + i) % n)
-                .filter(|i| !tried.contains(*i))
-        };
-        candidates()
-            .find(|i| {
-                self.members
-                    .get(*i)
-                    .is_some_and(|m| m.health.state() != HealthState::Down)
-            })
-            .or_else(|| candidates().next())
-    }
-
-    /// Whether a member exists and is not known to be down.
-    pub fn is_usable(&self, index: usize) -> bool {
-        self.members
-            .get(index)
-            .is_some_and(|m| m.health.state() != HealthState::Down)
-    }
-
-    /// Whether some member has not been tried yet.
-    pub fn has_untried(&self, tried: Tried) -> bool {
-        (0..self.members.len()).any(|i| !tried.contains(i))
-    }
-
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
-    }
-
-    pub fn any_up(&self) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.health.state() == HealthState::Up)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn upstream(name: &str) -> Upstream {
+    pub(in crate::upstream) fn upstream(name: &str) -> Upstream {
         let metrics = crate::metrics::Metrics::new().unwrap();
         Upstream::new(
             name.to_owned(),
@@ -441,38 +278,6 @@ mod tests {
             Health::new(2, 2),
             metrics.for_upstream("p", name, true),
         )
-    }
-
-    #[test]
-    fn health_falls_and_rises_with_thresholds() {
-        let health = Health::new(2, 2);
-        assert_eq!(health.state(), HealthState::Unknown);
-        assert_eq!(health.record_failure(), None);
-        assert_eq!(health.record_failure(), Some(HealthState::Down));
-        assert_eq!(health.record_success(), None);
-        assert_eq!(health.record_success(), Some(HealthState::Up));
-        assert_eq!(health.record_success(), None);
-    }
-
-    #[test]
-    fn selection_skips_tried_and_down_members() {
-        let pool = Pool::new(vec![upstream("a"), upstream("b"), upstream("c")]);
-        pool.members[1].health.record_failure();
-        pool.members[1].health.record_failure();
-        let mut tried = Tried::default();
-        for _ in 0..10 {
-            let first = pool.select(tried).unwrap();
-            assert_ne!(
-                first, 1,
-                "a down member is chosen only when nothing else is left"
-            );
-        }
-        tried.add(0);
-        tried.add(2);
-        assert_eq!(pool.select(tried), Some(1));
-        tried.add(1);
-        assert_eq!(pool.select(tried), None);
-        assert!(!pool.has_untried(tried));
     }
 
     #[test]

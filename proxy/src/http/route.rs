@@ -1,68 +1,19 @@
-//! Which kind of request this is, decided from the path alone.
+//! Which kind of request this is, decided from the path alone, and whether the path means one
+//! thing only.
 
-/// Path prefixes of the BroadWorks web-app contexts served by the XSPs.
-const XSI_ACTIONS: &str = "/com.broadsoft.xsi-actions/";
-const XSI_EVENTS: &str = "/com.broadsoft.xsi-events/";
-const XSI_ASYNC: &str = "/com.broadsoft.async/";
+use xsigate_broadworks::XsiApp;
+
+use crate::access::Endpoint;
+use crate::wire::route::RouteClass;
+
 const GATEWAY: &str = "/api/dialer/services/gateway/";
 const ACCESS: &str = "/api/access/services/";
 const APPS: &str = "/apps/";
 /// Longer paths are refused: no XSI resource comes near it.
 const PATH_LIMIT: usize = 2048;
 
-/// Request classes, also the `route` label of the request metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteClass {
-    XsiActions,
-    XsiEvents,
-    /// The streaming XSI-Events channel (`/com.broadsoft.async/…`): long-lived, never retried.
-    XsiAsync,
-    Gateway,
-    /// An applet proxied under `/apps/<name>/…`.
-    Applet,
-    /// xsigate's own login API (`/api/access/services/…`).
-    Access,
-    Local,
-    Unmatched,
-}
-
-impl RouteClass {
-    pub const ALL: [Self; 8] = [
-        Self::XsiActions,
-        Self::XsiEvents,
-        Self::XsiAsync,
-        Self::Gateway,
-        Self::Applet,
-        Self::Access,
-        Self::Local,
-        Self::Unmatched,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::XsiActions => "xsi_actions",
-            Self::XsiEvents => "xsi_events",
-            Self::XsiAsync => "xsi_async",
-            Self::Gateway => "gateway",
-            Self::Applet => "applet",
-            Self::Access => "access",
-            Self::Local => "local",
-            Self::Unmatched => "unmatched",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Whether requests of this class go to the provider's XSPs.
-    pub fn is_xsp(self) -> bool {
-        matches!(self, Self::XsiActions | Self::XsiEvents | Self::XsiAsync)
-    }
-}
-
 /// A request's destination as far as the path tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Xsp(RouteClass),
     /// `/api/dialer/services/gateway/<service>/<rest>`; `rest` keeps its leading `/` (or is empty).
@@ -76,31 +27,10 @@ pub enum Route<'a> {
         rest: &'a str,
     },
     /// `/api/access/services/<endpoint>`.
-    Access(Endpoint<'a>),
+    Access(Endpoint),
     Healthz,
     Readyz,
     Unmatched,
-}
-
-/// The endpoints of the login API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint<'a> {
-    /// `ztp`: which login options a user has.
-    Ztp,
-    /// `idp/<method>`: log in with a method.
-    Login { method: &'a str },
-    /// `logout`: end the session.
-    Logout,
-    /// `session`: the session the cookie names.
-    Session,
-    /// `reset`: mail a password-reset link.
-    ResetRequest,
-    /// `reset/confirm`: set a new password with a link's token.
-    ResetConfirm,
-    /// `applets/<name>`: a redirect to an applet with a short-lived signed token.
-    AppletRedirect { name: &'a str },
-    /// `keys`: the public keys that verify identity assertions (a JWK Set).
-    Keys,
 }
 
 impl Route<'_> {
@@ -117,12 +47,8 @@ impl Route<'_> {
 }
 
 pub fn classify(path: &str) -> Route<'_> {
-    if path.starts_with(XSI_ACTIONS) {
-        Route::Xsp(RouteClass::XsiActions)
-    } else if path.starts_with(XSI_EVENTS) {
-        Route::Xsp(RouteClass::XsiEvents)
-    } else if path.starts_with(XSI_ASYNC) {
-        Route::Xsp(RouteClass::XsiAsync)
+    if let Some(app) = XsiApp::of_path(path) {
+        Route::Xsp(RouteClass::of_xsi_app(app))
     } else if let Some(tail) = path.strip_prefix(GATEWAY) {
         let (service, rest) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
         if service.is_empty() {
@@ -138,28 +64,7 @@ pub fn classify(path: &str) -> Route<'_> {
             Route::Applet { name, rest }
         }
     } else if let Some(endpoint) = path.strip_prefix(ACCESS) {
-        match endpoint {
-            "ztp" => Route::Access(Endpoint::Ztp),
-            "keys" => Route::Access(Endpoint::Keys),
-            "logout" => Route::Access(Endpoint::Logout),
-            "session" => Route::Access(Endpoint::Session),
-            "reset" => Route::Access(Endpoint::ResetRequest),
-            "reset/confirm" => Route::Access(Endpoint::ResetConfirm),
-            _ => {
-                let named = |prefix: &str| {
-                    endpoint
-                        .strip_prefix(prefix)
-                        .filter(|name| !name.is_empty() && !name.contains('/'))
-                };
-                if let Some(method) = named("idp/") {
-                    Route::Access(Endpoint::Login { method })
-                } else if let Some(name) = named("applets/") {
-                    Route::Access(Endpoint::AppletRedirect { name })
-                } else {
-                    Route::Unmatched
-                }
-            }
-        }
+        Endpoint::parse(endpoint).map_or(Route::Unmatched, Route::Access)
     } else {
         match path {
             "/healthz" => Route::Healthz,
@@ -271,7 +176,7 @@ mod tests {
         assert_eq!(
             classify("/api/access/services/idp/broadsoft"),
             Route::Access(Endpoint::Login {
-                method: "broadsoft"
+                method: "broadsoft".to_owned()
             })
         );
         assert_eq!(classify("/api/access/services/idp/"), Route::Unmatched);

@@ -11,16 +11,15 @@ use std::sync::LazyLock;
 
 use pingora::http::RequestHeader;
 
-use crate::headers::{REQUEST_ID, XSP_PIN};
-use crate::provider::{Provider, Providers};
-use crate::session::CSRF_HEADER;
+use crate::upstream::{Provider, Providers};
+use crate::wire::headers::{CSRF_TOKEN, REQUEST_ID, XSP_PIN};
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
 /// What a dialer sends beyond the CORS-safelisted headers: the CSRF token on writes and the
 /// XSP pin that XSI-Events channel commands need. Built from the names the proxy reads, so the
 /// two cannot drift apart.
 static ALLOWED_HEADERS: LazyLock<String> =
-    LazyLock::new(|| ["accept", "content-type", CSRF_HEADER, XSP_PIN].join(", "));
+    LazyLock::new(|| ["accept", "content-type", CSRF_TOKEN, XSP_PIN].join(", "));
 /// What a dialer may read beyond the CORS-safelisted response headers: the request id and
 /// which XSP answered (a channel's XSP, for the commands that must follow it).
 static EXPOSED_HEADERS: LazyLock<String> = LazyLock::new(|| [REQUEST_ID, XSP_PIN].join(", "));

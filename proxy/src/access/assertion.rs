@@ -13,12 +13,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{Value, json};
 
-use crate::seal::{SealError, Sealer};
+use crate::state::seal::{SealError, Sealer};
 
 /// The `iss` of every assertion.
 pub const ISSUER: &str = "xsigate";
-/// The request header a gateway service or proxied applet receives the assertion in.
-pub const HEADER: &str = "x-xsigate-assertion";
 
 /// Signs assertions with the server's Ed25519 key.
 pub struct Signer {

@@ -2,11 +2,6 @@
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
-/// Request id header, set on every request upstream and every response downstream.
-pub const REQUEST_ID: &str = "x-request-id";
-/// Names the XSP that served a response; sent back by clients to pin a request to that XSP.
-pub const XSP_PIN: &str = "x-xsigate-xsp";
-
 /// Response headers through which upstreams commonly reveal their software or host.
 const REVEALING: [&str; 6] = [
     "server",

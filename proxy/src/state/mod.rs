@@ -1,17 +1,24 @@
-//! What the gateway runs beside the request path: a runtime of its own, the store and the
-//! server key. Plugins' host services use them today; logins, sessions and event channels
-//! share them.
+//! What the gateway keeps, and the runtime that keeps it off the request path: the store
+//! ([`store`]), the server key and what it seals ([`seal`]), opaque tokens ([`token`]) and
+//! the session records ([`session`]).
 //!
 //! Pingora gives each service its own runtime, and the request path must never wait on the
 //! store's disk or on key derivation, so this work has a small runtime of its own that lives
-//! as long as the process.
+//! as long as the process: logins, sessions, plugins' host calls and event channels share it.
+//!
+//! Layer: above [`crate::config`] and [`crate::wire`]; uses nothing else in the crate.
+
+pub mod seal;
+pub mod session;
+pub mod store;
+pub mod token;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::seal::{SealError, Sealer};
-use crate::store::{SqliteStore, Store, StoreError};
+use seal::{SealError, Sealer};
+use store::{SqliteStore, Store, StoreError};
 
 /// Worker threads of the host runtime.
 const THREADS: usize = 2;
@@ -19,7 +26,7 @@ const THREADS: usize = 2;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum StateError {
     #[error("cannot start the host runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -28,32 +35,33 @@ pub enum HostError {
     Seal(#[from] SealError),
 }
 
-/// The host's shared services.
+/// The runtime beside the request path, the store and the server key, shared by everything
+/// that keeps state.
 #[derive(Debug, Clone)]
-pub struct Host {
+pub struct Shared {
     pub runtime: tokio::runtime::Handle,
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
 }
 
-/// Where the host keeps its state.
+/// Where the state is kept.
 #[derive(Debug, Clone)]
-pub struct HostSettings {
+pub struct StateSettings {
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
 }
 
-impl Host {
+impl Shared {
     /// Starts the runtime and opens the store and the server key. Call it outside any async
     /// runtime: it blocks while the store opens.
-    pub fn start(settings: &HostSettings) -> Result<Self, HostError> {
+    pub fn start(settings: &StateSettings) -> Result<Self, StateError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(THREADS)
             .thread_name("xsigate-host")
             .on_thread_start(yield_to_proxy_threads)
             .enable_all()
             .build()
-            .map_err(HostError::Runtime)?;
+            .map_err(StateError::Runtime)?;
         // Lives for the process: plugins and sessions hold handles to it until exit.
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
         let store: Arc<dyn Store> =

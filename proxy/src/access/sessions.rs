@@ -1,4 +1,4 @@
-//! Login sessions.
+//! The session authority: creating, resuming, caching and ending login sessions.
 //!
 //! A session is named by an opaque random token (256 bits) that travels only in an `HttpOnly`,
 //! `SameSite=Strict` cookie (and `Secure` behind TLS), with a second random token for CSRF
@@ -8,20 +8,19 @@
 //! and the session. Sessions live in the store, so they survive a restart and are shared by
 //! instances on one database. They end when idle too long, at an absolute limit, or at logout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use xsigate_plugin_sdk::LoginLevel;
 
-use crate::seal::{SealError, SealKey, Sealer};
-use crate::store::{SessionOwner, SessionRow, Store, StoreError, millis, unix_ms};
-use crate::token::{new_token, token_hash, well_formed};
+use crate::state::Shared;
+use crate::state::seal::{SealError, SealKey, Sealer};
+use crate::state::session::{BoundSession, Scope, Session, SessionSecrets, cookie_key};
+use crate::state::store::{SessionOwner, SessionRow, Store, StoreError, millis, unix_ms};
+use crate::state::token::{new_token, token_hash, well_formed};
+use crate::wire::headers::SESSION_COOKIE;
 
-/// The cookie that carries the session token.
-pub const COOKIE: &str = "xsigate_session";
-/// The header a client echoes the CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Activity is recorded at most this often per session, to spare the store a write per request.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a session read from the store serves proxied requests before it is read again. A
@@ -31,6 +30,18 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Sessions kept in memory; past this, stale entries go, and then everything.
 const CACHE_CAPACITY: usize = 200_000;
 
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: String,
+    pub provider: String,
+    pub level: LoginLevel,
+    pub scope: Scope,
+    /// The XSP the login was answered by, which later requests are pinned to.
+    pub xsp: Option<String>,
+    pub secrets: SessionSecrets,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -39,108 +50,6 @@ pub enum SessionError {
     Seal(#[from] SealError),
     #[error("a stored session is unreadable: {0}")]
     Corrupt(String),
-}
-
-pub use xsigate_plugin_sdk::LoginLevel as Level;
-
-/// Where an administrator session may act; empty for users and system administrators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
-    pub service_provider: Option<String>,
-    pub group: Option<String>,
-}
-
-/// What a session keeps sealed.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionSecrets {
-    /// The password the user logged in with, replayed for XSI-Events and screen recording.
-    pub password: String,
-    /// The XSP's session cookie per XSI context (`xsi-actions`, ...).
-    #[serde(default)]
-    pub xsp_cookies: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for SessionSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionSecrets")
-            .field("password", &"<redacted>")
-            .field("xsp_cookies", &self.xsp_cookies.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A session to create.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub user_id: String,
-    pub provider: String,
-    pub level: Level,
-    pub scope: Scope,
-    /// The XSP the login was answered by, which later requests are pinned to.
-    pub xsp: Option<String>,
-    pub secrets: SessionSecrets,
-}
-
-/// A live session.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub user_id: String,
-    pub provider: String,
-    pub level: Level,
-    pub scope: Scope,
-    pub xsp: Option<String>,
-    pub secrets: SessionSecrets,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-    /// The user's uniqueId; read for sessions of proxied requests only.
-    pub unique_id: Option<String>,
-    csrf_hash: Vec<u8>,
-    token_hash: Vec<u8>,
-}
-
-/// The XSI web application a request belongs to; the XSP's session cookies are kept per
-/// application because each is scoped to its context path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XsiApp {
-    Actions,
-    Events,
-}
-
-impl XsiApp {
-    /// The key of [`SessionSecrets::xsp_cookies`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Actions => "xsi-actions",
-            Self::Events => "xsi-events",
-        }
-    }
-}
-
-/// A session on a proxied request: what filters read, and the XSP state they change, which
-/// the proxy keeps with the session afterwards.
-#[derive(Debug)]
-pub struct BoundSession {
-    pub session: Arc<Session>,
-    /// The XSI application of the request, for XSP routes.
-    pub app: Option<XsiApp>,
-    /// The session's XSP and its cookie for `app`, as the filters left them.
-    pub xsp: Option<String>,
-    pub xsp_cookie: Option<String>,
-    pub changed: bool,
-}
-
-impl BoundSession {
-    pub fn new(session: Arc<Session>, app: Option<XsiApp>) -> Self {
-        let xsp = session.xsp.clone();
-        let xsp_cookie = app.and_then(|app| session.secrets.xsp_cookies.get(app.as_str()).cloned());
-        Self {
-            session,
-            app,
-            xsp,
-            xsp_cookie,
-            changed: false,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -185,6 +94,8 @@ fn context(user_id: &str, token_hash: &[u8]) -> Vec<u8> {
 /// The session store.
 pub struct Sessions {
     store: Arc<dyn Store>,
+    /// Where store work runs: never on a proxy thread.
+    runtime: tokio::runtime::Handle,
     key: SealKey,
     policy: SessionPolicy,
     /// Sessions of proxied requests by token hash, so that a request costs no store read.
@@ -200,13 +111,24 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn new(
+    pub fn new(shared: &Shared, policy: SessionPolicy) -> Result<Self, SealError> {
+        Self::with_parts(
+            Arc::clone(&shared.store),
+            shared.runtime.clone(),
+            &shared.sealer,
+            policy,
+        )
+    }
+
+    fn with_parts(
         store: Arc<dyn Store>,
+        runtime: tokio::runtime::Handle,
         sealer: &Sealer,
         policy: SessionPolicy,
     ) -> Result<Self, SealError> {
         Ok(Self {
             store,
+            runtime,
             key: sealer.key("sessions")?,
             policy,
             cache: RwLock::new(HashMap::new()),
@@ -244,7 +166,7 @@ impl Sessions {
     }
 
     fn open(&self, row: SessionRow, secrets: SessionSecrets) -> Result<Session, SessionError> {
-        let level = Level::parse(&row.level)
+        let level = LoginLevel::parse(&row.level)
             .ok_or_else(|| SessionError::Corrupt(format!("unknown level `{}`", row.level)))?;
         Ok(Session {
             user_id: row.user_id,
@@ -352,10 +274,51 @@ impl Sessions {
             .remove(hashed);
     }
 
+    /// The live session of a proxied request: from memory when fresh, else read on the state
+    /// runtime, so that store work never runs on a proxy thread.
+    pub async fn resume_proxied(self: &Arc<Self>, token: &str) -> Result<Option<Arc<Session>>, ()> {
+        if let Some(session) = self.cached_by_token(token) {
+            return Ok(Some(session));
+        }
+        let this = Arc::clone(self);
+        let token = token.to_owned();
+        match self
+            .runtime
+            .spawn(async move { this.resume_cached(&token).await })
+            .await
+        {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading a session failed");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Keeps the XSP state the filters of a proxied request changed: in the session cache at
+    /// once (the client's next request may follow immediately), in the store on the state
+    /// runtime.
+    pub fn keep_xsp_state(&self, bound: &BoundSession) {
+        let provider = bound.session.provider.clone();
+        match self.update_xsp_state(bound) {
+            Ok(write) => {
+                self.runtime.spawn(async move {
+                    if let Err(e) = write.await {
+                        tracing::warn!(provider = %provider, error = %e, "storing a session's XSP cookie failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider, error = %e, "keeping a session's XSP cookie failed");
+            }
+        }
+    }
+
     /// Keeps what the filters of a proxied request changed: the session's XSP and its cookie
     /// for the request's XSI application. The cache has it when this returns, so the client's
     /// next request rides on the new cookie; the store has it once the returned write is done.
-    pub fn keep_xsp_state(
+    fn update_xsp_state(
         &self,
         bound: &BoundSession,
     ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, SessionError> {
@@ -369,8 +332,8 @@ impl Sessions {
             match &bound.xsp_cookie {
                 Some(cookie) => secrets
                     .xsp_cookies
-                    .insert(app.as_str().to_owned(), cookie.clone()),
-                None => secrets.xsp_cookies.remove(app.as_str()),
+                    .insert(cookie_key(app).to_owned(), cookie.clone()),
+                None => secrets.xsp_cookies.remove(cookie_key(app)),
             };
         }
         let plain =
@@ -454,7 +417,7 @@ impl Sessions {
     pub fn cookie(&self, token: &str, secure: bool) -> String {
         let secure = if secure { "; Secure" } else { "" };
         format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             self.policy.absolute.as_secs()
         )
     }
@@ -462,14 +425,16 @@ impl Sessions {
     /// The `Set-Cookie` value that removes it.
     pub fn removal_cookie(secure: bool) -> String {
         let secure = if secure { "; Secure" } else { "" };
-        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SqliteStore;
+    use std::collections::BTreeMap;
+
+    use crate::state::store::SqliteStore;
 
     fn with_sessions(policy: SessionPolicy, test: impl AsyncFnOnce(Sessions, &std::path::Path)) {
         let dir = tempfile::tempdir().unwrap();
@@ -480,7 +445,8 @@ mod tests {
         runtime.block_on(async {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
             let sealer = Sealer::from_material(&[9u8; 32]);
-            let sessions = Sessions::new(store, &sealer, policy).unwrap();
+            let runtime = tokio::runtime::Handle::current();
+            let sessions = Sessions::with_parts(store, runtime, &sealer, policy).unwrap();
             test(sessions, dir.path()).await;
         });
     }
@@ -489,7 +455,7 @@ mod tests {
         NewSession {
             user_id: "alice@acme.example".to_owned(),
             provider: "acme".to_owned(),
-            level: Level::User,
+            level: LoginLevel::User,
             scope: Scope::default(),
             xsp: Some("xsp2".to_owned()),
             secrets: SessionSecrets {
@@ -507,7 +473,7 @@ mod tests {
         with_sessions(SessionPolicy::default(), async |sessions, _| {
             let admin = NewSession {
                 user_id: "sales-admin@acme.example".to_owned(),
-                level: Level::Group,
+                level: LoginLevel::Group,
                 scope: Scope {
                     service_provider: Some("acme".to_owned()),
                     group: Some("sales".to_owned()),
@@ -516,7 +482,7 @@ mod tests {
             };
             let issued = sessions.create(admin.clone()).await.unwrap();
             let session = sessions.resume(&issued.token).await.unwrap().unwrap();
-            assert_eq!(session.level, Level::Group);
+            assert_eq!(session.level, LoginLevel::Group);
             assert_eq!(session.scope, admin.scope);
         });
     }
@@ -529,7 +495,7 @@ mod tests {
             assert_ne!(issued.token, issued.csrf);
             let session = sessions.resume(&issued.token).await.unwrap().unwrap();
             assert_eq!(session.user_id, "alice@acme.example");
-            assert_eq!(session.level, Level::User);
+            assert_eq!(session.level, LoginLevel::User);
             assert_eq!(session.xsp.as_deref(), Some("xsp2"));
             assert_eq!(session.secrets, alice().secrets);
             assert!(Sessions::csrf_matches(&session, &issued.csrf));

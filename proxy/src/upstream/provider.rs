@@ -5,17 +5,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{AppletMode, Config, HealthCheckConfig, Secret};
 use xsigate_plugin_sdk::QueryMatch;
 
-use crate::identity::user_domain;
+use super::health::Health;
+use super::identity::user_domain;
+use super::peer::{Upstream, UpstreamError, load_ca};
+use super::pool::Pool;
+use crate::config::{AppletMode, Config, HealthCheckConfig, Secret};
 use crate::metrics::{Metrics, ProviderMetrics};
-use crate::plugin::{PluginChain, Plugins};
-use crate::upstream::{Health, Pool, Tried, Upstream, UpstreamError, load_ca};
 
 #[derive(Debug)]
 pub struct Provider {
     pub id: String,
+    /// The provider's position in the configuration, which the plugin host's chains follow.
+    pub index: usize,
     pub xsps: Pool,
     pub gateway: HashMap<String, Upstream>,
     pub applets: HashMap<String, Applet>,
@@ -26,13 +29,14 @@ pub struct Provider {
     pub health_check: HealthCheckConfig,
     /// Trust store for HTTPS XSPs, used by the health checker as well as the proxy.
     pub ca_file: Option<PathBuf>,
-    /// The plugins this provider uses, by hook.
-    pub plugins: PluginChain,
+    /// The `[[plugins]]` entries this provider uses, in its order (`plugins = [...]`); the
+    /// plugin host builds their hook chains.
+    pub plugins: Vec<String>,
     /// Administrator credentials, for requests the host makes on the provider's behalf.
     pub master: Option<Master>,
     /// The client for [`Provider::send_xsi`], made on first use (after the process installed
     /// its TLS provider).
-    xsi_client: OnceLock<Result<reqwest::Client, String>>,
+    pub(super) xsi_client: OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// A web application shown beside the dialer, reached under `/apps/<name>/` or by redirect.
@@ -45,38 +49,6 @@ pub struct Applet {
     pub upstream: Upstream,
 }
 
-/// A request the host itself sends to one of the provider's XSPs.
-#[derive(Debug)]
-pub struct XsiCall<'a> {
-    pub method: reqwest::Method,
-    /// The XSI path and query.
-    pub path: &'a str,
-    pub headers: http::HeaderMap,
-    pub body: Vec<u8>,
-    /// Basic credentials: a user's, or the master's.
-    pub credentials: Option<(&'a str, &'a str)>,
-    /// Only this XSP (an index into `xsps`), without failover.
-    pub pin: Option<usize>,
-    /// For the whole exchange; for a stream, for the response head only (its body stays open).
-    pub timeout: std::time::Duration,
-    /// The response body is a long-lived stream (an XSI-Events channel).
-    pub stream: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum XsiCallError {
-    #[error("no XSP of the provider could be reached")]
-    Unreachable,
-    #[error("the XSP sent no response head in time")]
-    HeadTimeout,
-    #[error("cannot build the provider's XSI client: {0}")]
-    Client(String),
-    /// The request reached an XSP and failed there (a timeout, a broken answer). Its message
-    /// carries no URL.
-    #[error("{0}")]
-    Http(reqwest::Error),
-}
-
 /// A provider's master (administrator) login. The password never formats.
 #[derive(Debug, Clone)]
 pub struct Master {
@@ -85,78 +57,6 @@ pub struct Master {
 }
 
 impl Provider {
-    /// Sends `call` to the pinned XSP, or to the healthy XSPs in turn while they cannot be
-    /// reached, the proxy's own rule: a request that never reached an XSP goes to another, and
-    /// so does an idempotent one that got no answer (the XSP may have died with it in flight,
-    /// or a pooled connection gone stale); any other request is never sent twice, since it may
-    /// have had effects. Returns the response and the XSP that gave it.
-    pub async fn send_xsi(
-        &self,
-        call: XsiCall<'_>,
-    ) -> Result<(reqwest::Response, &Upstream), XsiCallError> {
-        let client = self
-            .xsi_client
-            .get_or_init(|| {
-                self.client_builder()
-                    .and_then(|b| {
-                        Ok(b.user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
-                            .build()?)
-                    })
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| XsiCallError::Client(e.clone()))?;
-        let mut tried = Tried::default();
-        loop {
-            let index = match call.pin {
-                Some(index) if !tried.contains(index) => Some(index),
-                Some(_) => None,
-                None => self.xsps.select(tried),
-            };
-            let Some((index, xsp)) = index.and_then(|i| self.xsps.members.get(i).map(|m| (i, m)))
-            else {
-                return Err(XsiCallError::Unreachable);
-            };
-            tried.add(index);
-            let mut builder = client
-                .request(call.method.clone(), xsp.url(call.path))
-                .headers(call.headers.clone());
-            if !call.stream {
-                builder = builder.timeout(call.timeout);
-            }
-            if let Some((user, password)) = call.credentials {
-                builder = builder.basic_auth(user, Some(password));
-            }
-            if !call.body.is_empty() {
-                builder = builder.body(call.body.clone());
-            }
-            // A stream's body outlives any whole-exchange timeout: only its head is bounded.
-            let sent = if call.stream {
-                match tokio::time::timeout(call.timeout, builder.send()).await {
-                    Ok(sent) => sent,
-                    Err(_) => return Err(XsiCallError::HeadTimeout),
-                }
-            } else {
-                builder.send().await
-            };
-            match sent {
-                Ok(response) => {
-                    xsp.health.record_response();
-                    return Ok((response, xsp));
-                }
-                // Nothing reached this XSP: another may be tried.
-                Err(e) if e.is_connect() => {
-                    xsp.metrics.connect_failures.inc();
-                    xsp.mark_failure(&self.id);
-                }
-                Err(e) if call.method.is_idempotent() && !e.is_timeout() => {
-                    tracing::debug!(provider = %self.id, xsp = %xsp.name, "XSI request got no answer; trying another XSP");
-                }
-                Err(e) => return Err(XsiCallError::Http(e.without_url())),
-            }
-        }
-    }
-
     /// A client for requests the host itself sends to this provider's upstreams: it trusts what
     /// the proxy trusts (`ca_file`, else the system roots) and never follows redirects.
     pub fn client_builder(
@@ -209,16 +109,12 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn build(
-        config: &Config,
-        metrics: &Metrics,
-        plugins: &Plugins,
-    ) -> Result<Self, UpstreamError> {
+    pub fn build(config: &Config, metrics: &Metrics) -> Result<Self, UpstreamError> {
         let mut by_domain = HashMap::new();
         let mut by_email_domain = HashMap::new();
         let mut by_number_prefix = Vec::new();
         let mut all = Vec::new();
-        for (id, provider) in &config.providers {
+        for (index, (id, provider)) in config.providers.iter().enumerate() {
             let ca = provider.ca_file.as_deref().map(load_ca).transpose()?;
             let health = &provider.health_check;
             let xsps = provider
@@ -274,6 +170,7 @@ impl Providers {
                 .collect();
             let runtime = Arc::new(Provider {
                 id: id.clone(),
+                index,
                 xsps: Pool::new(xsps),
                 gateway,
                 applets,
@@ -285,7 +182,7 @@ impl Providers {
                 metrics: metrics.for_provider(id),
                 health_check: provider.health_check.clone(),
                 ca_file: provider.ca_file.clone(),
-                plugins: plugins.chain(&provider.plugins),
+                plugins: provider.plugins.clone(),
                 master: provider.master.as_ref().map(|m| Master {
                     user: m.user.clone(),
                     password: m.password.clone(),
@@ -396,7 +293,7 @@ mod tests {
             base_dir: std::path::Path::new("."),
         })
         .unwrap();
-        Providers::build(&config, &Metrics::new().unwrap(), &Plugins::none()).unwrap()
+        Providers::build(&config, &Metrics::new().unwrap()).unwrap()
     }
 
     fn id(resolution: Resolution<'_>) -> String {

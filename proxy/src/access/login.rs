@@ -1,0 +1,214 @@
+//! `idp/<method>`: logging in with a method, through the identity-provider plugin of the
+//! provider that serves it. Every failed login gets the same answer; failures are counted per
+//! user id and per client address ([`super::limit`]).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use xsigate_plugin_sdk::topics::{SessionStarted, UserCredentials};
+use xsigate_plugin_sdk::{Authentication, Login, QueryMatch};
+
+use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
+use super::limit::{client_key, user_key};
+use super::sessions::NewSession;
+use crate::plugin::{AuthenticateError, SessionEvent};
+use crate::state::session::{Scope, SessionSecrets};
+use crate::wire::error::ErrorCode;
+
+/// How long a login waits for the plugins' reports on it (a recording service's login, say).
+/// Their work goes on after it; the report then says `pending`.
+const LOGIN_REPORT_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    user: String,
+    password: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+}
+
+impl LoginApi {
+    pub(super) async fn login(
+        &self,
+        method: &str,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let body: LoginBody = parse(&request.body)?;
+        let user = body.user.trim().to_owned();
+        if user.is_empty() || user.len() > FIELD_LIMIT {
+            return Err(ErrorCode::BadRequest);
+        }
+        let user_key = user_key(&user);
+        let client_key = request.client.map(client_key);
+        let keys: Vec<&str> = [Some(user_key.as_str()), client_key.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(wait) = self.limiter.retry_after(&keys).await.map_err(internal)? {
+            self.count("-", method, "locked");
+            return Ok(self.locked("login", wait, &request.request_id));
+        }
+
+        // The first candidate whose identity provider does not reject decides: a lookup that
+        // finds nobody at one provider goes on to the next.
+        let (candidates, matched) = self.candidates(&user);
+        // Failures are counted under the provider the configuration named; a query no
+        // provider claims counts under `-`.
+        let counted_as = match (matched, candidates.first()) {
+            (QueryMatch::Nothing, _) | (_, None) => "-".to_owned(),
+            (_, Some(provider)) => provider.id.clone(),
+        };
+        let mut decided = None;
+        for provider in candidates {
+            let login = Login {
+                provider: provider.id.clone(),
+                method: method.to_owned(),
+                user: user.clone(),
+                password: Some(body.password.clone()),
+                params: body.params.clone(),
+            };
+            match self
+                .plugins
+                .chain(&provider)
+                .authenticate(&login, matched)
+                .await
+            {
+                Err(AuthenticateError::UnknownMethod) => {}
+                Ok(Authentication::Rejected { reason }) => {
+                    tracing::info!(provider = %provider.id, method, reason, "login rejected");
+                }
+                outcome => {
+                    decided = Some((provider, outcome));
+                    break;
+                }
+            }
+        }
+        let Some((provider, outcome)) = decided else {
+            if !self.serves_anywhere(method) {
+                return Err(ErrorCode::UnknownLoginMethod);
+            }
+            // An unknown domain, an unknown user and a wrong password are all one answer.
+            return self.rejected(&counted_as, method, &keys, request).await;
+        };
+        match outcome {
+            Ok(Authentication::Authenticated { user_id, grant }) => {
+                self.limiter.succeeded(&user_key).await.map_err(internal)?;
+                let unique_id = self
+                    .shared
+                    .store
+                    .unique_id(&user_id)
+                    .await
+                    .map_err(internal)?;
+                let level = grant.level;
+                let issued = self
+                    .sessions
+                    .create(NewSession {
+                        user_id,
+                        provider: provider.id.clone(),
+                        level,
+                        scope: Scope {
+                            service_provider: grant.service_provider,
+                            group: grant.group,
+                        },
+                        xsp: grant.xsp,
+                        secrets: SessionSecrets {
+                            password: body.password.clone(),
+                            xsp_cookies: grant.xsp_cookies,
+                        },
+                    })
+                    .await
+                    .map_err(internal)?;
+                self.count(&provider.id, method, "accepted");
+                // The periodic count corrects this for expiries and other instances.
+                self.metrics.sessions.inc();
+                let started = SessionEvent::Started(SessionStarted {
+                    unique_id: unique_id.clone(),
+                    provider: provider.id.clone(),
+                    level,
+                    credentials: Some(UserCredentials {
+                        user_id: issued.session.user_id.clone(),
+                        password: body.password.clone(),
+                    }),
+                });
+                let reports = self
+                    .plugins
+                    .publish_session(&provider.plugins, &started, LOGIN_REPORT_WAIT)
+                    .await;
+                let cookie = self.sessions.cookie(&issued.token, request.tls);
+                let mut answer = json!({
+                    "unique_id": unique_id,
+                    "level": level,
+                    "csrf_token": issued.csrf,
+                    "expires_at_ms": issued.session.expires_at_ms,
+                });
+                if !reports.is_empty() {
+                    answer["reports"] = Value::Object(reports);
+                }
+                Ok(AccessReply::ok(&answer).header("set-cookie", cookie))
+            }
+            Ok(Authentication::Choose { choices }) => {
+                // Only accounts the credentials opened are named, so this reveals nothing the
+                // user could not have logged in to.
+                self.count(&provider.id, method, "choose");
+                Ok(AccessReply::ok(&json!({ "choose": choices })))
+            }
+            Ok(Authentication::Redirect { location }) => {
+                self.count(&provider.id, method, "redirected");
+                Ok(AccessReply::ok(&json!({ "redirect": location })))
+            }
+            Ok(Authentication::Rejected { .. }) | Err(AuthenticateError::UnknownMethod) => {
+                self.rejected(&provider.id, method, &keys, request).await
+            }
+            Err(AuthenticateError::Failed(failure)) => {
+                self.count(&provider.id, method, "failed");
+                Err(failure.error_code())
+            }
+        }
+    }
+
+    /// Counts a failed login and answers it: 401, or 429 when it locked a key.
+    async fn rejected(
+        &self,
+        provider: &str,
+        method: &str,
+        keys: &[&str],
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let lock = self.limiter.failed(keys).await.map_err(internal)?;
+        self.count(provider, method, "rejected");
+        Ok(match lock {
+            Some(wait) => self.locked("login", wait, &request.request_id),
+            None => AccessReply::error(ErrorCode::InvalidCredentials, &request.request_id),
+        })
+    }
+
+    /// 429 with the wait, counted by endpoint.
+    pub(super) fn locked(&self, endpoint: &str, wait: Duration, request_id: &str) -> AccessReply {
+        self.metrics.limited.with_label_values(&[endpoint]).inc();
+        AccessReply::error(ErrorCode::TooManyAttempts, request_id)
+            .header("retry-after", wait.as_secs().to_string())
+    }
+
+    /// Whether any provider offers `method`.
+    pub(super) fn serves_anywhere(&self, method: &str) -> bool {
+        self.providers
+            .all
+            .iter()
+            .any(|p| self.plugins.chain(p).serves_login_method(method))
+    }
+
+    fn count(&self, provider: &str, method: &str, result: &str) {
+        // Method names come from the path: only configured ones become label values.
+        let method = if self.serves_anywhere(method) {
+            method
+        } else {
+            "other"
+        };
+        self.metrics
+            .logins
+            .with_label_values(&[provider, method, result])
+            .inc();
+    }
+}

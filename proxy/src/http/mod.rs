@@ -1,0 +1,252 @@
+//! The request path: Pingora's `ProxyHttp` hooks for xsigate. Each hook delegates to a file of
+//! its own, in the order Pingora calls them:
+//!
+//! 1. [`request_filter`] classifies the path, answers local endpoints, preflights and the
+//!    login API, finds the provider, the session and the target (XSP pool, gateway service,
+//!    applet), refuses what cannot be routed, and runs the request-filter plugins.
+//! 2. [`upstream_peer`] picks an upstream (the pinned XSP, the session's, or the next healthy
+//!    untried one) and decides after `fail_to_connect` / `error_while_proxy` whether it goes
+//!    again, by [`crate::upstream::retry`].
+//! 3. [`upstream_request`] sets what the upstream receives, then runs upstream-request plugins.
+//! 4. [`response_filter`] removes what would reveal the upstream, runs response plugins, and
+//!    keeps a session's XSP cookies.
+//! 5. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
+//! 6. [`logging`] records metrics and the one access-log line.
+//!
+//! Beside the hooks: [`route`] (what a path is, and whether it means one thing), [`headers`]
+//! (forwarding and scrubbing), [`cors`], [`respond`] (writing xsigate's own answers),
+//! [`context`] (the per-request state) and [`local`] (the metrics listener's endpoints).
+//!
+//! Layer: the top of the request path; uses every layer below it.
+
+pub mod context;
+pub mod cors;
+pub mod fail_to_proxy;
+pub mod headers;
+pub mod local;
+mod logging;
+mod request_filter;
+pub mod respond;
+mod response_filter;
+pub mod route;
+mod upstream_peer;
+mod upstream_request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, Result};
+
+use crate::access::{LoginApi, Sessions, Signer};
+use crate::metrics::Metrics;
+use crate::plugin::Plugins;
+use crate::upstream::{Providers, Tried};
+use crate::wire::route::RouteClass;
+use context::{GaugeGuard, RequestCtx, Target, new_request_id};
+
+/// Settings of the request path that do not belong to a provider.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub access_log: bool,
+    pub downstream_read_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+}
+
+/// The xsigate proxy application: what Pingora's HTTP proxy service runs.
+#[derive(Debug)]
+pub struct ProxyApp {
+    providers: Arc<Providers>,
+    /// Which plugins act on each provider's requests.
+    plugins: Arc<Plugins>,
+    /// Resumes the sessions of proxied requests and keeps their XSP state.
+    sessions: Arc<Sessions>,
+    /// Signs identity assertions for gateway services and applets.
+    signer: Arc<Signer>,
+    login_api: Arc<LoginApi>,
+    metrics: Metrics,
+    settings: ProxySettings,
+}
+
+/// What the proxy application is built from.
+#[derive(Debug)]
+pub struct ProxyParts {
+    pub providers: Arc<Providers>,
+    pub plugins: Arc<Plugins>,
+    pub sessions: Arc<Sessions>,
+    pub signer: Arc<Signer>,
+    pub login_api: Arc<LoginApi>,
+    pub metrics: Metrics,
+    pub settings: ProxySettings,
+}
+
+impl ProxyApp {
+    pub fn new(parts: ProxyParts) -> Self {
+        let ProxyParts {
+            providers,
+            plugins,
+            sessions,
+            signer,
+            login_api,
+            metrics,
+            settings,
+        } = parts;
+        Self {
+            providers,
+            plugins,
+            sessions,
+            signer,
+            login_api,
+            metrics,
+            settings,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for ProxyApp {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            route: RouteClass::Unmatched,
+            provider: None,
+            target: Target::None,
+            current: None,
+            tried: Tried::default(),
+            address_changes: 0,
+            attempts: 0,
+            upstream_started: None,
+            response_started: false,
+            refused: None,
+            plugin: None,
+            plugin_failure: None,
+            session: None,
+            cors_origin: None,
+            has_origin: false,
+            retry_requested: false,
+            plugin_retried: false,
+            _in_flight: GaugeGuard::new(&self.metrics.requests_in_flight),
+            connection: None,
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // The connection guard must outlive this request; Pingora keeps what we return until the
+        // next request on the connection, and drops it when the connection closes.
+        ctx.connection
+            .as_ref()
+            .map(|g| Box::new(GaugeGuard::new(&g.0)) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(guard) = previous.downcast::<GaugeGuard>() {
+            ctx.connection = Some(*guard);
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Pingora's own line names the peer address; `logging` writes one that names the XSP.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are counted in xsigate_upstream_retries_total and logged at debug in `logging`.
+        true
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.route_request(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        self.choose_peer(session, ctx).await
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        self.connect_failed(session, peer, ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.proxy_failed(peer, session, e, ctx, client_reused)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.prepare_upstream_request(session, upstream_request, ctx)
+            .await
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.upstream_answered(session, upstream_response, ctx)
+            .await
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.prepare_response(session, response, ctx).await
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        self.answer_failure(session, e, ctx).await
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.log_request(session, e, ctx).await;
+    }
+}

@@ -1,0 +1,319 @@
+//! `request_filter`: classify the path, answer what xsigate answers itself (health, preflights,
+//! the login API), find the provider, the session and the target, refuse what cannot be
+//! routed, and run the provider's request-filter plugins, which may answer themselves.
+
+use std::sync::Arc;
+
+use pingora::Result;
+use pingora::proxy::Session;
+
+use super::ProxyApp;
+use super::context::{GaugeGuard, RequestCtx, Target, client_ip, upstream_path};
+use super::cors;
+use super::respond;
+use super::route::{self, Route};
+use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, session_token};
+use crate::config::AppletMode;
+use crate::plugin::Exchange;
+use crate::state::session::{BoundSession, Session as LoginSession};
+use crate::upstream::identity::authorization_user_id;
+use crate::upstream::{Provider, Resolution};
+use crate::wire::error::{self, ErrorCode};
+use crate::wire::headers::{CSRF_TOKEN, XSP_PIN};
+use crate::wire::route::RouteClass;
+
+impl ProxyApp {
+    pub(super) async fn route_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        if ctx.connection.is_none() && !session.is_http2() {
+            ctx.connection = Some(GaugeGuard::new(&self.metrics.downstream_connections));
+        }
+        session.set_read_timeout(Some(self.settings.downstream_read_timeout));
+
+        let path = session.req_header().uri.path().to_owned();
+        let route = route::classify(&path);
+        ctx.route = route.class();
+        if let Some(origin) = cors::origin(session.req_header()) {
+            ctx.has_origin = true;
+            ctx.cors_origin =
+                cors::allowed_anywhere(&self.providers, origin).then(|| origin.to_owned());
+        }
+        if cors::is_preflight(session.req_header()) {
+            return self.preflight(session, ctx).await;
+        }
+        match route {
+            Route::Healthz | Route::Readyz => {
+                let (status, body) = match route {
+                    Route::Healthz => (200, error::LIVE),
+                    _ => error::readiness(self.providers.ready()),
+                };
+                let body = bytes::Bytes::from_static(body);
+                respond::json(session, status, body, &ctx.request_id, &[]).await?;
+                return Ok(true);
+            }
+            Route::Unmatched => return self.refuse(session, ctx, ErrorCode::NotFound).await,
+            Route::Access(endpoint) => return self.access(session, ctx, endpoint).await,
+            Route::Xsp(_) | Route::Gateway { .. } | Route::Applet { .. } => {}
+        }
+        if let Err(code) = self.route(session, ctx, route).await {
+            return self.refuse(session, ctx, code).await;
+        }
+        if self.request_plugins(session, ctx).await? {
+            return Ok(true);
+        }
+        if ctx.route == RouteClass::XsiAsync {
+            // The channel request body is small and sent at once; afterwards the connection
+            // carries a response stream for hours, with nothing more to read from the client.
+            session.set_read_timeout(Some(self.settings.stream_idle_timeout));
+        }
+        Ok(false)
+    }
+
+    /// Finds the provider, session and target of a proxied request.
+    async fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: Route<'_>,
+    ) -> Result<(), ErrorCode> {
+        route::check_path(session.req_header().uri.path()).map_err(|_| ErrorCode::AmbiguousPath)?;
+        let provider = match self.proxied_session(session).await? {
+            Some(resumed) => {
+                let provider = self
+                    .providers
+                    .get(&resumed.provider)
+                    .cloned()
+                    .ok_or(ErrorCode::NotLoggedIn)?;
+                let app = ctx.route.xsi_app();
+                // A session's XSI requests carry credentials only a plugin puts on them.
+                if app.is_some() && !self.plugins.chain(&provider).acts_for_sessions() {
+                    return Err(ErrorCode::SessionsNotServed);
+                }
+                ctx.session = Some(BoundSession::new(resumed, app));
+                provider
+            }
+            // Gateway services and applets learn who the user is from xsigate, so they need a
+            // session; plain XSI clients send their own credentials.
+            None if ctx.route.is_xsp() => self.transparent_provider(session)?,
+            None => return Err(ErrorCode::NotLoggedIn),
+        };
+        ctx.target = Self::target(session, &provider, &route)?;
+        ctx.cors_origin = ctx
+            .cors_origin
+            .take()
+            .filter(|origin| cors::allowed_for(&provider, origin));
+        ctx.provider = Some(provider);
+        Ok(())
+    }
+
+    /// Where a routed request goes at its provider.
+    fn target(
+        session: &Session,
+        provider: &Provider,
+        route: &Route<'_>,
+    ) -> Result<Target, ErrorCode> {
+        let request = session.req_header();
+        let query = request.uri.query();
+        Ok(match *route {
+            Route::Gateway { service, rest } => {
+                let upstream = provider
+                    .gateway
+                    .get(service)
+                    .ok_or(ErrorCode::UnknownService)?;
+                Target::Gateway {
+                    service: service.to_owned(),
+                    upstream_path: upstream_path(&upstream.base_path, rest, query),
+                }
+            }
+            Route::Applet { name, rest } => {
+                let applet = provider
+                    .applets
+                    .get(name)
+                    .filter(|a| a.mode == AppletMode::Proxy)
+                    .ok_or(ErrorCode::UnknownApplet)?;
+                Target::Applet {
+                    name: name.to_owned(),
+                    upstream_path: upstream_path(&applet.upstream.base_path, rest, query),
+                }
+            }
+            _ => {
+                let pin = match request.headers.get(XSP_PIN) {
+                    None => None,
+                    Some(value) => {
+                        let name = value.to_str().map_err(|_| ErrorCode::InvalidPin)?;
+                        Some(provider.xsps.index_of(name).ok_or(ErrorCode::InvalidPin)?)
+                    }
+                };
+                Target::Xsp { pin }
+            }
+        })
+    }
+
+    /// The session a proxied request's cookie names, checked for its CSRF token. `None` when
+    /// the request has no session cookie.
+    async fn proxied_session(
+        &self,
+        session: &Session,
+    ) -> Result<Option<Arc<LoginSession>>, ErrorCode> {
+        let request = session.req_header();
+        let Some(token) = session_token(request.headers.get_all(http::header::COOKIE).iter())
+        else {
+            return Ok(None);
+        };
+        let resumed = self
+            .sessions
+            .resume_proxied(&token)
+            .await
+            .map_err(|()| ErrorCode::Internal)?
+            .ok_or(ErrorCode::NotLoggedIn)?;
+        // Another site can make a browser send the cookie, but cannot read the CSRF token.
+        if !request.method.is_safe() {
+            let presented = request
+                .headers
+                .get(CSRF_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !Sessions::csrf_matches(&resumed, presented) {
+                return Err(ErrorCode::CsrfTokenInvalid);
+            }
+        }
+        Ok(Some(resumed))
+    }
+
+    /// The provider of a request without a session (a plain XSI client sending its own
+    /// credentials): the one the user ids it carries name.
+    fn transparent_provider(&self, session: &Session) -> Result<Arc<Provider>, ErrorCode> {
+        let request = session.req_header();
+        let credential_user = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| authorization_user_id(v.as_bytes()));
+        let path_user = route::path_user_id(request.uri.path());
+        match self
+            .providers
+            .resolve(credential_user.as_deref(), path_user.as_deref())
+        {
+            Resolution::Found(provider) => Ok(Arc::clone(provider)),
+            Resolution::NoIdentity => Err(ErrorCode::MissingCredentials),
+            Resolution::Unknown => Err(ErrorCode::UnknownProvider),
+            Resolution::Conflict => Err(ErrorCode::ConflictingProvider),
+        }
+    }
+
+    /// Answers a CORS preflight: allowed for an origin some provider lists.
+    async fn preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(origin) = ctx.cors_origin.clone() else {
+            return self.refuse(session, ctx, ErrorCode::OriginNotAllowed).await;
+        };
+        let mut headers = cors::preflight_headers(&origin).to_vec();
+        headers.push(("vary", "Origin"));
+        respond::empty(session, 204, &ctx.request_id, &headers).await?;
+        Ok(true)
+    }
+
+    /// Runs the provider's request-filter plugins in order. True when the request was
+    /// answered: by a plugin, or with an error because one failed.
+    async fn request_plugins(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Providers without request plugins pay nothing here, not even an `Arc` clone.
+        let Some(provider) = ctx
+            .provider
+            .as_ref()
+            .filter(|p| !self.plugins.chain(p).request.is_empty())
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let client = client_ip(session);
+        let mut decided = None;
+        {
+            let mut exchange = Exchange::request(
+                session.req_header_mut(),
+                &ctx.request_id,
+                &provider.id,
+                client,
+            )
+            .routed(ctx.route.as_str(), None)
+            .with_session(ctx.session.as_mut());
+            for plugin in &self.plugins.chain(&provider).request {
+                if let Some(decision) = plugin.request_filter(&mut exchange).await.transpose() {
+                    decided = Some((plugin, decision));
+                    break;
+                }
+            }
+        }
+        match decided {
+            None => Ok(false),
+            Some((plugin, Ok(answer))) => {
+                ctx.plugin = Some(plugin.name.clone());
+                let cors = ctx.cors_headers();
+                respond::plugin_answer(session, &answer, &ctx.request_id, &cors).await?;
+                Ok(true)
+            }
+            Some((plugin, Err(failure))) => {
+                let code = failure.error_code();
+                ctx.plugin = Some(plugin.name.clone());
+                self.refuse(session, ctx, code).await
+            }
+        }
+    }
+
+    /// Answers a login API request: reads its (small) body and hands it to [`Access`].
+    async fn access(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<bool> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > BODY_LIMIT {
+                // The rest of the body stays unread, so the connection cannot be reused.
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, ErrorCode::PayloadTooLarge).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let client = client_ip(session);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let header = session.req_header();
+        let request = AccessRequest {
+            endpoint,
+            method: header.method.clone(),
+            body: body.into(),
+            session_token: session_token(header.headers.get_all(http::header::COOKIE).iter()),
+            csrf: header
+                .headers
+                .get(CSRF_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client,
+            tls,
+            request_id: ctx.request_id.clone(),
+        };
+        let reply = self.login_api.serve(request).await;
+        ctx.refused = reply.error;
+        let mut extra: Vec<(&'static str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        extra.extend(ctx.cors_headers());
+        respond::json(session, reply.status, reply.body, &ctx.request_id, &extra).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: ErrorCode,
+    ) -> Result<bool> {
+        ctx.refused = Some(code);
+        let cors = ctx.cors_headers();
+        respond::error(session, code, &ctx.request_id, &cors).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,127 @@
+//! `upstream_response_filter` and `response_filter`: what the client receives. Whatever would
+//! reveal the upstream is removed, the response plugins run, a session keeps the XSP's cookies
+//! (the browser never sees them), and xsigate's own headers go on last, where no plugin can
+//! remove them.
+
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::ProxyApp;
+use super::context::{RequestCtx, Target, client_ip, plugin_failed};
+use super::headers;
+use crate::plugin::Exchange;
+use crate::wire::headers::{REQUEST_ID, XSP_PIN};
+
+impl ProxyApp {
+    pub(super) async fn upstream_answered(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        if let Some(provider) = &ctx.provider {
+            if let Some(started) = ctx.upstream_started {
+                provider
+                    .metrics
+                    .record_upstream(ctx.route, started.elapsed().as_secs_f64());
+            }
+            if let Some(upstream) = ctx.upstream(provider) {
+                upstream.health.record_response();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn prepare_response(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(provider) = &ctx.provider {
+            headers::scrub_response(response, |url| {
+                provider.upstreams().any(|u| u.matches_authority(url))
+            });
+        }
+        self.response_plugins(session, response, ctx).await?;
+        if let Some(bound) = ctx.session.as_mut() {
+            // The XSP's cookies stay with the session, and its Basic challenge would make a
+            // browser prompt for a password the gateway already holds.
+            response.remove_header(&http::header::SET_COOKIE);
+            response.remove_header(&http::header::WWW_AUTHENTICATE);
+            if std::mem::take(&mut bound.changed) {
+                let valid_xsp = bound.xsp.as_deref().is_none_or(|name| {
+                    ctx.provider
+                        .as_ref()
+                        .is_some_and(|p| p.xsps.index_of(name).is_some())
+                });
+                if valid_xsp {
+                    self.sessions.keep_xsp_state(bound);
+                }
+            }
+        }
+        for (name, value) in ctx.cors_headers() {
+            response.insert_header(name, value)?;
+        }
+        if let Some(provider) = &ctx.provider {
+            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
+                response.insert_header(XSP_PIN, xsp.name.as_str())?;
+            }
+        }
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if session.is_process_shutting_down() {
+            // Draining for a stop or an upgrade: this connection ends after this response, and
+            // `Connection: close` sends the client's next request to the new process.
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
+    /// Runs the provider's response plugins in order, after scrubbing and before xsigate's own
+    /// headers, so that no plugin can remove the pin or the request id.
+    pub(super) async fn response_plugins(
+        &self,
+        session: &Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = ctx
+            .provider
+            .as_ref()
+            .filter(|p| !self.plugins.chain(p).response.is_empty())
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let client = client_ip(session);
+        let upstream = ctx.upstream(&provider).map(|u| u.name.as_str());
+        let mut retry = false;
+        for plugin in &self.plugins.chain(&provider).response {
+            let mut exchange = Exchange::response(
+                session.req_header(),
+                response,
+                &ctx.request_id,
+                &provider.id,
+                client,
+            )
+            .routed(ctx.route.as_str(), upstream)
+            .with_session(ctx.session.as_mut());
+            match plugin.response_filter(&mut exchange).await {
+                Ok(asked) => retry |= asked,
+                Err(failure) => return Err(plugin_failed(ctx, plugin, &failure)),
+            }
+        }
+        // One retry per request, and only while the body it would resend is still held.
+        if retry && !ctx.plugin_retried && !session.as_ref().retry_buffer_truncated() {
+            ctx.plugin_retried = true;
+            ctx.retry_requested = true;
+            return Error::e_explain(
+                ErrorType::Custom("plugin retry"),
+                "a response filter asked for the request to be sent again",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! `upstream_request_filter`: what the upstream receives. `Host`, the gateway path, the request
+//! id and `X-Forwarded-*`; never the client's pin, cookies, credentials or CSRF token on a
+//! session, nor an assertion the client forged; a fresh identity assertion for gateway
+//! services and applets; then the upstream-request plugins.
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, OrErr, Result};
+
+use super::ProxyApp;
+use super::context::{RequestCtx, Target, client_ip, plugin_failed};
+use super::headers;
+use crate::access::Claims;
+use crate::plugin::Exchange;
+use crate::wire::headers::{ASSERTION, CSRF_TOKEN, REQUEST_ID, XSP_PIN};
+
+/// How long the identity assertion on a proxied gateway or applet request is valid.
+const ASSERTION_LIFETIME_SECONDS: u64 = 60;
+
+impl ProxyApp {
+    pub(super) async fn prepare_upstream_request(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = ctx.provider.clone() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without a provider",
+            );
+        };
+        let Some(upstream) = ctx.upstream(&provider) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without an upstream",
+            );
+        };
+        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
+        if let Target::Gateway { upstream_path, .. } | Target::Applet { upstream_path, .. } =
+            &ctx.target
+        {
+            let uri = upstream_path
+                .parse::<http::Uri>()
+                .or_err(ErrorType::InvalidHTTPHeader, "gateway path")?;
+            upstream_request.set_uri(uri);
+        }
+        upstream_request.remove_header(XSP_PIN);
+        // Only xsigate speaks for a user; nothing a client sends may pass for it.
+        upstream_request.remove_header(ASSERTION);
+        if let Some(bound) = &ctx.session {
+            // The browser's cookies and credentials are xsigate's; what the upstream needs, a
+            // plugin or the assertion supplies.
+            upstream_request.remove_header(&http::header::COOKIE);
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+            upstream_request.remove_header(CSRF_TOKEN);
+            let session = &bound.session;
+            let audience = match &ctx.target {
+                Target::Gateway { service, .. } => {
+                    Some((service.as_str(), Some(session.user_id.as_str())))
+                }
+                // Applets are third parties: they learn the opaque uniqueId only.
+                Target::Applet { name, .. } => Some((name.as_str(), None)),
+                Target::Xsp { .. } | Target::None => None,
+            };
+            if let (Some((audience, user_id)), Some(unique_id)) = (audience, &session.unique_id) {
+                let token = self.signer.sign(&Claims {
+                    audience,
+                    subject: unique_id,
+                    provider: &session.provider,
+                    level: session.level.as_str(),
+                    user_id,
+                    lifetime_seconds: ASSERTION_LIFETIME_SECONDS,
+                });
+                upstream_request.insert_header(ASSERTION, token)?;
+            }
+        }
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let client_ip = client_ip(session);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::forward_client(upstream_request, client_ip, tls)?;
+        // Plugins may run again when the request is retried on another XSP.
+        for plugin in &self.plugins.chain(&provider).upstream_request {
+            let mut exchange =
+                Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip)
+                    .routed(ctx.route.as_str(), Some(&upstream.name))
+                    .with_session(ctx.session.as_mut());
+            if let Err(failure) = plugin.upstream_request_filter(&mut exchange).await {
+                return Err(plugin_failed(ctx, plugin, &failure));
+            }
+        }
+        Ok(())
+    }
+}

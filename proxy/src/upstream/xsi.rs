@@ -1,0 +1,130 @@
+//! Requests the gateway itself sends to a provider's XSPs (password resets, plugins' host
+//! calls, XSI-Events channels): the same XSP choice and failover rule as proxied requests.
+
+use super::peer::Upstream;
+use super::pool::Tried;
+use super::provider::Provider;
+use super::retry::{self, Attempt, Failure, Next};
+
+/// A request the host itself sends to one of the provider's XSPs.
+#[derive(Debug)]
+pub struct XsiCall<'a> {
+    pub method: reqwest::Method,
+    /// The XSI path and query.
+    pub path: &'a str,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    /// Basic credentials: a user's, or the master's.
+    pub credentials: Option<(&'a str, &'a str)>,
+    /// Only this XSP (an index into `xsps`), without failover.
+    pub pin: Option<usize>,
+    /// For the whole exchange; for a stream, for the response head only (its body stays open).
+    pub timeout: std::time::Duration,
+    /// The response body is a long-lived stream (an XSI-Events channel).
+    pub stream: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XsiCallError {
+    #[error("no XSP of the provider could be reached")]
+    Unreachable,
+    #[error("the XSP sent no response head in time")]
+    HeadTimeout,
+    #[error("cannot build the provider's XSI client: {0}")]
+    Client(String),
+    /// The request reached an XSP and failed there (a timeout, a broken answer). Its message
+    /// carries no URL.
+    #[error("{0}")]
+    Http(reqwest::Error),
+}
+
+impl Provider {
+    /// Sends `call` to the pinned XSP, or to the healthy XSPs in turn as [`retry::next`]
+    /// allows. Returns the response and the XSP that gave it.
+    pub async fn send_xsi(
+        &self,
+        call: XsiCall<'_>,
+    ) -> Result<(reqwest::Response, &Upstream), XsiCallError> {
+        let client = self
+            .xsi_client
+            .get_or_init(|| {
+                self.client_builder()
+                    .and_then(|b| {
+                        Ok(b.user_agent(concat!("xsigate/", env!("CARGO_PKG_VERSION")))
+                            .build()?)
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| XsiCallError::Client(e.clone()))?;
+        let mut tried = Tried::default();
+        loop {
+            let index = match call.pin {
+                Some(index) if !tried.contains(index) => Some(index),
+                Some(_) => None,
+                None => self.xsps.select(tried),
+            };
+            let Some((index, xsp)) = index.and_then(|i| self.xsps.members.get(i).map(|m| (i, m)))
+            else {
+                return Err(XsiCallError::Unreachable);
+            };
+            tried.add(index);
+            let mut builder = client
+                .request(call.method.clone(), xsp.url(call.path))
+                .headers(call.headers.clone());
+            if !call.stream {
+                builder = builder.timeout(call.timeout);
+            }
+            if let Some((user, password)) = call.credentials {
+                builder = builder.basic_auth(user, Some(password));
+            }
+            if !call.body.is_empty() {
+                builder = builder.body(call.body.clone());
+            }
+            // A stream's body outlives any whole-exchange timeout: only its head is bounded.
+            let sent = if call.stream {
+                match tokio::time::timeout(call.timeout, builder.send()).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Err(XsiCallError::HeadTimeout),
+                }
+            } else {
+                builder.send().await
+            };
+            let e = match sent {
+                Ok(response) => {
+                    xsp.health.record_response();
+                    return Ok((response, xsp));
+                }
+                Err(e) => e,
+            };
+            let failure = if e.is_connect() {
+                xsp.metrics.connect_failures.inc();
+                xsp.mark_failure(&self.id);
+                Failure::NotConnected
+            } else if e.is_timeout() {
+                Failure::TimedOut
+            } else {
+                // The client's pool resends on connections it finds closed before sending.
+                Failure::NoAnswer {
+                    stale_connection: false,
+                }
+            };
+            let attempt = Attempt {
+                idempotent: call.method.is_idempotent(),
+                pinned: call.pin.is_some(),
+                stream: call.stream,
+                untried_left: self.xsps.has_untried(tried),
+            };
+            match retry::next(attempt, failure) {
+                Next::Another => {
+                    tracing::debug!(provider = %self.id, xsp = %xsp.name, "XSI request failed at an XSP; trying another");
+                }
+                Next::Same => tried.remove(index),
+                Next::GiveUp if failure == Failure::NotConnected => {
+                    return Err(XsiCallError::Unreachable);
+                }
+                Next::GiveUp => return Err(XsiCallError::Http(e.without_url())),
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The names of the headers and the cookie xsigate reads or writes itself. Everything that
+//! sends, strips, allows (CORS) or checks one of them uses these constants.
+
+/// Request id header, set on every request upstream and every response downstream.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Names the XSP that served a response; sent back by clients to pin a request to that XSP.
+pub const XSP_PIN: &str = "x-xsigate-xsp";
+/// The header a client echoes its session's CSRF token in.
+pub const CSRF_TOKEN: &str = "x-csrf-token";
+/// The request header a gateway service or proxied applet receives the identity assertion in.
+pub const ASSERTION: &str = "x-xsigate-assertion";
+/// The cookie that carries the session token.
+pub const SESSION_COOKIE: &str = "xsigate_session";
