@@ -1,7 +1,7 @@
 //! xsigate: a Pingora reverse proxy between web dialers and BroadWorks XSI.
 //!
-//! The crate is layered; a module uses only the layers below it (`scripts/check-layers`
-//! enforces this, and `ARCHITECTURE.md` draws it):
+//! The crate is layered; a module uses only the layers below it (`tests/layers.rs` enforces
+//! this, and `ARCHITECTURE.md` draws it):
 //!
 //! 1. [`config`] and [`wire`]: the configuration, and the names and shapes xsigate promises
 //!    the outside (error envelope, headers, request classes). They use nothing else.

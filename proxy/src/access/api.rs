@@ -11,9 +11,8 @@ use serde_json::Value;
 
 use super::assertion::Signer;
 use super::endpoint::Endpoint;
-use super::limit::{LimitPolicy, LoginLimiter};
+use super::limit::{LimitPolicy, LoginLimiter, RESET_LIMIT};
 use super::mail::Mailer;
-use super::reset::RESET_LIMIT;
 use super::sessions::Sessions;
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::Plugins;

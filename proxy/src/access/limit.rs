@@ -14,6 +14,13 @@ use std::time::Duration;
 use crate::state::store::{Store, StoreError, millis, unix_ms};
 
 /// How strict the limiter is.
+/// Reset requests per user and per client: three an hour, then a doubling wait.
+pub const RESET_LIMIT: LimitPolicy = LimitPolicy {
+    free_failures: 3,
+    first_lock: Duration::from_secs(300),
+    max_lock: Duration::from_secs(3600),
+    forget_after: Duration::from_secs(3600),
+};
 #[derive(Debug, Clone, Copy)]
 pub struct LimitPolicy {
     /// Failures in a row allowed before a key is locked.

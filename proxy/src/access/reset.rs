@@ -11,19 +11,12 @@ use xsigate_broadworks::{element_text, user_path};
 use xsigate_plugin_sdk::topics::SessionEndReason;
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
-use super::limit::{LimitPolicy, client_key, user_key};
+use super::limit::{client_key, user_key};
 use crate::state::store::{millis, unix_ms};
 use crate::state::token::{new_token, token_hash, well_formed};
 use crate::upstream::{Resolution, XsiCall};
 use crate::wire::error::ErrorCode;
 
-/// Reset requests per user and per client: three an hour, then a doubling wait.
-pub(super) const RESET_LIMIT: LimitPolicy = LimitPolicy {
-    free_failures: 3,
-    first_lock: Duration::from_secs(300),
-    max_lock: Duration::from_secs(3600),
-    forget_after: Duration::from_secs(3600),
-};
 /// How long a reset link works.
 const RESET_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// BroadWorks portal passwords are 1 to 60 characters.

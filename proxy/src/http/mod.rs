@@ -29,6 +29,8 @@ mod request_filter;
 pub mod respond;
 mod response_filter;
 pub mod route;
+#[cfg(test)]
+mod tests;
 mod upstream_peer;
 mod upstream_request;
 

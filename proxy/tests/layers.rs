@@ -1,0 +1,149 @@
+//! The crate's layers, as `lib.rs` and `ARCHITECTURE.md` state them, checked against the code:
+//! every `crate::<module>` path in a module's files must name the module itself or a layer
+//! below it, so no import circle can form between the folders of `src/`.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Each top-level module and what it may use, bottom up.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("config", &[]),
+    ("wire", &[]),
+    ("telemetry", &[]),
+    ("metrics", &["wire"]),
+    ("state", &[]),
+    ("upstream", &["config", "wire", "metrics"]),
+    (
+        "plugin",
+        &["config", "wire", "metrics", "state", "upstream"],
+    ),
+    (
+        "access",
+        &["config", "wire", "metrics", "state", "upstream", "plugin"],
+    ),
+    (
+        "http",
+        &[
+            "config", "wire", "metrics", "state", "upstream", "plugin", "access",
+        ],
+    ),
+    ("cli", &["telemetry"]),
+    (
+        "server",
+        &[
+            "config", "wire", "metrics", "state", "upstream", "plugin", "access", "http",
+        ],
+    ),
+];
+
+/// Files directly in `src/` (`lib.rs` and `main.rs` included): everything else is in a folder.
+const TOP_LEVEL_FILES_MAX: usize = 6;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The top-level module a file of `src/` belongs to.
+fn module_of(file: &Path) -> String {
+    let relative = file.strip_prefix(src()).unwrap();
+    let first = relative.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_owned()
+}
+
+/// The top-level modules a file's code (not its comments) names as `crate::<module>`.
+fn uses(text: &str) -> Vec<String> {
+    let mut used = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                used.push(name);
+            }
+            rest = after;
+        }
+    }
+    used
+}
+
+#[test]
+fn every_module_uses_only_the_layers_below_it() {
+    let allowed: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut violations = Vec::new();
+    for file in &files {
+        let module = module_of(file);
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let Some(below) = allowed.get(module.as_str()) else {
+            panic!("{module} is not in LAYERS: place it in a layer");
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for used in uses(&text) {
+            if used != module && !below.contains(&used.as_str()) {
+                violations.push(format!(
+                    "{}: {module} uses {used}",
+                    file.strip_prefix(src()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_layers_form_no_circle() {
+    // Each module may only use modules declared before it.
+    for (index, (module, below)) in LAYERS.iter().enumerate() {
+        for used in *below {
+            let position = LAYERS.iter().position(|(m, _)| m == used);
+            assert!(
+                position.is_some_and(|p| p < index),
+                "{module} uses {used}, which is not below it"
+            );
+        }
+    }
+}
+
+#[test]
+fn src_holds_folders_and_at_most_a_few_files() {
+    let files: Vec<String> = std::fs::read_dir(src())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.len() <= TOP_LEVEL_FILES_MAX, "{files:?}");
+}
+
+#[test]
+fn the_scan_sees_uses_and_skips_comments() {
+    assert_eq!(
+        uses("use crate::state::Shared; // crate::http"),
+        ["state".to_owned()]
+    );
+    assert_eq!(
+        uses("let x = crate::wire::error::LIVE; crate::metrics::M"),
+        ["wire".to_owned(), "metrics".to_owned()]
+    );
+    assert!(uses("//! See [`crate::access::Sessions`].").is_empty());
+}
