@@ -374,7 +374,7 @@ fn default_upstream_idle_seconds() -> u64 {
     60
 }
 fn default_health_path() -> String {
-    "/com.broadsoft.xsi-actions/v2.0/versions".to_owned()
+    format!("{}/versions", xsigate_broadworks::ACTIONS)
 }
 fn default_health_interval_ms() -> u64 {
     2_000

@@ -260,7 +260,7 @@ impl ProxyApp {
         }
     }
 
-    /// Answers a login API request: reads its (small) body and hands it to [`Access`].
+    /// Answers a login API request: reads its (small) body and hands it to [`LoginApi`](crate::access::LoginApi).
     async fn access(
         &self,
         session: &mut Session,

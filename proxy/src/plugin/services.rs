@@ -1,5 +1,5 @@
 //! The asynchronous host services: every `HostApi::call` lands here and runs as a task on the
-//! host runtime (`crate::host`), whichever runtime polled the plugin.
+//! state runtime (`crate::state::Shared`), whichever runtime polled the plugin.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,7 +197,7 @@ fn result_name(code: u32) -> &'static str {
 }
 
 impl Services {
-    /// Starts `op` for `plugin` on the host runtime and returns a future of its reply.
+    /// Starts `op` for `plugin` on the state runtime and returns a future of its reply.
     pub fn call(
         services: &Arc<Self>,
         plugin: &'static PluginContext,

@@ -6,7 +6,7 @@
 //! store's disk or on key derivation, so this work has a small runtime of its own that lives
 //! as long as the process: logins, sessions, plugins' host calls and event channels share it.
 //!
-//! Layer: above [`crate::config`] and [`crate::wire`]; uses nothing else in the crate.
+//! Layer: uses nothing else in the crate.
 
 pub mod seal;
 pub mod session;
@@ -20,14 +20,14 @@ use std::time::Duration;
 use seal::{SealError, Sealer};
 use store::{SqliteStore, Store, StoreError};
 
-/// Worker threads of the host runtime.
+/// Worker threads of the state runtime.
 const THREADS: usize = 2;
 /// How often expired store values are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot start the host runtime: {0}")]
+    #[error("cannot start the runtime for logins, sessions and plugins: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
