@@ -1,7 +1,11 @@
 //! What must never cross the boundary: upstream addresses, upstream software, credentials.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use xsigate_tests::{Gateway, Upstream, basic, client, provider};
+use serde_json::json;
+use xsigate_tests::{
+    Gateway, Upstream, basic, client, plugin_library, provider, provider_for_simulator,
+    set_cookie_pair,
+};
 
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
 
@@ -231,4 +235,159 @@ async fn upstream_certificates_are_verified() {
         1,
         "only the verified connection carried a request"
     );
+}
+
+/// Two providers on one simulator, each with its own dialer origin, with idp-broadsoft.
+async fn two_providers(sim: &xsi_sim::Simulator) -> Gateway {
+    let plugins = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
+        plugin_library("xsigate-idp-broadsoft").display()
+    );
+    let acme = provider_for_simulator(
+        "acme",
+        &["acme.example"],
+        sim,
+        &format!("plugins = [\"broadsoft\"]\ncors_origins = [\"{ACME_DIALER}\"]"),
+    );
+    let beta = provider_for_simulator(
+        "beta",
+        &["beta.example"],
+        sim,
+        &format!("plugins = [\"broadsoft\"]\ncors_origins = [\"{BETA_DIALER}\"]"),
+    );
+    let mut gateway = Gateway::start(&format!("{plugins}{acme}{beta}")).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+const ACME_DIALER: &str = "https://dialer.acme.example";
+const BETA_DIALER: &str = "https://dialer.beta.example";
+
+async fn simulator_with_alice() -> std::sync::Arc<xsi_sim::Simulator> {
+    let seed = toml::from_str(
+        "[[users]]\nuser_id = \"alice@acme.example\"\npassword = \"alice-pw\"\nservice_provider = \"acme\"\ngroup = \"sales\"\n",
+    )
+    .unwrap();
+    xsi_sim::Simulator::start(seed).await.unwrap()
+}
+
+fn allowed_origin(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Another provider's dialer page may not read a user's login answer (its CSRF token, uniqueId
+/// and reports) or session: the login API answers CORS for the origins of the provider the
+/// answer is about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_providers_dialer_cannot_read_a_users_login_or_session() {
+    let sim = simulator_with_alice().await;
+    let gateway = two_providers(&sim).await;
+    let login = |origin: &'static str| {
+        client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .header("origin", origin)
+            .json(&json!({ "user": "alice@acme.example", "password": "alice-pw" }))
+            .send()
+    };
+    let from_beta = login(BETA_DIALER).await.unwrap();
+    assert_eq!(from_beta.status(), 200);
+    assert_eq!(
+        allowed_origin(&from_beta),
+        None,
+        "beta's page reads acme's login"
+    );
+    let from_acme = login(ACME_DIALER).await.unwrap();
+    assert_eq!(allowed_origin(&from_acme).as_deref(), Some(ACME_DIALER));
+    let cookie = set_cookie_pair(&from_acme);
+
+    for (origin, readable) in [(BETA_DIALER, false), (ACME_DIALER, true)] {
+        let session = client()
+            .get(gateway.url("/api/access/services/session"))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(session.status(), 200);
+        assert_eq!(
+            allowed_origin(&session).is_some(),
+            readable,
+            "session read from {origin}"
+        );
+    }
+    // Answers about no user stay readable from every listed origin.
+    let ztp = client()
+        .post(gateway.url("/api/access/services/ztp"))
+        .header("origin", BETA_DIALER)
+        .json(&json!({ "query": "alice@acme.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&ztp).as_deref(), Some(BETA_DIALER));
+}
+
+/// A cross-site form can post `text/plain` without a preflight: a login API body must be JSON
+/// (login CSRF).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_api_takes_json_bodies_only() {
+    let sim = simulator_with_alice().await;
+    let gateway = two_providers(&sim).await;
+    let body = json!({ "user": "alice@acme.example", "password": "alice-pw" }).to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "{content_type:?} logged in"
+        );
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "unsupported_media_type");
+    }
+    let json = client()
+        .post(gateway.url("/api/access/services/idp/broadsoft"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 200);
+}
+
+/// The XSP reads the `user` segment in any case and percent-decoded, so the check that the
+/// credentials' provider is the path's must read it so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_user_in_another_spelling_is_still_matched_against_the_credentials() {
+    let acme = Upstream::start("acme-xsp").await;
+    let beta = Upstream::start("beta-xsp").await;
+    let config = provider("acme", &["acme.example"], &[&acme], "")
+        + &provider("beta", &["beta.example"], &[&beta], "");
+    let gateway = Gateway::start(&config).await;
+    for spelling in ["USER", "User", "%75ser", "%55SER"] {
+        let response = client()
+            .get(gateway.url(&format!(
+                "/com.broadsoft.xsi-actions/v2.0/{spelling}/carol@beta.example/profile"
+            )))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{spelling}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "conflicting_provider", "{spelling}");
+    }
+    assert_eq!(acme.request_count() + beta.request_count(), 0);
 }

@@ -37,6 +37,8 @@ pub struct AccessRequest {
     pub client: Option<IpAddr>,
     /// The client came over TLS (cookies get `Secure`).
     pub tls: bool,
+    /// The body is declared JSON (`Content-Type: application/json`).
+    pub json: bool,
     pub request_id: String,
 }
 
@@ -48,6 +50,9 @@ pub struct AccessReply {
     pub headers: Vec<(&'static str, String)>,
     /// Set when the answer is an error, for the access log.
     pub error: Option<ErrorCode>,
+    /// The provider whose user the answer is about: only that provider's dialer origins may
+    /// read it from a browser. `None` for answers about no user.
+    pub provider: Option<String>,
 }
 
 impl AccessReply {
@@ -57,6 +62,7 @@ impl AccessReply {
             body: Bytes::from(body.to_string()),
             headers: Vec::new(),
             error: None,
+            provider: None,
         }
     }
 
@@ -66,11 +72,18 @@ impl AccessReply {
             body: error_body(code, request_id),
             headers: Vec::new(),
             error: Some(code),
+            provider: None,
         }
     }
 
     pub(super) fn header(mut self, name: &'static str, value: String) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    /// Marks the answer as about a user of `provider`.
+    pub(super) fn about(mut self, provider: &str) -> Self {
+        self.provider = Some(provider.to_owned());
         self
     }
 }
@@ -238,14 +251,12 @@ impl LoginApi {
     }
 
     async fn handle(self: &Arc<Self>, request: &AccessRequest) -> AccessReply {
-        let allowed = match request.endpoint {
-            Endpoint::Session | Endpoint::AppletRedirect { .. } | Endpoint::Keys => {
-                request.method == http::Method::GET
-            }
-            _ => request.method == http::Method::POST,
-        };
-        if !allowed {
+        if request.method != request.endpoint.method() {
             return AccessReply::error(ErrorCode::MethodNotAllowed, &request.request_id);
+        }
+        // A cross-site form can post text without a preflight; only JSON is read.
+        if !request.body.is_empty() && !request.json {
+            return AccessReply::error(ErrorCode::UnsupportedMediaType, &request.request_id);
         }
         let result = match &request.endpoint {
             Endpoint::Ztp => self.ztp(request).await,

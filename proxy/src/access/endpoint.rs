@@ -63,6 +63,14 @@ impl Endpoint {
     }
 }
 
+/// Whether a `Content-Type` value declares JSON: `application/json`, in any case, with or
+/// without parameters.
+pub fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// The session token from `Cookie` headers.
 pub fn session_token<'a>(cookies: impl Iterator<Item = &'a http::HeaderValue>) -> Option<String> {
     cookies
@@ -91,6 +99,22 @@ mod tests {
         assert_eq!(Endpoint::parse("other"), None);
         assert_eq!(Endpoint::Keys.method(), http::Method::GET);
         assert_eq!(Endpoint::ResetConfirm.method(), http::Method::POST);
+    }
+
+    #[test]
+    fn only_json_bodies_are_declared_json() {
+        for json in ["application/json", "Application/JSON; charset=utf-8"] {
+            assert!(is_json(Some(json)), "{json}");
+        }
+        for other in [
+            None,
+            Some("text/plain"),
+            Some("application/jsonx"),
+            Some("application/x-www-form-urlencoded"),
+            Some("text/plain; application/json"),
+        ] {
+            assert!(!is_json(other), "{other:?}");
+        }
     }
 
     #[test]

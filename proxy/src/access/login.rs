@@ -146,17 +146,19 @@ impl LoginApi {
                 if !reports.is_empty() {
                     answer["reports"] = Value::Object(reports);
                 }
-                Ok(AccessReply::ok(&answer).header("set-cookie", cookie))
+                Ok(AccessReply::ok(&answer)
+                    .header("set-cookie", cookie)
+                    .about(&provider.id))
             }
             Ok(Authentication::Choose { choices }) => {
                 // Only accounts the credentials opened are named, so this reveals nothing the
                 // user could not have logged in to.
                 self.count(&provider.id, method, "choose");
-                Ok(AccessReply::ok(&json!({ "choose": choices })))
+                Ok(AccessReply::ok(&json!({ "choose": choices })).about(&provider.id))
             }
             Ok(Authentication::Redirect { location }) => {
                 self.count(&provider.id, method, "redirected");
-                Ok(AccessReply::ok(&json!({ "redirect": location })))
+                Ok(AccessReply::ok(&json!({ "redirect": location })).about(&provider.id))
             }
             Ok(Authentication::Rejected { .. }) | Err(AuthenticateError::UnknownMethod) => {
                 self.rejected(&provider.id, method, &keys, request).await

@@ -29,5 +29,5 @@ mod ztp;
 
 pub use api::{AccessError, AccessReply, AccessRequest, LoginApi, ResetChannel};
 pub use assertion::{Claims, Signer};
-pub use endpoint::{BODY_LIMIT, Endpoint, session_token};
+pub use endpoint::{BODY_LIMIT, Endpoint, is_json, session_token};
 pub use sessions::{SessionPolicy, Sessions};

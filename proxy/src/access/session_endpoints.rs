@@ -66,6 +66,7 @@ impl LoginApi {
             body: Bytes::from(json!({ "redirect": location.as_str() }).to_string()),
             headers: vec![("location", location.to_string())],
             error: None,
+            provider: Some(session.provider.clone()),
         })
     }
 
@@ -84,12 +85,14 @@ impl LoginApi {
             "user_id": session.user_id,
             "level": session.level,
             "expires_at_ms": session.expires_at_ms,
-        })))
+        }))
+        .about(&session.provider))
     }
 
     /// Ends the session. A cookie session needs its CSRF token, so another site cannot log the
     /// user out; without a live session there is nothing to end and the answer is the same.
     pub(super) async fn logout(&self, request: &AccessRequest) -> Result<AccessReply, ErrorCode> {
+        let mut provider = None;
         if let Some(session) = self.resume(request).await? {
             let presented = request.csrf.as_deref().unwrap_or("");
             if !Sessions::csrf_matches(&session, presented) {
@@ -107,8 +110,11 @@ impl LoginApi {
                     .map_err(internal)?;
                 }
             }
+            provider = Some(session.provider);
         }
-        Ok(AccessReply::ok(&json!({ "status": "logged_out" }))
-            .header("set-cookie", Sessions::removal_cookie(request.tls)))
+        let mut reply = AccessReply::ok(&json!({ "status": "logged_out" }))
+            .header("set-cookie", Sessions::removal_cookie(request.tls));
+        reply.provider = provider;
+        Ok(reply)
     }
 }

@@ -12,7 +12,7 @@ use super::context::{GaugeGuard, RequestCtx, Target, client_ip, upstream_path};
 use super::cors;
 use super::respond;
 use super::route::{self, Route};
-use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, session_token};
+use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, is_json, session_token};
 use crate::config::AppletMode;
 use crate::plugin::Exchange;
 use crate::state::session::{BoundSession, Session as LoginSession};
@@ -291,10 +291,24 @@ impl ProxyApp {
                 .map(str::to_owned),
             client,
             tls,
+            json: is_json(
+                header
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            ),
             request_id: ctx.request_id.clone(),
         };
         let reply = self.login_api.serve(request).await;
         ctx.refused = reply.error;
+        // An answer about a user is for the dialer origins of that user's provider only.
+        if let Some(provider) = &reply.provider {
+            let readable = self.providers.get(provider);
+            ctx.cors_origin = ctx
+                .cors_origin
+                .take()
+                .filter(|origin| readable.is_some_and(|p| cors::allowed_for(p, origin)));
+        }
         let mut extra: Vec<(&'static str, &str)> = reply
             .headers
             .iter()

@@ -122,14 +122,20 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 }
 
 /// The user id named in an XSI path (`…/v2.0/user/<userId>/…`), percent-decoded.
+/// Segments are compared as the XSP compares them: percent-decoded, `user` in any case, so that
+/// `/USER/…` or `/%75ser/…` name the same user as `/user/…`.
 pub fn path_user_id(path: &str) -> Option<String> {
+    let decoded = |segment: &str| {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    };
     let mut segments = path.split('/');
-    segments.by_ref().find(|s| *s == "user")?;
-    let raw = segments.next().filter(|s| !s.is_empty())?;
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+    segments
+        .by_ref()
+        .find(|s| decoded(s).is_some_and(|s| s.eq_ignore_ascii_case("user")))?;
+    decoded(segments.next().filter(|s| !s.is_empty())?)
 }
 
 #[cfg(test)]
@@ -244,5 +250,15 @@ mod tests {
             None
         );
         assert_eq!(path_user_id("/com.broadsoft.xsi-actions/v2.0/user/"), None);
+        for spelling in ["USER", "User", "%75ser", "%55%53%45%52"] {
+            assert_eq!(
+                path_user_id(&format!(
+                    "/com.broadsoft.xsi-actions/v2.0/{spelling}/bob@beta.example/profile"
+                ))
+                .as_deref(),
+                Some("bob@beta.example"),
+                "{spelling}"
+            );
+        }
     }
 }

@@ -25,6 +25,7 @@ pub enum ErrorCode {
     UnknownLoginMethod,
     MethodNotAllowed,
     PayloadTooLarge,
+    UnsupportedMediaType,
     InvalidResetToken,
     PasswordRejected,
     AmbiguousPath,
@@ -46,6 +47,7 @@ impl ErrorCode {
             Self::UnknownLoginMethod => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::TooManyAttempts => 429,
             Self::ConflictingProvider
             | Self::InvalidPin
@@ -79,6 +81,7 @@ impl ErrorCode {
             Self::UnknownLoginMethod => "unknown_login_method",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidResetToken => "invalid_reset_token",
             Self::PasswordRejected => "password_rejected",
             Self::AmbiguousPath => "ambiguous_path",
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::UnknownLoginMethod => "this login method is not offered here",
             Self::MethodNotAllowed => "this endpoint does not take this method",
             Self::PayloadTooLarge => "the request body is too large",
+            Self::UnsupportedMediaType => "the request body must be JSON (application/json)",
             Self::InvalidResetToken => "the reset link is unknown, used or expired",
             Self::PasswordRejected => "the service provider refused this password",
             Self::AmbiguousPath => {
