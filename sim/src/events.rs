@@ -148,6 +148,10 @@ pub struct NewChannel {
     pub expires: u64,
 }
 
+/// A channel was asked for in a channel set that another user's channels hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetOfAnother;
+
 /// Every open channel of the platform, by channel id.
 #[derive(Debug, Default)]
 pub struct Channels {
@@ -159,8 +163,18 @@ pub struct Channels {
 impl Channels {
     /// Opens a channel and returns its id with the receiving end of its stream, whose first
     /// document is the `Channel` answer. Channel sets of the same user and application under
-    /// another set id end with `DuplicateChannelSet`.
-    pub fn open(&mut self, new: NewChannel) -> (String, mpsc::Receiver<Bytes>) {
+    /// another set id end with `DuplicateChannelSet`. A channel set belongs to the user who
+    /// made it: a channel in another user's set is refused.
+    pub fn open(
+        &mut self,
+        new: NewChannel,
+    ) -> Result<(String, mpsc::Receiver<Bytes>), SetOfAnother> {
+        if self
+            .in_set(&new.channel_set_id)
+            .any(|c| !c.owner.eq_ignore_ascii_case(&new.owner))
+        {
+            return Err(SetOfAnother);
+        }
         if let Some(application) = &new.application_id {
             let duplicates: Vec<String> = self
                 .open
@@ -194,7 +208,7 @@ impl Channels {
         };
         channel.send(xml::channel_opened(&id, new.expires));
         self.open.insert(id.clone(), channel);
-        (id, receiver)
+        Ok((id, receiver))
     }
 
     /// The channel `id` as seen from XSP `xsp`: a channel on another XSP is not found there.
@@ -220,19 +234,20 @@ impl Channels {
         self.pending.retain(|_, (channel, _)| channel != id);
     }
 
-    /// Sends an event on the set's preferred channel (lowest priority value, then highest weight)
-    /// and waits for its acknowledgement. `render` gets the channel id. Without an open channel
-    /// in the set the event is lost, as BroadWorks drops it.
+    /// Sends an event of `owner`'s subscription on the preferred channel of `owner`'s set
+    /// (lowest priority value, then highest weight) and waits for its acknowledgement. `render`
+    /// gets the channel id. Without such a channel the event is lost, as BroadWorks drops it.
     pub fn deliver(
         &mut self,
         channel_set_id: &str,
+        owner: &str,
         event_id: &str,
         render: impl FnOnce(&str) -> String,
     ) -> bool {
         let Some(channel) = self
             .open
             .values()
-            .filter(|c| c.channel_set_id == channel_set_id)
+            .filter(|c| c.channel_set_id == channel_set_id && c.owner.eq_ignore_ascii_case(owner))
             .min_by_key(|c| (c.priority, std::cmp::Reverse(c.weight), c.id.clone()))
         else {
             return false;

@@ -684,7 +684,12 @@ fn deliver(
             data,
         )
     };
-    channels.deliver(&subscription.channel_set_id, &event_id, envelope);
+    channels.deliver(
+        &subscription.channel_set_id,
+        &subscription.owner,
+        &event_id,
+        envelope,
+    );
 }
 
 /// A user's state for a package, as its initial event reports it (none for call-centre packages).

@@ -349,7 +349,7 @@ fn event_channel(
             }
         };
     let settings = platform.event_settings();
-    let (_, stream) = platform.channels().open(events::NewChannel {
+    let opened = platform.channels().open(events::NewChannel {
         xsp,
         owner: principal.user_id().to_owned(),
         channel_set_id: channel_set_id.to_owned(),
@@ -358,6 +358,13 @@ fn event_channel(
         weight: u32::try_from(weight.unwrap_or(50)).unwrap_or(u32::MAX),
         expires: settings.grant(expires),
     });
+    let Ok((_, stream)) = opened else {
+        return Reply::error(
+            StatusCode::FORBIDDEN,
+            "[Error 4003] the channel set belongs to another user",
+            4003,
+        );
+    };
     Reply {
         status: StatusCode::OK,
         content_type: Some(XML_STREAM),

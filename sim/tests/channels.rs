@@ -186,9 +186,11 @@ async fn the_server_substitutes_its_own_expiry_and_ends_expired_channels() {
 #[tokio::test]
 async fn heartbeats_keep_a_channel_and_silence_tears_it_down() {
     let (sim, http) = start(SEED).await;
-    let body = "<Channel><channelSetId>s</channelSetId><expires>60</expires></Channel>";
-    let (mut kept, _) = Stream::open(&sim, &http, 1, &auth("alice@acme.example"), body).await;
-    let (mut silent, _) = Stream::open(&sim, &http, 1, &auth("bob@acme.example"), body).await;
+    let body = |set: &str| {
+        format!("<Channel><channelSetId>{set}</channelSetId><expires>60</expires></Channel>")
+    };
+    let (mut kept, _) = Stream::open(&sim, &http, 1, &auth("alice@acme.example"), &body("a")).await;
+    let (mut silent, _) = Stream::open(&sim, &http, 1, &auth("bob@acme.example"), &body("b")).await;
     for _ in 0..8 {
         let heartbeat = url(&sim, 1, &format!("/channel/{}/heartbeat", kept.id));
         let response = http
@@ -357,4 +359,47 @@ async fn stream_faults_cut_channels_and_silence_event_commands() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// A channel set belongs to the user who made it: nobody else can add a channel to it, and a
+/// subscription's events go only to its owner's channels.
+#[tokio::test]
+async fn a_channel_set_belongs_to_the_user_who_made_it() {
+    let (sim, http) = start(SEED).await;
+    let body = "<Channel><channelSetId>alice-set</channelSetId><expires>60</expires></Channel>";
+    let (mut alice, _) = Stream::open(&sim, &http, 0, &auth("alice@acme.example"), body).await;
+    let intruder = http
+        .post(format!(
+            "http://{}/com.broadsoft.async{EVENTS}/channel",
+            sim.xsp_addrs()[1]
+        ))
+        .header("authorization", auth("bob@acme.example"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intruder.status(), 403);
+    let owners: Vec<String> = sim
+        .platform()
+        .channels()
+        .views()
+        .into_iter()
+        .map(|v| v.owner)
+        .collect();
+    assert_eq!(owners, ["alice@acme.example"]);
+
+    // Bob's subscription naming alice's set reaches no channel of hers.
+    let subscribed = http
+        .post(url(&sim, 0, "/user/bob@acme.example"))
+        .header("authorization", auth("bob@acme.example"))
+        .body("<Subscription xmlns=\"http://schema.broadsoft.com/xsi\"><event>Do Not Disturb</event><expires>60</expires><channelSetId>alice-set</channelSetId><applicationId>spy</applicationId></Subscription>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.status(), 200);
+    let nothing = tokio::time::timeout(Duration::from_millis(500), alice.next_event()).await;
+    assert!(
+        nothing.is_err(),
+        "alice's channel carried bob's event: {nothing:?}"
+    );
 }
