@@ -11,7 +11,7 @@ use super::ProxyApp;
 use super::context::{GaugeGuard, RequestCtx, Target, client_ip, upstream_path};
 use super::cors;
 use super::respond;
-use super::route::{self, Route};
+use super::route::{self, Admission, Route};
 use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, is_json, session_token};
 use crate::config::AppletMode;
 use crate::plugin::Exchange;
@@ -80,25 +80,27 @@ impl ProxyApp {
         route: Route<'_>,
     ) -> Result<(), ErrorCode> {
         route::check_path(session.req_header().uri.path()).map_err(|_| ErrorCode::AmbiguousPath)?;
-        let provider = match self.proxied_session(session).await? {
+        let resumed = self.proxied_session(session).await?;
+        let resumed = match resumed {
             Some(resumed) => {
                 let provider = self
                     .providers
                     .get(&resumed.provider)
                     .cloned()
                     .ok_or(ErrorCode::NotLoggedIn)?;
-                let app = ctx.route.xsi_app();
-                // A session's XSI requests carry credentials only a plugin puts on them.
-                if app.is_some() && !self.plugins.chain(&provider).acts_for_sessions() {
-                    return Err(ErrorCode::SessionsNotServed);
-                }
-                ctx.session = Some(BoundSession::new(resumed, app));
+                Some((resumed, provider))
+            }
+            None => None,
+        };
+        let serves_sessions = resumed
+            .as_ref()
+            .map(|(_, provider)| self.plugins.chain(provider).acts_for_sessions());
+        let provider = match (route::admit(ctx.route, serves_sessions)?, resumed) {
+            (Admission::Session, Some((resumed, provider))) => {
+                ctx.session = Some(BoundSession::new(resumed, ctx.route.xsi_app()));
                 provider
             }
-            // Gateway services and applets learn who the user is from xsigate, so they need a
-            // session; plain XSI clients send their own credentials.
-            None if ctx.route.is_xsp() => self.transparent_provider(session)?,
-            None => return Err(ErrorCode::NotLoggedIn),
+            _ => self.transparent_provider(session)?,
         };
         ctx.target = Self::target(session, &provider, &route)?;
         ctx.cors_origin = ctx

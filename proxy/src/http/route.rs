@@ -4,6 +4,7 @@
 use xsigate_broadworks::XsiApp;
 
 use crate::access::Endpoint;
+use crate::wire::error::ErrorCode;
 use crate::wire::route::RouteClass;
 
 const GATEWAY: &str = "/api/dialer/services/gateway/";
@@ -71,6 +72,30 @@ pub fn classify(path: &str) -> Route<'_> {
             "/readyz" => Route::Readyz,
             _ => Route::Unmatched,
         }
+    }
+}
+
+/// As whom a routed request goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// On its login session, whose provider it goes to.
+    Session,
+    /// As a plain XSI client sending its own credentials, to the provider its user ids name.
+    Transparent,
+}
+
+/// Whether a request of `class` may be routed, and as whom. `session` is `None` without a
+/// session cookie, else whether the session's provider has a plugin acting for sessions.
+///
+/// A session's XSI requests carry credentials only such a plugin puts on them; gateway services
+/// and applets learn who the user is from xsigate, so they need a session; plain XSI clients
+/// send their own credentials, which the XSP checks.
+pub fn admit(class: RouteClass, session: Option<bool>) -> Result<Admission, ErrorCode> {
+    match session {
+        Some(false) if class.is_xsp() => Err(ErrorCode::SessionsNotServed),
+        Some(_) => Ok(Admission::Session),
+        None if class.is_xsp() => Ok(Admission::Transparent),
+        None => Err(ErrorCode::NotLoggedIn),
     }
 }
 
@@ -190,6 +215,24 @@ mod tests {
         assert_eq!(classify("/api/access/services/other"), Route::Unmatched);
         assert_eq!(classify("/healthz"), Route::Healthz);
         assert_eq!(classify("/"), Route::Unmatched);
+    }
+
+    #[test]
+    fn sessions_reach_xsps_only_through_a_plugin_and_the_rest_needs_one() {
+        let xsi = [
+            RouteClass::XsiActions,
+            RouteClass::XsiEvents,
+            RouteClass::XsiAsync,
+        ];
+        for class in xsi {
+            assert_eq!(admit(class, Some(true)), Ok(Admission::Session));
+            assert_eq!(admit(class, Some(false)), Err(ErrorCode::SessionsNotServed));
+            assert_eq!(admit(class, None), Ok(Admission::Transparent));
+        }
+        for class in [RouteClass::Gateway, RouteClass::Applet] {
+            assert_eq!(admit(class, Some(false)), Ok(Admission::Session));
+            assert_eq!(admit(class, None), Err(ErrorCode::NotLoggedIn));
+        }
     }
 
     #[test]
