@@ -769,3 +769,112 @@ fn client_no_redirect() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Users' authentications the XSPs refused (health probes, which carry none, left out).
+fn rejected(sim: &xsi_sim::Simulator) -> usize {
+    user_requests(sim).iter().filter(|r| r.status == 401).count()
+}
+
+/// A password changed through one session ends every session holding the old one before the
+/// client hears of it: no later request replays the old password, which on a real XSP spends
+/// the user's BroadWorks lockout budget. The new password logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_through_a_session_ends_the_sessions_holding_the_old_one() {
+    let sim = simulator(1).await;
+    let gateway = gateway(&sim, "").await;
+    let first = log_in(&gateway, &user_id(0), "pw-0").await;
+    let second = log_in(&gateway, &user_id(0), "pw-0").await;
+    let profile = format!("{ACTIONS}/user/{}/profile", user_id(0));
+    for browser in [&first, &second] {
+        assert_eq!(
+            browser
+                .get(&gateway, &profile)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let change = first
+        .put(
+            &gateway,
+            &format!("{ACTIONS}/user/{}/profile/Password/Portal", user_id(0)),
+            "<PortalPassword xmlns=\"http://schema.broadsoft.com/xsi\"><oldPassword>pw-0</oldPassword><newPassword>pw-new</newPassword></PortalPassword>".to_owned(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), 200);
+    let refused_before = rejected(&sim);
+    for browser in [&first, &second] {
+        let response = browser.get(&gateway, &profile).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_logged_in");
+    }
+    assert_eq!(
+        rejected(&sim),
+        refused_before,
+        "the old password never reached the XSP again"
+    );
+    let renewed = log_in(&gateway, &user_id(0), "pw-new").await;
+    assert_eq!(
+        renewed
+            .get(&gateway, &profile)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// The password changed elsewhere (an administrator, the BroadWorks portal) and the XSP forgot
+/// its sessions: the first request that the XSP refuses ends every session holding the old
+/// password, so no other request, of this session or another, replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_xsp_refuses_is_never_replayed() {
+    let sim = simulator(1).await;
+    let gateway = gateway(&sim, "").await;
+    let first = log_in(&gateway, &user_id(0), "pw-0").await;
+    let second = log_in(&gateway, &user_id(0), "pw-0").await;
+    let profile = format!("{ACTIONS}/user/{}/profile", user_id(0));
+    for browser in [&first, &second] {
+        assert_eq!(
+            browser
+                .get(&gateway, &profile)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    xsigate_tests::change_user(&sim, &user_id(0), |user| {
+        user["password"] = "changed-elsewhere".into();
+    })
+    .await;
+    for xsp in 0..2 {
+        client()
+            .delete(format!("http://{}/xsp/{xsp}/sessions", sim.control_addr()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let refused = first.get(&gateway, &profile).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let refused_once = rejected(&sim);
+    assert!(refused_once > 0);
+    for browser in [&first, &second, &first] {
+        let response = browser.get(&gateway, &profile).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_logged_in");
+    }
+    assert_eq!(
+        rejected(&sim),
+        refused_once,
+        "the refused password was replayed"
+    );
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 use xsigate_broadworks::{element_text, user_path};
-use xsigate_plugin_sdk::topics::SessionEndReason;
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
 use super::limit::{client_key, user_key};
@@ -206,11 +205,7 @@ impl LoginApi {
         let resets = &self.metrics.resets;
         match response.status().as_u16() {
             200 => {
-                if self.sessions.end_all_of(&user_id).await.map_err(internal)? > 0 {
-                    self.announce_end(&user_id, &provider.id, SessionEndReason::PasswordChanged)
-                        .await
-                        .map_err(internal)?;
-                }
+                self.end_sessions_of(&user_id).await.map_err(internal)?;
                 resets.with_label_values(&[&provider.id, "completed"]).inc();
                 Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
             }

@@ -357,14 +357,21 @@ impl Sessions {
         })
     }
 
-    /// Ends every session of a user (their password changed); returns how many.
-    pub async fn end_all_of(&self, user_id: &str) -> Result<u64, SessionError> {
+    /// Ends every session of a user (their password changed), the user id in any case;
+    /// returns whose they were. No request of this instance rides on them once this returns.
+    pub async fn end_all_of(&self, user_id: &str) -> Result<Vec<SessionOwner>, SessionError> {
+        self.forget_user(user_id);
         let ended = self.store.session_delete_user(user_id).await?;
+        // A request that read the store meanwhile may have cached one again.
+        self.forget_user(user_id);
+        Ok(ended)
+    }
+
+    fn forget_user(&self, user_id: &str) {
         self.cache
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, entry| entry.session.user_id != user_id);
-        Ok(ended)
+            .retain(|_, entry| !entry.session.user_id.eq_ignore_ascii_case(user_id));
     }
 
     /// Ends the session a token names; returns it if it was live.

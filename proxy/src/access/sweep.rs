@@ -7,10 +7,45 @@ use std::time::{Duration, Instant};
 use xsigate_plugin_sdk::topics::{SessionEndReason, SessionEnded};
 
 use super::api::LoginApi;
+use super::sessions::SessionError;
 use crate::plugin::SessionEvent;
 use crate::state::store::{StoreError, unix_ms};
 
 impl LoginApi {
+    /// [`LoginApi::end_sessions_of`] for a proxied request, on the state runtime: the store
+    /// work never runs on a proxy thread.
+    pub async fn end_sessions_after_password_change(
+        self: &Arc<Self>,
+        user_id: String,
+    ) -> Result<(), String> {
+        let this = Arc::clone(self);
+        self.shared
+            .runtime
+            .spawn(async move { this.end_sessions_of(&user_id).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Ends every session of a user whose password changed (a reset, or a change that went
+    /// through the gateway): they hold the old password, and replaying it would spend the
+    /// user's BroadWorks lockout budget. Their plugins hear `session.ended` with
+    /// `password_changed`.
+    pub(super) async fn end_sessions_of(&self, user_id: &str) -> Result<(), SessionError> {
+        let mut owners = self.sessions.end_all_of(user_id).await?;
+        owners.sort_by(|a, b| (&a.user_id, &a.provider).cmp(&(&b.user_id, &b.provider)));
+        owners.dedup();
+        for owner in owners {
+            self.announce_end(
+                &owner.user_id,
+                &owner.provider,
+                SessionEndReason::PasswordChanged,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Ends expired sessions (telling their plugins) every `Sessions::sweep_interval`, counts
     /// live sessions every 30 s, and every 5 minutes deletes expired reset tokens and failure
     /// counts; runs for the life of the process.

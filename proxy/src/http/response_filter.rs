@@ -10,6 +10,7 @@ use pingora::{Error, ErrorType, Result};
 use super::ProxyApp;
 use super::context::{RequestCtx, Target, client_ip, plugin_failed};
 use super::headers;
+use super::route;
 use crate::plugin::Exchange;
 use crate::wire::headers::{REQUEST_ID, XSP_PIN};
 
@@ -46,12 +47,16 @@ impl ProxyApp {
             });
         }
         self.response_plugins(session, response, ctx).await?;
+        let password_changed = self
+            .end_sessions_on_password_change(session, response, ctx)
+            .await;
         if let Some(bound) = ctx.session.as_mut() {
             // The XSP's cookies stay with the session, and its Basic challenge would make a
             // browser prompt for a password the gateway already holds.
             response.remove_header(&http::header::SET_COOKIE);
             response.remove_header(&http::header::WWW_AUTHENTICATE);
-            if std::mem::take(&mut bound.changed) {
+            // A session just ended for a password change is not kept again.
+            if std::mem::take(&mut bound.changed) && !password_changed {
                 let valid_xsp = bound.xsp.as_deref().is_none_or(|name| {
                     ctx.provider
                         .as_ref()
@@ -81,6 +86,42 @@ impl ProxyApp {
 
     /// Runs the provider's response plugins in order, after scrubbing and before xsigate's own
     /// headers, so that no plugin can remove the pin or the request id.
+    /// A password change that went through the gateway, or an XSP refusing the password a
+    /// session holds, ends the sessions holding that password before the client hears of it,
+    /// so that no later request replays it; true when it did.
+    async fn end_sessions_on_password_change(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &RequestCtx,
+    ) -> bool {
+        if ctx.provider.is_none() {
+            return false;
+        }
+        let request = session.req_header();
+        let changed = route::password_change_user(&request.method, request.uri.path())
+            .filter(|_| response.status.is_success());
+        // The XSP refused a session's password (the last try of a session request carries no
+        // stale cookie): it changed elsewhere, or the account is locked. Replaying it would
+        // spend, or extend, the user's BroadWorks lockout.
+        let refused = ctx
+            .session
+            .as_ref()
+            .filter(|_| response.status == http::StatusCode::UNAUTHORIZED && ctx.route.is_xsp())
+            .map(|bound| bound.session.user_id.clone());
+        let Some(user_id) = changed.or(refused) else {
+            return false;
+        };
+        if let Err(e) = self
+            .login_api
+            .end_sessions_after_password_change(user_id)
+            .await
+        {
+            tracing::error!(error = %e, "ending sessions after a password change failed");
+        }
+        true
+    }
+
     pub(super) async fn response_plugins(
         &self,
         session: &Session,

@@ -163,6 +163,36 @@ pub fn path_user_id(path: &str) -> Option<String> {
     decoded(segments.next().filter(|s| !s.is_empty())?)
 }
 
+/// The user whose portal password a request changes (`PUT …/user/<userId>/profile/Password/
+/// Portal`, segments in any case as the XSP reads them), if it is one.
+pub fn password_change_user(method: &http::Method, path: &str) -> Option<String> {
+    if method != http::Method::PUT {
+        return None;
+    }
+    let decoded: Vec<String> = path
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let tail = decoded.get(decoded.len().checked_sub(3)?..)?;
+    let is_portal_password = ["profile", "password", "portal"]
+        .iter()
+        .zip(tail)
+        .all(|(expected, segment)| segment.eq_ignore_ascii_case(expected));
+    let user = path_user_id(path)?;
+    let user_then_tail = decoded.len() >= 5
+        && decoded
+            .get(decoded.len() - 4)
+            .is_some_and(|segment| *segment == user)
+        && decoded
+            .get(decoded.len() - 5)
+            .is_some_and(|segment| segment.eq_ignore_ascii_case("user"));
+    (is_portal_password && user_then_tail).then_some(user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +305,43 @@ mod tests {
             );
         }
         assert_eq!(check_path(&"/a".repeat(2000)), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn a_portal_password_change_names_its_user_in_any_spelling() {
+        let put = http::Method::PUT;
+        let path = |s: &str| format!("/com.broadsoft.xsi-actions/v2.0/{s}");
+        assert_eq!(
+            password_change_user(
+                &put,
+                &path("user/alice@acme.example/profile/Password/Portal")
+            )
+            .as_deref(),
+            Some("alice@acme.example")
+        );
+        assert_eq!(
+            password_change_user(
+                &put,
+                &path("USER/alice%40acme.example/PROFILE/password/portal")
+            )
+            .as_deref(),
+            Some("alice@acme.example")
+        );
+        for other in [
+            "user/alice@acme.example/profile/Password",
+            "user/alice@acme.example/profile/Password/Portal/x",
+            "user/alice@acme.example/services/Password/Portal",
+            "user/alice@acme.example/x/profile/Password/Portal",
+        ] {
+            assert_eq!(password_change_user(&put, &path(other)), None, "{other}");
+        }
+        assert_eq!(
+            password_change_user(
+                &http::Method::GET,
+                &path("user/alice@acme.example/profile/Password/Portal")
+            ),
+            None
+        );
     }
 
     #[test]

@@ -183,8 +183,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         idle_ms: i64,
     ) -> Result<u64, StoreError>;
 
-    /// Ends every session of a user (after a password change); returns how many.
-    async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError>;
+    /// Ends every session of a user (after a password change), the user id compared without
+    /// regard to ASCII case as BroadWorks compares it; returns whose they were.
+    async fn session_delete_user(&self, user_id: &str) -> Result<Vec<SessionOwner>, StoreError>;
 
     async fn reset_insert(
         &self,
@@ -620,12 +621,17 @@ impl Store for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn session_delete_user(&self, user_id: &str) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+    async fn session_delete_user(&self, user_id: &str) -> Result<Vec<SessionOwner>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM sessions WHERE user_id = ?1 COLLATE NOCASE RETURNING user_id, provider",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, provider)| SessionOwner { user_id, provider })
+            .collect())
     }
 
     async fn reset_insert(
