@@ -772,7 +772,10 @@ fn client_no_redirect() -> reqwest::Client {
 
 /// Users' authentications the XSPs refused (health probes, which carry none, left out).
 fn rejected(sim: &xsi_sim::Simulator) -> usize {
-    user_requests(sim).iter().filter(|r| r.status == 401).count()
+    user_requests(sim)
+        .iter()
+        .filter(|r| r.status == 401)
+        .count()
 }
 
 /// A password changed through one session ends every session holding the old one before the
