@@ -391,3 +391,68 @@ async fn a_path_user_in_another_spelling_is_still_matched_against_the_credential
     }
     assert_eq!(acme.request_count() + beta.request_count(), 0);
 }
+
+/// The value of the cookie `name` among a response's `Set-Cookie` headers.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// Anyone could lock any user out by failing their password: now strangers' failures lock the
+/// user id for unknown clients only, and a browser that logged in as the user before (its
+/// device cookie) still logs in, counted on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_failures_never_lock_a_user_out_of_a_browser_they_used_before() {
+    let sim = simulator_with_alice().await;
+    let gateway = two_providers(&sim).await;
+    let login = |password: &'static str, cookie: Option<String>| {
+        let mut request = client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .json(&json!({ "user": "alice@acme.example", "password": password }));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+    let first = login("alice-pw", None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let device = set_cookie(&first, "xsigate_device").expect("a device cookie");
+    let attributes = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("xsigate_device="))
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/api/access/services/"] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+
+    // A stranger fails until the user id is locked for unknown clients.
+    let mut locked = false;
+    for _ in 0..8 {
+        let status = login("guess", None).await.unwrap().status();
+        locked |= status == 429;
+    }
+    assert!(locked, "the stranger was never stopped");
+    assert_eq!(login("alice-pw", None).await.unwrap().status(), 429);
+    let forged = Some("xsigate_device=AAAA".to_owned());
+    assert_eq!(login("alice-pw", forged).await.unwrap().status(), 429);
+
+    // Alice's browser logs in, and gets no second device cookie.
+    let trusted = login("alice-pw", Some(device.clone())).await.unwrap();
+    assert_eq!(trusted.status(), 200);
+    assert_eq!(set_cookie(&trusted, "xsigate_device"), None);
+    // A device that fails is locked on its own.
+    let mut device_locked = false;
+    for _ in 0..8 {
+        device_locked |= login("wrong", Some(device.clone())).await.unwrap().status() == 429;
+    }
+    assert!(device_locked);
+}

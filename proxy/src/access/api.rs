@@ -10,6 +10,7 @@ use prometheus::IntCounterVec;
 use serde_json::Value;
 
 use super::assertion::Signer;
+use super::device::Devices;
 use super::endpoint::Endpoint;
 use super::limit::{LimitPolicy, LoginLimiter, RESET_LIMIT};
 use super::mail::Mailer;
@@ -32,6 +33,8 @@ pub struct AccessRequest {
     pub body: Bytes,
     /// The session cookie's value, if the client sent one.
     pub session_token: Option<String>,
+    /// The device cookie's value, if the client sent one.
+    pub device_cookie: Option<String>,
     /// The `X-CSRF-Token` header.
     pub csrf: Option<String>,
     pub client: Option<IpAddr>,
@@ -191,6 +194,7 @@ pub struct LoginApi {
     pub(super) resets: HashMap<String, ResetChannel>,
     pub(super) metrics: AccessMetrics,
     pub(super) signer: Arc<Signer>,
+    pub(super) devices: Devices,
 }
 
 impl LoginApi {
@@ -206,6 +210,7 @@ impl LoginApi {
         let limiter = LoginLimiter::new(Arc::clone(&shared.store), LimitPolicy::default());
         let reset_limiter = LoginLimiter::new(Arc::clone(&shared.store), RESET_LIMIT);
         let metrics = AccessMetrics::register(metrics)?;
+        let devices = Devices::new(&shared.sealer)?;
         // Every series a dashboard or alert watches exists from the start, at zero.
         for provider in &providers.all {
             for plugin in &plugins.chain(provider).identity {
@@ -233,6 +238,7 @@ impl LoginApi {
             resets,
             metrics,
             signer,
+            devices,
         })
     }
 

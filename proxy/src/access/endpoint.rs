@@ -1,7 +1,5 @@
 //! What the proxy hands the login API: which endpoint a path names, and the session cookie.
 
-use crate::wire::headers::SESSION_COOKIE;
-
 /// Request bodies of the login API are small JSON documents.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
@@ -71,13 +69,16 @@ pub fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The session token from `Cookie` headers.
-pub fn session_token<'a>(cookies: impl Iterator<Item = &'a http::HeaderValue>) -> Option<String> {
+/// The value of the cookie `name` from `Cookie` headers.
+pub fn cookie<'a>(
+    cookies: impl Iterator<Item = &'a http::HeaderValue>,
+    name: &str,
+) -> Option<String> {
     cookies
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -123,8 +124,11 @@ mod tests {
             http::HeaderValue::from_static("theme=dark; xsigate_session=abc; other=1"),
             http::HeaderValue::from_static("x=y"),
         ];
-        assert_eq!(session_token(values.iter()).as_deref(), Some("abc"));
+        assert_eq!(
+            cookie(values.iter(), "xsigate_session").as_deref(),
+            Some("abc")
+        );
         let none = [http::HeaderValue::from_static("xsigate_sessionx=abc")];
-        assert_eq!(session_token(none.iter()), None);
+        assert_eq!(cookie(none.iter(), "xsigate_session"), None);
     }
 }

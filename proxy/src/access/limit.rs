@@ -1,7 +1,9 @@
 //! Brute-force protection for logins.
 //!
-//! Failures are counted per key, one for the user id and one for the client address, in the
-//! store, so that every instance sharing it sees them and a restart forgets nothing. After
+//! Failures are counted per key in the store, so that every instance sharing it sees them and
+//! a restart forgets nothing: for an unknown client, one key for the user id and one for the
+//! client address; for a browser with a device cookie of the user ([`super::device`]), its
+//! device's key alone, so that strangers' failures cannot lock the user out of it. After
 //! `free_failures` failures in a row under a key, each further failure locks the key for a
 //! time that doubles up to `max_lock`; a success clears the user's count. A locked key is
 //! answered with 429 and `Retry-After` before any credential is checked, so a locked account
@@ -13,7 +15,6 @@ use std::time::Duration;
 
 use crate::state::store::{Store, StoreError, millis, unix_ms};
 
-/// How strict the limiter is.
 /// Reset requests per user and per client: three an hour, then a doubling wait.
 pub const RESET_LIMIT: LimitPolicy = LimitPolicy {
     free_failures: 3,
@@ -21,6 +22,8 @@ pub const RESET_LIMIT: LimitPolicy = LimitPolicy {
     max_lock: Duration::from_secs(3600),
     forget_after: Duration::from_secs(3600),
 };
+
+/// How strict the limiter is.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitPolicy {
     /// Failures in a row allowed before a key is locked.

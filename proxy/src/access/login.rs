@@ -10,6 +10,7 @@ use xsigate_plugin_sdk::topics::{SessionStarted, UserCredentials};
 use xsigate_plugin_sdk::{Authentication, Login, QueryMatch};
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
+use super::device::Devices;
 use super::limit::{client_key, user_key};
 use super::sessions::NewSession;
 use crate::plugin::{AuthenticateError, SessionEvent};
@@ -40,12 +41,22 @@ impl LoginApi {
         if user.is_empty() || user.len() > FIELD_LIMIT {
             return Err(ErrorCode::BadRequest);
         }
-        let user_key = user_key(&user);
-        let client_key = request.client.map(client_key);
-        let keys: Vec<&str> = [Some(user_key.as_str()), client_key.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        // A browser that logged in as this user before is counted on its own; any other
+        // client under the user id and its address, which strangers' failures may lock.
+        let device = request
+            .device_cookie
+            .as_deref()
+            .and_then(|cookie| self.devices.recognise(cookie, &user));
+        let owned_keys: Vec<String> = match &device {
+            Some(device) => vec![device.clone()],
+            None => [Some(user_key(&user)), request.client.map(client_key)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        let keys: Vec<&str> = owned_keys.iter().map(String::as_str).collect();
+        // The key a success clears: the device's, or the user id's for unknown clients.
+        let cleared = device.clone().unwrap_or_else(|| user_key(&user));
         if let Some(wait) = self.limiter.retry_after(&keys).await.map_err(internal)? {
             self.count("-", method, "locked");
             return Ok(self.locked("login", wait, &request.request_id));
@@ -94,7 +105,7 @@ impl LoginApi {
         };
         match outcome {
             Ok(Authentication::Authenticated { user_id, grant }) => {
-                self.limiter.succeeded(&user_key).await.map_err(internal)?;
+                self.limiter.succeeded(&cleared).await.map_err(internal)?;
                 let unique_id = self
                     .shared
                     .store
@@ -146,9 +157,14 @@ impl LoginApi {
                 if !reports.is_empty() {
                     answer["reports"] = Value::Object(reports);
                 }
-                Ok(AccessReply::ok(&answer)
+                let mut reply = AccessReply::ok(&answer)
                     .header("set-cookie", cookie)
-                    .about(&provider.id))
+                    .about(&provider.id);
+                if device.is_none() {
+                    let device = self.devices.issue(&user).map_err(internal)?;
+                    reply = reply.header("set-cookie", Devices::cookie(&device, request.tls));
+                }
+                Ok(reply)
             }
             Ok(Authentication::Choose { choices }) => {
                 // Only accounts the credentials opened are named, so this reveals nothing the

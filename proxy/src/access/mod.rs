@@ -4,7 +4,8 @@
 //!   a path names. One file per endpoint group: [`ztp`], [`login`], [`reset`],
 //!   [`session_endpoints`] (`session`, `logout`, `applets/<name>`). [`sweep`]: housekeeping.
 //! - [`sessions`]: creating, resuming, caching and ending sessions, for the API and the proxy.
-//! - [`limit`]: brute-force limits; [`assertion`]: signed identity assertions for gateway
+//! - [`limit`]: brute-force limits, with [`device`] cookies so that strangers' failures never
+//!   lock a user out of a browser they used before; [`assertion`]: signed identity assertions for gateway
 //!   services and applets; [`mail`]: reset links by SMTP.
 //!
 //! Every handler runs on the state runtime ([`crate::state`]), never on a proxy thread, so that
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod assertion;
+pub mod device;
 pub mod endpoint;
 pub mod limit;
 mod login;
@@ -29,5 +31,5 @@ mod ztp;
 
 pub use api::{AccessError, AccessReply, AccessRequest, LoginApi, ResetChannel};
 pub use assertion::{Claims, Signer};
-pub use endpoint::{BODY_LIMIT, Endpoint, is_json, session_token};
+pub use endpoint::{BODY_LIMIT, Endpoint, cookie, is_json};
 pub use sessions::{SessionPolicy, Sessions};

@@ -12,14 +12,14 @@ use super::context::{GaugeGuard, RequestCtx, Target, client_ip, upstream_path};
 use super::cors;
 use super::respond;
 use super::route::{self, Admission, Route};
-use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, is_json, session_token};
+use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, cookie, is_json};
 use crate::config::AppletMode;
 use crate::plugin::Exchange;
 use crate::state::session::{BoundSession, Session as LoginSession};
 use crate::upstream::identity::authorization_user_id;
 use crate::upstream::{Provider, Resolution};
 use crate::wire::error::{self, ErrorCode};
-use crate::wire::headers::{CSRF_TOKEN, XSP_PIN};
+use crate::wire::headers::{CSRF_TOKEN, DEVICE_COOKIE, SESSION_COOKIE, XSP_PIN};
 use crate::wire::route::RouteClass;
 
 impl ProxyApp {
@@ -161,8 +161,10 @@ impl ProxyApp {
         session: &Session,
     ) -> Result<Option<Arc<LoginSession>>, ErrorCode> {
         let request = session.req_header();
-        let Some(token) = session_token(request.headers.get_all(http::header::COOKIE).iter())
-        else {
+        let Some(token) = cookie(
+            request.headers.get_all(http::header::COOKIE).iter(),
+            SESSION_COOKIE,
+        ) else {
             return Ok(None);
         };
         let resumed = self
@@ -285,7 +287,14 @@ impl ProxyApp {
             endpoint,
             method: header.method.clone(),
             body: body.into(),
-            session_token: session_token(header.headers.get_all(http::header::COOKIE).iter()),
+            session_token: cookie(
+                header.headers.get_all(http::header::COOKIE).iter(),
+                SESSION_COOKIE,
+            ),
+            device_cookie: cookie(
+                header.headers.get_all(http::header::COOKIE).iter(),
+                DEVICE_COOKIE,
+            ),
             csrf: header
                 .headers
                 .get(CSRF_TOKEN)

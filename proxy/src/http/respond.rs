@@ -23,7 +23,12 @@ pub async fn json(
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     header.insert_header(REQUEST_ID, request_id)?;
     for (name, value) in extra {
-        header.insert_header(*name, *value)?;
+        // A login sets two cookies; any other header given replaces the default.
+        if name.eq_ignore_ascii_case(http::header::SET_COOKIE.as_str()) {
+            header.append_header(*name, *value)?;
+        } else {
+            header.insert_header(*name, *value)?;
+        }
     }
     session
         .write_response_header(Box::new(header), false)

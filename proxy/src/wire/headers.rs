@@ -11,3 +11,5 @@ pub const CSRF_TOKEN: &str = "x-csrf-token";
 pub const ASSERTION: &str = "x-xsigate-assertion";
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "xsigate_session";
+/// The cookie that names a browser which logged in as a user before (login API only).
+pub const DEVICE_COOKIE: &str = "xsigate_device";
