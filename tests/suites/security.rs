@@ -456,3 +456,85 @@ async fn strangers_failures_never_lock_a_user_out_of_a_browser_they_used_before(
     }
     assert!(device_locked);
 }
+
+/// Users' authentications the simulator's XSPs refused.
+fn refused_at_the_xsp(sim: &xsi_sim::Simulator) -> usize {
+    sim.platform()
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401 && r.auth_user.is_some())
+        .count()
+}
+
+/// A plain XSI client's credentials are a login like any other: guesses through the proxy are
+/// counted and stopped before the XSP, and a user id locked at the login API is not probed
+/// through the proxy either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_mode_is_no_password_oracle_past_the_lockout() {
+    let sim = simulator_with_alice().await;
+    let gateway = two_providers(&sim).await;
+    let profile = |password: &str| {
+        client()
+            .get(gateway.url(PROFILE))
+            .header("authorization", basic("alice@acme.example", password))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(profile("guess").await.unwrap().status().as_u16());
+        // Failures are counted off the request path; give each its moment.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first_lock = statuses
+        .iter()
+        .position(|s| *s == 429)
+        .expect("never locked");
+    assert!(
+        statuses[..first_lock].iter().all(|s| *s == 401),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[first_lock..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    assert!(first_lock <= 7, "{statuses:?}");
+    let refused = refused_at_the_xsp(&sim);
+    assert_eq!(refused, first_lock, "a locked guess reached the XSP");
+    let locked = profile("alice-pw").await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().get("retry-after").is_some());
+    assert_eq!(refused_at_the_xsp(&sim), refused);
+}
+
+/// The finding as reported: while a user id is locked at the login API, the proxy does not
+/// take guesses for it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_locked_at_the_login_api_is_not_probed_through_the_proxy() {
+    let sim = simulator_with_alice().await;
+    let gateway = two_providers(&sim).await;
+    let mut locked = false;
+    for _ in 0..8 {
+        let response = client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .json(&json!({ "user": "alice@acme.example", "password": "guess" }))
+            .send()
+            .await
+            .unwrap();
+        locked |= response.status() == 429;
+    }
+    assert!(locked);
+    let before = sim.platform().requests().len();
+    let probe = client()
+        .get(gateway.url(PROFILE))
+        .header("authorization", basic("alice@acme.example", "alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 429);
+    let reached: Vec<_> = sim.platform().requests()[before..]
+        .iter()
+        .filter(|r| r.auth_user.is_some())
+        .cloned()
+        .collect();
+    assert!(reached.is_empty(), "{reached:?}");
+}

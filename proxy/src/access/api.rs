@@ -101,7 +101,7 @@ const LOGIN_RESULTS: [&str; 6] = [
     "choose",
 ];
 /// The `endpoint` label values of `xsigate_rate_limited_total`.
-const LIMITED_ENDPOINTS: [&str; 2] = ["login", "reset"];
+const LIMITED_ENDPOINTS: [&str; 3] = ["login", "reset", "transparent"];
 /// The `result` label values of `xsigate_password_resets_total`.
 const RESET_RESULTS: [&str; 5] = ["requested", "mailed", "completed", "rejected", "failed"];
 
@@ -137,8 +137,8 @@ impl AccessMetrics {
         let limited = IntCounterVec::new(
             prometheus::Opts::new(
                 "xsigate_rate_limited_total",
-                "Requests of the login API refused with 429 by brute-force protection, by \
-                 endpoint (login, reset).",
+                "Requests refused with 429 by brute-force protection, by endpoint (login, reset, \
+                 and transparent: plain XSI clients' credentials).",
             ),
             &["endpoint"],
         )?;

@@ -9,8 +9,9 @@
 //! answered with 429 and `Retry-After` before any credential is checked, so a locked account
 //! cannot be probed further.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::state::store::{Store, StoreError, millis, unix_ms};
@@ -67,11 +68,57 @@ pub fn client_key(address: IpAddr) -> String {
 pub struct LoginLimiter {
     store: Arc<dyn Store>,
     policy: LimitPolicy,
+    /// What this instance knows without the store, for checks on the request path.
+    memory: Arc<RwLock<Memory>>,
+}
+
+/// The locks this instance made (key to the end, ms since the epoch) and the keys it counted
+/// failures under since their last success.
+#[derive(Debug, Default)]
+struct Memory {
+    locks: HashMap<String, i64>,
+    failing: HashSet<String>,
 }
 
 impl LoginLimiter {
     pub fn new(store: Arc<dyn Store>, policy: LimitPolicy) -> Self {
-        Self { store, policy }
+        Self {
+            store,
+            policy,
+            memory: Arc::default(),
+        }
+    }
+
+    fn memory(&self) -> std::sync::RwLockReadGuard<'_, Memory> {
+        self.memory.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn memory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Memory> {
+        self.memory.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Like [`LoginLimiter::retry_after`], from memory alone: no await, for the request path.
+    /// It knows the locks this instance made.
+    pub fn retry_after_now(&self, keys: &[&str]) -> Option<Duration> {
+        let now = unix_ms();
+        let memory = self.memory();
+        keys.iter()
+            .filter_map(|key| memory.locks.get(*key))
+            .filter(|until| **until > now)
+            .max()
+            .map(|until| wait(until - now))
+    }
+
+    /// Whether no key has a lock or a failure in memory: the request path then has nothing to
+    /// look up (no key is even formatted).
+    pub fn is_quiet(&self) -> bool {
+        let memory = self.memory();
+        memory.locks.is_empty() && memory.failing.is_empty()
+    }
+
+    /// Whether failures were counted under `key` since its last success.
+    pub fn is_failing(&self, key: &str) -> bool {
+        self.memory().failing.contains(key)
     }
 
     /// How long the caller must wait before any of `keys` may try again; `None` when none is
@@ -92,6 +139,7 @@ impl LoginLimiter {
         let now = unix_ms();
         let mut longest = None;
         for key in keys {
+            self.memory_mut().failing.insert((*key).to_owned());
             let failures = self
                 .store
                 .login_failed(key, now, millis(self.policy.forget_after))
@@ -104,9 +152,9 @@ impl LoginLimiter {
                 .first_lock
                 .saturating_mul(2u32.saturating_pow(over))
                 .min(self.policy.max_lock);
-            self.store
-                .login_lock(key, now.saturating_add(millis(lock)))
-                .await?;
+            let until = now.saturating_add(millis(lock));
+            self.store.login_lock(key, until).await?;
+            self.memory_mut().locks.insert((*key).to_owned(), until);
             longest = Some(longest.map_or(lock, |l: Duration| l.max(lock)));
         }
         Ok(longest)
@@ -115,6 +163,13 @@ impl LoginLimiter {
     /// Forgets failure counts too old to matter that hold no lock. Keys of a limiter with a
     /// shorter memory are swept by its own call, so each limiter passes its own policy.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
+        let now = unix_ms();
+        {
+            // Failures this old are forgotten by the store too; a success then clears nothing.
+            let mut memory = self.memory_mut();
+            memory.locks.retain(|_, until| *until > now);
+            memory.failing.clear();
+        }
         self.store
             .login_failures_sweep(unix_ms(), millis(self.policy.forget_after))
             .await
@@ -123,6 +178,11 @@ impl LoginLimiter {
     /// Clears the failures under `key` (the user's, after a successful login; a client
     /// address keeps its count, since one client may be trying many users).
     pub async fn succeeded(&self, key: &str) -> Result<(), StoreError> {
+        {
+            let mut memory = self.memory_mut();
+            memory.failing.remove(key);
+            memory.locks.remove(key);
+        }
         self.store.login_succeeded(key).await
     }
 }

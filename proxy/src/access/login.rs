@@ -2,6 +2,8 @@
 //! provider that serves it. Every failed login gets the same answer; failures are counted per
 //! user id and per client address ([`super::limit`]).
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -228,5 +230,64 @@ impl LoginApi {
             .logins
             .with_label_values(&[provider, method, result])
             .inc();
+    }
+}
+
+/// Plain XSI clients (transparent mode) send their own credentials to the XSP on every
+/// request. Those guesses count as login failures, under the same keys as an unknown client's
+/// logins (the user id and the address), so a user id locked at the login API is not probed
+/// through the proxy either, and no guess ever spends the user's BroadWorks lockout budget past
+/// the gateway's own limit.
+impl LoginApi {
+    /// How long a plain XSI client's request with credentials of `user` must wait; `None`
+    /// when it may go to the XSP. From memory: no await on the request path.
+    pub fn transparent_wait(&self, user: &str, client: Option<IpAddr>) -> Option<Duration> {
+        if self.limiter.is_quiet() {
+            return None;
+        }
+        let user_key = user_key(user);
+        let client_key = client.map(client_key);
+        let keys: Vec<&str> = [Some(user_key.as_str()), client_key.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let wait = self.limiter.retry_after_now(&keys);
+        if wait.is_some() {
+            self.metrics
+                .limited
+                .with_label_values(&["transparent"])
+                .inc();
+        }
+        wait
+    }
+
+    /// The XSP answered a plain XSI client's request with credentials of `user`: a 401 counts
+    /// as a failed login, a success clears the user's count. The store work runs on the state
+    /// runtime.
+    pub fn transparent_answered(self: &Arc<Self>, user: &str, client: Option<IpAddr>, status: u16) {
+        let refused = status == 401;
+        if !refused && (!(200..300).contains(&status) || self.limiter.is_quiet()) {
+            return;
+        }
+        let user_key = user_key(user);
+        if !refused && !self.limiter.is_failing(&user_key) {
+            return;
+        }
+        let client_key = client.map(client_key);
+        let limiter = self.limiter.clone();
+        self.shared.runtime.spawn(async move {
+            let result = if refused {
+                let keys: Vec<&str> = [Some(user_key.as_str()), client_key.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                limiter.failed(&keys).await.map(|_| ())
+            } else {
+                limiter.succeeded(&user_key).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "counting a plain XSI client's login failed");
+            }
+        });
     }
 }

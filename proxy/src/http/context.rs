@@ -57,6 +57,11 @@ pub struct RequestCtx {
     pub(super) plugin_failure: Option<ErrorCode>,
     /// The login session the request came with.
     pub(super) session: Option<BoundSession>,
+    /// The user id in a plain XSI client's credentials (transparent mode), whose failures
+    /// the login limiter counts.
+    pub(super) credential_user: Option<String>,
+    /// Seconds a refused client must wait (`Retry-After`).
+    pub(super) retry_after: Option<u64>,
     /// The request's `Origin` when it may see the response (CORS).
     pub(super) cors_origin: Option<String>,
     /// The request had an `Origin`: responses vary by it.

@@ -129,6 +129,8 @@ impl ProxyHttp for ProxyApp {
             plugin: None,
             plugin_failure: None,
             session: None,
+            credential_user: None,
+            retry_after: None,
             cors_origin: None,
             has_origin: false,
             retry_requested: false,

@@ -100,7 +100,13 @@ impl ProxyApp {
                 ctx.session = Some(BoundSession::new(resumed, ctx.route.xsi_app()));
                 provider
             }
-            _ => self.transparent_provider(session)?,
+            _ => {
+                let (provider, credential_user) = self.transparent_provider(session)?;
+                if let Some(user) = credential_user {
+                    self.admit_transparent(session, ctx, user)?;
+                }
+                provider
+            }
         };
         ctx.target = Self::target(session, &provider, &route)?;
         ctx.cors_origin = ctx
@@ -188,8 +194,11 @@ impl ProxyApp {
     }
 
     /// The provider of a request without a session (a plain XSI client sending its own
-    /// credentials): the one the user ids it carries name.
-    fn transparent_provider(&self, session: &Session) -> Result<Arc<Provider>, ErrorCode> {
+    /// credentials): the one the user ids it carries name, and the user id of its credentials.
+    fn transparent_provider(
+        &self,
+        session: &Session,
+    ) -> Result<(Arc<Provider>, Option<String>), ErrorCode> {
         let request = session.req_header();
         let credential_user = request
             .headers
@@ -200,11 +209,27 @@ impl ProxyApp {
             .providers
             .resolve(credential_user.as_deref(), path_user.as_deref())
         {
-            Resolution::Found(provider) => Ok(Arc::clone(provider)),
+            Resolution::Found(provider) => Ok((Arc::clone(provider), credential_user)),
             Resolution::NoIdentity => Err(ErrorCode::MissingCredentials),
             Resolution::Unknown => Err(ErrorCode::UnknownProvider),
             Resolution::Conflict => Err(ErrorCode::ConflictingProvider),
         }
+    }
+
+    /// A plain XSI client's credentials are refused before the XSP while their user id or the
+    /// client's address is locked, as at the login API.
+    fn admit_transparent(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        user: String,
+    ) -> Result<(), ErrorCode> {
+        if let Some(wait) = self.login_api.transparent_wait(&user, client_ip(session)) {
+            ctx.retry_after = Some(wait.as_secs());
+            return Err(ErrorCode::TooManyAttempts);
+        }
+        ctx.credential_user = Some(user);
+        Ok(())
     }
 
     /// Answers a CORS preflight: allowed for an origin some provider lists.
@@ -337,8 +362,12 @@ impl ProxyApp {
         code: ErrorCode,
     ) -> Result<bool> {
         ctx.refused = Some(code);
-        let cors = ctx.cors_headers();
-        respond::error(session, code, &ctx.request_id, &cors).await?;
+        let retry_after = ctx.retry_after.map(|seconds| seconds.to_string());
+        let mut extra = ctx.cors_headers();
+        if let Some(seconds) = &retry_after {
+            extra.push(("retry-after", seconds.as_str()));
+        }
+        respond::error(session, code, &ctx.request_id, &extra).await?;
         Ok(true)
     }
 }

@@ -17,11 +17,18 @@ use crate::wire::headers::{REQUEST_ID, XSP_PIN};
 impl ProxyApp {
     pub(super) async fn upstream_answered(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.response_started = true;
+        if let Some(user) = &ctx.credential_user {
+            self.login_api.transparent_answered(
+                user,
+                client_ip(session),
+                upstream_response.status.as_u16(),
+            );
+        }
         if let Some(provider) = &ctx.provider {
             if let Some(started) = ctx.upstream_started {
                 provider
