@@ -162,7 +162,8 @@ impl Seen {
 /// A real HTTP/1.1 upstream on loopback. It answers `200` with a JSON body naming itself, plus
 /// headers that reveal it (`Server`, `X-Powered-By`) so tests can check they never leak.
 /// Query parameters steer it: `delay_ms=N` waits first, `status=N` answers that status,
-/// `redirect=1` answers 302 to its own absolute URL, `drop=1` closes the connection unanswered.
+/// `redirect=1` answers 302 to its own absolute URL, `drop=1` closes the connection unanswered,
+/// `html=1` answers an HTML page naming its address and name, `empty=1` an empty text body.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
@@ -308,7 +309,6 @@ async fn answer(
     .to_string();
     let mut response = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
         .header("server", "BW HTTP Server")
         .header("x-powered-by", "Servlet/3.0")
         .header(
@@ -324,6 +324,21 @@ async fn answer(
             format!("http://{addr}/com.broadsoft.xsi-actions/v2.0/user/x/profile"),
         );
     }
+    if param("html").is_some() {
+        // An error page of a web server in front of the XSP, naming its host and software.
+        let page = format!(
+            "<html><body><h1>{status}</h1><p>Apache Tomcat at {addr} ({name})</p></body></html>"
+        );
+        let response = response.header("content-type", "text/html");
+        return Ok(response.body(xsi_sim::http::Body::full(page)).unwrap());
+    }
+    if param("empty").is_some() {
+        let response = response.header("content-type", "text/plain");
+        return Ok(response
+            .body(xsi_sim::http::Body::full(String::new()))
+            .unwrap());
+    }
+    let response = response.header("content-type", "application/json");
     Ok(response.body(xsi_sim::http::Body::full(body)).unwrap())
 }
 

@@ -538,3 +538,42 @@ async fn a_user_locked_at_the_login_api_is_not_probed_through_the_proxy() {
         .collect();
     assert!(reached.is_empty(), "{reached:?}");
 }
+
+/// An error page of a server in front of the XSP (HTML naming its host and software) never
+/// reaches the client: xsigate's envelope takes its place, with the same status. XSI error
+/// documents and successful answers pass as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xsp_error_page_is_replaced_by_the_error_envelope() {
+    let xsp = Upstream::start("xsp-behind-apache").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let get = |query: &str| {
+        client()
+            .get(gateway.url(&format!("{PROFILE}?{query}")))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+    };
+    for (query, status) in [("status=500&html=1", 500), ("status=502&html=1", 502)] {
+        let response = get(query).await.unwrap();
+        assert_eq!(response.status(), status, "{query}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let (_, text) = visible(response).await;
+        for secret in ["127.0.0.1", "xsp-behind-apache", "Tomcat", "<html"] {
+            assert!(!text.contains(secret), "{query}: {text}");
+        }
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\n\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "upstream_error", "{query}");
+        assert_eq!(body["error"]["status"], status, "{query}");
+    }
+    // JSON errors (the double's), empty ones and successful answers are the XSP's own.
+    let empty = get("status=404&empty=1").await.unwrap();
+    assert_eq!(empty.status(), 404);
+    assert_eq!(empty.text().await.unwrap(), "");
+    let passed = get("status=404").await.unwrap();
+    assert_eq!(passed.status(), 404);
+    let body: serde_json::Value = passed.json().await.unwrap();
+    assert_eq!(body["upstream"], "xsp-behind-apache");
+    let page = get("html=1").await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+}

@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub(super) credential_user: Option<String>,
     /// Seconds a refused client must wait (`Retry-After`).
     pub(super) retry_after: Option<u64>,
+    /// The body that replaces an upstream's error body the client may not see.
+    pub(super) body_override: BodyOverride,
     /// The request's `Origin` when it may see the response (CORS).
     pub(super) cors_origin: Option<String>,
     /// The request had an `Origin`: responses vary by it.
@@ -73,6 +75,18 @@ pub struct RequestCtx {
     pub(super) _in_flight: GaugeGuard,
     /// Counts this client connection while it lives; see `persist_connection_context`.
     pub(super) connection: Option<GaugeGuard>,
+}
+
+/// Whether xsigate replaces the upstream's response body.
+#[derive(Debug, Default)]
+pub(super) enum BodyOverride {
+    /// The upstream's body passes.
+    #[default]
+    None,
+    /// This goes instead, at the first body chunk.
+    Pending(bytes::Bytes),
+    /// It went; the upstream's chunks are dropped.
+    Sent,
 }
 
 /// Increments a gauge while it lives.

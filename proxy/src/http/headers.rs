@@ -69,6 +69,24 @@ pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::
     }
 }
 
+/// Whether an XSP's error answer may reach the client as it is: XSI errors are `ErrorInfo`
+/// documents (XML, or JSON where asked for). Anything else, an HTML error page of the server in
+/// front of BroadWorks say, may name hosts and software, and is replaced.
+pub fn error_body_passes(status: http::StatusCode, content_type: Option<&str>) -> bool {
+    if status.as_u16() < 400 {
+        return true;
+    }
+    let Some(media) = content_type.and_then(|value| value.split(';').next()) else {
+        return false;
+    };
+    let media = media.trim().to_ascii_lowercase();
+    matches!(
+        media.as_str(),
+        "application/xml" | "text/xml" | "application/json"
+    ) || media.ends_with("+xml")
+        || media.ends_with("+json")
+}
+
 fn has_domain_attribute(cookie: &[u8]) -> bool {
     cookie
         .windows(7)
@@ -91,6 +109,23 @@ fn strip_domain_attribute(cookie: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_xsi_error_documents_pass() {
+        let error = http::StatusCode::INTERNAL_SERVER_ERROR;
+        for passes in [
+            Some("application/xml;charset=UTF-8"),
+            Some("text/xml"),
+            Some("application/json"),
+            Some("application/problem+json"),
+        ] {
+            assert!(error_body_passes(error, passes), "{passes:?}");
+        }
+        for replaced in [Some("text/html"), Some("text/plain"), None, Some("xml")] {
+            assert!(!error_body_passes(error, replaced), "{replaced:?}");
+        }
+        assert!(error_body_passes(http::StatusCode::OK, Some("text/html")));
+    }
 
     #[test]
     fn forwarded_for_appends_like_nginx() {

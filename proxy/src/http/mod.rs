@@ -9,7 +9,8 @@
 //!    again, by [`crate::upstream::retry`].
 //! 3. [`upstream_request`] sets what the upstream receives, then runs upstream-request plugins.
 //! 4. [`response_filter`] removes what would reveal the upstream, runs response plugins, and
-//!    keeps a session's XSP cookies.
+//!    keeps a session's XSP cookies; `response_body_filter` puts xsigate's error in place of an
+//!    XSP error page that is not an XSI document.
 //! 5. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
 //! 6. [`logging`] records metrics and the one access-log line.
 //!
@@ -48,7 +49,7 @@ use crate::metrics::Metrics;
 use crate::plugin::Plugins;
 use crate::upstream::{Providers, Tried};
 use crate::wire::route::RouteClass;
-use context::{GaugeGuard, RequestCtx, Target, new_request_id};
+use context::{BodyOverride, GaugeGuard, RequestCtx, Target, new_request_id};
 
 /// Settings of the request path that do not belong to a provider.
 #[derive(Debug, Clone)]
@@ -131,6 +132,7 @@ impl ProxyHttp for ProxyApp {
             session: None,
             credential_user: None,
             retry_after: None,
+            body_override: BodyOverride::None,
             cors_origin: None,
             has_origin: false,
             retry_requested: false,
@@ -239,6 +241,17 @@ impl ProxyHttp for ProxyApp {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.prepare_response(session, response, ctx).await
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        Self::replace_body(body, ctx);
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -8,10 +8,11 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::ProxyApp;
-use super::context::{RequestCtx, Target, client_ip, plugin_failed};
+use super::context::{BodyOverride, RequestCtx, Target, client_ip, plugin_failed};
 use super::headers;
 use super::route;
 use crate::plugin::Exchange;
+use crate::wire::error::{ErrorCode, error_body_with_status};
 use crate::wire::headers::{REQUEST_ID, XSP_PIN};
 
 impl ProxyApp {
@@ -54,6 +55,7 @@ impl ProxyApp {
             });
         }
         self.response_plugins(session, response, ctx).await?;
+        Self::hide_error_page(session, response, ctx)?;
         let password_changed = self
             .end_sessions_on_password_change(session, response, ctx)
             .await;
@@ -93,6 +95,57 @@ impl ProxyApp {
 
     /// Runs the provider's response plugins in order, after scrubbing and before xsigate's own
     /// headers, so that no plugin can remove the pin or the request id.
+    /// An XSP error whose body is not an XSI document (an HTML page of a server in front of
+    /// BroadWorks, naming its host, say) gets xsigate's error envelope instead, with its status.
+    fn hide_error_page(
+        session: &Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let content_type = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        // An empty body hides nothing, and Pingora sends no body chunk to replace.
+        let empty = response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        if !ctx.route.is_xsp()
+            || empty
+            || session.req_header().method == http::Method::HEAD
+            || headers::error_body_passes(response.status, content_type)
+        {
+            return Ok(());
+        }
+        let body = error_body_with_status(
+            ErrorCode::UpstreamError,
+            response.status.as_u16(),
+            &ctx.request_id,
+        );
+        response.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+        response.remove_header(&http::header::CONTENT_ENCODING);
+        ctx.body_override = BodyOverride::Pending(body);
+        Ok(())
+    }
+
+    /// Puts the replacement body in place of the upstream's first chunk and drops the rest.
+    pub(super) fn replace_body(body: &mut Option<bytes::Bytes>, ctx: &mut RequestCtx) {
+        match std::mem::take(&mut ctx.body_override) {
+            BodyOverride::None => {}
+            BodyOverride::Pending(replacement) => {
+                *body = Some(replacement);
+                ctx.body_override = BodyOverride::Sent;
+            }
+            BodyOverride::Sent => {
+                *body = None;
+                ctx.body_override = BodyOverride::Sent;
+            }
+        }
+    }
+
     /// A password change that went through the gateway, or an XSP refusing the password a
     /// session holds, ends the sessions holding that password before the client hears of it,
     /// so that no later request replays it; true when it did.

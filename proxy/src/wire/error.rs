@@ -16,6 +16,8 @@ pub enum ErrorCode {
     BadRequest,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// An upstream's error whose body xsigate does not pass on (it may name the upstream).
+    UpstreamError,
     PluginFailed,
     PluginTimeout,
     InvalidCredentials,
@@ -55,7 +57,7 @@ impl ErrorCode {
             | Self::InvalidResetToken
             | Self::PasswordRejected
             | Self::AmbiguousPath => 400,
-            Self::UpstreamUnavailable | Self::PluginFailed => 502,
+            Self::UpstreamUnavailable | Self::UpstreamError | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
         }
@@ -72,6 +74,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamError => "upstream_error",
             Self::PluginFailed => "plugin_failed",
             Self::PluginTimeout => "plugin_timeout",
             Self::InvalidCredentials => "invalid_credentials",
@@ -107,6 +110,7 @@ impl ErrorCode {
             Self::BadRequest => "the request could not be read",
             Self::UpstreamUnavailable => "the service provider's server could not be reached",
             Self::UpstreamTimeout => "the service provider's server did not answer in time",
+            Self::UpstreamError => "the service provider's server answered with an error",
             Self::PluginFailed => "an extension of the gateway could not handle the request",
             Self::PluginTimeout => "an extension of the gateway did not finish in time",
             Self::InvalidCredentials => "the user id or password is not correct",
@@ -147,9 +151,15 @@ pub fn readiness(ready: bool) -> (u16, &'static [u8]) {
 
 /// The JSON body of an error response.
 pub fn error_body(code: ErrorCode, request_id: &str) -> Bytes {
+    error_body_with_status(code, code.status(), request_id)
+}
+
+/// The JSON body of an error response whose status is not the code's own: an upstream's error
+/// keeps its status, and only its body is replaced.
+pub fn error_body_with_status(code: ErrorCode, status: u16, request_id: &str) -> Bytes {
     let body = serde_json::json!({
         "error": {
-            "status": code.status(),
+            "status": status,
             "code": code.as_str(),
             "message": code.message(),
             "request_id": request_id,
