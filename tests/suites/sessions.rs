@@ -778,27 +778,27 @@ fn rejected(sim: &xsi_sim::Simulator) -> usize {
         .count()
 }
 
-/// A password changed through one session ends every session holding the old one before the
-/// client hears of it: no later request replays the old password, which on a real XSP spends
-/// the user's BroadWorks lockout budget. The new password logs in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_password_changed_through_a_session_ends_the_sessions_holding_the_old_one() {
+/// A simulator with one user, a gateway, and two sessions of that user that both work.
+async fn two_sessions_of_one_user() -> (Arc<xsi_sim::Simulator>, Gateway, Browser, Browser) {
     let sim = simulator(1).await;
     let gateway = gateway(&sim, "").await;
     let first = log_in(&gateway, &user_id(0), "pw-0").await;
     let second = log_in(&gateway, &user_id(0), "pw-0").await;
     let profile = format!("{ACTIONS}/user/{}/profile", user_id(0));
     for browser in [&first, &second] {
-        assert_eq!(
-            browser
-                .get(&gateway, &profile)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        let response = browser.get(&gateway, &profile).send().await.unwrap();
+        assert_eq!(response.status(), 200);
     }
+    (sim, gateway, first, second)
+}
+
+/// A password changed through one session ends every session holding the old one before the
+/// client hears of it: no later request replays the old password, which on a real XSP spends
+/// the user's BroadWorks lockout budget. The new password logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_through_a_session_ends_the_sessions_holding_the_old_one() {
+    let (sim, gateway, first, second) = two_sessions_of_one_user().await;
+    let profile = format!("{ACTIONS}/user/{}/profile", user_id(0));
     let change = first
         .put(
             &gateway,
@@ -838,22 +838,8 @@ async fn a_password_changed_through_a_session_ends_the_sessions_holding_the_old_
 /// password, so no other request, of this session or another, replays it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_the_xsp_refuses_is_never_replayed() {
-    let sim = simulator(1).await;
-    let gateway = gateway(&sim, "").await;
-    let first = log_in(&gateway, &user_id(0), "pw-0").await;
-    let second = log_in(&gateway, &user_id(0), "pw-0").await;
+    let (sim, gateway, first, second) = two_sessions_of_one_user().await;
     let profile = format!("{ACTIONS}/user/{}/profile", user_id(0));
-    for browser in [&first, &second] {
-        assert_eq!(
-            browser
-                .get(&gateway, &profile)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-    }
     xsigate_tests::change_user(&sim, &user_id(0), |user| {
         user["password"] = "changed-elsewhere".into();
     })

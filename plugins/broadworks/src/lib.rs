@@ -44,6 +44,16 @@ pub const EVENTS: &str = concat!(events_context!(), "/v2.0");
 /// Where an XSI-Events channel is opened (`POST`, answered with a stream).
 pub const CHANNEL_OPEN: &str = concat!(async_context!(), events_context!(), "/v2.0/channel");
 
+/// The segments of a path, each percent-decoded once (bytes that are not UTF-8 replaced), as an
+/// XSP reads them.
+pub fn decoded_segments(path: &str) -> impl Iterator<Item = String> + '_ {
+    path.split('/').map(|segment| {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
+}
+
 /// The XSI application a path belongs to, decided by its context path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XsiApp {

@@ -3,7 +3,7 @@
 //! here are the segments the XSP serves; each is percent-decoded once and compared the way
 //! BroadWorks compares it: resource names and user ids in any case.
 
-use xsigate_broadworks::{ACTIONS_CONTEXT, ASYNC_CONTEXT, EVENTS_CONTEXT};
+use xsigate_broadworks::{ACTIONS_CONTEXT, ASYNC_CONTEXT, EVENTS_CONTEXT, decoded_segments};
 use xsigate_plugin_sdk::{LoginLevel, SessionInfo};
 
 const VERSION: &str = "v2.0";
@@ -58,15 +58,7 @@ pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
     } else {
         return Err(Refusal::UnknownResource);
     };
-    let segments: Vec<String> = rest
-        .trim_end_matches('/')
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segments: Vec<String> = decoded_segments(rest.trim_end_matches('/')).collect();
     let [version, root, below @ ..] = segments.as_slice() else {
         return Err(Refusal::UnknownResource);
     };

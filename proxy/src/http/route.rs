@@ -1,7 +1,7 @@
 //! Which kind of request this is, decided from the path alone, and whether the path means one
 //! thing only.
 
-use xsigate_broadworks::XsiApp;
+use xsigate_broadworks::{XsiApp, decoded_segments};
 
 use crate::access::Endpoint;
 use crate::wire::error::ErrorCode;
@@ -169,14 +169,7 @@ pub fn password_change_user(method: &http::Method, path: &str) -> Option<String>
     if method != http::Method::PUT {
         return None;
     }
-    let decoded: Vec<String> = path
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let decoded: Vec<String> = decoded_segments(path).collect();
     let tail = decoded.get(decoded.len().checked_sub(3)?..)?;
     let is_portal_password = ["profile", "password", "portal"]
         .iter()

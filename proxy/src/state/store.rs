@@ -628,10 +628,7 @@ impl Store for SqliteStore {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user_id, provider)| SessionOwner { user_id, provider })
-            .collect())
+        Ok(owners(rows))
     }
 
     async fn reset_insert(
@@ -692,11 +689,15 @@ impl Store for SqliteStore {
         .bind(idle_ms)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user_id, provider)| SessionOwner { user_id, provider })
-            .collect())
+        Ok(owners(rows))
     }
+}
+
+/// The owners of deleted session rows, as `RETURNING user_id, provider` gives them.
+fn owners(rows: Vec<(String, String)>) -> Vec<SessionOwner> {
+    rows.into_iter()
+        .map(|(user_id, provider)| SessionOwner { user_id, provider })
+        .collect()
 }
 
 #[cfg(test)]
