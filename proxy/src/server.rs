@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::state::seal::SealError;
 use crate::state::{Shared, StateError, StateSettings};
-use crate::upstream::health::HealthService;
+use crate::upstream::probe::HealthService;
 use crate::upstream::{Providers, UpstreamError};
 
 /// Why the gateway could not start. Each names the file or setting at fault.

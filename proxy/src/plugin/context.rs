@@ -10,14 +10,14 @@
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use async_ffi::FutureExt as _;
 use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, Opts};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, HostApi, MetricId, Reply, Str};
 
 use super::exchange::Exchange;
-use super::services::{Services, Streams};
+use super::streams::Streams;
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::state::seal::SealKey;
 
@@ -40,7 +40,7 @@ pub(super) struct PluginContext {
     registered: RwLock<Vec<PluginMetric>>,
     pub subscriptions: Mutex<Vec<String>>,
     /// Attached when the server starts; until then asynchronous calls are refused.
-    pub services: OnceLock<Arc<Services>>,
+    pub services: OnceLock<Box<dyn HostCalls>>,
     pub seal_key: OnceLock<SealKey>,
     /// Response streams the plugin holds open (XSI-Events channels).
     pub streams: Streams,
@@ -222,6 +222,18 @@ fn ready(code: u32, message: &str) -> FfiFuture<Reply> {
     async move { reply }.into_ffi()
 }
 
+/// What performs the plugins' asynchronous host calls ([`super::services`]): declared here so
+/// that the ABI table depends on the calls' contract, not on their implementation.
+pub trait HostCalls: Send + Sync {
+    fn call(
+        &self,
+        plugin: &'static PluginContext,
+        op: u32,
+        meta: Buf,
+        body: Buf,
+    ) -> FfiFuture<Reply>;
+}
+
 unsafe extern "C" fn call(
     context: *const c_void,
     op: u32,
@@ -236,7 +248,7 @@ unsafe extern "C" fn call(
             "host services are available once the server has started",
         );
     };
-    Services::call(services, plugin, op, meta, body)
+    services.call(plugin, op, meta, body)
 }
 
 unsafe extern "C" fn log(

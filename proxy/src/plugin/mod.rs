@@ -26,6 +26,7 @@ mod hooks;
 mod loader;
 mod metrics;
 mod services;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -286,7 +287,7 @@ impl Plugins {
             metrics: metrics.clone(),
         });
         for plugin in &self.all {
-            let _ = plugin.context.services.set(Arc::clone(&services));
+            let _ = plugin.context.services.set(Box::new(Arc::clone(&services)));
         }
         let _ = self.services.set(Arc::clone(&services));
         for (plugin, mut receiver) in queues {

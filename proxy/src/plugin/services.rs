@@ -1,15 +1,12 @@
 //! The asynchronous host services: every `HostApi::call` lands here and runs as a task on the
 //! state runtime (`crate::state::Shared`), whichever runtime polled the plugin.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_ffi::FutureExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 use xsigate_broadworks::{ASYNC_CONTEXT, XsiApp};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use xsigate_plugin_sdk::calls::{
@@ -18,8 +15,9 @@ use xsigate_plugin_sdk::calls::{
 };
 
 use super::bus::{Bus, QueuedEvent, Subscriber};
-use super::context::PluginContext;
+use super::context::{HostCalls, PluginContext};
 use super::metrics::HostMetrics;
+use super::streams::STREAMS_MAX;
 use crate::state::seal::{SealKey, Sealer};
 use crate::state::store::{Store, StoreError};
 use crate::upstream::{Providers, XsiCall, XsiCallError};
@@ -31,92 +29,10 @@ const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 const HTTP_BODY_MAX: usize = 8 << 20;
 /// Longest single `sleep`; a worker that wants longer sleeps again.
 const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
-/// Streams one plugin may hold open: far above one XSI-Events channel per user of a large
-/// provider, low enough that a leaking plugin cannot exhaust the host's sockets unnoticed.
-const STREAMS_MAX: usize = 200_000;
 /// Longest single stream read; a reader that wants to wait longer reads again.
 const STREAM_WAIT_MAX: Duration = Duration::from_secs(300);
 /// A read returns what has already arrived, up to about this much.
 const STREAM_READ_MAX: usize = 1 << 20;
-/// Chunks read ahead of a plugin's reads, per stream.
-const STREAM_AHEAD: usize = 1024;
-
-/// The response streams a plugin holds open, by handle. A handle is good only for the plugin
-/// that opened it: each plugin's context has its own.
-#[derive(Default)]
-pub(super) struct Streams {
-    next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<OpenStream>>>,
-}
-
-/// One open stream. A task reads the body ahead of the plugin, so the connection is drained
-/// while the plugin handles what it read, and one read returns everything that arrived
-/// meanwhile rather than a chunk per round trip. The queue is bounded: a plugin that stops
-/// reading stops the task, and TCP pushes back on the server.
-struct OpenStream {
-    chunks: tokio::sync::Mutex<mpsc::Receiver<Result<bytes::Bytes, reqwest::Error>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-impl Streams {
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenStream>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn add(
-        &self,
-        runtime: &tokio::runtime::Handle,
-        mut response: reqwest::Response,
-    ) -> Option<u64> {
-        let mut open = self.open();
-        if open.len() >= STREAMS_MAX {
-            return None;
-        }
-        let (sender, chunks) = mpsc::channel(STREAM_AHEAD);
-        let reader = runtime.spawn(async move {
-            loop {
-                // The end is the channel closing; an error is passed on, and ends it too.
-                let item = match response.chunk().await {
-                    Ok(Some(bytes)) => Ok(bytes),
-                    Ok(None) => return,
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                if sender.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        open.insert(
-            id,
-            Arc::new(OpenStream {
-                chunks: tokio::sync::Mutex::new(chunks),
-                reader,
-            }),
-        );
-        Some(id)
-    }
-
-    fn get(&self, id: u64) -> Option<Arc<OpenStream>> {
-        self.open().get(&id).cloned()
-    }
-
-    /// Drops the stream (closing its connection); false if there was none.
-    fn remove(&self, id: u64) -> bool {
-        self.open().remove(&id).is_some()
-    }
-
-    pub fn len(&self) -> usize {
-        self.open().len()
-    }
-}
 
 pub(super) struct Services {
     pub runtime: tokio::runtime::Handle,
@@ -196,15 +112,16 @@ fn result_name(code: u32) -> &'static str {
     }
 }
 
-impl Services {
+impl HostCalls for Arc<Services> {
     /// Starts `op` for `plugin` on the state runtime and returns a future of its reply.
-    pub fn call(
-        services: &Arc<Self>,
+    fn call(
+        &self,
         plugin: &'static PluginContext,
         op: u32,
         meta: Buf,
         body: Buf,
     ) -> FfiFuture<Reply> {
+        let services = self;
         if op == abi::op::STREAM_CLOSE {
             let reply = services.stream_close(plugin, &meta);
             services.count(plugin, op, &reply);
@@ -226,7 +143,9 @@ impl Services {
         }
         .into_ffi()
     }
+}
 
+impl Services {
     fn count(&self, plugin: &PluginContext, op: u32, reply: &Reply) {
         self.metrics
             .host_calls

@@ -5,7 +5,8 @@
 //! - [`provider`]: the providers at run time and the index that routes a request to one;
 //!   [`identity`] reads the user ids that routing goes by.
 //! - [`peer`]: one upstream host, resolved off the request path; [`pool`]: a provider's XSPs.
-//! - [`health`]: probes and DNS refresh; [`retry`]: when a failed request goes again.
+//! - [`health`]: an upstream's health; [`probe`]: active probes and DNS refresh; [`retry`]:
+//!   when a failed request goes again.
 //! - [`xsi`]: requests the gateway itself sends to an XSP, on the same rules as the proxy.
 //!
 //! Layer: above [`crate::config`], [`crate::wire`] and [`crate::metrics`]; uses nothing else
@@ -16,6 +17,7 @@ pub mod health;
 pub mod identity;
 pub mod peer;
 pub mod pool;
+pub mod probe;
 pub mod provider;
 pub mod retry;
 pub mod xsi;
