@@ -16,7 +16,7 @@ use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::config::Config;
 use crate::http::local::LocalEndpoints;
-use crate::http::{ProxyApp, ProxyParts, ProxySettings};
+use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::{Plugins, PluginsError};
 use crate::state::seal::SealError;
@@ -133,7 +133,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         ),
         stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
     };
-    let app = ProxyApp::new(ProxyParts {
+    let app = ProxyApp {
         providers: Arc::clone(&providers),
         plugins,
         sessions,
@@ -141,7 +141,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         login_api,
         metrics: metrics.clone(),
         settings,
-    });
+    };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "xsigate");
     for listener in &config.server.listeners {

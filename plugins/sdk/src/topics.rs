@@ -20,8 +20,9 @@ pub const SESSION_ENDED: &str = "session.ended";
 /// payload is `xsigate_broadworks::bus::XsiEvent`.
 pub const XSI_EVENT: &str = "xsi.event";
 
-/// The payload of [`SESSION_STARTED`].
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The payload of [`SESSION_STARTED`]. Its `Debug` shows no password: [`UserCredentials`]'
+/// own leaves it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStarted {
     pub unique_id: String,
     pub provider: String,
@@ -43,17 +44,6 @@ impl fmt::Debug for UserCredentials {
         f.debug_struct("UserCredentials")
             .field("user_id", &self.user_id)
             .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for SessionStarted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionStarted")
-            .field("unique_id", &self.unique_id)
-            .field("provider", &self.provider)
-            .field("level", &self.level)
-            .field("credentials", &self.credentials)
-            .finish()
     }
 }
 

@@ -14,7 +14,7 @@ use crate::state::store::{StoreError, unix_ms};
 impl LoginApi {
     /// [`LoginApi::end_sessions_of`] for a proxied request, on the state runtime: the store
     /// work never runs on a proxy thread.
-    pub async fn end_sessions_after_password_change(
+    pub async fn end_sessions_holding_an_old_password(
         self: &Arc<Self>,
         user_id: String,
     ) -> Result<(), String> {

@@ -59,54 +59,20 @@ pub struct ProxySettings {
     pub stream_idle_timeout: Duration,
 }
 
-/// The xsigate proxy application: what Pingora's HTTP proxy service runs.
+/// The xsigate proxy application: what Pingora's HTTP proxy service runs. Built by
+/// `server::run` from the parts the rest of the gateway made.
 #[derive(Debug)]
 pub struct ProxyApp {
-    providers: Arc<Providers>,
-    /// Which plugins act on each provider's requests.
-    plugins: Arc<Plugins>,
-    /// Resumes the sessions of proxied requests and keeps their XSP state.
-    sessions: Arc<Sessions>,
-    /// Signs identity assertions for gateway services and applets.
-    signer: Arc<Signer>,
-    login_api: Arc<LoginApi>,
-    metrics: Metrics,
-    settings: ProxySettings,
-}
-
-/// What the proxy application is built from.
-#[derive(Debug)]
-pub struct ProxyParts {
     pub providers: Arc<Providers>,
+    /// Which plugins act on each provider's requests.
     pub plugins: Arc<Plugins>,
+    /// Resumes the sessions of proxied requests and keeps their XSP state.
     pub sessions: Arc<Sessions>,
+    /// Signs identity assertions for gateway services and applets.
     pub signer: Arc<Signer>,
     pub login_api: Arc<LoginApi>,
     pub metrics: Metrics,
     pub settings: ProxySettings,
-}
-
-impl ProxyApp {
-    pub fn new(parts: ProxyParts) -> Self {
-        let ProxyParts {
-            providers,
-            plugins,
-            sessions,
-            signer,
-            login_api,
-            metrics,
-            settings,
-        } = parts;
-        Self {
-            providers,
-            plugins,
-            sessions,
-            signer,
-            login_api,
-            metrics,
-            settings,
-        }
-    }
 }
 
 #[async_trait]

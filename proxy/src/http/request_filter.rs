@@ -80,8 +80,7 @@ impl ProxyApp {
         route: Route<'_>,
     ) -> Result<(), ErrorCode> {
         route::check_path(session.req_header().uri.path()).map_err(|_| ErrorCode::AmbiguousPath)?;
-        let resumed = self.proxied_session(session).await?;
-        let resumed = match resumed {
+        let resumed = match self.proxied_session(session).await? {
             Some(resumed) => {
                 let provider = self
                     .providers
@@ -100,7 +99,9 @@ impl ProxyApp {
                 ctx.session = Some(BoundSession::new(resumed, ctx.route.xsi_app()));
                 provider
             }
-            _ => {
+            // `admit` answers `Session` only for a request that has one.
+            (Admission::Session, None) => return Err(ErrorCode::NotLoggedIn),
+            (Admission::Transparent, _) => {
                 let (provider, credential_user) = self.transparent_provider(session)?;
                 if let Some(user) = credential_user {
                     self.admit_transparent(session, ctx, user)?;

@@ -56,8 +56,8 @@ impl ProxyApp {
         }
         self.response_plugins(session, response, ctx).await?;
         Self::hide_error_page(session, response, ctx)?;
-        let password_changed = self
-            .end_sessions_on_password_change(session, response, ctx)
+        let stale_password = self
+            .end_sessions_holding_a_stale_password(session, response, ctx)
             .await;
         if let Some(bound) = ctx.session.as_mut() {
             // The XSP's cookies stay with the session, and its Basic challenge would make a
@@ -65,7 +65,7 @@ impl ProxyApp {
             response.remove_header(&http::header::SET_COOKIE);
             response.remove_header(&http::header::WWW_AUTHENTICATE);
             // A session just ended for a password change is not kept again.
-            if std::mem::take(&mut bound.changed) && !password_changed {
+            if std::mem::take(&mut bound.changed) && !stale_password {
                 let valid_xsp = bound.xsp.as_deref().is_none_or(|name| {
                     ctx.provider
                         .as_ref()
@@ -149,7 +149,7 @@ impl ProxyApp {
     /// A password change that went through the gateway, or an XSP refusing the password a
     /// session holds, ends the sessions holding that password before the client hears of it,
     /// so that no later request replays it; true when it did.
-    async fn end_sessions_on_password_change(
+    async fn end_sessions_holding_a_stale_password(
         &self,
         session: &Session,
         response: &ResponseHeader,
@@ -174,10 +174,10 @@ impl ProxyApp {
         };
         if let Err(e) = self
             .login_api
-            .end_sessions_after_password_change(user_id)
+            .end_sessions_holding_an_old_password(user_id)
             .await
         {
-            tracing::error!(error = %e, "ending sessions after a password change failed");
+            tracing::error!(error = %e, "ending the sessions holding an old password failed");
         }
         true
     }

@@ -170,20 +170,16 @@ pub fn password_change_user(method: &http::Method, path: &str) -> Option<String>
         return None;
     }
     let decoded: Vec<String> = decoded_segments(path).collect();
-    let tail = decoded.get(decoded.len().checked_sub(3)?..)?;
-    let is_portal_password = ["profile", "password", "portal"]
-        .iter()
-        .zip(tail)
-        .all(|(expected, segment)| segment.eq_ignore_ascii_case(expected));
-    let user = path_user_id(path)?;
-    let user_then_tail = decoded.len() >= 5
-        && decoded
-            .get(decoded.len() - 4)
-            .is_some_and(|segment| *segment == user)
-        && decoded
-            .get(decoded.len() - 5)
-            .is_some_and(|segment| segment.eq_ignore_ascii_case("user"));
-    (is_portal_password && user_then_tail).then_some(user)
+    let [.., user_root, user, profile, password, portal] = decoded.as_slice() else {
+        return None;
+    };
+    let named = |segment: &str, name: &str| segment.eq_ignore_ascii_case(name);
+    (named(user_root, "user")
+        && !user.is_empty()
+        && named(profile, "profile")
+        && named(password, "password")
+        && named(portal, "portal"))
+    .then(|| user.clone())
 }
 
 #[cfg(test)]

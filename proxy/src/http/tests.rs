@@ -9,7 +9,7 @@ use pingora::proxy::{ProxyHttp as _, Session};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::context::{RequestCtx, Target};
-use super::{ProxyApp, ProxyParts, ProxySettings};
+use super::{ProxyApp, ProxySettings};
 use crate::access::{LoginApi, SessionPolicy, Sessions, Signer};
 use crate::metrics::Metrics;
 use crate::plugin::Plugins;
@@ -58,7 +58,7 @@ fn app(dir: &std::path::Path) -> ProxyApp {
         )
         .unwrap(),
     );
-    ProxyApp::new(ProxyParts {
+    ProxyApp {
         providers,
         plugins,
         sessions,
@@ -70,7 +70,7 @@ fn app(dir: &std::path::Path) -> ProxyApp {
             downstream_read_timeout: std::time::Duration::from_secs(5),
             stream_idle_timeout: std::time::Duration::from_secs(5),
         },
-    })
+    }
 }
 
 /// What the request filter made of one request: whether it answered, the context, and the
