@@ -72,6 +72,10 @@ async fn main() -> ExitCode {
         });
     }
     let users = seed.users.len();
+    let srs = seed
+        .srs
+        .as_ref()
+        .map(|srs| (srs.address, srs.settings(&seed.users)));
     let simulator = match Simulator::start(seed).await {
         Ok(simulator) => simulator,
         Err(e) => {
@@ -105,6 +109,19 @@ async fn main() -> ExitCode {
             }
         }
         _ => None,
+    };
+    let _srs = match srs {
+        Some((addr, settings)) => match xsi_sim::srs::Srs::start(settings, addr).await {
+            Ok(srs) => {
+                tracing::info!(url = %srs.url(), "screen-recording stand-in serving");
+                Some(srs)
+            }
+            Err(e) => {
+                eprintln!("xsi-sim: cannot start the screen-recording stand-in on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS

@@ -18,6 +18,10 @@
 //!
 //! [tls]                                           # optional: HTTPS XSPs
 //! self_signed_cert_out = "xsp-cert.pem"           # or cert_file = "…", key_file = "…"
+//!
+//! [srs]                                           # optional: a Genesys SRS stand-in
+//! address = "127.0.0.1:18090"                     # its agents are the users, by user id
+//! origin = "http://127.0.0.1:5173"                # the agent desktop's Origin
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +47,40 @@ pub struct Seed {
     pub events: crate::events::EventSettings,
     /// Serve the XSPs over HTTPS (the control API stays plain HTTP).
     pub tls: Option<TlsSeed>,
+    /// Also serve a screen-recording (Genesys SRS) stand-in.
+    pub srs: Option<SrsSeed>,
+}
+
+/// A Genesys SRS stand-in beside the XSPs, as a provider's agents would have it: every user of
+/// the seed is an agent, logging in with their user id and password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrsSeed {
+    pub address: SocketAddr,
+    /// The `Origin` SRS expects from the agent desktop.
+    pub origin: String,
+    /// A session not pinged for this long is disconnected (60 s in SRS).
+    #[serde(default = "SrsSeed::default_keep_alive_seconds")]
+    pub keep_alive_seconds: u64,
+}
+
+impl SrsSeed {
+    fn default_keep_alive_seconds() -> u64 {
+        60
+    }
+
+    /// The stand-in's settings for the seed's users.
+    pub fn settings(&self, users: &[User]) -> crate::srs::SrsSettings {
+        crate::srs::SrsSettings {
+            origin: self.origin.clone(),
+            agents: users
+                .iter()
+                .map(|user| (user.user_id.clone(), user.password.clone()))
+                .collect(),
+            keep_alive: std::time::Duration::from_secs(self.keep_alive_seconds),
+            version: "8.5.500.07".to_owned(),
+        }
+    }
 }
 
 /// Where the XSPs' certificate comes from.
@@ -137,6 +175,7 @@ impl Seed {
             call_centers: Vec::new(),
             events: crate::events::EventSettings::default(),
             tls: None,
+            srs: None,
         }
     }
 }

@@ -479,10 +479,11 @@ async fn wait_port(port: u16, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_another_users() {
     let e2e = repo_root().join("tests/firebase-e2e");
+    let node_modules = repo_root().join("node_modules");
     assert!(
-        e2e.join("node_modules/firebase-server").is_dir()
-            && e2e.join("node_modules/firebase-tools").is_dir(),
-        "run `npm ci` in tests/firebase-e2e first (scripts/test does)"
+        node_modules.join("firebase-server").is_dir()
+            && node_modules.join("firebase-tools").is_dir(),
+        "run `npm ci` in the repository first (scripts/test does)"
     );
     let work = tempfile::tempdir().unwrap();
     let database_port = free_port();
@@ -490,7 +491,7 @@ async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_anoth
     let log = |name: &str| std::fs::File::create(work.path().join(name)).unwrap();
     let database = Process(
         Command::new("node")
-            .arg(e2e.join("node_modules/firebase-server/bin/firebase-server.js"))
+            .arg(node_modules.join("firebase-server/bin/firebase-server.js"))
             .args([
                 "-p",
                 &database_port.to_string(),
@@ -513,7 +514,7 @@ async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_anoth
     )
     .unwrap();
     let auth = Process(
-        Command::new(e2e.join("node_modules/.bin/firebase"))
+        Command::new(node_modules.join(".bin/firebase"))
             .args([
                 "emulators:start",
                 "--only",

@@ -26,6 +26,11 @@ pub struct PluginError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadFailure {
+    #[error("no such file{}", build_hint(.build))]
+    Missing {
+        /// The command that builds the library, when its path is a cargo build's output.
+        build: Option<String>,
+    },
     #[error("cannot load the library: {0}")]
     Open(String),
     #[error(
@@ -49,6 +54,35 @@ pub enum LoadFailure {
     Wiring(String),
 }
 
+fn build_hint(build: &Option<String>) -> String {
+    build
+        .as_ref()
+        .map(|command| format!("; build it with `{command}`"))
+        .unwrap_or_default()
+}
+
+/// `cargo build [--release] -p <crate>` for a path of the form
+/// `…/target/{debug,release}/lib<crate>.so`, the one place a cargo-built plugin lands.
+fn cargo_build_command(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let crate_name = file
+        .strip_prefix(std::env::consts::DLL_PREFIX)?
+        .strip_suffix(std::env::consts::DLL_SUFFIX)?;
+    let profile = path.parent()?;
+    if profile.parent()?.file_name()? != "target" {
+        return None;
+    }
+    let flag = match profile.file_name()?.to_str()? {
+        "release" => " --release",
+        "debug" => "",
+        _ => return None,
+    };
+    Some(format!(
+        "cargo build{flag} -p {}",
+        crate_name.replace('_', "-")
+    ))
+}
+
 /// What loading produced.
 pub(super) struct Loaded {
     pub api: PluginApi,
@@ -62,6 +96,11 @@ pub(super) fn load(
     config: &str,
     context: PluginContext,
 ) -> Result<Loaded, LoadFailure> {
+    if matches!(path.try_exists(), Ok(false)) {
+        return Err(LoadFailure::Missing {
+            build: cargo_build_command(path),
+        });
+    }
     // SAFETY: loading runs the library's initialisers. Plugins are trusted code by design
     // (operators name them in their configuration), and this is the documented contract.
     let library = unsafe { Library::new(path) }.map_err(|e| LoadFailure::Open(e.to_string()))?;
@@ -98,4 +137,42 @@ pub(super) fn load(
         manifest,
         context,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cargo_built_library_names_the_command_that_builds_it() {
+        let so = |p: &str| PathBuf::from(p.replace(".so", std::env::consts::DLL_SUFFIX));
+        assert_eq!(
+            cargo_build_command(&so("/srv/xsigate/target/release/libxsigate_idp_email.so"))
+                .as_deref(),
+            Some("cargo build --release -p xsigate-idp-email")
+        );
+        assert_eq!(
+            cargo_build_command(&so("target/debug/libacme_tagger.so")).as_deref(),
+            Some("cargo build -p acme-tagger")
+        );
+        assert_eq!(
+            cargo_build_command(&so("/usr/lib/xsigate/libxsigate_idp_email.so")),
+            None
+        );
+        assert_eq!(
+            cargo_build_command(&so("target/release/xsigate_idp_email.txt")),
+            None
+        );
+        assert_eq!(
+            LoadFailure::Missing {
+                build: Some("cargo build -p x".to_owned())
+            }
+            .to_string(),
+            "no such file; build it with `cargo build -p x`"
+        );
+        assert_eq!(
+            LoadFailure::Missing { build: None }.to_string(),
+            "no such file"
+        );
+    }
 }

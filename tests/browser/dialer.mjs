@@ -1,0 +1,181 @@
+// The browser suite's driver: real headless Chromium (Debian's), driven by puppeteer-core,
+// walks the reference dialer of the running demo as a user would, takes a screenshot of each
+// step, and prints one JSON report of what the page showed and what the simulator saw.
+// tests/suites/browser.rs starts the demo, runs this, and asserts on the report.
+//
+// env: DIALER_URL, SIM_CONTROL, OUT (screenshot folder), CHROMIUM (default /usr/bin/chromium)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import puppeteer from 'puppeteer-core';
+
+const env = process.env;
+const USER = 'alice@demo.xsigate.test';
+const PASSWORD = 'alice-demo-password';
+const WAIT_MS = 10000;
+
+// Every wait ends by itself; a stuck page fails the run instead of hanging it.
+setTimeout(() => {
+  console.error('dialer.mjs: gave up after 120 s');
+  process.exit(2);
+}, 120000).unref();
+
+const profile = mkdtempSync(join(tmpdir(), 'xsigate-chromium-'));
+const browser = await puppeteer.launch({
+  executablePath: env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  userDataDir: profile,
+  // This machine's network is closed: Chromium's own background traffic only fails slowly.
+  args: [
+    ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
+    '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--window-size=1280,1000',
+  ],
+  defaultViewport: { width: 1280, height: 1000 },
+});
+const page = await browser.newPage();
+const consoleErrors = [];
+page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(message.text()); });
+page.on('pageerror', (error) => consoleErrors.push(String(error)));
+
+const report = { screenshots: [], logins: {}, console_errors: consoleErrors };
+let shot = 0;
+async function screenshot(name) {
+  shot += 1;
+  const file = join(env.OUT, `${String(shot).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  report.screenshots.push(file);
+}
+
+const text = (selector) => page.$eval(selector, (node) => node.textContent.trim());
+const visible = (selector) => page.$eval(selector, (node) => !node.hidden);
+async function waitText(selector, test, what) {
+  try {
+    await page.waitForFunction(
+      (s, source) => new Function('t', `return (${source})(t)`)(document.querySelector(s)?.textContent.trim() ?? ''),
+      { timeout: WAIT_MS, polling: 50 },
+      selector,
+      test.toString(),
+    );
+  } catch {
+    throw new Error(`${what}: ${selector} shows "${await text(selector).catch(() => '?')}"; status "${await text('#status')}"`);
+  }
+}
+async function sim(path, options) {
+  const response = await fetch(`${env.SIM_CONTROL}${path}`, options);
+  if (!response.ok) throw new Error(`simulator ${path}: ${response.status}`);
+  return response.json();
+}
+
+/** Types a query, picks the option of `method`, and logs in as alice with it. */
+async function logIn(query, method, first) {
+  await page.$eval('#query', (input) => { input.value = ''; });
+  await page.type('#query', query);
+  await page.click('#identify-form button');
+  await page.waitForSelector(`#options button[data-method="${method}"]`, { timeout: WAIT_MS });
+  if (first) await screenshot('login-options');
+  await page.click(`#options button[data-method="${method}"]`);
+  await page.type('#login-password', PASSWORD);
+  await page.click('#login-form button');
+  await page.waitForFunction(() => !document.querySelector('#account').hidden, { timeout: WAIT_MS });
+  await waitText('#profile-user', (t) => t.includes('@'), `login by ${method}`);
+  return text('#profile-user');
+}
+
+async function logOut() {
+  await page.click('#logout');
+  await page.waitForFunction(() => !document.querySelector('#identify').hidden, { timeout: WAIT_MS });
+}
+
+try {
+  await page.goto(env.DIALER_URL, { waitUntil: 'networkidle0' });
+  await waitText('#status', (t) => t.startsWith('Type'), 'the page starts');
+  await screenshot('start');
+
+  // Each password login method, by what a user would type for it.
+  report.logins.email = await logIn('alice.anders@demo.example', 'email', true);
+  await logOut();
+  report.logins.phone = await logIn('+1 (202) 555-0101', 'phone', false);
+  await logOut();
+  report.logins.broadsoft = await logIn(USER, 'broadsoft', false);
+  report.screening = { srs: await text('#report-srs') };
+
+  // The live view follows the user's node in Firebase.
+  await waitText('#live-dnd', (t) => t === 'on' || t === 'off', 'the live view shows DND');
+  await screenshot('logged-in');
+
+  // DND toggled in the page: XSI PUT → simulator → XSI-Events → firebase-sync → Firebase → page.
+  const before = await text('#live-dnd');
+  const wanted = before === 'on' ? 'off' : 'on';
+  const toggled = Date.now();
+  await page.click('#dnd');
+  await waitText('#live-dnd', new Function('t', `return t === '${wanted}'`), 'DND comes back live');
+  report.dnd = {
+    before,
+    page: await text('#live-dnd'),
+    round_trip_ms: Date.now() - toggled,
+    simulator: (await sim(`/users/${USER}`)).do_not_disturb.active,
+  };
+  await screenshot('dnd-toggled');
+
+  // Call Forwarding Always, the same way.
+  if (await page.$eval('#cfa', (box) => box.checked)) {
+    await page.click('#cfa');
+    await waitText('#live-cfa', (t) => t === 'off', 'CFA off comes back live');
+  }
+  await page.click('#cfa');
+  await waitText('#live-cfa', (t) => t.startsWith('always to'), 'CFA comes back live');
+  report.cfa = { page: await text('#live-cfa'), simulator: (await sim(`/users/${USER}`)).call_forwarding_always };
+
+  // A call started in the simulator (dialled from the page, placed by the XSP) shows up.
+  await page.click('#call-form button');
+  await page.waitForSelector('#live-calls li[data-call]', { timeout: WAIT_MS });
+  report.call = await text('#live-calls');
+  // A caller waits in the queue of alice's call centre.
+  await sim('/callcenters/sales-cc@demo.xsigate.test/queue', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ address: 'tel:+12025550777', name: 'Carol Caller' }),
+  });
+  await waitText('#live-queue', (t) => t.includes('Carol'), 'the queued caller shows up');
+  report.queue = await text('#live-queue');
+  await screenshot('call-and-queue');
+
+  // The page's own XSI-Events channel, its heartbeats pinned by the cross-origin X-Xsigate-Xsp.
+  await page.click('#channel-open');
+  await waitText('#channel-id', (t) => t !== '–', 'the channel opens');
+  for (let i = 1; i <= 2; i++) {
+    await page.click('#channel-heartbeat');
+    await waitText('#channel-heartbeats', new Function('t', `return t.startsWith('${i} sent')`), `heartbeat ${i}`);
+  }
+  const channelId = await text('#channel-id');
+  const held = (await sim('/channels')).find((channel) => channel.channel_id === channelId);
+  report.channel = {
+    pin: await text('#channel-pin'),
+    heartbeats: await text('#channel-heartbeats'),
+    simulator: held ?? null,
+  };
+  await screenshot('channel-pinned');
+
+  // Logout ends the session and the live view.
+  await logOut();
+  const session = await page.evaluate(async (gateway) => {
+    const response = await fetch(`${gateway}/api/access/services/session`, { credentials: 'include' });
+    return response.status;
+  }, JSON.parse(await page.evaluate(() => fetch('/config.json').then((r) => r.text()))).gateway);
+  report.after_logout = {
+    session_status: session,
+    live_shown: await visible('#live'),
+    live_dnd: await text('#live-dnd'),
+    status: await text('#status'),
+  };
+  await screenshot('logged-out');
+} catch (error) {
+  report.error = String(error.message ?? error);
+  await screenshot('failed').catch(() => {});
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(report));
+process.exit(report.error ? 1 : 0);
