@@ -8,10 +8,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
+import { initializeApp } from 'firebase/app';
+import { getAuth, connectAuthEmulator, signInWithCustomToken } from 'firebase/auth';
+import { getDatabase, connectDatabaseEmulator, ref, onValue } from 'firebase/database';
 
 const env = process.env;
 const USER = 'alice@demo.xsigate.test';
 const PASSWORD = 'alice-demo-password';
+const OTHER = 'bob@demo.xsigate.test';
+const OTHER_PASSWORD = 'bob-demo-password';
 const WAIT_MS = 10000;
 
 // Every wait ends by itself; a stuck page fails the run instead of hanging it.
@@ -85,6 +90,38 @@ async function logIn(query, method, first) {
 async function logOut() {
   await page.click('#logout');
   await page.waitForFunction(() => !document.querySelector('#identify').hidden, { timeout: WAIT_MS });
+}
+
+/**
+ * What `user` may read of the database outside the page, on the Firebase JS SDK: logs in
+ * through the gateway, signs in with the custom token, and answers, for each path, the value
+ * or `permission_denied`.
+ */
+async function readAs(user, password, paths) {
+  const config = await (await fetch(new URL('/config.json', env.DIALER_URL))).json();
+  const login = await fetch(`${config.gateway}/api/access/services/idp/broadsoft`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user, password }),
+  });
+  if (!login.ok) throw new Error(`login of ${user}: ${login.status}`);
+  const firebase = (await login.json()).reports.firebase;
+  const app = initializeApp({ projectId: config.firebase.projectId, apiKey: config.firebase.apiKey }, user);
+  const auth = getAuth(app);
+  connectAuthEmulator(auth, config.firebase.authEmulator, { disableWarnings: true });
+  await signInWithCustomToken(auth, firebase.custom_token);
+  const db = getDatabase(app);
+  const database = new URL(firebase.database_url);
+  connectDatabaseEmulator(db, database.hostname, Number(database.port));
+  const read = (path) => new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('no answer'), WAIT_MS);
+    onValue(ref(db, path), (snapshot) => { clearTimeout(timer); resolve(snapshot.val()); },
+      (error) => { clearTimeout(timer); resolve(String(error).includes('permission_denied') ? 'permission_denied' : String(error)); },
+      { onlyOnce: true });
+  });
+  const answers = { path: firebase.path, own: await read(firebase.path) };
+  for (const [name, path] of Object.entries(paths(answers.own))) answers[name] = await read(path);
+  return answers;
 }
 
 try {
@@ -170,6 +207,19 @@ try {
     status: await text('#status'),
   };
   await screenshot('logged-out');
+
+  // The database rules: an agent reads the node of its call centre; nobody else does.
+  const alice = await readAs(USER, PASSWORD, (own) => {
+    const centre = Object.keys(own?.agent?.call_centers ?? {})[0];
+    return { centre: `users/${centre}/queue` };
+  });
+  const centre = Object.keys(alice.own?.agent?.call_centers ?? {})[0];
+  const bob = await readAs(OTHER, OTHER_PASSWORD, () => ({ centre: `users/${centre}`, alice: alice.path }));
+  report.rules = {
+    agent_reads_its_centre_queue: alice.centre,
+    other_reads_the_centre: bob.centre,
+    other_reads_alice: bob.alice,
+  };
 } catch (error) {
   report.error = String(error.message ?? error);
   await screenshot('failed').catch(() => {});

@@ -182,6 +182,16 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     assert_eq!(after["live_shown"], false);
     assert_eq!(after["live_dnd"], "–");
 
+    // The database rules: an agent reads its call centre's queue; another user reads neither
+    // that centre's node nor alice's.
+    let rules = &report["rules"];
+    assert!(
+        rules["agent_reads_its_centre_queue"].is_object(),
+        "{report}"
+    );
+    assert_eq!(rules["other_reads_the_centre"], "permission_denied");
+    assert_eq!(rules["other_reads_alice"], "permission_denied");
+
     let shots = report["screenshots"].as_array().unwrap();
     assert_eq!(shots.len(), 7, "{report}");
     for shot in shots {

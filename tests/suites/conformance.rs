@@ -18,7 +18,10 @@ fn check_accepts_the_shipped_configuration() {
             .arg(&shipped),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("ok (1 providers, 2 XSPs"), "{stdout}");
+    assert!(
+        stdout.contains("ok (1 providers, 2 XSPs, 1 listeners, 7 plugins)"),
+        "every shipped plugin loads (scripts/test builds them with `scripts/demo build`): {stdout}"
+    );
 
     let (code, stdout, _) = run_command(
         Command::new(binary("xsigate"))
@@ -29,6 +32,47 @@ fn check_accepts_the_shipped_configuration() {
     assert!(
         stdout.starts_with("<embedded providers.toml>: ok"),
         "{stdout}"
+    );
+}
+
+/// Before the demo's build, the shipped configuration names the first plugin library missing
+/// and the command that builds it. (The copy sits where no `target/` exists; its secrets are
+/// copied along, so that the libraries are what is missing.)
+#[test]
+fn check_names_a_missing_plugin_library_and_the_command_that_builds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sim")).unwrap();
+    for file in [
+        "providers.toml",
+        "sim/demo-master-password",
+        "sim/demo-firebase-secret",
+    ] {
+        std::fs::copy(repo_root().join(file), dir.path().join(file)).unwrap();
+    }
+    let config = dir.path().join("providers.toml");
+    let (code, stdout, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("check")
+            .arg("-c")
+            .arg(&config),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l == "[[plugins]]")
+        .expect("a [[plugins]] entry")
+        + 1;
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "{}:{line}:1: plugin `broadsoft` ({}): no such file; build it with \
+             `cargo build --release -p xsigate-idp-broadsoft`",
+            config.display(),
+            dir.path()
+                .join("target/release/libxsigate_idp_broadsoft.so")
+                .display()
+        )
     );
 }
 

@@ -326,3 +326,30 @@ fn password_file_is_read_relative_to_the_config() {
     let master = config.providers["acme"].master.as_ref().unwrap();
     assert_eq!(master.password.expose(), "s3cret");
 }
+
+#[test]
+fn plugin_file_keys_are_relative_to_the_config_like_the_hosts_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[plugins]]\nname = \"firebase\"\npath = \"lib/libfb.so\"\n\
+         [plugins.config]\nkey_file = \"keys/k.json\"\nlabel_file_name = \"not a path key\"\n\
+         [plugins.config.providers.acme]\nsecret_file = \"s.txt\"\nabsolute_file = \"/etc/x\"\n\
+         count_file = 3\n{VALID}"
+    );
+    let config = load_text(&text, dir.path()).unwrap();
+    let plugin = &config.plugins[0];
+    let base = dir.path();
+    assert_eq!(plugin.path, base.join("lib/libfb.so"));
+    assert_eq!(
+        plugin.config["key_file"],
+        base.join("keys/k.json").to_string_lossy().as_ref()
+    );
+    assert_eq!(plugin.config["label_file_name"], "not a path key");
+    let acme = &plugin.config["providers"]["acme"];
+    assert_eq!(
+        acme["secret_file"],
+        base.join("s.txt").to_string_lossy().as_ref()
+    );
+    assert_eq!(acme["absolute_file"], "/etc/x");
+    assert_eq!(acme["count_file"], 3);
+}

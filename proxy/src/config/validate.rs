@@ -45,6 +45,7 @@ pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
             ));
         }
         plugin.path = relative_to(base_dir, &plugin.path);
+        files_relative_to(base_dir, &mut plugin.config);
         if plugin.call_timeout_ms == 0 {
             return Err(problem(
                 &at.key("call_timeout_ms"),
@@ -488,6 +489,23 @@ fn check_domain(domain: &str, at: &KeyPath) -> Checked {
 
 fn check_readable(path: &Path, at: &KeyPath) -> Checked<Vec<u8>> {
     std::fs::read(path).map_err(|e| problem(at, format!("cannot read {}: {e}", path.display())))
+}
+
+/// A plugin's `*_file` keys, at any depth of its `config` table, name files the way the host's
+/// own keys do: relative to the configuration file. Plugins see absolute paths, so that no
+/// plugin depends on the directory the gateway was started from.
+fn files_relative_to(base_dir: &Path, table: &mut serde_json::Map<String, serde_json::Value>) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            serde_json::Value::String(path) if key.ends_with("_file") => {
+                *path = relative_to(base_dir, Path::new(path.as_str()))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+            serde_json::Value::Object(inner) => files_relative_to(base_dir, inner),
+            _ => {}
+        }
+    }
 }
 
 fn relative_to(base_dir: &Path, path: &Path) -> PathBuf {
