@@ -204,6 +204,9 @@ pub struct User {
     pub agent_state_since_ms: u64,
     #[serde(default)]
     pub agent_monitoring: AgentMonitoring,
+    /// The Busy Lamp Field service's monitored users, by user id, in order.
+    #[serde(default)]
+    pub busy_lamp_field: Vec<String>,
 }
 
 /// Everyone the application server knows, by user id (BroadWorks user ids are case-insensitive).

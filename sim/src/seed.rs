@@ -165,6 +165,7 @@ impl Seed {
                 agent_state: Default::default(),
                 agent_state_since_ms: 0,
                 agent_monitoring: Default::default(),
+                busy_lamp_field: Vec::new(),
             })
             .collect();
         Self {

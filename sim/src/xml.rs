@@ -77,6 +77,21 @@ fn additional_details(out: &mut String, user: &User) {
     out.push_str("</additionalDetails>");
 }
 
+/// `GET /v2.0/user/<id>/services/BusyLampField` (`XSIBusyLampField.xsd`): the monitored users'
+/// details, in the list's order. No `listURI`: the simulator has no SIP side.
+pub fn busy_lamp_field(monitored: &[&User]) -> String {
+    let mut out = format!(
+        r#"{LATIN1_DECL}<BusyLampField xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><monitoredUserList>"#
+    );
+    for user in monitored {
+        out.push_str("<userDetails>");
+        user_details(&mut out, user);
+        out.push_str("</userDetails>");
+    }
+    out.push_str("</monitoredUserList></BusyLampField>");
+    out
+}
+
 /// `GET /v2.0/user/<id>/profile`.
 pub fn profile(user: &User) -> String {
     let id = escape(&user.user_id);

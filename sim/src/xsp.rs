@@ -6,6 +6,7 @@
 //! - 401 carries `WWW-Authenticate: Basic realm="XtendedServicesInterface"`.
 //! - A user reaches only its own `/user/<id>/…`; an administrator only users in its scope (403).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -883,6 +884,54 @@ fn actions(platform: &Platform, call: &Call<'_>, resource: &str, principal: &Pri
     }
 }
 
+/// The users of the watcher's service provider, by lower-cased user id (BroadWorks user ids are
+/// case-insensitive).
+struct Monitorable(HashMap<String, User>);
+
+impl Monitorable {
+    fn get(&self, user_id: &str) -> Option<&User> {
+        self.0.get(&user_id.to_ascii_lowercase())
+    }
+}
+
+/// A PUT of the Busy Lamp Field service: `Some(list)` when it sets the monitored users (only
+/// their `userId`s count, as the schema says; `xsi:nil` clears the list), `None` when it leaves
+/// them. Each must be a user of the watcher's service provider, and not the watcher.
+fn busy_lamp_field_change(
+    leaves: &Leaves,
+    watcher: &User,
+    others: &Monitorable,
+) -> Result<Option<Vec<String>>, Reply> {
+    if leaves.get("monitoredUserList") == Some(None) {
+        return Ok(Some(Vec::new()));
+    }
+    let ids = leaves.all("userId");
+    if ids.is_empty() && leaves.get("monitoredUserList").is_none() {
+        return Ok(None);
+    }
+    let mut list: Vec<String> = Vec::new();
+    for id in ids {
+        let Some(user) = others.get(id) else {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                &format!("[Error 4008] User not found: {id}"),
+                4008,
+            ));
+        };
+        if user.user_id.eq_ignore_ascii_case(&watcher.user_id) {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "[Error 4000] A user cannot monitor itself",
+                4000,
+            ));
+        }
+        if !list.iter().any(|l| l.eq_ignore_ascii_case(&user.user_id)) {
+            list.push(user.user_id.clone());
+        }
+    }
+    Ok(Some(list))
+}
+
 fn user_resource(
     platform: &Platform,
     call: &Call<'_>,
@@ -936,6 +985,19 @@ fn user_resource(
     } else {
         None
     };
+    // The users a Busy Lamp Field list may name: the same service provider (enterprise).
+    let others: HashMap<String, User> =
+        if rest.first() == Some(&"services") && rest.get(1) == Some(&"busylampfield") {
+            let provider = user.service_provider.clone();
+            directory
+                .users()
+                .filter(|u| u.service_provider == provider)
+                .map(|u| (u.user_id.to_ascii_lowercase(), u.clone()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+    let others = Monitorable(others);
     let Some(user) = directory.user_mut(user_id) else {
         return Reply::error(StatusCode::NOT_FOUND, "User not found", 4008);
     };
@@ -953,6 +1015,24 @@ fn user_resource(
         )),
         (Method::GET, ["services", "remoteoffice"], _) => {
             Ok(Reply::ok_xml(xml::remote_office(&user.remote_office)))
+        }
+        (Method::GET, ["services", "busylampfield"], _) => {
+            let monitored: Vec<&User> = user
+                .busy_lamp_field
+                .iter()
+                .filter_map(|id| others.get(id))
+                .collect();
+            Ok(Reply::ok_xml(xml::busy_lamp_field(&monitored)))
+        }
+        (Method::PUT, ["services", "busylampfield"], Some(leaves)) => {
+            match busy_lamp_field_change(&leaves, user, &others) {
+                Ok(Some(list)) => {
+                    draft.busy_lamp_field = list;
+                    Ok(Reply::empty(StatusCode::OK))
+                }
+                Ok(None) => Ok(Reply::empty(StatusCode::OK)),
+                Err(reply) => Ok(reply),
+            }
         }
         (Method::GET, ["services", "commpilotexpress"], _) => Ok(Reply::ok_xml(
             xml::comm_pilot_express(user.comm_pilot_express),

@@ -622,3 +622,95 @@ async fn seeds_load_from_json_and_requests_are_counted_per_user() {
         "{error}"
     );
 }
+
+/// The Busy Lamp Field service: the monitored users with their details, set by user id only,
+/// cleared by `xsi:nil`, limited to the watcher's service provider and never the watcher.
+#[tokio::test]
+async fn busy_lamp_field_lists_monitored_users_and_is_set_by_user_id() {
+    let seed = format!(
+        "{SEED}\n[[users]]\nuser_id = \"carol@other.example\"\npassword = \"carol-pw\"\n\
+         service_provider = \"other\"\ngroup = \"g\"\n"
+    );
+    let (sim, _) = start(&seed).await;
+    let http = client();
+    let auth = basic("alice@acme.example", "alice-pw");
+    let blf = url(
+        &sim,
+        0,
+        &format!("{ACTIONS}/user/alice@acme.example/services/BusyLampField"),
+    );
+    let get = || async {
+        let response = http
+            .get(&blf)
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let put = |body: String| {
+        let request = http.put(&blf).header("authorization", &auth).body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    const NS: &str = "xmlns=\"http://schema.broadsoft.com/xsi\"";
+    const XSI: &str = "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+    assert!(get().await.ends_with(&format!(
+        "<BusyLampField {NS} {XSI}><monitoredUserList></monitoredUserList></BusyLampField>"
+    )));
+
+    let list = |ids: &[&str]| {
+        let entries: String = ids
+            .iter()
+            .map(|id| {
+                format!(
+                    "<userDetails><userId>{id}</userId><firstName>ignored</firstName></userDetails>"
+                )
+            })
+            .collect();
+        format!(
+            "<BusyLampField {NS}><monitoredUserList>{entries}</monitoredUserList></BusyLampField>"
+        )
+    };
+    assert_eq!(
+        put(list(&["BOB@acme.example", "bob@acme.example"])).await.0,
+        200
+    );
+    // In the schema's order: userId, firstName, lastName, groupId, serviceProvider, number,
+    // extension; the user id as the directory spells it, once.
+    assert!(
+        get().await.ends_with(&format!(
+            "<BusyLampField {NS} {XSI}><monitoredUserList><userDetails><userId>bob@acme.example</userId>\
+             <firstName xsi:nil=\"true\"/><lastName xsi:nil=\"true\"/><groupId>support</groupId>\
+             <serviceProvider isEnterprise=\"false\">acme</serviceProvider></userDetails>\
+             </monitoredUserList></BusyLampField>"
+        )),
+        "{}",
+        get().await
+    );
+
+    for (ids, error) in [
+        (&["carol@other.example"][..], "4008"),
+        (&["nobody@acme.example"][..], "4008"),
+        (&["alice@acme.example"][..], "4000"),
+    ] {
+        let (status, body) = put(list(ids)).await;
+        assert_eq!(status, 400, "{ids:?}");
+        assert!(body.contains(error), "{ids:?}: {body}");
+    }
+    assert!(
+        get().await.contains("bob@acme.example"),
+        "a refused PUT changes nothing"
+    );
+
+    // A PUT without the list leaves it; xsi:nil clears it.
+    assert_eq!(put(format!("<BusyLampField {NS}/>")).await.0, 200);
+    assert!(get().await.contains("bob@acme.example"));
+    let nil =
+        format!("<BusyLampField {NS} {XSI}><monitoredUserList xsi:nil=\"true\"/></BusyLampField>");
+    assert_eq!(put(nil).await.0, 200);
+    assert!(!get().await.contains("<userDetails>"));
+}

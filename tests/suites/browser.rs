@@ -89,16 +89,21 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Ok(group) = i32::try_from(self.child.id()) {
+        let Ok(group) = i32::try_from(self.child.id()) else {
+            return;
+        };
+        let signal_group = |signal: &str| {
             let _ = Command::new("kill")
-                .args(["-INT", "--", &format!("-{group}")])
+                .args([signal, "--", &format!("-{group}")])
                 .status();
-        }
+        };
+        // Ctrl-C's signal: xsigate stops at once, the script stops the rest.
+        signal_group("-INT");
         let deadline = Instant::now() + Duration::from_secs(20);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
+        signal_group("-KILL");
         let _ = self.child.wait();
     }
 }
