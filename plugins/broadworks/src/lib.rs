@@ -12,7 +12,7 @@ mod xml;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use xsigate_plugin_sdk::{Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse};
 
-pub use xml::{Node, XmlError, element_text, tree};
+pub use xml::{Node, XmlError, element_text, records, records_of, tree};
 
 // Each XSI context path is written once, here; the constants below are built from them.
 macro_rules! actions_context {

@@ -65,6 +65,12 @@ pub fn element_text(xml: &[u8], name: &str) -> Option<String> {
 /// The fields of each `<directoryDetails>` in a directory answer, by local name. Only leaf
 /// elements are kept (`additionalDetails` is flattened into its children).
 pub fn records(xml: &[u8]) -> Result<Vec<Vec<(String, String)>>, XmlError> {
+    records_of(xml, "directoryDetails")
+}
+
+/// The fields of each `<record>` element of a document (a directory's `directoryDetails`, a
+/// Busy Lamp Field list's `userDetails`), by local name, leaves only.
+pub fn records_of(xml: &[u8], record: &str) -> Result<Vec<Vec<(String, String)>>, XmlError> {
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut records = Vec::new();
     let mut current: Option<Vec<(String, String)>> = None;
@@ -77,7 +83,7 @@ pub fn records(xml: &[u8]) -> Result<Vec<Vec<(String, String)>>, XmlError> {
         {
             Event::Start(e) => {
                 let name = e.local_name().as_ref().to_owned();
-                if name == "directoryDetails" {
+                if name == record {
                     current = Some(Vec::new());
                 } else if current.is_some() {
                     element = Some((name, String::new()));
@@ -100,7 +106,7 @@ pub fn records(xml: &[u8]) -> Result<Vec<Vec<(String, String)>>, XmlError> {
                         fields.push((name, text.to_owned()));
                     }
                 }
-                if e.local_name().as_ref() == "directoryDetails" {
+                if e.local_name().as_ref() == record {
                     records.extend(current.take());
                 }
             }

@@ -83,6 +83,31 @@ pub struct ProviderFirebase {
     /// Bound on each write and token request.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Whose lamps each logged-in user sees (busy lamp field, docs/firebase.md).
+    #[serde(default)]
+    pub blf: BlfPolicy,
+    /// How often each watcher's monitored users are read again (BLF list, group, enterprise).
+    #[serde(default = "default_blf_refresh_seconds")]
+    pub blf_refresh_seconds: u64,
+}
+
+/// Who may watch whom, as BroadWorks says: read with the provider's master credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlfPolicy {
+    /// The users on the watcher's Busy Lamp Field service list.
+    #[default]
+    List,
+    /// Everyone in the watcher's group.
+    Group,
+    /// Everyone in the watcher's enterprise (or service provider).
+    Enterprise,
+    /// No lamps.
+    Off,
+}
+
+fn default_blf_refresh_seconds() -> u64 {
+    60
 }
 
 fn default_custom_token_seconds() -> u64 {
@@ -106,6 +131,9 @@ impl ProviderFirebase {
                 "database_url",
                 "must be an http(s) URL such as https://<db>.firebaseio.com",
             ));
+        }
+        if !(1..=3600).contains(&self.blf_refresh_seconds) {
+            return Err(key("blf_refresh_seconds", "must be between 1 and 3600"));
         }
         if let Some(token_url) = &self.token_url {
             if !(token_url.starts_with("https://") || token_url.starts_with("http://")) {
@@ -147,6 +175,10 @@ impl ProviderFirebase {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn blf_refresh(&self) -> Duration {
+        Duration::from_secs(self.blf_refresh_seconds)
     }
 
     /// The service account's JSON, from its file or variable.

@@ -23,11 +23,12 @@
 //!   or a database URL that carries one.
 
 mod auth;
+mod blf;
 mod config;
 mod queue;
 pub mod tree;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,14 +41,17 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use xsigate_broadworks::bus::{Source, State, XsiEvent};
 use xsigate_plugin_sdk::serde_json::{Map, Value, json};
-use xsigate_plugin_sdk::topics::{SESSION_STARTED, SessionStarted, XSI_EVENT};
+use xsigate_plugin_sdk::topics::{
+    SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted, XSI_EVENT,
+};
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, HttpRequest,
     LogLevel, Plugin,
 };
 
 pub use auth::{CUSTOM_TOKEN_AUDIENCE, DATABASE_SCOPES, ServiceAccount};
-pub use config::{Config, ProviderFirebase};
+use blf::{LampWrite, Watching};
+pub use config::{BlfPolicy, Config, ProviderFirebase};
 use queue::{Batch, Users};
 
 /// Where users' nodes live in each database.
@@ -64,6 +68,9 @@ pub struct FirebaseSync {
     users: Mutex<Users>,
     /// Call centres' uniqueIds by userId, for agents' memberships.
     call_centers: Mutex<HashMap<String, String>>,
+    /// Logged-in users of providers with BLF, and whose lamps each sees. Locked after
+    /// `users` when both are held.
+    watching: Mutex<Watching>,
     /// One sender, so the channel holds at most one wake-up: a clone per event would each add
     /// a slot of its own.
     wake: Mutex<mpsc::Sender<()>>,
@@ -120,6 +127,9 @@ struct Metrics {
     withheld: Counter,
     custom_tokens: Counter,
     access_tokens: Counter,
+    lamp_writes: Counter,
+    watchers: Gauge,
+    blf_reads: Counter,
 }
 
 /// The multi-path PATCH body of a batch, and how many values were withheld from it.
@@ -178,6 +188,7 @@ impl Plugin for FirebaseSync {
         }
         host.subscribe(XSI_EVENT)?;
         host.subscribe(SESSION_STARTED)?;
+        host.subscribe(SESSION_ENDED)?;
         let (wake, inbox) = mpsc::channel(1);
         let users = Users::new(config.batch_window());
         let metrics = Metrics {
@@ -229,6 +240,21 @@ impl Plugin for FirebaseSync {
                 "OAuth2 access tokens obtained for writes, by result (ok, failed).",
                 &["provider", "result"],
             )?,
+            lamp_writes: host.counter(
+                "blf_lamp_writes_total",
+                "Lamps written to (or deleted from) watchers' nodes.",
+                &["provider"],
+            )?,
+            watchers: host.gauge(
+                "blf_watchers",
+                "Logged-in users whose lamps are kept.",
+                &["provider"],
+            )?,
+            blf_reads: host.counter(
+                "blf_reads_total",
+                "Reads of a watcher's monitored users (BLF list or directory), by result (ok, failed).",
+                &["provider", "result"],
+            )?,
         };
         Ok(Self {
             host,
@@ -236,6 +262,7 @@ impl Plugin for FirebaseSync {
             databases,
             users: Mutex::new(users),
             call_centers: Mutex::new(HashMap::new()),
+            watching: Mutex::new(Watching::default()),
             wake: Mutex::new(wake),
             inbox: Mutex::new(Some(inbox)),
             metrics,
@@ -291,7 +318,20 @@ impl EventConsumer for FirebaseSync {
         match event.topic.as_str() {
             SESSION_STARTED => {
                 let started: SessionStarted = event.json()?;
+                if self.blf_policy(&started.provider).is_some() {
+                    lock(&self.watching).session_started(&started.provider, &started.unique_id);
+                    self.count_watchers(&started.provider);
+                }
                 Ok(self.login_report(&started))
+            }
+            SESSION_ENDED => {
+                let ended: SessionEnded = event.json()?;
+                let gone = lock(&self.watching).session_ended(&ended.unique_id, ended.last);
+                if let Some(gone) = gone {
+                    self.count_watchers(&ended.provider);
+                    self.write_lamps(vec![gone], now_ms());
+                }
+                Ok(None)
             }
             XSI_EVENT => {
                 let bus: XsiEvent = event.json()?;
@@ -358,9 +398,197 @@ impl FirebaseSync {
             if resync && !first {
                 users.resync(&bus.unique_id, now);
             }
+            let lamps = lock(&self.watching).node_changed(
+                &bus.unique_id,
+                users.node(&bus.unique_id),
+                bus.received_ms.unwrap_or_else(now_ms),
+            );
+            self.apply_lamps(
+                &mut users,
+                lamps,
+                bus.received_ms.unwrap_or_else(now_ms),
+                now,
+            );
         }
         // A full channel already holds a wake-up for the worker.
         let _ = lock(&self.wake).try_send(());
+    }
+
+    /// The provider's BLF policy, unless it has none or is not synced.
+    fn blf_policy(&self, provider: &str) -> Option<BlfPolicy> {
+        let policy = self.config.providers.get(provider)?.blf;
+        (policy != BlfPolicy::Off && self.databases.contains_key(provider)).then_some(policy)
+    }
+
+    fn count_watchers(&self, provider: &str) {
+        let watchers = lock(&self.watching).watchers(provider);
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of users")]
+        self.metrics.watchers.set(&[provider], watchers as f64);
+    }
+
+    /// Queues lamp writes into their watchers' nodes.
+    fn apply_lamps(&self, users: &mut Users, lamps: Vec<LampWrite>, at_ms: u64, now: Instant) {
+        for lamp in lamps {
+            self.metrics.lamp_writes.inc(&[&lamp.provider]);
+            users.change(&lamp.provider, &lamp.watcher, at_ms, now, |node| {
+                tree::set_path(node, &lamp.path, lamp.value);
+                vec![lamp.path.clone()]
+            });
+        }
+    }
+
+    fn write_lamps(&self, lamps: Vec<LampWrite>, at_ms: u64) {
+        if lamps.is_empty() {
+            return;
+        }
+        self.apply_lamps(&mut lock(&self.users), lamps, at_ms, Instant::now());
+        let _ = lock(&self.wake).try_send(());
+    }
+
+    /// Reads each watcher's monitored users when due (at login, then every
+    /// `blf_refresh_seconds`), so that the lamps follow list and directory changes.
+    async fn keep_lamps(&self) -> Result<(), Error> {
+        loop {
+            let due = lock(&self.watching).due(Instant::now(), |provider| {
+                self.config
+                    .providers
+                    .get(provider)
+                    .map_or(Duration::MAX, ProviderFirebase::blf_refresh)
+            });
+            for (watcher, provider) in due {
+                let Some(policy) = self.blf_policy(&provider) else {
+                    continue;
+                };
+                match self.monitored_users(&provider, policy, &watcher).await {
+                    Ok(monitored) => {
+                        self.metrics.blf_reads.inc(&[&provider, "ok"]);
+                        let lamps = {
+                            let users = lock(&self.users);
+                            lock(&self.watching).set_monitored(
+                                &watcher,
+                                monitored,
+                                Instant::now(),
+                                now_ms(),
+                                |id| users.node(id),
+                            )
+                        };
+                        self.write_lamps(lamps, now_ms());
+                    }
+                    Err(e) => {
+                        self.metrics.blf_reads.inc(&[&provider, "failed"]);
+                        lock(&self.watching).refresh_failed(&watcher, Instant::now());
+                        self.host.log_fields(
+                            LogLevel::Warn,
+                            "cannot read whom a user watches",
+                            &[("provider", &provider), ("error", &e.to_string())],
+                        );
+                    }
+                }
+            }
+            self.host.sleep(Duration::from_secs(1)).await?;
+        }
+    }
+
+    /// Whom the watcher may watch under the policy, by uniqueId, with display names: read with
+    /// the provider's master credentials.
+    async fn monitored_users(
+        &self,
+        provider: &str,
+        policy: BlfPolicy,
+        watcher: &str,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let user_id = self
+            .host
+            .user_id(watcher)
+            .await?
+            .ok_or_else(|| Error::msg("the watcher's userId is unknown"))?;
+        let records = match policy {
+            BlfPolicy::Off => Vec::new(),
+            BlfPolicy::List => {
+                let path = xsigate_broadworks::user_path(&user_id, "services/BusyLampField");
+                let response = self
+                    .host
+                    .xsi(xsigate_plugin_sdk::XsiRequest::get(provider, &path).master())
+                    .await?;
+                if response.status != 200 {
+                    return Err(Error::msg(format!(
+                        "the Busy Lamp Field service answered {}",
+                        response.status
+                    )));
+                }
+                xsigate_broadworks::records_of(&response.body, "userDetails")
+                    .map_err(|e| Error::msg(e.to_string()))?
+            }
+            BlfPolicy::Group | BlfPolicy::Enterprise => {
+                let which = if policy == BlfPolicy::Group {
+                    "directories/Group"
+                } else {
+                    "directories/Enterprise"
+                };
+                self.directory(provider, &user_id, which).await?
+            }
+        };
+        let mut monitored = BTreeMap::new();
+        for fields in records {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let Some(id) = field("userId") else {
+                continue;
+            };
+            if id.eq_ignore_ascii_case(&user_id) {
+                continue;
+            }
+            let name = [field("firstName"), field("lastName")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            monitored.insert(self.host.unique_id(id).await?, name);
+        }
+        Ok(monitored)
+    }
+
+    /// Every entry of a user's group or enterprise directory, page by page.
+    async fn directory(
+        &self,
+        provider: &str,
+        user_id: &str,
+        which: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, Error> {
+        const PAGE: usize = 1000;
+        let mut records = Vec::new();
+        loop {
+            let path = format!(
+                "{}?start={}&results={PAGE}",
+                xsigate_broadworks::user_path(user_id, which),
+                records.len() + 1
+            );
+            let response = self
+                .host
+                .xsi(xsigate_plugin_sdk::XsiRequest::get(provider, &path).master())
+                .await?;
+            if response.status != 200 {
+                return Err(Error::msg(format!(
+                    "the {which} directory answered {}",
+                    response.status
+                )));
+            }
+            let page = xsigate_broadworks::records(&response.body)
+                .map_err(|e| Error::msg(e.to_string()))?;
+            let total: usize =
+                xsigate_broadworks::element_text(&response.body, "totalAvailableRecords")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+            let empty = page.is_empty();
+            records.extend(page);
+            if empty || records.len() >= total {
+                return Ok(records);
+            }
+        }
     }
 
     /// The uniqueIds of the call centres an agent event names, from the host's store (cached:
@@ -655,7 +883,9 @@ impl BackgroundWorker for FirebaseSync {
         let Some(mut inbox) = lock(&self.inbox).take() else {
             return Err(Error::msg("the firebase-sync worker is already running"));
         };
-        let result = self.serve(&mut inbox).await;
+        let result = match select(pin!(self.serve(&mut inbox)), pin!(self.keep_lamps())).await {
+            Either::Left((result, _)) | Either::Right((result, _)) => result,
+        };
         *lock(&self.inbox) = Some(inbox);
         result
     }

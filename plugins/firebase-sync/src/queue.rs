@@ -305,6 +305,11 @@ impl Users {
     pub fn contains(&self, unique_id: &str) -> bool {
         self.users.contains_key(unique_id)
     }
+
+    /// A user's node as the database should hold it.
+    pub fn node(&self, unique_id: &str) -> Option<&Node> {
+        self.users.get(unique_id).map(|user| &user.node)
+    }
 }
 
 #[cfg(test)]

@@ -292,7 +292,7 @@ pub fn value_at(node: &Node, path: &str) -> Value {
 
 /// Sets `path` in `node`, making the objects on the way. `null` below the top level removes
 /// the entry, as the database does.
-fn set_path(node: &mut Node, path: &str, value: Value) {
+pub(crate) fn set_path(node: &mut Node, path: &str, value: Value) {
     let mut parts: Vec<&str> = path.split('/').collect();
     let Some(last) = parts.pop() else {
         return;
