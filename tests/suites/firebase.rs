@@ -583,3 +583,222 @@ async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_anoth
         );
     }
 }
+
+/// Provider `blf` (service provider `bsp`, master credentials): alice watches bob by her Busy
+/// Lamp Field list; carol is in the same group but on no list. xsi-events at service-provider
+/// level; [`blf_gateway`] adds firebase-sync with a policy read every second.
+async fn blf_world() -> (Arc<xsi_sim::Simulator>, tempfile::TempDir, String) {
+    let mut seed = String::from(
+        "xsp = [\"127.0.0.1:0\"]\n[[admins]]\nuser_id = \"admin@blf.example\"\n\
+         password = \"admin-pw\"\nscope = { level = \"service_provider\", service_provider = \"bsp\" }\n",
+    );
+    for (i, (user, first, group, watches)) in [
+        ("alice", "Alice", "sales", "[\"bob@blf.example\"]"),
+        ("bob", "Bob", "sales", "[]"),
+        ("carol", "Carol", "sales", "[]"),
+        ("dave", "Dave", "support", "[]"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        seed.push_str(&format!(
+            "[[users]]\nuser_id = \"{user}@blf.example\"\npassword = \"{PASSWORD}\"\n\
+             service_provider = \"bsp\"\nis_enterprise = true\ngroup = \"{group}\"\n\
+             first_name = \"{first}\"\nlast_name = \"Lamp\"\nnumber = \"20255503{i:02}\"\n\
+             busy_lamp_field = {watches}\n"
+        ));
+    }
+    let sim = xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("master"), "admin-pw\n").unwrap();
+    let provider = provider_for_simulator(
+        "blf",
+        &["blf.example"],
+        &sim,
+        &format!(
+            "plugins = [\"broadsoft\", \"events\", \"firebase\"]\n\
+             master = {{ user = \"admin@blf.example\", password_file = \"{}\" }}\n",
+            secrets.path().join("master").display()
+        ),
+    );
+    (sim, secrets, provider)
+}
+
+/// xsigate for [`blf_world`], writing to `database` (provider keys of firebase-sync).
+async fn blf_gateway(provider: &str, policy: &str, database: &str) -> Gateway {
+    let config = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
+         [plugins.config.providers.blf]\nlevel = \"service_provider\"\nservice_provider = \"bsp\"\n\
+         heartbeat_seconds = 1\nsilence_seconds = 3\n\
+         [[plugins]]\nname = \"firebase\"\npath = \"{}\"\n\
+         [plugins.config.providers.blf]\nservice_account_file = \"{}\"\ntimeout_ms = 2000\n\
+         blf = \"{policy}\"\nblf_refresh_seconds = 1\n{database}\n{provider}",
+        plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-xsi-events").display(),
+        plugin_library("xsigate-firebase-sync").display(),
+        fixture("service-account.json").display(),
+    );
+    let mut gateway = Gateway::start(&config).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+/// An XSI request straight to the simulator's first XSP, as a user's own phone or portal
+/// would make it.
+async fn xsp(
+    sim: &xsi_sim::Simulator,
+    method: reqwest::Method,
+    user: &str,
+    rest: &str,
+    body: Option<String>,
+) -> String {
+    let url = format!(
+        "http://{}/com.broadsoft.xsi-actions/v2.0/user/{user}/{rest}",
+        sim.xsp_addrs()[0]
+    );
+    let mut request = xsigate_tests::client()
+        .request(method, url)
+        .header("authorization", xsigate_tests::basic(user, PASSWORD));
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{rest}: {}",
+        response.status()
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
+    let (sim, _secrets, provider) = blf_world().await;
+    let firebase = stand_in(None, Duration::from_secs(3600)).await;
+    let gateway = blf_gateway(&provider, "list", &oauth(&firebase)).await;
+    let alice = log_in(&gateway, "alice@blf.example", PASSWORD).await;
+    let lamps = format!("users/{}/blf", alice.answer["unique_id"].as_str().unwrap());
+
+    // Alice sees exactly bob's lamp, by his uniqueId, with his name and nothing else of his.
+    let seen = wait_value(&firebase, &lamps, "alice's lamps", |v| v.is_object()).await;
+    let lamps_of = seen.as_object().unwrap();
+    assert_eq!(lamps_of.len(), 1, "{seen}");
+    let (bob, lamp) = lamps_of.iter().next().unwrap();
+    assert_eq!(lamp["name"], "Bob Lamp");
+    assert_eq!(lamp["state"], "idle");
+    let keys: Vec<&String> = lamp.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["name", "since_ms", "state"]);
+    let lamp_path = format!("{lamps}/{bob}");
+    let state = |wanted: &'static str| {
+        let firebase = Arc::clone(&firebase);
+        let lamp_path = lamp_path.clone();
+        async move {
+            wait_value(&firebase, &lamp_path, wanted, |v| v["state"] == wanted).await;
+        }
+    };
+
+    // Carol calls bob: ringing; bob answers: busy; bob hangs up: idle; bob's DND: dnd.
+    xsp(
+        &sim,
+        reqwest::Method::POST,
+        "carol@blf.example",
+        "calls/new?address=2025550301",
+        None,
+    )
+    .await;
+    state("ringing").await;
+    let calls = xsp(&sim, reqwest::Method::GET, "bob@blf.example", "calls", None).await;
+    let call_id = calls
+        .split("<callId>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned();
+    xsp(
+        &sim,
+        reqwest::Method::PUT,
+        "bob@blf.example",
+        &format!("calls/{call_id}/talk"),
+        None,
+    )
+    .await;
+    state("busy").await;
+    xsp(
+        &sim,
+        reqwest::Method::DELETE,
+        "bob@blf.example",
+        &format!("calls/{call_id}"),
+        None,
+    )
+    .await;
+    state("idle").await;
+    // Bob originates a call: busy while it rings at the far end.
+    xsp(
+        &sim,
+        reqwest::Method::POST,
+        "bob@blf.example",
+        "calls/new?address=2025550303",
+        None,
+    )
+    .await;
+    state("busy").await;
+    let calls = xsp(&sim, reqwest::Method::GET, "bob@blf.example", "calls", None).await;
+    let call_id = calls
+        .split("<callId>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_owned();
+    xsp(
+        &sim,
+        reqwest::Method::DELETE,
+        "bob@blf.example",
+        &format!("calls/{call_id}"),
+        None,
+    )
+    .await;
+    state("idle").await;
+    change_user(&sim, "bob@blf.example", |u| {
+        u["do_not_disturb"]["active"] = json!(true)
+    })
+    .await;
+    state("dnd").await;
+
+    // Alice's list changes on the XSP (her phone's portal): carol comes, bob goes.
+    let list = "<BusyLampField xmlns=\"http://schema.broadsoft.com/xsi\"><monitoredUserList>\
+                <userDetails><userId>carol@blf.example</userId></userDetails>\
+                </monitoredUserList></BusyLampField>";
+    xsp(
+        &sim,
+        reqwest::Method::PUT,
+        "alice@blf.example",
+        "services/BusyLampField",
+        Some(list.to_owned()),
+    )
+    .await;
+    let seen = wait_value(&firebase, &lamps, "the list change", |v| {
+        v.as_object()
+            .is_some_and(|m| m.len() == 1 && !m.contains_key(bob.as_str()))
+    })
+    .await;
+    assert_eq!(
+        seen.as_object().unwrap().values().next().unwrap()["name"],
+        "Carol Lamp"
+    );
+    assert_anonymous(&firebase.get(""));
+
+    // Her last logout takes her lamps away.
+    let response = xsigate_tests::client()
+        .post(gateway.url("/api/access/services/logout"))
+        .header("cookie", &alice.cookie)
+        .header("x-csrf-token", &alice.csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    wait_value(&firebase, &lamps, "lamps after logout", Value::is_null).await;
+}
