@@ -476,76 +476,99 @@ async fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// The real Firebase parts from npm: the database (firebase-server with the shipped rules, as
+/// the demo runs it) and the firebase-tools Auth emulator, stopped when dropped.
+struct RealFirebase {
+    _processes: (Process, Process),
+    database_port: u16,
+    auth_port: u16,
+    work: tempfile::TempDir,
+}
+
+impl RealFirebase {
+    async fn start() -> Self {
+        let node_modules = repo_root().join("node_modules");
+        assert!(
+            node_modules.join("firebase-server").is_dir()
+                && node_modules.join("firebase-tools").is_dir(),
+            "run `npm ci` in the repository first (scripts/test does)"
+        );
+        let work = tempfile::tempdir().unwrap();
+        let database_port = free_port();
+        let auth_port = free_port();
+        let log = |name: &str| std::fs::File::create(work.path().join(name)).unwrap();
+        let database = Process(
+            Command::new("node")
+                .arg(repo_root().join("firebase/demo-database.mjs"))
+                .arg(format!("127.0.0.1:{database_port}"))
+                .arg(repo_root().join("firebase/database.rules.json"))
+                .stdout(log("database.log"))
+                .stderr(log("database.err"))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::fs::write(
+            work.path().join("firebase.json"),
+            // Its hub and logging ports too, or two emulators at once (two tests) collide.
+            json!({"emulators": {
+                "auth": {"host": "127.0.0.1", "port": auth_port},
+                "hub": {"host": "127.0.0.1", "port": free_port()},
+                "logging": {"host": "127.0.0.1", "port": free_port()},
+                "ui": {"enabled": false},
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let auth = Process(
+            Command::new(node_modules.join(".bin/firebase"))
+                .args([
+                    "emulators:start",
+                    "--only",
+                    "auth",
+                    "--project",
+                    "demo-xsigate",
+                ])
+                .current_dir(work.path())
+                .env("HOME", work.path())
+                .env("FIREBASE_CLI_DISABLE_UPDATE_CHECK", "true")
+                .stdout(log("auth.log"))
+                .stderr(log("auth.err"))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(database_port, "firebase-server").await;
+        wait_port(auth_port, "the Auth emulator").await;
+        Self {
+            _processes: (database, auth),
+            database_port,
+            auth_port,
+            work,
+        }
+    }
+
+    /// firebase-sync's provider keys for this database. firebase-server has no REST
+    /// authentication: the legacy secret is sent and ignored.
+    fn provider_keys(&self) -> String {
+        let secret_file = self.work.path().join("secret");
+        std::fs::write(&secret_file, "unused-by-firebase-server-0123456789abcd").unwrap();
+        format!(
+            "database_url = \"http://127.0.0.1:{}\"\ndatabase_secret_file = \"{}\"\n",
+            self.database_port,
+            secret_file.display()
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_another_users() {
     let e2e = repo_root().join("tests/firebase-e2e");
-    let node_modules = repo_root().join("node_modules");
-    assert!(
-        node_modules.join("firebase-server").is_dir()
-            && node_modules.join("firebase-tools").is_dir(),
-        "run `npm ci` in the repository first (scripts/test does)"
-    );
-    let work = tempfile::tempdir().unwrap();
-    let database_port = free_port();
-    let auth_port = free_port();
-    let log = |name: &str| std::fs::File::create(work.path().join(name)).unwrap();
-    let database = Process(
-        Command::new("node")
-            .arg(node_modules.join("firebase-server/bin/firebase-server.js"))
-            .args([
-                "-p",
-                &database_port.to_string(),
-                "-a",
-                "127.0.0.1",
-                "-e",
-                "-r",
-            ])
-            .arg(repo_root().join("firebase/database.rules.json"))
-            .stdout(log("database.log"))
-            .stderr(log("database.err"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::fs::write(
-        work.path().join("firebase.json"),
-        json!({"emulators": {"auth": {"host": "127.0.0.1", "port": auth_port}, "ui": {"enabled": false}, "logging": {"level": "WARN"}}})
-            .to_string(),
-    )
-    .unwrap();
-    let auth = Process(
-        Command::new(node_modules.join(".bin/firebase"))
-            .args([
-                "emulators:start",
-                "--only",
-                "auth",
-                "--project",
-                "demo-xsigate",
-            ])
-            .current_dir(work.path())
-            .env("HOME", work.path())
-            .env("FIREBASE_CLI_DISABLE_UPDATE_CHECK", "true")
-            .stdout(log("auth.log"))
-            .stderr(log("auth.err"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(database_port, "firebase-server").await;
-    wait_port(auth_port, "the Auth emulator").await;
+    let firebase = RealFirebase::start().await;
+    let auth_port = firebase.auth_port;
 
     let sim = simulator().await;
-    // firebase-server has no REST authentication: the legacy secret is sent and ignored.
-    let secret_file = work.path().join("secret");
-    std::fs::write(&secret_file, "unused-by-firebase-server-0123456789abcd").unwrap();
-    let gateway = gateway(
-        &sim,
-        &format!(
-            "database_url = \"http://127.0.0.1:{database_port}\"\ndatabase_secret_file = \"{}\"\n",
-            secret_file.display()
-        ),
-    )
-    .await;
+    let gateway = gateway(&sim, &firebase.provider_keys()).await;
     // Bob's node exists, so that reading it is a question of rules, not of absence.
     let bob = log_in(&gateway, BOB, PASSWORD).await;
     let bob_uid = bob.answer["unique_id"].as_str().unwrap().to_owned();
@@ -561,7 +584,7 @@ async fn end_to_end_a_browser_on_the_firebase_sdk_sees_its_own_dnd_and_not_anoth
         .current_dir(&e2e)
         .output()
         .unwrap();
-    drop((database, auth));
+    drop(firebase);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -801,4 +824,81 @@ async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
         .unwrap();
     assert_eq!(response.status(), 200);
     wait_value(&firebase, &lamps, "lamps after logout", Value::is_null).await;
+}
+
+/// Each policy on real Firebase parts: every watcher's browser reads exactly the lamps its
+/// policy allows, in its own node, and is refused every other user's node, those it watches
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_each_watcher_reads_exactly_its_lamps_under_each_policy() {
+    let firebase = RealFirebase::start().await;
+    let (_sim, _secrets, provider) = blf_world().await;
+    let users = ["alice", "bob", "carol", "dave"];
+    // alice watches bob by list; sales is alice, bob and carol; the enterprise is all four.
+    let expected = |policy: &str, user: &str| -> Vec<&'static str> {
+        let everyone = ["Alice Lamp", "Bob Lamp", "Carol Lamp", "Dave Lamp"];
+        let mine = |name: &str| name.to_lowercase().starts_with(user);
+        match (policy, user) {
+            ("list", "alice") => vec!["Bob Lamp"],
+            ("list", _) | ("group", "dave") => vec![],
+            ("group", _) => everyone[..3].iter().copied().filter(|n| !mine(n)).collect(),
+            _ => everyone.iter().copied().filter(|n| !mine(n)).collect(),
+        }
+    };
+    for policy in ["list", "group", "enterprise"] {
+        let gateway = blf_gateway(&provider, policy, &firebase.provider_keys()).await;
+        let mut uids = Vec::new();
+        for user in users {
+            let login = log_in(&gateway, &format!("{user}@blf.example"), PASSWORD).await;
+            uids.push(login.answer["unique_id"].as_str().unwrap().to_owned());
+        }
+        let plan: Vec<Value> = users
+            .iter()
+            .enumerate()
+            .map(|(i, user)| {
+                let others: Vec<String> = uids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, uid)| format!("users/{uid}"))
+                    .collect();
+                json!({"user": format!("{user}@blf.example"), "password": PASSWORD,
+                       "lamps": expected(policy, user).len(), "others": others})
+            })
+            .collect();
+        let output = Command::new("node")
+            .arg(repo_root().join("tests/firebase-e2e/blf.mjs"))
+            .env("XSIGATE_URL", gateway.url(""))
+            .env("AUTH_EMULATOR", format!("127.0.0.1:{}", firebase.auth_port))
+            .env("PLAN", Value::from(plan).to_string())
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "blf.mjs ({policy}) failed:\n{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            gateway.logs()
+        );
+        let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        eprintln!("{policy}: {report}");
+        for user in users {
+            let seen = &report[format!("{user}@blf.example")];
+            let names: Vec<String> = seen["lamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().split(':').next().unwrap().to_owned())
+                .collect();
+            assert_eq!(
+                names,
+                expected(policy, user),
+                "{policy}: {user}'s lamps: {seen}"
+            );
+            for (path, read) in seen["others"].as_object().unwrap() {
+                assert_eq!(read, "permission_denied", "{policy}: {user} read {path}");
+            }
+        }
+    }
 }
