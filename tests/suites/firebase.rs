@@ -785,7 +785,7 @@ async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
     .await;
     state("idle").await;
     change_user(&sim, "bob@blf.example", |u| {
-        u["do_not_disturb"]["active"] = json!(true)
+        u["do_not_disturb"]["active"] = json!(true);
     })
     .await;
     state("dnd").await;
