@@ -12,6 +12,10 @@
 #    tap), every one acknowledged, and the change->bus latency percentiles. firebase-sync
 #    writes every change to the simulator's Realtime Database stand-in (OAuth2 service
 #    account): prints the writes, locations per write and the change->database latency.
+# 3. Busy lamp field: `watchers` more users (after the event users) each get a Busy Lamp Field
+#    list of 20 event users and log in; the same changes drive the lamps. Prints the lamp
+#    locations written per change and the change->lamp latency per (change, watcher).
+#    BLF_WATCHERS=0 skips it.
 #
 # Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
 # (hold=0 runs the events part only.)
@@ -22,6 +26,7 @@ hold=${2:-60}
 rate=${3:-2000}
 seconds=${4:-30}
 event_users=${5:-2000}
+watchers=${BLF_WATCHERS:-1000}
 source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" build
@@ -48,10 +53,11 @@ echo -n admin-password > "$work/master"
 # Starts the simulator (with its Firebase stand-in) and xsigate with the given xsi-events
 # settings; a third argument `firebase` adds firebase-sync.
 start() {
-  "$root/target/release/xsi-sim" --seed "$work/sim.toml" --generate-users "$users" \
+  "$root/target/release/xsi-sim" --seed "$work/sim.toml" --generate-users "$sim_users" \
     --xsp "$xsp1" --xsp "$xsp2" --control "$control" --firebase "$firebase" \
     --firebase-service-account "$root/tests/fixtures/firebase/service-account.json" 2>/dev/null & sim=$!; pids+=($sim)
-  local plugins='"broadsoft", "events", "tap"' firebase_plugin=""
+  local plugins='"broadsoft", "events", "tap"' firebase_plugin="" sim_users=$users
+  [ "$users" -lt $((event_users + watchers)) ] && sim_users=$((event_users + watchers))
   if [ "${3:-}" = firebase ]; then
     plugins+=', "firebase"'
     firebase_plugin="[[plugins]]
@@ -141,3 +147,32 @@ awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
 echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="failed"}')"
 echo "xsigate rss: $(rss_kib "$xsigate") KiB"
 stop
+echo
+
+if [ "$watchers" -gt 0 ]; then
+echo "# 3. busy lamp field: $watchers watchers of 20 users each; $rate DND changes/s over $event_users users for ${seconds}s"
+start blf 'level = "service_provider"
+service_provider = "generated"
+packages = ["Do Not Disturb", "Advanced Call"]' firebase
+until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
+"$root/target/release/events-load" blf-lists --xsp "http://$xsp1" --watchers "$watchers" \
+  --first "$event_users" --monitored 20 --event-users "$event_users"
+"$root/target/release/events-load" login --gateway "http://127.0.0.1:$xsigate_port" \
+  --first "$event_users" --users "$watchers"
+# Every watcher's list read and its lamps written (bounded wait).
+for _ in $(seq 1 600); do
+  [ "$(metric 'xsigate_plugin_firebase_blf_reads_total{provider="bench",result="ok"}')" -ge "$watchers" ] && break
+  sleep 0.2
+done
+echo "watchers $(metric 'xsigate_plugin_firebase_blf_watchers{provider="bench"}'), lists read $(metric 'xsigate_plugin_firebase_blf_reads_total{provider="bench",result="ok"}'), lamps written at login $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{provider="bench"}')"
+before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
+"$root/target/release/events-load" drive --control "http://$control" \
+  --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
+  --rate "$rate" --seconds "$seconds" --firebase "http://$firebase"
+after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
+awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
+  'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
+echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="failed"}'); lamps written $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{provider="bench"}')"
+echo "xsigate rss: $(rss_kib "$xsigate") KiB"
+stop
+fi

@@ -153,16 +153,21 @@ $('call-form').addEventListener('submit', step(async () => {
 
 // 5. Live state: the user's node, and the queues of the call centres the user is an agent of.
 async function follow(report) {
-  live = await connect(config.firebase, report);
+  const session = await connect(config.firebase, report);
+  live = session;
   show('live');
   const queues = new Map();
-  live.watch(report.path, (node) => {
+  // A snapshot may still arrive after logout closed the session: it belongs to no one.
+  const current = () => live === session;
+  session.watch(report.path, (node) => {
+    if (!current()) return;
     render(node);
     const centres = Object.keys(node?.agent?.call_centers ?? {});
     for (const centre of centres) {
       if (queues.has(centre)) continue;
       queues.set(centre, []);
-      live.watch(`users/${centre}/queue`, (queue) => {
+      session.watch(`users/${centre}/queue`, (queue) => {
+        if (!current()) return;
         queues.set(centre, Object.values(queue ?? {}));
         renderQueues(queues);
       }, () => {});
@@ -180,6 +185,7 @@ function render(node) {
   $('live-hook').textContent = node?.hook_status ?? '–';
   $('live-agent').textContent = node?.agent ? node.agent.state : '–';
   $('live-updated').textContent = node?.updated_ms ? new Date(node.updated_ms).toLocaleTimeString() : '–';
+  renderLamps(node?.blf);
   const calls = Object.entries(node?.calls ?? {});
   list('live-calls', calls, ([id, call]) => {
     const li = element('li');
@@ -188,6 +194,24 @@ function render(node) {
       element('strong', call.state ?? '?'),
       element('span', ` ${call.personality ?? ''} `),
       element('span', call.remote?.name || call.remote?.number || 'unknown party'),
+    );
+    return li;
+  });
+}
+
+/** The lamps of the colleagues BroadWorks lets the user watch (`blf` in the own node). */
+function renderLamps(lamps) {
+  const entries = Object.entries(lamps ?? {}).sort(([, a], [, b]) => (a.name ?? '').localeCompare(b.name ?? ''));
+  list('live-blf', entries, ([id, lamp]) => {
+    const li = element('li');
+    li.dataset.lamp = id;
+    li.dataset.state = lamp.state;
+    const since = lamp.since_ms ? ` since ${new Date(lamp.since_ms).toLocaleTimeString()}` : '';
+    li.append(
+      element('span', '●', `lamp ${lamp.state}`),
+      element('span', ` ${lamp.name || 'colleague'}: `),
+      element('strong', lamp.state),
+      element('span', since, 'details-inline'),
     );
     return li;
   });
@@ -247,15 +271,17 @@ async function closeChannel() {
 $('logout').addEventListener('click', step(async () => {
   await closeChannel().catch(() => {});
   await gateway.logOut();
-  await live?.close();
+  const closing = live;
   live = null;
   userId = null;
+  await closing?.close();
   for (const id of ['account', 'services', 'live', 'channel', 'login']) show(id, false);
   show('identify');
   $('options').replaceChildren();
   for (const id of ['live-dnd', 'live-cfa', 'live-hook', 'live-agent', 'live-updated']) $(id).textContent = '–';
   list('live-calls', [], () => null);
   list('live-queue', [], () => null);
+  list('live-blf', [], () => null);
   status('Logged out');
 }));
 

@@ -54,11 +54,11 @@ async function screenshot(name) {
 
 const text = (selector) => page.$eval(selector, (node) => node.textContent.trim());
 const visible = (selector) => page.$eval(selector, (node) => !node.hidden);
-async function waitText(selector, test, what) {
+async function waitText(selector, test, what, timeout = WAIT_MS) {
   try {
     await page.waitForFunction(
       (s, source) => new Function('t', `return (${source})(t)`)(document.querySelector(s)?.textContent.trim() ?? ''),
-      { timeout: WAIT_MS, polling: 50 },
+      { timeout, polling: 50 },
       selector,
       test.toString(),
     );
@@ -137,8 +137,9 @@ try {
   report.logins.broadsoft = await logIn(USER, 'broadsoft', false);
   report.screening = { srs: await text('#report-srs') };
 
-  // The live view follows the user's node in Firebase.
-  await waitText('#live-dnd', (t) => t === 'on' || t === 'off', 'the live view shows DND');
+  // The live view follows the user's node in Firebase (the first state may take a while on a
+  // loaded machine: the provider's channel set has just opened).
+  await waitText('#live-dnd', (t) => t === 'on' || t === 'off', 'the live view shows DND', 30000);
   await screenshot('logged-in');
 
   // DND toggled in the page: XSI PUT → simulator → XSI-Events → firebase-sync → Firebase → page.
@@ -164,10 +165,15 @@ try {
   await waitText('#live-cfa', (t) => t.startsWith('always to'), 'CFA comes back live');
   report.cfa = { page: await text('#live-cfa'), simulator: (await sim(`/users/${USER}`)).call_forwarding_always };
 
-  // A call started in the simulator (dialled from the page, placed by the XSP) shows up.
+  // Bob is on alice's Busy Lamp Field list: his lamp shows, free.
+  await waitText('#live-blf', (t) => t.includes('Bob Berg: idle'), "bob's lamp shows");
+  // A call started in the simulator (dialled from the page, placed by the XSP) shows up, and
+  // rings at bob's: his lamp says so.
   await page.click('#call-form button');
   await page.waitForSelector('#live-calls li[data-call]', { timeout: WAIT_MS });
   report.call = await text('#live-calls');
+  await waitText('#live-blf', (t) => t.includes('Bob Berg: ringing'), "bob's lamp rings");
+  report.blf = await text('#live-blf');
   // A caller waits in the queue of alice's call centre.
   await sim('/callcenters/sales-cc@demo.xsigate.test/queue', {
     method: 'POST',

@@ -2,7 +2,7 @@
 //! command (`scripts/demo`), and headless Chromium (Debian's) driven by puppeteer-core through
 //! the reference dialer (`tests/browser/dialer.mjs`): each password login method, DND and
 //! forwarding set in the page coming back through XSI-Events → firebase-sync → Firebase, a call
-//! and a queued caller showing up, an XSI-Events channel of the page's own with its heartbeats
+//! and a queued caller showing up, a watched colleague's lamp ringing, an XSI-Events channel of the page's own with its heartbeats
 //! pinned by the cross-origin `X-Xsigate-Xsp`, and logout ending the live view. Screenshots of
 //! each step are kept in `target/browser-suite/`.
 //!
@@ -30,7 +30,26 @@ struct Demo {
 
 impl Demo {
     fn start() -> Self {
-        let mut child = Command::new("bash")
+        let mut command = Command::new("bash");
+        // What cargo sets for this test crate: a build script that reads CARGO_MANIFEST_DIR
+        // (ring's) would make the demo's release build start over for it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_TARGET_TMPDIR"
+                || name == "CARGO_PRIMARY_PACKAGE"
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let mut child = command
             .arg(repo_root().join("scripts/demo"))
             .current_dir(repo_root())
             .stdin(Stdio::null())
@@ -162,6 +181,14 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     );
     assert!(
         report["queue"].as_str().unwrap().contains("Carol Caller"),
+        "{report}"
+    );
+    // Bob's lamp (he is on alice's Busy Lamp Field list) rang with the call.
+    assert!(
+        report["blf"]
+            .as_str()
+            .unwrap()
+            .contains("Bob Berg: ringing"),
         "{report}"
     );
 

@@ -492,7 +492,7 @@ fn loader_failures_are_startup_errors_naming_the_entry_the_file_and_the_reason()
     let cases: Vec<(String, String)> = vec![
         (
             entry(&dir.path().join("missing.so"), ""),
-            "cannot load the library".to_owned(),
+            "missing.so): no such file".to_owned(),
         ),
         (
             entry(&dir.path().join("providers.toml"), ""),

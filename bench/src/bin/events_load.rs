@@ -32,8 +32,29 @@ enum Command {
         gateway: String,
         #[arg(long)]
         users: usize,
+        /// The first generated user to log in (user<first>, then the next `users`).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        #[arg(long, default_value = "sim.xsigate.test")]
+        domain: String,
+    },
+    /// Gives each of `watchers` generated users (from `first`) a Busy Lamp Field list of
+    /// `monitored` users among the first `event_users`, spread so that each is watched about
+    /// equally, through the XSP as the users' own portals would.
+    BlfLists {
+        /// Base URL of one simulated XSP.
+        #[arg(long)]
+        xsp: String,
+        #[arg(long)]
+        watchers: usize,
+        #[arg(long)]
+        first: usize,
+        #[arg(long, default_value_t = 20)]
+        monitored: usize,
+        #[arg(long)]
+        event_users: usize,
         #[arg(long, default_value = "sim.xsigate.test")]
         domain: String,
     },
@@ -85,7 +106,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 async fn login(
     gateway: &str,
-    users: usize,
+    (first, users): (usize, usize),
     concurrency: usize,
     domain: &str,
 ) -> Result<(), String> {
@@ -104,6 +125,7 @@ async fn login(
                     if i >= users {
                         return;
                     }
+                    let i = first + i;
                     let body = json!({ "user": format!("user{i:05}@{domain}"), "password": format!("password{i:05}") });
                     let ok = http
                         .post(&url)
@@ -130,6 +152,47 @@ async fn login(
     if failed > 0 {
         return Err(format!("{failed} logins failed"));
     }
+    Ok(())
+}
+
+async fn blf_lists(
+    xsp: &str,
+    (first, watchers): (usize, usize),
+    monitored: usize,
+    event_users: usize,
+    domain: &str,
+) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for w in 0..watchers {
+        let watcher = first + w;
+        let entries: String = (0..monitored)
+            .map(|k| {
+                let m = (w * monitored + k) % event_users.max(1);
+                format!("<userDetails><userId>user{m:05}@{domain}</userId></userDetails>")
+            })
+            .collect();
+        let body = format!(
+            "<BusyLampField xmlns=\"http://schema.broadsoft.com/xsi\"><monitoredUserList>{entries}</monitoredUserList></BusyLampField>"
+        );
+        let user = format!("user{watcher:05}@{domain}");
+        let response = http
+            .put(format!(
+                "{xsp}/com.broadsoft.xsi-actions/v2.0/user/{user}/services/BusyLampField"
+            ))
+            .basic_auth(&user, Some(format!("password{watcher:05}")))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{user}'s list: {}", response.status()));
+        }
+    }
+    report(&format!(
+        "busy lamp field lists: {watchers} watchers of {monitored} users each, set in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -367,7 +430,10 @@ async fn database_lag(
     }
     // DND values written per user, in order: (at_ms, active).
     let mut written: HashMap<&str, Vec<(u64, bool)>> = HashMap::new();
+    // Lamps written per (watched user, watcher), in order: (at_ms, shows DND).
+    let mut lamps: HashMap<(&str, &str), Vec<(u64, bool)>> = HashMap::new();
     let mut locations = 0usize;
+
     for write in &writes {
         let at = write["at_ms"].as_u64().unwrap_or(0);
         for location in write["locations"].as_array().into_iter().flatten() {
@@ -381,6 +447,18 @@ async fn database_lag(
             else {
                 continue;
             };
+            if child == "blf" {
+                if let (Some(watched), Some(state)) = (
+                    parts.next().and_then(|id| unique_ids.get(id)),
+                    value["state"].as_str(),
+                ) {
+                    lamps
+                        .entry((watched, uid))
+                        .or_default()
+                        .push((at, state == "dnd"));
+                }
+                continue;
+            }
             let Some(user) = unique_ids.get(uid) else {
                 continue;
             };
@@ -429,10 +507,56 @@ async fn database_lag(
         lags.last().copied().unwrap_or(0),
         lags.len()
     ));
+    if !lamps.is_empty() {
+        lamp_lag(sent, &lamps, total);
+    }
     if missing > 0 {
         return Err("not every change reached the database".to_owned());
     }
     Ok(())
+}
+
+/// Busy lamp field: for each change and each watcher of the changed user, the first lamp
+/// written to that watcher showing it; and how many lamp locations each change cost.
+fn lamp_lag(sent: &Sent, lamps: &HashMap<(&str, &str), Vec<(u64, bool)>>, total: u64) {
+    // Lamps written since the first change: the ones written at login are not the events'.
+    let from = sent
+        .values()
+        .filter_map(|changes| changes.first())
+        .map(|(at, _)| *at)
+        .min()
+        .unwrap_or(0);
+    let lamp_locations = lamps
+        .values()
+        .flatten()
+        .filter(|(at, _)| *at >= from)
+        .count();
+    let (mut lags, mut coalesced) = (Vec::new(), 0u64);
+    for ((watched, _), writes) in lamps {
+        let Some(changes) = sent.get(*watched) else {
+            continue;
+        };
+        for (k, (at, active)) in changes.iter().enumerate() {
+            let next = changes.get(k + 1).map_or(u64::MAX, |(t, _)| *t);
+            match writes.iter().find(|(w, v)| *w >= *at && v == active) {
+                Some((w, _)) if *w < next => lags.push(w - at),
+                _ => coalesced += 1,
+            }
+        }
+    }
+    lags.sort_unstable();
+    report(&format!(
+        "busy lamp field: {lamp_locations} lamp locations for {total} changes ({:.1} per change), {} watcher-lamps",
+        lamp_locations as f64 / total.max(1) as f64,
+        lamps.len()
+    ));
+    report(&format!(
+        "change->lamp latency ms p50 {} p99 {} max {} over {} (change, watcher) pairs, {coalesced} coalesced",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0),
+        lags.len()
+    ));
 }
 
 #[tokio::main]
@@ -442,9 +566,18 @@ async fn main() -> std::process::ExitCode {
         Command::Login {
             gateway,
             users,
+            first,
             concurrency,
             domain,
-        } => login(&gateway, users, concurrency, &domain).await,
+        } => login(&gateway, (first, users), concurrency, &domain).await,
+        Command::BlfLists {
+            xsp,
+            watchers,
+            first,
+            monitored,
+            event_users,
+            domain,
+        } => blf_lists(&xsp, (first, watchers), monitored, event_users, &domain).await,
         Command::Drive {
             control,
             gateway,
