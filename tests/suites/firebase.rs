@@ -700,10 +700,25 @@ async fn xsp(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
     let (sim, _secrets, provider) = blf_world().await;
+    // Set before xsigate subscribes: no event will ever carry it.
+    change_user(&sim, "alice@blf.example", |u| {
+        u["do_not_disturb"]["active"] = json!(true);
+    })
+    .await;
     let firebase = stand_in(None, Duration::from_secs(3600)).await;
     let gateway = blf_gateway(&provider, "list", &oauth(&firebase)).await;
     let alice = log_in(&gateway, "alice@blf.example", PASSWORD).await;
-    let lamps = format!("users/{}/blf", alice.answer["unique_id"].as_str().unwrap());
+    let node = format!("users/{}", alice.answer["unique_id"].as_str().unwrap());
+    let lamps = format!("{node}/blf");
+    // At the service-provider level BroadWorks sends no initial state: her own state is read
+    // at her login, before anything changes.
+    wait_value(
+        &firebase,
+        &format!("{node}/dnd/active"),
+        "alice's own DND at login",
+        |v| *v == json!(true),
+    )
+    .await;
 
     // Alice sees exactly bob's lamp, by his uniqueId, with his name and nothing else of his.
     let seen = wait_value(&firebase, &lamps, "alice's lamps", |v| v.is_object()).await;
@@ -832,7 +847,7 @@ async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_each_watcher_reads_exactly_its_lamps_under_each_policy() {
     let firebase = RealFirebase::start().await;
-    let (_sim, _secrets, provider) = blf_world().await;
+    let (sim, _secrets, provider) = blf_world().await;
     let users = ["alice", "bob", "carol", "dave"];
     // alice watches bob by list; sales is alice, bob and carol; the enterprise is all four.
     let expected = |policy: &str, user: &str| -> Vec<&'static str> {
@@ -899,6 +914,43 @@ async fn end_to_end_each_watcher_reads_exactly_its_lamps_under_each_policy() {
             for (path, read) in seen["others"].as_object().unwrap() {
                 assert_eq!(read, "permission_denied", "{policy}: {user} read {path}");
             }
+        }
+        if policy == "list" {
+            // Bob leaves alice's list (on the XSP): her browser no longer finds his lamp, and
+            // his node stays closed to her.
+            let nil = "<BusyLampField xmlns=\"http://schema.broadsoft.com/xsi\" \
+                       xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\
+                       <monitoredUserList xsi:nil=\"true\"/></BusyLampField>";
+            xsp(
+                &sim,
+                reqwest::Method::PUT,
+                "alice@blf.example",
+                "services/BusyLampField",
+                Some(nil.to_owned()),
+            )
+            .await;
+            let plan = json!([{"user": "alice@blf.example", "password": PASSWORD, "lamps": 0,
+                               "others": [format!("users/{}", uids[1])]}]);
+            let output = Command::new("node")
+                .arg(repo_root().join("tests/firebase-e2e/blf.mjs"))
+                .env("XSIGATE_URL", gateway.url(""))
+                .env("AUTH_EMULATOR", format!("127.0.0.1:{}", firebase.auth_port))
+                .env("PLAN", plan.to_string())
+                .current_dir(repo_root())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "blf.mjs after the removal:\n{stdout}"
+            );
+            let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            let alice = &report["alice@blf.example"];
+            assert_eq!(alice["lamps"], json!([]), "{report}");
+            assert_eq!(
+                alice["others"][format!("users/{}", uids[1])],
+                "permission_denied"
+            );
         }
     }
 }

@@ -27,6 +27,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A channel that streamed this long resets the backoff: its loss is news, not a pattern.
 const STABLE: Duration = Duration::from_secs(60);
+/// How often a provider-level set looks for users who logged in and need their state read.
+const LOGIN_POLL: Duration = Duration::from_millis(250);
 /// The host names a provider's XSPs `xsp1`, `xsp2`, …; no provider lists more than this.
 const XSPS_MAX: usize = 16;
 /// A subscription the XSP refused is tried again after this.
@@ -420,14 +422,26 @@ impl<'a> ChannelSet<'a> {
                 self.resubscribe = false;
                 self.subscribe(false).await;
             }
+            if self.record.user_id.is_none() {
+                let logged_in = self.plugin.take_logged_in(self.provider());
+                if !logged_in.is_empty() {
+                    self.seen.extend(logged_in.iter().cloned());
+                    self.resync_users(logged_in.into_iter().collect()).await;
+                }
+            }
             self.refresh_subscriptions().await;
             if now.saturating_duration_since(last_heard) >= silence {
                 return Loss::Silent;
             }
-            let wait = next_heartbeat
+            let mut wait = next_heartbeat
                 .min(last_heard + silence)
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(10));
+            if self.record.user_id.is_none() {
+                // A provider's one set also looks for logins to read state for, soon enough
+                // for the user's first look.
+                wait = wait.min(LOGIN_POLL);
+            }
             let read = {
                 let read = std::pin::pin!(opened.stream.read(wait));
                 // Acknowledgements run as host tasks already; polling them here only notes
@@ -878,6 +892,11 @@ impl<'a> ChannelSet<'a> {
             Some(user) => vec![user.clone()],
             None => self.seen.iter().cloned().collect(),
         };
+        self.resync_users(users).await;
+    }
+
+    /// Reads and publishes the state of `users`, as [`Self::resync`] does.
+    async fn resync_users(&mut self, users: Vec<String>) {
         let packages = self.settings.packages.clone();
         for user in users {
             let mut calls_done = false;

@@ -30,7 +30,7 @@ mod config;
 mod document;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 
@@ -63,6 +63,9 @@ pub struct XsiEvents {
     metrics: Metrics,
     /// Channel sets by provider and state, for the `channels` gauge.
     channel_states: Mutex<HashMap<(String, channel::Phase), i64>>,
+    /// Users who logged in to a provider kept at a provider level, by provider: BroadWorks
+    /// sends no initial state for such subscriptions, so the provider's set reads theirs.
+    logged_in: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 /// Passwords never format: only the configuration's providers are shown.
@@ -134,6 +137,13 @@ fn password_context(provider: &str, user_id: &str) -> String {
     format!("xsi-events password {provider} {user_id}")
 }
 
+impl XsiEvents {
+    /// Users of `provider` who logged in since the last call, for its provider-level set.
+    pub(crate) fn take_logged_in(&self, provider: &str) -> BTreeSet<String> {
+        lock(&self.logged_in).remove(provider).unwrap_or_default()
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -203,6 +213,7 @@ impl Plugin for XsiEvents {
             inbox: Mutex::new(Some(inbox)),
             metrics,
             channel_states: Mutex::new(HashMap::new()),
+            logged_in: Mutex::new(HashMap::new()),
         })
     }
 
@@ -219,9 +230,18 @@ impl EventConsumer for XsiEvents {
         let command = match event.topic.as_str() {
             SESSION_STARTED => {
                 let started: SessionStarted = event.json()?;
-                if started.level != LoginLevel::User
-                    || self.settings(&started.provider).level != ChannelLevel::User
-                {
+                if started.level != LoginLevel::User {
+                    return Ok(None);
+                }
+                if self.settings(&started.provider).level != ChannelLevel::User {
+                    // The provider's set carries this user's events already; what it lacks is
+                    // the user's state until the next change.
+                    if let Some(credentials) = started.credentials {
+                        lock(&self.logged_in)
+                            .entry(started.provider)
+                            .or_default()
+                            .insert(credentials.user_id);
+                    }
                     return Ok(None);
                 }
                 // The manifest declares `session_credentials`, so the host always sends them.
