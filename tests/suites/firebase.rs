@@ -697,6 +697,17 @@ async fn xsp(
     response.text().await.unwrap()
 }
 
+/// The id of bob's one call, as his phone would list it.
+async fn bobs_call(sim: &xsi_sim::Simulator) -> String {
+    let calls = xsp(sim, reqwest::Method::GET, "bob@blf.example", "calls", None).await;
+    calls
+        .split("<callId>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
     let (sim, _secrets, provider) = blf_world().await;
@@ -748,13 +759,7 @@ async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
     )
     .await;
     state("ringing").await;
-    let calls = xsp(&sim, reqwest::Method::GET, "bob@blf.example", "calls", None).await;
-    let call_id = calls
-        .split("<callId>")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap()
-        .to_owned();
+    let call_id = bobs_call(&sim).await;
     xsp(
         &sim,
         reqwest::Method::PUT,
@@ -783,13 +788,7 @@ async fn lamps_follow_a_watched_colleagues_call_and_dnd_and_go_with_the_list() {
     )
     .await;
     state("busy").await;
-    let calls = xsp(&sim, reqwest::Method::GET, "bob@blf.example", "calls", None).await;
-    let call_id = calls
-        .split("<callId>")
-        .nth(1)
-        .and_then(|r| r.split('<').next())
-        .unwrap()
-        .to_owned();
+    let call_id = bobs_call(&sim).await;
     xsp(
         &sim,
         reqwest::Method::DELETE,

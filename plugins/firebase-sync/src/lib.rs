@@ -506,17 +506,8 @@ impl FirebaseSync {
             BlfPolicy::Off => Vec::new(),
             BlfPolicy::List => {
                 let path = xsigate_broadworks::user_path(&user_id, "services/BusyLampField");
-                let response = self
-                    .host
-                    .xsi(xsigate_plugin_sdk::XsiRequest::get(provider, &path).master())
-                    .await?;
-                if response.status != 200 {
-                    return Err(Error::msg(format!(
-                        "the Busy Lamp Field service answered {}",
-                        response.status
-                    )));
-                }
-                xsigate_broadworks::records_of(&response.body, "userDetails")
+                let body = self.read_as_master(provider, &path).await?;
+                xsigate_broadworks::records_of(&body, "userDetails")
                     .map_err(|e| Error::msg(e.to_string()))?
             }
             BlfPolicy::Group | BlfPolicy::Enterprise => {
@@ -552,6 +543,23 @@ impl FirebaseSync {
         Ok(monitored)
     }
 
+    /// An XSI-Actions document read with the provider's master credentials.
+    async fn read_as_master(&self, provider: &str, path: &str) -> Result<Vec<u8>, Error> {
+        let response = self
+            .host
+            .xsi(xsigate_plugin_sdk::XsiRequest::get(provider, path).master())
+            .await?;
+        if response.status != 200 {
+            let resource = path.split('?').next().unwrap_or(path);
+            let resource = resource.rsplit('/').next().unwrap_or(resource);
+            return Err(Error::msg(format!(
+                "reading {resource} answered {}",
+                response.status
+            )));
+        }
+        Ok(response.body)
+    }
+
     /// Every entry of a user's group or enterprise directory, page by page.
     async fn directory(
         &self,
@@ -567,22 +575,11 @@ impl FirebaseSync {
                 xsigate_broadworks::user_path(user_id, which),
                 records.len() + 1
             );
-            let response = self
-                .host
-                .xsi(xsigate_plugin_sdk::XsiRequest::get(provider, &path).master())
-                .await?;
-            if response.status != 200 {
-                return Err(Error::msg(format!(
-                    "the {which} directory answered {}",
-                    response.status
-                )));
-            }
-            let page = xsigate_broadworks::records(&response.body)
-                .map_err(|e| Error::msg(e.to_string()))?;
-            let total: usize =
-                xsigate_broadworks::element_text(&response.body, "totalAvailableRecords")
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
+            let body = self.read_as_master(provider, &path).await?;
+            let page = xsigate_broadworks::records(&body).map_err(|e| Error::msg(e.to_string()))?;
+            let total: usize = xsigate_broadworks::element_text(&body, "totalAvailableRecords")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             let empty = page.is_empty();
             records.extend(page);
             if empty || records.len() >= total {
