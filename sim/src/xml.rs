@@ -92,6 +92,24 @@ pub fn busy_lamp_field(monitored: &[&User]) -> String {
     out
 }
 
+/// `GET /v2.0/user/<id>/services/CallCenter` (`XSICallCenter.xsd`): the agent's ACD state and
+/// the call centres it serves (`serviceUserId`, `available`, `phoneNumber`).
+pub fn call_center_agent(state: &str, centers: &[(String, String)]) -> String {
+    let mut out = format!(
+        r#"{LATIN1_DECL}<CallCenter xmlns="{NS}"><agentACDState>{}</agentACDState><callCenterList>"#,
+        escape(state)
+    );
+    for (id, number) in centers {
+        out.push_str("<callCenterDetails>");
+        element(&mut out, "serviceUserId", id);
+        out.push_str("<available>true</available>");
+        element(&mut out, "phoneNumber", number);
+        out.push_str("</callCenterDetails>");
+    }
+    out.push_str("</callCenterList></CallCenter>");
+    out
+}
+
 /// `GET /v2.0/user/<id>/profile`.
 pub fn profile(user: &User) -> String {
     let id = escape(&user.user_id);

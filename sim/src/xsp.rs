@@ -998,6 +998,14 @@ fn user_resource(
             HashMap::new()
         };
     let others = Monitorable(others);
+    let centers: Vec<(String, String)> = if rest == ["services", "callcenter"] {
+        directory
+            .call_centers_of(user_id)
+            .map(|c| (c.user_id.clone(), c.number.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let Some(user) = directory.user_mut(user_id) else {
         return Reply::error(StatusCode::NOT_FOUND, "User not found", 4008);
     };
@@ -1016,6 +1024,9 @@ fn user_resource(
         (Method::GET, ["services", "remoteoffice"], _) => {
             Ok(Reply::ok_xml(xml::remote_office(&user.remote_office)))
         }
+        (Method::GET, ["services", "callcenter"], _) if !centers.is_empty() => Ok(Reply::ok_xml(
+            xml::call_center_agent(user.agent_state.name(), &centers),
+        )),
         (Method::GET, ["services", "busylampfield"], _) => {
             let monitored: Vec<&User> = user
                 .busy_lamp_field

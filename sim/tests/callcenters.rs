@@ -258,3 +258,32 @@ async fn a_call_centre_is_watched_by_its_agents_and_admins_in_scope() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// An agent reads its ACD state and the call centres it serves through XSI-Actions; a user who
+/// serves none has no Call Center service.
+#[tokio::test]
+async fn the_call_center_service_lists_the_centres_an_agent_serves() {
+    let (sim, _) = start(SEED).await;
+    let http = reqwest::Client::new();
+    let get = |user: &str| {
+        http.get(format!(
+            "http://{}/com.broadsoft.xsi-actions/v2.0/user/{user}/services/CallCenter",
+            sim.xsp_addrs()[0]
+        ))
+        .header("authorization", auth(user))
+        .send()
+    };
+    let response = get("alice@acme.example").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.ends_with(
+            "<CallCenter xmlns=\"http://schema.broadsoft.com/xsi\"><agentACDState>Sign-Out</agentACDState>\
+             <callCenterList><callCenterDetails><serviceUserId>sales-cc@acme.example</serviceUserId>\
+             <available>true</available><phoneNumber>2025550300</phoneNumber></callCenterDetails>\
+             </callCenterList></CallCenter>"
+        ),
+        "{body}"
+    );
+    assert_eq!(get("carol@acme.example").await.unwrap().status(), 404);
+}

@@ -171,7 +171,8 @@ try {
   report.call = await text('#live-calls');
   await waitText('#live-blf', (t) => t.includes('Bob Berg: ringing'), "bob's lamp rings");
   report.blf = await text('#live-blf');
-  // Alice signs in to her call centre as an agent (on her phone): her node names the centre.
+  // Alice is an agent of the Sales call centre: her node names it (read at login), and she
+  // signs in to it (on her phone).
   const agent = await sim(`/users/${USER}`);
   agent.agent_state = 'Available';
   await sim(`/users/${USER}`, {
@@ -180,7 +181,15 @@ try {
     body: JSON.stringify(agent),
   });
   await waitText('#live-agent', (t) => t === 'Available', 'the agent state shows');
-  await screenshot('call-and-agent');
+  // A caller waits in the queue of alice's call centre: the page follows that centre's node.
+  await sim('/callcenters/sales-cc@demo.xsigate.test/queue', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ address: 'tel:+12025550777', name: 'Carol Caller' }),
+  });
+  await waitText('#live-queue', (t) => t.includes('Carol'), 'the queued caller shows up');
+  report.queue = await text('#live-queue');
+  await screenshot('call-and-queue');
 
   // The page's own XSI-Events channel, its heartbeats pinned by the cross-origin X-Xsigate-Xsp.
   await page.click('#channel-open');

@@ -2,9 +2,9 @@
 //! command (`scripts/demo`), and headless Chromium (Debian's) driven by puppeteer-core through
 //! the reference dialer (`tests/browser/dialer.mjs`): each password login method, DND and
 //! forwarding set in the page coming back through XSI-Events → firebase-sync → Firebase, a call
-//! and the agent state showing up, a watched colleague's lamp ringing, an XSI-Events channel of the page's own with its heartbeats
-//! pinned by the cross-origin `X-Xsigate-Xsp`, and logout ending the live view. Screenshots of
-//! each step are kept in `target/browser-suite/`.
+//! and a queued caller showing up, a watched colleague's lamp ringing, an XSI-Events channel of
+//! the page's own with its heartbeats pinned by the cross-origin `X-Xsigate-Xsp`, and logout
+//! ending the live view. Screenshots of each step are kept in `target/browser-suite/`.
 //!
 //! The demo listens on its fixed loopback ports (scripts/demo lists them): a demo already
 //! running on this machine makes this suite fail at start.
@@ -216,8 +216,17 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     assert_eq!(after["live_shown"], false);
     assert_eq!(after["live_dnd"], "–");
 
-    // The database rules: another user reads neither alice's call centre's node nor hers.
+    assert!(
+        report["queue"].as_str().unwrap().contains("Carol Caller"),
+        "{report}"
+    );
+    // The database rules: an agent reads its call centre's queue; another user reads neither
+    // that centre's node nor alice's.
     let rules = &report["rules"];
+    assert!(
+        rules["agent_reads_its_centre_queue"].is_object(),
+        "{report}"
+    );
     assert_eq!(rules["other_reads_the_centre"], "permission_denied");
     assert_eq!(rules["other_reads_alice"], "permission_denied");
 

@@ -919,6 +919,13 @@ impl<'a> ChannelSet<'a> {
                         self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
                             .await;
                     }
+                } else if *package == Package::CallCenterAgent {
+                    let path = user_path(&user, "services/CallCenter");
+                    if let Some(root) = self.read_actions(&path).await {
+                        let state = state::call_center_service(&root);
+                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
+                            .await;
+                    }
                 } else if package.is_call() && !calls_done {
                     calls_done = true;
                     if let Some(state) = self.read_calls(&user).await {

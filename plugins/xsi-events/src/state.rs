@@ -89,6 +89,30 @@ fn agent(info: Option<&Node>, joins: Option<&Node>) -> State {
     }
 }
 
+/// An agent's state and call centres as XSI-Actions reads them (`services/CallCenter`): what
+/// the Call Center Agent package's initial event says, for targets that get none.
+pub fn call_center_service(root: &Node) -> State {
+    let call_centers = root
+        .child("callCenterList")
+        .map(|list| {
+            list.all("callCenterDetails")
+                .filter_map(|details| {
+                    Some(Membership {
+                        call_center: details.text_of("serviceUserId")?.to_owned(),
+                        joined: details.text_of("available") == Some("true"),
+                        skill_level: parsed(details, "skillLevel"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    State::Agent {
+        state: text(root, "agentACDState"),
+        since_ms: None,
+        call_centers: Some(call_centers),
+    }
+}
+
 fn figures(status: &Node) -> Vec<Figure> {
     status
         .children
@@ -365,5 +389,32 @@ mod tests {
             of_event("DoNotDisturbEvent", &data("DoNotDisturbEvent", "")),
             None
         );
+    }
+
+    #[test]
+    fn the_call_center_service_gives_an_agents_state_and_centres() {
+        let root = tree(
+            br#"<CallCenter xmlns="http://schema.broadsoft.com/xsi"><agentACDState>Available</agentACDState><callCenterList><callCenterDetails><serviceUserId>cc@acme.example</serviceUserId><available>true</available><phoneNumber>2025550300</phoneNumber><skillLevel>3</skillLevel></callCenterDetails><callCenterDetails><available>false</available></callCenterDetails></callCenterList></CallCenter>"#,
+        )
+        .unwrap();
+        let State::Agent {
+            state,
+            since_ms,
+            call_centers,
+        } = call_center_service(&root)
+        else {
+            panic!("not an agent state");
+        };
+        assert_eq!(state.as_deref(), Some("Available"));
+        assert_eq!(since_ms, None);
+        let centers = call_centers.unwrap();
+        assert_eq!(
+            centers.len(),
+            1,
+            "an entry without serviceUserId names nobody"
+        );
+        assert_eq!(centers[0].call_center, "cc@acme.example");
+        assert!(centers[0].joined);
+        assert_eq!(centers[0].skill_level, Some(3));
     }
 }
