@@ -19,6 +19,8 @@
 //!   secret when one is configured;
 //! - MUST answer each login (`session.started`) with a Firebase custom token for the user's
 //!   uniqueId (RS256, at most an hour), the database URL and the user's path;
+//! - MUST keep, in each logged-in user's node under `blf`, the lamps of the users its provider's
+//!   busy lamp field policy lets it watch (module `blf`), and delete them when it may no longer;
 //! - MUST NOT write a BroadWorks userId, a domain or an XSP detail, nor log a token, a secret
 //!   or a database URL that carries one.
 
@@ -398,17 +400,13 @@ impl FirebaseSync {
             if resync && !first {
                 users.resync(&bus.unique_id, now);
             }
+            let received_ms = bus.received_ms.unwrap_or_else(now_ms);
             let lamps = lock(&self.watching).node_changed(
                 &bus.unique_id,
                 users.node(&bus.unique_id),
-                bus.received_ms.unwrap_or_else(now_ms),
+                received_ms,
             );
-            self.apply_lamps(
-                &mut users,
-                lamps,
-                bus.received_ms.unwrap_or_else(now_ms),
-                now,
-            );
+            self.apply_lamps(&mut users, lamps, received_ms, now);
         }
         // A full channel already holds a wake-up for the worker.
         let _ = lock(&self.wake).try_send(());
