@@ -27,6 +27,9 @@ rate=${3:-2000}
 seconds=${4:-30}
 event_users=${5:-2000}
 watchers=${BLF_WATCHERS:-1000}
+# The simulator has the event users and, after them, the watchers.
+sim_users=$users
+[ "$users" -lt $((event_users + watchers)) ] && sim_users=$((event_users + watchers))
 source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" build
@@ -56,8 +59,7 @@ start() {
   "$root/target/release/xsi-sim" --seed "$work/sim.toml" --generate-users "$sim_users" \
     --xsp "$xsp1" --xsp "$xsp2" --control "$control" --firebase "$firebase" \
     --firebase-service-account "$root/tests/fixtures/firebase/service-account.json" 2>/dev/null & sim=$!; pids+=($sim)
-  local plugins='"broadsoft", "events", "tap"' firebase_plugin="" sim_users=$users
-  [ "$users" -lt $((event_users + watchers)) ] && sim_users=$((event_users + watchers))
+  local plugins='"broadsoft", "events", "tap"' firebase_plugin=""
   if [ "${3:-}" = firebase ]; then
     plugins+=', "firebase"'
     firebase_plugin="[[plugins]]
