@@ -68,8 +68,9 @@ pub struct FirebaseSync {
     config: Config,
     databases: HashMap<String, Database>,
     users: Mutex<Users>,
-    /// Call centres' uniqueIds by userId, for agents' memberships.
-    call_centers: Mutex<HashMap<String, String>>,
+    /// uniqueIds by userId (call centres of agents' memberships, watched users): a uniqueId
+    /// never changes, so each is asked of the host once.
+    unique_ids: Mutex<HashMap<String, String>>,
     /// Logged-in users of providers with BLF, and whose lamps each sees. Locked after
     /// `users` when both are held.
     watching: Mutex<Watching>,
@@ -263,7 +264,7 @@ impl Plugin for FirebaseSync {
             config,
             databases,
             users: Mutex::new(users),
-            call_centers: Mutex::new(HashMap::new()),
+            unique_ids: Mutex::new(HashMap::new()),
             watching: Mutex::new(Watching::default()),
             wake: Mutex::new(wake),
             inbox: Mutex::new(Some(inbox)),
@@ -387,20 +388,16 @@ impl FirebaseSync {
         let centers = self.call_centre_ids(&bus.state).await;
         let now = Instant::now();
         let resync = bus.source == Source::Resync;
+        let received_ms = bus.received_ms.unwrap_or_else(now_ms);
         {
             let mut users = lock(&self.users);
             let first = !users.contains(&bus.unique_id);
-            users.change(
-                &bus.provider,
-                &bus.unique_id,
-                bus.received_ms.unwrap_or_else(now_ms),
-                now,
-                |node| tree::apply(node, bus.package, &bus.event, &bus.state, &centers),
-            );
+            users.change(&bus.provider, &bus.unique_id, received_ms, now, |node| {
+                tree::apply(node, bus.package, &bus.event, &bus.state, &centers)
+            });
             if resync && !first {
                 users.resync(&bus.unique_id, now);
             }
-            let received_ms = bus.received_ms.unwrap_or_else(now_ms);
             let lamps = lock(&self.watching).node_changed(
                 &bus.unique_id,
                 users.node(&bus.unique_id),
@@ -536,7 +533,7 @@ impl FirebaseSync {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(" ");
-            monitored.insert(self.host.unique_id(id).await?, name);
+            monitored.insert(self.unique_id(id).await?, name);
         }
         Ok(monitored)
     }
@@ -586,6 +583,16 @@ impl FirebaseSync {
         }
     }
 
+    /// A user's uniqueId, from the cache or the host's store.
+    async fn unique_id(&self, user_id: &str) -> Result<String, Error> {
+        if let Some(id) = lock(&self.unique_ids).get(user_id) {
+            return Ok(id.clone());
+        }
+        let id = self.host.unique_id(user_id).await?;
+        lock(&self.unique_ids).insert(user_id.to_owned(), id.clone());
+        Ok(id)
+    }
+
     /// The uniqueIds of the call centres an agent event names, from the host's store (cached:
     /// a uniqueId never changes).
     async fn call_centre_ids(&self, state: &State) -> HashMap<String, String> {
@@ -598,18 +605,8 @@ impl FirebaseSync {
         };
         let mut ids = HashMap::new();
         for membership in memberships {
-            let known = lock(&self.call_centers)
-                .get(&membership.call_center)
-                .cloned();
-            let unique_id = match known {
-                Some(id) => id,
-                None => match self.host.unique_id(&membership.call_center).await {
-                    Ok(id) => {
-                        lock(&self.call_centers).insert(membership.call_center.clone(), id.clone());
-                        id
-                    }
-                    Err(_) => continue,
-                },
+            let Ok(unique_id) = self.unique_id(&membership.call_center).await else {
+                continue;
             };
             ids.insert(membership.call_center.clone(), unique_id);
         }
