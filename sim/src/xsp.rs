@@ -884,8 +884,8 @@ fn actions(platform: &Platform, call: &Call<'_>, resource: &str, principal: &Pri
     }
 }
 
-/// The users of the watcher's service provider, by lower-cased user id (BroadWorks user ids are
-/// case-insensitive).
+/// The users a Busy Lamp Field request names, of the watcher's service provider, by lower-cased
+/// user id (BroadWorks user ids are case-insensitive).
 struct Monitorable(HashMap<String, User>);
 
 impl Monitorable {
@@ -985,13 +985,18 @@ fn user_resource(
     } else {
         None
     };
-    // The users a Busy Lamp Field list may name: the same service provider (enterprise).
+    // The users a Busy Lamp Field request names (the list, or the PUT's user ids) that it may
+    // name: those of the same service provider (enterprise).
     let others: HashMap<String, User> =
         if rest.first() == Some(&"services") && rest.get(1) == Some(&"busylampfield") {
-            let provider = user.service_provider.clone();
-            directory
-                .users()
-                .filter(|u| u.service_provider == provider)
+            let named: Vec<&str> = match &leaves {
+                Some(leaves) => leaves.all("userId"),
+                None => user.busy_lamp_field.iter().map(String::as_str).collect(),
+            };
+            named
+                .into_iter()
+                .filter_map(|id| directory.user(id))
+                .filter(|u| u.service_provider == user.service_provider)
                 .map(|u| (u.user_id.to_ascii_lowercase(), u.clone()))
                 .collect()
         } else {
