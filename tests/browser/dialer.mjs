@@ -8,9 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
-import { initializeApp } from 'firebase/app';
-import { getAuth, connectAuthEmulator, signInWithCustomToken } from 'firebase/auth';
-import { getDatabase, connectDatabaseEmulator, ref, onValue } from 'firebase/database';
+import { readOnce, signIn } from '../firebase-e2e/sign-in.mjs';
 
 const env = process.env;
 const USER = 'alice@demo.xsigate.test';
@@ -100,28 +98,16 @@ async function logOut() {
  */
 async function readAs(user, password, paths) {
   const config = await (await fetch(new URL('/config.json', env.DIALER_URL))).json();
-  const login = await fetch(`${config.gateway}/api/access/services/idp/broadsoft`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ user, password }),
+  const { firebase, db } = await signIn({
+    gateway: config.gateway,
+    authEmulator: config.firebase.authEmulator,
+    user,
+    password,
+    projectId: config.firebase.projectId,
+    apiKey: config.firebase.apiKey,
   });
-  if (!login.ok) throw new Error(`login of ${user}: ${login.status}`);
-  const firebase = (await login.json()).reports.firebase;
-  const app = initializeApp({ projectId: config.firebase.projectId, apiKey: config.firebase.apiKey }, user);
-  const auth = getAuth(app);
-  connectAuthEmulator(auth, config.firebase.authEmulator, { disableWarnings: true });
-  await signInWithCustomToken(auth, firebase.custom_token);
-  const db = getDatabase(app);
-  const database = new URL(firebase.database_url);
-  connectDatabaseEmulator(db, database.hostname, Number(database.port));
-  const read = (path) => new Promise((resolve) => {
-    const timer = setTimeout(() => resolve('no answer'), WAIT_MS);
-    onValue(ref(db, path), (snapshot) => { clearTimeout(timer); resolve(snapshot.val()); },
-      (error) => { clearTimeout(timer); resolve(String(error).includes('permission_denied') ? 'permission_denied' : String(error)); },
-      { onlyOnce: true });
-  });
-  const answers = { path: firebase.path, own: await read(firebase.path) };
-  for (const [name, path] of Object.entries(paths(answers.own))) answers[name] = await read(path);
+  const answers = { path: firebase.path, own: await readOnce(db, firebase.path, WAIT_MS) };
+  for (const [name, path] of Object.entries(paths(answers.own))) answers[name] = await readOnce(db, path, WAIT_MS);
   return answers;
 }
 

@@ -2,9 +2,8 @@
 // xsigate, sign in with the custom token it returns (Auth emulator), listen to the own node
 // (firebase-server with the shipped rules), toggle DND in the simulator and time how long each
 // toggle takes to reach the listener, and try another user's node. Prints one JSON report.
-import { initializeApp } from 'firebase/app';
-import { getAuth, connectAuthEmulator, signInWithCustomToken } from 'firebase/auth';
-import { getDatabase, connectDatabaseEmulator, ref, onValue } from 'firebase/database';
+import { ref, onValue } from 'firebase/database';
+import { readOnce, signIn } from './sign-in.mjs';
 
 const env = process.env;
 const TOGGLES = 4;
@@ -22,20 +21,12 @@ async function json(url, options) {
   return response.json();
 }
 
-const answer = await json(`${env.XSIGATE_URL}/api/access/services/idp/broadsoft`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ user: env.XSIGATE_USER, password: env.XSIGATE_PASSWORD }),
+const { answer, firebase, credential, db } = await signIn({
+  gateway: env.XSIGATE_URL,
+  authEmulator: `http://${env.AUTH_EMULATOR}`,
+  user: env.XSIGATE_USER,
+  password: env.XSIGATE_PASSWORD,
 });
-const firebase = answer.reports.firebase;
-const database = new URL(firebase.database_url);
-
-const app = initializeApp({ projectId: 'demo-xsigate', apiKey: 'demo-api-key' });
-const auth = getAuth(app);
-connectAuthEmulator(auth, `http://${env.AUTH_EMULATOR}`, { disableWarnings: true });
-const credential = await signInWithCustomToken(auth, firebase.custom_token);
-const db = getDatabase(app);
-connectDatabaseEmulator(db, database.hostname, Number(database.port));
 
 let node = null;
 let waiter = null;
@@ -70,20 +61,13 @@ for (let i = 0; i < TOGGLES; i++) {
   latencies.push(Math.round(performance.now() - started));
 }
 
-const other = await new Promise((resolve) => {
-  const timer = setTimeout(() => resolve('no answer'), WAIT_MS);
-  onValue(
-    ref(db, `users/${env.OTHER_UID}`),
-    (snapshot) => { clearTimeout(timer); resolve(`read: ${JSON.stringify(snapshot.val())}`); },
-    (error) => { clearTimeout(timer); resolve(String(error).includes('permission_denied') ? 'permission_denied' : String(error)); },
-  );
-});
+const other = await readOnce(db, `users/${env.OTHER_UID}`, WAIT_MS);
 
 console.log(JSON.stringify({
   unique_id: answer.unique_id,
   signed_in_uid: credential.user.uid,
   own_node_readable: node !== null,
   dnd_latency_ms: latencies,
-  other_node: other,
+  other_node: typeof other === 'string' ? other : `read: ${JSON.stringify(other)}`,
 }));
 process.exit(0);
