@@ -7,7 +7,7 @@
 //   env XSIGATE_URL (http://127.0.0.1:8080), FIREBASE_AUTH_EMULATOR (http://127.0.0.1:9099)
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
-import { dirname, extname, join, normalize } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -38,7 +38,7 @@ function file(path) {
   const vendor = path.match(/^\/vendor\/firebase\/(firebase-[a-z-]+\.js(?:\.map)?)$/);
   if (vendor) return join(sdk, vendor[1]);
   const name = path.slice(1);
-  if (SAFE.test(name) && !name.startsWith('.') && name !== 'serve.mjs') return join(here, normalize(name));
+  if (SAFE.test(name) && !name.startsWith('.') && name !== 'serve.mjs') return join(here, name);
   return null;
 }
 
