@@ -6,17 +6,20 @@
 //! 1. [`config`] and [`wire`]: the configuration, and the names and shapes xsigate promises
 //!    the outside (error envelope, headers, request classes). They use nothing else.
 //! 2. [`metrics`] and [`telemetry`]: what the gateway counts and logs.
-//! 3. [`state`]: the store, the server key, tokens and session records, and the runtime that
+//! 3. [`edge`]: client connections before HTTP: per-address limits, the request head read
+//!    under deadlines, framing that no two parsers could read differently.
+//! 4. [`state`]: the store, the server key, tokens and session records, and the runtime that
 //!    keeps them off the request path.
-//! 4. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
-//! 5. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
-//! 6. [`access`]: the login API and the session authority.
-//! 7. [`http`]: the Pingora hooks of the request path.
-//! 8. [`server`] and [`cli`]: assembling and starting it all.
+//! 5. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
+//! 6. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
+//! 7. [`access`]: the login API and the session authority.
+//! 8. [`http`]: the Pingora hooks of the request path.
+//! 9. [`server`] and [`cli`]: assembling and starting it all.
 
 pub mod access;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod http;
 pub mod metrics;
 pub mod plugin;

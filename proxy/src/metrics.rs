@@ -37,6 +37,8 @@ pub struct Metrics {
     xsp_up: IntGaugeVec,
     pub requests_in_flight: IntGauge,
     pub downstream_connections: IntGauge,
+    /// What the edge refused before a request reached the proxy, by error code.
+    pub client_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,7 +94,15 @@ impl Metrics {
         )?;
         let downstream_connections = IntGauge::new(
             "xsigate_downstream_connections",
-            "Open client HTTP/1.x connections that have carried at least one request.",
+            "Open client connections, HTTP/1.x and HTTP/2.",
+        )?;
+        let client_refusals = IntCounterVec::new(
+            Opts::new(
+                "xsigate_client_refusals_total",
+                "Connections and requests refused before routing (per-address limits, slow or \
+                 oversized headers, ambiguous framing), by error code.",
+            ),
+            &["code"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -105,7 +115,8 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn Collector>; 10] = [
+        let collectors: [Box<dyn Collector>; 11] = [
+            Box::new(client_refusals.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -130,6 +141,7 @@ impl Metrics {
             xsp_up,
             requests_in_flight,
             downstream_connections,
+            client_refusals,
         })
     }
 
@@ -245,5 +257,22 @@ mod tests {
             r#"xsigate_requests_total{provider="acme",route="gateway",status="none"} 1"#
         ));
         assert!(text.contains("xsigate_build_info{version="));
+    }
+}
+
+/// Increments a gauge while it lives.
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

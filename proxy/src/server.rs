@@ -15,6 +15,7 @@ use pingora::services::listening::Service;
 use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::config::Config;
+use crate::edge::Edge;
 use crate::http::local::LocalEndpoints;
 use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
@@ -132,6 +133,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
             config.server.timeouts.downstream_read_seconds,
         ),
         stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
+        body_bytes: config.server.clients.body_bytes,
     };
     let app = ProxyApp {
         providers: Arc::clone(&providers),
@@ -142,8 +144,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         metrics: metrics.clone(),
         settings,
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "xsigate");
+    let edge = Edge::new(
+        pingora::proxy::http_proxy(&server.configuration, app),
+        &config.server.clients,
+        &metrics,
+        config.server.access_log,
+    );
+    let mut proxy = Service::new("xsigate".to_owned(), edge);
     for listener in &config.server.listeners {
         let address = listener.address.to_string();
         match &listener.tls {

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("wire", &[]),
     ("telemetry", &[]),
     ("metrics", &["wire"]),
+    ("edge", &["config", "wire", "metrics"]),
     ("state", &[]),
     ("upstream", &["config", "wire", "metrics"]),
     (
@@ -33,7 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "wire", "metrics", "state", "upstream", "plugin", "access", "http",
+            "config", "wire", "metrics", "edge", "state", "upstream", "plugin", "access", "http",
         ],
     ),
 ];

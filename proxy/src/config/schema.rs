@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub timeouts: TimeoutsConfig,
     #[serde(default)]
     pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub clients: ClientsConfig,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +71,54 @@ impl Default for ServerConfig {
             access_log: true,
             timeouts: TimeoutsConfig::default(),
             sessions: SessionsConfig::default(),
+            clients: ClientsConfig::default(),
+        }
+    }
+}
+
+/// `[server.clients]`: what one client connection and one client address may take before a
+/// request reaches the proxy. The defaults are sized for a call centre behind one NAT address
+/// (hundreds of dialers, each with an events stream); tighten them on a public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// Open connections one address may hold; more are answered 429 and closed.
+    #[serde(default = "default_connections_per_address")]
+    pub connections_per_address: u32,
+    /// Sustained requests per second one address may send (a token bucket); 0 turns it off.
+    #[serde(default = "default_requests_per_second_per_address")]
+    pub requests_per_second_per_address: u32,
+    /// Requests one address may send at once above the sustained rate.
+    #[serde(default = "default_request_burst_per_address")]
+    pub request_burst_per_address: u32,
+    /// Time for a request's whole header to arrive, from its first byte (slow-header clients).
+    #[serde(default = "default_header_seconds")]
+    pub header_seconds: u64,
+    /// Time a connection may wait for its next request (its first included).
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u64,
+    /// Largest request header (request line and fields), in bytes.
+    #[serde(default = "default_header_bytes")]
+    pub header_bytes: usize,
+    /// Most header fields in one request.
+    #[serde(default = "default_header_fields")]
+    pub header_fields: usize,
+    /// Largest request body passed on, in bytes; XSI bodies are small documents.
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: u64,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_address: default_connections_per_address(),
+            requests_per_second_per_address: default_requests_per_second_per_address(),
+            request_burst_per_address: default_request_burst_per_address(),
+            header_seconds: default_header_seconds(),
+            idle_seconds: default_idle_seconds(),
+            header_bytes: default_header_bytes(),
+            header_fields: default_header_fields(),
+            body_bytes: default_body_bytes(),
         }
     }
 }
@@ -367,6 +417,30 @@ fn default_session_lifetime_seconds() -> u64 {
     12 * 3600
 }
 
+fn default_connections_per_address() -> u32 {
+    2048
+}
+fn default_requests_per_second_per_address() -> u32 {
+    1000
+}
+fn default_request_burst_per_address() -> u32 {
+    2000
+}
+fn default_header_seconds() -> u64 {
+    10
+}
+fn default_idle_seconds() -> u64 {
+    60
+}
+fn default_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_header_fields() -> usize {
+    100
+}
+fn default_body_bytes() -> u64 {
+    1024 * 1024
+}
 fn default_stream_idle_seconds() -> u64 {
     180
 }

@@ -157,6 +157,33 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
             "must be greater than zero",
         ));
     }
+    let clients = at.key("clients");
+    let limits = &server.clients;
+    for (key, value) in [
+        (
+            "connections_per_address",
+            u64::from(limits.connections_per_address),
+        ),
+        (
+            "request_burst_per_address",
+            u64::from(limits.request_burst_per_address),
+        ),
+        ("header_seconds", limits.header_seconds),
+        ("idle_seconds", limits.idle_seconds),
+        ("header_bytes", limits.header_bytes as u64),
+        ("header_fields", limits.header_fields as u64),
+        ("body_bytes", limits.body_bytes),
+    ] {
+        if value == 0 {
+            return Err(problem(&clients.key(key), "must be greater than zero"));
+        }
+    }
+    if limits.header_bytes < 1024 {
+        return Err(problem(
+            &clients.key("header_bytes"),
+            "must be at least 1024: a browser's request header alone comes near that",
+        ));
+    }
     let sessions = at.key("sessions");
     for (key, value) in [
         ("idle_seconds", server.sessions.idle_seconds),

@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::cors;
+use crate::metrics::GaugeGuard;
 use crate::plugin::{Plugin, PluginFailure};
 use crate::state::session::BoundSession;
 use crate::upstream::retry::Attempt;
@@ -73,8 +74,8 @@ pub struct RequestCtx {
     /// The one retry response filters may ask for was used.
     pub(super) plugin_retried: bool,
     pub(super) _in_flight: GaugeGuard,
-    /// Counts this client connection while it lives; see `persist_connection_context`.
-    pub(super) connection: Option<GaugeGuard>,
+    /// Request body bytes passed on so far.
+    pub(super) body_bytes: u64,
 }
 
 /// Whether xsigate replaces the upstream's response body.
@@ -87,23 +88,6 @@ pub(super) enum BodyOverride {
     Pending(bytes::Bytes),
     /// It went; the upstream's chunks are dropped.
     Sent,
-}
-
-/// Increments a gauge while it lives.
-#[derive(Debug)]
-pub(super) struct GaugeGuard(pub(super) prometheus::IntGauge);
-
-impl GaugeGuard {
-    pub(super) fn new(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 pub(super) fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -122,10 +106,6 @@ pub(super) fn plugin_failed(
     ctx.plugin = Some(plugin.name.clone());
     ctx.plugin_failure = Some(failure.error_code());
     Error::explain(ErrorType::InternalError, "a plugin failed")
-}
-
-pub(super) fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 impl RequestCtx {

@@ -14,6 +14,7 @@ use crate::wire::error::ErrorCode;
 pub fn error_code(source: &ErrorSource, kind: &ErrorType) -> Option<ErrorCode> {
     match (source, kind) {
         (_, ErrorType::HTTPStatus(status)) if *status >= 500 => Some(ErrorCode::Internal),
+        (_, ErrorType::HTTPStatus(413)) => Some(ErrorCode::PayloadTooLarge),
         (_, ErrorType::HTTPStatus(_)) => Some(ErrorCode::BadRequest),
         (
             ErrorSource::Upstream,
@@ -110,8 +111,12 @@ mod tests {
             Some(ErrorCode::BadRequest)
         );
         assert_eq!(
-            error_code(&ErrorSource::Upstream, &ErrorType::HTTPStatus(413)),
+            error_code(&ErrorSource::Downstream, &ErrorType::HTTPStatus(400)),
             Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            error_code(&ErrorSource::Downstream, &ErrorType::HTTPStatus(413)),
+            Some(ErrorCode::PayloadTooLarge)
         );
     }
 

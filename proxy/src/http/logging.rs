@@ -5,6 +5,7 @@ use pingora::proxy::Session;
 
 use super::ProxyApp;
 use super::context::RequestCtx;
+use super::fail_to_proxy::error_code;
 use crate::wire::error::ErrorCode;
 
 impl ProxyApp {
@@ -59,6 +60,17 @@ impl ProxyApp {
         }
         match e {
             None => access_line!(tracing::Level::INFO,),
+            // A client that leaves (an XSI-Events stream closed by its browser, most often) is
+            // how such requests end, not a fault: the request's line is an ordinary one, and the
+            // transport's words go to debug.
+            Some(e) if error_code(e.esource(), e.etype()).is_none() => {
+                tracing::debug!(
+                    request_id = %ctx.request_id,
+                    error = e.etype().as_str(),
+                    "the client closed the connection"
+                );
+                access_line!(tracing::Level::INFO,);
+            }
             Some(e) => access_line!(
                 tracing::Level::WARN,
                 error = e.etype().as_str(),

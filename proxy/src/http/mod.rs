@@ -4,15 +4,16 @@
 //! 1. [`request_filter`] classifies the path, answers local endpoints, preflights and the
 //!    login API, finds the provider, the session and the target (XSP pool, gateway service,
 //!    applet), refuses what cannot be routed, and runs the request-filter plugins.
-//! 2. [`upstream_peer`] picks an upstream (the pinned XSP, the session's, or the next healthy
+//! 2. [`request_body_filter`] cuts off a chunked body past `body_bytes`.
+//! 3. [`upstream_peer`] picks an upstream (the pinned XSP, the session's, or the next healthy
 //!    untried one) and decides after `fail_to_connect` / `error_while_proxy` whether it goes
 //!    again, by [`crate::upstream::retry`].
-//! 3. [`upstream_request`] sets what the upstream receives, then runs upstream-request plugins.
-//! 4. [`response_filter`] removes what would reveal the upstream, runs response plugins, and
+//! 4. [`upstream_request`] sets what the upstream receives, then runs upstream-request plugins.
+//! 5. [`response_filter`] removes what would reveal the upstream, runs response plugins, and
 //!    keeps a session's XSP cookies; `response_body_filter` puts xsigate's error in place of an
 //!    XSP error page that is not an XSI document.
-//! 5. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
-//! 6. [`logging`] records metrics and the one access-log line.
+//! 6. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
+//! 7. [`logging`] records metrics and the one access-log line.
 //!
 //! Beside the hooks: [`route`] (what a path is, and whether it means one thing), [`headers`]
 //! (forwarding and scrubbing), [`cors`], [`respond`] (writing xsigate's own answers),
@@ -26,6 +27,7 @@ pub mod fail_to_proxy;
 pub mod headers;
 pub mod local;
 mod logging;
+mod request_body_filter;
 mod request_filter;
 pub mod respond;
 mod response_filter;
@@ -45,11 +47,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
 use crate::access::{LoginApi, Sessions, Signer};
+use crate::metrics::GaugeGuard;
 use crate::metrics::Metrics;
 use crate::plugin::Plugins;
 use crate::upstream::{Providers, Tried};
+use crate::wire::headers::new_request_id;
 use crate::wire::route::RouteClass;
-use context::{BodyOverride, GaugeGuard, RequestCtx, Target, new_request_id};
+use context::{BodyOverride, RequestCtx, Target};
 
 /// Settings of the request path that do not belong to a provider.
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     pub downstream_read_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Largest request body passed on (`[server.clients] body_bytes`).
+    pub body_bytes: u64,
 }
 
 /// The xsigate proxy application: what Pingora's HTTP proxy service runs. Built by
@@ -104,30 +110,7 @@ impl ProxyHttp for ProxyApp {
             retry_requested: false,
             plugin_retried: false,
             _in_flight: GaugeGuard::new(&self.metrics.requests_in_flight),
-            connection: None,
-        }
-    }
-
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        ctx: &RequestCtx,
-    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        // The connection guard must outlive this request; Pingora keeps what we return until the
-        // next request on the connection, and drops it when the connection closes.
-        ctx.connection
-            .as_ref()
-            .map(|g| Box::new(GaugeGuard::new(&g.0)) as Box<dyn std::any::Any + Send + Sync>)
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-        previous: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        if let Ok(guard) = previous.downcast::<GaugeGuard>() {
-            ctx.connection = Some(*guard);
+            body_bytes: 0,
         }
     }
 
@@ -149,6 +132,16 @@ impl ProxyHttp for ProxyApp {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.route_request(session, ctx).await
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.count_request_body(body.as_ref(), ctx)
     }
 
     async fn upstream_peer(

@@ -8,7 +8,7 @@ use pingora::Result;
 use pingora::proxy::Session;
 
 use super::ProxyApp;
-use super::context::{GaugeGuard, RequestCtx, Target, client_ip, upstream_path};
+use super::context::{RequestCtx, Target, client_ip, upstream_path};
 use super::cors;
 use super::respond;
 use super::route::{self, Admission, Route};
@@ -28,9 +28,6 @@ impl ProxyApp {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        if ctx.connection.is_none() && !session.is_http2() {
-            ctx.connection = Some(GaugeGuard::new(&self.metrics.downstream_connections));
-        }
         session.set_read_timeout(Some(self.settings.downstream_read_timeout));
 
         let path = session.req_header().uri.path().to_owned();

@@ -68,6 +68,7 @@ fn app(dir: &std::path::Path) -> ProxyApp {
         settings: ProxySettings {
             access_log: false,
             downstream_read_timeout: std::time::Duration::from_secs(5),
+            body_bytes: 1024 * 1024,
             stream_idle_timeout: std::time::Duration::from_secs(5),
         },
     }

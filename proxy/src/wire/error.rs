@@ -34,6 +34,12 @@ pub enum ErrorCode {
     OriginNotAllowed,
     SessionsNotServed,
     UnknownApplet,
+    /// Framing that two HTTP parsers could read differently (request smuggling).
+    AmbiguousFraming,
+    HeaderTooLarge,
+    RequestTimeout,
+    TooManyConnections,
+    TooManyRequests,
     Internal,
 }
 
@@ -50,13 +56,16 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::TooManyAttempts => 429,
+            Self::TooManyAttempts | Self::TooManyConnections | Self::TooManyRequests => 429,
+            Self::HeaderTooLarge => 431,
+            Self::RequestTimeout => 408,
             Self::ConflictingProvider
             | Self::InvalidPin
             | Self::BadRequest
             | Self::InvalidResetToken
             | Self::PasswordRejected
-            | Self::AmbiguousPath => 400,
+            | Self::AmbiguousPath
+            | Self::AmbiguousFraming => 400,
             Self::UpstreamUnavailable | Self::UpstreamError | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
@@ -91,6 +100,11 @@ impl ErrorCode {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::SessionsNotServed => "sessions_not_served",
             Self::UnknownApplet => "unknown_applet",
+            Self::AmbiguousFraming => "ambiguous_framing",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::TooManyConnections => "too_many_connections",
+            Self::TooManyRequests => "too_many_requests",
             Self::Internal => "internal_error",
         }
     }
@@ -132,6 +146,14 @@ impl ErrorCode {
                 "this service provider does not serve XSI requests on login sessions"
             }
             Self::UnknownApplet => "this service provider has no such applet",
+            Self::AmbiguousFraming => {
+                "the request's length is given in ways that servers read differently \
+                 (Content-Length with Transfer-Encoding, several or malformed lengths)"
+            }
+            Self::HeaderTooLarge => "the request header is too large or has too many fields",
+            Self::RequestTimeout => "the request header did not arrive in time",
+            Self::TooManyConnections => "this address holds too many connections",
+            Self::TooManyRequests => "this address sends too many requests; slow down",
             Self::Internal => "the gateway failed to handle the request",
         }
     }

@@ -13,3 +13,8 @@ pub const ASSERTION: &str = "x-xsigate-assertion";
 pub const SESSION_COOKIE: &str = "xsigate_session";
 /// The cookie that names a browser which logged in as a user before (login API only).
 pub const DEVICE_COOKIE: &str = "xsigate_device";
+
+/// A new request id: 128 random bits in hex, unique enough to find one request in the logs.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -1,0 +1,268 @@
+//! Reading a request head as strictly as the strictest server behind xsigate would, so that no
+//! two parsers on the path can disagree about where a request ends.
+//!
+//! A request MUST be refused here, before Pingora or an upstream sees it, when:
+//! - it has `Transfer-Encoding` and `Content-Length` together, several `Content-Length` fields,
+//!   a length that is not a plain decimal number, a transfer coding other than `chunked`, or
+//!   `Transfer-Encoding` on HTTP/1.0 (`ambiguous_framing`, RFC 9112 §6.1–6.3);
+//! - its target is not origin-form (`/…`, or `*` for `OPTIONS`): xsigate is no forward proxy
+//!   (`bad_request`); `CONNECT` is refused (`method_not_allowed`);
+//! - an HTTP/1.1 request has no `Host`, several, or one with user information (`bad_request`);
+//! - its header exceeds the configured size or field count (`header_too_large`);
+//! - its declared body exceeds the configured size (`payload_too_large`).
+
+use crate::wire::error::ErrorCode;
+
+/// The most header fields the parser keeps room for; `header_fields` is validated below it.
+pub const MAX_HEADER_FIELDS: usize = 256;
+
+/// What the head says, as far as the edge cares: enough to log a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head<'a> {
+    /// More bytes are needed.
+    Partial,
+    /// A complete head that may pass.
+    Complete { length: usize },
+    /// A complete head (or a broken one) that must not pass.
+    Refused {
+        code: ErrorCode,
+        method: &'a str,
+        path: &'a str,
+    },
+}
+
+/// Limits the head is read against.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub header_bytes: usize,
+    pub header_fields: usize,
+    pub body_bytes: u64,
+}
+
+/// Reads the head at the start of `buf` and decides whether it may pass.
+pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
+    let fields = &mut fields[..limits.header_fields.min(MAX_HEADER_FIELDS)];
+    let mut request = httparse::Request::new(fields);
+    let refused = |code| Head::Refused {
+        code,
+        method: "-",
+        path: "-",
+    };
+    let length = match request.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() >= limits.header_bytes => {
+            return refused(ErrorCode::HeaderTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => return refused(ErrorCode::HeaderTooLarge),
+        Err(_) => return refused(ErrorCode::BadRequest),
+    };
+    let method = request.method.unwrap_or("-");
+    let path = request.path.unwrap_or("-");
+    let verdict = if length > limits.header_bytes {
+        Err(ErrorCode::HeaderTooLarge)
+    } else {
+        judge(&request, limits)
+    };
+    match verdict {
+        Ok(()) => Head::Complete { length },
+        Err(code) => Head::Refused {
+            code,
+            method,
+            // Only the path goes to the log: a query can carry e-mail addresses and numbers.
+            path: path.split('?').next().unwrap_or("-"),
+        },
+    }
+}
+
+fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<(), ErrorCode> {
+    let http10 = request.version == Some(0);
+    let method = request.method.unwrap_or_default();
+    let target = request.path.unwrap_or_default();
+    if method == "CONNECT" {
+        return Err(ErrorCode::MethodNotAllowed);
+    }
+    let origin_form = target.starts_with('/') && !target.starts_with("//");
+    if !(origin_form || (target == "*" && method == "OPTIONS")) {
+        return Err(ErrorCode::BadRequest);
+    }
+
+    let mut hosts = 0;
+    let mut lengths = 0;
+    let mut length: Option<u64> = None;
+    let mut codings = 0;
+    let mut chunked = false;
+    for field in request.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if field.value.contains(&b'@') || field.value.is_empty() {
+                return Err(ErrorCode::BadRequest);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = Some(decimal(field.value).ok_or(ErrorCode::AmbiguousFraming)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            chunked = trim(field.value).eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(ErrorCode::BadRequest);
+    }
+    if lengths > 1 || (codings > 0 && (lengths > 0 || http10 || codings > 1 || !chunked)) {
+        return Err(ErrorCode::AmbiguousFraming);
+    }
+    if length.is_some_and(|length| length > limits.body_bytes) {
+        return Err(ErrorCode::PayloadTooLarge);
+    }
+    Ok(())
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces inside), at most 19 of
+/// them so that it fits a `u64`.
+fn decimal(value: &[u8]) -> Option<u64> {
+    let value = trim(value);
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        header_bytes: 4096,
+        header_fields: 16,
+        body_bytes: 1024,
+    };
+
+    fn code(head: &[u8]) -> Option<ErrorCode> {
+        match check(head, LIMITS) {
+            Head::Refused { code, .. } => Some(code),
+            Head::Complete { .. } => None,
+            Head::Partial => panic!("partial: {}", head.escape_ascii()),
+        }
+    }
+
+    #[test]
+    fn plain_requests_pass_and_partial_heads_wait() {
+        assert_eq!(code(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(code(b"GET /a HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(code(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(
+            code(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            code(b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            check(b"GET /a HTTP/1.1\r\nHost: x\r\n", LIMITS),
+            Head::Partial
+        );
+        let head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b";
+        assert_eq!(check(head, LIMITS), Head::Complete { length: 28 });
+    }
+
+    #[test]
+    fn every_smuggling_shape_is_ambiguous_framing() {
+        for head in [
+            &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                code(head),
+                Some(ErrorCode::AmbiguousFraming),
+                "{}",
+                head.escape_ascii()
+            );
+        }
+    }
+
+    #[test]
+    fn targets_hosts_methods_and_sizes_are_refused_with_their_codes() {
+        let cases: [(&[u8], ErrorCode); 10] = [
+            (
+                b"GET http://evil/a HTTP/1.1\r\nHost: evil\r\n\r\n",
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"GET //evil/a HTTP/1.1\r\nHost: x\r\n\r\n",
+                ErrorCode::BadRequest,
+            ),
+            (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode::BadRequest),
+            (
+                b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n",
+                ErrorCode::MethodNotAllowed,
+            ),
+            (b"GET /a HTTP/1.1\r\n\r\n", ErrorCode::BadRequest),
+            (
+                b"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"GET /a HTTP/1.1\r\nHost: u@x\r\n\r\n",
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"GET /a HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n",
+                ErrorCode::PayloadTooLarge,
+            ),
+            (b"GET /a HTTP/2.0\r\nHost: x\r\n\r\n", ErrorCode::BadRequest),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(code(head), Some(expected), "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn oversized_heads_are_refused_whole_or_partial() {
+        let mut many = b"GET /a HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..LIMITS.header_fields {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(code(&many), Some(ErrorCode::HeaderTooLarge));
+
+        let mut long = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Long: ".to_vec();
+        long.resize(LIMITS.header_bytes, b'a');
+        assert_eq!(code(&long), Some(ErrorCode::HeaderTooLarge));
+    }
+
+    #[test]
+    fn a_refusal_names_the_path_without_its_query() {
+        let head = b"GET /a/b?user=alice@x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n";
+        assert_eq!(
+            check(head, LIMITS),
+            Head::Refused {
+                code: ErrorCode::BadRequest,
+                method: "GET",
+                path: "/a/b",
+            }
+        );
+    }
+}

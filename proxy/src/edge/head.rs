@@ -1,0 +1,116 @@
+//! Reading one request head from a client connection under the edge's deadlines.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt as _;
+use tokio::time::Instant;
+
+use super::framing::{self, Head, HeadLimits};
+use crate::wire::error::ErrorCode;
+
+/// What most request heads fit in; the buffer doubles up to the limit when needed.
+const FIRST_READ: usize = 1024;
+/// What is read and thrown away of a refused client's rest before closing.
+const DRAIN_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub head: HeadLimits,
+    pub header_time: Duration,
+    pub idle: Duration,
+}
+
+pub(super) enum Ending {
+    /// `buf` starts with a head that may pass (and may hold more of the request after it).
+    Complete,
+    /// The client closed, stayed idle, or the server is shutting down: close without a word.
+    Closed,
+    Refused(Refusal),
+}
+
+/// Reads until `buf` holds a complete head, the client goes quiet, or a limit is reached.
+pub(super) async fn read(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    limits: Limits,
+    mut shutdown: ShutdownWatch,
+) -> Ending {
+    // Waiting for the first byte is idle time; once it came, the whole head has header_time.
+    let mut deadline = Instant::now() + limits.idle;
+    let mut scanned = 0;
+    loop {
+        let room = limits.head.header_bytes.saturating_sub(buf.len()).max(1);
+        buf.reserve(room.min(buf.len().max(FIRST_READ)));
+        let started = !buf.is_empty();
+        let read = tokio::select! {
+            biased;
+            read = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => read,
+            _ = shutdown.changed(), if !started => return Ending::Closed,
+        };
+        match read {
+            Err(_) if started => {
+                return Ending::Refused(Refusal::new(ErrorCode::RequestTimeout));
+            }
+            Err(_) | Ok(Err(_) | Ok(0)) => return Ending::Closed,
+            Ok(Ok(_)) => {}
+        }
+        if !started {
+            deadline = Instant::now() + limits.header_time;
+        }
+        // A head can only end, or turn out wrong, at a line end: parsing only then keeps a client
+        // that sends one byte at a time from making each byte cost a parse of all before it.
+        let line_ended = buf[scanned..].contains(&b'\n');
+        scanned = buf.len();
+        if !line_ended && buf.len() < limits.head.header_bytes {
+            continue;
+        }
+        match framing::check(buf, limits.head) {
+            Head::Partial => {}
+            Head::Complete { .. } => return Ending::Complete,
+            Head::Refused { code, method, path } => {
+                let mut refusal = Refusal::new(code);
+                method.clone_into(&mut refusal.method);
+                path.clone_into(&mut refusal.path);
+                return Ending::Refused(refusal);
+            }
+        }
+    }
+}
+
+/// Reads and drops what a refused client still sends, until it closes or `time` passes.
+pub(super) async fn drain(stream: &mut Stream, time: Duration) {
+    let mut sink = [0u8; 4096];
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(time, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// Why the edge answers a connection itself, and what it read of the request (for the log).
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub code: ErrorCode,
+    pub method: String,
+    pub path: String,
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            method: "-".to_owned(),
+            path: "-".to_owned(),
+            retry_after: None,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `edge`: client connections before any request reaches the proxy.
+//!
+//! xsigate reads each HTTP/1.x request head itself, under its own deadlines and limits, and
+//! hands Pingora only heads that passed [`framing`]; Pingora then parses the same bytes again
+//! and never reads a head of its own (it gets them as a pipelined prefix). Everything refused
+//! here is answered in the one error envelope with `Connection: close`, counted in
+//! `xsigate_client_refusals_total{code}` and logged on the access line, and never reaches a
+//! hook, a plugin or an upstream:
+//! - an address holding `connections_per_address` connections, or past its request rate
+//!   ([`addresses`]): `429`;
+//! - a head that does not arrive within `header_seconds` of its first byte: `408`;
+//! - a connection that sends nothing for `idle_seconds` is closed without an answer;
+//! - what [`framing`] refuses: smuggling shapes, foreign targets, oversized heads and bodies.
+//!
+//! HTTP/2 (TLS with ALPN `h2`) passes the connection limit and then goes to Pingora whole: its
+//! frames have no such ambiguity, and h2's own settings bound its headers.
+//!
+//! Layer: below [`crate::http`] (it never sees a hook); uses config, wire and metrics.
+
+pub mod addresses;
+pub mod framing;
+mod head;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{ALPN, Stream};
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::config::ClientsConfig;
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::wire::error::{ErrorCode, error_body};
+use crate::wire::headers::{REQUEST_ID, new_request_id};
+use addresses::Addresses;
+use framing::HeadLimits;
+use head::{Ending, Refusal};
+
+/// How long writing a refusal and waiting for the client to stop sending may take.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Wraps Pingora's HTTP application (`HttpProxy`) with xsigate's connection handling.
+pub struct Edge<A> {
+    app: Arc<A>,
+    addresses: Addresses,
+    head: HeadLimits,
+    header_time: Duration,
+    idle: Duration,
+    metrics: Metrics,
+    access_log: bool,
+}
+
+impl<A> std::fmt::Debug for Edge<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("addresses", &self.addresses)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> Edge<A> {
+    pub fn new(app: A, limits: &ClientsConfig, metrics: &Metrics, access_log: bool) -> Self {
+        Self {
+            app: Arc::new(app),
+            addresses: Addresses::new(limits),
+            head: HeadLimits {
+                header_bytes: limits.header_bytes,
+                header_fields: limits.header_fields,
+                body_bytes: limits.body_bytes,
+            },
+            header_time: Duration::from_secs(limits.header_seconds),
+            idle: Duration::from_secs(limits.idle_seconds),
+            metrics: metrics.clone(),
+            access_log,
+        }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for Edge<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = GaugeGuard::new(&self.metrics.downstream_connections);
+        let address = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _held = match address {
+            Some(ip) => match self.addresses.connect(ip) {
+                Some(held) => Some(held),
+                None => {
+                    self.refuse(stream, Refusal::new(ErrorCode::TooManyConnections))
+                        .await;
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
+        self.serve_http1(stream, address, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+}
+
+impl<A> Edge<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Serves one HTTP/1.x connection: each request head read and checked here, then handed to
+    /// the proxy, until either side closes.
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        address: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut carried: Option<HttpPersistentSettings> = None;
+        loop {
+            let mut head = BytesMut::new();
+            let limits = head::Limits {
+                head: self.head,
+                header_time: self.header_time,
+                idle: self.idle,
+            };
+            match head::read(&mut stream, &mut head, limits, shutdown.clone()).await {
+                Ending::Complete => {}
+                Ending::Closed => return,
+                Ending::Refused(refusal) => return self.refuse(stream, refusal).await,
+            }
+            if let Some(ip) = address
+                && let Err(wait) = self.addresses.request(ip)
+            {
+                let mut refusal = Refusal::new(ErrorCode::TooManyRequests);
+                refusal.retry_after = Some(wait.as_secs().max(1));
+                return self.refuse(stream, refusal).await;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match carried.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(self.idle.as_secs())),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(head);
+            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+                return;
+            };
+            (stream, carried) = reused.consume();
+        }
+    }
+
+    /// Answers a refusal in the error envelope, closes, and lets the client's unread bytes
+    /// drain for a moment so that its TCP stack delivers the answer instead of a reset.
+    async fn refuse(&self, mut stream: Stream, refusal: Refusal) {
+        let request_id = new_request_id();
+        let code = refusal.code;
+        self.metrics
+            .client_refusals
+            .with_label_values(&[code.as_str()])
+            .inc();
+        if self.access_log {
+            tracing::info!(
+                target: "xsigate::access",
+                request_id = %request_id,
+                method = refusal.method,
+                path = refusal.path,
+                status = code.status(),
+                provider = "-",
+                route = "edge",
+                upstream = "-",
+                attempts = 0,
+                refused = code.as_str(),
+                plugin = "-",
+                duration_ms = 0.0,
+            );
+        }
+        let body = error_body(code, &request_id);
+        let status = code.status();
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let retry_after = refusal
+            .retry_after
+            .map(|s| format!("Retry-After: {s}\r\n"))
+            .unwrap_or_default();
+        let answer = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\n{REQUEST_ID}: {request_id}\r\n{retry_after}\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        let written = async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.write_all(&body).await?;
+            stream.flush().await?;
+            stream.shutdown().await
+        };
+        if tokio::time::timeout(LINGER, written).await.is_ok() {
+            head::drain(&mut stream, LINGER).await;
+        }
+    }
+}
