@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
@@ -24,6 +25,9 @@ use crate::state::seal::SealError;
 use crate::state::{Shared, StateError, StateSettings};
 use crate::upstream::probe::HealthService;
 use crate::upstream::{Providers, UpstreamError};
+
+/// The largest TLS record: the read buffer of a TLS client connection.
+const TLS_RECORD: usize = 16 * 1024;
 
 /// Why the gateway could not start. Each names the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +157,12 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     let mut proxy = Service::new("xsigate".to_owned(), edge);
     for listener in &config.server.listeners {
         let address = listener.address.to_string();
-        match &listener.tls {
-            None => proxy.add_tcp(&address),
+        let endpoint = ListenerConfig::tcp(&address);
+        let endpoint = match &listener.tls {
+            // Pingora's default 64 KiB read buffer per connection is most of what an idle client
+            // costs; the edge and Pingora read heads into buffers of their own, so plain
+            // connections read straight from the socket.
+            None => endpoint.l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
             Some(tls) => {
                 let tls_error = |reason: String| StartupError::Tls {
                     address: address.clone(),
@@ -166,9 +174,14 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
                 if tls.http2 {
                     settings.enable_h2();
                 }
-                proxy.add_tls_with_settings(&address, None, settings);
+                // One TLS record is 16 KiB; reading it whole saves the TLS layer small reads.
+                endpoint.tls(settings).l4_buffer(L4BufferSettings::new(
+                    TLS_RECORD,
+                    DEFAULT_L4_WRITE_BUFFER_SIZE,
+                ))
             }
-        }
+        };
+        proxy.add_listener(endpoint);
     }
 
     let mut local = Service::new(

@@ -393,6 +393,16 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The gateway process's resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// Graceful upgrade: starts a new process with `--upgrade` on the same configuration, sends
     /// the running one SIGQUIT so that it hands its listening sockets over, and waits (bounded)
     /// until it has exited. The new process then serves.
@@ -570,7 +580,7 @@ pub fn provider_for_simulator(
     provider_urls(id, domains, &urls, extra)
 }
 
-fn provider_urls(id: &str, domains: &[&str], urls: &[String], extra: &str) -> String {
+pub fn provider_urls(id: &str, domains: &[&str], urls: &[String], extra: &str) -> String {
     let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
     let xsps: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     format!(

@@ -108,7 +108,7 @@ where
             None => None,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            return Box::pin(ServerApp::process_new(&self.app, stream, shutdown)).await;
         }
         self.serve_http1(stream, address, shutdown).await;
         None
@@ -160,7 +160,9 @@ where
                 session.set_keepalive(None);
             }
             session.set_pipelined_prefix(head);
-            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+            // Boxed: the proxy's request future is large, and an idle connection waiting for its
+            // head above should not carry room for it.
+            let Some(reused) = Box::pin(self.app.process_new_http(session, shutdown)).await else {
                 return;
             };
             (stream, carried) = reused.consume();

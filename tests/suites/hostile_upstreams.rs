@@ -1,0 +1,330 @@
+//! Hostile upstreams: an XSP (played by a raw TCP server here) that answers byte by byte, sends
+//! an endless body, answers after the client has gone, or gives a login lookup a DTD with
+//! entity expansion and an external entity, a document far too large, or the wrong type. Each
+//! ends cleanly: bounded memory, the error envelope, nothing fetched, the request logged once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+// The measured figures (memory per connection, what a failure answered) are printed for the record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use xsigate_tests::{Gateway, WAIT, basic, client, plugin_library, provider_urls};
+
+const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
+/// What a hostile upstream may make the gateway's memory grow by, in KiB.
+const GROWTH_KIB: u64 = 16 * 1024;
+
+/// How the hostile XSP answers every request that is not a health probe.
+#[derive(Debug, Clone)]
+enum Behaviour {
+    /// A valid `200` with this body, written one byte per write.
+    Bytewise(&'static str),
+    /// A `200` whose chunked body never ends, written as fast as the gateway takes it.
+    Endless,
+    /// A valid `200`, sent after this long.
+    Late(Duration),
+    /// A `200` with this content type and body.
+    Document(&'static str, Arc<Vec<u8>>),
+}
+
+#[derive(Debug)]
+struct HostileXsp {
+    addr: SocketAddr,
+    /// Requests answered with the behaviour (health probes not counted).
+    requests: Arc<AtomicUsize>,
+    /// Answers whose writing failed because the gateway closed the connection.
+    cut_off: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HostileXsp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HostileXsp {
+    async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let cut_off = Arc::new(AtomicUsize::new(0));
+        let (seen, cut) = (Arc::clone(&requests), Arc::clone(&cut_off));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (behaviour, seen, cut) =
+                    (behaviour.clone(), Arc::clone(&seen), Arc::clone(&cut));
+                tokio::spawn(async move {
+                    if serve(stream, &behaviour, &seen).await.is_err() {
+                        cut.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            cut_off,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Answers one request on `stream` and closes it.
+async fn serve(
+    mut stream: TcpStream,
+    behaviour: &Behaviour,
+    seen: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        let n = stream.read(&mut byte).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&byte[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if head.contains("user-agent: xsigate-health/") {
+        return stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
+    }
+    seen.fetch_add(1, Ordering::SeqCst);
+    let ok = |content_type: &str, body: &[u8]| {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    };
+    match behaviour {
+        Behaviour::Bytewise(body) => {
+            for byte in ok("application/xml", body.as_bytes()) {
+                stream.write_all(&[byte]).await?;
+                stream.flush().await?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Behaviour::Endless => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await?;
+            let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+            // Bounded: 64 GiB would take far longer than any test.
+            for _ in 0..4_000_000 {
+                stream.write_all(chunk.as_bytes()).await?;
+            }
+        }
+        Behaviour::Late(delay) => {
+            tokio::time::sleep(*delay).await;
+            stream
+                .write_all(&ok("application/xml", b"<Profile/>"))
+                .await?;
+        }
+        Behaviour::Document(content_type, body) => {
+            stream.write_all(&ok(content_type, body)).await?;
+        }
+    }
+    stream.shutdown().await
+}
+
+async fn gateway_before(xsp: &HostileXsp, extra: &str) -> Gateway {
+    let plugins = format!(
+        "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n",
+        plugin_library("xsigate-idp-broadsoft").display()
+    );
+    let provider = provider_urls(
+        "acme",
+        &["acme.example"],
+        &[xsp.url()],
+        "plugins = [\"broadsoft\"]",
+    );
+    let mut gateway = Gateway::start(&format!("{extra}\n{plugins}{provider}")).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+fn profile_get(gateway: &Gateway, query: &str) -> reqwest::RequestBuilder {
+    client()
+        .get(gateway.url(&format!("{PROFILE}{query}")))
+        .header("authorization", basic("alice@acme.example", "pw"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_written_byte_by_byte_is_passed_on_whole() {
+    const BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Profile xmlns=\"http://schema.broadsoft.com/xsi\"><details><userId>alice@acme.example</userId></details></Profile>";
+    let xsp = HostileXsp::start(Behaviour::Bytewise(BODY)).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let response = profile_get(&gateway, "").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), BODY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_is_held_back_by_the_client_and_cut_off_when_it_leaves() {
+    let xsp = HostileXsp::start(Behaviour::Endless).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let before = gateway.rss_kib();
+    let mut response = profile_get(&gateway, "").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // The client stops reading; the XSP writes on as fast as it is let.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let growth = gateway.rss_kib().saturating_sub(before);
+    println!("RSS grew {growth} KiB while a client held an endless body unread");
+    assert!(growth < GROWTH_KIB, "{growth} KiB");
+    drop(response);
+    let started = tokio::time::Instant::now();
+    while xsp.cut_off.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the XSP's endless answer was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway
+        .wait_metric("xsigate_requests_in_flight", |v| v == 0.0)
+        .await;
+    let lines = gateway
+        .logs()
+        .lines()
+        .filter(|l| l.contains("xsigate::access") && l.contains(PROFILE))
+        .count();
+    assert_eq!(lines, 1, "{}", gateway.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_the_client_left_is_dropped_and_the_request_logged_once() {
+    let xsp = HostileXsp::start(Behaviour::Late(Duration::from_millis(1500))).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let gave_up = profile_get(&gateway, "?late=1")
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the client gives up before the XSP answers"
+    );
+    gateway
+        .wait_log(|logs| logs.contains("xsigate::access") && logs.contains(PROFILE))
+        .await;
+    gateway
+        .wait_metric("xsigate_requests_in_flight", |v| v == 0.0)
+        .await;
+    // Well after the XSP's late answer: still exactly one line, no panic, no warning.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = gateway.logs();
+    let lines: Vec<_> = logs
+        .lines()
+        .filter(|l| l.contains("xsigate::access") && l.contains(PROFILE))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert_eq!(xsp.requests.load(Ordering::SeqCst), 1);
+}
+
+async fn log_in(gateway: &Gateway) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(gateway.url("/api/access/services/idp/broadsoft"))
+        .json(&serde_json::json!({ "user": "alice@acme.example", "password": "pw" }))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// A failed login's answer: the envelope, a gateway-side code, and nothing of the document.
+fn assert_clean_failure(status: u16, body: &serde_json::Value, leaked: &[&str]) {
+    assert!(
+        (400..600).contains(&status) && status != 200,
+        "{status} {body}"
+    );
+    assert!(body["error"]["code"].is_string(), "{body}");
+    let text = body.to_string();
+    for secret in leaked {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_lookup_never_expands_entities_or_fetches_an_external_one() {
+    let canary = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let canary_addr = canary.local_addr().unwrap();
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fetched);
+    let watch = tokio::spawn(async move {
+        while canary.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut laughs =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE Profile [\n<!ENTITY lol \"lol\">\n");
+    for level in 1..=9 {
+        let previous = if level == 1 {
+            "lol".to_owned()
+        } else {
+            format!("lol{}", level - 1)
+        };
+        laughs.push_str(&format!(
+            "<!ENTITY lol{level} \"{}\">\n",
+            format!("&{previous};").repeat(10)
+        ));
+    }
+    laughs.push_str(&format!(
+        "<!ENTITY xxe SYSTEM \"http://{canary_addr}/secret\">\n]>\n\
+         <Profile xmlns=\"http://schema.broadsoft.com/xsi\"><details><userId>&lol9;&xxe;</userId>\
+         <firstName>&lol9;</firstName></details></Profile>"
+    ));
+    let document = Arc::new(laughs.into_bytes());
+    let xsp = HostileXsp::start(Behaviour::Document("application/xml", document)).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let before = gateway.rss_kib();
+    let (status, body) = log_in(&gateway).await;
+    println!("login against a billion-laughs profile: {status} {body}");
+    assert_clean_failure(status, &body, &["lol", "ENTITY", &canary_addr.to_string()]);
+    let growth = gateway.rss_kib().saturating_sub(before);
+    assert!(growth < GROWTH_KIB, "{growth} KiB");
+    assert!(xsp.requests.load(Ordering::SeqCst) >= 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        0,
+        "the external entity was fetched"
+    );
+    watch.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_or_mistyped_lookup_answer_is_a_clean_login_failure() {
+    let mut huge = b"<?xml version=\"1.0\"?><Profile xmlns=\"http://schema.broadsoft.com/xsi\"><details><userId>".to_vec();
+    huge.resize(huge.len() + 24 * 1024 * 1024, b'a');
+    huge.extend_from_slice(b"</userId></details></Profile>");
+    let xsp = HostileXsp::start(Behaviour::Document("application/xml", Arc::new(huge))).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let (status, body) = log_in(&gateway).await;
+    println!("login against a 24 MiB profile: {status} {body}");
+    assert_clean_failure(status, &body, &["aaaa"]);
+    drop(gateway);
+
+    let page = b"<html><body>Apache Tomcat at 10.0.0.7: Welcome</body></html>".to_vec();
+    let xsp = HostileXsp::start(Behaviour::Document("text/html", Arc::new(page))).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let (status, body) = log_in(&gateway).await;
+    println!("login against an HTML page: {status} {body}");
+    assert_clean_failure(status, &body, &["Tomcat", "10.0.0.7", "html"]);
+}
