@@ -2,7 +2,12 @@
 //! oversized heads, floods of idle connections, per-address limits, pipelining. Each refusal
 //! is xsigate's own (the error envelope, `Connection: close`, no `Server` header) and nothing
 //! refused reaches the XSP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 // The measured figures (memory per connection, what a failure answered) are printed for the record.
 
 use std::net::SocketAddr;

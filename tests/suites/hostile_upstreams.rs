@@ -2,7 +2,12 @@
 //! an endless body, answers after the client has gone, or gives a login lookup a DTD with
 //! entity expansion and an external entity, a document far too large, or the wrong type. Each
 //! ends cleanly: bounded memory, the error envelope, nothing fetched, the request logged once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 // The measured figures (memory per connection, what a failure answered) are printed for the record.
 
 use std::net::SocketAddr;
