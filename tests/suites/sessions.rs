@@ -867,3 +867,97 @@ async fn a_password_the_xsp_refuses_is_never_replayed() {
         "the refused password was replayed"
     );
 }
+
+fn channel_document(inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Channel xmlns=\"http://schema.broadsoft.com/xsi\">{inner}<priority>1</priority><weight>100</weight><expires>3600</expires></Channel>"
+    )
+}
+
+const CHANNEL_OPEN: &str = "/com.broadsoft.async/com.broadsoft.xsi-events/v2.0/channel";
+
+/// Opens a channel through `browser`'s session; the status, and the first bytes of the stream
+/// (or of the refusal).
+async fn open_channel(gateway: &Gateway, browser: &Browser, body: String) -> (u16, String) {
+    let mut response = client()
+        .post(gateway.url(CHANNEL_OPEN))
+        .header("cookie", &browser.cookie)
+        .header("x-csrf-token", &browser.csrf)
+        .header("content-type", "application/xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let first = tokio::time::timeout(xsigate_tests::WAIT, response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    (status, String::from_utf8_lossy(&first).into_owned())
+}
+
+/// A channel set is its user's: another user's session naming it is refused by xsigate itself
+/// (`channel_set_not_owned`), so nothing of it reaches the XSP; so is a body naming two sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_open_a_channel_in_another_users_channel_set() {
+    let sim = simulator(2).await;
+    let gateway = gateway(&sim, "").await;
+    let owner = log_in(&gateway, &user_id(0), "pw-0").await;
+    let intruder = log_in(&gateway, &user_id(1), "pw-1").await;
+
+    let (status, opened) = open_channel(
+        &gateway,
+        &owner,
+        channel_document("<channelSetId>owners-set</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 200, "{opened}");
+    assert!(opened.contains("<channelId>"), "{opened}");
+
+    let (status, refused) = open_channel(
+        &gateway,
+        &intruder,
+        channel_document("<channelSetId>owners-set</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.contains("channel_set_not_owned"), "{refused}");
+    let (status, refused) = open_channel(
+        &gateway,
+        &intruder,
+        channel_document("<channelSetId>own</channelSetId><channelSetId>owners-set</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+
+    let in_set: Vec<_> = sim
+        .platform()
+        .channels()
+        .views()
+        .into_iter()
+        .filter(|c| c.channel_set_id == "owners-set")
+        .map(|c| c.owner)
+        .collect();
+    assert_eq!(
+        in_set,
+        [user_id(0)],
+        "only the owner's channel reached the XSP"
+    );
+
+    // The intruder's own set is theirs; the owner's next channel in its set still opens.
+    let (status, _) = open_channel(
+        &gateway,
+        &intruder,
+        channel_document("<channelSetId>intruders-set</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = open_channel(
+        &gateway,
+        &owner,
+        channel_document("<channelSetId>owners-set</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -28,6 +28,9 @@
 mod channel;
 mod config;
 mod document;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod state;
 
 use std::collections::{BTreeSet, HashMap};

@@ -25,11 +25,11 @@ const LOGIN_REPORT_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
-    user: String,
-    password: String,
+pub(super) struct LoginBody {
+    pub(super) user: String,
+    pub(super) password: String,
     #[serde(default)]
-    params: Map<String, Value>,
+    pub(super) params: Map<String, Value>,
 }
 
 impl LoginApi {

@@ -20,6 +20,9 @@ pub mod api;
 pub mod assertion;
 pub mod device;
 pub mod endpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limit;
 mod login;
 pub mod mail;

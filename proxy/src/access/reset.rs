@@ -25,15 +25,15 @@ const XSI_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResetBody {
-    user: String,
+pub(super) struct ResetBody {
+    pub(super) user: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfirmBody {
-    token: String,
-    password: String,
+pub(super) struct ConfirmBody {
+    pub(super) token: String,
+    pub(super) password: String,
 }
 
 impl LoginApi {

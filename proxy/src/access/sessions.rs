@@ -91,6 +91,12 @@ fn context(user_id: &str, token_hash: &[u8]) -> Vec<u8> {
     context
 }
 
+/// The store namespace of channel-set owners; `/` keeps it apart from every plugin's.
+const CHANNEL_SETS: &str = "xsigate/channel-sets";
+/// How long a channel set stays its user's after its last channel was opened: longer than any
+/// channel lives (BroadWorks caps `expires` at hours), so a set is never up for grabs while in use.
+pub const CHANNEL_SET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// The session store.
 pub struct Sessions {
     store: Arc<dyn Store>,
@@ -290,6 +296,45 @@ impl Sessions {
             Ok(Ok(session)) => Ok(session),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reading a session failed");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Whether `user_id` may open a channel in the XSI-Events channel set `set_id` of
+    /// `provider`: a set belongs to the session user who first used it (kept for
+    /// [`CHANNEL_SET_LIFETIME`] after its last use), as BroadWorks binds it to the user who made
+    /// it. Run on the state runtime. `Err` when the store could not say.
+    pub async fn claim_channel_set(
+        self: &Arc<Self>,
+        provider: &str,
+        set_id: &str,
+        user_id: &str,
+    ) -> Result<bool, ()> {
+        let store = Arc::clone(&self.store);
+        let key = format!("{provider}/{set_id}");
+        let user = user_id.to_owned();
+        let claimed = self.runtime.spawn(async move {
+            if let Some(owner) = store.kv_get(CHANNEL_SETS, &key).await? {
+                if !String::from_utf8_lossy(&owner).eq_ignore_ascii_case(&user) {
+                    return Ok(false);
+                }
+            }
+            store
+                .kv_put(
+                    CHANNEL_SETS,
+                    &key,
+                    user.as_bytes(),
+                    Some(CHANNEL_SET_LIFETIME),
+                )
+                .await?;
+            Ok::<_, StoreError>(true)
+        });
+        match claimed.await {
+            Ok(Ok(claimed)) => Ok(claimed),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading a channel set's owner failed");
                 Err(())
             }
             Err(_) => Err(()),

@@ -13,8 +13,8 @@ use crate::wire::error::ErrorCode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ZtpBody {
-    query: String,
+pub(super) struct ZtpBody {
+    pub(super) query: String,
 }
 
 impl LoginApi {

@@ -15,12 +15,14 @@
 //! 6. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
 //! 7. [`logging`] records metrics and the one access-log line.
 //!
-//! Beside the hooks: [`route`] (what a path is, and whether it means one thing), [`headers`]
+//! Beside the hooks: [`route`] (what a path is, and whether it means one thing),
+//! [`channel_sets`] (a session's channel joins only its user's sets), [`headers`]
 //! (forwarding and scrubbing), [`cors`], [`respond`] (writing xsigate's own answers),
 //! [`context`] (the per-request state) and [`local`] (the metrics listener's endpoints).
 //!
 //! Layer: the top of the request path; uses every layer below it.
 
+mod channel_sets;
 pub mod context;
 pub mod cors;
 pub mod fail_to_proxy;

@@ -58,6 +58,9 @@ impl ProxyApp {
         if let Err(code) = self.route(session, ctx, route).await {
             return self.refuse(session, ctx, code).await;
         }
+        if let Err(code) = self.own_channel_set(session, ctx).await? {
+            return self.refuse(session, ctx, code).await;
+        }
         if self.request_plugins(session, ctx).await? {
             return Ok(true);
         }

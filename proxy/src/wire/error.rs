@@ -38,6 +38,8 @@ pub enum ErrorCode {
     AmbiguousFraming,
     HeaderTooLarge,
     RequestTimeout,
+    /// A session's channel would join another user's XSI-Events channel set.
+    ChannelSetNotOwned,
     TooManyConnections,
     TooManyRequests,
     Internal,
@@ -49,7 +51,7 @@ impl ErrorCode {
             Self::NotFound | Self::UnknownProvider | Self::UnknownService | Self::UnknownApplet => {
                 404
             }
-            Self::OriginNotAllowed | Self::SessionsNotServed => 403,
+            Self::OriginNotAllowed | Self::SessionsNotServed | Self::ChannelSetNotOwned => 403,
             Self::MissingCredentials | Self::InvalidCredentials | Self::NotLoggedIn => 401,
             Self::CsrfTokenInvalid => 403,
             Self::UnknownLoginMethod => 404,
@@ -103,6 +105,7 @@ impl ErrorCode {
             Self::AmbiguousFraming => "ambiguous_framing",
             Self::HeaderTooLarge => "header_too_large",
             Self::RequestTimeout => "request_timeout",
+            Self::ChannelSetNotOwned => "channel_set_not_owned",
             Self::TooManyConnections => "too_many_connections",
             Self::TooManyRequests => "too_many_requests",
             Self::Internal => "internal_error",
@@ -152,6 +155,7 @@ impl ErrorCode {
             }
             Self::HeaderTooLarge => "the request header is too large or has too many fields",
             Self::RequestTimeout => "the request header did not arrive in time",
+            Self::ChannelSetNotOwned => "this channel set belongs to another user",
             Self::TooManyConnections => "this address holds too many connections",
             Self::TooManyRequests => "this address sends too many requests; slow down",
             Self::Internal => "the gateway failed to handle the request",

@@ -1,0 +1,146 @@
+//! The bodies of the fuzz targets. Each takes any bytes, must never panic, and checks what the
+//! code it drives promises. `fuzz_targets/*.rs` hand them to libFuzzer (`scripts/fuzz`);
+//! `tests/corpora.rs` replays every stored input on stable, in `cargo test`.
+
+use std::path::Path;
+
+use xsigate::config::{self, ConfigError, Source};
+use xsigate::edge::framing::{self, Head, HeadLimits};
+use xsigate::http::route;
+
+/// A request head as the edge reads it off a client connection.
+pub fn edge_head(data: &[u8]) {
+    let limits = HeadLimits {
+        header_bytes: 4096,
+        header_fields: 32,
+        body_bytes: 65536,
+    };
+    if let Head::Complete { length } = framing::check(data, limits) {
+        assert!(length <= data.len() && length <= limits.header_bytes);
+        // A head that passes names its length one way only.
+        let names = field_names(&data[..length]);
+        let lengths = names
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("content-length"))
+            .count();
+        let codings = names
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("transfer-encoding"))
+            .count();
+        assert!(
+            lengths + codings <= 1,
+            "{lengths} lengths and {codings} codings passed"
+        );
+    }
+}
+
+/// A request path as the router and the authorisation read it.
+pub fn xsi_path(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = route::classify(path);
+    let user = route::path_user_id(path);
+    if route::check_path(path).is_ok() {
+        // A path that passes means one thing: no segment turns into a separator or a dot
+        // segment when an XSP decodes it.
+        for segment in xsigate_broadworks::decoded_segments(path).skip(1) {
+            assert!(
+                !segment.contains('/') && !segment.contains('\\'),
+                "{path:?}"
+            );
+            assert!(segment != "." && segment != "..", "{path:?}");
+        }
+        if let Some(user) = user {
+            assert!(!user.is_empty(), "{path:?}");
+        }
+    }
+}
+
+/// A `providers.toml`: loaded or refused with the file, line and column.
+pub fn providers_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let source = Source {
+        name: "fuzz.toml".to_owned(),
+        text,
+        base_dir: Path::new("/nonexistent/xsigate-fuzz"),
+    };
+    if let Err(error) = config::load(&source) {
+        let message = error.to_string();
+        if let ConfigError::Invalid { line, column, .. } = &error {
+            assert!(*line >= 1 && *column >= 1, "{message}");
+            assert!(message.starts_with("fuzz.toml:"), "{message}");
+        }
+    }
+}
+
+/// What a client sends the login API: bodies, endpoint names, content types, cookies.
+pub fn login_api(data: &[u8]) {
+    xsigate::access::fuzzing::bodies(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        xsigate::access::fuzzing::headers(text);
+    }
+}
+
+/// XSI documents as the lookups read them and as a channel delivers them.
+pub fn xsi_documents(data: &[u8]) {
+    let _ = xsigate_broadworks::tree(data);
+    let _ = xsigate_broadworks::records(data);
+    let _ = xsigate_broadworks::element_text(data, "userId");
+    let (cuts, stream) = data.split_at(data.len().min(4));
+    xsigate_xsi_events::fuzzing::channel(stream, cuts);
+}
+
+/// The JSON a plugin hands the host (host-call metadata, hook answers) and the host hands a
+/// plugin (deliveries, topics), and the ABI's string buffers.
+pub fn plugin_abi(data: &[u8]) {
+    use xsigate_plugin_sdk::{abi, calls, topics};
+    macro_rules! read_as {
+        ($($kind:ty),* $(,)?) => {
+            $( let _ = serde_json::from_slice::<$kind>(data); )*
+        };
+    }
+    read_as!(
+        calls::HttpMeta,
+        calls::XsiMeta,
+        calls::StreamMeta,
+        calls::KeyMeta,
+        calls::PrefixMeta,
+        calls::UserIdMeta,
+        calls::UniqueIdMeta,
+        calls::SealMeta,
+        calls::PublishMeta,
+        calls::SleepMeta,
+        calls::HttpHead,
+        calls::XsiHead,
+        calls::StreamReadHead,
+        calls::Delivery,
+        xsigate_plugin_sdk::Login,
+        xsigate_plugin_sdk::LoginQuery,
+        xsigate_plugin_sdk::LoginOption,
+        xsigate_plugin_sdk::Choice,
+        topics::SessionStarted,
+        topics::UserCredentials,
+        topics::SessionEnded,
+    );
+    assert_eq!(abi::Str::from_bytes(data).is_absent(), false);
+    let buffer = abi::Buf::from_vec(data.to_vec());
+    assert_eq!(buffer.as_slice(), data);
+    assert_eq!(buffer.as_str().is_some(), std::str::from_utf8(data).is_ok());
+}
+
+/// The field names of a head by a plain reading of its lines: the fuzz target checks the edge
+/// against this rather than against a second HTTP parser.
+fn field_names(head: &[u8]) -> Vec<String> {
+    head.split(|b| *b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            Some(String::from_utf8_lossy(&line[..colon]).trim().to_owned())
+        })
+        .collect()
+}
