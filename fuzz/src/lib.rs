@@ -125,7 +125,7 @@ pub fn plugin_abi(data: &[u8]) {
         topics::UserCredentials,
         topics::SessionEnded,
     );
-    assert_eq!(abi::Str::from_bytes(data).is_absent(), false);
+    assert!(!abi::Str::from_bytes(data).is_absent());
     let buffer = abi::Buf::from_vec(data.to_vec());
     assert_eq!(buffer.as_slice(), data);
     assert_eq!(buffer.as_str().is_some(), std::str::from_utf8(data).is_ok());
