@@ -90,8 +90,13 @@ async fn read_all(mut stream: TcpStream) -> Answer {
 }
 
 async fn gateway_with(xsp: &Upstream, clients: &str) -> Gateway {
+    let limits = if clients.is_empty() {
+        String::new()
+    } else {
+        format!("[server.clients]\n{clients}\n")
+    };
     Gateway::start(&format!(
-        "[server.clients]\n{clients}\n{}",
+        "{limits}{}",
         provider("acme", &["acme.example"], &[xsp], "")
     ))
     .await
