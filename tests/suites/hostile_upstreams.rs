@@ -22,6 +22,9 @@ use xsigate_tests::{Gateway, WAIT, basic, client, plugin_library, provider_urls}
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
 /// What a hostile upstream may make the gateway's memory grow by, in KiB.
 const GROWTH_KIB: u64 = 16 * 1024;
+/// The same for a plugin's service: each host call buffers at most 8 MiB of an answer
+/// (`HTTP_BODY_MAX`), and a recording login makes a few (its server, its peer, a retry).
+const HOST_CALLS_GROWTH_KIB: u64 = 48 * 1024;
 
 /// How the hostile XSP answers every request that is not a health probe.
 #[derive(Debug, Clone)]
@@ -332,4 +335,100 @@ async fn a_huge_or_mistyped_lookup_answer_is_a_clean_login_failure() {
     let (status, body) = log_in(&gateway).await;
     println!("login against an HTML page: {status} {body}");
     assert_clean_failure(status, &body, &["Tomcat", "10.0.0.7", "html"]);
+}
+
+const AGENT: &str = "agent1@acme.example";
+const AGENT_PASSWORD: &str = "pw-agent1";
+
+/// A recording service that stalls, streams without end, answers HTML or trickles garbage:
+/// the dialer login still opens its session within the report's bounded wait, the recording
+/// login is reported failed and counted, and nothing of the answer reaches the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_recording_service_never_holds_up_the_dialer_login() {
+    let seed = format!(
+        "[[users]]\nuser_id = \"{AGENT}\"\npassword = \"{AGENT_PASSWORD}\"\nservice_provider = \"acme\"\n\
+         group = \"desk\"\nnumber = \"2025550101\"\nextension = \"0101\"\n"
+    );
+    let sim = xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap();
+    let page = Arc::new(b"<html><body>Genesys at 10.0.0.9 says hello</body></html>".to_vec());
+    for behaviour in [
+        Behaviour::Late(Duration::from_secs(5)),
+        Behaviour::Endless,
+        Behaviour::Document("text/html", page),
+        Behaviour::Bytewise("\u{1}\u{2}garbage{\"not\":json"),
+    ] {
+        let srs = HostileXsp::start(behaviour.clone()).await;
+        let config = format!(
+            "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+             [[plugins]]\nname = \"srs\"\npath = \"{}\"\n\
+             [plugins.config.providers.acme]\nurl = \"{}\"\norigin = \"https://desktop.acme.example\"\n\
+             server = \"https://rws1.acme.example\"\npeer_server = \"https://rws2.acme.example\"\n\
+             switch = \"SIP_Switch\"\nplace = \"Place_{{extension}}\"\nkeep_alive_seconds = 1\n\
+             timeout_ms = 1000\n{}",
+            plugin_library("xsigate-idp-broadsoft").display(),
+            plugin_library("xsigate-srs-login").display(),
+            srs.url(),
+            xsigate_tests::provider_for_simulator(
+                "acme",
+                &["acme.example"],
+                &sim,
+                "plugins = [\"broadsoft\", \"srs\"]"
+            ),
+        );
+        let mut gateway = Gateway::start(&config).await;
+        gateway.wait_for("/readyz", 200).await;
+        let before = gateway.rss_kib();
+        let started = tokio::time::Instant::now();
+        let response = client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .json(&serde_json::json!({ "user": AGENT, "password": AGENT_PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{behaviour:?}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{behaviour:?}: the login waited on the recording service"
+        );
+        let report = &answer["reports"]["srs"];
+        assert_ne!(report["state"], "ok", "{behaviour:?}: {answer}");
+        for leaked in ["Genesys", "10.0.0.9", "garbage", "xxxx"] {
+            assert!(
+                !answer.to_string().contains(leaked),
+                "{behaviour:?}: {answer}"
+            );
+        }
+        let counted = |result: &str| {
+            format!("xsigate_plugin_srs_logins_total{{provider=\"acme\",result=\"{result}\"}}")
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut failures = 0.0;
+            for result in ["unreachable", "rejected", "rws_unavailable", "refused"] {
+                failures += gateway.metric(&counted(result)).await.unwrap_or(0.0);
+            }
+            if failures >= 1.0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{behaviour:?}: no failure counted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(gateway.metric(&counted("logged_in")).await, Some(0.0));
+        let failed = gateway
+            .wait_log(|logs| logs.contains("srs") && logs.contains("WARN"))
+            .await;
+        assert!(!failed.contains("panicked"), "{failed}");
+        let growth = gateway.rss_kib().saturating_sub(before);
+        assert!(
+            growth < HOST_CALLS_GROWTH_KIB,
+            "{behaviour:?}: {growth} KiB"
+        );
+        println!("{behaviour:?}: report {report}, RSS +{growth} KiB");
+    }
 }

@@ -536,15 +536,21 @@ fn http_failed(error: reqwest::Error) -> Reply {
     reply(code, error.to_string())
 }
 
-/// Reads a response's body, at most [`HTTP_BODY_MAX`].
+/// Reads a response's body, at most [`HTTP_BODY_MAX`]. The buffer doubles but never past the
+/// limit, so an upstream that sends without end costs at most the limit once.
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, Reply> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_failed)? {
-        if bytes.len() + chunk.len() > HTTP_BODY_MAX {
+        let needed = bytes.len() + chunk.len();
+        if needed > HTTP_BODY_MAX {
             return Err(reply(
                 abi::reply::FAILED,
                 format!("response body larger than {HTTP_BODY_MAX} bytes"),
             ));
+        }
+        if needed > bytes.capacity() {
+            let grown = needed.max(bytes.capacity() * 2).min(HTTP_BODY_MAX);
+            bytes.reserve_exact(grown - bytes.len());
         }
         bytes.extend_from_slice(&chunk);
     }
