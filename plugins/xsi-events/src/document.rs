@@ -163,6 +163,29 @@ mod tests {
     const EVENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xmlns:xsi="http://schema.broadsoft.com/xsi" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xsi1:type="xsi:SubscriptionEvent"><xsi:eventID>e-1</xsi:eventID><xsi:sequenceNumber>2</xsi:sequenceNumber><xsi:userId>a@x</xsi:userId><xsi:externalApplicationId>app</xsi:externalApplicationId><xsi:subscriptionId>s-1</xsi:subscriptionId><xsi:channelId>c-1</xsi:channelId><xsi:targetId>a@x</xsi:targetId><xsi:eventData xsi1:type="xsi:DoNotDisturbEvent"><xsi:info><xsi:active>true</xsi:active><xsi:ringSplash>false</xsi:ringSplash></xsi:info></xsi:eventData></xsi:Event>"#;
 
     #[test]
+    fn a_document_that_never_ends_is_dropped_at_the_limit_and_the_stream_goes_on() {
+        let mut splitter = Splitter::default();
+        let opening = br#"<?xml version="1.0"?><xsi:Event xmlns:xsi="http://schema.broadsoft.com/xsi"><xsi:eventID>"#;
+        let mut dropped = 0;
+        for (i, read) in std::iter::once(&opening[..])
+            .chain(std::iter::repeat_n(&[b'z'; 65536][..], 80))
+            .enumerate()
+        {
+            dropped += splitter.push(read).iter().filter(|d| d.is_err()).count();
+            assert!(
+                splitter.buffer.len() <= DOCUMENT_MAX + 65536,
+                "read {i}: {} bytes held",
+                splitter.buffer.len()
+            );
+        }
+        assert!(dropped >= 1);
+        // The rest of the endless document is dropped by the next declaration; the event after
+        // it is whole.
+        let after = splitter.push(EVENT.as_bytes());
+        assert!(matches!(after.last(), Some(Ok(document)) if document == EVENT.as_bytes()));
+    }
+
+    #[test]
     fn documents_are_cut_wherever_the_reads_end() {
         let opened = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Channel xmlns=\"http://schema.broadsoft.com/xsi\"><channelId>c-1</channelId><expires>3600</expires></Channel>\n";
         let all = format!("{opened}{HEARTBEAT}\n{EVENT}\n{HEARTBEAT}");
