@@ -790,16 +790,20 @@ async fn garbage_on_a_channel_is_counted_and_the_channel_goes_on() {
     );
     // What a channel holds of a document is bounded in the splitter (1 MiB, unit-tested there);
     // the process figure is printed for the record.
-    println!(
-        "RSS grew {} KiB over the garbage",
-        gateway.rss_kib().saturating_sub(before)
-    );
+    let growth = gateway.rss_kib().saturating_sub(before);
+    note_rss_growth(growth);
     assert!(canary.accept().is_err(), "the external entity was fetched");
     let logs = gateway.logs();
     assert!(
         !logs.contains("aaaaaaaaaa") && !logs.contains("panicked"),
         "{logs}"
     );
+}
+
+/// Prints a measured figure for the record (the suite's only output).
+#[allow(clippy::print_stdout)]
+fn note_rss_growth(rss_growth_kib: u64) {
+    println!("RSS grew {rss_growth_kib} KiB over the garbage");
 }
 
 /// `XSIGATE_SOAK_SECONDS` (default 600) of events flowing through ten users' channels, with

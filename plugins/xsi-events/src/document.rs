@@ -30,6 +30,20 @@ impl Splitter {
                 break;
             };
             self.buffer.drain(..start);
+            // Bytes that do not open a document are garbage up to the next declaration, never a
+            // prefix glued onto it.
+            if self.buffer[0] != b'<' {
+                let Some(next) = find(&self.buffer, b"<?xml") else {
+                    if self.buffer.len() > DOCUMENT_MAX {
+                        self.buffer.clear();
+                        documents.push(Err(Malformed));
+                    }
+                    break;
+                };
+                self.buffer.drain(..next);
+                documents.push(Err(Malformed));
+                continue;
+            }
             if let Some(end) = complete_len(&self.buffer) {
                 documents.push(Ok(self.buffer.drain(..end).collect()));
                 continue;
@@ -182,7 +196,10 @@ mod tests {
         // The rest of the endless document is dropped by the next declaration; the event after
         // it is whole.
         let after = splitter.push(EVENT.as_bytes());
-        assert!(matches!(after.last(), Some(Ok(document)) if document == EVENT.as_bytes()));
+        assert!(
+            matches!(after.as_slice(), [Err(Malformed), Ok(document)] if document == EVENT.as_bytes()),
+            "{after:?}"
+        );
     }
 
     #[test]
