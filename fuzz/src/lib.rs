@@ -131,6 +131,29 @@ pub fn plugin_abi(data: &[u8]) {
     assert_eq!(buffer.as_str().is_some(), std::str::from_utf8(data).is_ok());
 }
 
+/// An answer of the screen-recording service or of Firebase's token endpoint: the first two
+/// bytes are the status, then header lines up to a blank line, then the body.
+pub fn service_replies(data: &[u8]) {
+    let status = data
+        .get(..2)
+        .map_or(200, |s| 100 + u16::from_be_bytes([s[0], s[1]]) % 500);
+    let rest = data.get(2..).unwrap_or_default();
+    let text = String::from_utf8_lossy(rest);
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let headers = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let response = xsigate_plugin_sdk::HttpResponse {
+        status,
+        headers,
+        body: body.as_bytes().to_vec(),
+    };
+    xsigate_srs_login::fuzzing::reply(&response);
+    xsigate_firebase_sync::fuzzing::reply(&response);
+}
+
 /// The field names of a head by a plain reading of its lines: the fuzz target checks the edge
 /// against this rather than against a second HTTP parser.
 fn field_names(head: &[u8]) -> Vec<String> {

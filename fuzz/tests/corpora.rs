@@ -51,3 +51,8 @@ fn xsi_documents() {
 fn plugin_abi() {
     replay("plugin_abi", xsigate_fuzz::plugin_abi);
 }
+
+#[test]
+fn service_replies() {
+    replay("service_replies", xsigate_fuzz::service_replies);
+}

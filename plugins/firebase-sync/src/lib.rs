@@ -27,6 +27,9 @@
 mod auth;
 mod blf;
 mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod queue;
 pub mod tree;
 
@@ -48,7 +51,7 @@ use xsigate_plugin_sdk::topics::{
 };
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, HttpRequest,
-    LogLevel, Plugin,
+    HttpResponse, LogLevel, Plugin,
 };
 
 pub use auth::{CUSTOM_TOKEN_AUDIENCE, DATABASE_SCOPES, ServiceAccount};
@@ -62,6 +65,9 @@ pub const ROOT: &str = "users";
 const IDLE: Duration = Duration::from_secs(1);
 /// An access token is refreshed this long before it expires (or at half its life if shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// A granted token is used at most this long, whatever the endpoint says: a lifetime past it
+/// (or one that would overflow the clock) is read as this.
+const TOKEN_LIFE_MAX: Duration = Duration::from_secs(24 * 3600);
 
 pub struct FirebaseSync {
     host: Host,
@@ -804,11 +810,6 @@ impl FirebaseSync {
         database: &Database,
         token_url: &str,
     ) -> Result<AccessToken, &'static str> {
-        #[derive(Deserialize)]
-        struct Granted {
-            access_token: String,
-            expires_in: u64,
-        }
         let started = Instant::now();
         let assertion = database
             .account
@@ -832,20 +833,30 @@ impl FirebaseSync {
             )
             .await
             .map_err(|_| "token endpoint unreachable")?;
-        if !response.is_success() {
-            return Err("token endpoint refused the assertion");
-        }
-        let granted: Granted = response.json().map_err(|_| "unreadable token answer")?;
-        if granted.access_token.is_empty() {
-            return Err("empty access token");
-        }
-        let life = Duration::from_secs(granted.expires_in);
-        let margin = REFRESH_MARGIN.min(life / 2);
-        Ok(AccessToken {
-            value: granted.access_token,
-            refresh_at: started + life.saturating_sub(margin),
-        })
+        granted_token(&response, started)
     }
+}
+
+/// The access token a token endpoint's answer grants, refreshed a margin before it expires.
+fn granted_token(response: &HttpResponse, asked: Instant) -> Result<AccessToken, &'static str> {
+    #[derive(Deserialize)]
+    struct Granted {
+        access_token: String,
+        expires_in: u64,
+    }
+    if !response.is_success() {
+        return Err("token endpoint refused the assertion");
+    }
+    let granted: Granted = response.json().map_err(|_| "unreadable token answer")?;
+    if granted.access_token.is_empty() {
+        return Err("empty access token");
+    }
+    let life = Duration::from_secs(granted.expires_in.min(TOKEN_LIFE_MAX.as_secs()));
+    let margin = REFRESH_MARGIN.min(life / 2);
+    Ok(AccessToken {
+        value: granted.access_token,
+        refresh_at: asked + life.saturating_sub(margin),
+    })
 }
 
 /// Why a write did not land.
@@ -896,6 +907,41 @@ mod tests {
 
     use super::*;
     use crate::queue::UserWrite;
+
+    fn token_answer(body: &str) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_token_endpoints_lifetime_is_capped_and_cannot_overflow_the_clock() {
+        let asked = Instant::now();
+        let huge = format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX);
+        let token = granted_token(&token_answer(&huge), asked).unwrap();
+        assert!(token.refresh_at <= asked + TOKEN_LIFE_MAX);
+        let normal = granted_token(
+            &token_answer(r#"{"access_token":"t","expires_in":3600}"#),
+            asked,
+        )
+        .unwrap();
+        assert_eq!(
+            normal.refresh_at,
+            asked + Duration::from_secs(3600) - REFRESH_MARGIN
+        );
+        for refused in [
+            r#"{"access_token":"","expires_in":3600}"#,
+            "{",
+            r#"{"expires_in":1}"#,
+        ] {
+            assert!(
+                granted_token(&token_answer(refused), asked).is_err(),
+                "{refused}"
+            );
+        }
+    }
 
     fn batch(locations: Vec<(String, Value)>) -> Batch {
         Batch {

@@ -360,7 +360,10 @@ macro_rules! export_plugin {
         $api.run_worker = Some($crate::export::run_worker::<$plugin>);
     };
     ($plugin:ty => $($hook:ident),+ $(,)?) => {
+        // Under `cfg(fuzzing)` several plugins link into one fuzz binary as plain libraries, where
+        // their entry points would collide; nothing loads them there.
         /// The plugin ABI this library was built against; xsigate checks it first.
+        #[cfg(not(fuzzing))]
         #[unsafe(no_mangle)]
         pub extern "C" fn xsigate_plugin_abi_version() -> u32 {
             $crate::abi::ABI_VERSION
@@ -370,6 +373,7 @@ macro_rules! export_plugin {
         ///
         /// # Safety
         /// Called by xsigate only, with its function table and the config text.
+        #[cfg(not(fuzzing))]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn xsigate_plugin_init(
             host: *const $crate::abi::HostApi,

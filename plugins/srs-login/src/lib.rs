@@ -19,6 +19,9 @@
 //! browser: the report gives the browser the configuration and the steps instead.
 
 mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -543,21 +546,7 @@ impl SrsLogin {
             request = request.header("x-support-csrfp", "True");
         }
         let response = self.send(request).await?;
-        match response.status {
-            200..=299 => {}
-            401 | 403 => return Err(LoginFailure::Rejected),
-            502..=504 => return Err(LoginFailure::RwsUnavailable),
-            _ => return Err(LoginFailure::Refused),
-        }
-        let cookie = cookies(&response).ok_or(LoginFailure::Refused)?;
-        Ok(SrsSession {
-            cookie,
-            csrf: srs
-                .csrf
-                .then(|| response.header("x-csrf-token").map(str::to_owned))
-                .flatten(),
-            rws,
-        })
+        session_of(&response, srs.csrf, rws)
     }
 
     /// Whether SRS still holds the session; `Err` when it did not answer.
@@ -614,11 +603,7 @@ impl SrsLogin {
             let Ok(response) = self.host.http(self.request(srs, "GET", "/version")).await else {
                 continue;
             };
-            let version = response
-                .json::<Value>()
-                .ok()
-                .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
-            let Some(version) = version.filter(|v| response.is_success() && v.len() <= 64) else {
+            let Some(version) = version_of(&response) else {
                 continue;
             };
             let previous =
@@ -635,6 +620,34 @@ impl SrsLogin {
             .header("origin", &srs.origin)
             .timeout(srs.timeout())
     }
+}
+
+/// What SRS's answer to a login means: the agent's session (its cookies, and the CSRF token
+/// when the service protects with one), or why there is none.
+fn session_of(response: &HttpResponse, csrf: bool, rws: Rws) -> Result<SrsSession, LoginFailure> {
+    match response.status {
+        200..=299 => {}
+        401 | 403 => return Err(LoginFailure::Rejected),
+        502..=504 => return Err(LoginFailure::RwsUnavailable),
+        _ => return Err(LoginFailure::Refused),
+    }
+    let cookie = cookies(response).ok_or(LoginFailure::Refused)?;
+    Ok(SrsSession {
+        cookie,
+        csrf: csrf
+            .then(|| response.header("x-csrf-token").map(str::to_owned))
+            .flatten(),
+        rws,
+    })
+}
+
+/// The version a successful `/version` answer reports, when it is a short string.
+fn version_of(response: &HttpResponse) -> Option<String> {
+    let version = response
+        .json::<Value>()
+        .ok()
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    version.filter(|v| response.is_success() && v.len() <= 64)
 }
 
 /// The `name=value` pairs of every cookie SRS set, as one `Cookie` header.

@@ -28,7 +28,7 @@
 mod channel;
 mod config;
 mod document;
-#[cfg(feature = "fuzzing")]
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
 mod state;

@@ -20,7 +20,7 @@ pub mod api;
 pub mod assertion;
 pub mod device;
 pub mod endpoint;
-#[cfg(feature = "fuzzing")]
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limit;
