@@ -38,6 +38,10 @@ pub(super) async fn read(
     limits: Limits,
     mut shutdown: ShutdownWatch,
 ) -> Ending {
+    if *shutdown.borrow() {
+        // Going away: a connection between requests takes no new one.
+        return Ending::Closed;
+    }
     // Waiting for the first byte is idle time; once it came, the whole head has header_time.
     let mut deadline = Instant::now() + limits.idle;
     let mut scanned = 0;
