@@ -961,3 +961,36 @@ async fn a_session_cannot_open_a_channel_in_another_users_channel_set() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A browser that leaves its XSI-Events stream ends that request the ordinary way: one access
+/// line at INFO with the stream's status and duration, and no warning (the transport's words are
+/// at debug).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_its_event_stream_is_an_ordinary_access_line_not_a_warning() {
+    let sim = simulator(1).await;
+    let gateway = gateway(&sim, "").await;
+    let browser = log_in(&gateway, &user_id(0), "pw-0").await;
+    let (status, opened) = open_channel(
+        &gateway,
+        &browser,
+        channel_document("<channelSetId>leaving</channelSetId>"),
+    )
+    .await;
+    assert_eq!(status, 200, "{opened}");
+    // `open_channel` dropped the response: the client is gone.
+    let logs = gateway
+        .wait_log(|logs| {
+            logs.lines()
+                .any(|l| l.contains("xsigate::access") && l.contains(CHANNEL_OPEN))
+        })
+        .await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains("xsigate::access") && l.contains(CHANNEL_OPEN))
+        .unwrap();
+    assert!(
+        line.contains(" INFO ") && line.contains("status=200"),
+        "{line}"
+    );
+    assert!(!logs.contains(" WARN "), "{logs}");
+}
