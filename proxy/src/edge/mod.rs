@@ -41,6 +41,19 @@ use addresses::Addresses;
 use framing::HeadLimits;
 use head::{Ending, Refusal};
 
+/// Every code the edge answers with: each has its refusal series from the start, so that a
+/// dashboard or an alert on one finds it before the first refusal.
+const REFUSALS: [ErrorCode; 8] = [
+    ErrorCode::TooManyConnections,
+    ErrorCode::TooManyRequests,
+    ErrorCode::RequestTimeout,
+    ErrorCode::HeaderTooLarge,
+    ErrorCode::AmbiguousFraming,
+    ErrorCode::BadRequest,
+    ErrorCode::MethodNotAllowed,
+    ErrorCode::PayloadTooLarge,
+];
+
 /// How long writing a refusal and waiting for the client to stop sending may take.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -66,6 +79,9 @@ impl<A> std::fmt::Debug for Edge<A> {
 
 impl<A> Edge<A> {
     pub fn new(app: A, limits: &ClientsConfig, metrics: &Metrics, access_log: bool) -> Self {
+        for code in REFUSALS {
+            metrics.client_refusals.with_label_values(&[code.as_str()]);
+        }
         Self {
             app: Arc::new(app),
             addresses: Addresses::new(limits),
