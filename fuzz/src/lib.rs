@@ -54,6 +54,39 @@ pub fn xsi_path(data: &[u8]) {
         if let Some(user) = user {
             assert!(!user.is_empty(), "{path:?}");
         }
+        authorization(path);
+    }
+}
+
+/// What a login session of each level may reach at `path`: a user session never anything of
+/// another user.
+fn authorization(path: &str) {
+    use xsigate_plugin_sdk::{LoginLevel, SessionInfo};
+    use xsigate_xsi_session::authorize::authorize;
+    const ALICE: &str = "alice@acme.example";
+    for level in [
+        LoginLevel::User,
+        LoginLevel::Group,
+        LoginLevel::ServiceProvider,
+        LoginLevel::System,
+    ] {
+        let session = SessionInfo {
+            user_id: ALICE,
+            level,
+            service_provider: Some("acme"),
+            group: Some("sales"),
+            xsp: None,
+        };
+        let allowed = authorize(path, &session).is_ok();
+        if allowed
+            && level == LoginLevel::User
+            && let Some(user) = route::path_user_id(path)
+        {
+            assert!(
+                user.eq_ignore_ascii_case(ALICE),
+                "{path:?} let alice reach {user}"
+            );
+        }
     }
 }
 
