@@ -26,7 +26,10 @@ use crate::upstream::{Providers, XsiCall, XsiCallError};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// Larger response bodies are refused: a plugin's HTTP call is an API call, not a download.
-const HTTP_BODY_MAX: usize = 8 << 20;
+/// What an endless or huge answer costs is this much per call in flight, so it stays small.
+const HTTP_BODY_MAX: usize = 2 << 20;
+/// The same for an XSI answer, where a directory page of a large enterprise runs to megabytes.
+const XSI_BODY_MAX: usize = 8 << 20;
 /// Longest single `sleep`; a worker that wants longer sleeps again.
 const SLEEP_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Longest single stream read; a reader that wants to wait longer reads again.
@@ -217,7 +220,7 @@ impl Services {
         let response = builder.send().await.map_err(http_failed)?;
         let status = response.status().as_u16();
         let headers = header_pairs(&response);
-        let body = read_body(response).await?;
+        let body = read_body(response, HTTP_BODY_MAX).await?;
         Ok(ok(&HttpHead { status, headers }, body))
     }
 
@@ -321,7 +324,7 @@ impl Services {
             stream: None,
         };
         if !stream || !response.status().is_success() {
-            let body = read_body(response).await?;
+            let body = read_body(response, XSI_BODY_MAX).await?;
             return Ok(ok(&head, body));
         }
         let id = plugin.streams.add(&self.runtime, response).ok_or_else(|| {
@@ -536,20 +539,29 @@ fn http_failed(error: reqwest::Error) -> Reply {
     reply(code, error.to_string())
 }
 
-/// Reads a response's body, at most [`HTTP_BODY_MAX`]. The buffer doubles but never past the
-/// limit, so an upstream that sends without end costs at most the limit once.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, Reply> {
+/// Reads a response's body, at most `max` bytes: one that says it is longer is refused unread,
+/// and the buffer doubles but never past `max`, so an answer without end costs `max` once.
+async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || {
+        reply(
+            abi::reply::FAILED,
+            format!("response body larger than {max} bytes"),
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_failed)? {
         let needed = bytes.len() + chunk.len();
-        if needed > HTTP_BODY_MAX {
-            return Err(reply(
-                abi::reply::FAILED,
-                format!("response body larger than {HTTP_BODY_MAX} bytes"),
-            ));
+        if needed > max {
+            return Err(too_large());
         }
         if needed > bytes.capacity() {
-            let grown = needed.max(bytes.capacity() * 2).min(HTTP_BODY_MAX);
+            let grown = needed.max(bytes.capacity() * 2).min(max);
             bytes.reserve_exact(grown - bytes.len());
         }
         bytes.extend_from_slice(&chunk);
