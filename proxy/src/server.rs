@@ -17,6 +17,7 @@ use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::config::Config;
 use crate::edge::Edge;
+use crate::edge::addresses::Addresses;
 use crate::http::local::LocalEndpoints;
 use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
@@ -139,6 +140,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         stream_idle_timeout: Duration::from_secs(config.server.timeouts.stream_idle_seconds),
         body_bytes: config.server.clients.body_bytes,
     };
+    let addresses = Arc::new(Addresses::new(&config.server.clients));
     let app = ProxyApp {
         providers: Arc::clone(&providers),
         plugins,
@@ -147,10 +149,12 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         login_api,
         metrics: metrics.clone(),
         settings,
+        addresses: Arc::clone(&addresses),
     };
     let edge = Edge::new(
         pingora::proxy::http_proxy(&server.configuration, app),
         &config.server.clients,
+        addresses,
         &metrics,
         config.server.access_log,
     );

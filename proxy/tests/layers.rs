@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "http",
         &[
-            "config", "wire", "metrics", "state", "upstream", "plugin", "access",
+            "config", "wire", "metrics", "edge", "state", "upstream", "plugin", "access",
         ],
     ),
     ("cli", &["telemetry"]),

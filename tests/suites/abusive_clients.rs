@@ -444,3 +444,49 @@ async fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_closed_whe
     let ended = tokio::time::timeout(WAIT, idle[0].read_to_end(&mut raw)).await;
     assert!(ended.is_ok_and(|r| r.is_ok()) && raw.is_empty(), "{raw:?}");
 }
+
+/// HTTP/2 requests share their address's rate with HTTP/1.x ones: many streams on one TLS
+/// connection are refused past the burst, as many connections would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_held_to_the_addresss_request_rate() {
+    let xsp = Upstream::start("xsp").await;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("gw.crt");
+    let key_path = dir.path().join("gw.key");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let tls_port = xsigate_tests::free_port();
+    let _gateway = Gateway::start(&format!(
+        "[[server.listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\
+         [server.clients]\nrequests_per_second_per_address = 2\nrequest_burst_per_address = 4\n{}",
+        cert_path.display(),
+        key_path.display(),
+        provider("acme", &["acme.example"], &[&xsp], "")
+    ))
+    .await;
+    let ca = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let h2 = xsigate_tests::client_builder()
+        .tls_certs_only([ca])
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = h2
+            .get(format!("https://localhost:{tls_port}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let refused = refused.expect("20 requests at once pass a rate of 2/s with a burst of 4");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+}

@@ -13,7 +13,8 @@
 //! - what [`framing`] refuses: smuggling shapes, foreign targets, oversized heads and bodies.
 //!
 //! HTTP/2 (TLS with ALPN `h2`) passes the connection limit and then goes to Pingora whole: its
-//! frames have no such ambiguity, and h2's own settings bound its headers.
+//! frames have no such ambiguity, and h2's own settings bound its headers; the proxy takes each
+//! h2 request's token from the same [`Addresses`].
 //!
 //! Layer: below [`crate::http`] (it never sees a hook); uses config, wire and metrics.
 
@@ -60,7 +61,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Wraps Pingora's HTTP application (`HttpProxy`) with xsigate's connection handling.
 pub struct Edge<A> {
     app: Arc<A>,
-    addresses: Addresses,
+    addresses: Arc<Addresses>,
     head: HeadLimits,
     header_time: Duration,
     idle: Duration,
@@ -78,13 +79,20 @@ impl<A> std::fmt::Debug for Edge<A> {
 }
 
 impl<A> Edge<A> {
-    pub fn new(app: A, limits: &ClientsConfig, metrics: &Metrics, access_log: bool) -> Self {
+    /// `addresses` is shared with the proxy, which takes HTTP/2 requests' tokens from it.
+    pub fn new(
+        app: A,
+        limits: &ClientsConfig,
+        addresses: Arc<Addresses>,
+        metrics: &Metrics,
+        access_log: bool,
+    ) -> Self {
         for code in REFUSALS {
             metrics.client_refusals.with_label_values(&[code.as_str()]);
         }
         Self {
             app: Arc::new(app),
-            addresses: Addresses::new(limits),
+            addresses,
             head: HeadLimits {
                 header_bytes: limits.header_bytes,
                 header_fields: limits.header_fields,

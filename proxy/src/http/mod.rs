@@ -49,6 +49,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
 use crate::access::{LoginApi, Sessions, Signer};
+use crate::edge::addresses::Addresses;
 use crate::metrics::GaugeGuard;
 use crate::metrics::Metrics;
 use crate::plugin::Plugins;
@@ -81,6 +82,8 @@ pub struct ProxyApp {
     pub login_api: Arc<LoginApi>,
     pub metrics: Metrics,
     pub settings: ProxySettings,
+    /// Per-address request rate for HTTP/2 requests (HTTP/1.x ones are counted at the edge).
+    pub addresses: Arc<Addresses>,
 }
 
 #[async_trait]

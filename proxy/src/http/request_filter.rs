@@ -29,6 +29,13 @@ impl ProxyApp {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         session.set_read_timeout(Some(self.settings.downstream_read_timeout));
+        if session.is_http2()
+            && let Some(ip) = client_ip(session)
+            && let Err(wait) = self.addresses.request(ip)
+        {
+            ctx.retry_after = Some(wait.as_secs().max(1));
+            return self.refuse(session, ctx, ErrorCode::TooManyRequests).await;
+        }
 
         let path = session.req_header().uri.path().to_owned();
         let route = route::classify(&path);

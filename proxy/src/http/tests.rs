@@ -71,6 +71,9 @@ fn app(dir: &std::path::Path) -> ProxyApp {
             body_bytes: 1024 * 1024,
             stream_idle_timeout: std::time::Duration::from_secs(5),
         },
+        addresses: Arc::new(crate::edge::addresses::Addresses::new(
+            &config.server.clients,
+        )),
     }
 }
 
