@@ -16,6 +16,8 @@ pub fn channel(bytes: &[u8], cuts: &[u8]) {
         let (read, after) = rest.split_at(size);
         rest = after;
         for document in splitter.push(read).into_iter().flatten() {
+            // A document the splitter passes opens as one: nothing before it is glued on.
+            assert_eq!(document.first(), Some(&b'<'));
             let _ = Document::read(&document);
         }
     }
