@@ -80,7 +80,7 @@ fn authorization(path: &str) {
         let allowed = authorize(path, &session).is_ok();
         if allowed
             && level == LoginLevel::User
-            && let Some(user) = route::path_user_id(path)
+            && let Some(user) = user_resource(path)
         {
             assert!(
                 user.eq_ignore_ascii_case(ALICE),
@@ -88,6 +88,18 @@ fn authorization(path: &str) {
             );
         }
     }
+}
+
+/// The user a path's resource belongs to, read as an XSP routes it: the segment after
+/// `<context>/v2.0/user/` (decoded, `user` in any case). A `user` segment deeper in another
+/// resource's path (`…/channel/<id>/user/…`) is not one.
+fn user_resource(path: &str) -> Option<String> {
+    let segments: Vec<String> = xsigate_broadworks::decoded_segments(path).collect();
+    let version = segments.iter().position(|s| s == "v2.0")?;
+    let root = segments.get(version + 1)?;
+    root.eq_ignore_ascii_case("user")
+        .then(|| segments.get(version + 2).cloned())
+        .flatten()
 }
 
 /// A `providers.toml`: loaded or refused with the file, line and column.

@@ -319,14 +319,14 @@ async fn paths_and_headers_that_could_mislead_are_refused_before_the_xsp() {
         ("write to another user", 403, put(&format!("{ACTIONS}/user/{other}/services/DoNotDisturb"), "Content-Length: 2\r\n", "<a")),
         ("write without the CSRF token", 403, format!("PUT {ACTIONS}/user/{me}/services/DoNotDisturb HTTP/1.1\r\nHost: gw\r\nCookie: {}\r\nContent-Length: 0\r\n\r\n", alice.cookie).into_bytes()),
         ("write with another session's CSRF token", 403, format!("PUT {ACTIONS}/user/{me}/services/DoNotDisturb HTTP/1.1\r\nHost: gw\r\nCookie: {}\r\nX-CSRF-Token: {}\r\nContent-Length: 0\r\n\r\n", alice.cookie, bob.csrf).into_bytes()),
-        ("Content-Length and chunked together", 403, put(&format!("{ACTIONS}/user/{other}/services/DoNotDisturb"), "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")),
+        ("Content-Length and chunked together", 400, put(&format!("{ACTIONS}/user/{other}/services/DoNotDisturb"), "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")),
         ("two different Content-Lengths", 400, put(&format!("{ACTIONS}/user/{me}/services/DoNotDisturb"), "Content-Length: 0\r\nContent-Length: 40\r\n", "")),
-        ("space in the path", 403, get(&format!("{ACTIONS}/user/{other} /profile"))),
+        ("space in the path", 400, get(&format!("{ACTIONS}/user/{other} /profile"))),
         ("forged session token", 401, format!("GET {ACTIONS}/user/{me}/profile HTTP/1.1\r\nHost: gw\r\nCookie: xsigate_session={}\r\n\r\n", "A".repeat(43)).into_bytes()),
     ];
     assert!(attempts.len() >= 20);
-    // 400: a path read two ways; 403: another user, or outside the session's scope, or a
-    // write without the session's CSRF token; 401: no live session.
+    // 400: a path or a length read two ways; 403: another user, or outside the session's scope,
+    // or a write without the session's CSRF token; 401: no live session.
     for (what, expected, request) in &attempts {
         let status = raw_status(&gateway, request).await;
         assert_eq!(status, *expected, "{what}");

@@ -77,8 +77,9 @@ impl Default for ServerConfig {
 }
 
 /// `[server.clients]`: what one client connection and one client address may take before a
-/// request reaches the proxy. The defaults are sized for a call centre behind one NAT address
-/// (hundreds of dialers, each with an events stream); tighten them on a public listener.
+/// request reaches the proxy. The defaults leave room for a load balancer or a call centre's
+/// NAT address carrying thousands of dialers (the request rate is off); on a listener that
+/// browsers reach directly, tighten them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientsConfig {
@@ -418,10 +419,10 @@ fn default_session_lifetime_seconds() -> u64 {
 }
 
 fn default_connections_per_address() -> u32 {
-    2048
+    10_000
 }
 fn default_requests_per_second_per_address() -> u32 {
-    1000
+    0
 }
 fn default_request_burst_per_address() -> u32 {
     2000
