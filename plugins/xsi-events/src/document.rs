@@ -12,9 +12,37 @@ use xsigate_broadworks::{Node, tree};
 const DOCUMENT_MAX: usize = 1 << 20;
 
 /// Cuts a channel's bytes into whole documents.
+///
+/// Work is linear in the bytes received, however the XSP cuts them: the document at the front
+/// is scanned from where the last read left off (the open elements kept), and the search for a
+/// next declaration goes on from where it stopped, so an XSP that sends a byte at a time cannot
+/// make each byte cost a pass over all before it.
 #[derive(Debug, Default)]
 pub struct Splitter {
     buffer: Vec<u8>,
+    scan: Scan,
+    /// `buffer` has been searched for a next declaration up to here.
+    searched: usize,
+    /// Bytes looked at by scans and searches (how the work is bounded, for tests).
+    examined: usize,
+}
+
+/// How far the document at the front of the buffer has been read: an event boundary, and the
+/// elements open there.
+#[derive(Debug, Default)]
+struct Scan {
+    offset: usize,
+    open: Vec<String>,
+}
+
+/// Where a scan stopped.
+enum Scanned {
+    /// The root element closed after this many bytes.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+    /// Not XML (an end tag that closes no open element).
+    Broken,
 }
 
 impl Splitter {
@@ -26,41 +54,108 @@ impl Splitter {
         loop {
             let start = self.buffer.iter().position(|b| !b.is_ascii_whitespace());
             let Some(start) = start else {
-                self.buffer.clear();
+                self.drop_front(self.buffer.len());
                 break;
             };
-            self.buffer.drain(..start);
+            if start > 0 {
+                self.drop_front(start);
+            }
             // Bytes that do not open a document are garbage up to the next declaration, never a
             // prefix glued onto it.
             if self.buffer[0] != b'<' {
-                let Some(next) = find(&self.buffer, b"<?xml") else {
+                let Some(next) = self.next_declaration(0) else {
                     if self.buffer.len() > DOCUMENT_MAX {
-                        self.buffer.clear();
+                        self.drop_front(self.buffer.len());
                         documents.push(Err(Malformed));
                     }
                     break;
                 };
-                self.buffer.drain(..next);
+                self.drop_front(next);
                 documents.push(Err(Malformed));
                 continue;
             }
-            if let Some(end) = complete_len(&self.buffer) {
-                documents.push(Ok(self.buffer.drain(..end).collect()));
-                continue;
+            match self.scan() {
+                Scanned::Complete(end) => {
+                    documents.push(Ok(self.buffer[..end].to_vec()));
+                    self.drop_front(end);
+                    continue;
+                }
+                Scanned::Broken | Scanned::Partial => {}
             }
             // A later declaration ends this document however broken it is.
-            if let Some(next) = find(&self.buffer[1..], b"<?xml").map(|i| i + 1) {
-                self.buffer.drain(..next);
+            if let Some(next) = self.next_declaration(1) {
+                self.drop_front(next);
                 documents.push(Err(Malformed));
                 continue;
             }
             if self.buffer.len() > DOCUMENT_MAX {
-                self.buffer.clear();
+                self.drop_front(self.buffer.len());
                 documents.push(Err(Malformed));
             }
             break;
         }
         documents
+    }
+
+    /// Removes the first `count` bytes; what was learned about them goes with them.
+    fn drop_front(&mut self, count: usize) {
+        self.buffer.drain(..count);
+        self.scan = Scan::default();
+        self.searched = 0;
+    }
+
+    /// Where the next `<?xml` starts at or after `from`, searching only bytes not searched yet.
+    fn next_declaration(&mut self, from: usize) -> Option<usize> {
+        const NEEDLE: &[u8] = b"<?xml";
+        // A declaration cut by the end of the last search is found whole this time.
+        let begin = from.max(self.searched.saturating_sub(NEEDLE.len() - 1));
+        let found = find(self.buffer.get(begin..)?, NEEDLE).map(|i| i + begin);
+        self.examined += self.buffer.len().saturating_sub(begin);
+        self.searched = self.buffer.len();
+        found
+    }
+
+    /// Reads the front document on from where the last scan stopped.
+    fn scan(&mut self) -> Scanned {
+        let from = self.scan.offset;
+        let Some(rest) = self.buffer.get(from..) else {
+            return Scanned::Broken;
+        };
+        let mut reader = quick_xml::Reader::from_reader(rest);
+        // End tags are matched here, against the elements still open from earlier reads.
+        reader.config_mut().check_end_names = false;
+        reader.config_mut().allow_unmatched_ends = true;
+        let outcome = loop {
+            let event = match reader.read_event() {
+                Ok(Event::Eof) | Err(_) => break Scanned::Partial,
+                Ok(event) => event,
+            };
+            let read = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+            // The reader ends a markup event at the end of the input as if its `>` had come;
+            // only one whose `>` is here is whole.
+            let markup = !matches!(event, Event::Text(_) | Event::GeneralRef(_));
+            if markup && read.checked_sub(1).and_then(|i| rest.get(i)) != Some(&b'>') {
+                break Scanned::Partial;
+            }
+            let at = from + read;
+            match event {
+                Event::Start(start) => self.scan.open.push(start.name().into_inner().to_owned()),
+                Event::End(end) => {
+                    if self.scan.open.pop().as_deref() != Some(end.name().into_inner()) {
+                        break Scanned::Broken;
+                    }
+                    if self.scan.open.is_empty() {
+                        break Scanned::Complete(at);
+                    }
+                }
+                Event::Empty(_) if self.scan.open.is_empty() => break Scanned::Complete(at),
+                _ => {}
+            }
+            // Only a whole event moves the scan on; a cut one is read again with what follows.
+            self.scan.offset = at;
+        };
+        self.examined += self.buffer.len() - from;
+        outcome
     }
 }
 
@@ -70,26 +165,6 @@ pub struct Malformed;
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The length of the first document in `bytes` if its root element has closed.
-fn complete_len(bytes: &[u8]) -> Option<usize> {
-    let mut reader = quick_xml::Reader::from_reader(bytes);
-    let mut depth = 0usize;
-    loop {
-        match reader.read_event().ok()? {
-            Event::Start(_) => depth += 1,
-            Event::End(_) => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return usize::try_from(reader.buffer_position()).ok();
-                }
-            }
-            Event::Empty(_) if depth == 0 => return usize::try_from(reader.buffer_position()).ok(),
-            Event::Eof => return None,
-            _ => {}
-        }
-    }
 }
 
 /// One document of a channel.
@@ -175,6 +250,35 @@ mod tests {
 
     const HEARTBEAT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><ChannelHeartBeat xmlns="http://schema.broadsoft.com/xsi"/>"#;
     const EVENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><xsi:Event xmlns:xsi="http://schema.broadsoft.com/xsi" xmlns:xsi1="http://www.w3.org/2001/XMLSchema-instance" xsi1:type="xsi:SubscriptionEvent"><xsi:eventID>e-1</xsi:eventID><xsi:sequenceNumber>2</xsi:sequenceNumber><xsi:userId>a@x</xsi:userId><xsi:externalApplicationId>app</xsi:externalApplicationId><xsi:subscriptionId>s-1</xsi:subscriptionId><xsi:channelId>c-1</xsi:channelId><xsi:targetId>a@x</xsi:targetId><xsi:eventData xsi1:type="xsi:DoNotDisturbEvent"><xsi:info><xsi:active>true</xsi:active><xsi:ringSplash>false</xsi:ringSplash></xsi:info></xsi:eventData></xsi:Event>"#;
+
+    #[test]
+    fn an_xsp_sending_a_byte_at_a_time_costs_work_linear_in_the_bytes() {
+        // An event with a long text, then garbage with no declaration in it.
+        let long = EVENT.replace(
+            "<xsi:active>true</xsi:active>",
+            &format!("<xsi:active>{}</xsi:active>", "t".repeat(50_000)),
+        );
+        let garbage = "g".repeat(50_000);
+        let stream = format!("{HEARTBEAT}{long}{garbage}{EVENT}");
+        let mut splitter = Splitter::default();
+        let mut documents = Vec::new();
+        for byte in stream.as_bytes() {
+            documents.extend(splitter.push(std::slice::from_ref(byte)));
+        }
+        assert!(
+            matches!(documents.as_slice(), [Ok(a), Ok(b), Err(Malformed), Ok(c)]
+                if a == HEARTBEAT.as_bytes() && b == long.as_bytes() && c == EVENT.as_bytes()),
+            "{} documents",
+            documents.len()
+        );
+        // Each byte is looked at a few times, not once per byte after it (that would be 10^10).
+        assert!(
+            splitter.examined < 8 * stream.len(),
+            "{} bytes examined for {} received",
+            splitter.examined,
+            stream.len()
+        );
+    }
 
     #[test]
     fn a_document_that_never_ends_is_dropped_at_the_limit_and_the_stream_goes_on() {
