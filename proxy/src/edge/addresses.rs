@@ -150,6 +150,14 @@ fn key(address: IpAddr) -> IpAddr {
     }
 }
 
+/// The `Retry-After` for a wait: whole seconds, rounded up, at least one, so that a client that
+/// waits as told finds a token.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// One open connection of an address; dropping it gives the connection back.
 #[derive(Debug)]
 pub struct Connection<'a> {

@@ -172,9 +172,7 @@ where
                 && let Err(wait) = self.addresses.request(ip)
             {
                 let mut refusal = Refusal::new(ErrorCode::TooManyRequests);
-                // Whole seconds, rounded up: a client that waits as told finds a token.
-                let seconds = u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
-                refusal.retry_after = Some(seconds.max(1));
+                refusal.retry_after = Some(addresses::retry_after_seconds(wait));
                 return self.refuse(stream, refusal).await;
             }
             let mut session = ServerSession::new_http1(stream);

@@ -14,6 +14,7 @@ use super::respond;
 use super::route::{self, Admission, Route};
 use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, cookie, is_json};
 use crate::config::AppletMode;
+use crate::edge::addresses::retry_after_seconds;
 use crate::plugin::Exchange;
 use crate::state::session::{BoundSession, Session as LoginSession};
 use crate::upstream::identity::authorization_user_id;
@@ -33,7 +34,7 @@ impl ProxyApp {
             && let Some(ip) = client_ip(session)
             && let Err(wait) = self.addresses.request(ip)
         {
-            ctx.retry_after = Some(wait.as_secs().max(1));
+            ctx.retry_after = Some(retry_after_seconds(wait));
             return self.refuse(session, ctx, ErrorCode::TooManyRequests).await;
         }
 
