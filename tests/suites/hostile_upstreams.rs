@@ -353,18 +353,33 @@ async fn a_huge_or_mistyped_lookup_answer_is_a_clean_login_failure() {
 const AGENT: &str = "agent1@acme.example";
 const AGENT_PASSWORD: &str = "pw-agent1";
 
+/// The simulator with one agent, for the recording service's and Firebase's hostile cases.
+async fn agent_simulator() -> Arc<xsi_sim::Simulator> {
+    let seed = format!(
+        "[[users]]\nuser_id = \"{AGENT}\"\npassword = \"{AGENT_PASSWORD}\"\nservice_provider = \"acme\"\n\
+         group = \"desk\"\nnumber = \"2025550101\"\nextension = \"0101\"\n"
+    );
+    xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The agent's dialer login (broadsoft method).
+async fn log_in_agent(gateway: &Gateway) -> reqwest::Response {
+    client()
+        .post(gateway.url("/api/access/services/idp/broadsoft"))
+        .json(&serde_json::json!({ "user": AGENT, "password": AGENT_PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A recording service that stalls, streams without end, answers HTML or trickles garbage:
 /// the dialer login still opens its session within the report's bounded wait, the recording
 /// login is reported failed and counted, and nothing of the answer reaches the browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_recording_service_never_holds_up_the_dialer_login() {
-    let seed = format!(
-        "[[users]]\nuser_id = \"{AGENT}\"\npassword = \"{AGENT_PASSWORD}\"\nservice_provider = \"acme\"\n\
-         group = \"desk\"\nnumber = \"2025550101\"\nextension = \"0101\"\n"
-    );
-    let sim = xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
-        .await
-        .unwrap();
+    let sim = agent_simulator().await;
     let page = Arc::new(b"<html><body>Genesys at 10.0.0.9 says hello</body></html>".to_vec());
     for behaviour in [
         Behaviour::Late(Duration::from_secs(5)),
@@ -394,12 +409,7 @@ async fn a_hostile_recording_service_never_holds_up_the_dialer_login() {
         gateway.wait_for("/readyz", 200).await;
         let before = gateway.rss_kib();
         let started = tokio::time::Instant::now();
-        let response = client()
-            .post(gateway.url("/api/access/services/idp/broadsoft"))
-            .json(&serde_json::json!({ "user": AGENT, "password": AGENT_PASSWORD }))
-            .send()
-            .await
-            .unwrap();
+        let response = log_in_agent(&gateway).await;
         assert_eq!(response.status(), 200, "{behaviour:?}");
         let answer: serde_json::Value = response.json().await.unwrap();
         assert!(
@@ -452,13 +462,7 @@ async fn a_hostile_recording_service_never_holds_up_the_dialer_login() {
 /// queue, the plugin's worker never restarts, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_firebase_never_holds_up_logins_or_crashes_the_sync() {
-    let seed = format!(
-        "[[users]]\nuser_id = \"{AGENT}\"\npassword = \"{AGENT_PASSWORD}\"\nservice_provider = \"acme\"\n\
-         group = \"desk\"\nnumber = \"2025550101\"\nextension = \"0101\"\n"
-    );
-    let sim = xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
-        .await
-        .unwrap();
+    let sim = agent_simulator().await;
     let forever = Arc::new(
         format!(
             r#"{{"access_token":"ya29.forever","expires_in":{}}}"#,
@@ -501,12 +505,7 @@ async fn a_hostile_firebase_never_holds_up_logins_or_crashes_the_sync() {
         gateway.wait_for("/readyz", 200).await;
         let before = gateway.rss_kib();
         let started = tokio::time::Instant::now();
-        let response = client()
-            .post(gateway.url("/api/access/services/idp/broadsoft"))
-            .json(&serde_json::json!({ "user": AGENT, "password": AGENT_PASSWORD }))
-            .send()
-            .await
-            .unwrap();
+        let response = log_in_agent(&gateway).await;
         assert_eq!(response.status(), 200, "{behaviour:?}");
         let answer = response.text().await.unwrap();
         assert!(
