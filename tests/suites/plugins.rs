@@ -696,6 +696,7 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
             user: user.to_owned(),
             password: Some(password.to_owned()),
             params: serde_json::Map::new(),
+            flow: None,
         };
         assert_eq!(
             chain
@@ -861,6 +862,7 @@ fn idp_broadsoft_checks_user_credentials_on_the_simulator_through_the_host() {
                 user: user.to_owned(),
                 password: Some(password.to_owned()),
                 params,
+                flow: None,
             }
         };
         let Ok(Authentication::Authenticated { user_id, grant }) = chain

@@ -49,6 +49,14 @@ pub struct Manifest {
     /// shows them to no plugin that does not declare this, and logs at start which do.
     #[serde(default)]
     pub session_credentials: bool,
+    /// The login methods are redirect flows (single sign-on): the user logs in at an external
+    /// identity provider, which sends the browser back to the method's callback. The host runs
+    /// the flow (its state, the browser binding, the callback) and calls
+    /// [`IdentityProvider::authenticate`] twice with a [`RedirectFlow`]: to get the identity
+    /// provider's URL, then with what it sent back. The host refuses to start a provider that
+    /// lists such a plugin without an `sso` table.
+    #[serde(default)]
+    pub redirect_login: bool,
 }
 
 /// Decides about a client request before it is sent anywhere. Runs on every request routed to
@@ -240,9 +248,61 @@ pub struct Login {
     pub user: String,
     #[serde(default)]
     pub password: Option<String>,
-    /// Method-specific fields (a SAML response, an OAuth code, ...).
+    /// Method-specific fields (a SAML response, an OAuth code, ...). At a redirect flow's
+    /// [`FlowStage::Callback`], what the identity provider sent back: the callback's query
+    /// parameters, or its form fields.
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// The host's half of a redirect login, for plugins with [`Manifest::redirect_login`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<RedirectFlow>,
+}
+
+/// One redirect login (single sign-on), as the host keeps it: made at the start, stored
+/// server-side for at most 10 minutes, bound to the browser that started it, used once.
+///
+/// The values are unguessable and fresh for each flow; the plugin puts them in what it sends
+/// the identity provider and checks them in what comes back. The host has already matched
+/// `state` and the browser when it calls the plugin at [`FlowStage::Callback`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectFlow {
+    pub stage: FlowStage,
+    /// The value the identity provider returns unchanged (OpenID Connect `state`, SAML
+    /// `RelayState`).
+    pub state: String,
+    /// Binds the identity provider's answer to this flow (OpenID Connect `nonce`; a SAML
+    /// AuthnRequest's `ID`, which the Response's `InResponseTo` must repeat).
+    pub nonce: String,
+    /// PKCE (RFC 7636): the S256 challenge to send with the authorization request.
+    pub code_challenge: String,
+    /// PKCE: the verifier for the token request. Only at [`FlowStage::Callback`]: nothing
+    /// before it needs the verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_verifier: Option<String>,
+    /// Where the identity provider sends the browser back: the method's callback on the
+    /// gateway's public URL (`…/api/access/services/idp/<method>/callback`).
+    pub redirect_uri: String,
+}
+
+impl fmt::Debug for RedirectFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedirectFlow")
+            .field("stage", &self.stage)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a [`RedirectFlow`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStage {
+    /// The user asked to log in: answer [`Authentication::Redirect`] with the identity
+    /// provider's URL.
+    Start,
+    /// The identity provider sent the browser back; [`Login::params`] holds what it sent.
+    /// Answer `Authenticated` with the one BroadWorks user it proves, or `Rejected`.
+    Callback,
 }
 
 impl fmt::Debug for Login {
@@ -252,6 +312,7 @@ impl fmt::Debug for Login {
             .field("method", &self.method)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("flow", &self.flow)
             .finish_non_exhaustive()
     }
 }

@@ -50,9 +50,10 @@ pub use calls::{Delivery, XsiCredentials};
 pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response, SessionInfo};
 pub use hooks::{
-    Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, Grant,
-    IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin, QueryMatch,
-    RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter, phone_number,
+    Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, FlowStage,
+    Grant, IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin,
+    QueryMatch, RedirectFlow, RequestFilter, ResponseDecision, ResponseFilter,
+    UpstreamRequestFilter, phone_number,
 };
 pub use host::{
     Counter, Gauge, Histogram, Host, HttpRequest, HttpResponse, LogLevel, Store, StreamRead,

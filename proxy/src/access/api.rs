@@ -18,7 +18,7 @@ use super::sessions::Sessions;
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::Plugins;
 use crate::state::Shared;
-use crate::state::seal::SealError;
+use crate::state::seal::{SealError, SealKey};
 use crate::upstream::Providers;
 use crate::wire::error::{ErrorCode, error_body};
 
@@ -31,10 +31,14 @@ pub struct AccessRequest {
     pub endpoint: Endpoint,
     pub method: http::Method,
     pub body: Bytes,
+    /// The request target's query (a callback's fields).
+    pub query: Option<String>,
     /// The session cookie's value, if the client sent one.
     pub session_token: Option<String>,
     /// The device cookie's value, if the client sent one.
     pub device_cookie: Option<String>,
+    /// The flow cookie's value, if the client sent one (a single sign-on's callback).
+    pub flow_cookie: Option<String>,
     /// The `X-CSRF-Token` header.
     pub csrf: Option<String>,
     pub client: Option<IpAddr>,
@@ -42,6 +46,8 @@ pub struct AccessRequest {
     pub tls: bool,
     /// The body is declared JSON (`Content-Type: application/json`).
     pub json: bool,
+    /// The body is declared a form (`Content-Type: application/x-www-form-urlencoded`).
+    pub form: bool,
     pub request_id: String,
 }
 
@@ -195,6 +201,8 @@ pub struct LoginApi {
     pub(super) metrics: AccessMetrics,
     pub(super) signer: Arc<Signer>,
     pub(super) devices: Devices,
+    /// Seals single sign-on flows and their answers in the store.
+    pub(super) flow_seal: SealKey,
 }
 
 impl LoginApi {
@@ -211,6 +219,7 @@ impl LoginApi {
         let reset_limiter = LoginLimiter::new(Arc::clone(&shared.store), RESET_LIMIT);
         let metrics = AccessMetrics::register(metrics)?;
         let devices = Devices::new(&shared.sealer)?;
+        let flow_seal = shared.sealer.key("sso-flow")?;
         // Every series a dashboard or alert watches exists from the start, at zero.
         for provider in &providers.all {
             for plugin in &plugins.chain(provider).identity {
@@ -239,6 +248,7 @@ impl LoginApi {
             metrics,
             signer,
             devices,
+            flow_seal,
         })
     }
 
@@ -257,16 +267,24 @@ impl LoginApi {
     }
 
     async fn handle(self: &Arc<Self>, request: &AccessRequest) -> AccessReply {
-        if request.method != request.endpoint.method() {
+        if !request.endpoint.takes(&request.method) {
             return AccessReply::error(ErrorCode::MethodNotAllowed, &request.request_id);
         }
-        // A cross-site form can post text without a preflight; only JSON is read.
-        if !request.body.is_empty() && !request.json {
+        // A cross-site form can post text without a preflight; only JSON is read, except
+        // where a cross-site form is the protocol (a callback, guarded by its flow cookie).
+        let readable = if request.endpoint.reads_form() {
+            request.form
+        } else {
+            request.json
+        };
+        if !request.body.is_empty() && !readable {
             return AccessReply::error(ErrorCode::UnsupportedMediaType, &request.request_id);
         }
         let result = match &request.endpoint {
             Endpoint::Ztp => self.ztp(request).await,
             Endpoint::Login { method } => self.login(method, request).await,
+            Endpoint::LoginCallback { method } => self.callback(method, request).await,
+            Endpoint::LoginResult => self.login_result(request).await,
             Endpoint::Logout => self.logout(request).await,
             Endpoint::Session => self.session(request).await,
             Endpoint::ResetRequest => self.reset_request(request).await,

@@ -10,6 +10,10 @@ pub enum Endpoint {
     Ztp,
     /// `idp/<method>`: log in with a method.
     Login { method: String },
+    /// `idp/<method>/callback`: an identity provider sends the browser back (single sign-on).
+    LoginCallback { method: String },
+    /// `session/login`: the answer of the redirect login that made the session, once.
+    LoginResult,
     /// `logout`: end the session.
     Logout,
     /// `session`: the session the cookie names.
@@ -32,6 +36,7 @@ impl Endpoint {
             "keys" => Self::Keys,
             "logout" => Self::Logout,
             "session" => Self::Session,
+            "session/login" => Self::LoginResult,
             "reset" => Self::ResetRequest,
             "reset/confirm" => Self::ResetConfirm,
             _ => {
@@ -41,7 +46,15 @@ impl Endpoint {
                         .filter(|name| !name.is_empty() && !name.contains('/'))
                         .map(str::to_owned)
                 };
-                if let Some(method) = named("idp/") {
+                if let Some(method) = endpoint
+                    .strip_prefix("idp/")
+                    .and_then(|rest| rest.strip_suffix("/callback"))
+                    .filter(|method| !method.is_empty() && !method.contains('/'))
+                {
+                    Self::LoginCallback {
+                        method: method.to_owned(),
+                    }
+                } else if let Some(method) = named("idp/") {
                     Self::Login { method }
                 } else if let Some(name) = named("applets/") {
                     Self::AppletRedirect { name }
@@ -52,21 +65,43 @@ impl Endpoint {
         })
     }
 
-    /// The one HTTP method the endpoint takes.
-    pub fn method(&self) -> http::Method {
+    /// Whether the endpoint takes this HTTP method: one each, except a callback, which
+    /// identity providers reach by redirect (`GET`, OpenID Connect) or by a form (`POST`,
+    /// SAML).
+    pub fn takes(&self, method: &http::Method) -> bool {
         match self {
-            Self::Session | Self::AppletRedirect { .. } | Self::Keys => http::Method::GET,
-            _ => http::Method::POST,
+            Self::Session | Self::AppletRedirect { .. } | Self::Keys => method == http::Method::GET,
+            Self::LoginCallback { .. } => {
+                method == http::Method::GET || method == http::Method::POST
+            }
+            _ => method == http::Method::POST,
         }
+    }
+
+    /// Whether the endpoint reads a form (`application/x-www-form-urlencoded`) rather than
+    /// JSON: only a callback, which a cross-site form posts by design and which its flow cookie
+    /// guards.
+    pub fn reads_form(&self) -> bool {
+        matches!(self, Self::LoginCallback { .. })
     }
 }
 
 /// Whether a `Content-Type` value declares JSON: `application/json`, in any case, with or
 /// without parameters.
 pub fn is_json(content_type: Option<&str>) -> bool {
+    declares(content_type, "application/json")
+}
+
+/// Whether a `Content-Type` value declares an HTML form's encoding
+/// (`application/x-www-form-urlencoded`), in any case, with or without parameters.
+pub fn is_form(content_type: Option<&str>) -> bool {
+    declares(content_type, "application/x-www-form-urlencoded")
+}
+
+fn declares(content_type: Option<&str>, media_type: &str) -> bool {
     content_type
         .and_then(|value| value.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(media_type))
 }
 
 /// The value of the cookie `name` from `Cookie` headers.
@@ -97,9 +132,25 @@ mod tests {
         );
         assert_eq!(Endpoint::parse("idp/"), None);
         assert_eq!(Endpoint::parse("idp/a/b"), None);
+        assert_eq!(
+            Endpoint::parse("idp/o365/callback"),
+            Some(Endpoint::LoginCallback {
+                method: "o365".to_owned()
+            })
+        );
+        assert_eq!(Endpoint::parse("idp//callback"), None);
+        assert_eq!(Endpoint::parse("idp/a/b/callback"), None);
+        assert_eq!(
+            Endpoint::parse("session/login"),
+            Some(Endpoint::LoginResult)
+        );
         assert_eq!(Endpoint::parse("other"), None);
-        assert_eq!(Endpoint::Keys.method(), http::Method::GET);
-        assert_eq!(Endpoint::ResetConfirm.method(), http::Method::POST);
+        assert!(Endpoint::Keys.takes(&http::Method::GET));
+        assert!(!Endpoint::Keys.takes(&http::Method::POST));
+        assert!(Endpoint::ResetConfirm.takes(&http::Method::POST));
+        let callback = Endpoint::parse("idp/saml/callback").unwrap();
+        assert!(callback.takes(&http::Method::GET) && callback.takes(&http::Method::POST));
+        assert!(!callback.takes(&http::Method::PUT));
     }
 
     #[test]
@@ -116,6 +167,10 @@ mod tests {
         ] {
             assert!(!is_json(other), "{other:?}");
         }
+        assert!(is_form(Some(
+            "application/x-www-form-urlencoded; charset=UTF-8"
+        )));
+        assert!(!is_form(Some("multipart/form-data")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use xsigate_plugin_sdk::topics::{SessionStarted, UserCredentials};
-use xsigate_plugin_sdk::{Authentication, Login, QueryMatch};
+use xsigate_plugin_sdk::{Authentication, Grant, Login, QueryMatch};
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
 use super::device::Devices;
@@ -17,6 +17,7 @@ use super::limit::{client_key, user_key};
 use super::sessions::NewSession;
 use crate::plugin::{AuthenticateError, SessionEvent};
 use crate::state::session::{Scope, SessionSecrets};
+use crate::upstream::Provider;
 use crate::wire::error::ErrorCode;
 
 /// How long a login waits for the plugins' reports on it (a recording service's login, say).
@@ -27,9 +28,17 @@ const LOGIN_REPORT_WAIT: Duration = Duration::from_secs(3);
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
     pub(super) user: String,
-    pub(super) password: String,
+    /// Absent for a redirect login (single sign-on), required for any other.
+    #[serde(default)]
+    pub(super) password: Option<String>,
     #[serde(default)]
     pub(super) params: Map<String, Value>,
+}
+
+/// A login that succeeded: the session and the answer the dialer gets.
+pub(super) struct Opened {
+    pub(super) token: String,
+    pub(super) answer: Value,
 }
 
 impl LoginApi {
@@ -43,6 +52,14 @@ impl LoginApi {
         if user.is_empty() || user.len() > FIELD_LIMIT {
             return Err(ErrorCode::BadRequest);
         }
+        if self.redirects_anywhere(method) {
+            return self
+                .start_redirect(method, user, body.params, request)
+                .await;
+        }
+        let Some(password) = body.password else {
+            return Err(ErrorCode::BadRequest);
+        };
         // A browser that logged in as this user before is counted on its own; any other
         // client under the user id and its address, which strangers' failures may lock.
         let device = request
@@ -79,8 +96,9 @@ impl LoginApi {
                 provider: provider.id.clone(),
                 method: method.to_owned(),
                 user: user.clone(),
-                password: Some(body.password.clone()),
+                password: Some(password.clone()),
                 params: body.params.clone(),
+                flow: None,
             };
             match self
                 .plugins
@@ -108,59 +126,14 @@ impl LoginApi {
         match outcome {
             Ok(Authentication::Authenticated { user_id, grant }) => {
                 self.limiter.succeeded(&cleared).await.map_err(internal)?;
-                let unique_id = self
-                    .shared
-                    .store
-                    .unique_id(&user_id)
-                    .await
-                    .map_err(internal)?;
-                let level = grant.level;
-                let issued = self
-                    .sessions
-                    .create(NewSession {
-                        user_id,
-                        provider: provider.id.clone(),
-                        level,
-                        scope: Scope {
-                            service_provider: grant.service_provider,
-                            group: grant.group,
-                        },
-                        xsp: grant.xsp,
-                        secrets: SessionSecrets {
-                            password: body.password.clone(),
-                            xsp_cookies: grant.xsp_cookies,
-                        },
-                    })
-                    .await
-                    .map_err(internal)?;
-                self.count(&provider.id, method, "accepted");
-                // The periodic count corrects this for expiries and other instances.
-                self.metrics.sessions.inc();
-                let started = SessionEvent::Started(SessionStarted {
-                    unique_id: unique_id.clone(),
-                    provider: provider.id.clone(),
-                    level,
-                    credentials: Some(UserCredentials {
-                        user_id: issued.session.user_id.clone(),
-                        password: body.password.clone(),
-                    }),
-                });
-                let reports = self
-                    .plugins
-                    .publish_session(&provider.plugins, &started, LOGIN_REPORT_WAIT)
-                    .await;
-                let cookie = self.sessions.cookie(&issued.token, request.tls);
-                let mut answer = json!({
-                    "unique_id": unique_id,
-                    "level": level,
-                    "csrf_token": issued.csrf,
-                    "expires_at_ms": issued.session.expires_at_ms,
-                });
-                if !reports.is_empty() {
-                    answer["reports"] = Value::Object(reports);
-                }
-                let mut reply = AccessReply::ok(&answer)
-                    .header("set-cookie", cookie)
+                let opened = self
+                    .open_session(&provider, method, user_id, grant, Some(password))
+                    .await?;
+                let mut reply = AccessReply::ok(&opened.answer)
+                    .header(
+                        "set-cookie",
+                        self.sessions.cookie(&opened.token, request.tls),
+                    )
                     .about(&provider.id);
                 if device.is_none() {
                     let device = self.devices.issue(&user).map_err(internal)?;
@@ -186,6 +159,74 @@ impl LoginApi {
                 Err(failure.error_code())
             }
         }
+    }
+
+    /// A login succeeded: makes the session, publishes `session.started` and waits (briefly)
+    /// for the plugins' reports. The answer is the same for every method: the uniqueId, the
+    /// level, the CSRF token, the expiry and the reports (a Firebase custom token, ...).
+    /// `password` is the user's BroadWorks password, when they typed one.
+    pub(super) async fn open_session(
+        &self,
+        provider: &Provider,
+        method: &str,
+        user_id: String,
+        grant: Grant,
+        password: Option<String>,
+    ) -> Result<Opened, ErrorCode> {
+        let unique_id = self
+            .shared
+            .store
+            .unique_id(&user_id)
+            .await
+            .map_err(internal)?;
+        let level = grant.level;
+        let issued = self
+            .sessions
+            .create(NewSession {
+                user_id,
+                provider: provider.id.clone(),
+                level,
+                scope: Scope {
+                    service_provider: grant.service_provider,
+                    group: grant.group,
+                },
+                xsp: grant.xsp,
+                secrets: SessionSecrets {
+                    password: password.clone(),
+                    xsp_cookies: grant.xsp_cookies,
+                },
+            })
+            .await
+            .map_err(internal)?;
+        self.count(&provider.id, method, "accepted");
+        // The periodic count corrects this for expiries and other instances.
+        self.metrics.sessions.inc();
+        let started = SessionEvent::Started(SessionStarted {
+            unique_id: unique_id.clone(),
+            provider: provider.id.clone(),
+            level,
+            credentials: password.map(|password| UserCredentials {
+                user_id: issued.session.user_id.clone(),
+                password,
+            }),
+        });
+        let reports = self
+            .plugins
+            .publish_session(&provider.plugins, &started, LOGIN_REPORT_WAIT)
+            .await;
+        let mut answer = json!({
+            "unique_id": unique_id,
+            "level": level,
+            "csrf_token": issued.csrf,
+            "expires_at_ms": issued.session.expires_at_ms,
+        });
+        if !reports.is_empty() {
+            answer["reports"] = Value::Object(reports);
+        }
+        Ok(Opened {
+            token: issued.token,
+            answer,
+        })
     }
 
     /// Counts a failed login and answers it: 401, or 429 when it locked a key.
@@ -219,7 +260,7 @@ impl LoginApi {
             .any(|p| self.plugins.chain(p).serves_login_method(method))
     }
 
-    fn count(&self, provider: &str, method: &str, result: &str) {
+    pub(super) fn count(&self, provider: &str, method: &str, result: &str) {
         // Method names come from the path: only configured ones become label values.
         let method = if self.serves_anywhere(method) {
             method

@@ -1,8 +1,9 @@
 //! The login API, `/api/access/services/…`, and the session authority behind it.
 //!
 //! - [`api`]: the request the proxy hands over and the dispatch; [`endpoint`]: which endpoint
-//!   a path names. One file per endpoint group: [`ztp`], [`login`], [`reset`],
-//!   [`session_endpoints`] (`session`, `logout`, `applets/<name>`). [`sweep`]: housekeeping.
+//!   a path names. One file per endpoint group: [`ztp`], [`login`], [`redirect`] (single
+//!   sign-on: its start, callback and result), [`reset`], [`session_endpoints`] (`session`,
+//!   `logout`, `applets/<name>`). [`sweep`]: housekeeping.
 //! - [`sessions`]: creating, resuming, caching and ending sessions, for the API and the proxy.
 //! - [`limit`]: brute-force limits, with [`device`] cookies so that strangers' failures never
 //!   lock a user out of a browser they used before; [`assertion`]: signed identity assertions for gateway
@@ -26,6 +27,7 @@ pub mod fuzzing;
 pub mod limit;
 mod login;
 pub mod mail;
+mod redirect;
 mod reset;
 mod session_endpoints;
 pub mod sessions;
@@ -34,5 +36,5 @@ mod ztp;
 
 pub use api::{AccessError, AccessReply, AccessRequest, LoginApi, ResetChannel};
 pub use assertion::{Claims, Signer};
-pub use endpoint::{BODY_LIMIT, Endpoint, cookie, is_json};
+pub use endpoint::{BODY_LIMIT, Endpoint, cookie, is_form, is_json};
 pub use sessions::{SessionPolicy, Sessions};

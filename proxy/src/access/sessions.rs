@@ -511,7 +511,7 @@ mod tests {
             scope: Scope::default(),
             xsp: Some("xsp2".to_owned()),
             secrets: SessionSecrets {
-                password: "correct horse battery".to_owned(),
+                password: Some("correct horse battery".to_owned()),
                 xsp_cookies: BTreeMap::from([(
                     "xsi-actions".to_owned(),
                     "JSESSIONID=abc123".to_owned(),

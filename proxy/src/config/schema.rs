@@ -266,9 +266,24 @@ pub struct ProviderConfig {
     pub reset_url: Option<url::Url>,
     #[serde(default)]
     pub cors_origins: Vec<url::Url>,
+    /// Single sign-on: needed by a provider whose plugins log in by redirect.
+    pub sso: Option<SsoConfig>,
     /// Names of `[[plugins]]` entries this provider uses.
     #[serde(default)]
     pub plugins: Vec<String>,
+}
+
+/// `[providers.<id>.sso]`: where a redirect login (single sign-on) comes back to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoConfig {
+    /// The gateway's address as browsers reach it (scheme, host, port). Identity providers
+    /// send the browser back to `<public_url>/api/access/services/idp/<method>/callback`,
+    /// which is the redirect URI to register with them.
+    pub public_url: url::Url,
+    /// The dialer page a redirect login ends on, with the session cookie set (or with
+    /// `?sso_error=<code>`); its origin must be one of `cors_origins`.
+    pub return_url: url::Url,
 }
 
 /// Active health checking of a provider's XSPs.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::KeyPath;
 use super::schema::{
-    Config, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity,
+    Config, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity, SsoConfig,
 };
 use super::secret::Secret;
 
@@ -300,6 +300,9 @@ fn validate_provider(
     for (i, origin) in provider.cors_origins.iter().enumerate() {
         check_origin(origin, &at.key("cors_origins").index(i))?;
     }
+    if let Some(sso) = &provider.sso {
+        validate_sso(sso, &provider.cors_origins, &at.key("sso"))?;
+    }
     for (i, name) in provider.plugins.iter().enumerate() {
         if !plugin_names.contains(name) {
             return Err(problem(
@@ -307,6 +310,25 @@ fn validate_provider(
                 format!("no [[plugins]] entry is named `{name}`"),
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_sso(sso: &SsoConfig, cors_origins: &[url::Url], at: &KeyPath) -> Checked {
+    check_origin(&sso.public_url, &at.key("public_url"))?;
+    let here = at.key("return_url");
+    // No query or fragment: a failed login adds `?sso_error=<code>`.
+    check_base_url(&sso.return_url, &here)?;
+    let origin = sso.return_url.origin();
+    if !cors_origins
+        .iter()
+        .any(|allowed| allowed.origin() == origin)
+    {
+        return Err(problem(
+            &here,
+            "its origin must be one of the provider's `cors_origins`: the dialer there reads the \
+             login's result",
+        ));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use super::context::{RequestCtx, Target, client_ip, upstream_path};
 use super::cors;
 use super::respond;
 use super::route::{self, Admission, Route};
-use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, cookie, is_json};
+use crate::access::{AccessRequest, BODY_LIMIT, Endpoint, Sessions, cookie, is_form, is_json};
 use crate::config::AppletMode;
 use crate::edge::addresses::retry_after_seconds;
 use crate::plugin::Exchange;
@@ -20,7 +20,7 @@ use crate::state::session::{BoundSession, Session as LoginSession};
 use crate::upstream::identity::authorization_user_id;
 use crate::upstream::{Provider, Resolution};
 use crate::wire::error::{self, ErrorCode};
-use crate::wire::headers::{CSRF_TOKEN, DEVICE_COOKIE, SESSION_COOKIE, XSP_PIN};
+use crate::wire::headers::{CSRF_TOKEN, DEVICE_COOKIE, FLOW_COOKIE, SESSION_COOKIE, XSP_PIN};
 use crate::wire::route::RouteClass;
 
 impl ProxyApp {
@@ -317,10 +317,15 @@ impl ProxyApp {
         let client = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let header = session.req_header();
+        let content_type = header
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let request = AccessRequest {
             endpoint,
             method: header.method.clone(),
             body: body.into(),
+            query: header.uri.query().map(str::to_owned),
             session_token: cookie(
                 header.headers.get_all(http::header::COOKIE).iter(),
                 SESSION_COOKIE,
@@ -329,6 +334,10 @@ impl ProxyApp {
                 header.headers.get_all(http::header::COOKIE).iter(),
                 DEVICE_COOKIE,
             ),
+            flow_cookie: cookie(
+                header.headers.get_all(http::header::COOKIE).iter(),
+                FLOW_COOKIE,
+            ),
             csrf: header
                 .headers
                 .get(CSRF_TOKEN)
@@ -336,12 +345,8 @@ impl ProxyApp {
                 .map(str::to_owned),
             client,
             tls,
-            json: is_json(
-                header
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok()),
-            ),
+            json: is_json(content_type),
+            form: is_form(content_type),
             request_id: ctx.request_id.clone(),
         };
         let reply = self.login_api.serve(request).await;

@@ -61,6 +61,13 @@ impl PluginChain {
             .any(|p| p.manifest.login_methods.iter().any(|m| m == method))
     }
 
+    /// Whether `method` is a redirect login (single sign-on) in this chain.
+    pub fn redirects(&self, method: &str) -> bool {
+        self.identity.iter().any(|p| {
+            p.manifest.redirect_login && p.manifest.login_methods.iter().any(|m| m == method)
+        })
+    }
+
     /// Authenticates with the identity provider that serves `login.method`.
     pub async fn authenticate(
         &self,

@@ -147,7 +147,9 @@ impl<'a> Exchange<'a> {
             attr::SESSION_SERVICE_PROVIDER => session.scope.service_provider.as_deref()?,
             attr::SESSION_GROUP => session.scope.group.as_deref()?,
             attr::SESSION_XSP => bound.xsp.as_deref()?,
-            attr::SESSION_PASSWORD if self.credentials_visible => session.secrets.password.as_str(),
+            attr::SESSION_PASSWORD if self.credentials_visible => {
+                session.secrets.password.as_deref()?
+            }
             attr::SESSION_XSP_COOKIE if self.credentials_visible => bound.xsp_cookie.as_deref()?,
             _ => return None,
         };

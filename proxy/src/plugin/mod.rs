@@ -181,7 +181,7 @@ impl Plugins {
     }
 
     /// Two identity providers of one service provider must not claim the same login method,
-    /// and reverse lookups need the provider's master credentials.
+    /// reverse lookups need the provider's master credentials, and redirect logins its `sso`.
     fn check_login_methods(&self, id: &str, provider: &ProviderConfig) -> Result<(), PluginError> {
         let mut claimed: HashMap<&str, &str> = HashMap::new();
         for plugin in provider.plugins.iter().filter_map(|n| self.by_name.get(n)) {
@@ -195,6 +195,12 @@ impl Plugins {
                 return Err(wiring(format!(
                     "it looks users up with master credentials, and provider `{id}` has no \
                      `master`"
+                )));
+            }
+            if plugin.manifest.redirect_login && provider.sso.is_none() {
+                return Err(wiring(format!(
+                    "its logins come back from an identity provider, and provider `{id}` has no \
+                     `sso` table saying where"
                 )));
             }
             for method in &plugin.manifest.login_methods {

@@ -19,7 +19,9 @@ pub struct Scope {
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSecrets {
     /// The password the user logged in with, replayed for XSI-Events and screen recording.
-    pub password: String,
+    /// None for a single sign-on, where the user typed no BroadWorks password.
+    #[serde(default)]
+    pub password: Option<String>,
     /// The XSP's session cookie per XSI context (`xsi-actions`, ...).
     #[serde(default)]
     pub xsp_cookies: BTreeMap<String, String>,

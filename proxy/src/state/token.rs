@@ -21,6 +21,12 @@ pub fn token_hash(token: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// The PKCE `S256` challenge of a verifier (RFC 7636 §4.2): base64url of its SHA-256. A
+/// token is a valid verifier: 43 characters of the unreserved set.
+pub fn pkce_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token_hash(verifier))
+}
+
 /// Whether a presented token has the shape of ours; only those reach the store.
 pub fn well_formed(token: &str) -> bool {
     token.len() == CHARS
@@ -32,6 +38,15 @@ pub fn well_formed(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pkce_challenge_is_the_rfc_7636_example() {
+        // RFC 7636 Appendix B.
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gXr-gXpCM"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGrw3REJSM"
+        );
+    }
 
     #[test]
     fn tokens_are_well_formed_distinct_and_hashed_to_32_bytes() {

@@ -11,7 +11,7 @@ use super::health::Health;
 use super::identity::user_domain;
 use super::peer::{Upstream, UpstreamError, load_ca};
 use super::pool::Pool;
-use crate::config::{AppletMode, Config, HealthCheckConfig, Secret};
+use crate::config::{AppletMode, Config, HealthCheckConfig, Secret, SsoConfig};
 use crate::metrics::{Metrics, ProviderMetrics};
 
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub struct Provider {
     pub plugins: Vec<String>,
     /// Administrator credentials, for requests the host makes on the provider's behalf.
     pub master: Option<Master>,
+    /// Where redirect logins (single sign-on) come back to, and end.
+    pub sso: Option<SsoConfig>,
     /// The client for [`Provider::send_xsi`], made on first use (after the process installed
     /// its TLS provider).
     pub(super) xsi_client: OnceLock<Result<reqwest::Client, String>>,
@@ -187,6 +189,7 @@ impl Providers {
                     user: m.user.clone(),
                     password: m.password.clone(),
                 }),
+                sso: provider.sso.clone(),
                 xsi_client: OnceLock::new(),
             });
             for domain in &provider.domains {

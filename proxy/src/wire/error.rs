@@ -42,16 +42,27 @@ pub enum ErrorCode {
     ChannelSetNotOwned,
     TooManyConnections,
     TooManyRequests,
+    /// A single sign-on's callback names no flow this gateway started, or one used or expired.
+    LoginFlowUnknown,
+    /// A single sign-on's callback came to another browser than the one that started it.
+    LoginFlowForeign,
+    /// The answer of the redirect login that made this session was picked up or has expired.
+    NoLoginResult,
     Internal,
 }
 
 impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
-            Self::NotFound | Self::UnknownProvider | Self::UnknownService | Self::UnknownApplet => {
-                404
-            }
-            Self::OriginNotAllowed | Self::SessionsNotServed | Self::ChannelSetNotOwned => 403,
+            Self::NotFound
+            | Self::UnknownProvider
+            | Self::UnknownService
+            | Self::UnknownApplet
+            | Self::NoLoginResult => 404,
+            Self::OriginNotAllowed
+            | Self::SessionsNotServed
+            | Self::ChannelSetNotOwned
+            | Self::LoginFlowForeign => 403,
             Self::MissingCredentials | Self::InvalidCredentials | Self::NotLoggedIn => 401,
             Self::CsrfTokenInvalid => 403,
             Self::UnknownLoginMethod => 404,
@@ -67,7 +78,8 @@ impl ErrorCode {
             | Self::InvalidResetToken
             | Self::PasswordRejected
             | Self::AmbiguousPath
-            | Self::AmbiguousFraming => 400,
+            | Self::AmbiguousFraming
+            | Self::LoginFlowUnknown => 400,
             Self::UpstreamUnavailable | Self::UpstreamError | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
             Self::Internal => 500,
@@ -108,6 +120,9 @@ impl ErrorCode {
             Self::ChannelSetNotOwned => "channel_set_not_owned",
             Self::TooManyConnections => "too_many_connections",
             Self::TooManyRequests => "too_many_requests",
+            Self::LoginFlowUnknown => "login_flow_unknown",
+            Self::LoginFlowForeign => "login_flow_foreign",
+            Self::NoLoginResult => "no_login_result",
             Self::Internal => "internal_error",
         }
     }
@@ -158,6 +173,11 @@ impl ErrorCode {
             Self::ChannelSetNotOwned => "this channel set belongs to another user",
             Self::TooManyConnections => "this address holds too many connections",
             Self::TooManyRequests => "this address sends too many requests; slow down",
+            Self::LoginFlowUnknown => {
+                "this single sign-on is unknown, already used or expired: log in again"
+            }
+            Self::LoginFlowForeign => "this single sign-on was started in another browser",
+            Self::NoLoginResult => "this session's login result was already collected or expired",
             Self::Internal => "the gateway failed to handle the request",
         }
     }

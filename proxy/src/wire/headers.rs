@@ -13,6 +13,10 @@ pub const ASSERTION: &str = "x-xsigate-assertion";
 pub const SESSION_COOKIE: &str = "xsigate_session";
 /// The cookie that names a browser which logged in as a user before (login API only).
 pub const DEVICE_COOKIE: &str = "xsigate_device";
+/// The cookie that binds a single sign-on to the browser that started it (its callback only).
+pub const FLOW_COOKIE: &str = "xsigate_flow";
+/// The query parameter a failed single sign-on adds to the provider's `return_url`.
+pub const SSO_ERROR: &str = "sso_error";
 
 /// A new request id: 128 random bits in hex, unique enough to find one request in the logs.
 pub fn new_request_id() -> String {

@@ -1,0 +1,499 @@
+//! Redirect logins (single sign-on): `idp/<method>` for a method whose plugin logs in at an
+//! external identity provider, the identity provider's way back (`idp/<method>/callback`), and
+//! `session/login`, where the dialer collects what a password login would have answered.
+//!
+//! The flow's secrets (`state`, `nonce`, the PKCE verifier) are made here, kept sealed in the
+//! store for at most [`FLOW_LIFETIME`] under a hash of `state`, and bound to the browser by the
+//! flow cookie, which only the callback's path receives: a callback is served only to the
+//! browser that started its flow (no login CSRF), and only once. The session cookie is set on
+//! the callback's answer, a redirect to the provider's `return_url` with nothing in its URL;
+//! the tokens the dialer needs (CSRF token, plugin reports such as a Firebase custom token)
+//! wait sealed in the store until the dialer posts to `session/login`, for
+//! [`RESULT_LIFETIME`], so no URL that a log, a history or a `Referer` keeps ever holds one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use xsigate_plugin_sdk::{Authentication, FlowStage, Login, RedirectFlow};
+
+use super::api::{AccessReply, AccessRequest, LoginApi, internal};
+use super::limit::client_key;
+use crate::plugin::AuthenticateError;
+use crate::state::token::{new_token, pkce_challenge, token_hash, well_formed};
+use crate::upstream::Provider;
+use crate::wire::error::ErrorCode;
+use crate::wire::headers::{FLOW_COOKIE, SSO_ERROR};
+
+/// How long a user has at the identity provider.
+pub(super) const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// How long a redirect login's answer waits for the dialer to collect it.
+const RESULT_LIFETIME: Duration = Duration::from_secs(2 * 60);
+/// Store namespaces: flows by `state`, answers by session.
+const FLOWS: &str = "xsigate/sso-flows";
+const RESULTS: &str = "xsigate/sso-results";
+/// The most fields a callback may carry (OpenID Connect sends a handful, SAML two).
+const CALLBACK_FIELDS: usize = 16;
+
+/// A flow as the store keeps it (sealed).
+#[derive(Serialize, Deserialize)]
+struct StoredFlow {
+    provider: String,
+    method: String,
+    /// What the user typed at the start.
+    user: String,
+    nonce: String,
+    code_verifier: String,
+    redirect_uri: String,
+    /// The hash of the flow cookie's value.
+    browser: Vec<u8>,
+}
+
+/// The callback path of `method`: where the identity provider sends the browser back, and the
+/// only path the flow cookie is sent to.
+pub fn callback_path(method: &str) -> String {
+    format!("/api/access/services/idp/{method}/callback")
+}
+
+/// The store key of the flow a `state` names.
+fn flow_key(state: &str) -> String {
+    hex(&token_hash(state))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LoginApi {
+    /// Whether `method` is a redirect login at any provider.
+    pub(super) fn redirects_anywhere(&self, method: &str) -> bool {
+        self.providers
+            .all
+            .iter()
+            .any(|p| self.plugins.chain(p).redirects(method))
+    }
+
+    /// Starts a redirect login: asks the plugin for the identity provider's URL, keeps the
+    /// flow, and answers `{"redirect": <url>}` with the flow cookie. No credential is checked
+    /// here, so nothing is counted against the limits: the identity provider guards its own
+    /// form, and a failed callback counts against the client's address.
+    pub(super) async fn start_redirect(
+        &self,
+        method: &str,
+        user: String,
+        params: Map<String, Value>,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let (candidates, matched) = self.candidates(&user);
+        let Some(provider) = candidates
+            .into_iter()
+            .find(|p| self.plugins.chain(p).redirects(method))
+        else {
+            // An unclaimed domain gets the answer of a refused login, as everywhere.
+            self.count("-", method, "rejected");
+            return Ok(AccessReply::error(
+                ErrorCode::InvalidCredentials,
+                &request.request_id,
+            ));
+        };
+        let sso = provider.sso.as_ref().ok_or(ErrorCode::Internal)?;
+        let redirect_uri = sso
+            .public_url
+            .join(&callback_path(method))
+            .map_err(internal)?
+            .to_string();
+        let (state, nonce, code_verifier) = (new_token(), new_token(), new_token());
+        let login = Login {
+            provider: provider.id.clone(),
+            method: method.to_owned(),
+            user: user.clone(),
+            password: None,
+            params,
+            flow: Some(RedirectFlow {
+                stage: FlowStage::Start,
+                state: state.clone(),
+                nonce: nonce.clone(),
+                code_challenge: pkce_challenge(&code_verifier),
+                code_verifier: None,
+                redirect_uri: redirect_uri.clone(),
+            }),
+        };
+        let location = match self
+            .plugins
+            .chain(&provider)
+            .authenticate(&login, matched)
+            .await
+        {
+            Ok(Authentication::Redirect { location }) => location,
+            Ok(Authentication::Rejected { reason }) => {
+                tracing::info!(provider = %provider.id, method, reason, "single sign-on refused");
+                self.count(&provider.id, method, "rejected");
+                return Ok(AccessReply::error(
+                    ErrorCode::InvalidCredentials,
+                    &request.request_id,
+                ));
+            }
+            Ok(_) | Err(AuthenticateError::UnknownMethod) => {
+                tracing::error!(
+                    provider = %provider.id,
+                    method,
+                    "the plugin answered the start of a single sign-on with no redirect"
+                );
+                self.count(&provider.id, method, "failed");
+                return Err(ErrorCode::PluginFailed);
+            }
+            Err(AuthenticateError::Failed(failure)) => {
+                self.count(&provider.id, method, "failed");
+                return Err(failure.error_code());
+            }
+        };
+        if !url::Url::parse(&location).is_ok_and(|url| matches!(url.scheme(), "https" | "http")) {
+            tracing::error!(provider = %provider.id, method, "the plugin's redirect is no URL");
+            self.count(&provider.id, method, "failed");
+            return Err(ErrorCode::PluginFailed);
+        }
+        let browser = new_token();
+        let flow = StoredFlow {
+            provider: provider.id.clone(),
+            method: method.to_owned(),
+            user,
+            nonce,
+            code_verifier,
+            redirect_uri,
+            browser: token_hash(&browser),
+        };
+        let key = flow_key(&state);
+        let plain = serde_json::to_vec(&flow).map_err(internal)?;
+        let sealed = self
+            .flow_seal
+            .seal(key.as_bytes(), &plain)
+            .map_err(internal)?;
+        self.shared
+            .store
+            .kv_put(FLOWS, &key, &sealed, Some(FLOW_LIFETIME))
+            .await
+            .map_err(internal)?;
+        self.count(&provider.id, method, "redirected");
+        Ok(AccessReply::ok(&json!({ "redirect": location }))
+            .header("set-cookie", flow_cookie(method, &browser, request.tls))
+            .about(&provider.id))
+    }
+
+    /// The identity provider sent the browser back. Served once, to the browser that started
+    /// the flow; the answer is always a redirect to the provider's `return_url`, with the
+    /// session cookie or with `?sso_error=<code>`, except for a callback that names no live
+    /// flow, which has no provider to go back to.
+    pub(super) async fn callback(
+        &self,
+        method: &str,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let params = callback_params(request)?;
+        let state = ["state", "RelayState"]
+            .into_iter()
+            .find_map(|name| params.get(name).and_then(Value::as_str))
+            .filter(|state| well_formed(state))
+            .ok_or(ErrorCode::LoginFlowUnknown)?;
+        let key = flow_key(state);
+        let sealed = self
+            .shared
+            .store
+            .kv_get(FLOWS, &key)
+            .await
+            .map_err(internal)?
+            .ok_or(ErrorCode::LoginFlowUnknown)?;
+        let flow: StoredFlow = self
+            .flow_seal
+            .open(key.as_bytes(), &sealed)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+            .filter(|flow: &StoredFlow| flow.method == method)
+            .ok_or(ErrorCode::LoginFlowUnknown)?;
+        let provider = self
+            .providers
+            .get(&flow.provider)
+            .cloned()
+            .ok_or(ErrorCode::LoginFlowUnknown)?;
+        let back = ReturnTo::of(&provider)?;
+        let client = request.client.map(client_key);
+        if let Some(client) = &client {
+            if self
+                .limiter
+                .retry_after(&[client])
+                .await
+                .map_err(internal)?
+                .is_some()
+            {
+                self.count(&provider.id, method, "locked");
+                return Ok(back.failed(ErrorCode::TooManyAttempts, method, request.tls));
+            }
+        }
+        // Another browser's callback leaves the flow alone: its own browser may still finish.
+        let presented = request.flow_cookie.as_deref().filter(|c| well_formed(c));
+        if presented.is_none_or(|cookie| token_hash(cookie) != flow.browser) {
+            tracing::info!(provider = %provider.id, method, "single sign-on callback from another browser");
+            self.count(&provider.id, method, "rejected");
+            return Ok(back.failed(ErrorCode::LoginFlowForeign, method, request.tls));
+        }
+        // Used once: of two callbacks racing with one state, one deletes the flow.
+        if !self
+            .shared
+            .store
+            .kv_delete(FLOWS, &key)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(back.failed(ErrorCode::LoginFlowUnknown, method, request.tls));
+        }
+        let login = Login {
+            provider: provider.id.clone(),
+            method: method.to_owned(),
+            user: flow.user.clone(),
+            password: None,
+            params,
+            flow: Some(RedirectFlow {
+                stage: FlowStage::Callback,
+                state: state.to_owned(),
+                nonce: flow.nonce,
+                code_challenge: pkce_challenge(&flow.code_verifier),
+                code_verifier: Some(flow.code_verifier),
+                redirect_uri: flow.redirect_uri,
+            }),
+        };
+        let matched = self.candidates(&flow.user).1;
+        let outcome = self
+            .plugins
+            .chain(&provider)
+            .authenticate(&login, matched)
+            .await;
+        let (user_id, grant) = match outcome {
+            Ok(Authentication::Authenticated { user_id, grant }) => (user_id, grant),
+            Ok(Authentication::Rejected { reason }) => {
+                tracing::info!(provider = %provider.id, method, reason, "single sign-on refused");
+                if let Some(client) = &client {
+                    self.limiter.failed(&[client]).await.map_err(internal)?;
+                }
+                self.count(&provider.id, method, "rejected");
+                return Ok(back.failed(ErrorCode::InvalidCredentials, method, request.tls));
+            }
+            Ok(_) | Err(AuthenticateError::UnknownMethod) => {
+                tracing::error!(
+                    provider = %provider.id,
+                    method,
+                    "the plugin answered a single sign-on's callback with neither a user nor a refusal"
+                );
+                self.count(&provider.id, method, "failed");
+                return Ok(back.failed(ErrorCode::PluginFailed, method, request.tls));
+            }
+            Err(AuthenticateError::Failed(failure)) => {
+                self.count(&provider.id, method, "failed");
+                return Ok(back.failed(failure.error_code(), method, request.tls));
+            }
+        };
+        let opened = self
+            .open_session(&provider, method, user_id, grant, None)
+            .await?;
+        let key = hex(&token_hash(&opened.token));
+        let plain = serde_json::to_vec(&opened.answer).map_err(internal)?;
+        let sealed = self
+            .flow_seal
+            .seal(key.as_bytes(), &plain)
+            .map_err(internal)?;
+        self.shared
+            .store
+            .kv_put(RESULTS, &key, &sealed, Some(RESULT_LIFETIME))
+            .await
+            .map_err(internal)?;
+        Ok(back.redirect(back.url.clone(), method, request.tls).header(
+            "set-cookie",
+            self.sessions.cookie(&opened.token, request.tls),
+        ))
+    }
+
+    /// `session/login`: the answer of the redirect login that made this session, once.
+    pub(super) async fn login_result(
+        &self,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let session = self.resume(request).await?.ok_or(ErrorCode::NotLoggedIn)?;
+        let token = request
+            .session_token
+            .as_deref()
+            .ok_or(ErrorCode::NotLoggedIn)?;
+        let key = hex(&token_hash(token));
+        let store = &self.shared.store;
+        let sealed = store
+            .kv_get(RESULTS, &key)
+            .await
+            .map_err(internal)?
+            .ok_or(ErrorCode::NoLoginResult)?;
+        if !store.kv_delete(RESULTS, &key).await.map_err(internal)? {
+            return Err(ErrorCode::NoLoginResult);
+        }
+        let answer = self
+            .flow_seal
+            .open(key.as_bytes(), &sealed)
+            .map_err(internal)?;
+        Ok(AccessReply {
+            status: 200,
+            body: Bytes::from(answer),
+            headers: Vec::new(),
+            error: None,
+            provider: Some(session.provider),
+        })
+    }
+}
+
+/// The provider's `return_url`, where a callback's answer sends the browser.
+struct ReturnTo {
+    url: url::Url,
+    provider: String,
+}
+
+impl ReturnTo {
+    fn of(provider: &Arc<Provider>) -> Result<Self, ErrorCode> {
+        let sso = provider.sso.as_ref().ok_or(ErrorCode::Internal)?;
+        Ok(Self {
+            url: sso.return_url.clone(),
+            provider: provider.id.clone(),
+        })
+    }
+
+    /// A `303` to `location` that also ends the flow cookie.
+    fn redirect(&self, location: url::Url, method: &str, tls: bool) -> AccessReply {
+        AccessReply {
+            status: 303,
+            body: Bytes::new(),
+            headers: vec![
+                ("location", location.to_string()),
+                ("set-cookie", flow_cookie_removal(method, tls)),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            error: None,
+            provider: Some(self.provider.clone()),
+        }
+    }
+
+    /// Back to the dialer with `?sso_error=<code>`: a code, never the identity provider's
+    /// words or a stack.
+    fn failed(&self, code: ErrorCode, method: &str, tls: bool) -> AccessReply {
+        let mut location = self.url.clone();
+        location
+            .query_pairs_mut()
+            .append_pair(SSO_ERROR, code.as_str());
+        let mut reply = self.redirect(location, method, tls);
+        reply.error = Some(code);
+        reply
+    }
+}
+
+/// What the identity provider sent: the query of a `GET`, the form of a `POST`.
+fn callback_params(request: &AccessRequest) -> Result<Map<String, Value>, ErrorCode> {
+    let encoded: &[u8] = if request.method == http::Method::POST {
+        if !request.form {
+            return Err(ErrorCode::UnsupportedMediaType);
+        }
+        &request.body
+    } else {
+        request.query.as_deref().unwrap_or("").as_bytes()
+    };
+    let mut params = Map::new();
+    for (name, value) in url::form_urlencoded::parse(encoded) {
+        // A field twice is a request no identity provider makes.
+        if params
+            .insert(name.into_owned(), Value::String(value.into_owned()))
+            .is_some()
+            || params.len() > CALLBACK_FIELDS
+        {
+            return Err(ErrorCode::BadRequest);
+        }
+    }
+    Ok(params)
+}
+
+/// The flow cookie: sent only to the method's callback, and on the identity provider's
+/// top-level redirect back (`SameSite=Lax`), for at most the flow's lifetime.
+fn flow_cookie(method: &str, value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{FLOW_COOKIE}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        callback_path(method),
+        FLOW_LIFETIME.as_secs()
+    )
+}
+
+fn flow_cookie_removal(method: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{FLOW_COOKIE}=; Path={}; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+        callback_path(method)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: http::Method, query: Option<&str>, body: &str, form: bool) -> AccessRequest {
+        AccessRequest {
+            endpoint: super::super::Endpoint::LoginCallback {
+                method: "o365".to_owned(),
+            },
+            method,
+            body: Bytes::from(body.to_owned()),
+            query: query.map(str::to_owned),
+            session_token: None,
+            device_cookie: None,
+            flow_cookie: None,
+            csrf: None,
+            client: None,
+            tls: false,
+            json: false,
+            form,
+            request_id: "r".to_owned(),
+        }
+    }
+
+    #[test]
+    fn callback_fields_come_from_the_query_or_a_form_only() {
+        let get = request(http::Method::GET, Some("code=a%2Bb&state=s"), "", false);
+        let params = callback_params(&get).unwrap();
+        assert_eq!(params["code"], "a+b");
+        assert_eq!(params["state"], "s");
+
+        let post = request(
+            http::Method::POST,
+            None,
+            "SAMLResponse=x&RelayState=s",
+            true,
+        );
+        assert_eq!(callback_params(&post).unwrap()["RelayState"], "s");
+        let not_form = request(http::Method::POST, None, "{}", false);
+        assert_eq!(
+            callback_params(&not_form),
+            Err(ErrorCode::UnsupportedMediaType)
+        );
+    }
+
+    #[test]
+    fn a_callback_field_given_twice_or_too_many_fields_is_refused() {
+        let twice = request(http::Method::GET, Some("state=a&state=b"), "", false);
+        assert_eq!(callback_params(&twice), Err(ErrorCode::BadRequest));
+        let many: Vec<String> = (0..=CALLBACK_FIELDS).map(|i| format!("f{i}=1")).collect();
+        let many = request(http::Method::GET, Some(&many.join("&")), "", false);
+        assert_eq!(callback_params(&many), Err(ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn the_flow_cookie_goes_to_the_callback_only_and_expires_with_the_flow() {
+        let cookie = flow_cookie("o365", "v", true);
+        assert_eq!(
+            cookie,
+            "xsigate_flow=v; Path=/api/access/services/idp/o365/callback; HttpOnly; \
+             SameSite=Lax; Max-Age=600; Secure"
+        );
+        assert!(flow_cookie_removal("o365", false).contains("Max-Age=0"));
+    }
+}
