@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use xsigate_plugin_sdk::Error;
+use xsigate_plugin_sdk::{Error, secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,9 +183,9 @@ impl ProviderFirebase {
 
     /// The service account's JSON, from its file or variable.
     pub fn service_account_json(&self, id: &str) -> Result<String, Error> {
-        read_secret(
-            id,
-            ("service_account_file", self.service_account_file.as_ref()),
+        secret::read(
+            &format!("providers.{id}"),
+            ("service_account_file", self.service_account_file.as_deref()),
             ("service_account_env", self.service_account_env.as_deref()),
         )?
         .ok_or_else(|| Error::msg(format!("providers.{id}.service_account_file: not set")))
@@ -193,38 +193,13 @@ impl ProviderFirebase {
 
     /// The legacy database secret, when one is configured.
     pub fn database_secret(&self, id: &str) -> Result<Option<String>, Error> {
-        Ok(read_secret(
-            id,
-            ("database_secret_file", self.database_secret_file.as_ref()),
+        Ok(secret::read(
+            &format!("providers.{id}"),
+            ("database_secret_file", self.database_secret_file.as_deref()),
             ("database_secret_env", self.database_secret_env.as_deref()),
         )?
         .map(|s| s.trim().to_owned()))
     }
-}
-
-/// A secret from a file or an environment variable; errors name the key and the file or
-/// variable, never the value.
-fn read_secret(
-    id: &str,
-    (file_key, file): (&str, Option<&PathBuf>),
-    (env_key, env): (&str, Option<&str>),
-) -> Result<Option<String>, Error> {
-    if let Some(path) = file {
-        return std::fs::read_to_string(path).map(Some).map_err(|e| {
-            Error::msg(format!(
-                "providers.{id}.{file_key}: cannot read {}: {e}",
-                path.display()
-            ))
-        });
-    }
-    if let Some(name) = env {
-        return std::env::var(name).map(Some).map_err(|_| {
-            Error::msg(format!(
-                "providers.{id}.{env_key}: environment variable {name} is not set"
-            ))
-        });
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

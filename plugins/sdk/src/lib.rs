@@ -44,6 +44,7 @@ mod exchange;
 pub mod export;
 mod hooks;
 mod host;
+pub mod secret;
 pub mod topics;
 
 pub use calls::{Delivery, XsiCredentials};

@@ -1,23 +1,24 @@
 //! The login API's readers of client input, as the fuzz targets drive them (`fuzz/`): the JSON
-//! bodies of every endpoint with their field checks, the endpoint names, the content type, the
-//! cookie header, and a device cookie offered for a user.
+//! bodies of every endpoint with their field checks, the endpoint names, the content type, a
+//! single sign-on callback's fields, the cookie header, and a device cookie offered for a user.
 
 use std::sync::OnceLock;
 
 use super::api::{FIELD_LIMIT, parse};
 use super::device::Devices;
-use super::endpoint::{Endpoint, cookie, is_json};
+use super::endpoint::{Endpoint, cookie, is_form, is_json};
 use super::login::LoginBody;
+use super::redirect::callback_fields;
 use super::reset::{ConfirmBody, ResetBody};
 use super::ztp::ZtpBody;
 use crate::state::seal::Sealer;
-use crate::wire::headers::{DEVICE_COOKIE, SESSION_COOKIE};
+use crate::wire::headers::{DEVICE_COOKIE, FLOW_COOKIE, SESSION_COOKIE};
 
 /// `body` as each endpoint's JSON body, then what the endpoint checks of its fields.
 pub fn bodies(body: &[u8]) {
     let within = |field: &str| !field.trim().is_empty() && field.trim().len() <= FIELD_LIMIT;
     if let Ok(login) = parse::<LoginBody>(body) {
-        let _ = within(&login.user) && !login.password.is_empty();
+        let _ = within(&login.user) && login.password.is_some_and(|p| !p.is_empty());
     }
     if let Ok(reset) = parse::<ResetBody>(body) {
         let _ = within(&reset.user);
@@ -34,8 +35,10 @@ pub fn bodies(body: &[u8]) {
 pub fn headers(text: &str) {
     let _ = Endpoint::parse(text);
     let _ = is_json(Some(text));
+    let _ = is_form(Some(text));
+    let _ = callback_fields(text.as_bytes());
     if let Ok(value) = http::HeaderValue::from_str(text) {
-        for name in [SESSION_COOKIE, DEVICE_COOKIE] {
+        for name in [SESSION_COOKIE, DEVICE_COOKIE, FLOW_COOKIE] {
             let _ = cookie(std::iter::once(&value), name);
         }
     }

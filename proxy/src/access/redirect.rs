@@ -195,8 +195,9 @@ impl LoginApi {
             .into_iter()
             .find_map(|name| params.get(name).and_then(Value::as_str))
             .filter(|state| well_formed(state))
-            .ok_or(ErrorCode::LoginFlowUnknown)?;
-        let key = flow_key(state);
+            .ok_or(ErrorCode::LoginFlowUnknown)?
+            .to_owned();
+        let key = flow_key(&state);
         let sealed = self
             .shared
             .store
@@ -255,7 +256,7 @@ impl LoginApi {
             params,
             flow: Some(RedirectFlow {
                 stage: FlowStage::Callback,
-                state: state.to_owned(),
+                state,
                 nonce: flow.nonce,
                 code_challenge: pkce_challenge(&flow.code_verifier),
                 code_verifier: Some(flow.code_verifier),
@@ -306,7 +307,7 @@ impl LoginApi {
             .kv_put(RESULTS, &key, &sealed, Some(RESULT_LIFETIME))
             .await
             .map_err(internal)?;
-        Ok(back.redirect(back.url.clone(), method, request.tls).header(
+        Ok(back.redirect(&back.url, method, request.tls).header(
             "set-cookie",
             self.sessions.cookie(&opened.token, request.tls),
         ))
@@ -362,7 +363,7 @@ impl ReturnTo {
     }
 
     /// A `303` to `location` that also ends the flow cookie.
-    fn redirect(&self, location: url::Url, method: &str, tls: bool) -> AccessReply {
+    fn redirect(&self, location: &url::Url, method: &str, tls: bool) -> AccessReply {
         AccessReply {
             status: 303,
             body: Bytes::new(),
@@ -383,7 +384,7 @@ impl ReturnTo {
         location
             .query_pairs_mut()
             .append_pair(SSO_ERROR, code.as_str());
-        let mut reply = self.redirect(location, method, tls);
+        let mut reply = self.redirect(&location, method, tls);
         reply.error = Some(code);
         reply
     }
@@ -399,6 +400,12 @@ fn callback_params(request: &AccessRequest) -> Result<Map<String, Value>, ErrorC
     } else {
         request.query.as_deref().unwrap_or("").as_bytes()
     };
+    callback_fields(encoded)
+}
+
+/// The fields of a form-encoded query or body, each at most once, at most
+/// [`CALLBACK_FIELDS`] of them.
+pub(super) fn callback_fields(encoded: &[u8]) -> Result<Map<String, Value>, ErrorCode> {
     let mut params = Map::new();
     for (name, value) in url::form_urlencoded::parse(encoded) {
         // A field twice is a request no identity provider makes.

