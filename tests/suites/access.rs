@@ -488,6 +488,8 @@ async fn the_openapi_document_matches_the_api() {
     let documented = |endpoint: Endpoint| match endpoint {
         Endpoint::Ztp => "/api/access/services/ztp",
         Endpoint::Login { .. } => "/api/access/services/idp/{method}",
+        Endpoint::LoginCallback { .. } => "/api/access/services/idp/{method}/callback",
+        Endpoint::LoginResult => "/api/access/services/session/login",
         Endpoint::Logout => "/api/access/services/logout",
         Endpoint::Session => "/api/access/services/session",
         Endpoint::ResetRequest => "/api/access/services/reset",
@@ -500,6 +502,10 @@ async fn the_openapi_document_matches_the_api() {
         Endpoint::Login {
             method: "broadsoft".to_owned(),
         },
+        Endpoint::LoginCallback {
+            method: "broadsoft".to_owned(),
+        },
+        Endpoint::LoginResult,
         Endpoint::Logout,
         Endpoint::Session,
         Endpoint::ResetRequest,
