@@ -121,6 +121,43 @@ impl Lookup {
             .inspect_err(|_| self.metrics.count("failed"))
     }
 
+    /// The users whose profile carries this e-mail address, ignoring case: the directory's
+    /// search matches the address, and each match's own copy must be the same address. An
+    /// address a search value cannot hold exactly finds nobody.
+    pub async fn by_email(&self, provider: &str, address: &str) -> Result<Vec<Entry>, Error> {
+        let Some(value) = exact(address) else {
+            return Ok(Vec::new());
+        };
+        let found = self
+            .search(provider, &[("emailAddress", value)], false)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|e| {
+                e.email
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(address))
+            })
+            .collect())
+    }
+
+    /// The one user an identity the gateway already verified belongs to (single sign-on: an
+    /// identity provider proved the address). No match and several matches are refusals that
+    /// name no account; nothing is tried with a password.
+    pub async fn sole_user_by_email(
+        &self,
+        provider: &str,
+        address: &str,
+    ) -> Result<Result<Entry, &'static str>, Error> {
+        let mut matches = self.by_email(provider, address).await?;
+        self.metrics.count(match_count(matches.len()));
+        Ok(match matches.len() {
+            0 => Err("no BroadWorks user has the verified address"),
+            1 => Ok(matches.remove(0)),
+            _ => Err("several BroadWorks users have the verified address"),
+        })
+    }
+
     /// Logs in the user behind the matches (see [`log_in_match`]).
     pub async fn log_in(
         &self,
@@ -173,6 +210,16 @@ async fn search(
     Ok(found)
 }
 
+/// The `result` label of a lookup that found `found` users.
+fn match_count(found: usize) -> &'static str {
+    match found {
+        0 => "none",
+        1 => "one",
+        n if n <= MAX_MATCHES => "several",
+        _ => "too_many",
+    }
+}
+
 /// The `result` label values of `lookups_total`.
 const LOOKUP_RESULTS: [&str; 5] = ["none", "one", "several", "too_many", "failed"];
 
@@ -213,13 +260,7 @@ async fn log_in_match(
     matches: Vec<Entry>,
     metrics: LookupMetrics,
 ) -> Result<Authentication, Error> {
-    let result = match matches.len() {
-        0 => "none",
-        1 => "one",
-        n if n <= MAX_MATCHES => "several",
-        _ => "too_many",
-    };
-    metrics.count(result);
+    metrics.count(match_count(matches.len()));
     if matches.len() > MAX_MATCHES {
         return Ok(rejected("the lookup found too many users to try"));
     }

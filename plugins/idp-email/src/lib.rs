@@ -7,7 +7,7 @@
 //! a wrong password get the same rejection.
 
 use serde::Deserialize;
-use xsigate_broadworks::directory::{Lookup, exact, option};
+use xsigate_broadworks::directory::{Lookup, option};
 use xsigate_broadworks::{is_user_id, rejected};
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
@@ -72,22 +72,10 @@ impl IdentityProvider for EmailIdp {
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
         let address = login.user.trim();
-        let Some(value) = exact(address).filter(|_| is_email(address)) else {
+        if !is_email(address) {
             return Ok(rejected("not an e-mail address"));
-        };
-        let found = self
-            .lookup
-            .search(&login.provider, &[("emailAddress", value)], false)
-            .await?;
-        // The directory matched the address; the profile's own copy must be the same address.
-        let matches = found
-            .into_iter()
-            .filter(|e| {
-                e.email
-                    .as_deref()
-                    .is_some_and(|m| m.eq_ignore_ascii_case(address))
-            })
-            .collect();
+        }
+        let matches = self.lookup.by_email(&login.provider, address).await?;
         self.lookup.log_in(&login, matches).await
     }
 }

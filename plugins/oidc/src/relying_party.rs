@@ -158,25 +158,27 @@ impl RelyingParty {
         ) else {
             return Ok(Err(Declined::BadCallback));
         };
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &flow.redirect_uri)
-            .append_pair("code_verifier", verifier);
+        // The form is finished before any await: its serializer is not `Send`.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", &flow.redirect_uri)
+                .append_pair("code_verifier", verifier);
+            if self.token_auth == TokenAuth::ClientSecretPost {
+                form.append_pair("client_id", &self.client_id)
+                    .append_pair("client_secret", &self.client_secret);
+            }
+            form.finish()
+        };
         let mut request = HttpRequest::post(&metadata.token_endpoint)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
             .timeout(TOKEN_TIMEOUT);
-        match self.token_auth {
-            TokenAuth::ClientSecretPost => {
-                form.append_pair("client_id", &self.client_id)
-                    .append_pair("client_secret", &self.client_secret);
-            }
-            TokenAuth::ClientSecretBasic => {
-                request = request.header("authorization", &self.basic_authorization());
-            }
+        if self.token_auth == TokenAuth::ClientSecretBasic {
+            request = request.header("authorization", &self.basic_authorization());
         }
-        let response = self.host.http(request.body(form.finish())).await?;
+        let response = self.host.http(request.body(body)).await?;
         if response.status >= 500 {
             return Err(Error::msg(format!(
                 "the identity provider's token endpoint answered {}",

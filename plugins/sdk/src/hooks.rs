@@ -57,6 +57,12 @@ pub struct Manifest {
     /// lists such a plugin without an `sso` table.
     #[serde(default)]
     pub redirect_login: bool,
+    /// The methods find the user with the provider's master credentials (single sign-on
+    /// matches a verified e-mail address to a BroadWorks user). Where a provider has no
+    /// `master`, the host offers none of them and refuses a login with them as an unknown
+    /// method; unlike [`Manifest::reverse_lookup`], such a provider still starts.
+    #[serde(default)]
+    pub needs_master: bool,
 }
 
 /// Decides about a client request before it is sent anywhere. Runs on every request routed to

@@ -113,7 +113,7 @@ impl Plugins {
         plugins.metrics = Some(host_metrics);
         for (id, provider) in &config.providers {
             plugins.check_login_methods(id, provider)?;
-            let chain = plugins.build_chain(id, &provider.plugins);
+            let chain = plugins.build_chain(id, provider);
             plugins.chains.push(chain);
         }
         Ok(plugins)
@@ -225,12 +225,14 @@ impl Plugins {
     }
 
     /// The chain of a provider's `plugins = [...]` (names were validated with the config).
-    fn build_chain(&self, provider: &str, names: &[String]) -> PluginChain {
+    /// An identity provider that needs master credentials serves nothing for a provider
+    /// without them: its options are not offered and its methods are unknown there.
+    fn build_chain(&self, id: &str, provider: &ProviderConfig) -> PluginChain {
         let mut chain = PluginChain {
-            provider: provider.to_owned(),
+            provider: id.to_owned(),
             ..PluginChain::default()
         };
-        for plugin in names.iter().filter_map(|n| self.by_name.get(n)) {
+        for plugin in provider.plugins.iter().filter_map(|n| self.by_name.get(n)) {
             let api = &plugin.api;
             let add = |hooked: bool, list: &mut Vec<Arc<Plugin>>| {
                 if hooked {
@@ -243,7 +245,16 @@ impl Plugins {
                 &mut chain.upstream_request,
             );
             add(api.response_filter.is_some(), &mut chain.response);
-            add(plugin.is_identity_provider(), &mut chain.identity);
+            let usable = !plugin.manifest.needs_master || provider.master.is_some();
+            if plugin.is_identity_provider() && !usable {
+                tracing::warn!(
+                    provider = id,
+                    plugin = %plugin.name,
+                    "the plugin's login methods need master credentials, which the provider \
+                     lacks: they are not offered"
+                );
+            }
+            add(plugin.is_identity_provider() && usable, &mut chain.identity);
         }
         chain
     }

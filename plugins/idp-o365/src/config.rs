@@ -1,0 +1,158 @@
+//! The plugin's `config` table: the label, the anchor users whose directories the verified
+//! address is searched in, and per provider its Entra ID tenant and app registration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use xsigate_oidc::Algorithm;
+use xsigate_plugin_sdk::{Error, secret};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What the login page shows for this method.
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// One user per enterprise whose directory is searched for the verified address; the
+    /// provider's master credentials must cover them.
+    pub anchor_users: Vec<String>,
+    /// By provider id. A provider that lists the plugin without an entry here offers nothing.
+    pub providers: BTreeMap<String, Tenant>,
+}
+
+fn default_label() -> String {
+    "Office 365".to_owned()
+}
+
+/// One provider's Entra ID tenant and the app registered there for xsigate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// The directory (tenant) ID. Entra ID's v2.0 issuer names the tenant by its ID, so a
+    /// domain name here could never match the ID token's `iss`.
+    pub tenant: String,
+    /// The application (client) ID.
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// The Entra ID login host; another national cloud's, or a stand-in's in tests.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Microsoft Graph's base URL.
+    #[serde(default = "default_graph")]
+    pub graph_url: String,
+    /// The ID-token claim that carries the user's e-mail address.
+    #[serde(default)]
+    pub email_claim: EmailClaim,
+    /// The signature algorithms accepted on ID tokens.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".to_owned()
+}
+
+fn default_graph() -> String {
+    "https://graph.microsoft.com".to_owned()
+}
+
+fn default_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::RS256]
+}
+
+/// Where the ID token carries the address: `email` (an optional claim in Entra ID, which needs
+/// the `email` scope), `preferred_username` (usually the user principal name), or `upn`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailClaim {
+    #[default]
+    Email,
+    PreferredUsername,
+    Upn,
+}
+
+impl EmailClaim {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::PreferredUsername => "preferred_username",
+            Self::Upn => "upn",
+        }
+    }
+}
+
+impl Tenant {
+    /// Checks the table; errors name `providers.<id>.<key>`.
+    pub fn validate(&self, id: &str) -> Result<(), Error> {
+        let key = |name: &str, why: &str| Error::msg(format!("providers.{id}.{name}: {why}"));
+        let guid = self.tenant.len() == 36
+            && self.tenant.bytes().enumerate().all(|(i, b)| {
+                matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+            });
+        if !guid {
+            return Err(key(
+                "tenant",
+                "the directory (tenant) ID, a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47",
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(key("client_id", "must not be empty"));
+        }
+        for (name, value) in [
+            ("authority", &self.authority),
+            ("graph_url", &self.graph_url),
+        ] {
+            let url = url::Url::parse(value).map_err(|_| key(name, "must be a URL"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
+                return Err(key(name, "must be an http or https URL without a query"));
+            }
+        }
+        if self.algorithms.is_empty()
+            || self
+                .algorithms
+                .iter()
+                .any(|alg| matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        {
+            return Err(key(
+                "algorithms",
+                "name at least one public-key algorithm (RS256, PS256, ES256, ...)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The issuer of the tenant's v2.0 tokens.
+    pub fn issuer(&self) -> String {
+        format!(
+            "{}/{}/v2.0",
+            self.authority.trim_end_matches('/'),
+            self.tenant
+        )
+    }
+
+    /// The tenant's v2.0 token endpoint, for the app-only token of directory lookups.
+    pub fn token_endpoint(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority.trim_end_matches('/'),
+            self.tenant
+        )
+    }
+
+    pub fn client_secret(&self, id: &str) -> Result<String, Error> {
+        secret::read(
+            &format!("providers.{id}"),
+            ("client_secret_file", self.client_secret_file.as_deref()),
+            ("client_secret_env", self.client_secret_env.as_deref()),
+        )?
+        .map(|secret| secret.trim().to_owned())
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "providers.{id}.client_secret_file: the app's client secret is required \
+                 (client_secret_file or client_secret_env)"
+            ))
+        })
+    }
+}
