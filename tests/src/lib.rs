@@ -359,8 +359,14 @@ impl Gateway {
     }
 
     pub async fn start_with_args(rest: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_at(addr, rest, args).await
+    }
+
+    /// Starts xsigate listening on `addr`: for configurations that name the gateway's own
+    /// address (a single sign-on's `public_url`).
+    pub async fn start_at(addr: SocketAddr, rest: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = format!(
             "[server]\ndata_dir = \"data\"\nthreads = 2\ngrace_period_seconds = 2\ngraceful_shutdown_timeout_seconds = 1\n\

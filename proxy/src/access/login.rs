@@ -58,7 +58,11 @@ impl LoginApi {
                 .await;
         }
         let Some(password) = body.password else {
-            return Err(ErrorCode::BadRequest);
+            return Err(if self.serves_anywhere(method) {
+                ErrorCode::BadRequest
+            } else {
+                ErrorCode::UnknownLoginMethod
+            });
         };
         // A browser that logged in as this user before is counted on its own; any other
         // client under the user id and its address, which strangers' failures may lock.

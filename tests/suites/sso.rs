@@ -1,0 +1,435 @@
+//! Single sign-on end to end: the gateway with `idp-o365`, a real OpenID Provider (npm
+//! `oidc-provider` shaped as Entra ID, `tests/idp/oidc-provider.mjs`) and the simulator as the
+//! provider's BroadWorks. The test plays the browser over HTTP: it keeps each site's cookies,
+//! fills in the identity provider's own login and consent forms, and decides which cookies the
+//! callback gets, as an attacker would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use xsigate_tests::{
+    Gateway, client, free_port, plugin_library, provider_for_simulator, repo_root,
+};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const RETURN_URL: &str = "http://127.0.0.1:5173/";
+
+/// The identity provider: a node process, ended with the test.
+struct Idp {
+    child: Child,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Idp {
+    async fn start(port: u16, redirect_uri: &str) -> Self {
+        let mut child = Command::new("node")
+            .arg(repo_root().join("tests/idp/oidc-provider.mjs"))
+            .args([
+                &format!("entra:{TENANT}"),
+                &port.to_string(),
+                "xsigate",
+                "client-secret",
+                redirect_uri,
+            ])
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs (scripts/install-deps test)");
+        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("ready ") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "the identity provider did not start");
+        // Its output is drained until it ends: a closed pipe would end it at its next line.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child }
+    }
+}
+
+/// The provider's world: alice has an address of her own; bob and carol share one; nobody has
+/// `nobody@mail.example`.
+async fn simulator() -> Arc<xsi_sim::Simulator> {
+    let seed: xsi_sim::seed::Seed = toml::from_str(
+        r#"
+        [[users]]
+        user_id = "alice@acme.example"
+        password = "alice-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "alice@mail.example"
+
+        [[users]]
+        user_id = "bob@acme.example"
+        password = "bob-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "shared@mail.example"
+
+        [[users]]
+        user_id = "carol@acme.example"
+        password = "carol-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "shared@mail.example"
+
+        [[admins]]
+        user_id = "admin@acme.example"
+        password = "admin-pw"
+        scope = { level = "service_provider", service_provider = "acme" }
+        "#,
+    )
+    .unwrap();
+    xsi_sim::Simulator::start(seed).await.unwrap()
+}
+
+/// The gateway, its identity provider and the simulator, kept alive together.
+struct World {
+    gateway: Gateway,
+    idp: Option<Idp>,
+    _sim: Arc<xsi_sim::Simulator>,
+    _secrets: tempfile::TempDir,
+}
+
+async fn world(master: bool) -> World {
+    let sim = simulator().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let idp_port = free_port();
+    let redirect_uri = format!("http://{addr}/api/access/services/idp/o365/callback");
+    let idp = Idp::start(idp_port, &redirect_uri).await;
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("client"), "client-secret").unwrap();
+    std::fs::write(secrets.path().join("master"), "admin-pw").unwrap();
+    let plugins = format!(
+        "[[plugins]]\nname = \"o365\"\npath = \"{}\"\n[plugins.config]\nanchor_users = [\"alice@acme.example\"]\n\
+         [plugins.config.providers.acme]\ntenant = \"{TENANT}\"\nclient_id = \"xsigate\"\n\
+         client_secret_file = \"{}\"\nauthority = \"http://127.0.0.1:{idp_port}\"\n",
+        plugin_library("xsigate-idp-o365").display(),
+        secrets.path().join("client").display(),
+    );
+    let master = if master {
+        format!(
+            "master = {{ user = \"admin@acme.example\", password_file = \"{}\" }}\n",
+            secrets.path().join("master").display()
+        )
+    } else {
+        String::new()
+    };
+    let provider = provider_for_simulator(
+        "acme",
+        &["acme.example"],
+        &sim,
+        &format!(
+            "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:5173\"]\n\
+             plugins = [\"o365\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
+        ),
+    );
+    let mut gateway = Gateway::start_at(addr, &format!("{plugins}{provider}"), &[]).await;
+    gateway.wait_for("/readyz", 200).await;
+    World {
+        gateway,
+        idp: Some(idp),
+        _sim: sim,
+        _secrets: secrets,
+    }
+}
+
+/// One site's cookies, as `name=value` pairs (paths and ports are not told apart: the test
+/// chooses what the callback gets itself).
+#[derive(Debug, Default, Clone)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn absorb(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !value.is_empty() && !text.contains("Max-Age=0") {
+                self.0.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A browser: the gateway's cookies and the identity provider's.
+#[derive(Debug, Default, Clone)]
+struct Browser {
+    gateway: Jar,
+    idp: Jar,
+}
+
+/// A `Location` or a form's `action` as the browser reads it, against the page's URL.
+fn resolve(base: &str, reference: &str) -> String {
+    url::Url::parse(base)
+        .unwrap()
+        .join(reference)
+        .unwrap()
+        .to_string()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+impl Browser {
+    /// Starts a single sign-on at the gateway; the identity provider's URL.
+    async fn start(&mut self, world: &World, user: &str) -> String {
+        let response = client()
+            .post(world.gateway.url("/api/access/services/idp/o365"))
+            .json(&json!({ "user": user }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        self.gateway.absorb(&response);
+        assert!(self.gateway.get("xsigate_flow").is_some(), "no flow cookie");
+        let answer: Value = response.json().await.unwrap();
+        answer["redirect"].as_str().unwrap().to_owned()
+    }
+
+    /// At the identity provider: signs in as `login` through its own forms and returns the
+    /// callback URL it sends the browser to, not yet followed.
+    async fn sign_in(&mut self, mut url: String, login: &str, gateway: &Gateway) -> String {
+        let http = client();
+        for _ in 0..12 {
+            if url.starts_with(&gateway.url("/")) {
+                return url;
+            }
+            let response = http
+                .get(&url)
+                .header("cookie", self.idp.header())
+                .send()
+                .await
+                .unwrap();
+            self.idp.absorb(&response);
+            if response.status().is_redirection() {
+                url = resolve(&url, &location(&response));
+                continue;
+            }
+            let page = response.text().await.unwrap();
+            let action = page
+                .split("action=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("a form")
+                .replace("&amp;", "&");
+            let action = resolve(&url, &action);
+            let form: Vec<(&str, &str)> = if page.contains("name=\"login\"") {
+                vec![("prompt", "login"), ("login", login), ("password", "any")]
+            } else {
+                vec![("prompt", "consent")]
+            };
+            let response = http
+                .post(&action)
+                .header("cookie", self.idp.header())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(form)
+                        .finish(),
+                )
+                .send()
+                .await
+                .unwrap();
+            self.idp.absorb(&response);
+            url = resolve(&action, &location(&response));
+        }
+        panic!("the identity provider never sent the browser back");
+    }
+
+    /// Follows the callback with `cookies`; the response.
+    async fn callback(&mut self, url: &str, cookies: &Jar) -> reqwest::Response {
+        let response = client()
+            .get(url)
+            .header("cookie", cookies.header())
+            .send()
+            .await
+            .unwrap();
+        self.gateway.absorb(&response);
+        response
+    }
+
+    async fn login_result(&self, world: &World) -> reqwest::Response {
+        client()
+            .post(world.gateway.url("/api/access/services/session/login"))
+            .header("cookie", self.gateway.header())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sign_on_logs_the_user_in_and_hands_the_dialer_its_answer_once() {
+    let world = world(true).await;
+    let mut browser = Browser::default();
+    let url = browser.start(&world, "alice@mail.example").await;
+    let callback = browser
+        .sign_in(url, "alice@mail.example", &world.gateway)
+        .await;
+    let cookies = browser.gateway.clone();
+    let response = browser.callback(&callback, &cookies).await;
+    assert_eq!(response.status(), 303);
+    // Back to the dialer with nothing in the URL.
+    assert_eq!(location(&response), RETURN_URL);
+    assert!(browser.gateway.get("xsigate_session").is_some());
+    assert!(
+        browser.gateway.get("xsigate_flow").is_none(),
+        "the flow cookie stays"
+    );
+
+    let answer = browser.login_result(&world).await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert!(
+        answer["csrf_token"].as_str().is_some_and(|t| t.len() == 43),
+        "{answer}"
+    );
+    assert!(answer["unique_id"].is_string(), "{answer}");
+    assert_eq!(browser.login_result(&world).await.status(), 404);
+
+    let session: Value = client()
+        .get(world.gateway.url("/api/access/services/session"))
+        .header("cookie", browser.gateway.header())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["user_id"], "alice@acme.example");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_the_flow_cookie_or_with_another_browsers_is_refused() {
+    let world = world(true).await;
+    let mut victim = Browser::default();
+    let url = victim.start(&world, "alice@mail.example").await;
+    let callback = victim
+        .sign_in(url, "alice@mail.example", &world.gateway)
+        .await;
+
+    // The attacker has a flow cookie of their own.
+    let mut attacker = Browser::default();
+    attacker.start(&world, "alice@mail.example").await;
+    for cookies in [Jar::default(), attacker.gateway.clone()] {
+        let response = attacker.callback(&callback, &cookies).await;
+        assert_eq!(response.status(), 303);
+        assert_eq!(
+            location(&response),
+            format!("{RETURN_URL}?sso_error=login_flow_foreign")
+        );
+        assert!(attacker.gateway.get("xsigate_session").is_none());
+    }
+    // The flow is still its own browser's.
+    let cookies = victim.gateway.clone();
+    let response = victim.callback(&callback, &cookies).await;
+    assert_eq!(location(&response), RETURN_URL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_callback_is_refused() {
+    let world = world(true).await;
+    let mut browser = Browser::default();
+    let url = browser.start(&world, "alice@mail.example").await;
+    let callback = browser
+        .sign_in(url, "alice@mail.example", &world.gateway)
+        .await;
+    let cookies = browser.gateway.clone();
+    assert_eq!(
+        location(&browser.callback(&callback, &cookies).await),
+        RETURN_URL
+    );
+    // The same callback, flow cookie and all, again.
+    let replayed = browser.callback(&callback, &cookies).await;
+    assert_eq!(replayed.status(), 400);
+    let body: Value = replayed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "login_flow_unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_with_no_broadworks_user_or_with_two_is_refused_naming_no_account() {
+    let world = world(true).await;
+    for login in ["nobody@mail.example", "shared@mail.example"] {
+        let mut browser = Browser::default();
+        let url = browser.start(&world, login).await;
+        let callback = browser.sign_in(url, login, &world.gateway).await;
+        let cookies = browser.gateway.clone();
+        let response = browser.callback(&callback, &cookies).await;
+        assert_eq!(
+            location(&response),
+            format!("{RETURN_URL}?sso_error=invalid_credentials"),
+            "{login}"
+        );
+        assert!(browser.gateway.get("xsigate_session").is_none());
+    }
+    let logs = world.gateway.logs();
+    for secret in ["client-secret", "admin-pw", "code="] {
+        assert!(!logs.contains(secret), "the log holds {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_master_credentials_the_method_is_refused() {
+    let world = world(false).await;
+    let response = client()
+        .post(world.gateway.url("/api/access/services/idp/o365"))
+        .json(&json!({ "user": "alice@mail.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_login_method");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_provider_down_is_a_clear_error() {
+    let mut world = world(true).await;
+    world.idp.take();
+    let response = client()
+        .post(world.gateway.url("/api/access/services/idp/o365"))
+        .json(&json!({ "user": "alice@mail.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "plugin_failed");
+}
