@@ -406,6 +406,19 @@ async fn an_address_with_no_broadworks_user_or_with_two_is_refused_naming_no_acc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_no_provider_claims_gets_the_answer_of_a_refused_login() {
+    let world = world(true).await;
+    let response = client()
+        .post(world.gateway.url("/api/access/services/idp/o365"))
+        .json(&json!({ "user": "alice@elsewhere.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_master_credentials_the_method_is_refused() {
     let world = world(false).await;
     let response = client()

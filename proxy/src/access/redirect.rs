@@ -135,7 +135,15 @@ impl LoginApi {
                     &request.request_id,
                 ));
             }
-            Ok(_) | Err(AuthenticateError::UnknownMethod) => {
+            // A query no provider claims reaches only reverse lookups; this method is none.
+            Err(AuthenticateError::UnknownMethod) => {
+                self.count("-", method, "rejected");
+                return Ok(AccessReply::error(
+                    ErrorCode::InvalidCredentials,
+                    &request.request_id,
+                ));
+            }
+            Ok(_) => {
                 tracing::error!(
                     provider = %provider.id,
                     method,
