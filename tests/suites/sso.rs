@@ -153,6 +153,16 @@ async fn world(master: bool) -> World {
     }
 }
 
+/// Starts a single sign-on for `user` at the gateway, as a dialer does.
+async fn start(world: &World, user: &str) -> reqwest::Response {
+    client()
+        .post(world.gateway.url("/api/access/services/idp/o365"))
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// One site's cookies, as `name=value` pairs (paths and ports are not told apart: the test
 /// chooses what the callback gets itself).
 #[derive(Debug, Default, Clone)]
@@ -210,12 +220,7 @@ fn location(response: &reqwest::Response) -> String {
 impl Browser {
     /// Starts a single sign-on at the gateway; the identity provider's URL.
     async fn start(&mut self, world: &World, user: &str) -> String {
-        let response = client()
-            .post(world.gateway.url("/api/access/services/idp/o365"))
-            .json(&json!({ "user": user }))
-            .send()
-            .await
-            .unwrap();
+        let response = start(world, user).await;
         assert_eq!(response.status(), 200);
         self.gateway.absorb(&response);
         assert!(self.gateway.get("xsigate_flow").is_some(), "no flow cookie");
@@ -408,12 +413,7 @@ async fn an_address_with_no_broadworks_user_or_with_two_is_refused_naming_no_acc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_no_provider_claims_gets_the_answer_of_a_refused_login() {
     let world = world(true).await;
-    let response = client()
-        .post(world.gateway.url("/api/access/services/idp/o365"))
-        .json(&json!({ "user": "alice@elsewhere.example" }))
-        .send()
-        .await
-        .unwrap();
+    let response = start(&world, "alice@elsewhere.example").await;
     assert_eq!(response.status(), 401);
     assert!(response.headers().get("set-cookie").is_none());
 }
@@ -421,12 +421,7 @@ async fn an_address_no_provider_claims_gets_the_answer_of_a_refused_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_master_credentials_the_method_is_refused() {
     let world = world(false).await;
-    let response = client()
-        .post(world.gateway.url("/api/access/services/idp/o365"))
-        .json(&json!({ "user": "alice@mail.example" }))
-        .send()
-        .await
-        .unwrap();
+    let response = start(&world, "alice@mail.example").await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_login_method");
@@ -436,12 +431,7 @@ async fn without_master_credentials_the_method_is_refused() {
 async fn the_identity_provider_down_is_a_clear_error() {
     let mut world = world(true).await;
     world.idp.take();
-    let response = client()
-        .post(world.gateway.url("/api/access/services/idp/o365"))
-        .json(&json!({ "user": "alice@mail.example" }))
-        .send()
-        .await
-        .unwrap();
+    let response = start(&world, "alice@mail.example").await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "plugin_failed");

@@ -172,17 +172,8 @@ impl LoginApi {
             redirect_uri,
             browser: token_hash(&browser),
         };
-        let key = flow_key(&state);
-        let plain = serde_json::to_vec(&flow).map_err(internal)?;
-        let sealed = self
-            .flow_seal
-            .seal(key.as_bytes(), &plain)
-            .map_err(internal)?;
-        self.shared
-            .store
-            .kv_put(FLOWS, &key, &sealed, Some(FLOW_LIFETIME))
-            .await
-            .map_err(internal)?;
+        self.keep_sealed(FLOWS, &flow_key(&state), &flow, FLOW_LIFETIME)
+            .await?;
         self.count(&provider.id, method, "redirected");
         Ok(AccessReply::ok(&json!({ "redirect": location }))
             .header("set-cookie", flow_cookie(method, &browser, request.tls))
@@ -305,20 +296,32 @@ impl LoginApi {
             .open_session(&provider, method, user_id, grant, None)
             .await?;
         let key = hex(&token_hash(&opened.token));
-        let plain = serde_json::to_vec(&opened.answer).map_err(internal)?;
+        self.keep_sealed(RESULTS, &key, &opened.answer, RESULT_LIFETIME)
+            .await?;
+        Ok(back.redirect(&back.url, method, request.tls).header(
+            "set-cookie",
+            self.sessions.cookie(&opened.token, request.tls),
+        ))
+    }
+
+    /// Keeps `value` sealed in the store under `key`, bound to it, for `life`.
+    async fn keep_sealed(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &impl Serialize,
+        life: Duration,
+    ) -> Result<(), ErrorCode> {
+        let plain = serde_json::to_vec(value).map_err(internal)?;
         let sealed = self
             .flow_seal
             .seal(key.as_bytes(), &plain)
             .map_err(internal)?;
         self.shared
             .store
-            .kv_put(RESULTS, &key, &sealed, Some(RESULT_LIFETIME))
+            .kv_put(namespace, key, &sealed, Some(life))
             .await
-            .map_err(internal)?;
-        Ok(back.redirect(&back.url, method, request.tls).header(
-            "set-cookie",
-            self.sessions.cookie(&opened.token, request.tls),
-        ))
+            .map_err(internal)
     }
 
     /// `session/login`: the answer of the redirect login that made this session, once.
