@@ -106,7 +106,7 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
 struct World {
     gateway: Gateway,
     idp: Option<Idp>,
-    _sim: Arc<xsi_sim::Simulator>,
+    sim: Arc<xsi_sim::Simulator>,
     _secrets: tempfile::TempDir,
 }
 
@@ -125,6 +125,11 @@ async fn world(master: bool) -> World {
          client_secret_file = \"{}\"\nauthority = \"http://127.0.0.1:{idp_port}\"\n",
         plugin_library("xsigate-idp-o365").display(),
         secrets.path().join("client").display(),
+    ) + &format!(
+        "[[plugins]]\nname = \"xsi-session\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"events\"\npath = \"{}\"\n[plugins.config.providers.acme]\n",
+        plugin_library("xsigate-xsi-session").display(),
+        plugin_library("xsigate-xsi-events").display(),
     );
     let master = if master {
         format!(
@@ -140,7 +145,7 @@ async fn world(master: bool) -> World {
         &sim,
         &format!(
             "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:5173\"]\n\
-             plugins = [\"o365\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
+             plugins = [\"o365\", \"xsi-session\", \"events\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
         ),
     );
     let mut gateway = Gateway::start_at(addr, &format!("{plugins}{provider}"), &[]).await;
@@ -148,7 +153,7 @@ async fn world(master: bool) -> World {
     World {
         gateway,
         idp: Some(idp),
-        _sim: sim,
+        sim,
         _secrets: secrets,
     }
 }
@@ -339,6 +344,133 @@ async fn a_single_sign_on_logs_the_user_in_and_hands_the_dialer_its_answer_once(
         .await
         .unwrap();
     assert_eq!(session["user_id"], "alice@acme.example");
+}
+
+/// A logged-in browser: its gateway cookies and the login's answer.
+async fn logged_in(world: &World, login: &str) -> (Browser, Value) {
+    let mut browser = Browser::default();
+    let url = browser.start(world, login).await;
+    let callback = browser.sign_in(url, login, &world.gateway).await;
+    let cookies = browser.gateway.clone();
+    let response = browser.callback(&callback, &cookies).await;
+    assert_eq!(location(&response), RETURN_URL);
+    let answer: Value = browser.login_result(world).await.json().await.unwrap();
+    (browser, answer)
+}
+
+const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sign_on_session_reaches_its_own_user_on_the_masters_credentials_and_nothing_else()
+{
+    let world = world(true).await;
+    let (browser, answer) = logged_in(&world, "alice@mail.example").await;
+    let csrf = answer["csrf_token"].as_str().unwrap();
+    let send = |method: reqwest::Method, path: &str| {
+        client()
+            .request(method, world.gateway.url(&format!("{ACTIONS}{path}")))
+            .header("cookie", browser.gateway.header())
+            .header("x-csrf-token", csrf)
+    };
+
+    let own = send(reqwest::Method::GET, "/user/alice@acme.example/profile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.headers().get("set-cookie").is_none());
+    assert!(own.text().await.unwrap().contains("alice@acme.example"));
+    let reached = world.sim.platform().requests();
+    let profile = reached
+        .iter()
+        .rfind(|r| r.path.ends_with("/user/alice@acme.example/profile"))
+        .expect("the profile request reached the XSP");
+    assert_eq!(profile.auth_user.as_deref(), Some("admin@acme.example"));
+
+    // The master could read bob and set alice's password without the old one: the session
+    // may do neither, and nothing of it reaches an XSP.
+    let other = send(reqwest::Method::GET, "/user/bob@acme.example/profile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let password = send(
+        reqwest::Method::PUT,
+        "/user/alice@acme.example/profile/Password/Portal",
+    )
+    .header("content-type", "application/xml")
+    .body(
+        "<PortalPassword xmlns=\"http://schema.broadsoft.com/xsi\">\
+         <newPassword>taken-over</newPassword></PortalPassword>",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(password.status(), 403);
+    let group = send(reqwest::Method::GET, "/group/sales")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(group.status(), 403);
+    let reached: Vec<_> = world
+        .sim
+        .platform()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            ["bob@", "Password", "/group/"]
+                .iter()
+                .any(|p| r.path.contains(p))
+        })
+        .collect();
+    assert!(reached.is_empty(), "a refusal reached an XSP: {reached:?}");
+    assert_eq!(
+        world
+            .gateway
+            .metric("xsigate_plugin_xsi_session_refused_total{reason=\"password_change\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sign_on_users_events_channel_runs_on_the_masters_credentials() {
+    let world = world(true).await;
+    logged_in(&world, "alice@mail.example").await;
+    let subscribed = |world: &World| {
+        world.sim.platform().requests().into_iter().any(|r| {
+            r.method == "POST"
+                && r.path
+                    .ends_with("/com.broadsoft.xsi-events/v2.0/user/alice@acme.example")
+                && r.status < 300
+        })
+    };
+    for _ in 0..100 {
+        if subscribed(&world) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = world.sim.platform().requests();
+    let subscription = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/v2.0/user/alice@acme.example"))
+        .expect("alice's events were subscribed to");
+    assert!(subscription.status < 300, "{subscription:?}");
+    assert_eq!(
+        subscription.auth_user.as_deref(),
+        Some("admin@acme.example")
+    );
+    assert!(
+        world
+            .sim
+            .platform()
+            .channels()
+            .views()
+            .iter()
+            .any(|c| c.owner == "admin@acme.example"),
+        "no channel of the set is open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,25 @@ pub fn decoded_segments(path: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
+/// The user whose portal password a request changes (`PUT …/user/<userId>/profile/Password/
+/// Portal`, segments in any case as the XSP reads them), if it is one.
+pub fn password_change_user(method: &str, path: &str) -> Option<String> {
+    if method != "PUT" {
+        return None;
+    }
+    let decoded: Vec<String> = decoded_segments(path).collect();
+    let [.., user_root, user, profile, password, portal] = decoded.as_slice() else {
+        return None;
+    };
+    let named = |segment: &str, name: &str| segment.eq_ignore_ascii_case(name);
+    (named(user_root, "user")
+        && !user.is_empty()
+        && named(profile, "profile")
+        && named(password, "password")
+        && named(portal, "portal"))
+    .then(|| user.clone())
+}
+
 /// The XSI application a path belongs to, decided by its context path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XsiApp {
@@ -343,5 +362,42 @@ mod tests {
             "/com.broadsoft.xsi-events/v2.0/subscription?targetEntityType=System"
         );
         assert_eq!(group.level(), LoginLevel::Group);
+    }
+
+    #[test]
+    fn a_portal_password_change_names_its_user_in_any_spelling() {
+        let put = "PUT";
+        let path = |s: &str| format!("/com.broadsoft.xsi-actions/v2.0/{s}");
+        assert_eq!(
+            password_change_user(
+                put,
+                &path("user/alice@acme.example/profile/Password/Portal")
+            )
+            .as_deref(),
+            Some("alice@acme.example")
+        );
+        assert_eq!(
+            password_change_user(
+                put,
+                &path("USER/alice%40acme.example/PROFILE/password/portal")
+            )
+            .as_deref(),
+            Some("alice@acme.example")
+        );
+        for other in [
+            "user/alice@acme.example/profile/Password",
+            "user/alice@acme.example/profile/Password/Portal/x",
+            "user/alice@acme.example/services/Password/Portal",
+            "user/alice@acme.example/x/profile/Password/Portal",
+        ] {
+            assert_eq!(password_change_user(put, &path(other)), None, "{other}");
+        }
+        assert_eq!(
+            password_change_user(
+                "GET",
+                &path("user/alice@acme.example/profile/Password/Portal")
+            ),
+            None
+        );
     }
 }

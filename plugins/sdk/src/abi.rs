@@ -306,6 +306,13 @@ pub mod attr {
     /// only to plugins declaring `session_credentials`. Writable by them; writing "absent"
     /// forgets it. The host keeps what is written with the session.
     pub const SESSION_XSP_COOKIE: u32 = 15;
+    /// How the session's requests authenticate to the XSP: `password` (the user's own) or
+    /// `master` (a single sign-on, where the user typed no BroadWorks password). Shown only to
+    /// plugins declaring `session_credentials`. Writing `master` in an upstream-request filter
+    /// asks the host to put the provider's master credentials on that request once every
+    /// filter has run; the plugin never sees them, and the host refuses the write for a
+    /// session that has a password.
+    pub const SESSION_CREDENTIALS: u32 = 16;
 }
 
 /// Levels of [`HostApi::log`].

@@ -164,6 +164,13 @@ macro_rules! request_readers {
             self.exchange.attribute(abi::attr::SESSION_PASSWORD)
         }
 
+        /// Whether the session acts through the provider's master credentials (a single
+        /// sign-on: there is no [`Self::session_password`]). Only for plugins declaring
+        /// `session_credentials`.
+        pub fn session_on_master(&self) -> bool {
+            self.exchange.attribute(abi::attr::SESSION_CREDENTIALS) == Some("master")
+        }
+
         /// The XSP's session cookie (`JSESSIONID=…`) the session holds for this request's XSI
         /// web application. Only for plugins declaring `session_credentials`.
         pub fn xsp_cookie(&self) -> Option<&str> {
@@ -230,6 +237,14 @@ impl Request {
 
     request_readers!();
     header_access!();
+
+    /// Asks the host to authenticate this upstream request with the provider's master
+    /// credentials, which the plugin never sees. Only in an upstream-request filter of a plugin
+    /// declaring `session_credentials`, for a session [on master](Self::session_on_master).
+    pub fn use_master_credentials(&mut self) -> Result<(), Error> {
+        self.exchange
+            .set_attribute(abi::attr::SESSION_CREDENTIALS, Some("master"))
+    }
 }
 
 impl fmt::Debug for Request {

@@ -36,7 +36,10 @@ pub struct SessionStarted {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserCredentials {
     pub user_id: String,
-    pub password: String,
+    /// `None` for a single sign-on: the user typed no BroadWorks password, and requests for
+    /// them go with the provider's master credentials (`XsiRequest::master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 impl fmt::Debug for UserCredentials {
@@ -88,7 +91,7 @@ mod tests {
         );
         started.credentials = Some(UserCredentials {
             user_id: "alice@acme.example".to_owned(),
-            password: "secret-pw".to_owned(),
+            password: Some("secret-pw".to_owned()),
         });
         let with = serde_json::to_value(&started).unwrap();
         assert_eq!(with["user_id"], "alice@acme.example");
@@ -98,6 +101,14 @@ mod tests {
         assert!(!format!("{back:?}").contains("secret-pw"));
         let read: SessionStarted = serde_json::from_value(plain).unwrap();
         assert_eq!(read.credentials, None);
+        started.credentials = Some(UserCredentials {
+            user_id: "alice@acme.example".to_owned(),
+            password: None,
+        });
+        let single_sign_on = serde_json::to_value(&started).unwrap();
+        assert_eq!(single_sign_on.get("password"), None);
+        let back: SessionStarted = serde_json::from_value(single_sign_on).unwrap();
+        assert_eq!(back, started);
     }
 
     #[test]

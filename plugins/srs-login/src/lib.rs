@@ -155,12 +155,16 @@ impl LoginFailure {
     }
 }
 
+/// The report's reason, and the login metric's result, for a single-sign-on session.
+const UNAVAILABLE_TO_SINGLE_SIGN_ON: &str = "single_sign_on";
+
 /// A login, with the credentials the manifest's `session_credentials` brings.
 struct Started {
     unique_id: String,
     provider: String,
     user_id: String,
-    password: String,
+    /// `None` for a single sign-on, which gives no password to log the agent in with.
+    password: Option<String>,
 }
 
 impl TryFrom<SessionStarted> for Started {
@@ -225,6 +229,7 @@ impl Plugin for SrsLogin {
                     "rejected",
                     "rws_unavailable",
                     "refused",
+                    UNAVAILABLE_TO_SINGLE_SIGN_ON,
                 ] {
                     metrics.logins.inc_by(&[id, result], 0.0);
                 }
@@ -304,15 +309,26 @@ impl SrsLogin {
             // Another session of an agent already recorded: nothing more to do.
             return Ok(Some(json!({ "state": "logged_in" })));
         }
+        let Some(password) = started.password.as_deref() else {
+            // SRS takes nothing but the agent's own Basic credentials, in either mode, and a
+            // single sign-on has none: say so rather than leave the agent unrecorded silently.
+            self.metrics
+                .logins
+                .inc(&[&started.provider, UNAVAILABLE_TO_SINGLE_SIGN_ON]);
+            return Ok(Some(json!({
+                "state": "unavailable",
+                "reason": UNAVAILABLE_TO_SINGLE_SIGN_ON,
+            })));
+        };
         let profile = self
-            .profile(&started.provider, &started.user_id, &started.password)
+            .profile(&started.provider, &started.user_id, password)
             .await;
         if srs.mode == Mode::Browser {
             return Ok(Some(browser_steps(srs, &started, profile.as_ref())));
         }
         let sealed = self
             .host
-            .seal(PASSWORD_CONTEXT, started.password.as_bytes())
+            .seal(PASSWORD_CONTEXT, password.as_bytes())
             .await?;
         // The agent is known before SRS is called: should this hook be cut short (its time
         // limit, a slow SRS), the worker retries the login.
@@ -336,10 +352,7 @@ impl SrsLogin {
             agent.generation
         };
         let result = match &profile {
-            Some(profile) => {
-                self.log_in(srs, &started.provider, profile, &started.password)
-                    .await
-            }
+            Some(profile) => self.log_in(srs, &started.provider, profile, password).await,
             None => Err(LoginFailure::Unreachable),
         };
         let report = match &result {

@@ -163,9 +163,6 @@ impl<'a> ChannelSet<'a> {
             }
             _ => None,
         };
-        if record.user_id.is_some() && password.is_none() {
-            return Err(Error::msg("a user's channel set has no password"));
-        }
         Ok(Self {
             plugin,
             key,

@@ -101,7 +101,8 @@ enum Command {
         provider: String,
         unique_id: String,
         user_id: String,
-        password: String,
+        /// `None` for a single sign-on: the set opens with the master's credentials.
+        password: Option<String>,
     },
     Stop {
         provider: String,
@@ -115,7 +116,8 @@ pub(crate) struct SetRecord {
     provider: String,
     /// The user whose credentials open the set; `None` for the provider's master credentials.
     user_id: Option<String>,
-    /// The user's password, sealed by the host under [`password_context`].
+    /// The user's password, sealed by the host under [`password_context`]; `None` with a
+    /// `user_id` for a single-sign-on user, whose set the master's credentials open.
     sealed_password: Option<String>,
     channel_set_id: String,
     subscriptions: Vec<SubscriptionRecord>,
@@ -401,14 +403,18 @@ impl XsiEvents {
                     if sets.running.contains_key(&key) {
                         continue;
                     }
-                    let sealed = self
-                        .host
-                        .seal(&password_context(&provider, &user_id), password.as_bytes())
-                        .await?;
+                    let sealed_password = match password {
+                        Some(password) => {
+                            let context = password_context(&provider, &user_id);
+                            let sealed = self.host.seal(&context, password.as_bytes()).await?;
+                            Some(base64_encode(&sealed))
+                        }
+                        None => None,
+                    };
                     let record = SetRecord {
                         provider,
                         user_id: Some(user_id),
-                        sealed_password: Some(base64_encode(&sealed)),
+                        sealed_password,
                         channel_set_id: channel::new_set_id(),
                         subscriptions: Vec::new(),
                     };

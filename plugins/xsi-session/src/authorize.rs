@@ -17,16 +17,25 @@ pub enum Refusal {
     OutOfScope,
     /// Not an XSI resource a dialer uses (unknown version, unknown root).
     UnknownResource,
+    /// A single-sign-on session setting the BroadWorks password: it never proved it knows the
+    /// current one, and the master's credentials would set it without asking.
+    PasswordChange,
 }
 
 impl Refusal {
-    pub const ALL: [Self; 3] = [Self::OtherUser, Self::OutOfScope, Self::UnknownResource];
+    pub const ALL: [Self; 4] = [
+        Self::OtherUser,
+        Self::OutOfScope,
+        Self::UnknownResource,
+        Self::PasswordChange,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OtherUser => "other_user",
             Self::OutOfScope => "out_of_scope",
             Self::UnknownResource => "unknown_resource",
+            Self::PasswordChange => "password_change",
         }
     }
 }

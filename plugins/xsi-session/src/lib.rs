@@ -7,7 +7,10 @@
 //!   administrator (see [`authorize`]).
 //! - **Upstream-request filter:** puts the session's Basic credentials on the request (the XSP
 //!   requires them on every request, even with a session cookie) and the XSP's `JSESSIONID`
-//!   for the request's web application, which spares the XSP the password check.
+//!   for the request's web application, which spares the XSP the password check. A
+//!   single-sign-on session has no password: the host puts the provider's master credentials
+//!   on its requests instead, at this plugin's word, after the request filter held the
+//!   session to its own user's resources (and refused it a change of the BroadWorks password).
 //! - **Response filter:** keeps a `JSESSIONID` the XSP sets with the session, moving the
 //!   session to the XSP that set it (after a failover). When the XSP challenges a request
 //!   that carried a cookie, the cookie is forgotten and the request sent once more on the
@@ -15,7 +18,7 @@
 //!   `Set-Cookie` and the Basic challenge from every session response.
 //!
 //! Requests without a session (plain XSI clients with their own credentials) pass untouched.
-//! The plugin never sees master credentials: the host keeps those for its own calls.
+//! The plugin never sees master credentials: the host keeps those, and applies them itself.
 
 pub mod authorize;
 
@@ -48,7 +51,7 @@ impl Plugin for XsiSession {
         let refused = host.counter(
             "refused_total",
             "Session requests refused before reaching the XSP, by reason (other_user, \
-             out_of_scope, unknown_resource).",
+             out_of_scope, unknown_resource, password_change).",
             &["reason"],
         )?;
         let reauthentications = host.counter(
@@ -92,7 +95,17 @@ impl RequestFilter for XsiSession {
         let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
             return Ok(Decision::Continue);
         };
-        match authorize(request.path(), &session) {
+        let refused = authorize(request.path(), &session).and_then(|()| {
+            let sets_password =
+                xsigate_broadworks::password_change_user(request.method(), request.path())
+                    .is_some();
+            if sets_password && request.session_on_master() {
+                Err(Refusal::PasswordChange)
+            } else {
+                Ok(())
+            }
+        });
+        match refused {
             Ok(()) => Ok(Decision::Continue),
             Err(refusal) => {
                 self.refused.inc(&[refusal.as_str()]);
@@ -115,14 +128,18 @@ impl UpstreamRequestFilter for XsiSession {
         let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
             return Ok(());
         };
-        let Some(password) = request.session_password() else {
+        if let Some(password) = request.session_password() {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{password}", session.user_id));
+            request.set_header("authorization", &format!("Basic {encoded}"))?;
+        } else if request.session_on_master() {
+            // A single sign-on: the request filter held the session to its own user's
+            // resources, so the master's wider reach never serves anyone else.
+            request.use_master_credentials()?;
+        } else {
             return Err(Error::msg("the host showed no session credentials"));
-        };
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{password}", session.user_id));
-        let authorization = format!("Basic {encoded}");
+        }
         let cookie = request.xsp_cookie().map(str::to_owned);
-        request.set_header("authorization", &authorization)?;
         if let Some(cookie) = cookie {
             request.set_header("cookie", &cookie)?;
         }

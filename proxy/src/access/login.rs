@@ -209,7 +209,7 @@ impl LoginApi {
             unique_id: unique_id.clone(),
             provider: provider.id.clone(),
             level,
-            credentials: password.map(|password| UserCredentials {
+            credentials: Some(UserCredentials {
                 user_id: issued.session.user_id.clone(),
                 password,
             }),

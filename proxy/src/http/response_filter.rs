@@ -10,7 +10,6 @@ use pingora::{Error, ErrorType, Result};
 use super::ProxyApp;
 use super::context::{BodyOverride, RequestCtx, Target, client_ip, plugin_failed};
 use super::headers;
-use super::route;
 use crate::plugin::Exchange;
 use crate::wire::error::{ErrorCode, error_body_with_status};
 use crate::wire::headers::{REQUEST_ID, XSP_PIN};
@@ -159,8 +158,9 @@ impl ProxyApp {
             return false;
         }
         let request = session.req_header();
-        let changed = route::password_change_user(&request.method, request.uri.path())
-            .filter(|_| response.status.is_success());
+        let changed =
+            xsigate_broadworks::password_change_user(request.method.as_str(), request.uri.path())
+                .filter(|_| response.status.is_success());
         // The XSP refused a session's password (the last try of a session request carries no
         // stale cookie): it changed elsewhere, or the account is locked. Replaying it would
         // spend, or extend, the user's BroadWorks lockout.

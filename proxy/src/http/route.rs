@@ -1,7 +1,7 @@
 //! Which kind of request this is, decided from the path alone, and whether the path means one
 //! thing only.
 
-use xsigate_broadworks::{XsiApp, decoded_segments};
+use xsigate_broadworks::XsiApp;
 
 use crate::access::Endpoint;
 use crate::wire::error::ErrorCode;
@@ -163,25 +163,6 @@ pub fn path_user_id(path: &str) -> Option<String> {
     decoded(segments.next().filter(|s| !s.is_empty())?)
 }
 
-/// The user whose portal password a request changes (`PUT …/user/<userId>/profile/Password/
-/// Portal`, segments in any case as the XSP reads them), if it is one.
-pub fn password_change_user(method: &http::Method, path: &str) -> Option<String> {
-    if method != http::Method::PUT {
-        return None;
-    }
-    let decoded: Vec<String> = decoded_segments(path).collect();
-    let [.., user_root, user, profile, password, portal] = decoded.as_slice() else {
-        return None;
-    };
-    let named = |segment: &str, name: &str| segment.eq_ignore_ascii_case(name);
-    (named(user_root, "user")
-        && !user.is_empty()
-        && named(profile, "profile")
-        && named(password, "password")
-        && named(portal, "portal"))
-    .then(|| user.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,43 +275,6 @@ mod tests {
             );
         }
         assert_eq!(check_path(&"/a".repeat(2000)), Err(PathError::TooLong));
-    }
-
-    #[test]
-    fn a_portal_password_change_names_its_user_in_any_spelling() {
-        let put = http::Method::PUT;
-        let path = |s: &str| format!("/com.broadsoft.xsi-actions/v2.0/{s}");
-        assert_eq!(
-            password_change_user(
-                &put,
-                &path("user/alice@acme.example/profile/Password/Portal")
-            )
-            .as_deref(),
-            Some("alice@acme.example")
-        );
-        assert_eq!(
-            password_change_user(
-                &put,
-                &path("USER/alice%40acme.example/PROFILE/password/portal")
-            )
-            .as_deref(),
-            Some("alice@acme.example")
-        );
-        for other in [
-            "user/alice@acme.example/profile/Password",
-            "user/alice@acme.example/profile/Password/Portal/x",
-            "user/alice@acme.example/services/Password/Portal",
-            "user/alice@acme.example/x/profile/Password/Portal",
-        ] {
-            assert_eq!(password_change_user(&put, &path(other)), None, "{other}");
-        }
-        assert_eq!(
-            password_change_user(
-                &http::Method::GET,
-                &path("user/alice@acme.example/profile/Password/Portal")
-            ),
-            None
-        );
     }
 
     #[test]

@@ -79,6 +79,9 @@ impl ProxyApp {
         let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::forward_client(upstream_request, client_ip, tls)?;
+        if let Some(bound) = ctx.session.as_mut() {
+            bound.master_credentials = false;
+        }
         // Plugins may run again when the request is retried on another XSP.
         for plugin in &self.plugins.chain(&provider).upstream_request {
             let mut exchange =
@@ -88,6 +91,17 @@ impl ProxyApp {
             if let Err(failure) = plugin.upstream_request_filter(&mut exchange).await {
                 return Err(plugin_failed(ctx, plugin, &failure));
             }
+        }
+        if ctx.session.as_ref().is_some_and(|b| b.master_credentials) {
+            // A single-sign-on session: the plugin that authorized the request asked for the
+            // master's credentials, which no plugin sees.
+            let Some(master) = &provider.master else {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "a single-sign-on session on a provider without master credentials",
+                );
+            };
+            upstream_request.insert_header(http::header::AUTHORIZATION, master.authorization())?;
         }
         Ok(())
     }

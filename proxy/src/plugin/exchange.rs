@@ -151,6 +151,13 @@ impl<'a> Exchange<'a> {
                 session.secrets.password.as_deref()?
             }
             attr::SESSION_XSP_COOKIE if self.credentials_visible => bound.xsp_cookie.as_deref()?,
+            attr::SESSION_CREDENTIALS if self.credentials_visible => {
+                if session.secrets.password.is_some() {
+                    "password"
+                } else {
+                    "master"
+                }
+            }
             _ => return None,
         };
         Some(text.as_bytes())
@@ -168,6 +175,17 @@ impl<'a> Exchange<'a> {
                     bound.xsp_cookie = value.map(str::to_owned);
                     bound.changed = true;
                 }
+                true
+            }
+            // Only a session without a password of its own may borrow the master's; the
+            // host applies them after the last upstream-request filter.
+            attr::SESSION_CREDENTIALS
+                if visible
+                    && value == Some("master")
+                    && bound.session.secrets.password.is_none()
+                    && matches!(self.message, Message::Request(_)) =>
+            {
+                bound.master_credentials = true;
                 true
             }
             attr::SESSION_XSP => {

@@ -75,6 +75,9 @@ pub struct BoundSession {
     pub xsp: Option<String>,
     pub xsp_cookie: Option<String>,
     pub changed: bool,
+    /// A plugin asked for the provider's master credentials on the upstream request being
+    /// prepared (a single-sign-on session); cleared before each preparation.
+    pub master_credentials: bool,
 }
 
 impl BoundSession {
@@ -88,6 +91,7 @@ impl BoundSession {
             xsp,
             xsp_cookie,
             changed: false,
+            master_credentials: false,
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct Master {
     pub password: Secret,
 }
 
+impl Master {
+    /// The `Authorization` value the master's requests carry.
+    pub fn authorization(&self) -> String {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.user, self.password.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
 impl Provider {
     /// A client for requests the host itself sends to this provider's upstreams: it trusts what
     /// the proxy trusts (`ca_file`, else the system roots) and never follows redirects.
