@@ -7,6 +7,7 @@
 //   shape: entra:<tenant-id> | onelogin:<subdomain>
 // Prints `ready <issuer>` when it listens.
 
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -20,6 +21,58 @@ if (!prefix || !name || !port || !clientId || !clientSecret || !redirectUri) {
 }
 const issuer = `http://127.0.0.1:${port}${prefix}`;
 
+// The signing key is ours, so that a test can have this provider lie with it: see `forge`.
+const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'signing-1', alg: 'RS256', use: 'sig' };
+
+// How the next ID tokens are spoiled (`POST /__test/tamper/<mode>`; `honest` undoes it), and
+// how often the key set was read (`GET /__test/jwks-reads`).
+let tamper = 'honest';
+let jwksReads = 0;
+
+const b64 = (data) => Buffer.from(data).toString('base64url');
+const signed = (header, payload, sign) => {
+  const input = `${b64(JSON.stringify(header))}.${b64(JSON.stringify(payload))}`;
+  return `${input}.${b64(sign(Buffer.from(input)))}`;
+};
+const rs256 = (key) => (input) => crypto.sign('sha256', input, key);
+
+// Each lie a relying party must see through, told with what an attacker could have.
+function forge(idToken, mode) {
+  const [encodedHeader, encodedPayload, signature] = idToken.split('.');
+  const header = JSON.parse(Buffer.from(encodedHeader, 'base64url'));
+  const payload = JSON.parse(Buffer.from(encodedPayload, 'base64url'));
+  const now = Math.floor(Date.now() / 1000);
+  const ours = rs256(privateKey);
+  switch (mode) {
+    // Another user's address under the genuine signature.
+    case 'signature':
+      return `${encodedHeader}.${b64(JSON.stringify({ ...payload, email: 'alice@mail.example', preferred_username: 'alice@mail.example' }))}.${signature}`;
+    case 'aud':
+      return signed(header, { ...payload, aud: 'another-client' }, ours);
+    case 'iss':
+      return signed(header, { ...payload, iss: issuer.replace('127.0.0.1', '127.0.0.2') }, ours);
+    case 'expired':
+      return signed(header, { ...payload, iat: now - 7200, exp: now - 3600 }, ours);
+    case 'nonce':
+      return signed(header, { ...payload, nonce: 'not-the-flows-nonce' }, ours);
+    // A key the provider never published, however often its key set is read.
+    case 'kid': {
+      const { privateKey: stranger } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+      return signed({ ...header, kid: 'never-published' }, payload, rs256(stranger));
+    }
+    case 'none':
+      return `${b64(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${encodedPayload}.`;
+    // The published public key used as an HMAC secret: the classic algorithm confusion.
+    case 'hs256': {
+      const secret = publicKey.export({ format: 'pem', type: 'spki' });
+      return signed({ ...header, alg: 'HS256' }, payload, (input) => crypto.createHmac('sha256', secret).update(input).digest());
+    }
+    default:
+      return idToken;
+  }
+}
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: clientId,
@@ -30,6 +83,7 @@ const provider = new Provider(issuer, {
     // Entra ID takes the secret in the form; OneLogin's default is HTTP Basic.
     token_endpoint_auth_method: kind === 'entra' ? 'client_secret_post' : 'client_secret_basic',
   }],
+  jwks: { keys: [signingKey] },
   pkce: { required: () => true },
   // Both services put the profile claims in the ID token itself.
   conformIdTokenClaims: false,
@@ -41,8 +95,26 @@ const provider = new Provider(issuer, {
   }),
 });
 
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/token' && ctx.body?.id_token && tamper !== 'honest') {
+    ctx.body = { ...ctx.body, id_token: forge(ctx.body.id_token, tamper) };
+  }
+});
+
 const handle = provider.callback();
 http.createServer((req, res) => {
+  const test = req.url.match(/^\/__test\/tamper\/([a-z0-9]+)$/);
+  if (req.method === 'POST' && test) {
+    tamper = test[1];
+    res.end(tamper);
+    return;
+  }
+  if (req.url === '/__test/jwks-reads') {
+    res.end(String(jwksReads));
+    return;
+  }
+  if (req.url === `${prefix}/jwks`) jwksReads += 1;
   if (!req.url.startsWith(prefix)) {
     res.statusCode = 404;
     res.end();

@@ -106,6 +106,8 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
 struct World {
     gateway: Gateway,
     idp: Option<Idp>,
+    /// The identity provider's own root, for its test controls.
+    idp_root: String,
     sim: Arc<xsi_sim::Simulator>,
     _secrets: tempfile::TempDir,
 }
@@ -153,6 +155,7 @@ async fn world(master: bool) -> World {
     World {
         gateway,
         idp: Some(idp),
+        idp_root: format!("http://127.0.0.1:{idp_port}"),
         sim,
         _secrets: secrets,
     }
@@ -567,4 +570,168 @@ async fn the_identity_provider_down_is_a_clear_error() {
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "plugin_failed");
+}
+
+impl World {
+    /// Has the identity provider spoil the ID tokens it issues from now on.
+    async fn tamper(&self, mode: &str) {
+        let response = client()
+            .post(format!("{}/__test/tamper/{mode}", self.idp_root))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn jwks_reads(&self) -> u32 {
+        client()
+            .get(format!("{}/__test/jwks-reads", self.idp_root))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Signs in as `login` at an identity provider that lies as `mode` says: the callback must end
+/// on the dialer with a refusal, no session, and no directory search for anyone.
+async fn refused_when_the_id_token_lies(mode: &str, login: &str) -> World {
+    let world = world(true).await;
+    world.tamper(mode).await;
+    let mut browser = Browser::default();
+    let url = browser.start(&world, login).await;
+    let callback = browser.sign_in(url, login, &world.gateway).await;
+    let cookies = browser.gateway.clone();
+    let response = browser.callback(&callback, &cookies).await;
+    assert_eq!(response.status(), 303, "{mode}");
+    assert_eq!(
+        location(&response),
+        format!("{RETURN_URL}?sso_error=invalid_credentials"),
+        "{mode}"
+    );
+    assert!(browser.gateway.get("xsigate_session").is_none(), "{mode}");
+    let searched: Vec<_> = world
+        .sim
+        .platform()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/directories/"))
+        .collect();
+    assert!(searched.is_empty(), "{mode}: {searched:?}");
+    assert_eq!(
+        world
+            .gateway
+            .metric("xsigate_logins_total{method=\"o365\",provider=\"acme\",result=\"rejected\"}")
+            .await,
+        Some(1.0),
+        "{mode}"
+    );
+    world
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_with_another_users_address_under_the_genuine_signature_is_refused() {
+    refused_when_the_id_token_lies("signature", "nobody@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_for_another_audience_is_refused() {
+    refused_when_the_id_token_lies("aud", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_from_another_issuer_is_refused() {
+    refused_when_the_id_token_lies("iss", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_id_token_is_refused() {
+    refused_when_the_id_token_lies("expired", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_with_another_flows_nonce_is_refused() {
+    refused_when_the_id_token_lies("nonce", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_signed_with_an_unpublished_key_is_refused_after_one_key_refresh() {
+    let world = refused_when_the_id_token_lies("kid", "alice@mail.example").await;
+    // The flow read the keys once; the unknown key id made it read them once more.
+    assert_eq!(world.jwks_reads().await, 2);
+    // A second made-up key id within the refresh interval reads them no more.
+    let mut browser = Browser::default();
+    let url = browser.start(&world, "alice@mail.example").await;
+    let callback = browser
+        .sign_in(url, "alice@mail.example", &world.gateway)
+        .await;
+    let cookies = browser.gateway.clone();
+    let response = browser.callback(&callback, &cookies).await;
+    assert_eq!(
+        location(&response),
+        format!("{RETURN_URL}?sso_error=invalid_credentials")
+    );
+    assert_eq!(world.jwks_reads().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_id_token_is_refused() {
+    refused_when_the_id_token_lies("none", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_signed_with_hmac_over_the_public_key_is_refused() {
+    refused_when_the_id_token_lies("hs256", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_replayed_into_another_flow_is_refused() {
+    let world = world(true).await;
+    let mut first = Browser::default();
+    let url = first.start(&world, "alice@mail.example").await;
+    let callback = first
+        .sign_in(url, "alice@mail.example", &world.gateway)
+        .await;
+    let cookies = first.gateway.clone();
+    assert_eq!(
+        location(&first.callback(&callback, &cookies).await),
+        RETURN_URL
+    );
+
+    // The spent code, carried into a fresh flow of another browser with that flow's state.
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut second = Browser::default();
+    let url = second.start(&world, "alice@mail.example").await;
+    let state = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut replay = url::Url::parse(&callback).unwrap();
+    replay
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &code)
+        .append_pair("state", &state);
+    let cookies = second.gateway.clone();
+    let response = second.callback(replay.as_str(), &cookies).await;
+    assert_eq!(response.status(), 303);
+    assert!(
+        location(&response).starts_with(&format!("{RETURN_URL}?sso_error=")),
+        "{}",
+        location(&response)
+    );
+    assert!(second.gateway.get("xsigate_session").is_none());
 }

@@ -31,6 +31,8 @@ pub struct Metadata {
 struct Cached {
     metadata: Option<(Metadata, Instant)>,
     keys: Option<(SigningKeys, Instant)>,
+    /// When an unknown `kid` last made the keys be fetched.
+    refreshed: Option<Instant>,
 }
 
 /// One identity provider, named by its issuer.
@@ -94,13 +96,23 @@ impl IdentityProvider {
         Ok(metadata)
     }
 
-    /// The signing keys: cached, or fetched when old, or when `refresh` asks and the last
-    /// fetch is at least [`KEYS_REFRESH_MIN`] old.
+    /// The signing keys: cached, or fetched when old, or when `refresh` asks (a token named
+    /// a key the cache lacks) and no refresh happened in the last [`KEYS_REFRESH_MIN`]. The
+    /// first rotation is seen at once, even right after a fetch.
     pub async fn keys(&self, refresh: bool) -> Result<SigningKeys, Error> {
-        if let Some((keys, at)) = &self.cached().keys {
-            let age = at.elapsed();
-            if age < KEYS_LIFE && !(refresh && age >= KEYS_REFRESH_MIN) {
-                return Ok(keys.clone());
+        {
+            let mut cached = self.cached();
+            let may_refresh = refresh
+                && cached
+                    .refreshed
+                    .is_none_or(|at| at.elapsed() >= KEYS_REFRESH_MIN);
+            if let Some((keys, at)) = &cached.keys {
+                if at.elapsed() < KEYS_LIFE && !may_refresh {
+                    return Ok(keys.clone());
+                }
+            }
+            if may_refresh {
+                cached.refreshed = Some(Instant::now());
             }
         }
         let metadata = self.metadata().await?;
