@@ -6,6 +6,7 @@
 //! documents in [`xml`].
 
 pub mod calls;
+pub mod directories;
 pub mod directory;
 pub mod events;
 pub mod firebase;

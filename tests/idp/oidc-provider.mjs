@@ -9,7 +9,9 @@
 
 import crypto from 'node:crypto';
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+
+const GRAPH = 'https://graph.microsoft.com';
 
 const [shape, port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
 const [kind, name] = (shape ?? '').split(':');
@@ -87,7 +89,20 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   // Both services put the profile claims in the ID token itself.
   conformIdTokenClaims: false,
-  features: { clientCredentials: { enabled: true } },
+  features: {
+    clientCredentials: { enabled: true },
+    // Entra ID's app-only tokens: JWTs for Microsoft Graph, asked for by `<graph>/.default`.
+    resourceIndicators: {
+      enabled: kind === 'entra',
+      defaultResource: () => GRAPH,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (_ctx, resource) => {
+        if (resource !== GRAPH) throw new errors.InvalidTarget();
+        return { scope: `${GRAPH}/.default`, audience: GRAPH, accessTokenFormat: 'jwt', accessTokenTTL: 3600 };
+      },
+    },
+  },
+  ttl: { ClientCredentials: 3600 },
   claims: { email: ['email'], profile: ['preferred_username', 'name'] },
   findAccount: async (_ctx, id) => ({
     accountId: id,

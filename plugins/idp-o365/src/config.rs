@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use xsigate_oidc::Algorithm;
+use xsigate_oidc::{Algorithm, EmailClaim};
 use xsigate_plugin_sdk::{Error, secret};
 
 #[derive(Debug, Deserialize)]
@@ -62,27 +62,6 @@ fn default_algorithms() -> Vec<Algorithm> {
     vec![Algorithm::RS256]
 }
 
-/// Where the ID token carries the address: `email` (an optional claim in Entra ID, which needs
-/// the `email` scope), `preferred_username` (usually the user principal name), or `upn`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailClaim {
-    #[default]
-    Email,
-    PreferredUsername,
-    Upn,
-}
-
-impl EmailClaim {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Email => "email",
-            Self::PreferredUsername => "preferred_username",
-            Self::Upn => "upn",
-        }
-    }
-}
-
 impl Tenant {
     /// Checks the table; errors name `providers.<id>.<key>`.
     pub fn validate(&self, id: &str) -> Result<(), Error> {
@@ -109,17 +88,7 @@ impl Tenant {
                 return Err(key(name, "must be an http or https URL without a query"));
             }
         }
-        if self.algorithms.is_empty()
-            || self
-                .algorithms
-                .iter()
-                .any(|alg| matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
-        {
-            return Err(key(
-                "algorithms",
-                "name at least one public-key algorithm (RS256, PS256, ES256, ...)",
-            ));
-        }
+        xsigate_oidc::check_algorithms(&self.algorithms).map_err(|why| key("algorithms", why))?;
         Ok(())
     }
 
@@ -127,15 +96,6 @@ impl Tenant {
     pub fn issuer(&self) -> String {
         format!(
             "{}/{}/v2.0",
-            self.authority.trim_end_matches('/'),
-            self.tenant
-        )
-    }
-
-    /// The tenant's v2.0 token endpoint, for the app-only token of directory lookups.
-    pub fn token_endpoint(&self) -> String {
-        format!(
-            "{}/{}/oauth2/v2.0/token",
             self.authority.trim_end_matches('/'),
             self.tenant
         )

@@ -6,79 +6,49 @@
 //!
 //! The option is offered at ZTP only to an address Microsoft Graph finds in the provider's
 //! tenant (`mail` or user principal name), so it reveals what the tenant's own sign-in page
-//! would. The host runs the redirect flow; this plugin builds the authorization URL and checks
-//! what comes back (see `docs/sso.md`).
+//! would. The host runs the redirect flow; `xsigate-oidc` builds the authorization URL and
+//! checks what comes back (see `docs/sso.md`).
 
 mod config;
 mod graph;
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value, json};
-use xsigate_broadworks::directory::{Lookup, option};
-use xsigate_broadworks::rejected;
-use xsigate_oidc::{RelyingParty, TokenAuth, email_of};
+use xsigate_broadworks::directory::Lookup;
+use xsigate_oidc::{EmailSignIn, RelyingParty, TokenAuth};
 use xsigate_plugin_sdk::{
-    Authentication, Error, FlowStage, Grant, Host, IdentityProvider, Login, LoginOption,
-    LoginQuery, Manifest, Plugin, serde_json,
+    Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
 };
 
 use config::{Config, Tenant};
-use graph::Directory;
+use graph::Graph;
 
 /// The login method this plugin serves.
 pub const METHOD: &str = "o365";
-
-/// One provider's tenant: the relying party, the directory, and the claim.
-#[derive(Debug)]
-struct TenantClient {
-    relying_party: RelyingParty,
-    directory: Directory,
-    email_claim: String,
-}
 
 #[derive(Debug)]
 pub struct O365Idp {
     label: String,
     lookup: Lookup,
-    tenants: HashMap<String, TenantClient>,
+    tenants: HashMap<String, EmailSignIn<Graph>>,
 }
 
-impl TenantClient {
-    fn new(host: Host, id: &str, tenant: &Tenant) -> Result<Self, Error> {
-        tenant.validate(id)?;
-        let secret = tenant.client_secret(id)?;
-        Ok(Self {
-            relying_party: RelyingParty::new(
-                host,
-                tenant.issuer(),
-                tenant.client_id.clone(),
-                secret.clone(),
-                TokenAuth::ClientSecretPost,
-                scope(tenant.email_claim.name()),
-                tenant.algorithms.clone(),
-            ),
-            directory: Directory::new(
-                host,
-                tenant.token_endpoint(),
-                &tenant.graph_url,
-                tenant.client_id.clone(),
-                secret,
-            ),
-            email_claim: tenant.email_claim.name().to_owned(),
-        })
-    }
-}
-
-/// `openid`, with `email` when that claim is wanted (Entra ID sends it only then) and
-/// `profile` for `preferred_username`.
-fn scope(claim: &str) -> String {
-    match claim {
-        "email" => "openid email",
-        "preferred_username" => "openid profile",
-        _ => "openid",
-    }
-    .to_owned()
+fn sign_in(host: Host, id: &str, tenant: &Tenant) -> Result<EmailSignIn<Graph>, Error> {
+    tenant.validate(id)?;
+    let relying_party = RelyingParty::new(
+        host,
+        tenant.issuer(),
+        tenant.client_id.clone(),
+        tenant.client_secret(id)?,
+        TokenAuth::ClientSecretPost,
+        tenant.email_claim.scope(),
+        tenant.algorithms.clone(),
+    );
+    Ok(EmailSignIn {
+        relying_party,
+        directory: Graph::new(host, &tenant.graph_url),
+        email_claim: tenant.email_claim,
+    })
 }
 
 impl Plugin for O365Idp {
@@ -88,7 +58,7 @@ impl Plugin for O365Idp {
         let tenants = config
             .providers
             .iter()
-            .map(|(id, tenant)| Ok((id.clone(), TenantClient::new(host, id, tenant)?)))
+            .map(|(id, tenant)| Ok((id.clone(), sign_in(host, id, tenant)?)))
             .collect::<Result<_, Error>>()?;
         Ok(Self {
             label: config.label,
@@ -107,109 +77,26 @@ impl Plugin for O365Idp {
     }
 }
 
-/// An e-mail address: `local@domain` with a dotted domain and nothing a URL or a filter
-/// would read specially.
-fn is_email(text: &str) -> bool {
-    text.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.contains('@')
-            && text
-                .chars()
-                .all(|c| c.is_ascii_graphic() && c != '\'' && c != '*')
-    })
-}
-
 impl IdentityProvider for O365Idp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
-        let address = query.query.trim();
         let Some(tenant) = self.tenants.get(&query.provider) else {
             return Ok(Vec::new());
         };
-        if !is_email(address) || !tenant.directory.knows(address).await? {
-            return Ok(Vec::new());
-        }
-        let mut offered = option(METHOD, &self.label);
-        offered
-            .details
-            .insert("requires".to_owned(), json!(["master", "email"]));
-        Ok(vec![offered])
+        Ok(tenant
+            .option_for(&query.query, METHOD, &self.label)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
-        let Some(flow) = &login.flow else {
-            return Err(Error::msg(
-                "a single sign-on needs the host's redirect flow",
-            ));
-        };
-        let Some(tenant) = self.tenants.get(&login.provider) else {
-            return Ok(rejected("the provider has no tenant for this method"));
-        };
-        match flow.stage {
-            FlowStage::Start => {
-                let hint = Some(login.user.trim()).filter(|user| is_email(user));
-                let location = tenant.relying_party.authorization_url(flow, hint).await?;
-                Ok(Authentication::Redirect { location })
-            }
-            FlowStage::Callback => self.callback(tenant, &login, &login.params, flow).await,
-        }
-    }
-}
-
-impl O365Idp {
-    async fn callback(
-        &self,
-        tenant: &TenantClient,
-        login: &Login,
-        params: &Map<String, Value>,
-        flow: &xsigate_plugin_sdk::RedirectFlow,
-    ) -> Result<Authentication, Error> {
-        let claims = match tenant.relying_party.finish(params, flow).await? {
-            Ok(claims) => claims,
-            Err(declined) => return Ok(rejected(&declined.to_string())),
-        };
-        let Some(address) = email_of(&claims, std::slice::from_ref(&tenant.email_claim)) else {
-            return Ok(rejected("the ID token carries no usable e-mail address"));
-        };
-        match self
-            .lookup
-            .sole_user_by_email(&login.provider, &address)
-            .await?
-        {
-            Ok(user) => Ok(Authentication::Authenticated {
-                user_id: user.user_id,
-                grant: Grant::default(),
-            }),
-            Err(reason) => Ok(rejected(reason)),
+        match self.tenants.get(&login.provider) {
+            Some(tenant) => tenant.authenticate(&self.lookup, &login).await,
+            None => Ok(xsigate_broadworks::rejected(
+                "the provider has no tenant for this method",
+            )),
         }
     }
 }
 
 xsigate_plugin_sdk::export_plugin!(O365Idp => IdentityProvider);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_addresses_are_looked_up() {
-        assert!(is_email("alice.smith@acme.com"));
-        for not in [
-            "alice",
-            "a@localhost",
-            "o'brien@acme.com",
-            "*@acme.com",
-            "a b@acme.com",
-            "a@b@acme.com",
-        ] {
-            assert!(!is_email(not), "{not}");
-        }
-    }
-
-    #[test]
-    fn the_scope_asks_for_the_claim_that_carries_the_address() {
-        assert_eq!(scope("email"), "openid email");
-        assert_eq!(scope("preferred_username"), "openid profile");
-        assert_eq!(scope("upn"), "openid");
-    }
-}

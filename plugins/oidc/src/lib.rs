@@ -11,12 +11,19 @@
 //! - [`id_token`]: the checks of OpenID Connect Core §3.1.3.7, with an allow-list of
 //!   algorithms (`none` and HMAC are never on it).
 //! - [`relying_party`]: the authorization URL, and the callback: code exchange, then the ID
-//!   token.
+//!   token; app-only tokens by client credentials.
+//! - [`email_sign_in`]: the e-mail reverse lookup both plugins are: the option offered to
+//!   addresses the company directory knows, the verified address matched to one BroadWorks
+//!   user.
 
+pub mod email_sign_in;
 pub mod id_token;
 pub mod provider;
 pub mod relying_party;
 
+pub use email_sign_in::{
+    AppToken, CompanyDirectory, EmailClaim, EmailSignIn, check_algorithms, is_email,
+};
 pub use id_token::{Expectations, Refusal, SigningKeys};
 pub use jsonwebtoken::Algorithm;
 pub use provider::{IdentityProvider, Metadata};

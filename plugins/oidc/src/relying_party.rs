@@ -212,6 +212,43 @@ impl RelyingParty {
         }
     }
 
+    /// An app-only access token from the identity provider's token endpoint (RFC 6749 §4.4,
+    /// client credentials) for `scope`: the token and its lifetime in seconds.
+    pub async fn client_credentials(&self, scope: &str) -> Result<(String, u64), Error> {
+        #[derive(Deserialize)]
+        struct Granted {
+            access_token: String,
+            expires_in: u64,
+        }
+        let metadata = self.provider.metadata().await?;
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials")
+                .append_pair("scope", scope);
+            if self.token_auth == TokenAuth::ClientSecretPost {
+                form.append_pair("client_id", &self.client_id)
+                    .append_pair("client_secret", &self.client_secret);
+            }
+            form.finish()
+        };
+        let mut request = HttpRequest::post(&metadata.token_endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .timeout(TOKEN_TIMEOUT);
+        if self.token_auth == TokenAuth::ClientSecretBasic {
+            request = request.header("authorization", &self.basic_authorization());
+        }
+        let response = self.host.http(request.body(body)).await?;
+        if !response.is_success() {
+            return Err(Error::msg(format!(
+                "the identity provider refused the app's client credentials ({})",
+                response.status
+            )));
+        }
+        let granted: Granted = response.json()?;
+        Ok((granted.access_token, granted.expires_in))
+    }
+
     /// RFC 6749 §2.3.1: the client id and secret, each form-encoded, as Basic credentials.
     fn basic_authorization(&self) -> String {
         let encode =
