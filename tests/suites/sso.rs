@@ -1,6 +1,7 @@
-//! Single sign-on end to end: the gateway with `idp-o365`, a real OpenID Provider (npm
-//! `oidc-provider` shaped as Entra ID, `tests/idp/oidc-provider.mjs`) and the simulator as the
-//! provider's BroadWorks. The test plays the browser over HTTP: it keeps each site's cookies,
+//! Single sign-on end to end: the gateway with `idp-o365` or `idp-onelogin`, a real OpenID
+//! Provider (npm `oidc-provider` shaped as Entra ID or OneLogin, `tests/idp/oidc-provider.mjs`),
+//! the simulator as the provider's BroadWorks and its Microsoft Graph or OneLogin API stand-in
+//! as the company directory. The test plays the browser over HTTP: it keeps each site's cookies,
 //! fills in the identity provider's own login and consent forms, and decides which cookies the
 //! callback gets, as an attacker would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -31,12 +32,46 @@ impl Drop for Idp {
     }
 }
 
+/// Which identity provider the world signs in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sso {
+    /// `idp-o365`, with oidc-provider shaped as Entra ID and the Graph stand-in.
+    Office365,
+    /// `idp-onelogin`, with oidc-provider shaped as OneLogin and the OneLogin API stand-in.
+    OneLogin,
+}
+
+impl Sso {
+    fn method(self) -> &'static str {
+        match self {
+            Self::Office365 => "o365",
+            Self::OneLogin => "onelogin",
+        }
+    }
+
+    fn shape(self) -> String {
+        match self {
+            Self::Office365 => format!("entra:{TENANT}"),
+            Self::OneLogin => format!("onelogin:{ONELOGIN_SUBDOMAIN}"),
+        }
+    }
+
+    fn issuer_path(self) -> String {
+        match self {
+            Self::Office365 => format!("/{TENANT}/v2.0"),
+            Self::OneLogin => "/oidc/2".to_owned(),
+        }
+    }
+}
+
+const ONELOGIN_SUBDOMAIN: &str = "acme";
+
 impl Idp {
-    async fn start(port: u16, redirect_uri: &str) -> Self {
+    async fn start(sso: Sso, port: u16, redirect_uri: &str) -> Self {
         let mut child = Command::new("node")
             .arg(repo_root().join("tests/idp/oidc-provider.mjs"))
             .args([
-                &format!("entra:{TENANT}"),
+                &sso.shape(),
                 &port.to_string(),
                 "xsigate",
                 "client-secret",
@@ -105,28 +140,100 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
 /// The gateway, its identity provider and the simulator, kept alive together.
 struct World {
     gateway: Gateway,
+    sso: Sso,
     idp: Option<Idp>,
+    /// The company directory Graph or OneLogin's API serves.
+    directories: Arc<xsi_sim::directories::Directories>,
     /// The identity provider's own root, for its test controls.
     idp_root: String,
     sim: Arc<xsi_sim::Simulator>,
     _secrets: tempfile::TempDir,
 }
 
+/// The company directory: alice, and the address bob and carol share, but not `nobody@`.
+fn directory_users() -> Vec<xsi_sim::directories::DirectoryUser> {
+    ["alice@mail.example", "shared@mail.example"]
+        .into_iter()
+        .map(|mail| xsi_sim::directories::DirectoryUser {
+            mail: mail.to_owned(),
+            user_principal_name: mail.replace("@mail.", "@corp."),
+        })
+        .collect()
+}
+
 async fn world(master: bool) -> World {
+    world_of(Sso::Office365, master).await
+}
+
+async fn world_of(sso: Sso, master: bool) -> World {
     let sim = simulator().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let idp_port = free_port();
-    let redirect_uri = format!("http://{addr}/api/access/services/idp/o365/callback");
-    let idp = Idp::start(idp_port, &redirect_uri).await;
+    let method = sso.method();
+    let redirect_uri = format!("http://{addr}/api/access/services/idp/{method}/callback");
+    let idp = Idp::start(sso, idp_port, &redirect_uri).await;
+    let issuer = format!("http://127.0.0.1:{idp_port}{}", sso.issuer_path());
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let directories = match sso {
+        Sso::Office365 => {
+            let jwks = client()
+                .get(format!("{issuer}/jwks"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let settings = xsi_sim::directories::DirectorySettings {
+                users: directory_users(),
+                graph: Some(xsi_sim::directories::GraphTenant {
+                    issuer: issuer.clone(),
+                    jwks,
+                }),
+                onelogin: None,
+            };
+            xsi_sim::directories::Directories::start(settings, any_port).await
+        }
+        Sso::OneLogin => {
+            let settings = xsi_sim::directories::DirectorySettings {
+                users: directory_users(),
+                graph: None,
+                onelogin: Some(xsi_sim::directories::OneLoginCredential {
+                    client_id: "api-reader".to_owned(),
+                    client_secret: "api-secret".to_owned(),
+                }),
+            };
+            xsi_sim::directories::Directories::start(settings, any_port).await
+        }
+    }
+    .unwrap();
     let secrets = tempfile::tempdir().unwrap();
     std::fs::write(secrets.path().join("client"), "client-secret").unwrap();
+    std::fs::write(secrets.path().join("api"), "api-secret").unwrap();
     std::fs::write(secrets.path().join("master"), "admin-pw").unwrap();
+    let client_secret = secrets.path().join("client");
+    let account = match sso {
+        Sso::Office365 => format!(
+            "tenant = \"{TENANT}\"\nauthority = \"http://127.0.0.1:{idp_port}\"\n\
+             graph_url = \"{}\"\ngraph_resource = \"https://graph.microsoft.com\"\n",
+            directories.url()
+        ),
+        Sso::OneLogin => format!(
+            "subdomain = \"{ONELOGIN_SUBDOMAIN}\"\nissuer = \"{issuer}\"\napi_url = \"{}\"\n\
+             api_client_id = \"api-reader\"\napi_client_secret_file = \"{}\"\n",
+            directories.url(),
+            secrets.path().join("api").display()
+        ),
+    };
+    let library = match sso {
+        Sso::Office365 => plugin_library("xsigate-idp-o365"),
+        Sso::OneLogin => plugin_library("xsigate-idp-onelogin"),
+    };
     let plugins = format!(
-        "[[plugins]]\nname = \"o365\"\npath = \"{}\"\n[plugins.config]\nanchor_users = [\"alice@acme.example\"]\n\
-         [plugins.config.providers.acme]\ntenant = \"{TENANT}\"\nclient_id = \"xsigate\"\n\
-         client_secret_file = \"{}\"\nauthority = \"http://127.0.0.1:{idp_port}\"\n",
-        plugin_library("xsigate-idp-o365").display(),
-        secrets.path().join("client").display(),
+        "[[plugins]]\nname = \"{method}\"\npath = \"{}\"\n[plugins.config]\nanchor_users = [\"alice@acme.example\"]\n\
+         [plugins.config.providers.acme]\nclient_id = \"xsigate\"\nclient_secret_file = \"{}\"\n{account}",
+        library.display(),
+        client_secret.display(),
     ) + &format!(
         "[[plugins]]\nname = \"xsi-session\"\npath = \"{}\"\n\
          [[plugins]]\nname = \"events\"\npath = \"{}\"\n[plugins.config.providers.acme]\n",
@@ -147,14 +254,16 @@ async fn world(master: bool) -> World {
         &sim,
         &format!(
             "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:5173\"]\n\
-             plugins = [\"o365\", \"xsi-session\", \"events\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
+             plugins = [\"{method}\", \"xsi-session\", \"events\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
         ),
     );
     let mut gateway = Gateway::start_at(addr, &format!("{plugins}{provider}"), &[]).await;
     gateway.wait_for("/readyz", 200).await;
     World {
         gateway,
+        sso,
         idp: Some(idp),
+        directories,
         idp_root: format!("http://127.0.0.1:{idp_port}"),
         sim,
         _secrets: secrets,
@@ -164,7 +273,11 @@ async fn world(master: bool) -> World {
 /// Starts a single sign-on for `user` at the gateway, as a dialer does.
 async fn start(world: &World, user: &str) -> reqwest::Response {
     client()
-        .post(world.gateway.url("/api/access/services/idp/o365"))
+        .post(
+            world
+                .gateway
+                .url(&format!("/api/access/services/idp/{}", world.sso.method())),
+        )
         .json(&json!({ "user": user }))
         .send()
         .await
@@ -600,7 +713,11 @@ impl World {
 /// Signs in as `login` at an identity provider that lies as `mode` says: the callback must end
 /// on the dialer with a refusal, no session, and no directory search for anyone.
 async fn refused_when_the_id_token_lies(mode: &str, login: &str) -> World {
-    let world = world(true).await;
+    refused_by(Sso::Office365, mode, login).await
+}
+
+async fn refused_by(sso: Sso, mode: &str, login: &str) -> World {
+    let world = world_of(sso, true).await;
     world.tamper(mode).await;
     let mut browser = Browser::default();
     let url = browser.start(&world, login).await;
@@ -625,7 +742,10 @@ async fn refused_when_the_id_token_lies(mode: &str, login: &str) -> World {
     assert_eq!(
         world
             .gateway
-            .metric("xsigate_logins_total{method=\"o365\",provider=\"acme\",result=\"rejected\"}")
+            .metric(&format!(
+                "xsigate_logins_total{{method=\"{}\",provider=\"acme\",result=\"rejected\"}}",
+                sso.method()
+            ))
             .await,
         Some(1.0),
         "{mode}"
@@ -661,8 +781,9 @@ async fn an_id_token_with_another_flows_nonce_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_signed_with_an_unpublished_key_is_refused_after_one_key_refresh() {
     let world = refused_when_the_id_token_lies("kid", "alice@mail.example").await;
-    // The flow read the keys once; the unknown key id made it read them once more.
-    assert_eq!(world.jwks_reads().await, 2);
+    // The harness read the keys once, for the Graph stand-in; the flow read them once; the
+    // unknown key id made it read them once more.
+    assert_eq!(world.jwks_reads().await, 3);
     // A second made-up key id within the refresh interval reads them no more.
     let mut browser = Browser::default();
     let url = browser.start(&world, "alice@mail.example").await;
@@ -675,7 +796,7 @@ async fn an_id_token_signed_with_an_unpublished_key_is_refused_after_one_key_ref
         location(&response),
         format!("{RETURN_URL}?sso_error=invalid_credentials")
     );
-    assert_eq!(world.jwks_reads().await, 2);
+    assert_eq!(world.jwks_reads().await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,4 +855,111 @@ async fn a_code_replayed_into_another_flow_is_refused() {
         location(&response)
     );
     assert!(second.gateway.get("xsigate_session").is_none());
+}
+
+async fn ztp(world: &World, query: &str) -> Value {
+    let response = client()
+        .post(world.gateway.url("/api/access/services/ztp"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// ZTP offers the method to the addresses the company directory knows, asked with an app-only
+/// token the directory accepted, and to no other.
+async fn ztp_asks_the_company_directory(sso: Sso) {
+    let world = world_of(sso, true).await;
+    let known = ztp(&world, "alice@mail.example").await;
+    assert_eq!(known["options"][0]["method"], sso.method(), "{known}");
+    assert_eq!(
+        known["options"][0]["details"]["requires"],
+        json!(["master", "email"])
+    );
+    let unknown = ztp(&world, "nobody@mail.example").await;
+    assert_eq!(unknown["options"], json!([]), "{unknown}");
+    let lookups = world.directories.lookups();
+    assert_eq!(lookups.len(), 2, "{lookups:?}");
+    assert!(lookups.iter().all(|l| l.refused.is_none()), "{lookups:?}");
+    assert!(
+        lookups[0].query.contains("alice@mail.example"),
+        "{lookups:?}"
+    );
+    // Without master credentials the method is not offered, and the directory not asked.
+    let without_master = world_of(sso, false).await;
+    let answer = ztp(&without_master, "alice@mail.example").await;
+    assert_eq!(answer["options"], json!([]), "{answer}");
+    assert!(without_master.directories.lookups().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ztp_offers_office_365_to_the_addresses_microsoft_graph_knows() {
+    ztp_asks_the_company_directory(Sso::Office365).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ztp_offers_onelogin_to_the_addresses_its_api_knows() {
+    ztp_asks_the_company_directory(Sso::OneLogin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_stand_ins_let_in_only_tokens_of_the_client_credentials_grant() {
+    for sso in [Sso::Office365, Sso::OneLogin] {
+        let world = world_of(sso, true).await;
+        let path = match sso {
+            Sso::Office365 => "/v1.0/users?$filter=mail%20eq%20'alice@mail.example'",
+            Sso::OneLogin => "/api/2/users?email=alice@mail.example",
+        };
+        for authorization in [
+            None,
+            Some("Bearer made-up"),
+            Some("Basic eHNpZ2F0ZTpjbGllbnQtc2VjcmV0"),
+        ] {
+            let mut request = client().get(format!("{}{path}", world.directories.url()));
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization);
+            }
+            assert_eq!(
+                request.send().await.unwrap().status(),
+                401,
+                "{sso:?} {authorization:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_onelogin_user_signs_in_and_reads_their_own_profile() {
+    let world = world_of(Sso::OneLogin, true).await;
+    let (browser, answer) = logged_in(&world, "alice@mail.example").await;
+    assert!(answer["unique_id"].is_string(), "{answer}");
+    let own = client()
+        .get(
+            world
+                .gateway
+                .url(&format!("{ACTIONS}/user/alice@acme.example/profile")),
+        )
+        .header("cookie", browser.gateway.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = client()
+        .get(
+            world
+                .gateway
+                .url(&format!("{ACTIONS}/user/bob@acme.example/profile")),
+        )
+        .header("cookie", browser.gateway.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_onelogin_id_token_for_another_audience_is_refused() {
+    refused_by(Sso::OneLogin, "aud", "alice@mail.example").await;
 }

@@ -42,6 +42,9 @@ pub struct Tenant {
     /// Microsoft Graph's base URL.
     #[serde(default = "default_graph")]
     pub graph_url: String,
+    /// The resource the app-only token is asked for (`<resource>/.default`): `graph_url`
+    /// unless Graph is reached through another name than its own.
+    pub graph_resource: Option<String>,
     /// The ID-token claim that carries the user's e-mail address.
     #[serde(default)]
     pub email_claim: EmailClaim,
@@ -80,9 +83,11 @@ impl Tenant {
             return Err(key("client_id", "must not be empty"));
         }
         for (name, value) in [
-            ("authority", &self.authority),
-            ("graph_url", &self.graph_url),
+            ("authority", Some(&self.authority)),
+            ("graph_url", Some(&self.graph_url)),
+            ("graph_resource", self.graph_resource.as_ref()),
         ] {
+            let Some(value) = value else { continue };
             let url = url::Url::parse(value).map_err(|_| key(name, "must be a URL"))?;
             if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
                 return Err(key(name, "must be an http or https URL without a query"));
@@ -99,6 +104,13 @@ impl Tenant {
             self.authority.trim_end_matches('/'),
             self.tenant
         )
+    }
+
+    /// The scope of the app-only token for Graph: the application permissions an
+    /// administrator granted the app (`User.Read.All`).
+    pub fn graph_scope(&self) -> String {
+        let resource = self.graph_resource.as_deref().unwrap_or(&self.graph_url);
+        format!("{}/.default", resource.trim_end_matches('/'))
     }
 
     pub fn client_secret(&self, id: &str) -> Result<String, Error> {

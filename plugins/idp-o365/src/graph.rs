@@ -22,14 +22,16 @@ struct Users {
 pub struct Graph {
     host: Host,
     graph_url: String,
+    scope: String,
     token: AppToken,
 }
 
 impl Graph {
-    pub fn new(host: Host, graph_url: &str) -> Self {
+    pub fn new(host: Host, graph_url: &str, scope: String) -> Self {
         Self {
             host,
             graph_url: graph_url.trim_end_matches('/').to_owned(),
+            scope,
             token: AppToken::default(),
         }
     }
@@ -38,8 +40,10 @@ impl Graph {
 impl CompanyDirectory for Graph {
     /// Whether a user of the tenant has this address as `mail` or as user principal name.
     async fn knows(&self, tenant: &RelyingParty, address: &str) -> Result<bool, Error> {
-        let scope = format!("{}/.default", self.graph_url);
-        let token = self.token.get(tenant.client_credentials(&scope)).await?;
+        let token = self
+            .token
+            .get(tenant.client_credentials(&self.scope))
+            .await?;
         // OData string literals double their single quotes.
         let literal = address.replace('\'', "''");
         let filter = format!("mail eq '{literal}' or userPrincipalName eq '{literal}'");

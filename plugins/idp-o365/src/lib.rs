@@ -46,7 +46,7 @@ fn sign_in(host: Host, id: &str, tenant: &Tenant) -> Result<EmailSignIn<Graph>, 
     );
     Ok(EmailSignIn {
         relying_party,
-        directory: Graph::new(host, &tenant.graph_url),
+        directory: Graph::new(host, &tenant.graph_url, tenant.graph_scope()),
         email_claim: tenant.email_claim,
     })
 }
