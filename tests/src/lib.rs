@@ -366,6 +366,17 @@ impl Gateway {
     /// Starts xsigate listening on `addr`: for configurations that name the gateway's own
     /// address (a single sign-on's `public_url`).
     pub async fn start_at(addr: SocketAddr, rest: &str, args: &[&str]) -> Self {
+        Self::start_logging(addr, rest, args, None).await
+    }
+
+    /// As [`Gateway::start_at`], logging what `log_filter` (an `XSIGATE_LOG` filter such as
+    /// `trace`) lets through instead of the default.
+    pub async fn start_logging(
+        addr: SocketAddr,
+        rest: &str,
+        args: &[&str],
+        log_filter: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = format!(
@@ -375,16 +386,19 @@ impl Gateway {
         let config_path = dir.path().join("providers.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("xsigate.log")).unwrap();
-        let child = Command::new(binary("xsigate"))
+        let mut command = Command::new(binary("xsigate"));
+        command
             .arg("run")
             .arg("-c")
             .arg(&config_path)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(filter) = log_filter {
+            command.env("XSIGATE_LOG", filter);
+        }
+        let child = command.spawn().unwrap();
         let mut gateway = Self {
             child,
             dir,

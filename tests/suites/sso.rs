@@ -166,6 +166,10 @@ async fn world(master: bool) -> World {
 }
 
 async fn world_of(sso: Sso, master: bool) -> World {
+    world_logging(sso, master, None).await
+}
+
+async fn world_logging(sso: Sso, master: bool, log_filter: Option<&str>) -> World {
     let sim = simulator().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let idp_port = free_port();
@@ -257,7 +261,8 @@ async fn world_of(sso: Sso, master: bool) -> World {
              plugins = [\"{method}\", \"xsi-session\", \"events\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
         ),
     );
-    let mut gateway = Gateway::start_at(addr, &format!("{plugins}{provider}"), &[]).await;
+    let mut gateway =
+        Gateway::start_logging(addr, &format!("{plugins}{provider}"), &[], log_filter).await;
     gateway.wait_for("/readyz", 200).await;
     World {
         gateway,
@@ -962,4 +967,79 @@ async fn a_onelogin_user_signs_in_and_reads_their_own_profile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_onelogin_id_token_for_another_audience_is_refused() {
     refused_by(Sso::OneLogin, "aud", "alice@mail.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_code_token_secret_or_password_reaches_a_log_line_at_any_level() {
+    for sso in [Sso::Office365, Sso::OneLogin] {
+        // Everything xsigate and its plugins log; libraries that print whole messages stay at
+        // their ceilings (`telemetry::LIBRARY_CEILINGS`): without those, Pingora's trace
+        // prints the callback's request head, code and flow cookie included.
+        let world = world_logging(sso, true, Some("trace")).await;
+        assert!(!ztp(&world, "alice@mail.example").await["options"][0].is_null());
+        let mut browser = Browser::default();
+        let url = browser.start(&world, "alice@mail.example").await;
+        let flow_cookie = browser.gateway.get("xsigate_flow").unwrap().to_owned();
+        let callback = browser
+            .sign_in(url, "alice@mail.example", &world.gateway)
+            .await;
+        let cookies = browser.gateway.clone();
+        assert_eq!(
+            location(&browser.callback(&callback, &cookies).await),
+            RETURN_URL
+        );
+        let answer: Value = browser.login_result(&world).await.json().await.unwrap();
+        let profile = client()
+            .get(
+                world
+                    .gateway
+                    .url(&format!("{ACTIONS}/user/alice@acme.example/profile")),
+            )
+            .header("cookie", browser.gateway.header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(profile.status(), 200);
+
+        let callback = url::Url::parse(&callback).unwrap();
+        let param = |name: &str| {
+            callback
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .unwrap()
+                .1
+                .into_owned()
+        };
+        let master = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "admin@acme.example:admin-pw",
+        );
+        let secrets = [
+            ("authorization code", param("code")),
+            ("state", param("state")),
+            ("flow cookie", flow_cookie),
+            (
+                "session cookie",
+                browser.gateway.get("xsigate_session").unwrap().to_owned(),
+            ),
+            (
+                "CSRF token",
+                answer["csrf_token"].as_str().unwrap().to_owned(),
+            ),
+            ("client secret", "client-secret".to_owned()),
+            ("API secret", "api-secret".to_owned()),
+            ("master password", "admin-pw".to_owned()),
+            ("master credentials", master),
+            // Every JWT (ID token, access tokens) starts with an encoded `{"`.
+            ("a JWT", "eyJ".to_owned()),
+        ];
+        let logs = world.gateway.logs();
+        for (what, secret) in &secrets {
+            let line = logs.lines().find(|l| l.contains(secret.as_str()));
+            assert!(
+                line.is_none(),
+                "{sso:?}: the log holds the {what}: {line:?}"
+            );
+        }
+    }
 }
