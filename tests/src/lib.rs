@@ -5,6 +5,8 @@
 //! `cargo build --workspace` (the test command in the README does). Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod isolation;
+
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,11 +10,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xsi_sim::xsp::AuthKind;
+use xsigate_tests::isolation::{
+    ACTIONS, SessionOf, dnd_document, every_session_on_its_own, path_user,
+};
 use xsigate_tests::{
     Gateway, Upstream, client, plugin_library, provider_for_simulator, set_cookie_pair,
 };
-
-const ACTIONS: &str = "/com.broadsoft.xsi-actions/v2.0";
 const DIALER: &str = "https://dialer.acme.example";
 
 fn user_id(i: usize) -> String {
@@ -54,12 +55,7 @@ async fn gateway(sim: &xsi_sim::Simulator, extra: &str) -> Gateway {
 }
 
 /// A logged-in browser: its session cookie and CSRF token.
-#[derive(Debug, Clone)]
-struct Browser {
-    user: String,
-    cookie: String,
-    csrf: String,
-}
+type Browser = SessionOf;
 
 async fn log_in(gateway: &Gateway, user: &str, password: &str) -> Browser {
     let response = client()
@@ -72,53 +68,9 @@ async fn log_in(gateway: &Gateway, user: &str, password: &str) -> Browser {
     let cookie = set_cookie_pair(&response);
     let body: Value = response.json().await.unwrap();
     Browser {
-        user: user.to_owned(),
+        user_id: user.to_owned(),
         cookie,
         csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Browser {
-    fn get(&self, gateway: &Gateway, path: &str) -> reqwest::RequestBuilder {
-        client()
-            .get(gateway.url(path))
-            .header("cookie", &self.cookie)
-    }
-
-    fn put(&self, gateway: &Gateway, path: &str, body: String) -> reqwest::RequestBuilder {
-        client()
-            .put(gateway.url(path))
-            .header("cookie", &self.cookie)
-            .header("x-csrf-token", &self.csrf)
-            .body(body)
-    }
-}
-
-fn dnd_document(active: bool) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DoNotDisturb xmlns=\"http://schema.broadsoft.com/xsi\"><active>{active}</active></DoNotDisturb>"
-    )
-}
-
-/// The user a path names after `/user/`.
-fn path_user(path: &str) -> Option<String> {
-    let mut segments = path.split('/');
-    segments.by_ref().find(|s| s.eq_ignore_ascii_case("user"))?;
-    segments
-        .next()
-        .map(|s| s.replace("%40", "@").to_ascii_lowercase())
-}
-
-/// A small deterministic generator: the seed is printed, so a failing run can be repeated.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        usize::try_from((self.0 >> 33) % n as u64).unwrap()
     }
 }
 
@@ -132,77 +84,8 @@ async fn every_session_reaches_its_own_resources_and_nobody_elses() {
     for i in 0..USERS {
         browsers.push(log_in(&gateway, &user_id(i), &format!("pw-{i}")).await);
     }
-    let browsers = Arc::new(browsers);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-
-    // Every user works at once, interleaving reads and writes of its own resources with
-    // attempts on others'; each remembers the Do Not Disturb state it last set itself.
-    let mut tasks = tokio::task::JoinSet::new();
-    for me in 0..USERS {
-        let (gateway, browsers) = (Arc::clone(&gateway), Arc::clone(&browsers));
-        tasks.spawn(async move {
-            let mut random = Lcg(seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let browser = &browsers[me];
-            let (mut own, mut last_set) = (0usize, None);
-            for _ in 0..OPERATIONS {
-                let target = if random.below(2) == 0 {
-                    me
-                } else {
-                    random.below(USERS)
-                };
-                let path = |rest: &str| format!("{ACTIONS}/user/{}/{rest}", user_id(target));
-                let active = random.below(2) == 0;
-                let (request, writes) = match random.below(3) {
-                    0 => (browser.get(&gateway, &path("profile")), false),
-                    1 => (browser.get(&gateway, &path("services/DoNotDisturb")), false),
-                    _ => (
-                        browser.put(
-                            &gateway,
-                            &path("services/DoNotDisturb"),
-                            dnd_document(active),
-                        ),
-                        true,
-                    ),
-                };
-                let response = request.send().await.unwrap();
-                let status = response.status().as_u16();
-                if target == me {
-                    assert_eq!(
-                        status,
-                        200,
-                        "{} on its own {} (seed {seed})",
-                        browser.user,
-                        path("")
-                    );
-                    own += 1;
-                    if writes {
-                        last_set = Some(active);
-                    }
-                } else {
-                    assert_eq!(
-                        status,
-                        403,
-                        "{} on {} (seed {seed})",
-                        browser.user,
-                        path("")
-                    );
-                    let body: Value = response.json().await.unwrap();
-                    assert_eq!(body["error"]["code"], "forbidden");
-                }
-            }
-            (me, own, last_set)
-        });
-    }
-    let mut own_total = 0;
-    let mut last_states = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        let (me, own, last_set) = result.unwrap();
-        own_total += own;
-        last_states.push((me, last_set));
-    }
+    let exercise = every_session_on_its_own(&gateway, browsers, OPERATIONS).await;
+    let seed = exercise.seed;
 
     // The XSPs saw each user's own credentials on each user's own resources, and nothing else:
     // one request per login and one per own access; no refused attempt reached them.
@@ -221,20 +104,8 @@ async fn every_session_reaches_its_own_resources_and_nobody_elses() {
         );
         assert_ne!(record.auth, AuthKind::Rejected, "{record:?}");
     }
-    assert_eq!(records.len(), USERS + own_total, "seed {seed}");
-    // Nobody changed anybody else's state.
-    for (me, last_set) in last_states {
-        if let Some(active) = last_set {
-            let state = sim
-                .platform()
-                .directory()
-                .user(&user_id(me))
-                .unwrap()
-                .do_not_disturb
-                .active;
-            assert_eq!(state, active, "{} (seed {seed})", user_id(me));
-        }
-    }
+    assert_eq!(records.len(), USERS + exercise.own_accesses, "seed {seed}");
+    exercise.check_final_states(&sim);
 }
 
 /// What the XSPs saw of users, without xsigate's health probes (`GET …/versions`).

@@ -101,8 +101,8 @@ impl Idp {
     }
 }
 
-/// The provider's world: alice has an address of her own; bob and carol share one; nobody has
-/// `nobody@mail.example`.
+/// The provider's world: alice and four members have an address of their own; bob and carol
+/// share one; nobody has `nobody@mail.example`.
 async fn simulator() -> Arc<xsi_sim::Simulator> {
     let seed: xsi_sim::seed::Seed = toml::from_str(
         r#"
@@ -126,6 +126,34 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
         service_provider = "acme"
         group = "sales"
         email = "shared@mail.example"
+
+        [[users]]
+        user_id = "member0@acme.example"
+        password = "member-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "member0@mail.example"
+
+        [[users]]
+        user_id = "member1@acme.example"
+        password = "member-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "member1@mail.example"
+
+        [[users]]
+        user_id = "member2@acme.example"
+        password = "member-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "member2@mail.example"
+
+        [[users]]
+        user_id = "member3@acme.example"
+        password = "member-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "member3@mail.example"
 
         [[admins]]
         user_id = "admin@acme.example"
@@ -166,10 +194,12 @@ async fn world(master: bool) -> World {
 }
 
 async fn world_of(sso: Sso, master: bool) -> World {
-    world_logging(sso, master, None).await
+    world_with(sso, master, true, None).await
 }
 
-async fn world_logging(sso: Sso, master: bool, log_filter: Option<&str>) -> World {
+/// The world, with `xsi-events` keeping users' channel sets when `events`, and the gateway
+/// logging what `log_filter` lets through.
+async fn world_with(sso: Sso, master: bool, events: bool, log_filter: Option<&str>) -> World {
     let sim = simulator().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let idp_port = free_port();
@@ -244,6 +274,11 @@ async fn world_logging(sso: Sso, master: bool, log_filter: Option<&str>) -> Worl
         plugin_library("xsigate-xsi-session").display(),
         plugin_library("xsigate-xsi-events").display(),
     );
+    let plugin_list = if events {
+        format!("\"{method}\", \"xsi-session\", \"events\"")
+    } else {
+        format!("\"{method}\", \"xsi-session\"")
+    };
     let master = if master {
         format!(
             "master = {{ user = \"admin@acme.example\", password_file = \"{}\" }}\n",
@@ -258,7 +293,7 @@ async fn world_logging(sso: Sso, master: bool, log_filter: Option<&str>) -> Worl
         &sim,
         &format!(
             "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:5173\"]\n\
-             plugins = [\"{method}\", \"xsi-session\", \"events\"]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
+             plugins = [{plugin_list}]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
         ),
     );
     let mut gateway =
@@ -975,7 +1010,7 @@ async fn no_code_token_secret_or_password_reaches_a_log_line_at_any_level() {
         // Everything xsigate and its plugins log; libraries that print whole messages stay at
         // their ceilings (`telemetry::LIBRARY_CEILINGS`): without those, Pingora's trace
         // prints the callback's request head, code and flow cookie included.
-        let world = world_logging(sso, true, Some("trace")).await;
+        let world = world_with(sso, true, true, Some("trace")).await;
         assert!(!ztp(&world, "alice@mail.example").await["options"][0].is_null());
         let mut browser = Browser::default();
         let url = browser.start(&world, "alice@mail.example").await;
@@ -1042,4 +1077,47 @@ async fn no_code_token_secret_or_password_reaches_a_log_line_at_any_level() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_single_sign_on_session_reaches_its_own_resources_and_nobody_elses() {
+    const OPERATIONS: usize = 30;
+    // Without xsi-events, whose state reads for each user would mix with the exercise's.
+    let world = world_with(Sso::Office365, true, false, None).await;
+    let mut sessions = Vec::new();
+    for user in ["alice", "member0", "member1", "member2", "member3"] {
+        let (browser, answer) = logged_in(&world, &format!("{user}@mail.example")).await;
+        sessions.push(xsigate_tests::isolation::SessionOf {
+            user_id: format!("{user}@acme.example"),
+            cookie: format!(
+                "xsigate_session={}",
+                browser.gateway.get("xsigate_session").unwrap()
+            ),
+            csrf: answer["csrf_token"].as_str().unwrap().to_owned(),
+        });
+    }
+    let World { gateway, sim, .. } = world;
+    let gateway = Arc::new(gateway);
+    let exercise =
+        xsigate_tests::isolation::every_session_on_its_own(&gateway, sessions, OPERATIONS).await;
+    let seed = exercise.seed;
+
+    // Every request the exercise sent went up on the master's credentials (the XSP cannot tell
+    // whose session it served), so what proves isolation is what did not go up: exactly the
+    // own accesses reached an XSP, none of the refused attempts.
+    let reached: Vec<_> = sim
+        .platform()
+        .requests()
+        .into_iter()
+        .filter(|r| xsigate_tests::isolation::exercised(&r.path))
+        .collect();
+    for record in &reached {
+        assert_eq!(
+            record.auth_user.as_deref(),
+            Some("admin@acme.example"),
+            "{record:?}"
+        );
+    }
+    assert_eq!(reached.len(), exercise.own_accesses, "seed {seed}");
+    exercise.check_final_states(&sim);
 }
