@@ -58,7 +58,9 @@ $('identify-form').addEventListener('submit', step(async () => {
     const button = element('button', option.label);
     button.type = 'button';
     button.dataset.method = option.method;
-    button.addEventListener('click', () => choose(option, query));
+    button.addEventListener('click', option.sign_in === 'redirect'
+      ? step(() => signOn(option, query))
+      : () => choose(option, query));
     li.append(button, element('span', preconditions(option), 'details'));
     return li;
   });
@@ -71,7 +73,10 @@ $('identify-form').addEventListener('submit', step(async () => {
 function preconditions(option) {
   const facts = [`method ${option.method}`];
   if (option.user_id) facts.push(`account ${option.user_id}`);
-  if (['email', 'phone'].includes(option.method)) facts.push('*m master credentials', '*e on the BroadWorks profile');
+  if (option.sign_in === 'redirect') facts.push('single sign-on');
+  if (['email', 'phone'].includes(option.method) || option.details?.requires?.includes('master')) {
+    facts.push('*m master credentials', '*e on the BroadWorks profile');
+  }
   if (option.details?.levels) facts.push(`levels: ${option.details.levels.join(', ')}`);
   return facts.join(' · ');
 }
@@ -85,7 +90,19 @@ function choose(option, query) {
   $('login-password').focus();
 }
 
-// 2. Log in; a lookup that finds several accounts asks which one.
+// 2a. Single sign-on: off to the company's identity provider; it sends the browser back here.
+// The tab remembers that it went (a method name, nothing secret), so that only the page load
+// that ends a sign-on asks the gateway for its login.
+const SIGN_ON = 'xsigate.sign-on';
+
+async function signOn(option, query) {
+  status(`Signing in with ${option.label}…`);
+  const location = await gateway.startSignOn(option.method, query);
+  sessionStorage.setItem(SIGN_ON, option.method);
+  window.location.assign(location);
+}
+
+// 2b. Log in; a lookup that finds several accounts asks which one.
 $('login-form').addEventListener('submit', step(() => logIn()));
 
 async function logIn(params) {
@@ -285,4 +302,20 @@ $('logout').addEventListener('click', step(async () => {
   status('Logged out');
 }));
 
-status('Type a user id, an e-mail address or a phone number');
+// Back from a single sign-on? A refusal comes as `?sso_error=<code>`, which the address bar
+// loses at once; a success as the session cookie, whose login answer the gateway hands over.
+const signingOn = sessionStorage.getItem(SIGN_ON);
+sessionStorage.removeItem(SIGN_ON);
+const refused = new URLSearchParams(window.location.search).get('sso_error');
+if (refused) {
+  window.history.replaceState(null, '', window.location.pathname);
+  status(`Single sign-on refused: ${refused}`, true);
+} else if (signingOn) {
+  await step(async () => {
+    const login = await gateway.finishSignOn();
+    if (login) await start(login);
+    else status('The single sign-on did not finish: try again', true);
+  })();
+} else {
+  status('Type a user id, an e-mail address or a phone number');
+}

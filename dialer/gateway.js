@@ -75,6 +75,33 @@ export class Gateway {
     return answer;
   }
 
+  /**
+   * Starts a single sign-on (an option whose `sign_in` is `redirect`): answers the identity
+   * provider's URL, where the page then goes. The answer's flow cookie ties the flow to this
+   * browser; the user comes back to the provider's return URL, the dialer's page.
+   */
+  async startSignOn(method, user) {
+    const answer = await this.#json(`/api/access/services/idp/${encodeURIComponent(method)}`, 'POST', { user });
+    return answer.redirect;
+  }
+
+  /**
+   * Back from a single sign-on: the login's answer, which the gateway hands over once (so no
+   * token ever rides in the return URL); `null` when this page load is not the end of one.
+   */
+  async finishSignOn() {
+    let response;
+    try {
+      response = await this.#fetch('/api/access/services/session/login', { method: 'POST' });
+    } catch (error) {
+      if (error instanceof GatewayError && [401, 404].includes(error.status)) return null;
+      throw error;
+    }
+    const answer = await response.json();
+    if (answer.csrf_token) this.csrf = answer.csrf_token;
+    return answer;
+  }
+
   /** The session the cookie names, with the BroadWorks userId the XSI paths need. */
   session() {
     return this.#json('/api/access/services/session', 'GET');

@@ -101,6 +101,7 @@ async fn ztp_offers_options_from_configuration_alone() {
     };
     let known = ztp(ALICE).await;
     assert_eq!(known["options"][0]["method"], "broadsoft", "{known}");
+    assert_eq!(known["options"][0]["sign_in"], "password", "{known}");
     assert_eq!(known["password_reset"], false);
     // An account that does not exist gets the same answer as one that does.
     let made_up = ztp("nobody@acme.example").await;

@@ -194,12 +194,48 @@ async fn world(master: bool) -> World {
 }
 
 async fn world_of(sso: Sso, master: bool) -> World {
-    world_with(sso, master, true, None).await
+    world_with(Setup {
+        sso,
+        master,
+        ..Setup::default()
+    })
+    .await
 }
 
-/// The world, with `xsi-events` keeping users' channel sets when `events`, and the gateway
-/// logging what `log_filter` lets through.
-async fn world_with(sso: Sso, master: bool, events: bool, log_filter: Option<&str>) -> World {
+/// How a world is made.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    sso: Sso,
+    /// The provider has master credentials.
+    master: bool,
+    /// `xsi-events` keeps users' channel sets.
+    events: bool,
+    /// What the gateway logs (an `XSIGATE_LOG` filter), when not its default.
+    log_filter: Option<&'static str>,
+    /// The dialer's origin, where logins return: `RETURN_URL`'s unless a dialer is served.
+    dialer_port: u16,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            sso: Sso::Office365,
+            master: true,
+            events: true,
+            log_filter: None,
+            dialer_port: 5173,
+        }
+    }
+}
+
+async fn world_with(setup: Setup) -> World {
+    let Setup {
+        sso,
+        master,
+        events,
+        log_filter,
+        dialer_port,
+    } = setup;
     let sim = simulator().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let idp_port = free_port();
@@ -292,8 +328,9 @@ async fn world_with(sso: Sso, master: bool, events: bool, log_filter: Option<&st
         &["acme.example"],
         &sim,
         &format!(
-            "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:5173\"]\n\
-             plugins = [{plugin_list}]\n{master}sso = {{ public_url = \"http://{addr}\", return_url = \"{RETURN_URL}\" }}\n"
+            "email_domains = [\"mail.example\"]\ncors_origins = [\"http://127.0.0.1:{dialer_port}\"]\n\
+             plugins = [{plugin_list}]\n{master}sso = {{ public_url = \"http://{addr}\", \
+             return_url = \"http://127.0.0.1:{dialer_port}/\" }}\n"
         ),
     );
     let mut gateway =
@@ -914,6 +951,7 @@ async fn ztp_asks_the_company_directory(sso: Sso) {
     let world = world_of(sso, true).await;
     let known = ztp(&world, "alice@mail.example").await;
     assert_eq!(known["options"][0]["method"], sso.method(), "{known}");
+    assert_eq!(known["options"][0]["sign_in"], "redirect", "{known}");
     assert_eq!(
         known["options"][0]["details"]["requires"],
         json!(["master", "email"])
@@ -1010,7 +1048,12 @@ async fn no_code_token_secret_or_password_reaches_a_log_line_at_any_level() {
         // Everything xsigate and its plugins log; libraries that print whole messages stay at
         // their ceilings (`telemetry::LIBRARY_CEILINGS`): without those, Pingora's trace
         // prints the callback's request head, code and flow cookie included.
-        let world = world_with(sso, true, true, Some("trace")).await;
+        let world = world_with(Setup {
+            sso,
+            log_filter: Some("trace"),
+            ..Setup::default()
+        })
+        .await;
         assert!(!ztp(&world, "alice@mail.example").await["options"][0].is_null());
         let mut browser = Browser::default();
         let url = browser.start(&world, "alice@mail.example").await;
@@ -1083,7 +1126,11 @@ async fn no_code_token_secret_or_password_reaches_a_log_line_at_any_level() {
 async fn every_single_sign_on_session_reaches_its_own_resources_and_nobody_elses() {
     const OPERATIONS: usize = 30;
     // Without xsi-events, whose state reads for each user would mix with the exercise's.
-    let world = world_with(Sso::Office365, true, false, None).await;
+    let world = world_with(Setup {
+        events: false,
+        ..Setup::default()
+    })
+    .await;
     let mut sessions = Vec::new();
     for user in ["alice", "member0", "member1", "member2", "member3"] {
         let (browser, answer) = logged_in(&world, &format!("{user}@mail.example")).await;
@@ -1120,4 +1167,196 @@ async fn every_single_sign_on_session_reaches_its_own_resources_and_nobody_elses
     }
     assert_eq!(reached.len(), exercise.own_accesses, "seed {seed}");
     exercise.check_final_states(&sim);
+}
+
+/// The reference dialer, served by `dialer/serve.mjs` for `gateway`; ended with the test.
+struct Dialer {
+    child: Child,
+}
+
+impl Drop for Dialer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dialer {
+    async fn serve(port: u16, gateway: &Gateway) -> Self {
+        let child = Command::new("node")
+            .arg(repo_root().join("dialer/serve.mjs"))
+            .arg(format!("127.0.0.1:{port}"))
+            .env("XSIGATE_URL", gateway.url(""))
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs (scripts/install-deps test)");
+        let dialer = Self { child };
+        for _ in 0..100 {
+            if client()
+                .get(format!("http://127.0.0.1:{port}/config.json"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return dialer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the dialer did not start");
+    }
+}
+
+/// Chromium signs in through the reference dialer with `sso`, on the identity provider's own
+/// forms, and reads its own profile; then an address two BroadWorks users share is refused.
+/// Nothing it held on the way — addresses, response bodies, storage, script-readable cookies —
+/// carries the authorization code, a token or a BroadWorks credential.
+async fn chromium_signs_in(sso: Sso) {
+    let dialer_port = free_port();
+    let world = world_with(Setup {
+        sso,
+        dialer_port,
+        ..Setup::default()
+    })
+    .await;
+    let _dialer = Dialer::serve(dialer_port, &world.gateway).await;
+    let out = repo_root().join("target/browser-suite");
+    std::fs::create_dir_all(&out).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/sso.mjs"))
+        .env("DIALER_URL", format!("http://127.0.0.1:{dialer_port}/"))
+        .env("METHOD", sso.method())
+        .env("LOGIN", "alice@mail.example")
+        .env("REFUSED_LOGIN", "shared@mail.example")
+        .env("OUT", &out)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no report:\n{stdout}\n{stderr}"));
+    let brief = json!({
+        "error": report["error"],
+        "addresses": report["addresses"],
+        "status": report["status"],
+        "refusal_status": report["refusal_status"],
+        "console_errors": report["console_errors"],
+        "screenshots": report["screenshots"],
+    });
+    assert!(
+        output.status.success() && report.get("error").is_none(),
+        "{sso:?}: the browser run failed: {brief:#}\n{stderr}\n{}",
+        world.gateway.logs()
+    );
+
+    assert_eq!(report["profile_user"], "alice@acme.example", "{brief:#}");
+    assert_eq!(
+        report["status"], "Logged in as alice@acme.example",
+        "{brief:#}"
+    );
+    // The profile went up on the master's credentials; the browser held only its cookie.
+    let profile = world
+        .sim
+        .platform()
+        .requests()
+        .into_iter()
+        .rfind(|r| {
+            r.path.ends_with("/profile")
+                && xsigate_tests::isolation::path_user(&r.path).as_deref()
+                    == Some("alice@acme.example")
+        })
+        .expect("the dialer read the profile");
+    assert_eq!(profile.auth_user.as_deref(), Some("admin@acme.example"));
+
+    let dialer = format!("http://127.0.0.1:{dialer_port}/");
+    assert_eq!(report["address_after_login"], dialer.as_str(), "{brief:#}");
+    assert_eq!(
+        report["address_after_refusal"],
+        dialer.as_str(),
+        "{brief:#}"
+    );
+    assert_eq!(
+        report["refusal_status"], "Single sign-on refused: invalid_credentials",
+        "{brief:#}"
+    );
+
+    // What the browser must never have held.
+    let callbacks: Vec<url::Url> = report["callback_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| url::Url::parse(u.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(callbacks.len(), 2, "{brief:#}");
+    let codes: Vec<String> = callbacks
+        .iter()
+        .map(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "code")
+                .unwrap()
+                .1
+                .into_owned()
+        })
+        .collect();
+    let master = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "admin@acme.example:admin-pw",
+    );
+    let mut never = vec!["admin-pw".to_owned(), master, "JSESSIONID".to_owned()];
+    never.extend(codes);
+    for address in report["addresses"].as_array().unwrap() {
+        let address = address.as_str().unwrap();
+        assert!(
+            !address.contains("code=") && !never.iter().any(|n| address.contains(n.as_str())),
+            "{sso:?}: the address bar showed {address}"
+        );
+    }
+    for response in report["bodies"].as_array().unwrap() {
+        let body = response["body"].as_str().unwrap();
+        for secret in &never {
+            assert!(
+                !body.contains(secret.as_str()),
+                "{sso:?}: {} answered a body with a secret",
+                response["url"]
+            );
+        }
+        // No ID or access token in anything the gateway answered (the identity provider's own
+        // pages are its business).
+        if response["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&world.gateway.url("/"))
+        {
+            assert!(
+                !body.contains("eyJ"),
+                "{sso:?}: {} answered a JWT",
+                response["url"]
+            );
+        }
+    }
+    // The dialer keeps nothing in storage once back (the method name it noted on the way out
+    // is gone), and no cookie is readable by a script.
+    let storage = &report["storage"];
+    assert_eq!(storage["local"], "{}", "{brief:#}");
+    assert_eq!(storage["session"], "{}", "{brief:#}");
+    assert_eq!(storage["cookies"], "", "script-readable cookies: {brief:#}");
+    assert_eq!(report["console_errors"], json!([]), "{brief:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_with_office_365_and_reads_its_own_profile() {
+    chromium_signs_in(Sso::Office365).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_with_onelogin_and_reads_its_own_profile() {
+    chromium_signs_in(Sso::OneLogin).await;
 }

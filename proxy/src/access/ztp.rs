@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::json;
-use xsigate_plugin_sdk::{LoginOption, LoginQuery, QueryMatch};
+use serde_json::{Value, json};
+use xsigate_plugin_sdk::{LoginQuery, QueryMatch};
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, parse};
 use crate::upstream::Provider;
@@ -27,18 +27,29 @@ impl LoginApi {
             return Err(ErrorCode::BadRequest);
         }
         let (candidates, matched) = self.candidates(query);
-        let mut options: Vec<LoginOption> = Vec::new();
+        let mut options: Vec<Value> = Vec::new();
+        let mut methods: Vec<String> = Vec::new();
         for provider in &candidates {
             let query = LoginQuery {
                 provider: provider.id.clone(),
                 query: query.to_owned(),
                 matched,
             };
-            for option in self.plugins.chain(provider).login_options(&query).await {
+            let chain = self.plugins.chain(provider);
+            for option in chain.login_options(&query).await {
                 // Candidates offer the same lookups; the login tries them all.
-                if !options.iter().any(|o| o.method == option.method) {
-                    options.push(option);
+                if methods.contains(&option.method) {
+                    continue;
                 }
+                let sign_in = if chain.redirects(&option.method) {
+                    "redirect"
+                } else {
+                    "password"
+                };
+                methods.push(option.method.clone());
+                let mut offered = json!(option);
+                offered["sign_in"] = json!(sign_in);
+                options.push(offered);
             }
         }
         // Reset links are requested by user id.
