@@ -72,6 +72,16 @@ async fn main() -> ExitCode {
         });
     }
     let users = seed.users.len();
+    let directories = match seed.directories.as_ref() {
+        Some(wanted) => match wanted.settings(&seed.users) {
+            Ok(settings) => Some((wanted.address, settings)),
+            Err(e) => {
+                eprintln!("xsi-sim: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let srs = seed
         .srs
         .as_ref()
@@ -121,6 +131,21 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        None => None,
+    };
+    let _directories = match &directories {
+        Some((addr, settings)) => {
+            match xsi_sim::directories::Directories::start(settings.clone(), *addr).await {
+                Ok(directories) => {
+                    tracing::info!(url = %directories.url(), "company directories serving");
+                    Some(directories)
+                }
+                Err(e) => {
+                    eprintln!("xsi-sim: cannot start the company directories on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         None => None,
     };
     let _ = tokio::signal::ctrl_c().await;

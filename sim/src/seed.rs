@@ -22,6 +22,13 @@
 //! [srs]                                           # optional: a Genesys SRS stand-in
 //! address = "127.0.0.1:18090"                     # its agents are the users, by user id
 //! origin = "http://127.0.0.1:5173"                # the agent desktop's Origin
+//!
+//! [directories]                                   # optional: Graph and OneLogin API stand-ins
+//! address = "127.0.0.1:18096"                     # their people: the users' e-mail addresses
+//! graph_issuer = "http://127.0.0.1:18110/<tenant>/v2.0"   # the tenant whose tokens Graph takes
+//! graph_jwks_file = "data/demo-idp-jwks.json"     # and its public keys
+//! onelogin_client_id = "demo-api-reader"          # the one OneLogin API credential
+//! onelogin_client_secret = "demo-onelogin-api-secret"
 //! ```
 
 use std::net::SocketAddr;
@@ -49,6 +56,74 @@ pub struct Seed {
     pub tls: Option<TlsSeed>,
     /// Also serve a screen-recording (Genesys SRS) stand-in.
     pub srs: Option<SrsSeed>,
+    /// Also serve the company directories single sign-on asks (Graph, OneLogin's API).
+    pub directories: Option<DirectoriesSeed>,
+}
+
+/// The directories stand-in (`crate::directories`) beside the XSPs: every user with an e-mail
+/// address is a person of the company directory, with that address as mail and user principal
+/// name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoriesSeed {
+    pub address: SocketAddr,
+    /// The Entra ID tenant whose app-only tokens Graph accepts: its issuer, and a file with
+    /// its JWK Set. Without them there is no Graph.
+    pub graph_issuer: Option<String>,
+    pub graph_jwks_file: Option<PathBuf>,
+    /// The OneLogin API credential; without it there is no OneLogin API.
+    pub onelogin_client_id: Option<String>,
+    pub onelogin_client_secret: Option<String>,
+}
+
+impl DirectoriesSeed {
+    /// The stand-in's settings for the seed's users.
+    pub fn settings(
+        &self,
+        users: &[User],
+    ) -> Result<crate::directories::DirectorySettings, String> {
+        use crate::directories::{
+            DirectorySettings, DirectoryUser, GraphTenant, OneLoginCredential,
+        };
+        let graph = match (&self.graph_issuer, &self.graph_jwks_file) {
+            (Some(issuer), Some(file)) => Some(GraphTenant {
+                issuer: issuer.clone(),
+                jwks: std::fs::read_to_string(file)
+                    .map_err(|e| format!("directories.graph_jwks_file {}: {e}", file.display()))?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "directories: give graph_issuer and graph_jwks_file together".to_owned(),
+                );
+            }
+        };
+        let onelogin = match (&self.onelogin_client_id, &self.onelogin_client_secret) {
+            (Some(client_id), Some(client_secret)) => Some(OneLoginCredential {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "directories: give onelogin_client_id and onelogin_client_secret together"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(DirectorySettings {
+            users: users
+                .iter()
+                .filter_map(|user| user.email.clone())
+                .map(|mail| DirectoryUser {
+                    user_principal_name: mail.clone(),
+                    mail,
+                })
+                .collect(),
+            graph,
+            onelogin,
+        })
+    }
 }
 
 /// A Genesys SRS stand-in beside the XSPs, as a provider's agents would have it: every user of
@@ -177,6 +252,7 @@ impl Seed {
             events: crate::events::EventSettings::default(),
             tls: None,
             srs: None,
+            directories: None,
         }
     }
 }

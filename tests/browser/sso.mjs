@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
+import { atIdentityProvider, forgetCookies } from './identity-provider.mjs';
 
 const env = process.env;
 const WAIT_MS = 15000;
@@ -81,24 +82,6 @@ async function waitText(selector, wanted, what) {
   }
 }
 
-/** At the identity provider: its own login form, then its consent form, until it lets go. */
-async function atIdentityProvider(login) {
-  const dialer = new URL(env.DIALER_URL).origin;
-  for (let step = 0; step < 4 && new URL(page.url()).origin !== dialer; step += 1) {
-    await page.waitForSelector('form', { timeout: WAIT_MS });
-    if (await page.$('input[name="login"]')) {
-      await page.$eval('input[name="login"]', (input) => { input.value = ''; });
-      await page.type('input[name="login"]', login);
-      await page.type('input[name="password"]', 'any');
-      if (step === 0) await screenshot('identity-provider');
-    }
-    await Promise.all([
-      page.waitForNavigation({ timeout: WAIT_MS }),
-      page.click('form [type="submit"], form button'),
-    ]);
-  }
-}
-
 /** Types the address, picks the method's option, and goes through the identity provider. */
 async function signOn(login, first) {
   await page.goto(env.DIALER_URL, { waitUntil: 'networkidle0' });
@@ -111,7 +94,12 @@ async function signOn(login, first) {
     page.waitForNavigation({ timeout: WAIT_MS }),
     page.click(`#options button[data-method="${env.METHOD}"]`),
   ]);
-  await atIdentityProvider(login);
+  await atIdentityProvider(page, {
+    login,
+    home: env.DIALER_URL,
+    timeout: WAIT_MS,
+    onLoginForm: first ? () => screenshot('identity-provider') : undefined,
+  });
 }
 
 try {
@@ -131,8 +119,7 @@ try {
   await page.click('#logout');
   await waitText('#status', 'Logged out', 'logout');
   // Another person at this browser: the identity provider's session goes too.
-  const cdp = await page.createCDPSession();
-  await cdp.send('Network.clearBrowserCookies');
+  await forgetCookies(page);
 
   // An address the identity provider vouches for, but that no BroadWorks user has.
   await signOn(env.REFUSED_LOGIN, false);

@@ -157,7 +157,15 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
         .unwrap_or_else(|| panic!("no report:\n{stdout}\n{stderr}\n{}", demo.log()));
     eprintln!("browser report: {report:#}");
     // The demo's own logs go with the screenshots, for a failure to be read after the run.
-    for log in ["xsigate", "simulator", "database", "auth", "dialer"] {
+    for log in [
+        "xsigate",
+        "simulator",
+        "database",
+        "auth",
+        "dialer",
+        "entra",
+        "onelogin",
+    ] {
         let from = repo_root().join(format!("data/demo/{log}.log"));
         let _ = std::fs::copy(from, out.join(format!("{log}.log")));
     }
@@ -170,7 +178,7 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     );
 
     const ALICE: &str = "alice@demo.xsigate.test";
-    for method in ["email", "phone", "broadsoft"] {
+    for method in ["email", "phone", "broadsoft", "o365", "onelogin"] {
         assert_eq!(report["logins"][method], ALICE, "login by {method}");
     }
     assert_eq!(report["screening"]["srs"], "logged_in");

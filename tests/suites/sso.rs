@@ -1,5 +1,5 @@
 //! Single sign-on end to end: the gateway with `idp-o365` or `idp-onelogin`, a real OpenID
-//! Provider (npm `oidc-provider` shaped as Entra ID or OneLogin, `tests/idp/oidc-provider.mjs`),
+//! Provider (npm `oidc-provider` shaped as Entra ID or OneLogin, `sim/idp/oidc-provider.mjs`),
 //! the simulator as the provider's BroadWorks and its Microsoft Graph or OneLogin API stand-in
 //! as the company directory. The test plays the browser over HTTP: it keeps each site's cookies,
 //! fills in the identity provider's own login and consent forms, and decides which cookies the
@@ -69,7 +69,7 @@ const ONELOGIN_SUBDOMAIN: &str = "acme";
 impl Idp {
     async fn start(sso: Sso, port: u16, redirect_uri: &str) -> Self {
         let mut child = Command::new("node")
-            .arg(repo_root().join("tests/idp/oidc-provider.mjs"))
+            .arg(repo_root().join("sim/idp/oidc-provider.mjs"))
             .args([
                 &sso.shape(),
                 &port.to_string(),
@@ -77,6 +77,7 @@ impl Idp {
                 "client-secret",
                 redirect_uri,
             ])
+            .env("OIDC_TEST_CONTROLS", "1")
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

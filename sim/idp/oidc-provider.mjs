@@ -1,13 +1,18 @@
-// A real OpenID Provider for the single-sign-on tests: npm `oidc-provider` (OpenID Certified),
-// shaped as Microsoft Entra ID or OneLogin as far as a relying party can tell (issuer path,
-// claims in the ID token), on loopback. Its login form is oidc-provider's own: any login name
-// signs in as that account, whose e-mail is the name.
+// A real OpenID Provider for the single-sign-on tests and the demo: npm `oidc-provider` (OpenID
+// Certified), shaped as Microsoft Entra ID or OneLogin as far as a relying party can tell
+// (issuer path, claims in the ID token, Entra ID's app-only tokens for Graph), on loopback. Its
+// login form is oidc-provider's own: any login name signs in as that account, whose e-mail is
+// the name, with any password. Never a real identity provider.
 //
-// Usage: node tests/idp/oidc-provider.mjs <shape> <port> <client_id> <client_secret> <redirect_uri>
+// Usage: node sim/idp/oidc-provider.mjs <shape> <port> <client_id> <client_secret> <redirect_uri>
 //   shape: entra:<tenant-id> | onelogin:<subdomain>
+// env: OIDC_SIGNING_KEY_FILE  sign with this private JWK (made by make-key.mjs), so that others
+//                             can hold its public half; else a key made at start
+//      OIDC_TEST_CONTROLS=1   serve the test controls below
 // Prints `ready <issuer>` when it listens.
 
 import crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import Provider, { errors } from 'oidc-provider';
 
@@ -24,8 +29,13 @@ if (!prefix || !name || !port || !clientId || !clientSecret || !redirectUri) {
 const issuer = `http://127.0.0.1:${port}${prefix}`;
 
 // The signing key is ours, so that a test can have this provider lie with it: see `forge`.
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const keyFile = process.env.OIDC_SIGNING_KEY_FILE;
+const privateKey = keyFile
+  ? crypto.createPrivateKey({ key: JSON.parse(readFileSync(keyFile, 'utf8')), format: 'jwk' })
+  : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+const publicKey = crypto.createPublicKey(privateKey);
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'signing-1', alg: 'RS256', use: 'sig' };
+const testControls = process.env.OIDC_TEST_CONTROLS === '1';
 
 // How the next ID tokens are spoiled (`POST /__test/tamper/<mode>`; `honest` undoes it), and
 // how often the key set was read (`GET /__test/jwks-reads`).
@@ -119,13 +129,13 @@ provider.use(async (ctx, next) => {
 
 const handle = provider.callback();
 http.createServer((req, res) => {
-  const test = req.url.match(/^\/__test\/tamper\/([a-z0-9]+)$/);
+  const test = testControls && req.url.match(/^\/__test\/tamper\/([a-z0-9]+)$/);
   if (req.method === 'POST' && test) {
     tamper = test[1];
     res.end(tamper);
     return;
   }
-  if (req.url === '/__test/jwks-reads') {
+  if (testControls && req.url === '/__test/jwks-reads') {
     res.end(String(jwksReads));
     return;
   }
