@@ -39,7 +39,11 @@ const browser = await puppeteer.launch({
 });
 const page = await browser.newPage();
 const consoleErrors = [];
-page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(message.text()); });
+// Errors of the dialer's own page; the identity providers' pages (single sign-on) are theirs.
+const dialerOrigin = new URL(env.DIALER_URL).origin;
+page.on('console', (message) => {
+  if (message.type() === 'error' && new URL(page.url()).origin === dialerOrigin) consoleErrors.push(message.text());
+});
 page.on('pageerror', (error) => consoleErrors.push(String(error)));
 
 const report = { screenshots: [], logins: {}, console_errors: consoleErrors };

@@ -239,7 +239,7 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     assert_eq!(rules["other_reads_alice"], "permission_denied");
 
     let shots = report["screenshots"].as_array().unwrap();
-    assert_eq!(shots.len(), 7, "{report}");
+    assert_eq!(shots.len(), 8, "{report}");
     for shot in shots {
         let size = std::fs::metadata(shot.as_str().unwrap()).unwrap().len();
         assert!(size > 10_000, "{shot} is {size} bytes");
