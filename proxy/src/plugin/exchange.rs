@@ -269,3 +269,93 @@ impl<'a> Exchange<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pingora::http::{RequestHeader, ResponseHeader};
+    use xsigate_plugin_sdk::LoginLevel;
+    use xsigate_plugin_sdk::abi::attr;
+
+    use super::Exchange;
+    use crate::state::session::{BoundSession, Scope, Session, SessionSecrets};
+
+    fn bound(password: Option<&str>) -> BoundSession {
+        let session = Session {
+            user_id: "alice@acme.example".to_owned(),
+            provider: "acme".to_owned(),
+            level: LoginLevel::User,
+            scope: Scope::default(),
+            xsp: None,
+            secrets: SessionSecrets {
+                password: password.map(str::to_owned),
+                xsp_cookies: Default::default(),
+            },
+            created_at_ms: 0,
+            expires_at_ms: i64::MAX,
+            unique_id: None,
+            csrf_hash: Vec::new(),
+            token_hash: Vec::new(),
+        };
+        BoundSession::new(Arc::new(session), None)
+    }
+
+    fn request() -> RequestHeader {
+        RequestHeader::build(
+            "GET",
+            b"/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example",
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Asks for the master's credentials as a plugin would; whether the host took the ask.
+    fn ask(session: &mut BoundSession, visible: bool, response: bool) -> bool {
+        let mut head = request();
+        let mut answer = ResponseHeader::build(200, None).unwrap();
+        let mut exchange = if response {
+            Exchange::response(&head, &mut answer, "r1", "acme", None)
+        } else {
+            Exchange::request(&mut head, "r1", "acme", None)
+        }
+        .with_session(Some(session));
+        exchange.show_session_credentials(visible);
+        exchange.set_attribute(attr::SESSION_CREDENTIALS, Some("master"))
+    }
+
+    #[test]
+    fn only_a_session_without_a_password_may_borrow_the_masters_credentials() {
+        let mut single_sign_on = bound(None);
+        assert!(ask(&mut single_sign_on, true, false));
+        assert!(single_sign_on.master_credentials);
+
+        let mut password = bound(Some("alice-pw"));
+        assert!(!ask(&mut password, true, false));
+        assert!(!password.master_credentials);
+    }
+
+    #[test]
+    fn only_a_plugin_shown_session_credentials_may_ask_and_only_for_a_request() {
+        let mut session = bound(None);
+        assert!(!ask(&mut session, false, false));
+        assert!(!ask(&mut session, true, true));
+        assert!(!session.master_credentials);
+    }
+
+    #[test]
+    fn the_session_says_how_it_authenticates_to_plugins_shown_credentials_only() {
+        for (password, kind) in [(None, "master"), (Some("alice-pw"), "password")] {
+            let mut session = bound(password);
+            let mut head = request();
+            let mut exchange =
+                Exchange::request(&mut head, "r1", "acme", None).with_session(Some(&mut session));
+            assert_eq!(exchange.attribute(attr::SESSION_CREDENTIALS), None);
+            exchange.show_session_credentials(true);
+            assert_eq!(
+                exchange.attribute(attr::SESSION_CREDENTIALS),
+                Some(kind.as_bytes())
+            );
+        }
+    }
+}
