@@ -1,4 +1,5 @@
-//! Command line: `xsigate [run] [-c FILE]`, `xsigate check [-c FILE]`, `xsigate --version`.
+//! Command line: `xsigate [run] [-c FILE]`, `xsigate check [-c FILE]`, `xsigate hash-password`,
+//! `xsigate --version`.
 
 use std::path::PathBuf;
 
@@ -33,4 +34,7 @@ pub enum Command {
     },
     /// Validate the configuration and exit: 0 when valid, 1 with the first error otherwise.
     Check,
+    /// Read an operator's password from standard input (one line; piped, never typed on a
+    /// terminal, where it would show) and print its argon2id hash for `password_hash`.
+    HashPassword,
 }

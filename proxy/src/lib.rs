@@ -22,6 +22,7 @@ pub mod config;
 pub mod edge;
 pub mod http;
 pub mod metrics;
+pub mod operator;
 pub mod plugin;
 pub mod server;
 pub mod state;

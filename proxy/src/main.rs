@@ -17,6 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[expect(clippy::print_stdout, reason = "`check` reports its verdict on stdout")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::HashPassword)) {
+        return hash_password();
+    }
     let loaded = load(&cli);
     let source = source_name(&cli);
     match cli.command.unwrap_or(Command::Run { upgrade: false }) {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashPassword => hash_password(),
         Command::Run { upgrade } => {
             let config = match loaded {
                 Ok(config) => config,
@@ -59,6 +63,39 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `xsigate hash-password`: one line of standard input in, its hash out.
+#[expect(clippy::print_stdout, reason = "the hash is the command's output")]
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead as _, IsTerminal as _, Read as _};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!(
+            "xsigate hash-password: pipe the password in (a terminal would show it), e.g. \
+             `read -rs PW && printf '%s' \"$PW\" | xsigate hash-password`"
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut line = String::new();
+    // Enough for the longest password and its line end; more is refused as too long.
+    let limit = xsigate::operator::password::PASSWORD_MAX as u64 + 3;
+    if let Err(e) = stdin.lock().take(limit).read_line(&mut line) {
+        eprintln!("xsigate hash-password: reading standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match xsigate::operator::password::hash(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xsigate hash-password: {e}");
+            ExitCode::FAILURE
         }
     }
 }

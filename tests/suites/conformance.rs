@@ -345,3 +345,50 @@ async fn dashboards_and_alerts_match_the_exposition() {
         "dashboards or alerts use metrics xsigate does not export: {missing:?}"
     );
 }
+
+/// `xsigate hash-password < input`: exit code, standard output, standard error.
+fn hash_password(input: &[u8]) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary("xsigate"))
+        .arg("hash-password")
+        // No configuration is read: the command works anywhere.
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_at_owasps_minimum_and_refuses_what_is_no_password() {
+    let (code, stdout, stderr) = hash_password(b"correct horse battery\n");
+    assert_eq!(code, 0, "{stderr}");
+    let hash = stdout.trim_end();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert_eq!(hash.matches('$').count(), 5, "{hash}");
+    assert!(!stdout.contains("correct horse") && !stderr.contains("correct horse"));
+    // The same password twice gives two hashes: each has its own salt.
+    assert_ne!(hash_password(b"correct horse battery\n").1, stdout);
+
+    for (input, says) in [
+        (&b"\n"[..], "the password is empty"),
+        (&b""[..], "the password is empty"),
+        (&[b'x'; 5000][..], "longer than 1024 bytes"),
+    ] {
+        let (code, stdout, stderr) = hash_password(input);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
