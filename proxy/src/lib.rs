@@ -9,7 +9,8 @@
 //! 3. [`edge`]: client connections before HTTP: per-address limits, the request head read
 //!    under deadlines, framing that no two parsers could read differently.
 //! 4. [`state`]: the store, the server key, tokens and session records, and the runtime that
-//!    keeps them off the request path.
+//!    keeps them off the request path; [`operator`]: the gateway's operators (so far, the
+//!    hashes of their passwords).
 //! 5. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
 //! 6. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
 //! 7. [`access`]: the login API and the session authority.

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("metrics", &["wire"]),
     ("edge", &["config", "wire", "metrics"]),
     ("state", &[]),
+    ("operator", &[]),
     ("upstream", &["config", "wire", "metrics"]),
     (
         "plugin",
