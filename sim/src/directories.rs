@@ -238,9 +238,10 @@ impl Directories {
         let token = authorization
             .strip_prefix("Bearer ")
             .ok_or("no bearer token")?;
-        let mut parts = token.split('.');
-        let (Some(header), Some(claims), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let Some((signed, signature)) = token.rsplit_once('.') else {
+            return Err("not a JWT".to_owned());
+        };
+        let Some((header, claims)) = signed.split_once('.').filter(|(_, c)| !c.contains('.'))
         else {
             return Err("not a JWT".to_owned());
         };
@@ -255,7 +256,6 @@ impl Directories {
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| "signature is not base64url")?;
-        let signed = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
         ring::signature::RsaPublicKeyComponents {
             n: &key.n,
             e: &key.e,
