@@ -39,10 +39,18 @@ const browser = await puppeteer.launch({
 });
 const page = await browser.newPage();
 const consoleErrors = [];
-// Errors of the dialer's own page; the identity providers' pages (single sign-on) are theirs.
+// Errors of the dialer's own page and its gateway; the identity providers' pages (single
+// sign-on) and what they load are theirs. Told apart by where a message comes from, since one
+// may arrive after the tab has moved on.
 const dialerOrigin = new URL(env.DIALER_URL).origin;
+const gatewayOrigin = new URL((await (await fetch(new URL('/config.json', env.DIALER_URL))).json()).gateway).origin;
 page.on('console', (message) => {
-  if (message.type() === 'error' && new URL(page.url()).origin === dialerOrigin) consoleErrors.push(message.text());
+  if (message.type() !== 'error') return;
+  const from = message.location()?.url;
+  const ours = from
+    ? [dialerOrigin, gatewayOrigin].includes(new URL(from).origin)
+    : new URL(page.url()).origin === dialerOrigin;
+  if (ours) consoleErrors.push(message.text());
 });
 page.on('pageerror', (error) => consoleErrors.push(String(error)));
 

@@ -41,12 +41,18 @@ const report = {
   bodies: [],
   console_errors: [],
 };
-// Errors of the dialer's own page; the identity provider's pages are its business.
+// Errors of the dialer's own page and its gateway; the identity provider's pages and what they
+// load are its business. Told apart by where a message comes from, since one may arrive after
+// the tab has moved on.
 const dialerOrigin = new URL(env.DIALER_URL).origin;
+const gatewayOrigin = new URL((await (await fetch(new URL('/config.json', env.DIALER_URL))).json()).gateway).origin;
 page.on('console', (message) => {
   if (message.type() !== 'error') return;
-  const origin = new URL(page.url()).origin;
-  if (origin === dialerOrigin) report.console_errors.push(`${message.text()} (${message.location()?.url ?? ''})`);
+  const from = message.location()?.url;
+  const ours = from
+    ? [dialerOrigin, gatewayOrigin].includes(new URL(from).origin)
+    : new URL(page.url()).origin === dialerOrigin;
+  if (ours) report.console_errors.push(`${message.text()} (${from ?? ''})`);
 });
 page.on('pageerror', (error) => report.console_errors.push(String(error)));
 // Committed addresses of the tab: what its address bar and history showed.
