@@ -158,27 +158,16 @@ impl RelyingParty {
         ) else {
             return Ok(Err(Declined::BadCallback));
         };
-        // The form is finished before any await: its serializer is not `Send`.
-        let body = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "authorization_code")
-                .append_pair("code", code)
-                .append_pair("redirect_uri", &flow.redirect_uri)
-                .append_pair("code_verifier", verifier);
-            if self.token_auth == TokenAuth::ClientSecretPost {
-                form.append_pair("client_id", &self.client_id)
-                    .append_pair("client_secret", &self.client_secret);
-            }
-            form.finish()
-        };
-        let mut request = HttpRequest::post(&metadata.token_endpoint)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .timeout(TOKEN_TIMEOUT);
-        if self.token_auth == TokenAuth::ClientSecretBasic {
-            request = request.header("authorization", &self.basic_authorization());
-        }
-        let response = self.host.http(request.body(body)).await?;
+        let request = self.token_request(
+            &metadata.token_endpoint,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &flow.redirect_uri),
+                ("code_verifier", verifier),
+            ],
+        );
+        let response = self.host.http(request).await?;
         if response.status >= 500 {
             return Err(Error::msg(format!(
                 "the identity provider's token endpoint answered {}",
@@ -221,24 +210,11 @@ impl RelyingParty {
             expires_in: u64,
         }
         let metadata = self.provider.metadata().await?;
-        let body = {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "client_credentials")
-                .append_pair("scope", scope);
-            if self.token_auth == TokenAuth::ClientSecretPost {
-                form.append_pair("client_id", &self.client_id)
-                    .append_pair("client_secret", &self.client_secret);
-            }
-            form.finish()
-        };
-        let mut request = HttpRequest::post(&metadata.token_endpoint)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .timeout(TOKEN_TIMEOUT);
-        if self.token_auth == TokenAuth::ClientSecretBasic {
-            request = request.header("authorization", &self.basic_authorization());
-        }
-        let response = self.host.http(request.body(body)).await?;
+        let request = self.token_request(
+            &metadata.token_endpoint,
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+        );
+        let response = self.host.http(request).await?;
         if !response.is_success() {
             return Err(Error::msg(format!(
                 "the identity provider refused the app's client credentials ({})",
@@ -247,6 +223,28 @@ impl RelyingParty {
         }
         let granted: Granted = response.json()?;
         Ok((granted.access_token, granted.expires_in))
+    }
+
+    /// A form POST of `grant` to the token endpoint, authenticated as the client is registered
+    /// to (OpenID Connect Core §9).
+    fn token_request(&self, token_endpoint: &str, grant: &[(&str, &str)]) -> HttpRequest {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.extend_pairs(grant);
+        if self.token_auth == TokenAuth::ClientSecretPost {
+            form.append_pair("client_id", &self.client_id)
+                .append_pair("client_secret", &self.client_secret);
+        }
+        let request = HttpRequest::post(token_endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .timeout(TOKEN_TIMEOUT);
+        let request = match self.token_auth {
+            TokenAuth::ClientSecretBasic => {
+                request.header("authorization", &self.basic_authorization())
+            }
+            TokenAuth::ClientSecretPost => request,
+        };
+        request.body(form.finish())
     }
 
     /// RFC 6749 §2.3.1: the client id and secret, each form-encoded, as Basic credentials.
