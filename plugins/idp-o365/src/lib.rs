@@ -12,10 +12,8 @@
 mod config;
 mod graph;
 
-use std::collections::HashMap;
-
 use xsigate_broadworks::directory::Lookup;
-use xsigate_oidc::{EmailSignIn, RelyingParty, TokenAuth};
+use xsigate_oidc::{EmailSignIn, EmailSignIns, RelyingParty, TokenAuth};
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
 };
@@ -27,11 +25,7 @@ use graph::Graph;
 pub const METHOD: &str = "o365";
 
 #[derive(Debug)]
-pub struct O365Idp {
-    label: String,
-    lookup: Lookup,
-    tenants: HashMap<String, EmailSignIn<Graph>>,
-}
+pub struct O365Idp(EmailSignIns<Graph>);
 
 fn sign_in(host: Host, id: &str, tenant: &Tenant) -> Result<EmailSignIn<Graph>, Error> {
     tenant.validate(id)?;
@@ -55,47 +49,32 @@ impl Plugin for O365Idp {
     type Config = Config;
 
     fn init(host: Host, config: Config) -> Result<Self, Error> {
-        let tenants = config
+        let by_provider = config
             .providers
             .iter()
             .map(|(id, tenant)| Ok((id.clone(), sign_in(host, id, tenant)?)))
             .collect::<Result<_, Error>>()?;
-        Ok(Self {
-            label: config.label,
-            lookup: Lookup::new(host, config.anchor_users)?,
-            tenants,
-        })
+        let lookup = Lookup::new(host, config.anchor_users)?;
+        Ok(Self(EmailSignIns::new(
+            METHOD,
+            config.label,
+            lookup,
+            by_provider,
+        )))
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            login_methods: vec![METHOD.to_owned()],
-            redirect_login: true,
-            needs_master: true,
-            ..Manifest::default()
-        }
+        self.0.manifest()
     }
 }
 
 impl IdentityProvider for O365Idp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
-        let Some(tenant) = self.tenants.get(&query.provider) else {
-            return Ok(Vec::new());
-        };
-        Ok(tenant
-            .option_for(&query.query, METHOD, &self.label)
-            .await?
-            .into_iter()
-            .collect())
+        self.0.login_options(&query).await
     }
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
-        match self.tenants.get(&login.provider) {
-            Some(tenant) => tenant.authenticate(&self.lookup, &login).await,
-            None => Ok(xsigate_broadworks::rejected(
-                "the provider has no tenant for this method",
-            )),
-        }
+        self.0.authenticate(&login).await
     }
 }
 

@@ -11,10 +11,8 @@
 mod api;
 mod config;
 
-use std::collections::HashMap;
-
 use xsigate_broadworks::directory::Lookup;
-use xsigate_oidc::{EmailSignIn, RelyingParty};
+use xsigate_oidc::{EmailSignIn, EmailSignIns, RelyingParty};
 use xsigate_plugin_sdk::{
     Authentication, Error, Host, IdentityProvider, Login, LoginOption, LoginQuery, Manifest, Plugin,
 };
@@ -26,11 +24,7 @@ use config::{Account, Config};
 pub const METHOD: &str = "onelogin";
 
 #[derive(Debug)]
-pub struct OneLoginIdp {
-    label: String,
-    lookup: Lookup,
-    accounts: HashMap<String, EmailSignIn<Users>>,
-}
+pub struct OneLoginIdp(EmailSignIns<Users>);
 
 fn sign_in(host: Host, id: &str, account: &Account) -> Result<EmailSignIn<Users>, Error> {
     account.validate(id)?;
@@ -60,47 +54,32 @@ impl Plugin for OneLoginIdp {
     type Config = Config;
 
     fn init(host: Host, config: Config) -> Result<Self, Error> {
-        let accounts = config
+        let by_provider = config
             .providers
             .iter()
             .map(|(id, account)| Ok((id.clone(), sign_in(host, id, account)?)))
             .collect::<Result<_, Error>>()?;
-        Ok(Self {
-            label: config.label,
-            lookup: Lookup::new(host, config.anchor_users)?,
-            accounts,
-        })
+        let lookup = Lookup::new(host, config.anchor_users)?;
+        Ok(Self(EmailSignIns::new(
+            METHOD,
+            config.label,
+            lookup,
+            by_provider,
+        )))
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            login_methods: vec![METHOD.to_owned()],
-            redirect_login: true,
-            needs_master: true,
-            ..Manifest::default()
-        }
+        self.0.manifest()
     }
 }
 
 impl IdentityProvider for OneLoginIdp {
     async fn login_options(&self, query: LoginQuery) -> Result<Vec<LoginOption>, Error> {
-        let Some(account) = self.accounts.get(&query.provider) else {
-            return Ok(Vec::new());
-        };
-        Ok(account
-            .option_for(&query.query, METHOD, &self.label)
-            .await?
-            .into_iter()
-            .collect())
+        self.0.login_options(&query).await
     }
 
     async fn authenticate(&self, login: Login) -> Result<Authentication, Error> {
-        match self.accounts.get(&login.provider) {
-            Some(account) => account.authenticate(&self.lookup, &login).await,
-            None => Ok(xsigate_broadworks::rejected(
-                "the provider has no OneLogin account for this method",
-            )),
-        }
+        self.0.authenticate(&login).await
     }
 }
 

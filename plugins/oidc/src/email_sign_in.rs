@@ -3,6 +3,7 @@
 //! the identity provider returns, match the verified address to exactly one BroadWorks user
 //! with the provider's master credentials (*m *e). Each plugin brings its directory.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 use xsigate_broadworks::directory::{Lookup, option};
 use xsigate_broadworks::rejected;
 use xsigate_plugin_sdk::{
-    Authentication, Error, FlowStage, Grant, Login, LoginOption, RedirectFlow,
+    Authentication, Error, FlowStage, Grant, Login, LoginOption, LoginQuery, Manifest, RedirectFlow,
 };
 
 use crate::relying_party::{RelyingParty, email_of};
@@ -158,6 +159,60 @@ impl<D: CompanyDirectory> EmailSignIn<D> {
                 grant: Grant::default(),
             }),
             Err(reason) => Ok(rejected(reason)),
+        }
+    }
+}
+
+/// A whole e-mail sign-in method: its label, the directory search after the identity
+/// provider, and each provider's sign-in. The plugins' `IdentityProvider` hooks forward here.
+#[derive(Debug)]
+pub struct EmailSignIns<D> {
+    method: &'static str,
+    label: String,
+    lookup: Lookup,
+    by_provider: HashMap<String, EmailSignIn<D>>,
+}
+
+impl<D: CompanyDirectory> EmailSignIns<D> {
+    pub fn new(
+        method: &'static str,
+        label: String,
+        lookup: Lookup,
+        by_provider: HashMap<String, EmailSignIn<D>>,
+    ) -> Self {
+        Self {
+            method,
+            label,
+            lookup,
+            by_provider,
+        }
+    }
+
+    /// A redirect login that finds its user with master credentials.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            login_methods: vec![self.method.to_owned()],
+            redirect_login: true,
+            needs_master: true,
+            ..Manifest::default()
+        }
+    }
+
+    pub async fn login_options(&self, query: &LoginQuery) -> Result<Vec<LoginOption>, Error> {
+        let Some(sign_in) = self.by_provider.get(&query.provider) else {
+            return Ok(Vec::new());
+        };
+        Ok(sign_in
+            .option_for(&query.query, self.method, &self.label)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    pub async fn authenticate(&self, login: &Login) -> Result<Authentication, Error> {
+        match self.by_provider.get(&login.provider) {
+            Some(sign_in) => sign_in.authenticate(&self.lookup, login).await,
+            None => Ok(rejected("the provider is not configured for this method")),
         }
     }
 }
