@@ -26,7 +26,7 @@ use std::ffi::c_void;
 pub use async_ffi::FfiFuture;
 
 /// The version of this ABI. A plugin built against another version is refused at load time.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 // `FfiFuture`'s layout is part of this ABI; a new async-ffi ABI needs a new `ABI_VERSION`.
 const _: () = assert!(async_ffi::ABI_VERSION == 2);
@@ -430,6 +430,7 @@ pub struct PluginApi {
     pub response_filter: Option<FilterFn>,
     pub login_options: Option<JsonHookFn>,
     pub authenticate: Option<JsonHookFn>,
+    pub sign_in_metadata: Option<JsonHookFn>,
     pub on_event: Option<EventFn>,
     pub run_worker: Option<WorkerFn>,
 }
@@ -443,6 +444,7 @@ impl PluginApi {
             response_filter: None,
             login_options: None,
             authenticate: None,
+            sign_in_metadata: None,
             on_event: None,
             run_worker: None,
         }

@@ -24,8 +24,9 @@ use crate::abi::{self, Buf, FfiFuture, HostApi, InitResult, Outcome, PluginApi, 
 use crate::error::Error;
 use crate::exchange::{Request, Response};
 use crate::hooks::{
-    BackgroundWorker, Decision, Event, EventConsumer, IdentityProvider, Login, LoginQuery, Plugin,
-    RequestFilter, ResponseDecision, ResponseFilter, UpstreamRequestFilter,
+    BackgroundWorker, Decision, Event, EventConsumer, IdentityProvider, Login, LoginQuery,
+    MetadataRequest, Plugin, RequestFilter, ResponseDecision, ResponseFilter,
+    UpstreamRequestFilter,
 };
 use crate::host::Host;
 
@@ -299,6 +300,26 @@ pub unsafe extern "C" fn authenticate<P: IdentityProvider>(
 
 /// # Safety
 /// As for [`instance`].
+pub unsafe extern "C" fn sign_in_metadata<P: IdentityProvider>(
+    instance: *const c_void,
+    input: Buf,
+) -> FfiFuture<Outcome> {
+    // SAFETY: the host calls with the pointer it received.
+    let instance = unsafe { self::instance::<P>(instance) };
+    guarded(async move {
+        let request: MetadataRequest = match serde_json::from_slice(input.as_slice()) {
+            Ok(request) => request,
+            Err(e) => return failed(&Error::from(e)),
+        };
+        match instance.plugin.sign_in_metadata(request).await {
+            Ok(document) => json(&document),
+            Err(e) => failed(&e),
+        }
+    })
+}
+
+/// # Safety
+/// As for [`instance`].
 pub unsafe extern "C" fn on_event<P: EventConsumer>(
     instance: *const c_void,
     topic: Buf,
@@ -352,6 +373,7 @@ macro_rules! export_plugin {
     (@hook $api:ident, $plugin:ty, IdentityProvider) => {
         $api.login_options = Some($crate::export::login_options::<$plugin>);
         $api.authenticate = Some($crate::export::authenticate::<$plugin>);
+        $api.sign_in_metadata = Some($crate::export::sign_in_metadata::<$plugin>);
     };
     (@hook $api:ident, $plugin:ty, EventConsumer) => {
         $api.on_event = Some($crate::export::on_event::<$plugin>);

@@ -116,6 +116,36 @@ pub trait IdentityProvider: Plugin {
         &self,
         login: Login,
     ) -> impl Future<Output = Result<Authentication, Error>> + Send;
+
+    /// The document an identity provider's administrator registers the gateway with, for a
+    /// redirect login that has one (a SAML service provider's metadata), served at
+    /// `GET /api/access/services/idp/<method>/metadata?provider=<id>`. `None`: the method has
+    /// none for this provider (the host answers 404).
+    fn sign_in_metadata(
+        &self,
+        request: MetadataRequest,
+    ) -> impl Future<Output = Result<Option<SignInMetadata>, Error>> + Send {
+        let _ = request;
+        async { Ok(None) }
+    }
+}
+
+/// What [`IdentityProvider::sign_in_metadata`] is asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRequest {
+    pub provider: String,
+    pub method: String,
+    /// The method's callback on the provider's public URL, as [`RedirectFlow::redirect_uri`]
+    /// names it in every flow (a SAML assertion consumer service).
+    pub callback_url: String,
+}
+
+/// A document for the identity provider's administrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInMetadata {
+    /// The media type (`application/samlmetadata+xml`).
+    pub content_type: String,
+    pub body: String,
 }
 
 /// Receives events published on topics the plugin subscribed to during init. Events arrive in

@@ -52,9 +52,9 @@ pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response, SessionInfo};
 pub use hooks::{
     Answer, Authentication, BackgroundWorker, Choice, Decision, Event, EventConsumer, FlowStage,
-    Grant, IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, Plugin,
-    QueryMatch, RedirectFlow, RequestFilter, ResponseDecision, ResponseFilter,
-    UpstreamRequestFilter, phone_number,
+    Grant, IdentityProvider, Login, LoginLevel, LoginOption, LoginQuery, Manifest, MetadataRequest,
+    Plugin, QueryMatch, RedirectFlow, RequestFilter, ResponseDecision, ResponseFilter,
+    SignInMetadata, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
     Counter, Gauge, Histogram, Host, HttpRequest, HttpResponse, LogLevel, Store, StreamRead,

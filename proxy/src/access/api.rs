@@ -284,6 +284,7 @@ impl LoginApi {
             Endpoint::Ztp => self.ztp(request).await,
             Endpoint::Login { method } => self.login(method, request).await,
             Endpoint::LoginCallback { method } => self.callback(method, request).await,
+            Endpoint::LoginMetadata { method } => self.sign_in_metadata(method, request).await,
             Endpoint::LoginResult => self.login_result(request).await,
             Endpoint::Logout => self.logout(request).await,
             Endpoint::Session => self.session(request).await,

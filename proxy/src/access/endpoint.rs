@@ -12,6 +12,9 @@ pub enum Endpoint {
     Login { method: String },
     /// `idp/<method>/callback`: an identity provider sends the browser back (single sign-on).
     LoginCallback { method: String },
+    /// `idp/<method>/metadata?provider=<id>`: what an identity provider's administrator
+    /// registers the gateway with (a SAML service provider's metadata).
+    LoginMetadata { method: String },
     /// `session/login`: the answer of the redirect login that made the session, once.
     LoginResult,
     /// `logout`: end the session.
@@ -46,14 +49,17 @@ impl Endpoint {
                         .filter(|name| !name.is_empty() && !name.contains('/'))
                         .map(str::to_owned)
                 };
-                if let Some(method) = endpoint
-                    .strip_prefix("idp/")
-                    .and_then(|rest| rest.strip_suffix("/callback"))
-                    .filter(|method| !method.is_empty() && !method.contains('/'))
-                {
-                    Self::LoginCallback {
-                        method: method.to_owned(),
-                    }
+                let method_before = |suffix: &str| {
+                    endpoint
+                        .strip_prefix("idp/")
+                        .and_then(|rest| rest.strip_suffix(suffix))
+                        .filter(|method| !method.is_empty() && !method.contains('/'))
+                        .map(str::to_owned)
+                };
+                if let Some(method) = method_before("/callback") {
+                    Self::LoginCallback { method }
+                } else if let Some(method) = method_before("/metadata") {
+                    Self::LoginMetadata { method }
                 } else if let Some(method) = named("idp/") {
                     Self::Login { method }
                 } else if let Some(name) = named("applets/") {
@@ -70,7 +76,10 @@ impl Endpoint {
     /// SAML).
     pub fn takes(&self, method: &http::Method) -> bool {
         match self {
-            Self::Session | Self::AppletRedirect { .. } | Self::Keys => method == http::Method::GET,
+            Self::Session
+            | Self::AppletRedirect { .. }
+            | Self::Keys
+            | Self::LoginMetadata { .. } => method == http::Method::GET,
             Self::LoginCallback { .. } => {
                 method == http::Method::GET || method == http::Method::POST
             }
@@ -139,6 +148,15 @@ mod tests {
             })
         );
         assert_eq!(Endpoint::parse("idp//callback"), None);
+        let metadata = Endpoint::parse("idp/saml/metadata").unwrap();
+        assert_eq!(
+            metadata,
+            Endpoint::LoginMetadata {
+                method: "saml".to_owned()
+            }
+        );
+        assert!(metadata.takes(&http::Method::GET) && !metadata.takes(&http::Method::POST));
+        assert_eq!(Endpoint::parse("idp/a/b/metadata"), None);
         assert_eq!(Endpoint::parse("idp/a/b/callback"), None);
         assert_eq!(
             Endpoint::parse("session/login"),

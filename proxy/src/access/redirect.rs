@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use xsigate_plugin_sdk::{Authentication, FlowStage, Login, RedirectFlow};
+use xsigate_plugin_sdk::{Authentication, FlowStage, Login, MetadataRequest, RedirectFlow};
 
 use super::api::{AccessReply, AccessRequest, LoginApi, internal};
 use super::limit::client_key;
@@ -55,6 +55,16 @@ struct StoredFlow {
 /// only path the flow cookie is sent to.
 pub fn callback_path(method: &str) -> String {
     format!("/api/access/services/idp/{method}/callback")
+}
+
+/// The callback of `method` on the provider's public URL.
+fn callback_url(provider: &Provider, method: &str) -> Result<String, ErrorCode> {
+    let sso = provider.sso.as_ref().ok_or(ErrorCode::Internal)?;
+    Ok(sso
+        .public_url
+        .join(&callback_path(method))
+        .map_err(internal)?
+        .to_string())
 }
 
 /// The store key of the flow a `state` names.
@@ -98,12 +108,7 @@ impl LoginApi {
                 &request.request_id,
             ));
         };
-        let sso = provider.sso.as_ref().ok_or(ErrorCode::Internal)?;
-        let redirect_uri = sso
-            .public_url
-            .join(&callback_path(method))
-            .map_err(internal)?
-            .to_string();
+        let redirect_uri = callback_url(&provider, method)?;
         let (state, nonce, code_verifier) = (new_token(), new_token(), new_token());
         let login = Login {
             provider: provider.id.clone(),
@@ -178,6 +183,47 @@ impl LoginApi {
         Ok(AccessReply::ok(&json!({ "redirect": location }))
             .header("set-cookie", flow_cookie(method, &browser, request.tls))
             .about(&provider.id))
+    }
+
+    /// A redirect login's document for identity-provider administrators, by `?provider=<id>`.
+    /// Public by nature (a SAML service provider's metadata holds only public keys and URLs),
+    /// and the same for anyone who asks: 404 for a provider or method that has none.
+    pub(super) async fn sign_in_metadata(
+        &self,
+        method: &str,
+        request: &AccessRequest,
+    ) -> Result<AccessReply, ErrorCode> {
+        let query = request.query.as_deref().unwrap_or("");
+        let named = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "provider")
+            .map(|(_, id)| id.into_owned());
+        let provider = named
+            .and_then(|id| self.providers.get(&id).cloned())
+            .ok_or(ErrorCode::NotFound)?;
+        let chain = self.plugins.chain(&provider);
+        if !chain.redirects(method) {
+            return Err(ErrorCode::NotFound);
+        }
+        let asked = MetadataRequest {
+            provider: provider.id.clone(),
+            method: method.to_owned(),
+            callback_url: callback_url(&provider, method)?,
+        };
+        let document = chain
+            .sign_in_metadata(&asked)
+            .await
+            .map_err(|failure| failure.error_code())?
+            .ok_or(ErrorCode::NotFound)?;
+        Ok(AccessReply {
+            status: 200,
+            body: Bytes::from(document.body),
+            headers: vec![
+                ("content-type", document.content_type),
+                ("cache-control", "public, max-age=300".to_owned()),
+            ],
+            error: None,
+            provider: None,
+        })
     }
 
     /// The identity provider sent the browser back. Served once, to the browser that started
@@ -429,23 +475,37 @@ pub(super) fn callback_fields(encoded: &[u8]) -> Result<Map<String, Value>, Erro
     Ok(params)
 }
 
-/// The flow cookie: sent only to the method's callback, and on the identity provider's
-/// top-level redirect back (`SameSite=Lax`), for at most the flow's lifetime.
+/// The flow cookie: sent only to the method's callback, for at most the flow's lifetime. It
+/// must come back on the identity provider's redirect (a top-level `GET`) and on a SAML
+/// response, a cross-site form `POST` that `SameSite=Lax` would strip, hence `SameSite=None`
+/// wherever browsers accept it (with `Secure`). That opens nothing: a callback is served only
+/// when the cookie's hash matches the one stored with the flow its `state` names, so another
+/// site's post can finish no flow but the browser's own.
 fn flow_cookie(method: &str, value: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
     format!(
-        "{FLOW_COOKIE}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        "{FLOW_COOKIE}={value}; Path={}; HttpOnly; {}; Max-Age={}",
         callback_path(method),
+        flow_cookie_reach(secure),
         FLOW_LIFETIME.as_secs()
     )
 }
 
 fn flow_cookie_removal(method: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
     format!(
-        "{FLOW_COOKIE}=; Path={}; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
-        callback_path(method)
+        "{FLOW_COOKIE}=; Path={}; HttpOnly; {}; Max-Age=0",
+        callback_path(method),
+        flow_cookie_reach(secure)
     )
+}
+
+/// `SameSite=None` needs `Secure`; a plain-HTTP gateway (a test, the demo) gets `Lax`, which
+/// same-site identity providers satisfy.
+fn flow_cookie_reach(secure: bool) -> &'static str {
+    if secure {
+        "SameSite=None; Secure"
+    } else {
+        "SameSite=Lax"
+    }
 }
 
 #[cfg(test)]
@@ -506,8 +566,9 @@ mod tests {
         assert_eq!(
             cookie,
             "xsigate_flow=v; Path=/api/access/services/idp/o365/callback; HttpOnly; \
-             SameSite=Lax; Max-Age=600; Secure"
+             SameSite=None; Secure; Max-Age=600"
         );
+        assert!(flow_cookie("saml", "v", false).contains("; SameSite=Lax;"));
         assert!(flow_cookie_removal("o365", false).contains("Max-Age=0"));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, QueryMatch};
+use xsigate_plugin_sdk::{
+    Authentication, Login, LoginOption, LoginQuery, MetadataRequest, QueryMatch, SignInMetadata,
+};
 
 use super::hooks::{Plugin, PluginFailure};
 
@@ -82,5 +84,18 @@ impl PluginChain {
             .authenticate(login)
             .await
             .map_err(AuthenticateError::Failed)
+    }
+
+    /// The sign-in metadata of the redirect login `request.method`, if it has one here.
+    pub async fn sign_in_metadata(
+        &self,
+        request: &MetadataRequest,
+    ) -> Result<Option<SignInMetadata>, PluginFailure> {
+        let Some(plugin) = self.identity.iter().find(|p| {
+            p.manifest.redirect_login && p.manifest.login_methods.contains(&request.method)
+        }) else {
+            return Ok(None);
+        };
+        plugin.sign_in_metadata(request).await
     }
 }

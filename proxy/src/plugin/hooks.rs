@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use prometheus::{Histogram, IntCounter};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Outcome, PluginApi};
-use xsigate_plugin_sdk::{Authentication, Login, LoginOption, LoginQuery, Manifest};
+use xsigate_plugin_sdk::{
+    Authentication, Login, LoginOption, LoginQuery, Manifest, MetadataRequest, SignInMetadata,
+};
 
 use super::context::PluginContext;
 use super::exchange::Exchange;
@@ -35,17 +37,19 @@ pub enum Hook {
     ResponseFilter,
     LoginOptions,
     Authenticate,
+    SignInMetadata,
     OnEvent,
     Worker,
 }
 
 impl Hook {
-    pub(super) const ALL: [Self; 7] = [
+    pub(super) const ALL: [Self; 8] = [
         Self::RequestFilter,
         Self::UpstreamRequestFilter,
         Self::ResponseFilter,
         Self::LoginOptions,
         Self::Authenticate,
+        Self::SignInMetadata,
         Self::OnEvent,
         Self::Worker,
     ];
@@ -57,6 +61,7 @@ impl Hook {
             Self::ResponseFilter => "response_filter",
             Self::LoginOptions => "login_options",
             Self::Authenticate => "authenticate",
+            Self::SignInMetadata => "sign_in_metadata",
             Self::OnEvent => "on_event",
             Self::Worker => "worker",
         }
@@ -361,6 +366,14 @@ impl Plugin {
 
     pub async fn authenticate(&self, login: &Login) -> Result<Authentication, PluginFailure> {
         self.json_hook(Hook::Authenticate, self.api.authenticate, login)
+            .await
+    }
+
+    pub async fn sign_in_metadata(
+        &self,
+        request: &MetadataRequest,
+    ) -> Result<Option<SignInMetadata>, PluginFailure> {
+        self.json_hook(Hook::SignInMetadata, self.api.sign_in_metadata, request)
             .await
     }
 
