@@ -82,6 +82,19 @@ fn check_anchors(anchors: &[String]) -> Result<(), Error> {
     }
 }
 
+/// An e-mail address: `local@domain` with a dotted domain and nothing a URL or a directory
+/// filter would read specially.
+pub fn is_email(text: &str) -> bool {
+    text.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && text
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '\'' && c != '*')
+    })
+}
+
 /// A search value matched exactly, ignoring case. BroadWorks reads `*` as a wildcard and a
 /// bare `/` as an error, so values with `*` are refused and `/` is escaped [SPEC §3.5.17].
 pub fn exact(value: &str) -> Option<String> {
@@ -314,6 +327,21 @@ pub fn option(method: &str, label: &str) -> LoginOption {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_addresses_are_looked_up() {
+        assert!(is_email("alice.smith@acme.com"));
+        for not in [
+            "alice",
+            "a@localhost",
+            "o'brien@acme.com",
+            "*@acme.com",
+            "a b@acme.com",
+            "a@b@acme.com",
+        ] {
+            assert!(!is_email(not), "{not}");
+        }
+    }
 
     #[test]
     fn exact_values_ignore_case_escape_slashes_and_refuse_wildcards() {

@@ -22,7 +22,7 @@ pub mod provider;
 pub mod relying_party;
 
 pub use email_sign_in::{
-    AppToken, CompanyDirectory, EmailClaim, EmailSignIn, EmailSignIns, check_algorithms, is_email,
+    AppToken, CompanyDirectory, EmailClaim, EmailSignIn, EmailSignIns, check_algorithms,
 };
 pub use id_token::{Expectations, Refusal, SigningKeys};
 pub use jsonwebtoken::Algorithm;
