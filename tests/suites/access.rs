@@ -490,6 +490,7 @@ async fn the_openapi_document_matches_the_api() {
         Endpoint::Ztp => "/api/access/services/ztp",
         Endpoint::Login { .. } => "/api/access/services/idp/{method}",
         Endpoint::LoginCallback { .. } => "/api/access/services/idp/{method}/callback",
+        Endpoint::LoginMetadata { .. } => "/api/access/services/idp/{method}/metadata",
         Endpoint::LoginResult => "/api/access/services/session/login",
         Endpoint::Logout => "/api/access/services/logout",
         Endpoint::Session => "/api/access/services/session",
@@ -504,6 +505,9 @@ async fn the_openapi_document_matches_the_api() {
             method: "broadsoft".to_owned(),
         },
         Endpoint::LoginCallback {
+            method: "broadsoft".to_owned(),
+        },
+        Endpoint::LoginMetadata {
             method: "broadsoft".to_owned(),
         },
         Endpoint::LoginResult,
