@@ -46,7 +46,7 @@ TAMPERING = {
     "unsigned": "nothing is signed",
     "other_key": "signed by another key, no KeyInfo",
     "keyinfo_only": "signed by another key whose certificate rides in KeyInfo",
-    "wrap_sibling": "a second, unsigned assertion for another user beside the signed one",
+    "wrap_sibling": "a second, unsigned assertion for dave@mail.example beside the signed one",
     "wrap_extension": "the signed assertion moved under Extensions, an evil one in its place",
     "audience": "the assertion is for another service provider",
     "destination": "the response and its recipient name another address",
@@ -221,7 +221,7 @@ class Idp:
             signed = found.group(0)
             evil = re.sub(r"<(\w+:)?Signature\b.*</(\w+:)?Signature>", "", signed, flags=re.S)
             evil = re.sub(r'\bID="[^"]+"', 'ID="_evil"', evil, count=1)
-            evil = evil.replace(f">{email}<", ">bob@mail.example<")
+            evil = evil.replace(f">{email}<", ">dave@mail.example<")
             if mode == "wrap_sibling":
                 return xml.replace(signed, signed + evil)
             extensions = (

@@ -5,8 +5,8 @@
 // tab showed, every response body, storage and the cookies a script can read — and prints one
 // JSON report. tests/suites/sso.rs starts the world, runs this, and asserts on the report.
 //
-// env: DIALER_URL, METHOD (o365 | onelogin), LOGIN, REFUSED_LOGIN, OUT (screenshot folder),
-//      CHROMIUM (default /usr/bin/chromium)
+// env: DIALER_URL, METHOD (o365 | onelogin | saml), LOGIN, IDP_PASSWORD (default any),
+//      REFUSED_LOGIN, OUT (screenshot folder), CHROMIUM (default /usr/bin/chromium)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +102,7 @@ async function signOn(login, first) {
   ]);
   await atIdentityProvider(page, {
     login,
+    password: env.IDP_PASSWORD,
     home: env.DIALER_URL,
     timeout: WAIT_MS,
     onLoginForm: first ? () => screenshot('identity-provider') : undefined,

@@ -98,7 +98,8 @@ impl Idp {
     }
 }
 
-/// alice has an address of her own; bob and carol share one; nobody has `nobody@`.
+/// alice and dave have an address of their own; bob and carol share one; nobody has
+/// `nobody@`. The wrapping lies name dave in the assertion they smuggle in.
 async fn simulator() -> Arc<xsi_sim::Simulator> {
     let seed: xsi_sim::seed::Seed = toml::from_str(
         r#"
@@ -122,6 +123,13 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
         service_provider = "acme"
         group = "sales"
         email = "shared@mail.example"
+
+        [[users]]
+        user_id = "dave@acme.example"
+        password = "dave-pw"
+        service_provider = "acme"
+        group = "sales"
+        email = "dave@mail.example"
 
         [[admins]]
         user_id = "admin@acme.example"
