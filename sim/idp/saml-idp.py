@@ -36,10 +36,17 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, class_name, samlp
 from saml2.config import IdPConfig
 from saml2.saml import AUTHN_PASSWORD_PROTECTED, NAMEID_FORMAT_EMAILADDRESS, NameID
 from saml2.server import Server
-from saml2.sigver import pre_signature_part
+from saml2.sigver import (
+    RSA_1_5,
+    RSA_OAEP_MGF1P,
+    get_pem_wrapped_unwrapped,
+    pre_encryption_part,
+    pre_signature_part,
+)
 from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
 PASSWORD = "idp-pw"
+AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
 
 TAMPERING = {
     "response_signed": "the Response is signed instead of the Assertion (accepted)",
@@ -57,6 +64,8 @@ TAMPERING = {
     "comment": "the NameID of alice@...evil.example with a comment after alice's address",
     "doctype_entities": "a DOCTYPE whose entity is the NameID",
     "doctype_external": "a DOCTYPE with an external DTD and an external parameter entity",
+    "encrypted": "the assertion encrypted to the service provider's certificate (accepted)",
+    "encrypted_rsa15": "the assertion's key transported by RSA PKCS#1 v1.5",
 }
 
 
@@ -194,6 +203,19 @@ class Idp:
             for statement in assertion.authn_statement:
                 statement.authn_instant = shifted(statement.authn_instant, past)
 
+        if mode in ("encrypted", "encrypted_rsa15"):
+            # Encrypted to the service provider's certificate from its metadata; the Response's
+            # signature covers the ciphertext.
+            key_transport = RSA_1_5 if mode == "encrypted_rsa15" else RSA_OAEP_MGF1P
+            _, sp_cert = self.server.metadata.certs(request["sp"], "any", "encryption")[0]
+            wrapped, _ = get_pem_wrapped_unwrapped(sp_cert)
+            cert_file = os.path.join(self.workdir, "sp-encryption.pem")
+            with open(cert_file, "w") as out:
+                out.write(wrapped)
+            template = pre_encryption_part(msg_enc=AES128_CBC, key_enc=key_transport)
+            encrypted = self.server.sec.encrypt_assertion(response, cert_file, template, key_type="aes-128-cbc")
+            response = samlp.response_from_string(encrypted)
+            mode = "response_signed"
         signed_node = response if mode == "response_signed" else assertion
         key, cert = self.key, pem_body(self.cert)
         if mode == "other_key":

@@ -463,6 +463,20 @@ async fn a_signed_response_instead_of_a_signed_assertion_is_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_assertion_is_decrypted_with_the_service_providers_key() {
+    let world = world().await;
+    world.tamper("encrypted", json!({})).await;
+    let (response, browser, post) = sign_on(&world, "alice@mail.example").await;
+    let xml = post.xml();
+    assert!(
+        xml.contains("EncryptedAssertion") && !xml.contains("alice@"),
+        "{xml}"
+    );
+    assert_eq!(location(&response), RETURN_URL, "{}", world.gateway.logs());
+    assert!(browser.gateway.get("xsigate_session").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_authn_requests_are_accepted_by_the_identity_provider() {
     let world = world_with(Setup {
         sign_requests: true,
@@ -642,6 +656,16 @@ async fn a_doctype_with_an_external_reference_is_refused_and_nothing_is_fetched(
         "something fetched the external reference"
     );
     drop(world);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_transported_by_rsa_pkcs1_v1_5_is_refused() {
+    refused(
+        "encrypted_rsa15",
+        json!({}),
+        "an encryption algorithm that is not allowed",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //! (`screen`, `response`), keeps a replay cache of assertion IDs in the host's store, and
 //! serves the service provider's metadata. `docs/saml.md` states what is checked and why.
 
+mod compat;
 mod config;
 mod request;
 mod response;

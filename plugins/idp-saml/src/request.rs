@@ -89,11 +89,10 @@ pub fn metadata(provider: &Provider, callback_url: &str) -> Result<String, Error
         key_info: key_info.clone(),
         encryption_methods,
     };
+    // What samael decrypts.
     let encryption = [
         "http://www.w3.org/2009/xmlenc11#aes128-gcm",
-        "http://www.w3.org/2009/xmlenc11#aes256-gcm",
         "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
-        "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
         "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
     ]
     .map(|algorithm| EncryptionMethod {

@@ -10,7 +10,7 @@ use samael::schema::Assertion;
 use samael::service_provider::{Error as SamlError, ServiceProvider};
 
 use crate::config::Provider;
-use crate::screen;
+use crate::{compat, screen};
 
 /// Clock skew allowed on every time in a response.
 const SKEW: Duration = Duration::seconds(60);
@@ -42,8 +42,9 @@ pub fn verify(
         .map_err(|_| "the response is not base64")?;
     let xml = std::str::from_utf8(&bytes).map_err(|_| "the response is not UTF-8")?;
     screen::response(xml, provider.allow_sha1)?;
+    let xml = compat::declare_key_info_namespace(xml)?;
     let assertion = service_provider(provider, callback_url)
-        .parse_xml_response(xml, Some(&[request_id]))
+        .parse_xml_response(&xml, Some(&[request_id]))
         .map_err(|e| refusal(&e))?;
     // samael checks the audience only when the assertion restricts it; an assertion for any
     // audience is one an identity provider made for some other service.

@@ -6,8 +6,9 @@
 //!   (`alice@acme.com<!---->.evil.com`) keeps the signature valid while a reader that takes
 //!   the first text node sees another address;
 //! - no processing instruction but the XML declaration;
-//! - signature, digest, canonicalization and transform algorithms from an allow-list (no
-//!   XSLT, no XPath transform, no SHA-1 unless the operator allowed it);
+//! - signature, digest, canonicalization, transform and encryption algorithms from an
+//!   allow-list (no XSLT, no XPath transform, no SHA-1 unless the operator allowed it, no RSA
+//!   PKCS#1 v1.5 key transport);
 //! - exactly one assertion, plain or encrypted, anywhere in the document: a second one is
 //!   how signature wrapping smuggles its own.
 
@@ -18,6 +19,7 @@ use quick_xml::reader::NsReader;
 /// The largest response accepted, decoded.
 pub const MAX_RESPONSE: usize = 256 * 1024;
 
+const XENC_NS: &str = "http://www.w3.org/2001/04/xmlenc#";
 const ASSERTION_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 
@@ -43,6 +45,17 @@ const TRANSFORMS: [&str; 4] = [
     "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
     "http://www.w3.org/2006/12/xml-c14n11",
     "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+];
+
+/// Key transport and content encryption of an `EncryptedAssertion`: RSA-OAEP (never RSA
+/// PKCS#1 v1.5, open to Bleichenbacher's oracle) and AES.
+const ENCRYPTIONS: [&str; 6] = [
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
 ];
 
 /// Refuses a DOCTYPE, a comment and a processing instruction other than the leading XML
@@ -75,6 +88,10 @@ pub fn response(xml: &str, allow_sha1: bool) -> Result<(), &'static str> {
             (Some(DSIG_NS), "CanonicalizationMethod" | "Transform") => {
                 let allowed = TRANSFORMS.contains(&algorithm(element)?.as_str());
                 (!allowed).then_some("a canonicalization or transform that is not allowed")
+            }
+            (Some(XENC_NS), "EncryptionMethod") => {
+                let allowed = ENCRYPTIONS.contains(&algorithm(element)?.as_str());
+                (!allowed).then_some("an encryption algorithm that is not allowed")
             }
             _ => None,
         };
