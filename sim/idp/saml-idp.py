@@ -6,8 +6,9 @@
         writes <dir>/<name>.key and <dir>/<name>.pem (RSA 2048, self-signed)
     saml-idp.py serve <port> <key> <cert> <sp-metadata-url> <users>
         serves http://127.0.0.1:<port>/idp (its entity ID); <users> is a comma-separated list of
-        e-mail addresses, each signing in with the password "idp-pw"; the service provider's
-        metadata is fetched from <sp-metadata-url> once, at start, and read by pysaml2 as-is
+        e-mail addresses, each signing in with the password "idp-pw", or "*" (the demo): any
+        address, with any password; the service provider's metadata is fetched from
+        <sp-metadata-url> once, at start, and read by pysaml2 as-is
 
 Endpoints: GET /sso/redirect (HTTP-Redirect binding: the AuthnRequest, its signature checked
 when the service provider's metadata says it signs), the login form, POST /sso/login (answers
@@ -157,6 +158,11 @@ class Idp:
         self.pending = {}
         self.tamper = None
         self.lock = threading.Lock()
+
+    def signs_in(self, email, password):
+        if self.users == {"*"}:
+            return "@" in email and password != ""
+        return email in self.users and password == PASSWORD
 
     def next_tampering(self):
         with self.lock:
@@ -355,7 +361,7 @@ def handler_for(idp, controls):
             if request is None:
                 return self.answer(400, "no such sign-in", "text/plain")
             email = form.get("login", "").strip()
-            if email not in idp.users or form.get("password") != PASSWORD:
+            if not idp.signs_in(email, form.get("password", "")):
                 return self.answer(200, login_page(form["key"], "Wrong e-mail or password."))
             with idp.lock:
                 idp.pending.pop(form["key"], None)

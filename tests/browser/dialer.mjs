@@ -251,7 +251,7 @@ try {
   report.logins.phone = await logIn('+1 (202) 555-0101', 'phone', false);
   await logOut();
   // Single sign-on: the tab leaves for the method's identity provider and comes back logged in.
-  for (const method of ['o365', 'onelogin']) {
+  for (const method of ['o365', 'onelogin', 'saml']) {
     report.logins[method] = await signOn('alice.anders@demo.example', method);
     await logOut();
   }

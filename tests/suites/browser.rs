@@ -165,6 +165,7 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
         "dialer",
         "entra",
         "onelogin",
+        "saml-idp",
     ] {
         let from = repo_root().join(format!("data/demo/{log}.log"));
         let _ = std::fs::copy(from, out.join(format!("{log}.log")));
@@ -178,7 +179,7 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     );
 
     const ALICE: &str = "alice@demo.xsigate.test";
-    for method in ["email", "phone", "broadsoft", "o365", "onelogin"] {
+    for method in ["email", "phone", "broadsoft", "o365", "onelogin", "saml"] {
         assert_eq!(report["logins"][method], ALICE, "login by {method}");
     }
     assert_eq!(report["screening"]["srs"], "logged_in");

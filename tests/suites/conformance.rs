@@ -19,7 +19,7 @@ fn check_accepts_the_shipped_configuration() {
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("ok (1 providers, 2 XSPs, 1 listeners, 9 plugins)"),
+        stdout.contains("ok (1 providers, 2 XSPs, 1 listeners, 10 plugins)"),
         "every shipped plugin loads (scripts/test builds them with `scripts/demo build`): {stdout}"
     );
 

@@ -6,7 +6,7 @@
 //! The host runs the redirect flow (its secrets, the browser binding, the callback served
 //! once); this plugin writes the AuthnRequest (`request`), screens and verifies what comes back
 //! (`screen`, `response`), keeps a replay cache of assertion IDs in the host's store, and
-//! serves the service provider's metadata. `docs/saml.md` states what is checked and why.
+//! serves the service provider's metadata. `docs/sso.md` (SAML) states what is checked and why.
 
 mod compat;
 mod config;
