@@ -212,3 +212,8 @@ fn field_names(head: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A SAML response posted to the SAML plugin's callback, with no key to sign it.
+pub fn saml_responses(data: &[u8]) {
+    xsigate_idp_saml::fuzzing::response(data);
+}

@@ -59,3 +59,8 @@ fn plugin_abi() {
 fn service_replies() {
     replay("service_replies", xsigate_fuzz::service_replies);
 }
+
+#[test]
+fn saml_responses() {
+    replay("saml_responses", xsigate_fuzz::saml_responses);
+}

@@ -536,6 +536,15 @@ async fn refused(mode: &str, extra: Value, reason: &str) -> World {
         .find(|line| line.contains("single sign-on refused"))
         .unwrap_or_else(|| panic!("{mode}: no refusal logged:\n{logs}"));
     assert!(refusal.contains(reason), "{mode}: {refusal}");
+    // Every line is the gateway's own: libxml2 and xmlsec print nothing of the document.
+    let foreign: Vec<&str> = logs
+        .lines()
+        .filter(|line| !line.contains(" xsigate") && !line.trim().is_empty())
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{mode}: lines from elsewhere: {foreign:#?}"
+    );
     world
 }
 

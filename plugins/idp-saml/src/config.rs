@@ -213,7 +213,11 @@ fn read_metadata(path: &Path) -> Result<EntityDescriptor, String> {
 }
 
 /// The metadata the three explicit keys describe.
-fn described(entity_id: String, sso_url: String, certificate: &CertificateDer) -> EntityDescriptor {
+pub(crate) fn described(
+    entity_id: String,
+    sso_url: String,
+    certificate: &CertificateDer,
+) -> EntityDescriptor {
     EntityDescriptor {
         entity_id: Some(entity_id),
         idp_sso_descriptors: Some(vec![IdpSsoDescriptor {

@@ -10,6 +10,10 @@
 
 mod compat;
 mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+mod quiet;
 mod request;
 mod response;
 mod screen;

@@ -10,7 +10,7 @@ use samael::schema::Assertion;
 use samael::service_provider::{Error as SamlError, ServiceProvider};
 
 use crate::config::Provider;
-use crate::{compat, screen};
+use crate::{compat, quiet, screen};
 
 /// Clock skew allowed on every time in a response.
 const SKEW: Duration = Duration::seconds(60);
@@ -43,6 +43,7 @@ pub fn verify(
     let xml = std::str::from_utf8(&bytes).map_err(|_| "the response is not UTF-8")?;
     screen::response(xml, provider.allow_sha1)?;
     let xml = compat::declare_key_info_namespace(xml)?;
+    quiet::silence_this_thread();
     let assertion = service_provider(provider, callback_url)
         .parse_xml_response(&xml, Some(&[request_id]))
         .map_err(|e| refusal(&e))?;
