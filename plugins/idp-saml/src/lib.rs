@@ -140,11 +140,10 @@ impl SamlIdp {
             return Ok(rejected("the callback carries no SAMLResponse"));
         };
         let request_id = request::request_id(&flow.nonce);
-        let verified = match response::verify(provider, encoded, &request_id, &flow.redirect_uri) {
-            Ok(verified) => verified,
+        let assertion = match response::verify(provider, encoded, &request_id, &flow.redirect_uri) {
+            Ok(assertion) => assertion,
             Err(reason) => return Ok(rejected(reason)),
         };
-        let assertion = verified.assertion;
         if !self.first_use(&assertion).await? {
             return Ok(rejected("the assertion was used before"));
         }

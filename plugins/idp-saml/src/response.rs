@@ -17,19 +17,14 @@ const SKEW: Duration = Duration::seconds(60);
 /// How old a response or an assertion may be when it arrives.
 const ISSUE_DELAY: Duration = Duration::seconds(180);
 
-/// What a verified assertion says, for the plugin to act on.
-pub struct Verified {
-    pub assertion: Assertion,
-}
-
 /// Decodes, screens and verifies a response to the request `request_id`, received at
-/// `callback_url`.
+/// `callback_url`; the one assertion it vouches for.
 pub fn verify(
     provider: &Provider,
     encoded: &str,
     request_id: &str,
     callback_url: &str,
-) -> Result<Verified, &'static str> {
+) -> Result<Assertion, &'static str> {
     let compact: Vec<u8> = encoded
         .bytes()
         .filter(|b| !b.is_ascii_whitespace())
@@ -62,7 +57,7 @@ pub fn verify(
     if !audience {
         return Err("the assertion is not restricted to this service provider");
     }
-    Ok(Verified { assertion })
+    Ok(assertion)
 }
 
 fn service_provider(provider: &Provider, callback_url: &str) -> ServiceProvider {
