@@ -153,6 +153,8 @@ struct World {
 struct Setup {
     /// The gateway signs its AuthnRequests.
     sign_requests: bool,
+    /// The operator accepts SHA-1 signatures.
+    allow_sha1: bool,
     /// The dialer's origin, where logins return.
     dialer_port: u16,
 }
@@ -161,6 +163,7 @@ impl Default for Setup {
     fn default() -> Self {
         Self {
             sign_requests: false,
+            allow_sha1: false,
             dialer_port: 5173,
         }
     }
@@ -186,10 +189,11 @@ async fn world_with(setup: Setup) -> World {
          idp_entity_id = \"{idp_root}/idp\"\nidp_sso_url = \"{idp_root}/sso/redirect\"\n\
          idp_certificate_file = \"{dir}/idp.pem\"\nsp_entity_id = \"http://{addr}/saml/acme\"\n\
          sp_certificate_file = \"{dir}/sp.pem\"\nsp_key_file = \"{dir}/sp.key\"\n\
-         sign_requests = {}\nemail_domains = [\"mail.example\"]\n\
+         sign_requests = {}\nallow_sha1 = {}\nemail_domains = [\"mail.example\"]\n\
          [[plugins]]\nname = \"xsi-session\"\npath = \"{}\"\n",
         plugin_library("xsigate-idp-saml").display(),
         setup.sign_requests,
+        setup.allow_sha1,
         plugin_library("xsigate-xsi-session").display(),
     );
     let dialer_port = setup.dialer_port;
@@ -641,6 +645,20 @@ async fn sha1_is_refused_when_not_allowed() {
         "a signature algorithm that is not allowed",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha1_is_accepted_where_the_operator_allows_it() {
+    let world = world_with(Setup {
+        allow_sha1: true,
+        ..Setup::default()
+    })
+    .await;
+    world.tamper("sha1", json!({})).await;
+    let (response, browser, post) = sign_on(&world, "alice@mail.example").await;
+    assert!(post.xml().contains("xmldsig#rsa-sha1"));
+    assert_eq!(location(&response), RETURN_URL, "{}", world.gateway.logs());
+    assert!(browser.gateway.get("xsigate_session").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
