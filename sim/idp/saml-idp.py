@@ -4,6 +4,8 @@
 
     saml-idp.py keys <dir> <name>
         writes <dir>/<name>.key and <dir>/<name>.pem (RSA 2048, self-signed)
+    saml-idp.py metadata <port> <key> <cert> <file>
+        writes the identity provider's own metadata (what `serve` on that port is) to <file>
     saml-idp.py serve <port> <key> <cert> <sp-metadata-url> <users>
         serves http://127.0.0.1:<port>/idp (its entity ID); <users> is a comma-separated list of
         e-mail addresses, each signing in with the password "idp-pw", or "*" (the demo): any
@@ -108,10 +110,12 @@ def pem_body(path):
         return "".join(line.strip() for line in f if "-----" not in line)
 
 
-def server_for(base, key, cert, sp_metadata):
+def server_for(base, key, cert, sp_metadata=None):
     # A service provider that says it signs its requests has every one checked.
-    with open(sp_metadata) as f:
-        signs_requests = 'AuthnRequestsSigned="true"' in f.read()
+    signs_requests = False
+    if sp_metadata:
+        with open(sp_metadata) as f:
+            signs_requests = 'AuthnRequestsSigned="true"' in f.read()
     config = IdPConfig()
     config.load(
         {
@@ -128,7 +132,7 @@ def server_for(base, key, cert, sp_metadata):
             },
             "key_file": key,
             "cert_file": cert,
-            "metadata": {"local": [sp_metadata]},
+            "metadata": {"local": [sp_metadata] if sp_metadata else []},
             "xmlsec_binary": "/usr/bin/xmlsec1",
             "delete_tmpfiles": True,
         }
@@ -377,6 +381,13 @@ def handler_for(idp, controls):
 def main(argv):
     if len(argv) == 4 and argv[1] == "keys":
         make_keys(argv[2], argv[3])
+        return
+    if len(argv) == 6 and argv[1] == "metadata":
+        from saml2.metadata import entity_descriptor
+
+        server = server_for(f"http://127.0.0.1:{int(argv[2])}", argv[3], argv[4])
+        with open(argv[5], "w") as out:
+            out.write(str(entity_descriptor(server.config)))
         return
     if len(argv) != 7 or argv[1] != "serve":
         sys.exit(__doc__)

@@ -155,6 +155,9 @@ struct Setup {
     sign_requests: bool,
     /// The operator accepts SHA-1 signatures.
     allow_sha1: bool,
+    /// The gateway knows the identity provider by its metadata file (pysaml2's own), not by
+    /// the three explicit keys.
+    idp_metadata: bool,
     /// The dialer's origin, where logins return.
     dialer_port: u16,
 }
@@ -164,6 +167,7 @@ impl Default for Setup {
         Self {
             sign_requests: false,
             allow_sha1: false,
+            idp_metadata: false,
             dialer_port: 5173,
         }
     }
@@ -183,11 +187,29 @@ async fn world_with(setup: Setup) -> World {
     let idp_port = free_port();
     let idp_root = format!("http://127.0.0.1:{idp_port}");
     let dir = keys.path().display();
+    let idp = if setup.idp_metadata {
+        let file = keys.path().join("idp-metadata.xml");
+        let status = Command::new(python())
+            .env("PYTHONWARNINGS", "ignore")
+            .arg(saml_idp())
+            .args(["metadata", &idp_port.to_string()])
+            .arg(keys.path().join("idp.key"))
+            .arg(keys.path().join("idp.pem"))
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success(), "saml-idp.py metadata failed");
+        format!("idp_metadata_file = \"{}\"\n", file.display())
+    } else {
+        format!(
+            "idp_entity_id = \"{idp_root}/idp\"\nidp_sso_url = \"{idp_root}/sso/redirect\"\n\
+             idp_certificate_file = \"{dir}/idp.pem\"\n"
+        )
+    };
     let plugins = format!(
         "[[plugins]]\nname = \"saml\"\npath = \"{}\"\n[plugins.config]\n\
          anchor_users = [\"alice@acme.example\"]\n[plugins.config.providers.acme]\n\
-         idp_entity_id = \"{idp_root}/idp\"\nidp_sso_url = \"{idp_root}/sso/redirect\"\n\
-         idp_certificate_file = \"{dir}/idp.pem\"\nsp_entity_id = \"http://{addr}/saml/acme\"\n\
+         {idp}sp_entity_id = \"http://{addr}/saml/acme\"\n\
          sp_certificate_file = \"{dir}/sp.pem\"\nsp_key_file = \"{dir}/sp.key\"\n\
          sign_requests = {}\nallow_sha1 = {}\nemail_domains = [\"mail.example\"]\n\
          [[plugins]]\nname = \"xsi-session\"\npath = \"{}\"\n",
@@ -410,6 +432,88 @@ async fn a_saml_sign_on_logs_the_user_in_on_the_masters_credentials() {
         .rfind(|r| r.path.ends_with("/user/alice@acme.example/profile"))
         .expect("the profile request reached the XSP");
     assert_eq!(upstream.auth_user.as_deref(), Some("admin@acme.example"));
+}
+
+/// A provider table that could only ever refuse, or accept too much, stops the start with the
+/// key that is wrong.
+#[test]
+fn a_misconfigured_identity_provider_stops_the_start_naming_the_key() {
+    let keys = tempfile::tempdir().unwrap();
+    make_keys(keys.path(), "idp");
+    make_keys(keys.path(), "sp");
+    std::fs::write(keys.path().join("master"), "admin-pw").unwrap();
+    let dir = keys.path().display();
+    let check = |table: &str| {
+        let config = keys.path().join("providers.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[plugins]]\nname = \"saml\"\npath = \"{}\"\n[plugins.config]\n\
+                 anchor_users = [\"alice@acme.example\"]\n[plugins.config.providers.acme]\n\
+                 sp_entity_id = \"https://xsi.acme.example/saml\"\n\
+                 sp_certificate_file = \"{dir}/sp.pem\"\nemail_domains = [\"acme.example\"]\n\
+                 {table}\n\
+                 [providers.acme]\ndomains = [\"acme.example\"]\nxsp = [\"http://127.0.0.1:1\"]\n\
+                 plugins = [\"saml\"]\nmaster = {{ user = \"admin@acme.example\", password_file = \"{dir}/master\" }}\n\
+                 sso = {{ public_url = \"https://xsi.acme.example\", return_url = \"https://dialer.acme.example/\" }}\n\
+                 cors_origins = [\"https://dialer.acme.example\"]\n",
+                plugin_library("xsigate-idp-saml").display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(xsigate_tests::binary("xsigate"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{table} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let explicit = format!(
+        "idp_entity_id = \"https://sts.acme.example/idp\"\n\
+         idp_sso_url = \"https://sts.acme.example/sso\"\n\
+         idp_certificate_file = \"{dir}/idp.pem\"\n"
+    );
+    // The service provider's key is another certificate's.
+    let stderr = check(&format!("{explicit}sp_key_file = \"{dir}/idp.key\""));
+    assert!(
+        stderr.contains("providers.acme.sp_key_file: is not the key of sp_certificate_file"),
+        "{stderr}"
+    );
+    // No certificate to verify the identity provider's signatures with.
+    let stderr = check(&format!(
+        "idp_entity_id = \"https://sts.acme.example/idp\"\n\
+         idp_sso_url = \"https://sts.acme.example/sso\"\nsp_key_file = \"{dir}/sp.key\""
+    ));
+    assert!(
+        stderr.contains("providers.acme.idp_metadata_file"),
+        "{stderr}"
+    );
+    // Metadata with a DTD is not read.
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        "<!DOCTYPE m [<!ENTITY e \"x\">]><EntityDescriptor/>",
+    )
+    .unwrap();
+    let stderr = check(&format!(
+        "idp_metadata_file = \"{dir}/idp.xml\"\nsp_key_file = \"{dir}/sp.key\""
+    ));
+    assert!(
+        stderr.contains("providers.acme.idp_metadata_file: is refused: a DOCTYPE"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_provider_can_be_known_by_its_metadata_file() {
+    let world = world_with(Setup {
+        idp_metadata: true,
+        ..Setup::default()
+    })
+    .await;
+    let (response, browser, _) = sign_on(&world, "alice@mail.example").await;
+    assert_eq!(location(&response), RETURN_URL, "{}", world.gateway.logs());
+    assert!(browser.gateway.get("xsigate_session").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

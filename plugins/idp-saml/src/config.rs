@@ -112,6 +112,15 @@ impl ProviderTable {
                 PKey::private_key_from_pem(&pem).map_err(|_| "is no PEM private key".to_owned())
             })
             .map_err(|why| key("sp_key_file", &why))?;
+        let matches = X509::from_der(sp_certificate.der_data())
+            .and_then(|certificate| certificate.public_key())
+            .is_ok_and(|public| public.public_eq(&sp_key));
+        if !matches {
+            return Err(key(
+                "sp_key_file",
+                "is not the key of sp_certificate_file's certificate",
+            ));
+        }
         let explicit = [
             self.idp_entity_id.is_some(),
             self.idp_sso_url.is_some(),
