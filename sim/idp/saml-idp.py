@@ -60,6 +60,7 @@ TAMPERING = {
     "wrap_extension": "the signed assertion moved under Extensions, an evil one in its place",
     "audience": "the assertion is for another service provider",
     "destination": "the response and its recipient name another address",
+    "destination_signed": "a signed Response for another destination (its recipient right)",
     "unsolicited": "no InResponseTo",
     "other_flow": "InResponseTo names a request this browser never made",
     "expired": "every time two hours in the past",
@@ -196,6 +197,8 @@ class Idp:
             response.destination = "http://127.0.0.1:9/elsewhere"
             for confirmation in confirmations:
                 confirmation.subject_confirmation_data.recipient = "http://127.0.0.1:9/elsewhere"
+        elif mode == "destination_signed":
+            response.destination = "http://127.0.0.1:9/elsewhere"
         elif mode in ("unsolicited", "other_flow"):
             other = None if mode == "unsolicited" else "_" + "0" * 64
             response.in_response_to = other
@@ -226,7 +229,7 @@ class Idp:
             encrypted = self.server.sec.encrypt_assertion(response, cert_file, template, key_type="aes-128-cbc")
             response = samlp.response_from_string(encrypted)
             mode = "response_signed"
-        signed_node = response if mode == "response_signed" else assertion
+        signed_node = response if mode in ("response_signed", "destination_signed") else assertion
         key, cert = self.key, pem_body(self.cert)
         if mode == "other_key":
             key, cert = self.rogue_key, None

@@ -717,6 +717,16 @@ async fn a_response_for_another_destination_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_response_for_another_destination_is_refused() {
+    refused(
+        "destination_signed",
+        json!({}),
+        "the response is for another destination",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsolicited_response_is_refused() {
     refused(
         "unsolicited",
