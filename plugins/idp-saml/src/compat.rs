@@ -14,51 +14,68 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{Namespace, ResolveResult};
 use quick_xml::reader::NsReader;
-use quick_xml::writer::Writer;
 
 const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const XENC_NS: &str = "http://www.w3.org/2001/04/xmlenc#";
 
 /// The document with `xmlns:ds` declared on each `KeyInfo` directly inside `EncryptedData`
-/// that declares neither `xmlns:ds` nor `xmlns:dsig`; unchanged when there is none.
+/// that declares neither `xmlns:ds` nor `xmlns:dsig`; unchanged when there is none. The
+/// declaration is inserted into the text as it came, after the element's name: every other
+/// byte stays as it was. The screen reads the adjusted document, which is the one samael
+/// reads (a `ds:` element under that `KeyInfo` with no declaration of its own is bound by the
+/// adjustment, so it must be screened after it).
 pub fn declare_key_info_namespace(xml: &str) -> Result<String, &'static str> {
     if !xml.contains(XENC_NS) {
         return Ok(xml.to_owned());
     }
     let mut reader = NsReader::from_str(xml);
-    let mut writer = Writer::new(Vec::with_capacity(xml.len() + 64));
+    // Where each declaration goes: just after a qualifying tag's name.
+    let mut insertions = Vec::new();
     // Whether each open element is an `EncryptedData`.
     let mut open: Vec<bool> = Vec::new();
     loop {
+        let tag_start = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let (namespace, event) = reader
             .read_resolved_event()
             .map_err(|_| "not well-formed XML")?;
         let in_encrypted_data = open.last().copied().unwrap_or(false);
-        let key_info = |start: &BytesStart<'_>| {
-            in_encrypted_data && is(&namespace, DSIG_NS) && local(start) == "KeyInfo"
-        };
-        let event = match event {
-            Event::Start(start) if key_info(&start) => {
-                open.push(false);
-                Event::Start(declared(start))
+        match event {
+            Event::Start(ref start) | Event::Empty(ref start)
+                if in_encrypted_data && is(&namespace, DSIG_NS) && local(start) == "KeyInfo" =>
+            {
+                if !declares_dsig(start) {
+                    let name_end = tag_start + 1 + start.name().into_inner().len();
+                    if xml.get(tag_start..=tag_start).is_some_and(|lt| lt == "<") {
+                        insertions.push(name_end);
+                    }
+                }
+                if matches!(event, Event::Start(_)) {
+                    open.push(false);
+                }
             }
-            Event::Empty(start) if key_info(&start) => Event::Empty(declared(start)),
             Event::Start(start) => {
                 open.push(is(&namespace, XENC_NS) && local(&start) == "EncryptedData");
-                Event::Start(start)
             }
-            Event::End(end) => {
+            Event::End(_) => {
                 open.pop();
-                Event::End(end)
             }
             Event::Eof => break,
-            other => other,
-        };
-        writer
-            .write_event(event)
-            .map_err(|_| "the document cannot be written back")?;
+            _ => {}
+        }
     }
-    String::from_utf8(writer.into_inner()).map_err(|_| "the document is not UTF-8")
+    let declaration = format!(" xmlns:ds=\"{DSIG_NS}\"");
+    let mut adjusted = String::with_capacity(xml.len() + insertions.len() * declaration.len());
+    let mut copied = 0;
+    for at in insertions {
+        let before = xml
+            .get(copied..at)
+            .ok_or("the document cannot be adjusted")?;
+        adjusted.push_str(before);
+        adjusted.push_str(&declaration);
+        copied = at;
+    }
+    adjusted.push_str(xml.get(copied..).ok_or("the document cannot be adjusted")?);
+    Ok(adjusted)
 }
 
 fn is(namespace: &ResolveResult<'_>, wanted: &str) -> bool {
@@ -69,17 +86,12 @@ fn local<'a>(start: &'a BytesStart<'_>) -> &'a str {
     start.local_name().into_inner()
 }
 
-/// The element with `xmlns:ds` declared, unless it declares `xmlns:ds` or `xmlns:dsig`.
-fn declared(start: BytesStart<'_>) -> BytesStart<'static> {
-    let declared = start
+/// Whether the element declares `xmlns:ds` or `xmlns:dsig` itself.
+fn declares_dsig(start: &BytesStart<'_>) -> bool {
+    start
         .attributes()
         .flatten()
-        .any(|a| matches!(a.key.into_inner(), "xmlns:ds" | "xmlns:dsig"));
-    let mut start = start.into_owned();
-    if !declared {
-        start.push_attribute(("xmlns:ds", DSIG_NS));
-    }
-    start
+        .any(|a| matches!(a.key.into_inner(), "xmlns:ds" | "xmlns:dsig"))
 }
 
 #[cfg(test)]
@@ -99,6 +111,26 @@ mod tests {
                 "<e:EncryptedData><d:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">"
             )
         );
+    }
+
+    #[test]
+    fn every_other_byte_stays_as_it_came() {
+        // Oddities a writer would normalise: a second declaration, attribute quoting, spacing.
+        let odd = ENCRYPTED
+            .replace(
+                "<?xml version=\"1.0\"?>",
+                "<?xml vers xmlns:p='x'?>\n<?xml version=\"1.0\"?>",
+            )
+            .replace(
+                "<d:KeyInfo><e:EncryptedKey/>",
+                "<d:KeyInfo  ><e:EncryptedKey a='1' />",
+            );
+        let adjusted = declare_key_info_namespace(&odd).unwrap();
+        assert_eq!(
+            adjusted.replacen(" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"", "", 1),
+            odd
+        );
+        assert_ne!(adjusted, odd);
     }
 
     #[test]

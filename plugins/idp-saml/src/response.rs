@@ -36,8 +36,8 @@ pub fn verify(
         .decode(compact)
         .map_err(|_| "the response is not base64")?;
     let xml = std::str::from_utf8(&bytes).map_err(|_| "the response is not UTF-8")?;
-    screen::response(xml, provider.allow_sha1)?;
     let xml = compat::declare_key_info_namespace(xml)?;
+    screen::response(&xml, provider.allow_sha1)?;
     quiet::silence_this_thread();
     let assertion = service_provider(provider, callback_url)
         .parse_xml_response(&xml, Some(&[request_id]))

@@ -5,7 +5,7 @@
 //! - no comment: canonicalization drops comments, so a comment inside a signed `NameID`
 //!   (`alice@acme.com<!---->.evil.com`) keeps the signature valid while a reader that takes
 //!   the first text node sees another address;
-//! - no processing instruction but the XML declaration;
+//! - no processing instruction but the XML declaration, no undeclared namespace prefix;
 //! - signature, digest, canonicalization, transform and encryption algorithms from an
 //!   allow-list (no XSLT, no XPath transform, no SHA-1 unless the operator allowed it, no RSA
 //!   PKCS#1 v1.5 key transport);
@@ -129,7 +129,10 @@ fn walk(
             .map_err(|_| "not well-formed XML")?;
         let namespace = match namespace {
             ResolveResult::Bound(Namespace(ns)) => Some(ns),
-            _ => None,
+            // A prefix nobody declared: libxml2 reads such an element as in no namespace,
+            // and an adjustment could bind it later; neither is worth the doubt.
+            ResolveResult::Unknown(_) => return Err("an undeclared namespace prefix"),
+            ResolveResult::Unbound => None,
         };
         match event {
             Event::Decl(_) if first => {}
@@ -217,6 +220,15 @@ mod tests {
         assert_eq!(
             response(&instruction, false),
             Err("a processing instruction")
+        );
+    }
+
+    #[test]
+    fn an_undeclared_prefix_is_refused() {
+        let unbound = sha256().replace("<ds:Transforms>", "<ds:Transforms><x:Transform/>");
+        assert_eq!(
+            response(&unbound, false),
+            Err("an undeclared namespace prefix")
         );
     }
 
