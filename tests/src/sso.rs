@@ -1,10 +1,15 @@
 //! What the single-sign-on suites share: a browser's cookie jar as the test keeps it, reading
-//! a redirect or a form as a browser does, and the reference dialer served for a gateway.
+//! a redirect or a form as a browser does, the reference dialer served for a gateway, and an
+//! identity provider's process.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use crate::{Gateway, client, repo_root};
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+use serde_json::{Value, json};
+
+use crate::{Gateway, WAIT, client, repo_root};
 
 /// One site's cookies, as `name=value` pairs (paths and ports are not told apart: the test
 /// chooses what the callback gets itself).
@@ -92,4 +97,92 @@ impl Dialer {
         }
         panic!("the dialer did not start");
     }
+}
+
+/// An identity provider's process (`sim/idp`), ended with the test.
+#[derive(Debug)]
+pub struct IdpProcess {
+    child: Child,
+}
+
+impl Drop for IdpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl IdpProcess {
+    /// Starts `command` and waits (at most [`WAIT`]) for the `ready <port>` line it prints when it
+    /// listens. `what` names it in the failure.
+    pub async fn start(mut command: Command, what: &str) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not run ({e}): scripts/install-deps test"));
+        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("ready ") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "{what} did not start");
+        // Its output is drained until it ends: a closed pipe would end it at its next line.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child }
+    }
+}
+
+/// A run of `tests/browser/sso.mjs`: Chromium signs in through the dialer on `dialer_port`
+/// with `method` as alice@mail.example (the identity provider's password `idp_password`),
+/// then tries shared@mail.example. The driver's report, and a brief of it for failures; the
+/// run itself must have succeeded.
+pub async fn chromium_sign_in(
+    gateway: &Gateway,
+    dialer_port: u16,
+    method: &str,
+    idp_password: &str,
+) -> (Value, Value) {
+    let out = repo_root().join("target/browser-suite");
+    std::fs::create_dir_all(&out).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/sso.mjs"))
+        .env("DIALER_URL", format!("http://127.0.0.1:{dialer_port}/"))
+        .env("METHOD", method)
+        .env("LOGIN", "alice@mail.example")
+        .env("IDP_PASSWORD", idp_password)
+        .env("REFUSED_LOGIN", "shared@mail.example")
+        .env("OUT", &out)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no report:\n{stdout}\n{stderr}"));
+    let brief = json!({
+        "error": report["error"],
+        "addresses": report["addresses"],
+        "status": report["status"],
+        "refusal_status": report["refusal_status"],
+        "console_errors": report["console_errors"],
+        "screenshots": report["screenshots"],
+    });
+    assert!(
+        output.status.success() && report.get("error").is_none(),
+        "{method}: the browser run failed: {brief:#}\n{stderr}\n{}",
+        gateway.logs()
+    );
+    (report, brief)
 }

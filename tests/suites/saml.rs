@@ -8,13 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use xsigate_tests::sso::{Dialer, Jar, location, resolve};
+use xsigate_tests::sso::{Dialer, IdpProcess, Jar, chromium_sign_in, location, resolve};
 use xsigate_tests::{
     Gateway, client, free_port, plugin_library, provider_for_simulator, repo_root,
 };
@@ -52,50 +51,21 @@ fn make_keys(dir: &Path, name: &str) {
     assert!(status.success(), "saml-idp.py keys failed");
 }
 
-/// The identity provider: a Python process, ended with the test.
-struct Idp {
-    child: Child,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Idp {
-    async fn start(port: u16, keys: &Path, sp_metadata_url: &str) -> Self {
-        let mut child = Command::new(python())
-            .arg(saml_idp())
-            .arg("serve")
-            .arg(port.to_string())
-            .arg(keys.join("idp.key"))
-            .arg(keys.join("idp.pem"))
-            .arg(sp_metadata_url)
-            .arg("alice@mail.example,shared@mail.example,nobody@mail.example")
-            .env("SAML_TEST_CONTROLS", "1")
-            .env("PYTHONWARNINGS", "ignore")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the SAML identity provider runs (scripts/install-deps test)");
-        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ready ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "the SAML identity provider did not start");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child }
-    }
+/// The identity provider, registering the gateway from its metadata at `sp_metadata_url`.
+async fn start_idp(port: u16, keys: &Path, sp_metadata_url: &str) -> IdpProcess {
+    let mut command = Command::new(python());
+    command
+        .arg(saml_idp())
+        .arg("serve")
+        .arg(port.to_string())
+        .arg(keys.join("idp.key"))
+        .arg(keys.join("idp.pem"))
+        .arg(sp_metadata_url)
+        .arg("alice@mail.example,shared@mail.example,nobody@mail.example")
+        .env("SAML_TEST_CONTROLS", "1")
+        .env("PYTHONWARNINGS", "ignore")
+        .stderr(Stdio::inherit());
+    IdpProcess::start(command, "the SAML identity provider (pysaml2)").await
 }
 
 /// alice and dave have an address of their own; bob and carol share one; nobody has
@@ -145,7 +115,7 @@ struct World {
     gateway: Gateway,
     sim: Arc<xsi_sim::Simulator>,
     idp_root: String,
-    _idp: Idp,
+    _idp: IdpProcess,
     _keys: tempfile::TempDir,
 }
 
@@ -235,7 +205,7 @@ async fn world_with(setup: Setup) -> World {
     gateway.wait_for("/readyz", 200).await;
     // pysaml2 reads the gateway's metadata as it is served.
     let metadata = gateway.url("/api/access/services/idp/saml/metadata?provider=acme");
-    let idp = Idp::start(idp_port, keys.path(), &metadata).await;
+    let idp = start_idp(idp_port, keys.path(), &metadata).await;
     World {
         gateway,
         sim,
@@ -638,11 +608,15 @@ async fn refused(mode: &str, extra: Value, reason: &str) -> World {
     let reached = &world.xsp_requests()[before..];
     assert!(reached.is_empty(), "{mode}: {reached:?} reached an XSP");
     // Refused by the check this lie is for, not by an accident of the lie.
-    let logs = world.gateway.logs();
+    // The log is written beside the answer, not before it.
+    let logs = world
+        .gateway
+        .wait_log(|logs| logs.contains("single sign-on refused"))
+        .await;
     let refusal = logs
         .lines()
         .find(|line| line.contains("single sign-on refused"))
-        .unwrap_or_else(|| panic!("{mode}: no refusal logged:\n{logs}"));
+        .unwrap_or_default();
     assert!(refusal.contains(reason), "{mode}: {refusal}");
     // Every line is the gateway's own: libxml2 and xmlsec print nothing of the document.
     let foreign: Vec<&str> = logs
@@ -861,41 +835,7 @@ async fn chromium_signs_in_with_saml_and_reads_its_own_profile() {
     })
     .await;
     let _dialer = Dialer::serve(dialer_port, &world.gateway).await;
-    let out = repo_root().join("target/browser-suite");
-    std::fs::create_dir_all(&out).unwrap();
-    let output = tokio::process::Command::new("node")
-        .arg(repo_root().join("tests/browser/sso.mjs"))
-        .env("DIALER_URL", format!("http://127.0.0.1:{dialer_port}/"))
-        .env("METHOD", "saml")
-        .env("LOGIN", "alice@mail.example")
-        .env("IDP_PASSWORD", IDP_PASSWORD)
-        .env("REFUSED_LOGIN", "shared@mail.example")
-        .env("OUT", &out)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no report:\n{stdout}\n{stderr}"));
-    let brief = json!({
-        "error": report["error"],
-        "addresses": report["addresses"],
-        "status": report["status"],
-        "refusal_status": report["refusal_status"],
-        "console_errors": report["console_errors"],
-        "screenshots": report["screenshots"],
-    });
-    assert!(
-        output.status.success() && report.get("error").is_none(),
-        "the browser run failed: {brief:#}\n{stderr}\n{}",
-        world.gateway.logs()
-    );
+    let (report, brief) = chromium_sign_in(&world.gateway, dialer_port, "saml", IDP_PASSWORD).await;
     assert_eq!(report["profile_user"], "alice@acme.example", "{brief:#}");
     assert_eq!(
         report["refusal_status"], "Single sign-on refused: invalid_credentials",

@@ -7,31 +7,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use xsigate_tests::sso::{Dialer, Jar, location, resolve};
+use xsigate_tests::sso::{Dialer, IdpProcess, Jar, chromium_sign_in, location, resolve};
 use xsigate_tests::{
     Gateway, client, free_port, plugin_library, provider_for_simulator, repo_root,
 };
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const RETURN_URL: &str = "http://127.0.0.1:5173/";
-
-/// The identity provider: a node process, ended with the test.
-struct Idp {
-    child: Child,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Which identity provider the world signs in with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,40 +54,22 @@ impl Sso {
 
 const ONELOGIN_SUBDOMAIN: &str = "acme";
 
-impl Idp {
-    async fn start(sso: Sso, port: u16, redirect_uri: &str) -> Self {
-        let mut child = Command::new("node")
-            .arg(repo_root().join("sim/idp/oidc-provider.mjs"))
-            .args([
-                &sso.shape(),
-                &port.to_string(),
-                "xsigate",
-                "client-secret",
-                redirect_uri,
-            ])
-            .env("OIDC_TEST_CONTROLS", "1")
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs (scripts/install-deps test)");
-        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ready ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "the identity provider did not start");
-        // Its output is drained until it ends: a closed pipe would end it at its next line.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child }
-    }
+/// The identity provider: npm oidc-provider shaped as `sso`.
+async fn start_idp(sso: Sso, port: u16, redirect_uri: &str) -> IdpProcess {
+    let mut command = Command::new("node");
+    command
+        .arg(repo_root().join("sim/idp/oidc-provider.mjs"))
+        .args([
+            &sso.shape(),
+            &port.to_string(),
+            "xsigate",
+            "client-secret",
+            redirect_uri,
+        ])
+        .env("OIDC_TEST_CONTROLS", "1")
+        .current_dir(repo_root())
+        .stderr(Stdio::null());
+    IdpProcess::start(command, "the identity provider (node)").await
 }
 
 /// The provider's world: alice and four members have an address of their own; bob and carol
@@ -171,7 +140,7 @@ async fn simulator() -> Arc<xsi_sim::Simulator> {
 struct World {
     gateway: Gateway,
     sso: Sso,
-    idp: Option<Idp>,
+    idp: Option<IdpProcess>,
     /// The company directory Graph or OneLogin's API serves.
     directories: Arc<xsi_sim::directories::Directories>,
     /// The identity provider's own root, for its test controls.
@@ -243,7 +212,7 @@ async fn world_with(setup: Setup) -> World {
     let idp_port = free_port();
     let method = sso.method();
     let redirect_uri = format!("http://{addr}/api/access/services/idp/{method}/callback");
-    let idp = Idp::start(sso, idp_port, &redirect_uri).await;
+    let idp = start_idp(sso, idp_port, &redirect_uri).await;
     let issuer = format!("http://127.0.0.1:{idp_port}{}", sso.issuer_path());
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let directories = match sso {
@@ -1157,40 +1126,7 @@ async fn chromium_signs_in(sso: Sso) {
     })
     .await;
     let _dialer = Dialer::serve(dialer_port, &world.gateway).await;
-    let out = repo_root().join("target/browser-suite");
-    std::fs::create_dir_all(&out).unwrap();
-    let output = tokio::process::Command::new("node")
-        .arg(repo_root().join("tests/browser/sso.mjs"))
-        .env("DIALER_URL", format!("http://127.0.0.1:{dialer_port}/"))
-        .env("METHOD", sso.method())
-        .env("LOGIN", "alice@mail.example")
-        .env("REFUSED_LOGIN", "shared@mail.example")
-        .env("OUT", &out)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no report:\n{stdout}\n{stderr}"));
-    let brief = json!({
-        "error": report["error"],
-        "addresses": report["addresses"],
-        "status": report["status"],
-        "refusal_status": report["refusal_status"],
-        "console_errors": report["console_errors"],
-        "screenshots": report["screenshots"],
-    });
-    assert!(
-        output.status.success() && report.get("error").is_none(),
-        "{sso:?}: the browser run failed: {brief:#}\n{stderr}\n{}",
-        world.gateway.logs()
-    );
+    let (report, brief) = chromium_sign_in(&world.gateway, dialer_port, sso.method(), "any").await;
 
     assert_eq!(report["profile_user"], "alice@acme.example", "{brief:#}");
     assert_eq!(
