@@ -47,8 +47,10 @@ use serde::Deserialize;
 use xsigate_broadworks::bus::{Source, State, XsiEvent};
 use xsigate_plugin_sdk::serde_json::{Map, Value, json};
 use xsigate_plugin_sdk::topics::{
-    SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted, XSI_EVENT,
+    ActionOutcome, ActionReport, OPERATOR_ACTION, OPERATOR_STATUS, OperatorAction, SESSION_ENDED,
+    SESSION_STARTED, SessionEnded, SessionStarted, StatusReport, UserAction, XSI_EVENT,
 };
+use xsigate_plugin_sdk::unix_ms;
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, HttpRequest,
     HttpResponse, LogLevel, Plugin,
@@ -172,12 +174,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A number in [0, 1) for retry jitter, from the clock's low bits.
 fn jitter() -> f64 {
     let nanos = SystemTime::now()
@@ -198,6 +194,8 @@ impl Plugin for FirebaseSync {
         host.subscribe(XSI_EVENT)?;
         host.subscribe(SESSION_STARTED)?;
         host.subscribe(SESSION_ENDED)?;
+        host.subscribe(OPERATOR_STATUS)?;
+        host.subscribe(OPERATOR_ACTION)?;
         let (wake, inbox) = mpsc::channel(1);
         let users = Users::new(config.batch_window());
         let metrics = Metrics {
@@ -338,7 +336,7 @@ impl EventConsumer for FirebaseSync {
                 let gone = lock(&self.watching).session_ended(&ended.unique_id, ended.last);
                 if let Some(gone) = gone {
                     self.count_watchers(&ended.provider);
-                    self.write_lamps(vec![gone], now_ms());
+                    self.write_lamps(vec![gone], unix_ms());
                 }
                 Ok(None)
             }
@@ -346,6 +344,35 @@ impl EventConsumer for FirebaseSync {
                 let bus: XsiEvent = event.json()?;
                 self.on_change(bus).await;
                 Ok(None)
+            }
+            OPERATOR_STATUS => {
+                let report = StatusReport {
+                    providers: lock(&self.users).status(unix_ms()),
+                };
+                Ok(Some(xsigate_plugin_sdk::serde_json::to_value(report)?))
+            }
+            OPERATOR_ACTION => {
+                let action: OperatorAction = event.json()?;
+                if action.action != UserAction::Resync {
+                    return Ok(None);
+                }
+                // The user's node is written whole again, with what xsi-events reads now.
+                let mut users = lock(&self.users);
+                let report = if users.contains(&action.unique_id) {
+                    users.resync(&action.unique_id, Instant::now());
+                    ActionReport {
+                        outcome: ActionOutcome::Done,
+                        detail: "the user's node is written whole again".to_owned(),
+                    }
+                } else {
+                    ActionReport {
+                        outcome: ActionOutcome::NotFound,
+                        detail: "nothing of the user's is kept here".to_owned(),
+                    }
+                };
+                drop(users);
+                self.wake();
+                Ok(Some(xsigate_plugin_sdk::serde_json::to_value(report)?))
             }
             _ => Ok(None),
         }
@@ -357,7 +384,7 @@ impl FirebaseSync {
     /// the token may be exchanged.
     fn login_report(&self, started: &SessionStarted) -> Option<Value> {
         let database = self.databases.get(&started.provider)?;
-        let now_s = now_ms() / 1000;
+        let now_s = unix_ms() / 1000;
         match database.account.custom_token(
             &started.unique_id,
             now_s,
@@ -411,6 +438,11 @@ impl FirebaseSync {
             );
             self.apply_lamps(&mut users, lamps, received_ms, now);
         }
+        self.wake();
+    }
+
+    /// Tells the worker a write may be due.
+    fn wake(&self) {
         // A full channel already holds a wake-up for the worker.
         let _ = lock(&self.wake).try_send(());
     }
@@ -443,7 +475,7 @@ impl FirebaseSync {
             return;
         }
         self.apply_lamps(&mut lock(&self.users), lamps, at_ms, Instant::now());
-        let _ = lock(&self.wake).try_send(());
+        self.wake();
     }
 
     /// Reads each watcher's monitored users when due (at login, then every
@@ -469,11 +501,11 @@ impl FirebaseSync {
                                 &watcher,
                                 monitored,
                                 Instant::now(),
-                                now_ms(),
+                                unix_ms(),
                                 |id| users.node(id),
                             )
                         };
-                        self.write_lamps(lamps, now_ms());
+                        self.write_lamps(lamps, unix_ms());
                     }
                     Err(e) => {
                         self.metrics.blf_reads.inc(&[&provider, "failed"]);
@@ -681,7 +713,7 @@ impl FirebaseSync {
         let Some(database) = self.databases.get(&provider) else {
             return (batch, true);
         };
-        let (body, withheld) = write_body(&batch, now_ms());
+        let (body, withheld) = write_body(&batch, unix_ms());
         if withheld > 0 {
             #[expect(clippy::cast_precision_loss, reason = "a count of values in one write")]
             self.metrics.withheld.inc_by(&[&provider], withheld as f64);
@@ -720,7 +752,7 @@ impl FirebaseSync {
             .writes
             .inc(&[&provider, if ok { "ok" } else { "failed" }]);
         if written {
-            let done_ms = now_ms();
+            let done_ms = unix_ms();
             #[expect(clippy::cast_precision_loss, reason = "small counts and durations")]
             {
                 self.metrics
@@ -813,7 +845,7 @@ impl FirebaseSync {
         let started = Instant::now();
         let assertion = database
             .account
-            .token_assertion(token_url, now_ms() / 1000)
+            .token_assertion(token_url, unix_ms() / 1000)
             .map_err(|_| "signing failed")?;
         let form = format!(
             "grant_type={}&assertion={}",

@@ -6,10 +6,11 @@
 //! never drops a change (it coalesces to the latest state). A user is in at most one write at a
 //! time, which keeps each user's writes in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use xsigate_plugin_sdk::serde_json::Value;
+use xsigate_plugin_sdk::topics::{Failing, ProviderStatus};
 
 use crate::tree::{Dirty, Node};
 
@@ -65,6 +66,8 @@ pub struct Users {
 struct ProviderState {
     writing: usize,
     failures: u32,
+    /// When the current run of failed writes began (ms since the epoch).
+    failing_since_ms: Option<u64>,
     retry_at: Option<Instant>,
     /// The end of the window that began with the last write started.
     next_write_at: Option<Instant>,
@@ -222,9 +225,13 @@ impl Users {
         state.writing = state.writing.saturating_sub(1);
         if ok {
             state.failures = 0;
+            state.failing_since_ms = None;
             state.retry_at = None;
         } else {
             state.failures = state.failures.saturating_add(1);
+            state
+                .failing_since_ms
+                .get_or_insert_with(xsigate_plugin_sdk::unix_ms);
             let doubled = RETRY_FIRST.saturating_mul(1 << (state.failures - 1).min(16));
             let wait = doubled
                 .min(RETRY_MAX)
@@ -273,6 +280,40 @@ impl Users {
                 Some(after.into_iter().flatten().fold(ready, Instant::max))
             })
             .min()
+    }
+
+    /// What the operator console shows per provider: users kept, waiting and being written,
+    /// the lag of the oldest change not yet written, and a failing database.
+    pub fn status(&self, now_ms: u64) -> BTreeMap<String, ProviderStatus> {
+        let mut providers: BTreeMap<String, ProviderStatus> = BTreeMap::new();
+        for user in self.users.values() {
+            let status = providers.entry(user.provider.clone()).or_default();
+            *status.counts.entry("users".to_owned()).or_default() += 1;
+            *status.counts.entry("queued".to_owned()).or_default() += u64::from(user.queued);
+            *status.counts.entry("writing".to_owned()).or_default() += u64::from(user.writing);
+            let lag = user
+                .since_ms
+                .map_or(0, |since| now_ms.saturating_sub(since));
+            let oldest = status.counts.entry("lag_ms".to_owned()).or_default();
+            *oldest = (*oldest).max(lag);
+        }
+        for (provider, state) in &self.providers {
+            if let Some(since_ms) = state.failing_since_ms {
+                providers
+                    .entry(provider.clone())
+                    .or_default()
+                    .failing
+                    .push(Failing {
+                        user: "*".to_owned(),
+                        reason: format!(
+                            "database writes are failing ({} in a row)",
+                            state.failures
+                        ),
+                        since_ms,
+                    });
+            }
+        }
+        providers
     }
 
     /// Users waiting to be written, by provider.

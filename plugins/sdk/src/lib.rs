@@ -61,3 +61,10 @@ pub use host::{
     XsiRequest, XsiResponse, XsiStream,
 };
 pub use serde_json;
+
+/// Now, in milliseconds since the Unix epoch: the time the host's reports and topics speak in.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

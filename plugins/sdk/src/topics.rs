@@ -19,6 +19,12 @@ pub const SESSION_ENDED: &str = "session.ended";
 /// A user's live state changed on BroadWorks, published by the `xsi-events` plugin; its
 /// payload is `xsigate_broadworks::bus::XsiEvent`.
 pub const XSI_EVENT: &str = "xsi.event";
+/// The operator console asks what a plugin keeps: no payload; a consumer reports a
+/// [`StatusReport`].
+pub const OPERATOR_STATUS: &str = "operator.status";
+/// An operator acts on one user's live state: [`OperatorAction`]; a consumer that can act
+/// reports an [`ActionReport`], the others report nothing.
+pub const OPERATOR_ACTION: &str = "operator.action";
 
 /// The payload of [`SESSION_STARTED`]. Its `Debug` shows no password: [`UserCredentials`]'
 /// own leaves it out.
@@ -69,6 +75,76 @@ pub enum SessionEndReason {
     Expired,
     /// The password changed (a reset): the sessions held the old one.
     PasswordChanged,
+}
+
+/// A plugin's answer to [`OPERATOR_STATUS`], per service provider. Counts are what the plugin
+/// keeps right now (`open`, `connecting`, `queued`, …); `failing` names what needs an
+/// operator's eye. Only user ids and reasons: never a credential or an upstream address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub providers: std::collections::BTreeMap<String, ProviderStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub counts: std::collections::BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<Failing>,
+}
+
+/// One thing of a user's that does not work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    /// The BroadWorks user id, or `*` for something of the whole provider.
+    pub user: String,
+    pub reason: String,
+    /// Since when, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// The payload of [`OPERATOR_ACTION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    pub action: UserAction,
+    pub provider: String,
+    pub unique_id: String,
+    pub user_id: String,
+}
+
+/// What an operator can do to one user's live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAction {
+    /// Close the user's channel set and open a new one, then read their state again.
+    ReopenChannelSet,
+    /// Read the user's state again and publish it, leaving channels as they are.
+    Resync,
+}
+
+impl UserAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReopenChannelSet => "reopen_channel_set",
+            Self::Resync => "resync",
+        }
+    }
+}
+
+/// What a plugin did about an [`OperatorAction`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReport {
+    pub outcome: ActionOutcome,
+    /// For the operator: what was done, or why not.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    Done,
+    /// The plugin keeps nothing of this user's to act on.
+    NotFound,
+    Failed,
 }
 
 #[cfg(test)]

@@ -23,14 +23,17 @@ mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use xsigate_broadworks::{element_text, user_path};
 use xsigate_plugin_sdk::serde_json::{Value, json};
-use xsigate_plugin_sdk::topics::{SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted};
+use xsigate_plugin_sdk::topics::{
+    Failing, OPERATOR_STATUS, ProviderStatus, SESSION_ENDED, SESSION_STARTED, SessionEnded,
+    SessionStarted, StatusReport,
+};
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Host, HttpRequest, HttpResponse,
     LogLevel, Manifest, Plugin, XsiRequest,
@@ -86,6 +89,8 @@ struct Agent {
     /// When the next ping (logged in) or login attempt (not) is due.
     due: Instant,
     retry_delay: Duration,
+    /// Why the last login failed, and since when the logins fail (ms since the epoch).
+    failing: Option<(LoginFailure, u64)>,
     /// Bumped on every change made across an await, so a stale result is dropped.
     generation: u64,
 }
@@ -99,8 +104,13 @@ impl Agent {
                 self.srs = Some(session);
                 self.due = now + srs.keep_alive();
                 self.retry_delay = RETRY_FIRST;
+                self.failing = None;
             }
-            Err(_) => {
+            Err(failure) => {
+                let since_ms = self
+                    .failing
+                    .map_or_else(xsigate_plugin_sdk::unix_ms, |(_, since)| since);
+                self.failing = Some((failure, since_ms));
                 self.srs = None;
                 self.due = now + self.retry_delay;
                 self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
@@ -194,6 +204,7 @@ impl Plugin for SrsLogin {
         config.validate()?;
         host.subscribe(SESSION_STARTED)?;
         host.subscribe(SESSION_ENDED)?;
+        host.subscribe(OPERATOR_STATUS)?;
         let metrics = Metrics {
             logins: host.counter(
                 "logins_total",
@@ -270,6 +281,9 @@ impl EventConsumer for SrsLogin {
                 self.ended(ended).await;
                 Ok(None)
             }
+            OPERATOR_STATUS => Ok(Some(xsigate_plugin_sdk::serde_json::to_value(
+                self.status(),
+            )?)),
             _ => Ok(None),
         }
     }
@@ -294,6 +308,37 @@ impl BackgroundWorker for SrsLogin {
 }
 
 impl SrsLogin {
+    /// Agents by provider, logged in to SRS or not, and those whose logins fail.
+    fn status(&self) -> StatusReport {
+        let mut providers: BTreeMap<String, ProviderStatus> = self
+            .providers
+            .keys()
+            .map(|p| (p.clone(), ProviderStatus::default()))
+            .collect();
+        for agent in lock(&self.agents).values() {
+            let status = providers.entry(agent.provider.clone()).or_default();
+            let state = if agent.srs.is_some() {
+                "agents_logged_in"
+            } else {
+                "agents_waiting"
+            };
+            *status.counts.entry(state.to_owned()).or_default() += 1;
+            if let Some((failure, since_ms)) = agent.failing {
+                status.failing.push(Failing {
+                    user: agent.user_id.clone(),
+                    reason: format!("screen-recording login {}", failure.as_str()),
+                    since_ms,
+                });
+            }
+        }
+        for status in providers.values_mut() {
+            for state in ["agents_logged_in", "agents_waiting"] {
+                status.counts.entry(state.to_owned()).or_default();
+            }
+        }
+        StatusReport { providers }
+    }
+
     fn srs(&self, provider: &str) -> Option<&ProviderSrs> {
         self.providers.get(provider)
     }
@@ -344,6 +389,7 @@ impl SrsLogin {
                     srs: None,
                     due: Instant::now() + RETRY_FIRST,
                     retry_delay: RETRY_FIRST,
+                    failing: None,
                     generation: 0,
                 });
             agent.sealed_password = sealed;

@@ -12,12 +12,14 @@ use xsigate_broadworks::bus::{Source, XsiEvent};
 use xsigate_broadworks::{CHANNEL_OPEN, EVENTS, encode, session_cookie, tree, user_path};
 use xsigate_plugin_sdk::serde_json;
 use xsigate_plugin_sdk::topics::XSI_EVENT;
-use xsigate_plugin_sdk::{Error, ErrorKind, StreamRead, XsiRequest, XsiResponse, XsiStream};
+use xsigate_plugin_sdk::{
+    Error, ErrorKind, StreamRead, XsiRequest, XsiResponse, XsiStream, unix_ms,
+};
 
 use crate::config::{ChannelLevel, Package, ProviderEvents};
 use crate::document::{Document, Envelope, Malformed, Splitter};
 use crate::state::{self, ServiceKind, State};
-use crate::{SetRecord, SubscriptionRecord, XsiEvents, base64_decode, password_context};
+use crate::{SetRecord, SubscriptionRecord, XsiEvents, base64_decode, operator, password_context};
 
 /// `POST` here opens a channel; everything else about it is under [`EVENTS`].
 /// Every command but the channel's stream must be answered within this.
@@ -70,12 +72,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The channel currently streaming.
@@ -187,11 +183,25 @@ impl<'a> ChannelSet<'a> {
             self.plugin
                 .channel_phase(&self.record.provider, self.phase, phase);
             self.phase = phase;
+            self.note(|view| view.phase = phase);
         }
+    }
+
+    /// Changes what the operator console sees of this set.
+    fn note(&self, change: impl FnOnce(&mut operator::SetView)) {
+        let record = &self.record;
+        self.plugin.view(
+            &self.key,
+            &record.provider,
+            record.user_id.as_deref(),
+            change,
+        );
     }
 
     /// Writes the record to the store; a failure is logged, and retried at the next change.
     pub async fn save(&self) {
+        let subscriptions = self.record.subscriptions.len();
+        self.note(|view| view.subscriptions = subscriptions);
         let saved = match serde_json::to_vec(&self.record) {
             Ok(bytes) => self.plugin.host.store().put(&self.key, &bytes, None).await,
             Err(e) => Err(e.into()),
@@ -289,6 +299,12 @@ impl<'a> ChannelSet<'a> {
                     } else {
                         self.plugin.host.debug(&message);
                     }
+                    let reason = e.to_string();
+                    self.note(|view| {
+                        if view.failure.is_none() {
+                            view.failure = Some((reason, unix_ms()));
+                        }
+                    });
                     delay = backoff(delay);
                     continue;
                 }
@@ -298,6 +314,7 @@ impl<'a> ChannelSet<'a> {
                 self.plugin.metrics.failovers.inc(&[self.provider()]);
             }
             previous_xsp = Some(xsp);
+            self.note(|view| view.failure = None);
             self.set_phase(Some(Phase::Open));
             if gap {
                 self.drop_stale_channels().await;
@@ -803,10 +820,16 @@ impl<'a> ChannelSet<'a> {
             // again at once would get the same. Other failures are retried at the next channel.
             if response.is_ok_and(|r| (400..500).contains(&r.status)) {
                 self.refused.insert(package, Instant::now() + REFUSED_RETRY);
+                self.note(|view| {
+                    if !view.refused.iter().any(|(p, _)| *p == package.name()) {
+                        view.refused.push((package.name(), unix_ms()));
+                    }
+                });
             }
             return false;
         };
         self.refused.remove(&package);
+        self.note(|view| view.refused.retain(|(p, _)| *p != package.name()));
         self.record.subscriptions.push(SubscriptionRecord {
             id,
             package,
@@ -893,7 +916,7 @@ impl<'a> ChannelSet<'a> {
     }
 
     /// Reads and publishes the state of `users`, as [`Self::resync`] does.
-    async fn resync_users(&mut self, users: Vec<String>) {
+    pub(crate) async fn resync_users(&mut self, users: Vec<String>) {
         let packages = self.settings.packages.clone();
         for user in users {
             let mut calls_done = false;

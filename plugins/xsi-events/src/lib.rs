@@ -31,6 +31,7 @@ mod document;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+mod operator;
 mod state;
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,7 +43,10 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use xsigate_plugin_sdk::serde_json::Value;
-use xsigate_plugin_sdk::topics::{SESSION_ENDED, SESSION_STARTED, SessionEnded, SessionStarted};
+use xsigate_plugin_sdk::topics::{
+    ActionOutcome, ActionReport, OPERATOR_ACTION, OPERATOR_STATUS, OperatorAction, SESSION_ENDED,
+    SESSION_STARTED, SessionEnded, SessionStarted, UserAction,
+};
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, LoginLevel,
     Manifest, Plugin,
@@ -69,6 +73,8 @@ pub struct XsiEvents {
     /// Users who logged in to a provider kept at a provider level, by provider: BroadWorks
     /// sends no initial state for such subscriptions, so the provider's set reads theirs.
     logged_in: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// The kept sets as the operator console sees them, by store key.
+    views: Mutex<HashMap<String, operator::SetView>>,
 }
 
 /// Passwords never format: only the configuration's providers are shown.
@@ -108,6 +114,22 @@ enum Command {
         provider: String,
         unique_id: String,
     },
+    /// An operator's [`OperatorAction`]; the report goes back to the console.
+    Operator {
+        action: OperatorAction,
+        report: futures_channel::oneshot::Sender<ActionReport>,
+    },
+}
+
+/// Why a set starts, which decides what it does first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A login: a new set, nothing missed yet.
+    Login,
+    /// Kept in the store from before a restart: events may have been missed.
+    Resumed,
+    /// An operator's reopen: a new set for a user whose events may have been missed.
+    Reopened,
 }
 
 /// What is kept to resume a channel set after a restart.
@@ -162,6 +184,8 @@ impl Plugin for XsiEvents {
         }
         host.subscribe(SESSION_STARTED)?;
         host.subscribe(SESSION_ENDED)?;
+        host.subscribe(OPERATOR_STATUS)?;
+        host.subscribe(OPERATOR_ACTION)?;
         let (commands, inbox) = mpsc::unbounded();
         let metrics = Metrics {
             channels: host.gauge(
@@ -219,6 +243,7 @@ impl Plugin for XsiEvents {
             metrics,
             channel_states: Mutex::new(HashMap::new()),
             logged_in: Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
         })
     }
 
@@ -270,6 +295,23 @@ impl EventConsumer for XsiEvents {
                     unique_id: ended.unique_id,
                 }
             }
+            OPERATOR_STATUS => {
+                return Ok(Some(xsigate_plugin_sdk::serde_json::to_value(
+                    self.status(),
+                )?));
+            }
+            OPERATOR_ACTION => {
+                let action: OperatorAction = event.json()?;
+                let (report, reported) = futures_channel::oneshot::channel();
+                self.commands
+                    .unbounded_send(Command::Operator { action, report })
+                    .map_err(|_| Error::msg("the xsi-events worker is gone"))?;
+                let report = reported.await.unwrap_or(ActionReport {
+                    outcome: ActionOutcome::Failed,
+                    detail: "the channel-set worker stopped".to_owned(),
+                });
+                return Ok(Some(xsigate_plugin_sdk::serde_json::to_value(report)?));
+            }
             _ => return Ok(None),
         };
         self.commands
@@ -301,7 +343,7 @@ struct Sets<'a> {
 }
 
 impl<'a> Sets<'a> {
-    fn start(&mut self, key: String, record: SetRecord, resumed: bool) {
+    fn start(&mut self, key: String, record: SetRecord, origin: Origin) {
         let (stop, stopped) = futures_channel::oneshot::channel();
         self.starts += 1;
         let start = self.starts;
@@ -309,7 +351,7 @@ impl<'a> Sets<'a> {
         let plugin = self.plugin;
         self.futures.push(
             async move {
-                plugin.keep_set(&key, record, resumed, stopped).await;
+                plugin.keep_set(&key, record, origin, stopped).await;
                 (key, start)
             }
             .boxed(),
@@ -358,7 +400,7 @@ impl XsiEvents {
                         .rsplit_once('/')
                         .map_or(key.as_str(), |(running, _)| running)
                         .to_owned();
-                    sets.start(running_key, record, true);
+                    sets.start(running_key, record, Origin::Resumed);
                 }
                 Err(e) => {
                     self.host.warn(&format!(
@@ -380,7 +422,7 @@ impl XsiEvents {
                 channel_set_id: channel::new_set_id(),
                 subscriptions: Vec::new(),
             };
-            sets.start(key, record, false);
+            sets.start(key, record, Origin::Login);
         }
         loop {
             let next = futures_util::future::poll_fn(|cx| {
@@ -418,13 +460,31 @@ impl XsiEvents {
                         channel_set_id: channel::new_set_id(),
                         subscriptions: Vec::new(),
                     };
-                    sets.start(key, record, false);
+                    sets.start(key, record, Origin::Login);
                 }
                 Wake::Command(Some(Command::Stop {
                     provider,
                     unique_id,
                 })) => {
                     sets.stop(&set_key(&provider, &unique_id));
+                }
+                Wake::Command(Some(Command::Operator { action, report })) => {
+                    let outcome = match action.action {
+                        UserAction::ReopenChannelSet => self.reopen(&mut sets, &action).await,
+                        UserAction::Resync => {
+                            let plugin = self;
+                            sets.futures.push(
+                                async move {
+                                    let _ = report.send(plugin.resync_user(&action).await);
+                                    // Start 0 is no set's: ending it touches nothing.
+                                    (String::new(), 0)
+                                }
+                                .boxed(),
+                            );
+                            continue;
+                        }
+                    };
+                    let _ = report.send(outcome);
                 }
             }
         }
@@ -435,7 +495,7 @@ impl XsiEvents {
         &self,
         running_key: &str,
         record: SetRecord,
-        resumed: bool,
+        origin: Origin,
         stopped: futures_channel::oneshot::Receiver<()>,
     ) {
         let settings = self.settings(&record.provider);
@@ -450,15 +510,106 @@ impl XsiEvents {
                 return;
             }
         };
-        if !resumed {
+        if origin != Origin::Resumed {
             set.save().await;
         }
         {
-            let keep = std::pin::pin!(set.keep(resumed));
+            let keep = std::pin::pin!(set.keep(origin != Origin::Login));
             // A stop drops the keeping future wherever it waits; the close below cleans up.
             let _ = futures_util::future::select(keep, stopped).await;
         }
         set.close().await;
+        self.forget_view(&key);
+    }
+
+    /// The kept record of `unique_id`'s own set at `provider`, and its store key.
+    async fn user_record(
+        &self,
+        provider: &str,
+        unique_id: &str,
+    ) -> Result<Option<(String, SetRecord)>, Error> {
+        let store = self.host.store();
+        let prefix = format!("{}/", set_key(provider, unique_id));
+        for key in store.keys(&prefix).await? {
+            if let Some(bytes) = store.get(&key).await? {
+                if let Ok(record) = xsigate_plugin_sdk::serde_json::from_slice(&bytes) {
+                    return Ok(Some((key, record)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closes the user's set and opens a new one under a new channel set id, which then reads
+    /// their state again: what an operator does to a set that the XSP keeps in a bad way.
+    async fn reopen(&self, sets: &mut Sets<'_>, action: &OperatorAction) -> ActionReport {
+        let running_key = set_key(&action.provider, &action.unique_id);
+        let report = |outcome, detail: &str| ActionReport {
+            outcome,
+            detail: detail.to_owned(),
+        };
+        match self.user_record(&action.provider, &action.unique_id).await {
+            Ok(Some((_, record))) if sets.running.contains_key(&running_key) => {
+                sets.stop(&running_key);
+                let fresh = SetRecord {
+                    channel_set_id: channel::new_set_id(),
+                    subscriptions: Vec::new(),
+                    ..record
+                };
+                sets.start(running_key, fresh, Origin::Reopened);
+                report(
+                    ActionOutcome::Done,
+                    "the channel set was closed and a new one is opening",
+                )
+            }
+            Ok(_) if self.settings(&action.provider).level != ChannelLevel::User => report(
+                ActionOutcome::NotFound,
+                "the user's events ride the provider's channel set",
+            ),
+            Ok(_) => report(ActionOutcome::NotFound, "the user has no channel set here"),
+            Err(e) => report(ActionOutcome::Failed, &e.to_string()),
+        }
+    }
+
+    /// Reads the user's state again through XSI-Actions and publishes it, with the kept
+    /// credentials of their set (or of the provider's set), leaving every channel as it is.
+    async fn resync_user(&self, action: &OperatorAction) -> ActionReport {
+        let found = match self.user_record(&action.provider, &action.unique_id).await {
+            Ok(Some(found)) => Some(found),
+            Ok(None) if self.settings(&action.provider).level != ChannelLevel::User => self
+                .user_record(&action.provider, PROVIDER_SET)
+                .await
+                .ok()
+                .flatten(),
+            Ok(None) => None,
+            Err(e) => {
+                return ActionReport {
+                    outcome: ActionOutcome::Failed,
+                    detail: e.to_string(),
+                };
+            }
+        };
+        let Some((key, record)) = found else {
+            return ActionReport {
+                outcome: ActionOutcome::NotFound,
+                detail: "the user has no channel set here".to_owned(),
+            };
+        };
+        let settings = self.settings(&action.provider);
+        match channel::ChannelSet::new(self, key, record, settings).await {
+            Ok(mut reader) => {
+                reader.resync_users(vec![action.user_id.clone()]).await;
+                self.metrics.resyncs.inc(&[&action.provider]);
+                ActionReport {
+                    outcome: ActionOutcome::Done,
+                    detail: "the user's state was read again and published".to_owned(),
+                }
+            }
+            Err(e) => ActionReport {
+                outcome: ActionOutcome::Failed,
+                detail: e.to_string(),
+            },
+        }
     }
 
     fn channel_phase(

@@ -132,27 +132,52 @@ impl Plugins {
         event: &SessionEvent,
         wait: Duration,
     ) -> serde_json::Map<String, serde_json::Value> {
+        self.publish_for_reports(
+            event.topic(),
+            |plugin| plugins.contains(&plugin.name),
+            |plugin| event.payload_for(plugin),
+            wait,
+        )
+        .await
+    }
+
+    /// Asks every plugin subscribed to an operator topic (`topics::OPERATOR_*`) and waits up
+    /// to `wait` for their reports, as [`Plugins::publish_session`] does.
+    pub async fn ask_operator_topic(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        wait: Duration,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.publish_for_reports(topic, |_| true, |_| Ok(payload.to_vec()), wait)
+            .await
+    }
+
+    async fn publish_for_reports(
+        &self,
+        topic: &str,
+        wanted: impl Fn(&Plugin) -> bool,
+        payload_for: impl Fn(&Plugin) -> Result<Vec<u8>, serde_json::Error>,
+        wait: Duration,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let mut reports = serde_json::Map::new();
         let Some(services) = self.services.get() else {
             return reports;
         };
         let mut pending = Vec::new();
-        for subscriber in services
-            .subscribers(event.topic())
-            .filter(|s| plugins.contains(&s.plugin.name))
-        {
+        for subscriber in services.subscribers(topic).filter(|s| wanted(&s.plugin)) {
             let (report, received) = oneshot::channel();
-            let queued = match event.payload_for(&subscriber.plugin) {
+            let queued = match payload_for(&subscriber.plugin) {
                 Ok(payload) => services.enqueue(
                     subscriber,
                     QueuedEvent {
-                        topic: event.topic().to_owned(),
+                        topic: topic.to_owned(),
                         payload,
                         report: Some(report),
                     },
                 ),
                 Err(e) => {
-                    tracing::error!(plugin = %subscriber.plugin.name, error = %e, "a session event could not be written");
+                    tracing::error!(plugin = %subscriber.plugin.name, topic, error = %e, "an event could not be written");
                     false
                 }
             };
