@@ -421,7 +421,7 @@ impl FirebaseSync {
         let centers = self.call_centre_ids(&bus.state).await;
         let now = Instant::now();
         let resync = bus.source == Source::Resync;
-        let received_ms = bus.received_ms.unwrap_or_else(now_ms);
+        let received_ms = bus.received_ms.unwrap_or_else(unix_ms);
         {
             let mut users = lock(&self.users);
             let first = !users.contains(&bus.unique_id);
