@@ -8,16 +8,18 @@
 //! 2. [`metrics`] and [`telemetry`]: what the gateway counts and logs.
 //! 3. [`edge`]: client connections before HTTP: per-address limits, the request head read
 //!    under deadlines, framing that no two parsers could read differently.
-//! 4. [`state`]: the store, the server key, tokens and session records, and the runtime that
-//!    keeps them off the request path; [`operator`]: the gateway's operators (so far, the
-//!    hashes of their passwords).
+//! 4. [`audit`]: the audit trail of master-credential use, resets and operators' acts;
+//!    [`state`]: the store, the server key, tokens and session records, and the runtime that
+//!    keeps them off the request path.
 //! 5. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
 //! 6. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
-//! 7. [`access`]: the login API and the session authority.
+//! 7. [`access`]: the login API and the session authority; [`operator`]: the operator
+//!    console (its listener, operators' sessions, the status page and actions).
 //! 8. [`http`]: the Pingora hooks of the request path.
 //! 9. [`server`] and [`cli`]: assembling and starting it all.
 
 pub mod access;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod edge;

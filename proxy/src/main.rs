@@ -81,14 +81,14 @@ fn hash_password() -> ExitCode {
     }
     let mut line = String::new();
     // Enough for the longest password and its line end; more is refused as too long.
-    let limit = xsigate::operator::password::PASSWORD_MAX as u64 + 3;
+    let limit = config::password::PASSWORD_MAX as u64 + 3;
     if let Err(e) = stdin.lock().take(limit).read_line(&mut line) {
         eprintln!("xsigate hash-password: reading standard input: {e}");
         return ExitCode::FAILURE;
     }
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
-    match xsigate::operator::password::hash(password) {
+    match config::password::hash(password) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

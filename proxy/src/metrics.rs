@@ -39,6 +39,7 @@ pub struct Metrics {
     pub downstream_connections: IntGauge,
     /// What the edge refused before a request reached the proxy, by error code.
     pub client_refusals: IntCounterVec,
+    audit: IntCounterVec,
 }
 
 impl Metrics {
@@ -104,6 +105,14 @@ impl Metrics {
             ),
             &["code"],
         )?;
+        let audit = IntCounterVec::new(
+            Opts::new(
+                "xsigate_audit_total",
+                "Audited acts (master-credential use, password resets, operators' logins and \
+                 actions), by action and result.",
+            ),
+            &["action", "result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "xsigate_build_info",
@@ -115,8 +124,9 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 12] = [
             Box::new(client_refusals.clone()),
+            Box::new(audit.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -142,7 +152,18 @@ impl Metrics {
             requests_in_flight,
             downstream_connections,
             client_refusals,
+            audit,
         })
+    }
+
+    /// Counts one audited act (`audit::Audit::record`).
+    pub fn audited(&self, action: &str, result: &str) {
+        self.audit.with_label_values(&[action, result]).inc();
+    }
+
+    /// Makes an audit series exist, at zero.
+    pub fn audit_series(&self, action: &str, result: &str) {
+        self.audit.with_label_values(&[action, result]);
     }
 
     /// The handles one provider's requests record into (`provider = "none"` for requests that

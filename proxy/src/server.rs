@@ -13,6 +13,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::audit::Audit;
 use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::config::Config;
@@ -92,7 +93,8 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         data_dir: data_dir.clone(),
         secret_file,
     })?;
-    plugins.start(&shared, &providers)?;
+    let audit = Audit::new(&metrics);
+    plugins.start(&shared, &providers, &audit)?;
     let sessions = Arc::new(Sessions::new(
         &shared,
         SessionPolicy {
@@ -109,6 +111,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         Arc::clone(&signer),
         reset_channels(config)?,
         &metrics,
+        &audit,
     )?);
     shared.runtime.spawn(Arc::clone(&login_api).sweep());
 

@@ -14,16 +14,24 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("metrics", &["wire"]),
     ("edge", &["config", "wire", "metrics"]),
+    ("audit", &["metrics"]),
     ("state", &[]),
-    ("operator", &[]),
     ("upstream", &["config", "wire", "metrics"]),
     (
         "plugin",
-        &["config", "wire", "metrics", "state", "upstream"],
+        &["config", "wire", "metrics", "audit", "state", "upstream"],
     ),
     (
         "access",
-        &["config", "wire", "metrics", "state", "upstream", "plugin"],
+        &[
+            "config", "wire", "metrics", "audit", "state", "upstream", "plugin",
+        ],
+    ),
+    (
+        "operator",
+        &[
+            "config", "wire", "metrics", "audit", "state", "upstream", "plugin", "access",
+        ],
     ),
     (
         "http",
@@ -35,7 +43,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "wire", "metrics", "edge", "state", "upstream", "plugin", "access", "http",
+            "config", "wire", "metrics", "edge", "audit", "state", "upstream", "plugin", "access",
+            "http", "operator",
         ],
     ),
 ];

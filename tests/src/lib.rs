@@ -84,7 +84,8 @@ impl InProcess {
             secret_file: dir.path().join("secret"),
         })
         .unwrap();
-        plugins.start(&shared, &providers).unwrap();
+        let audit = xsigate::audit::Audit::new(&metrics);
+        plugins.start(&shared, &providers, &audit).unwrap();
         Self {
             dir,
             metrics,

@@ -75,6 +75,8 @@ pub enum SessionEndReason {
     Expired,
     /// The password changed (a reset): the sessions held the old one.
     PasswordChanged,
+    /// An operator ended the user's sessions from the console.
+    Operator,
 }
 
 /// A plugin's answer to [`OPERATOR_STATUS`], per service provider. Counts are what the plugin

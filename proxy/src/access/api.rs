@@ -15,6 +15,7 @@ use super::endpoint::Endpoint;
 use super::limit::{LimitPolicy, LoginLimiter, RESET_LIMIT};
 use super::mail::Mailer;
 use super::sessions::Sessions;
+use crate::audit::Audit;
 use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::Plugins;
 use crate::state::Shared;
@@ -203,6 +204,7 @@ pub struct LoginApi {
     pub(super) devices: Devices,
     /// Seals single sign-on flows and their answers in the store.
     pub(super) flow_seal: SealKey,
+    pub(super) audit: Audit,
 }
 
 impl LoginApi {
@@ -214,6 +216,7 @@ impl LoginApi {
         signer: Arc<Signer>,
         resets: HashMap<String, ResetChannel>,
         metrics: &Metrics,
+        audit: &Audit,
     ) -> Result<Self, AccessError> {
         let limiter = LoginLimiter::new(Arc::clone(&shared.store), LimitPolicy::default());
         let reset_limiter = LoginLimiter::new(Arc::clone(&shared.store), RESET_LIMIT);
@@ -248,6 +251,7 @@ impl LoginApi {
             metrics,
             signer,
             devices,
+            audit: audit.clone(),
             flow_seal,
         })
     }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
+use xsigate_plugin_sdk::topics::SessionEndReason;
 use xsigate_broadworks::{element_text, user_path};
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
 use super::limit::{client_key, user_key};
+use crate::audit::{AuditAction, AuditResult};
 use crate::state::store::{millis, unix_ms};
 use crate::state::token::{new_token, token_hash, well_formed};
 use crate::upstream::{Resolution, XsiCall};
@@ -66,19 +68,26 @@ impl LoginApi {
         // Every request counts, whatever its outcome.
         self.reset_limiter.failed(&keys).await.map_err(internal)?;
         let this = Arc::clone(self);
+        let client = request.client;
         self.shared.runtime.spawn(async move {
             let provider = match this.providers.resolve(Some(&user), None) {
                 Resolution::Found(provider) => provider.id.clone(),
                 _ => "-".to_owned(),
             };
-            let result = match this.send_reset_link(&user).await {
-                Ok(true) => "mailed",
-                Ok(false) => "requested",
+            let (result, audited) = match this.send_reset_link(&user).await {
+                Ok(true) => ("mailed", AuditResult::Ok),
+                Ok(false) => ("requested", AuditResult::NotFound),
                 Err(e) => {
                     tracing::warn!(provider, error = %e, "sending a reset link failed");
-                    "failed"
+                    ("failed", AuditResult::Failed)
                 }
             };
+            this.audit.record(
+                &client_actor(client),
+                AuditAction::PasswordResetRequest,
+                &user,
+                audited,
+            );
             this.metrics
                 .resets
                 .with_label_values(&[&provider, result])
@@ -203,9 +212,18 @@ impl LoginApi {
                 ErrorCode::UpstreamUnavailable
             })?;
         let resets = &self.metrics.resets;
-        match response.status().as_u16() {
+        let status = response.status().as_u16();
+        self.audit.record(
+            &format!("user:{user_id}"),
+            AuditAction::PasswordReset,
+            &user_id,
+            AuditResult::of_status(status),
+        );
+        match status {
             200 => {
-                self.end_sessions_of(&user_id).await.map_err(internal)?;
+                self.end_sessions_of(&user_id, SessionEndReason::PasswordChanged)
+                    .await
+                    .map_err(internal)?;
                 resets.with_label_values(&[&provider.id, "completed"]).inc();
                 Ok(AccessReply::ok(&json!({ "status": "password_changed" })))
             }
@@ -216,4 +234,9 @@ impl LoginApi {
             _ => Err(ErrorCode::UpstreamUnavailable),
         }
     }
+}
+
+/// Who asked, for the audit trail: the client's address, as the access log names it.
+fn client_actor(client: Option<std::net::IpAddr>) -> String {
+    client.map_or_else(|| "client:-".to_owned(), |ip| format!("client:{ip}"))
 }

@@ -21,29 +21,34 @@ impl LoginApi {
         let this = Arc::clone(self);
         self.shared
             .runtime
-            .spawn(async move { this.end_sessions_of(&user_id).await })
+            .spawn(async move {
+                this.end_sessions_of(&user_id, SessionEndReason::PasswordChanged)
+                    .await
+                    .map(|_| ())
+            })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }
 
-    /// Ends every session of a user whose password changed (a reset, or a change that went
-    /// through the gateway): they hold the old password, and replaying it would spend the
-    /// user's BroadWorks lockout budget. Their plugins hear `session.ended` with
-    /// `password_changed`.
-    pub(super) async fn end_sessions_of(&self, user_id: &str) -> Result<(), SessionError> {
+    /// Ends every session of a user, whose plugins hear `session.ended` with `reason`: when
+    /// the password changed (a reset, or a change that went through the gateway), since they
+    /// hold the old password and replaying it would spend the user's BroadWorks lockout
+    /// budget; or when an operator says so. Returns how many sessions ended.
+    pub async fn end_sessions_of(
+        &self,
+        user_id: &str,
+        reason: SessionEndReason,
+    ) -> Result<usize, SessionError> {
         let mut owners = self.sessions.end_all_of(user_id).await?;
+        let ended = owners.len();
         owners.sort_by(|a, b| (&a.user_id, &a.provider).cmp(&(&b.user_id, &b.provider)));
         owners.dedup();
         for owner in owners {
-            self.announce_end(
-                &owner.user_id,
-                &owner.provider,
-                SessionEndReason::PasswordChanged,
-            )
-            .await?;
+            self.announce_end(&owner.user_id, &owner.provider, reason)
+                .await?;
         }
-        Ok(())
+        Ok(ended)
     }
 
     /// Ends expired sessions (telling their plugins) every `Sessions::sweep_interval`, counts

@@ -5,6 +5,7 @@
 //! paths too; and both are turned into `file:line:column` by looking the path up in the spans.
 
 mod error;
+pub mod password;
 mod schema;
 mod secret;
 mod validate;
@@ -12,6 +13,7 @@ mod validate;
 use std::path::Path;
 
 pub use error::{ConfigError, KeyPath};
+pub use password::AdminPasswordHash;
 pub use schema::*;
 pub use secret::Secret;
 

@@ -35,6 +35,11 @@ pub struct ServerConfig {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    /// Operator accounts of the console; without one, the console does not listen.
+    #[serde(default)]
+    pub admins: Vec<AdminConfig>,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Key material for sealing replayable credentials; created (0600) on first start if absent.
@@ -62,6 +67,8 @@ impl Default for ServerConfig {
         Self {
             listeners: default_listeners(),
             metrics: MetricsConfig::default(),
+            console: ConsoleConfig::default(),
+            admins: Vec::new(),
             data_dir: default_data_dir(),
             secret_file: None,
             threads: None,
@@ -177,6 +184,40 @@ impl Default for MetricsConfig {
             address: default_metrics_address(),
         }
     }
+}
+
+/// `[server.console]`: the operator console's listener, apart from client traffic and from
+/// the metrics listener (which needs no login).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    #[serde(default = "default_console_address")]
+    pub address: SocketAddr,
+    /// An operator's session ends after this long without a request.
+    #[serde(default = "default_console_idle")]
+    pub idle_seconds: u64,
+    /// And after this long in any case.
+    #[serde(default = "default_console_lifetime")]
+    pub lifetime_seconds: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            address: default_console_address(),
+            idle_seconds: default_console_idle(),
+            lifetime_seconds: default_console_lifetime(),
+        }
+    }
+}
+
+/// `[[server.admins]]`: one operator of the console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub user: String,
+    /// argon2id in PHC form, from `xsigate hash-password`.
+    pub password_hash: super::AdminPasswordHash,
 }
 
 /// `[server.timeouts]`. Units are in the key names so that a bare number is never ambiguous.
@@ -403,6 +444,15 @@ fn default_listeners() -> Vec<ListenerConfig> {
 }
 fn default_metrics_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_console_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9465))
+}
+fn default_console_idle() -> u64 {
+    15 * 60
+}
+fn default_console_lifetime() -> u64 {
+    8 * 3600
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")

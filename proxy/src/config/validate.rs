@@ -27,6 +27,18 @@ fn problem(path: &KeyPath, message: impl Into<String>) -> Problem {
     }
 }
 
+/// An operator's name: it appears in audit lines and on the console, so plain characters only.
+fn check_admin_name(name: &str, at: &KeyPath) -> Checked {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._@-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+        return Err(problem(
+            at,
+            "an operator's name is 1 to 64 letters, digits, `.`, `_`, `@` or `-`",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `config`, resolves its secret references, and makes relative paths relative to
 /// `base_dir` (the directory of the configuration file).
 pub fn validate(config: &mut Config, base_dir: &Path) -> Checked {
@@ -121,6 +133,28 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
             &at.key("metrics").key("address"),
             "the metrics listener must not share an address with a proxy listener",
         ));
+    }
+    let console = at.key("console");
+    if addresses.contains(&server.console.address) || server.console.address == server.metrics.address
+    {
+        return Err(problem(
+            &console.key("address"),
+            "the console listener needs an address of its own",
+        ));
+    }
+    if server.console.idle_seconds == 0 || server.console.lifetime_seconds < server.console.idle_seconds {
+        return Err(problem(
+            &console.key("lifetime_seconds"),
+            "idle_seconds must be above zero and lifetime_seconds at least idle_seconds",
+        ));
+    }
+    let mut admins = HashSet::new();
+    for (i, admin) in server.admins.iter().enumerate() {
+        let user = at.key("admins").index(i).key("user");
+        check_admin_name(&admin.user, &user)?;
+        if !admins.insert(admin.user.to_lowercase()) {
+            return Err(problem(&user, format!("operator `{}` is listed twice", admin.user)));
+        }
     }
     server.data_dir = relative_to(base_dir, &server.data_dir);
     if let Some(secret_file) = &mut server.secret_file {

@@ -55,6 +55,7 @@ fn app(dir: &std::path::Path) -> ProxyApp {
             Arc::clone(&signer),
             HashMap::new(),
             &metrics,
+            &crate::audit::Audit::new(&metrics),
         )
         .unwrap(),
     );

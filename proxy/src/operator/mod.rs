@@ -1,4 +1,1 @@
-//! Operators of the gateway (issue [operator]): their accounts' passwords. The admin listener,
-//! its sessions and the status page are to come here too.
-
-pub mod password;
+//! The operator console (issue [operator]).

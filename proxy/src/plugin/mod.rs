@@ -41,6 +41,7 @@ pub use exchange::Exchange;
 pub use hooks::{Answer, Hook, Plugin, PluginFailure};
 pub use loader::{LoadFailure, PluginError};
 
+use crate::audit::Audit;
 use crate::config::{Config, PluginConfig, ProviderConfig};
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::Shared;
@@ -286,7 +287,12 @@ impl Plugins {
 
     /// Attaches the host services and starts event delivery and background workers, all on the
     /// host's runtime. Only the first call does anything.
-    pub fn start(&self, shared: &Shared, providers: &Arc<Providers>) -> Result<(), PluginsError> {
+    pub fn start(
+        &self,
+        shared: &Shared,
+        providers: &Arc<Providers>,
+        audit: &Audit,
+    ) -> Result<(), PluginsError> {
         let Some(metrics) = &self.metrics else {
             return Ok(());
         };
@@ -327,6 +333,7 @@ impl Plugins {
             sealer: Arc::clone(&shared.sealer),
             bus,
             metrics: metrics.clone(),
+            audit: audit.clone(),
         });
         for plugin in &self.all {
             let _ = plugin.context.services.set(Box::new(Arc::clone(&services)));

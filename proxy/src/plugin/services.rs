@@ -18,6 +18,7 @@ use super::bus::{Bus, QueuedEvent, Subscriber};
 use super::context::{HostCalls, PluginContext};
 use super::metrics::HostMetrics;
 use super::streams::STREAMS_MAX;
+use crate::audit::{Audit, AuditAction, AuditResult};
 use crate::state::seal::{SealKey, Sealer};
 use crate::state::store::{Store, StoreError};
 use crate::upstream::{Providers, XsiCall, XsiCallError};
@@ -45,6 +46,7 @@ pub(super) struct Services {
     pub sealer: Arc<Sealer>,
     pub bus: Bus,
     pub metrics: HostMetrics,
+    pub audit: Audit,
 }
 
 impl std::fmt::Debug for Services {
@@ -317,6 +319,20 @@ impl Services {
             }
             Err(e) => return Err(reply(abi::reply::FAILED, e.to_string())),
         };
+        if matches!(request.credentials, XsiCredentials::Master)
+            && XsiApp::of_path(&request.path) == Some(XsiApp::Actions)
+        {
+            // What the master's credentials read or changed; the channel sets they keep
+            // (XSI-Events) are counted by their plugin instead.
+            let status = response.status().as_u16();
+            let path = request.path.split('?').next().unwrap_or_default();
+            self.audit.record(
+                &format!("plugin:{}", plugin.name),
+                AuditAction::MasterCredentials,
+                &format!("{} {} {path}", provider.id, request.method),
+                AuditResult::of_status(status),
+            );
+        }
         let mut head = XsiHead {
             status: response.status().as_u16(),
             headers: header_pairs(&response),

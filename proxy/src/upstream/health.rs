@@ -15,6 +15,8 @@ pub enum HealthState {
 #[derive(Debug)]
 pub struct Health {
     state: AtomicU8,
+    /// The last answered probe's round trip, in microseconds; 0 before the first.
+    probe_micros: AtomicU32,
     failures: AtomicU32,
     successes: AtomicU32,
     fall: u32,
@@ -25,6 +27,7 @@ impl Health {
     pub fn new(fall: u32, rise: u32) -> Self {
         Self {
             state: AtomicU8::new(HealthState::Unknown as u8),
+            probe_micros: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             successes: AtomicU32::new(0),
             fall: fall.max(1),
@@ -37,6 +40,20 @@ impl Health {
             1 => HealthState::Up,
             2 => HealthState::Down,
             _ => HealthState::Unknown,
+        }
+    }
+
+    /// Notes how long an answered probe took.
+    pub fn record_probe_time(&self, took: std::time::Duration) {
+        let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX).max(1);
+        self.probe_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// The last answered probe's round trip, if any was answered.
+    pub fn probe_time(&self) -> Option<std::time::Duration> {
+        match self.probe_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(std::time::Duration::from_micros(u64::from(micros))),
         }
     }
 

@@ -67,7 +67,14 @@ async fn probe_loop(provider: Arc<Provider>, client: reqwest::Client) {
         let probes = provider.xsps.members.iter().map(|xsp| {
             let url = xsp.url_for(&provider.health_check.path);
             let request = client.get(url).send();
-            async move { (xsp, request.await) }
+            async move {
+                let sent = std::time::Instant::now();
+                let outcome = request.await;
+                if outcome.is_ok() {
+                    xsp.health.record_probe_time(sent.elapsed());
+                }
+                (xsp, outcome)
+            }
         });
         for (xsp, outcome) in futures_util::future::join_all(probes).await {
             match outcome {

@@ -1,4 +1,4 @@
-//! Operators' passwords are verify-only secrets: kept as argon2id hashes in PHC form
+//! Operators' passwords (`[[server.admins]]`) are verify-only secrets: kept as argon2id hashes in PHC form
 //! (`$argon2id$v=19$m=…,t=…,p=…$<salt>$<hash>`), made by `xsigate hash-password`, with the
 //! OWASP Password Storage Cheat Sheet's minimum (19 MiB, 2 passes, 1 lane) pinned here rather
 //! than left to a library's defaults, and a hash weaker than that refused.
@@ -73,6 +73,35 @@ pub fn verify(password: &str, hash: &PasswordHash) -> bool {
         && Argon2::default()
             .verify_password(password.as_bytes(), hash)
             .is_ok()
+}
+
+/// An operator's `password_hash` as `providers.toml` gives it, checked by [`parse`] when the
+/// file is read, so a weak or foreign hash is an error naming its line and key.
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminPasswordHash(PasswordHash);
+
+impl TryFrom<String> for AdminPasswordHash {
+    type Error = PasswordError;
+
+    fn try_from(phc: String) -> Result<Self, PasswordError> {
+        parse(&phc).map(Self)
+    }
+}
+
+impl AdminPasswordHash {
+    /// Whether `password` is the operator's; argon2id at OWASP's cost, so slow on purpose: call
+    /// it off the request threads.
+    pub fn verify(&self, password: &str) -> bool {
+        verify(password, &self.0)
+    }
+}
+
+/// A hash is not a password, but it is what a password-guessing attack starts from.
+impl std::fmt::Debug for AdminPasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminPasswordHash(..)")
+    }
 }
 
 #[cfg(test)]
