@@ -13,15 +13,16 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::audit::Audit;
 use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::edge::addresses::Addresses;
 use crate::http::local::LocalEndpoints;
 use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
+use crate::operator::{Console, ConsoleParts};
 use crate::plugin::{Plugins, PluginsError};
 use crate::state::seal::SealError;
 use crate::state::{Shared, StateError, StateSettings};
@@ -144,6 +145,17 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         body_bytes: config.server.clients.body_bytes,
     };
     let addresses = Arc::new(Addresses::new(&config.server.clients));
+    let console = Console::new(
+        config,
+        ConsoleParts {
+            providers: Arc::clone(&providers),
+            plugins: Arc::clone(&plugins),
+            sessions: Arc::clone(&sessions),
+            login_api: Arc::clone(&login_api),
+            shared: shared.clone(),
+            audit,
+        },
+    );
     let app = ProxyApp {
         providers: Arc::clone(&providers),
         plugins,
@@ -204,10 +216,17 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
 
     server.add_service(proxy);
     server.add_service(local);
+    if let Some(console) = console {
+        let mut console = Service::new("xsigate console".to_owned(), console);
+        console.add_tcp(&config.server.console.address.to_string());
+        server.add_service(console);
+    }
     server.add_service(health);
     tracing::info!(
         listeners = ?config.server.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         metrics = %config.server.metrics.address,
+        console = %config.server.console.address,
+        operators = config.server.admins.len(),
         providers = config.providers.len(),
         "xsigate starting"
     );

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use xsigate_plugin_sdk::topics::SessionEndReason;
 use xsigate_broadworks::{element_text, user_path};
+use xsigate_plugin_sdk::topics::SessionEndReason;
 
 use super::api::{AccessReply, AccessRequest, FIELD_LIMIT, LoginApi, internal, parse};
 use super::limit::{client_key, user_key};

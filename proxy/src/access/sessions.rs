@@ -439,6 +439,13 @@ impl Sessions {
             .await
     }
 
+    /// How many sessions are live, per provider id.
+    pub async fn live_by_provider(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.store
+            .session_count_by_provider(unix_ms(), millis(self.policy.idle))
+            .await
+    }
+
     /// How many live sessions a user has.
     pub async fn live_of(&self, user_id: &str) -> Result<u64, StoreError> {
         self.store

@@ -25,6 +25,9 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// SHA-256 of the file's text, hex: which configuration a running instance serves.
+    #[serde(skip)]
+    pub checksum: String,
 }
 
 /// `[server]`: listeners, process settings and timeouts shared by every provider.

@@ -135,14 +135,17 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
         ));
     }
     let console = at.key("console");
-    if addresses.contains(&server.console.address) || server.console.address == server.metrics.address
+    if addresses.contains(&server.console.address)
+        || server.console.address == server.metrics.address
     {
         return Err(problem(
             &console.key("address"),
             "the console listener needs an address of its own",
         ));
     }
-    if server.console.idle_seconds == 0 || server.console.lifetime_seconds < server.console.idle_seconds {
+    if server.console.idle_seconds == 0
+        || server.console.lifetime_seconds < server.console.idle_seconds
+    {
         return Err(problem(
             &console.key("lifetime_seconds"),
             "idle_seconds must be above zero and lifetime_seconds at least idle_seconds",
@@ -153,7 +156,10 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
         let user = at.key("admins").index(i).key("user");
         check_admin_name(&admin.user, &user)?;
         if !admins.insert(admin.user.to_lowercase()) {
-            return Err(problem(&user, format!("operator `{}` is listed twice", admin.user)));
+            return Err(problem(
+                &user,
+                format!("operator `{}` is listed twice", admin.user),
+            ));
         }
     }
     server.data_dir = relative_to(base_dir, &server.data_dir);

@@ -28,7 +28,7 @@ mod metrics;
 mod services;
 mod streams;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -140,6 +140,51 @@ impl Plugins {
             wait,
         )
         .await
+    }
+
+    /// Each plugin's failed hook calls (errors, panics, ABI breaks, timeouts) by hook, and its
+    /// worker's restarts, counted since start: what the console shows beside the metrics.
+    pub fn failure_counts(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        use prometheus::core::Collector as _;
+        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = self
+            .all
+            .iter()
+            .map(|p| (p.name.clone(), BTreeMap::new()))
+            .collect();
+        let Some(metrics) = &self.metrics else {
+            return counts;
+        };
+        let families = [
+            (metrics.errors.collect(), None),
+            (metrics.worker_restarts.collect(), Some("worker_restarts")),
+        ];
+        for (family, fixed) in families
+            .iter()
+            .flat_map(|(f, fixed)| f.iter().map(move |f| (f, *fixed)))
+        {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                let (Some(plugin), Some(what)) = (
+                    label("plugin"),
+                    fixed.map(str::to_owned).or_else(|| label("hook")),
+                ) else {
+                    continue;
+                };
+                // Counters hold whole numbers.
+                #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let value = metric.get_counter().get_value() as u64;
+                if value > 0 {
+                    counts.entry(plugin).or_default().insert(what, value);
+                }
+            }
+        }
+        counts
     }
 
     /// Asks every plugin subscribed to an operator topic (`topics::OPERATOR_*`) and waits up

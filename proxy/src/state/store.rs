@@ -175,6 +175,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Live sessions: not expired, not idle longer than `idle_ms`.
     async fn session_count(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
 
+    /// Live sessions per provider id.
+    async fn session_count_by_provider(
+        &self,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// A user's live sessions.
     async fn session_count_of(
         &self,
@@ -601,6 +608,25 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn session_count_by_provider(
+        &self,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, i64)>(
+            "SELECT provider, COUNT(*) FROM sessions \
+             WHERE expires_at_ms > ?1 AND last_seen_ms > ?1 - ?2 GROUP BY provider",
+        )
+        .bind(now_ms)
+        .bind(idle_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, count)| (provider, u64::try_from(count).unwrap_or(0)))
+            .collect())
     }
 
     async fn session_count_of(

@@ -11,6 +11,11 @@ pub const CSRF_TOKEN: &str = "x-csrf-token";
 pub const ASSERTION: &str = "x-xsigate-assertion";
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "xsigate_session";
+/// The cookie that carries an operator's console session; the console reads no other and the
+/// proxy never reads it.
+pub const CONSOLE_COOKIE: &str = "xsigate_console";
+/// The form field that carries an operator's CSRF token (the JSON API takes [`CSRF_TOKEN`]).
+pub const CONSOLE_CSRF_FIELD: &str = "csrf_token";
 /// The cookie that names a browser which logged in as a user before (login API only).
 pub const DEVICE_COOKIE: &str = "xsigate_device";
 /// The cookie that binds a single sign-on to the browser that started it (its callback only).
