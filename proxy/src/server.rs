@@ -152,7 +152,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
             plugins: Arc::clone(&plugins),
             sessions: Arc::clone(&sessions),
             login_api: Arc::clone(&login_api),
-            shared: shared.clone(),
+            shared,
             audit,
         },
     );

@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "http",
         &[
-            "config", "wire", "metrics", "edge", "state", "upstream", "plugin", "access",
+            "config", "wire", "metrics", "edge", "audit", "state", "upstream", "plugin", "access",
         ],
     ),
     ("cli", &["telemetry"]),

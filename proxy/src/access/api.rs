@@ -208,6 +208,10 @@ pub struct LoginApi {
 }
 
 impl LoginApi {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts the login API is assembled from, each made once by server::run"
+    )]
     pub fn new(
         providers: Arc<Providers>,
         plugins: Arc<Plugins>,

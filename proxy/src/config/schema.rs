@@ -220,7 +220,7 @@ impl Default for ConsoleConfig {
 pub struct AdminConfig {
     pub user: String,
     /// argon2id in PHC form, from `xsigate hash-password`.
-    pub password_hash: super::AdminPasswordHash,
+    pub password_hash: super::password::AdminPasswordHash,
 }
 
 /// `[server.timeouts]`. Units are in the key names so that a bare number is never ambiguous.

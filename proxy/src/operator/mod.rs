@@ -16,6 +16,7 @@
 //! [`crate::upstream`], [`crate::plugin`], [`crate::access`].
 
 mod page;
+mod parts;
 mod sessions;
 mod status;
 
@@ -31,38 +32,27 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use xsigate_plugin_sdk::topics::{OPERATOR_ACTION, OperatorAction, SessionEndReason, UserAction};
 
+use crate::access::is_form;
 use crate::access::limit::{LimitPolicy, LoginLimiter, client_key, user_key};
-use crate::access::{LoginApi, Sessions, is_form};
-use crate::audit::{Audit, AuditAction, AuditResult};
+use crate::audit::{AuditAction, AuditResult};
 use crate::config::{AdminConfig, Config};
-use crate::plugin::Plugins;
-use crate::state::Shared;
-use crate::upstream::Providers;
 use crate::wire::error::{self, ErrorCode};
 use crate::wire::headers::{CONSOLE_COOKIE, CONSOLE_CSRF_FIELD, CSRF_TOKEN};
 
+pub use parts::ConsoleParts;
+use parts::PLUGIN_WAIT;
 pub use sessions::{ConsoleSession, ConsoleSessions};
 
 /// Requests to the console are forms and small JSON documents.
 const BODY_LIMIT: usize = 16 * 1024;
-/// How long plugins have to report their state or an action's outcome.
-const PLUGIN_WAIT: Duration = Duration::from_secs(3);
-
-/// What the console needs of the running gateway.
-pub struct ConsoleParts {
-    pub providers: Arc<Providers>,
-    pub plugins: Arc<Plugins>,
-    pub sessions: Arc<Sessions>,
-    pub login_api: Arc<LoginApi>,
-    pub shared: Shared,
-    pub audit: Audit,
-}
-
-impl std::fmt::Debug for ConsoleParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleParts").finish_non_exhaustive()
-    }
-}
+/// Operators' sign-ins: the user logins' lock times, and the fifth wrong password in a row
+/// locks the account.
+const SIGN_IN_LIMIT: LimitPolicy = LimitPolicy {
+    free_failures: 4,
+    first_lock: Duration::from_secs(30),
+    max_lock: Duration::from_secs(15 * 60),
+    forget_after: Duration::from_secs(3600),
+};
 
 /// The console's HTTP application.
 pub struct Console {
@@ -108,7 +98,7 @@ impl Console {
                     Duration::from_secs(console.idle_seconds),
                     Duration::from_secs(console.lifetime_seconds),
                 ),
-                limiter: LoginLimiter::new(store, LimitPolicy::default()),
+                limiter: LoginLimiter::new(store, SIGN_IN_LIMIT),
                 checksum: config.checksum.clone(),
                 started: Instant::now(),
                 parts,
@@ -359,7 +349,7 @@ impl Inner {
         let writes = request.method == http::Method::POST;
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/") => {
-                let status = self.status().await;
+                let status = status::gather(&self.parts, &self.checksum, self.started).await;
                 let csrf = ConsoleSessions::csrf_token(&token);
                 let notice = notice_of(&request.query);
                 Answer::html(
@@ -368,7 +358,8 @@ impl Inner {
                 )
             }
             ("GET", "/api/status") => {
-                let mut status = serde_json::to_value(self.status().await).unwrap_or_default();
+                let status = status::gather(&self.parts, &self.checksum, self.started).await;
+                let mut status = serde_json::to_value(status).unwrap_or_default();
                 status["operator"] = session.user.clone().into();
                 status["csrf_token"] = ConsoleSessions::csrf_token(&token).into();
                 Answer::json(StatusCode::OK, &status)

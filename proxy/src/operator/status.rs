@@ -10,7 +10,7 @@ use xsigate_plugin_sdk::topics::{
     ActionOutcome, ActionReport, OPERATOR_STATUS, ProviderStatus, StatusReport,
 };
 
-use super::{Inner, PLUGIN_WAIT};
+use super::parts::{ConsoleParts, PLUGIN_WAIT};
 use crate::audit::{AuditEntry, AuditResult};
 use crate::upstream::health::HealthState;
 
@@ -55,74 +55,72 @@ pub struct XspView {
     pub probe_ms: Option<f64>,
 }
 
-impl Inner {
-    pub(super) async fn status(&self) -> Status {
-        let parts = &self.parts;
-        let mut providers: BTreeMap<String, ProviderView> = BTreeMap::new();
-        for provider in &parts.providers.all {
-            let xsps = provider
-                .xsps
-                .members
-                .iter()
-                .map(|xsp| XspView {
-                    name: xsp.name.clone(),
-                    state: match xsp.health.state() {
-                        HealthState::Up => "up",
-                        HealthState::Down => "down",
-                        HealthState::Unknown => "unknown",
-                    },
-                    probe_ms: xsp.health.probe_time().map(|t| t.as_secs_f64() * 1000.0),
-                })
-                .collect();
-            providers.insert(
-                provider.id.clone(),
-                ProviderView {
-                    xsps,
-                    ..ProviderView::default()
+/// The gateway's state now, as an operator sees it.
+pub(super) async fn gather(parts: &ConsoleParts, checksum: &str, started: Instant) -> Status {
+    let mut providers: BTreeMap<String, ProviderView> = BTreeMap::new();
+    for provider in &parts.providers.all {
+        let xsps = provider
+            .xsps
+            .members
+            .iter()
+            .map(|xsp| XspView {
+                name: xsp.name.clone(),
+                state: match xsp.health.state() {
+                    HealthState::Up => "up",
+                    HealthState::Down => "down",
+                    HealthState::Unknown => "unknown",
                 },
-            );
+                probe_ms: xsp.health.probe_time().map(|t| t.as_secs_f64() * 1000.0),
+            })
+            .collect();
+        providers.insert(
+            provider.id.clone(),
+            ProviderView {
+                xsps,
+                ..ProviderView::default()
+            },
+        );
+    }
+    let began = Instant::now();
+    let counted = parts.sessions.live_by_provider().await;
+    let store = StoreHealth {
+        healthy: counted.is_ok(),
+        latency_ms: began.elapsed().as_secs_f64() * 1000.0,
+    };
+    for (provider, count) in counted.unwrap_or_default() {
+        if let Some(view) = providers.get_mut(&provider) {
+            view.sessions = count;
         }
-        let began = Instant::now();
-        let counted = parts.sessions.live_by_provider().await;
-        let store = StoreHealth {
-            healthy: counted.is_ok(),
-            latency_ms: began.elapsed().as_secs_f64() * 1000.0,
-        };
-        for (provider, count) in counted.unwrap_or_default() {
-            if let Some(view) = providers.get_mut(&provider) {
-                view.sessions = count;
-            }
-        }
-        let reports = parts
-            .plugins
-            .ask_operator_topic(OPERATOR_STATUS, b"{}", PLUGIN_WAIT)
-            .await;
-        let mut plugins_silent = BTreeMap::new();
-        for (plugin, report) in reports {
-            match serde_json::from_value::<StatusReport>(report.clone()) {
-                Ok(report) => {
-                    for (provider, status) in report.providers {
-                        if let Some(view) = providers.get_mut(&provider) {
-                            view.plugins.insert(plugin.clone(), status);
-                        }
+    }
+    let reports = parts
+        .plugins
+        .ask_operator_topic(OPERATOR_STATUS, b"{}", PLUGIN_WAIT)
+        .await;
+    let mut plugins_silent = BTreeMap::new();
+    for (plugin, report) in reports {
+        match serde_json::from_value::<StatusReport>(report.clone()) {
+            Ok(report) => {
+                for (provider, status) in report.providers {
+                    if let Some(view) = providers.get_mut(&provider) {
+                        view.plugins.insert(plugin.clone(), status);
                     }
                 }
-                Err(_) => {
-                    let state = report["state"].as_str().unwrap_or("unreadable").to_owned();
-                    plugins_silent.insert(plugin, state);
-                }
+            }
+            Err(_) => {
+                let state = report["state"].as_str().unwrap_or("unreadable").to_owned();
+                plugins_silent.insert(plugin, state);
             }
         }
-        Status {
-            version: env!("CARGO_PKG_VERSION"),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            config_sha256: self.checksum.clone(),
-            store,
-            providers,
-            plugin_failures: parts.plugins.failure_counts(),
-            plugins_silent,
-            audit: parts.audit.recent(AUDIT_SHOWN),
-        }
+    }
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: started.elapsed().as_secs(),
+        config_sha256: checksum.to_owned(),
+        store,
+        providers,
+        plugin_failures: parts.plugins.failure_counts(),
+        plugins_silent,
+        audit: parts.audit.recent(AUDIT_SHOWN),
     }
 }
 
