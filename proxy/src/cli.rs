@@ -1,5 +1,5 @@
-//! Command line: `xsigate [run] [-c FILE]`, `xsigate check [-c FILE]`, `xsigate hash-password`,
-//! `xsigate --version`.
+//! Command line: `xsigate [run] [-c FILE]`, `xsigate check [-c FILE]`, `xsigate reload -c FILE`,
+//! `xsigate hash-password`, `xsigate --version`.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,10 @@ pub enum Command {
     },
     /// Validate the configuration and exit: 0 when valid, 1 with the first error otherwise.
     Check,
+    /// Check the configuration, print what it changes, and have the instance running on it
+    /// take it over without dropping traffic (as SIGHUP does); a file that does not check
+    /// changes nothing.
+    Reload,
     /// Read an operator's password from standard input (one line; piped, never typed on a
     /// terminal, where it would show) and print its argon2id hash for `password_hash`.
     HashPassword,

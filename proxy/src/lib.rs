@@ -16,7 +16,8 @@
 //! 7. [`access`]: the login API and the session authority; [`operator`]: the operator
 //!    console (its listener, operators' sessions, the status page and actions).
 //! 8. [`http`]: the Pingora hooks of the request path.
-//! 9. [`server`] and [`cli`]: assembling and starting it all.
+//! 9. [`server`] and [`cli`]: assembling and starting it all; [`reload`]: taking a new
+//!    configuration over without dropping traffic.
 
 pub mod access;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod operator;
 pub mod plugin;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod telemetry;

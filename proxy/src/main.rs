@@ -8,6 +8,7 @@ use xsigate::config::{self, Config, ConfigError};
 use xsigate::metrics::Metrics;
 use xsigate::plugin::Plugins;
 use xsigate::server::{self, RunOptions};
+use xsigate::telemetry::LogFormat;
 
 // mimalloc keeps per-thread free lists, which suits Pingora's many short-lived per-request
 // allocations far better than glibc's malloc under contention.
@@ -23,12 +24,7 @@ fn main() -> ExitCode {
     let loaded = load(&cli);
     let source = source_name(&cli);
     match cli.command.unwrap_or(Command::Run { upgrade: false }) {
-        Command::Check => match loaded.map_err(|e| e.to_string()).and_then(|config| {
-            // Loading runs each plugin's init, which validates its config; nothing is served.
-            let metrics = Metrics::new().map_err(|e| e.to_string())?;
-            Plugins::load(&config, &metrics).map_err(|e| e.to_string())?;
-            Ok(config)
-        }) {
+        Command::Check => match checked(loaded) {
             Ok(config) => {
                 let xsps: usize = config.providers.values().map(|p| p.xsp.len()).sum();
                 println!(
@@ -45,6 +41,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload => match checked(loaded) {
+            Ok(config) => reload(&config),
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("xsigate reload: nothing changed");
+                ExitCode::FAILURE
+            }
+        },
         Command::HashPassword => hash_password(),
         Command::Run { upgrade } => {
             let config = match loaded {
@@ -55,7 +59,15 @@ fn main() -> ExitCode {
                 }
             };
             let _log_guard = xsigate::telemetry::init(cli.log_format);
-            match server::run(&config, RunOptions { upgrade }) {
+            let log_format = match cli.log_format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            };
+            let options = RunOptions {
+                upgrade,
+                relaunch_args: vec!["--log-format".into(), log_format.into()],
+            };
+            match server::run(&config, options) {
                 Ok(never) => match never {},
                 Err(e) => {
                     tracing::error!(error = %e, "xsigate cannot start");
@@ -63,6 +75,48 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A loaded configuration, checked as `xsigate check` checks it: each plugin's init validates
+/// its own table; nothing is served.
+fn checked(loaded: Result<Config, ConfigError>) -> Result<Config, String> {
+    let config = loaded.map_err(|e| e.to_string())?;
+    let metrics = Metrics::new().map_err(|e| e.to_string())?;
+    Plugins::load(&config, &metrics).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// `xsigate reload -c FILE`: what changes, then the hand-over.
+#[expect(clippy::print_stdout, reason = "what changes is the command's output")]
+fn reload(config: &Config) -> ExitCode {
+    let plan = match xsigate::reload::request(config) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("xsigate reload: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", plan.changes);
+    if plan.is_current() {
+        println!(
+            "the running instance (pid {}) runs this file already",
+            plan.running.pid
+        );
+        return ExitCode::SUCCESS;
+    }
+    match plan.perform() {
+        Ok(pid) => {
+            println!(
+                "reloaded: pid {} handed over to pid {pid}",
+                plan.running.pid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xsigate reload: {e}");
+            ExitCode::FAILURE
         }
     }
 }

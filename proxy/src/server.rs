@@ -24,6 +24,7 @@ use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::operator::{Console, ConsoleParts};
 use crate::plugin::{Plugins, PluginsError};
+use crate::reload::{ReloadService, Running};
 use crate::state::seal::SealError;
 use crate::state::{Shared, StateError, StateSettings};
 use crate::upstream::probe::HealthService;
@@ -66,10 +67,12 @@ pub enum StartupError {
 }
 
 /// Options from the command line that shape the process rather than the gateway.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Take over the listeners of a running instance (Pingora graceful upgrade).
     pub upgrade: bool,
+    /// What a reload starts the next process with besides `run -c FILE --upgrade`.
+    pub relaunch_args: Vec<std::ffi::OsString>,
 }
 
 /// Starts serving; returns only on a start-up failure.
@@ -213,6 +216,15 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     local.add_tcp(&config.server.metrics.address.to_string());
 
     let health = background_service("xsigate health", HealthService::new(providers));
+    let reload = background_service(
+        "xsigate reload",
+        ReloadService {
+            file: config.file.clone(),
+            text: config.text.0.clone(),
+            upgrade_socket: data_dir.join("upgrade.sock"),
+            args: options.relaunch_args.clone(),
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(local);
@@ -222,6 +234,17 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         server.add_service(console);
     }
     server.add_service(health);
+    server.add_service(reload);
+    if let Some(file) = &config.file {
+        let running = Running {
+            pid: std::process::id(),
+            file: file.clone(),
+            checksum: config.checksum.clone(),
+        };
+        if let Err(e) = running.write(&data_dir, &config.text.0) {
+            tracing::warn!(error = %e, "cannot note the running configuration; `xsigate reload` will not find this instance");
+        }
+    }
     tracing::info!(
         listeners = ?config.server.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         metrics = %config.server.metrics.address,

@@ -40,11 +40,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("cli", &["telemetry"]),
+    ("reload", &["config"]),
     (
         "server",
         &[
             "config", "wire", "metrics", "edge", "audit", "state", "upstream", "plugin", "access",
-            "http", "operator",
+            "http", "operator", "reload",
         ],
     ),
 ];

@@ -494,6 +494,21 @@ impl Gateway {
         self.dir.path()
     }
 
+    /// The pid of the process serving now, as it noted itself in its data directory (after a
+    /// reload, not this harness's child).
+    pub fn running_pid(&self) -> Option<u32> {
+        let json = std::fs::read(self.dir.path().join("data/running.json")).ok()?;
+        let running: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        running["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+    }
+
+    /// The configuration file the process runs.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("providers.toml")
+    }
+
     /// Everything the process logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("xsigate.log")).unwrap_or_default()
@@ -578,6 +593,13 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A reload hands over to a process the running one started, not this one's child.
+        if let Some(pid) = self.running_pid().filter(|pid| *pid != self.child.id()) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

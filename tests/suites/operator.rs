@@ -1,7 +1,7 @@
 //! The operator console through the real xsigate, with the simulator as the provider's world
 //! and xsi-events keeping users' channel sets: operators' sign-in and its lockout, cookies that
 //! do not cross between the console and the proxy, CSRF on every change, the status page and
-//! its JSON, the actions on a user, and the audit trail.
+//! its JSON, the actions on a user, the audit trail, and reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use xsigate_tests::{
-    Gateway, Login, binary, client, free_port, log_in, plugin_library, provider_for_simulator,
-    run_command, set_cookie_pair,
+    Gateway, Login, Upstream, basic, binary, client, free_port, log_in, plugin_library, provider,
+    provider_for_simulator, run_command, set_cookie_pair,
 };
 
 const ALICE: &str = "alice@acme.example";
@@ -531,4 +531,195 @@ fn a_weak_or_foreign_password_hash_is_refused_naming_its_line_and_key() {
         );
         assert!(!stderr.contains(hash), "{stderr}");
     }
+}
+
+/// Keeps `clients` proxied requests running until `stop`; returns how many were sent, retried
+/// on a fresh connection, and failed.
+fn proxied_load(
+    url: String,
+    auth: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinSet<(usize, usize, Vec<String>)> {
+    let mut clients = tokio::task::JoinSet::new();
+    let http = client();
+    // A retry goes out on a new connection, as a browser's does: a pooled one may be one the
+    // draining process is closing.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let (http, fresh, url, auth, stop) = (
+            http.clone(),
+            fresh.clone(),
+            url.clone(),
+            auth.clone(),
+            Arc::clone(&stop),
+        );
+        clients.spawn(async move {
+            let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
+            // Bounded: at most 20,000 requests per client, and it stops when told.
+            while sent < 20_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sent += 1;
+                let mut outcome = http.get(&url).header("authorization", &auth).send().await;
+                if outcome.is_err() {
+                    retried += 1;
+                    outcome = fresh.get(&url).header("authorization", &auth).send().await;
+                }
+                match outcome {
+                    Ok(response) if response.status() == 200 => {}
+                    Ok(response) => failures.push(format!("status {}", response.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (sent, retried, failures)
+        });
+    }
+    clients
+}
+
+fn reload_command(gateway: &Gateway) -> (i32, String, String) {
+    run_command(
+        std::process::Command::new(binary("xsigate"))
+            .arg("reload")
+            .arg("-c")
+            .arg(gateway.config_path()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_takes_a_new_file_over_under_load_dropping_no_request() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let before = gateway.running_pid().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = proxied_load(
+        gateway.url(&format!(
+            "/com.broadsoft.xsi-actions/v2.0/user/{ALICE}/profile"
+        )),
+        basic(ALICE, PASSWORD),
+        Arc::clone(&stop),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let path = gateway.config_path();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&provider("beta", &["beta.example"], &[&xsp], ""));
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = {
+        let gateway = &gateway;
+        tokio::task::block_in_place(|| reload_command(gateway))
+    };
+    assert_eq!(code, 0, "{stdout}{stderr}\n{}", gateway.logs());
+    assert!(stdout.contains("providers added: beta"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("reloaded: pid {before} handed over to pid")),
+        "{stdout}"
+    );
+    let after = gateway.running_pid().unwrap();
+    assert_ne!(after, before);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
+    while let Some(result) = clients.join_next().await {
+        let (n, r, f) = result.unwrap();
+        sent += n;
+        retried += r;
+        failures.extend(f);
+    }
+    assert!(
+        sent > 100,
+        "the load ran across the reload ({sent} requests)"
+    );
+    assert!(
+        retried <= 8,
+        "only requests racing a closing keep-alive connection needed a retry ({retried} of {sent})"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The new provider is served, by the new process. For Pingora's first 5 s after the
+    // hand-over the old process still accepts too, so a new connection may meet either.
+    let beta = gateway.url("/com.broadsoft.xsi-actions/v2.0/user/bob@beta.example/profile");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = client()
+            .get(&beta)
+            .header("authorization", basic("bob@beta.example", PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "beta never served:\n{}",
+            gateway.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = gateway.logs();
+    assert!(logs.contains("changes=providers added: beta"), "{logs}");
+    // Reloading the same file again has nothing to do.
+    let (code, stdout, _) = tokio::task::block_in_place(|| reload_command(&gateway));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("no change") && stdout.contains("runs this file already"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_leaves_the_running_process_untouched_by_reload_or_sighup() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let pid = gateway.running_pid().unwrap();
+    let path = gateway.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let lines = good.lines().count();
+    std::fs::write(
+        &path,
+        format!("{good}[providers.beta]\ndomains = [\"beta.example\"]\nxsp = [\"gopher://xsp\"]\n"),
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| reload_command(&gateway));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{}:{}:8: providers.beta.xsp[0]: scheme must be http or https",
+            path.display(),
+            lines + 3
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+
+    // SIGHUP with the same file: the instance says why in its log and keeps serving.
+    let (code, _, stderr) = run_command(
+        std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let logs = gateway
+        .wait_log(|l| l.contains("reload refused: the running configuration stays"))
+        .await;
+    assert!(logs.contains("providers.beta.xsp[0]"), "{logs}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gateway.running_pid(), Some(pid));
+    let response = client()
+        .get(gateway.url(&format!(
+            "/com.broadsoft.xsi-actions/v2.0/user/{ALICE}/profile"
+        )))
+        .header("authorization", basic(ALICE, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }

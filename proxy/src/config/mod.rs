@@ -42,11 +42,13 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    load(&Source {
+    let mut config = load(&Source {
         name,
         text: &text,
         base_dir,
-    })
+    })?;
+    config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    Ok(config)
 }
 
 /// The embedded default, with relative paths taken from the working directory.
@@ -99,6 +101,7 @@ pub fn load(source: &Source<'_>) -> Result<Config, ConfigError> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    config.text = ConfigText(source.text.to_owned());
     Ok(config)
 }
 

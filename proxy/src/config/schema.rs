@@ -28,6 +28,22 @@ pub struct Config {
     /// SHA-256 of the file's text, hex: which configuration a running instance serves.
     #[serde(skip)]
     pub checksum: String,
+    /// The text it was read from, for what a reload changes.
+    #[serde(skip)]
+    pub text: ConfigText,
+    /// The file, made absolute; `None` for the embedded default.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A configuration's text. It may hold secrets inline, so `Debug` shows only its length.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConfigText(pub String);
+
+impl std::fmt::Debug for ConfigText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigText({} bytes)", self.0.len())
+    }
 }
 
 /// `[server]`: listeners, process settings and timeouts shared by every provider.
