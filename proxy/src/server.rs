@@ -222,7 +222,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
             file: config.file.clone(),
             text: config.text.0.clone(),
             upgrade_socket: data_dir.join("upgrade.sock"),
-            args: options.relaunch_args.clone(),
+            args: options.relaunch_args,
         },
     );
 

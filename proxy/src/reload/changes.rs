@@ -23,24 +23,23 @@ impl Changes {
     pub fn between(running: &str, new: &str) -> Self {
         let running: Table = running.parse().unwrap_or_default();
         let new: Table = new.parse().unwrap_or_default();
-        let mut changes = Self::default();
-        let (added, removed, changed) =
-            compare(table(&running, "providers"), table(&new, "providers"));
-        (
-            changes.providers_added,
-            changes.providers_removed,
-            changes.providers_changed,
-        ) = (added, removed, changed);
-        let (added, removed, changed) = compare(plugins(&running), plugins(&new));
-        (
-            changes.plugins_added,
-            changes.plugins_removed,
-            changes.plugins_changed,
-        ) = (added, removed, changed);
-        let (added, removed, changed) = compare(table(&running, "server"), table(&new, "server"));
-        changes.server_changed = added.into_iter().chain(removed).chain(changed).collect();
-        changes.server_changed.sort();
-        changes
+        let (providers_added, providers_removed, providers_changed) =
+            compare(&table(&running, "providers"), &table(&new, "providers"));
+        let (plugins_added, plugins_removed, plugins_changed) =
+            compare(&plugins(&running), &plugins(&new));
+        let (added, removed, changed) = compare(&table(&running, "server"), &table(&new, "server"));
+        let mut server_changed: Vec<String> =
+            added.into_iter().chain(removed).chain(changed).collect();
+        server_changed.sort();
+        Self {
+            providers_added,
+            providers_removed,
+            providers_changed,
+            plugins_added,
+            plugins_removed,
+            plugins_changed,
+            server_changed,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,7 +68,7 @@ fn plugins(root: &Table) -> Table {
 }
 
 /// Keys added, removed, and present in both with different values.
-fn compare(old: Table, new: Table) -> (Vec<String>, Vec<String>, Vec<String>) {
+fn compare(old: &Table, new: &Table) -> (Vec<String>, Vec<String>, Vec<String>) {
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
     for key in keys {
