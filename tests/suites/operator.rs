@@ -536,9 +536,9 @@ fn a_weak_or_foreign_password_hash_is_refused_naming_its_line_and_key() {
 /// Keeps `clients` proxied requests running until `stop`; returns how many were sent, retried
 /// on a fresh connection, and failed.
 fn proxied_load(
-    url: String,
-    auth: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    url: &str,
+    auth: &str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinSet<(usize, usize, Vec<String>)> {
     let mut clients = tokio::task::JoinSet::new();
     let http = client();
@@ -552,9 +552,9 @@ fn proxied_load(
         let (http, fresh, url, auth, stop) = (
             http.clone(),
             fresh.clone(),
-            url.clone(),
-            auth.clone(),
-            Arc::clone(&stop),
+            url.to_owned(),
+            auth.to_owned(),
+            Arc::clone(stop),
         );
         clients.spawn(async move {
             let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
