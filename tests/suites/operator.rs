@@ -593,13 +593,10 @@ async fn reload_takes_a_new_file_over_under_load_dropping_no_request() {
     let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
     let before = gateway.running_pid().unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = proxied_load(
-        gateway.url(&format!(
-            "/com.broadsoft.xsi-actions/v2.0/user/{ALICE}/profile"
-        )),
-        basic(ALICE, PASSWORD),
-        Arc::clone(&stop),
-    );
+    let profile = gateway.url(&format!(
+        "/com.broadsoft.xsi-actions/v2.0/user/{ALICE}/profile"
+    ));
+    let mut clients = proxied_load(&profile, &basic(ALICE, PASSWORD), &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let path = gateway.config_path();
