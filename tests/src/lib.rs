@@ -563,12 +563,18 @@ impl Gateway {
             .text()
             .await
             .ok()?;
+        let wanted = parse_series(series)?;
         text.lines().find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
+            let (head, value) = line.rsplit_once(' ')?;
+            let (name, mut labels) = parse_series(head)?;
+            // The host labels every plugin metric with its plugin; a series named without
+            // that label means the plugin its name already says.
+            if !wanted.1.contains_key("plugin") {
+                labels.remove("plugin");
+            }
+            (name == wanted.0 && labels == wanted.1)
+                .then(|| value.trim().parse().ok())
+                .flatten()
         })
     }
 
@@ -603,6 +609,27 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A series as the exposition format writes it, `name{label="value",…}`: its name and
+/// labels (values as written, escapes kept).
+fn parse_series(text: &str) -> Option<(&str, std::collections::BTreeMap<&str, &str>)> {
+    let Some((name, rest)) = text.split_once('{') else {
+        return Some((text.trim(), std::collections::BTreeMap::new()));
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = rest.strip_suffix('}')?;
+    while !rest.is_empty() {
+        let (label, after) = rest.split_once("=\"")?;
+        let mut end = 0;
+        let bytes = after.as_bytes();
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        labels.insert(label.trim_start_matches(','), after.get(..end)?);
+        rest = after.get(end + 1..)?;
+    }
+    Some((name, labels))
 }
 
 /// A `[providers.<id>]` table for tests: fast health checks, the given domains and upstreams.
@@ -765,5 +792,25 @@ impl Drop for SmtpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_is_read_into_its_name_and_labels() {
+        let (name, labels) = parse_series(
+            r#"xsigate_plugin_events_channels{plugin="events",provider="acme",state="open"}"#,
+        )
+        .unwrap();
+        assert_eq!(name, "xsigate_plugin_events_channels");
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels["state"], "open");
+        let (_, labels) = parse_series(r#"m{reason="a \"quoted\", value",x="y"}"#).unwrap();
+        assert_eq!(labels["reason"], r#"a \"quoted\", value"#);
+        assert_eq!(labels["x"], "y");
+        assert_eq!(parse_series("xsigate_sessions_active").unwrap().1.len(), 0);
     }
 }

@@ -291,21 +291,16 @@ async fn dashboards_and_alerts_match_the_exposition() {
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dashboards.join("xsigate.json")).unwrap())
-            .unwrap();
-    let expressions: Vec<String> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            p["targets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["expr"].as_str().unwrap().to_owned())
-        })
-        .collect();
+    let mut expressions = Vec::new();
+    for file in ["xsigate-overview.json", "xsigate-provider.json"] {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dashboards.join(file)).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                expressions.push(target["expr"].as_str().unwrap().to_owned());
+            }
+        }
+    }
     assert!(expressions.len() >= 8);
     let mut used = metric_names(&expressions.join("\n"));
     used.extend(metric_names(

@@ -179,16 +179,9 @@ impl World {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let text = client()
-            .get(self.gateway.metrics_url())
-            .send()
+        self.gateway
+            .metric(series)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no series {series}"))
     }
 }

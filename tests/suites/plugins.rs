@@ -738,7 +738,9 @@ fn the_example_identity_provider_logs_users_in_through_the_host() {
 
     let text = String::from_utf8(running.metrics.render()).unwrap();
     assert!(
-        text.contains("xsigate_plugin_webhook_authentications_total{result=\"accepted\"} 1"),
+        text.contains(
+            "xsigate_plugin_webhook_authentications_total{plugin=\"webhook\",result=\"accepted\"} 1"
+        ),
         "{text}"
     );
     assert!(

@@ -87,7 +87,7 @@ struct Live {
 
 /// Why a channel stopped streaming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loss {
+pub(crate) enum Loss {
     /// The stream ended or broke.
     Closed,
     /// Nothing arrived for `silence_seconds`.
@@ -99,7 +99,9 @@ enum Loss {
 }
 
 impl Loss {
-    fn as_str(self) -> &'static str {
+    pub(crate) const ALL: [Self; 4] = [Self::Closed, Self::Silent, Self::Unknown, Self::Terminated];
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
             Self::Silent => "silent",

@@ -235,6 +235,24 @@ impl Plugin for XsiEvents {
                 &["provider"],
             )?,
         };
+        // Every series a dashboard or alert watches exists from the start, at zero.
+        for (provider, events) in &config.providers {
+            let provider = provider.as_str();
+            for counter in [metrics.ack_failures, metrics.failovers, metrics.resyncs] {
+                counter.inc_by(&[provider], 0.0);
+            }
+            for result in ["ok", "failed"] {
+                metrics.heartbeats.inc_by(&[provider, result], 0.0);
+            }
+            for loss in channel::Loss::ALL {
+                metrics.reconnects.inc_by(&[provider, loss.as_str()], 0.0);
+            }
+            for package in &events.packages {
+                metrics
+                    .subscription_failures
+                    .inc_by(&[provider, package.name()], 0.0);
+            }
+        }
         Ok(Self {
             host,
             config,

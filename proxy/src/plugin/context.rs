@@ -21,6 +21,9 @@ use super::streams::Streams;
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::state::seal::SealKey;
 
+/// The label the host puts on every plugin metric: the plugin's name.
+const PLUGIN_LABEL: &str = "plugin";
+
 /// A metric a plugin registered.
 enum PluginMetric {
     Counter(CounterVec),
@@ -108,25 +111,29 @@ impl PluginContext {
                 "metric `{name}`: names and labels are [a-zA-Z_][a-zA-Z0-9_]*"
             ));
         }
+        if labels.contains(&PLUGIN_LABEL) {
+            return Err(format!(
+                "metric `{name}`: the host labels every plugin metric `{PLUGIN_LABEL}` itself"
+            ));
+        }
         let full = format!(
             "xsigate_plugin_{}_{name}",
             self.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
         let help = if help.is_empty() { name } else { help };
+        // Two plugins may name a metric alike (two lookup plugins' `lookups_total`); the label
+        // keeps their series apart once a rate drops the metric name.
+        let opts = Opts::new(full, help).const_label(PLUGIN_LABEL, self.name.clone());
         let metric = match kind {
-            abi::metric::COUNTER => {
-                CounterVec::new(Opts::new(full, help), labels).map(PluginMetric::Counter)
-            }
-            abi::metric::GAUGE => {
-                GaugeVec::new(Opts::new(full, help), labels).map(PluginMetric::Gauge)
-            }
+            abi::metric::COUNTER => CounterVec::new(opts, labels).map(PluginMetric::Counter),
+            abi::metric::GAUGE => GaugeVec::new(opts, labels).map(PluginMetric::Gauge),
             abi::metric::HISTOGRAM => {
                 let buckets = if buckets.is_empty() {
                     LATENCY_BUCKETS.to_vec()
                 } else {
                     buckets.to_vec()
                 };
-                HistogramVec::new(HistogramOpts::new(full, help).buckets(buckets), labels)
+                HistogramVec::new(HistogramOpts::from(opts).buckets(buckets), labels)
                     .map(PluginMetric::Histogram)
             }
             other => return Err(format!("unknown metric kind {other}")),
