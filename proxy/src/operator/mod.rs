@@ -324,6 +324,13 @@ impl Inner {
         match (method.as_str(), path) {
             ("GET", "/console.js") => static_file("text/javascript; charset=utf-8", page::SCRIPT),
             ("GET", "/console.css") => static_file("text/css; charset=utf-8", page::STYLE),
+            // Browsers ask for it unprompted; there is none.
+            ("GET", "/favicon.ico") => Answer {
+                status: StatusCode::NO_CONTENT,
+                content_type: "image/x-icon",
+                body: Vec::new(),
+                headers: Vec::new(),
+            },
             ("GET", "/login") => Answer::html(StatusCode::OK, page::login(None)),
             ("POST", "/login") => self.login(&request).await,
             _ => self.signed_in(request).await,
