@@ -611,6 +611,105 @@ impl Drop for Gateway {
     }
 }
 
+/// What `tests/browser/console.mjs` reported after driving the operator console in Chromium.
+#[derive(Debug)]
+pub struct ConsoleRun {
+    pub success: bool,
+    pub report: serde_json::Value,
+    pub output: String,
+}
+
+/// Drives the operator console at `console_url` in Chromium (`tests/browser/console.mjs`):
+/// signs `operator` in, calls `add_session` once the status page is up (it must give the
+/// gateway one more session for the page to show by itself), ends `user`'s sessions with the
+/// page's button, and tries an action without the CSRF token. Screenshots go to `out`.
+pub fn drive_console(
+    console_url: &str,
+    (operator, password): (&str, &str),
+    user: &str,
+    out: &Path,
+    add_session: impl FnOnce(),
+) -> ConsoleRun {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let mut driver = Command::new("node")
+        .arg(repo_root().join("tests/browser/console.mjs"))
+        .env("CONSOLE_URL", console_url)
+        .env("OPERATOR", operator)
+        .env("OPERATOR_PASSWORD", password)
+        .env("USER", user)
+        .env("OUT", out)
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node and npm's puppeteer-core: the test command installs them");
+    let mut lines = std::io::BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let watching = line == "watching";
+        seen.push(line);
+        if watching {
+            add_session();
+            let mut stdin = driver.stdin.take().unwrap();
+            let _ = writeln!(stdin, "changed");
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let status = driver.wait().unwrap();
+    let mut stderr = String::new();
+    let _ = driver.stderr.take().unwrap().read_to_string(&mut stderr);
+    let report = seen
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or(serde_json::Value::Null);
+    ConsoleRun {
+        success: status.success() && report.get("error").is_none() && !report.is_null(),
+        report,
+        output: format!("{}\n{stderr}", seen.join("\n")),
+    }
+}
+
+/// What a console run must show: the sign-in, the page refreshed by itself to one session
+/// more, the user's sessions ended by the button, the token-less POST refused.
+pub fn assert_console_run(run: &ConsoleRun) {
+    let report = &run.report;
+    assert!(run.success, "{report:#}\n{}", run.output);
+    assert_eq!(report["redirected_to"], "/login");
+    assert_eq!(report["signed_in_at"], "/");
+    let before = report["sessions_before"].as_u64().unwrap_or(u64::MAX - 1);
+    assert_eq!(
+        report["sessions_live"],
+        before + 1,
+        "the page showed the new session by itself"
+    );
+    assert_eq!(report["refreshed"], true);
+    assert!(
+        report["notice"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session(s) ended"),
+        "{report}"
+    );
+    assert_eq!(report["without_csrf"]["status"], 403);
+    assert_eq!(
+        report["without_csrf"]["body"]["error"]["code"],
+        "csrf_token_invalid"
+    );
+    assert!(
+        report["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "end_sessions"),
+        "{report}"
+    );
+    assert_eq!(report["console_errors"], serde_json::json!([]), "{report}");
+}
+
 /// A series as the exposition format writes it, `name{label="value",…}`: its name and
 /// labels (values as written, escapes kept).
 fn parse_series(text: &str) -> Option<(&str, std::collections::BTreeMap<&str, &str>)> {

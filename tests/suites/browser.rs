@@ -253,4 +253,29 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
         .filter(|e| !e.as_str().unwrap().contains("401"))
         .collect();
     assert!(unexpected.is_empty(), "console errors: {unexpected:?}");
+
+    // The demo's operator console, with the dialer's traffic behind it: bob logs in while an
+    // operator watches, and the operator ends bob's sessions from the page.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let console = xsigate_tests::drive_console(
+        "http://127.0.0.1:9465/",
+        ("ops", "ops-demo-passphrase"),
+        "bob@demo.xsigate.test",
+        &out.join("console"),
+        || {
+            let status = runtime.block_on(async {
+                xsigate_tests::client()
+                    .post("http://127.0.0.1:8080/api/access/services/idp/broadsoft")
+                    .json(&serde_json::json!({
+                        "user": "bob@demo.xsigate.test",
+                        "password": "bob-demo-password",
+                    }))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            });
+            assert_eq!(status.ok(), Some(200), "bob's login");
+        },
+    );
+    xsigate_tests::assert_console_run(&console);
 }

@@ -716,82 +716,29 @@ async fn a_broken_file_leaves_the_running_process_untouched_by_reload_or_sighup(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_chromium_the_page_refreshes_itself_acts_and_refuses_a_post_without_its_token() {
-    use std::io::{BufRead as _, Write as _};
     let world = World::start().await;
     let _alice = log_in(&world.gateway, ALICE, PASSWORD).await;
-    let out = xsigate_tests::repo_root().join("target/console-suite");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let mut driver = std::process::Command::new("node")
-        .arg(xsigate_tests::repo_root().join("tests/browser/console.mjs"))
-        .env("CONSOLE_URL", world.console_url("/"))
-        .env("OPERATOR", OPERATOR)
-        .env("OPERATOR_PASSWORD", OPERATOR_PASSWORD)
-        .env("USER", ALICE)
-        .env("OUT", &out)
-        .current_dir(xsigate_tests::repo_root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("node and npm's puppeteer-core: the test command installs them");
-    let mut stdout = std::io::BufReader::new(driver.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    // The driver says when the page is up; then the gateway gains a session for it to show.
-    tokio::task::block_in_place(|| {
-        for line in stdout.by_ref() {
-            let line = line.unwrap();
-            let watching = line == "watching";
-            seen.push(line);
-            if watching {
-                return;
-            }
-        }
+    let runtime = tokio::runtime::Handle::current();
+    let run = tokio::task::block_in_place(|| {
+        xsigate_tests::drive_console(
+            &world.console_url("/"),
+            (OPERATOR, OPERATOR_PASSWORD),
+            ALICE,
+            &xsigate_tests::repo_root().join("target/console-suite"),
+            || {
+                runtime.block_on(log_in(&world.gateway, ALICE, PASSWORD));
+            },
+        )
     });
-    let _again = log_in(&world.gateway, ALICE, PASSWORD).await;
-    let mut stdin = driver.stdin.take().unwrap();
-    writeln!(stdin, "changed").unwrap();
-    let (status, report) = tokio::task::block_in_place(|| {
-        seen.extend(stdout.map_while(Result::ok));
-        let status = driver.wait().unwrap();
-        (status, seen.last().cloned().unwrap_or_default())
-    });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut driver.stderr.take().unwrap(), &mut stderr).unwrap();
-    let report: Value =
-        serde_json::from_str(&report).unwrap_or_else(|_| panic!("no report: {seen:?}\n{stderr}"));
+    xsigate_tests::assert_console_run(&run);
+    assert_eq!(run.report["sessions_before"], 1);
     assert!(
-        status.success() && report.get("error").is_none(),
-        "{report:#}\n{stderr}"
-    );
-    assert_eq!(report["redirected_to"], "/login");
-    assert_eq!(report["signed_in_at"], "/");
-    assert_eq!(report["sessions_before"], 1);
-    assert_eq!(
-        report["sessions_live"], 2,
-        "the page showed the new session by itself"
-    );
-    assert_eq!(report["refreshed"], true);
-    assert!(
-        report["notice"]
+        run.report["notice"]
             .as_str()
             .unwrap()
             .contains("2 session(s) ended"),
-        "{report}"
+        "{}",
+        run.report
     );
-    assert_eq!(report["sessions_after"], 0);
-    assert_eq!(report["without_csrf"]["status"], 403);
-    assert_eq!(
-        report["without_csrf"]["body"]["error"]["code"],
-        "csrf_token_invalid"
-    );
-    assert!(
-        report["audit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "end_sessions"),
-        "{report}"
-    );
-    assert_eq!(report["console_errors"], json!([]), "{report}");
+    assert_eq!(run.report["sessions_after"], 0);
 }
