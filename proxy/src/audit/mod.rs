@@ -110,8 +110,24 @@ pub struct AuditEntry {
 
 #[derive(Debug, Clone)]
 pub struct Audit {
-    recent: Arc<Mutex<VecDeque<AuditEntry>>>,
+    recent: Arc<Mutex<Recent>>,
     metrics: Metrics,
+}
+
+/// The latest entries, in two rings: plugins' reads on master credentials come with every
+/// login and would soon push people's acts out of a shared one.
+#[derive(Debug, Default)]
+struct Recent {
+    master_credentials: VecDeque<AuditEntry>,
+    acts: VecDeque<AuditEntry>,
+}
+
+/// The latest entries, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentEntries {
+    /// Resets and operators' sign-ins and actions.
+    pub acts: Vec<AuditEntry>,
+    pub master_credentials: Vec<AuditEntry>,
 }
 
 impl Audit {
@@ -146,15 +162,24 @@ impl Audit {
             result,
         };
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if recent.len() == RECENT {
-            recent.pop_front();
+        let ring = if action == AuditAction::MasterCredentials {
+            &mut recent.master_credentials
+        } else {
+            &mut recent.acts
+        };
+        if ring.len() == RECENT {
+            ring.pop_front();
         }
-        recent.push_back(entry);
+        ring.push_back(entry);
     }
 
-    /// The latest entries, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<AuditEntry> {
+    /// The latest `limit` entries of each kind.
+    pub fn recent(&self, limit: usize) -> RecentEntries {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.iter().rev().take(limit).cloned().collect()
+        let latest = |ring: &VecDeque<AuditEntry>| ring.iter().rev().take(limit).cloned().collect();
+        RecentEntries {
+            acts: latest(&recent.acts),
+            master_credentials: latest(&recent.master_credentials),
+        }
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::status::{ProviderView, Status};
+use crate::audit::AuditEntry;
 use crate::wire::headers::CONSOLE_CSRF_FIELD;
 
 pub const SCRIPT: &str = include_str!("assets/console.js");
@@ -132,6 +133,30 @@ fn provider_section(out: &mut String, id: &str, view: &ProviderView) {
     out.push_str("</section>");
 }
 
+fn audit_table(out: &mut String, title: &str, entries: &[AuditEntry]) {
+    let _ = write!(out, "<h3>{}</h3>", escape(title));
+    if entries.is_empty() {
+        out.push_str("<p>None since start.</p>");
+        return;
+    }
+    out.push_str(
+        "<table class=\"audit\"><tr><th>when</th><th>who</th><th>what</th><th>subject</th>\
+         <th>result</th></tr>",
+    );
+    for entry in entries {
+        let _ = write!(
+            out,
+            "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td><td class=\"{4}\">{4}</td></tr>",
+            since(entry.at_ms),
+            escape(&entry.actor),
+            entry.action.as_str(),
+            escape(&entry.subject),
+            entry.result.as_str()
+        );
+    }
+    out.push_str("</table>");
+}
+
 pub fn status(operator: &str, csrf: &str, status: &Status, notice: Option<&str>) -> String {
     let mut main = String::new();
     if let Some(notice) = notice {
@@ -201,22 +226,14 @@ pub fn status(operator: &str, csrf: &str, status: &Status, notice: Option<&str>)
     for (id, view) in &status.providers {
         provider_section(&mut main, id, view);
     }
-    main.push_str(
-        "<section><h2>Audit</h2><table class=\"audit\"><tr><th>when</th><th>who</th>\
-         <th>what</th><th>subject</th><th>result</th></tr>",
-    );
-    for entry in &status.audit {
-        let _ = write!(
-            main,
-            "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td><td class=\"{4}\">{4}</td></tr>",
-            since(entry.at_ms),
-            escape(&entry.actor),
-            entry.action.as_str(),
-            escape(&entry.subject),
-            entry.result.as_str()
-        );
+    main.push_str("<section><h2>Audit</h2>");
+    for (title, entries) in [
+        ("Resets and operators", &status.audit.acts),
+        ("Master credentials", &status.audit.master_credentials),
+    ] {
+        audit_table(&mut main, title, entries);
     }
-    main.push_str("</table></section>");
+    main.push_str("</section>");
 
     document(
         "xsigate console",

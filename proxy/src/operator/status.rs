@@ -11,7 +11,7 @@ use xsigate_plugin_sdk::topics::{
 };
 
 use super::parts::{ConsoleParts, PLUGIN_WAIT};
-use crate::audit::{AuditEntry, AuditResult};
+use crate::audit::{AuditResult, RecentEntries};
 use crate::upstream::health::HealthState;
 
 /// The audit entries the page shows.
@@ -29,7 +29,7 @@ pub struct Status {
     pub plugin_failures: BTreeMap<String, BTreeMap<String, u64>>,
     /// Plugins that did not report in time, or failed to.
     pub plugins_silent: BTreeMap<String, String>,
-    pub audit: Vec<AuditEntry>,
+    pub audit: RecentEntries,
 }
 
 #[derive(Debug, Serialize)]
