@@ -618,6 +618,7 @@ async fn reload_takes_a_new_file_over_under_load_dropping_no_request() {
         retried += r;
         failures.extend(f);
     }
+    eprintln!("reload under load: {sent} requests, {retried} retried on a new connection");
     assert!(
         sent > 100,
         "the load ran across the reload ({sent} requests)"

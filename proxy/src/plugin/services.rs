@@ -308,7 +308,26 @@ impl Services {
             timeout,
             stream,
         };
-        let (response, xsp) = match provider.send_xsi(call).await {
+        let answer = provider.send_xsi(call).await;
+        if matches!(request.credentials, XsiCredentials::Master)
+            && XsiApp::of_path(&request.path) == Some(XsiApp::Actions)
+        {
+            // What the master's credentials read or changed, answered or not; the channel sets
+            // they keep (XSI-Events) are counted by their plugin instead.
+            let result = answer
+                .as_ref()
+                .map_or(AuditResult::Failed, |(response, _)| {
+                    AuditResult::of_status(response.status().as_u16())
+                });
+            let path = request.path.split('?').next().unwrap_or_default();
+            self.audit.record(
+                &format!("plugin:{}", plugin.name),
+                AuditAction::MasterCredentials,
+                &format!("{} {} {path}", provider.id, request.method),
+                result,
+            );
+        }
+        let (response, xsp) = match answer {
             Ok(answer) => answer,
             Err(XsiCallError::Http(e)) => return Err(http_failed(e)),
             Err(XsiCallError::HeadTimeout) => {
@@ -319,20 +338,6 @@ impl Services {
             }
             Err(e) => return Err(reply(abi::reply::FAILED, e.to_string())),
         };
-        if matches!(request.credentials, XsiCredentials::Master)
-            && XsiApp::of_path(&request.path) == Some(XsiApp::Actions)
-        {
-            // What the master's credentials read or changed; the channel sets they keep
-            // (XSI-Events) are counted by their plugin instead.
-            let status = response.status().as_u16();
-            let path = request.path.split('?').next().unwrap_or_default();
-            self.audit.record(
-                &format!("plugin:{}", plugin.name),
-                AuditAction::MasterCredentials,
-                &format!("{} {} {path}", provider.id, request.method),
-                AuditResult::of_status(status),
-            );
-        }
         let mut head = XsiHead {
             status: response.status().as_u16(),
             headers: header_pairs(&response),
