@@ -16,7 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::Changes;
+use super::changes::Changes;
 
 /// How long the new process may take to reach the upgrade socket.
 const START: Duration = Duration::from_secs(60);

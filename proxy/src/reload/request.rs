@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{Changes, Running};
+use super::changes::Changes;
+use super::running::Running;
 use crate::config::Config;
 
 /// How long the hand-over may take: the new process starts (plugins, store, providers) and
