@@ -11,7 +11,7 @@ pub mod sso;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
@@ -106,13 +106,25 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and one this process has not been given
+/// before: the kernel may hand the same free port to two binds in a row, and a test that asks
+/// for a listener's port and then a metrics port before either is bound must get two.
 pub fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    // Bounded: the ephemeral range holds thousands of ports; give up after 1,000 draws.
+    for _ in 0..1000 {
+        let port = StdTcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port this process was not given already");
 }
 
 /// An HTTP client for tests; it trusts `extra_roots` in addition to nothing else.
