@@ -353,7 +353,6 @@ impl Inner {
             _ if api => return Answer::error(ErrorCode::NotLoggedIn),
             _ => return Answer::see_other("/login"),
         };
-        let writes = request.method == http::Method::POST;
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/") => {
                 let status = status::gather(&self.parts, &self.checksum, self.started).await;
@@ -387,7 +386,7 @@ impl Inner {
                 );
                 Answer::see_other("/login").header(http::header::SET_COOKIE, removal_cookie())
             }
-            ("POST", path) if writes => {
+            ("POST", path) => {
                 let (name, api) = match path.strip_prefix("/api/actions/") {
                     Some(name) => (name, true),
                     None => match path.strip_prefix("/actions/") {
@@ -400,7 +399,7 @@ impl Inner {
                 };
                 self.act(&request, &token, &session, action, api).await
             }
-            ("GET" | "POST", _) => Answer::error(ErrorCode::NotFound),
+            ("GET", _) => Answer::error(ErrorCode::NotFound),
             _ => Answer::error(ErrorCode::MethodNotAllowed),
         }
     }
