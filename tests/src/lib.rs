@@ -623,6 +623,84 @@ impl Drop for Gateway {
     }
 }
 
+/// Proxied requests from 4 clients, kept up across a hand-over of the listeners (an upgrade, a
+/// reload) until [`ProxiedLoad::finish`].
+#[derive(Debug)]
+pub struct ProxiedLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: tokio::task::JoinSet<(usize, usize, Vec<String>)>,
+}
+
+/// What a [`ProxiedLoad`] saw: requests sent, retried once on a new connection, and failed.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub sent: usize,
+    pub retried: usize,
+    pub failures: Vec<String>,
+}
+
+impl ProxiedLoad {
+    /// GETs `url` with `authorization`, at most `per_client` times per client.
+    pub fn start(url: &str, authorization: &str, per_client: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = tokio::task::JoinSet::new();
+        let http = client();
+        // A retry goes out on a new connection, as a browser's does: a pooled one may be one
+        // the draining process is closing.
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        for _ in 0..4 {
+            let (http, fresh, url, auth, stop) = (
+                http.clone(),
+                fresh.clone(),
+                url.to_owned(),
+                authorization.to_owned(),
+                Arc::clone(&stop),
+            );
+            clients.spawn(async move {
+                let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
+                while sent < per_client && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sent += 1;
+                    // A keep-alive connection closed by the draining process just as a request
+                    // goes out is the one race HTTP/1.1 leaves to clients; browsers send such
+                    // an idempotent request once more, and so does this client.
+                    let mut outcome = http.get(&url).header("authorization", &auth).send().await;
+                    if outcome.is_err() {
+                        retried += 1;
+                        outcome = fresh.get(&url).header("authorization", &auth).send().await;
+                    }
+                    match outcome {
+                        Ok(response) if response.status() == 200 => {}
+                        Ok(response) => failures.push(format!("status {}", response.status())),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (sent, retried, failures)
+            });
+        }
+        Self { stop, clients }
+    }
+
+    /// Stops the clients and adds up what they saw.
+    pub async fn finish(mut self) -> LoadOutcome {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut outcome = LoadOutcome {
+            sent: 0,
+            retried: 0,
+            failures: Vec::new(),
+        };
+        while let Some(result) = self.clients.join_next().await {
+            let (sent, retried, failures) = result.unwrap();
+            outcome.sent += sent;
+            outcome.retried += retried;
+            outcome.failures.extend(failures);
+        }
+        outcome
+    }
+}
+
 /// What `tests/browser/console.mjs` reported after driving the operator console in Chromium.
 #[derive(Debug)]
 pub struct ConsoleRun {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use xsigate_tests::{
-    Gateway, Login, Upstream, basic, binary, client, free_port, log_in, plugin_library, provider,
-    provider_for_simulator, run_command, set_cookie_pair,
+    Gateway, LoadOutcome, Login, ProxiedLoad, Upstream, basic, binary, client, free_port, log_in,
+    plugin_library, provider, provider_for_simulator, run_command, set_cookie_pair,
 };
 
 const ALICE: &str = "alice@acme.example";
@@ -526,51 +526,6 @@ fn a_weak_or_foreign_password_hash_is_refused_naming_its_line_and_key() {
     }
 }
 
-/// Keeps `clients` proxied requests running until `stop`; returns how many were sent, retried
-/// on a fresh connection, and failed.
-fn proxied_load(
-    url: &str,
-    auth: &str,
-    stop: &Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinSet<(usize, usize, Vec<String>)> {
-    let mut clients = tokio::task::JoinSet::new();
-    let http = client();
-    // A retry goes out on a new connection, as a browser's does: a pooled one may be one the
-    // draining process is closing.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    for _ in 0..4 {
-        let (http, fresh, url, auth, stop) = (
-            http.clone(),
-            fresh.clone(),
-            url.to_owned(),
-            auth.to_owned(),
-            Arc::clone(stop),
-        );
-        clients.spawn(async move {
-            let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
-            // Bounded: at most 20,000 requests per client, and it stops when told.
-            while sent < 20_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                sent += 1;
-                let mut outcome = http.get(&url).header("authorization", &auth).send().await;
-                if outcome.is_err() {
-                    retried += 1;
-                    outcome = fresh.get(&url).header("authorization", &auth).send().await;
-                }
-                match outcome {
-                    Ok(response) if response.status() == 200 => {}
-                    Ok(response) => failures.push(format!("status {}", response.status())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (sent, retried, failures)
-        });
-    }
-    clients
-}
-
 fn reload_command(gateway: &Gateway) -> (i32, String, String) {
     run_command(
         std::process::Command::new(binary("xsigate"))
@@ -585,11 +540,11 @@ async fn reload_takes_a_new_file_over_under_load_dropping_no_request() {
     let xsp = Upstream::start("xsp").await;
     let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
     let before = gateway.running_pid().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let profile = gateway.url(&format!(
         "/com.broadsoft.xsi-actions/v2.0/user/{ALICE}/profile"
     ));
-    let mut clients = proxied_load(&profile, &basic(ALICE, PASSWORD), &stop);
+    // Bounded: at most 20,000 requests per client, and it stops when told.
+    let load = ProxiedLoad::start(&profile, &basic(ALICE, PASSWORD), 20_000);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let path = gateway.config_path();
@@ -610,14 +565,11 @@ async fn reload_takes_a_new_file_over_under_load_dropping_no_request() {
     assert_ne!(after, before);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
-    while let Some(result) = clients.join_next().await {
-        let (n, r, f) = result.unwrap();
-        sent += n;
-        retried += r;
-        failures.extend(f);
-    }
+    let LoadOutcome {
+        sent,
+        retried,
+        failures,
+    } = load.finish().await;
     eprintln!("reload under load: {sent} requests, {retried} retried on a new connection");
     assert!(
         sent > 100,

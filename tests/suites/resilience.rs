@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use xsigate_tests::{Gateway, Upstream, basic, client, provider};
+use xsigate_tests::{Gateway, LoadOutcome, ProxiedLoad, Upstream, basic, client, provider};
 
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
 
@@ -215,55 +215,16 @@ async fn a_graceful_upgrade_drops_no_request() {
     let http = client();
     let auth = basic("alice@acme.example", "pw");
     let url = gateway.url(PROFILE);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    // Retries go out on a new connection, as a browser's do: another pooled connection may be
-    // one the draining process is closing too.
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    for _ in 0..4 {
-        let (http, fresh, auth, url, stop) = (
-            http.clone(),
-            fresh.clone(),
-            auth.clone(),
-            url.clone(),
-            Arc::clone(&stop),
-        );
-        clients.spawn(async move {
-            let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
-            // Bounded: at most 5,000 requests per client, and it stops when told.
-            while sent < 5_000 && !stop.load(Ordering::Relaxed) {
-                sent += 1;
-                // A keep-alive connection closed by the draining process just as a request goes
-                // out is the one race HTTP/1.1 leaves to clients; browsers send such an
-                // idempotent request once more, and so does this client.
-                let mut outcome = http.get(&url).header("authorization", &auth).send().await;
-                if outcome.is_err() {
-                    retried += 1;
-                    outcome = fresh.get(&url).header("authorization", &auth).send().await;
-                }
-                match outcome {
-                    Ok(response) if response.status() == 200 => {}
-                    Ok(response) => failures.push(format!("status {}", response.status())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (sent, retried, failures)
-        });
-    }
+    // Bounded: at most 5,000 requests per client, and it stops when told.
+    let load = ProxiedLoad::start(&url, &auth, 5_000);
     tokio::time::sleep(Duration::from_millis(300)).await;
     gateway.upgrade().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut sent, mut retried, mut failures) = (0, 0, Vec::new());
-    while let Some(result) = clients.join_next().await {
-        let (n, r, f) = result.unwrap();
-        sent += n;
-        retried += r;
-        failures.extend(f);
-    }
+    let LoadOutcome {
+        sent,
+        retried,
+        failures,
+    } = load.finish().await;
     assert!(
         sent > 100,
         "the load ran across the upgrade ({sent} requests)"
