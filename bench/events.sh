@@ -112,7 +112,7 @@ echo "# 1. $users user-level channel sets held for ${hold}s (heartbeat 15 s, XSP
 start channels 'packages = ["Do Not Disturb"]'
 rss_idle=$(rss_kib "$xsigate")
 "$root/target/release/events-load" login --gateway "http://127.0.0.1:$xsigate_port" --users "$users"
-until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "$users" ]; do
+until [ "$(metric 'xsigate_plugin_events_channels{plugin="events",provider="bench",state="open"}')" = "$users" ]; do
   sleep 1
 done
 before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
@@ -121,7 +121,7 @@ after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 rss_held=$(rss_kib "$xsigate")
 held=$(curl -fs "http://$control/channels" | grep -o '"channel_id"' | wc -l)
 echo "channels held by the simulator at the end: $held of $users"
-echo "heartbeats ok $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_events_heartbeats_total{provider="bench",result="failed"}')"
+echo "heartbeats ok $(metric 'xsigate_plugin_events_heartbeats_total{plugin="events",provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_events_heartbeats_total{plugin="events",provider="bench",result="failed"}')"
 echo "reconnects: $(curl -fs "$metrics" | awk '/^xsigate_plugin_events_reconnects_total/ { n += $2 } END { print n + 0 }')"
 awk -v i="$rss_idle" -v h="$rss_held" -v n="$users" \
   'BEGIN { printf "xsigate rss idle %.1f MiB, holding %.1f MiB: %.1f KiB per channel set\n", i / 1024, h / 1024, (h - i) / n }'
@@ -135,7 +135,7 @@ echo "# 2. one enterprise-level channel set: $rate DND changes/s over $event_use
 start events 'level = "service_provider"
 service_provider = "generated"
 packages = ["Do Not Disturb"]' firebase
-until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
+until [ "$(metric 'xsigate_plugin_events_channels{plugin="events",provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
 before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 "$root/target/release/events-load" drive --control "http://$control" \
   --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
@@ -143,10 +143,10 @@ before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 acks=$(curl -fs "http://$control/acks")
 echo "acknowledged (known, 200): $(echo "$acks" | grep -o '"status":"200","known":true' | wc -l) of $(echo "$acks" | grep -o '"event_id"' | wc -l) acknowledgements"
-echo "ack failures: $(metric 'xsigate_plugin_events_ack_failures_total{provider="bench"}')"
+echo "ack failures: $(metric 'xsigate_plugin_events_ack_failures_total{plugin="events",provider="bench"}')"
 awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
-echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="failed"}')"
+echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{plugin="firebase",provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{plugin="firebase",provider="bench",result="failed"}')"
 echo "xsigate rss: $(rss_kib "$xsigate") KiB"
 stop
 echo
@@ -156,17 +156,17 @@ echo "# 3. busy lamp field: $watchers watchers of 20 users each; $rate DND chang
 start blf 'level = "service_provider"
 service_provider = "generated"
 packages = ["Do Not Disturb", "Advanced Call"]' firebase
-until [ "$(metric 'xsigate_plugin_events_channels{provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
+until [ "$(metric 'xsigate_plugin_events_channels{plugin="events",provider="bench",state="open"}')" = "1" ]; do sleep 0.2; done
 "$root/target/release/events-load" blf-lists --xsp "http://$xsp1" --watchers "$watchers" \
   --first "$event_users" --monitored 20 --event-users "$event_users"
 "$root/target/release/events-load" login --gateway "http://127.0.0.1:$xsigate_port" \
   --first "$event_users" --users "$watchers"
 # Every watcher's list read and its lamps written (bounded wait).
 for _ in $(seq 1 600); do
-  [ "$(metric 'xsigate_plugin_firebase_blf_reads_total{provider="bench",result="ok"}')" -ge "$watchers" ] && break
+  [ "$(metric 'xsigate_plugin_firebase_blf_reads_total{plugin="firebase",provider="bench",result="ok"}')" -ge "$watchers" ] && break
   sleep 0.2
 done
-echo "watchers $(metric 'xsigate_plugin_firebase_blf_watchers{provider="bench"}'), lists read $(metric 'xsigate_plugin_firebase_blf_reads_total{provider="bench",result="ok"}'), lamps written at login $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{provider="bench"}')"
+echo "watchers $(metric 'xsigate_plugin_firebase_blf_watchers{plugin="firebase",provider="bench"}'), lists read $(metric 'xsigate_plugin_firebase_blf_reads_total{plugin="firebase",provider="bench",result="ok"}'), lamps written at login $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{plugin="firebase",provider="bench"}')"
 before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 "$root/target/release/events-load" drive --control "http://$control" \
   --gateway "http://127.0.0.1:$xsigate_port" --tap-user tap@tap.bench --users "$event_users" \
@@ -174,7 +174,7 @@ before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
-echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{provider="bench",result="failed"}'); lamps written $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{provider="bench"}')"
+echo "firebase writes ok $(metric 'xsigate_plugin_firebase_writes_total{plugin="firebase",provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_firebase_writes_total{plugin="firebase",provider="bench",result="failed"}'); lamps written $(metric 'xsigate_plugin_firebase_blf_lamp_writes_total{plugin="firebase",provider="bench"}')"
 echo "xsigate rss: $(rss_kib "$xsigate") KiB"
 stop
 fi

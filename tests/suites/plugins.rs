@@ -99,6 +99,11 @@ async fn every_host_service_works_from_plugin_code() {
     assert_eq!(ids["back"], USER);
     assert_eq!(ids["unknown"], Value::Null);
     assert!(!ids["first"].as_str().unwrap().contains("alice"));
+    assert_eq!(ids["batch_len"], 1202);
+    assert_eq!(ids["batch_distinct"], 1201);
+    assert_eq!(ids["batch_first"], ids["first"]);
+    assert_eq!(ids["batch_last"], ids["first"]);
+    assert_eq!(ids["batch_stable"], true);
 
     // Sealing: opens under its context only, never shows the plaintext, detects tampering.
     let sealed = command(&gateway, "seal", "context-a").await;

@@ -330,7 +330,9 @@ async fn drive(
     let sent: Sent = std::mem::take(&mut *sent.lock().map_err(|e| e.to_string())?);
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut latencies = Vec::with_capacity(events.len());
-    // The two legs: change -> read off the channel by xsi-events, and that -> the consumer.
+    // Two legs: the change until xsi-events read its bytes off the channel (the simulator's
+    // write, which its answer to the change bounds, the socket and the host's stream reader),
+    // and from that read to the consumer (xsi-events's decoding and uniqueId, the bus).
     let (mut to_channel, mut in_gateway) = (Vec::new(), Vec::new());
     // A user's first event also creates its uniqueId in the store: measured apart.
     let mut warm = Vec::new();
@@ -375,7 +377,7 @@ async fn drive(
         warm.last().copied().unwrap_or(0)
     ));
     report(&format!(
-        "  change->channel (simulator) ms p50 {} p99 {}; channel->bus (xsigate) ms p50 {} p99 {}",
+        "  change->read off the channel (simulator, socket, host stream) ms p50 {} p99 {}; read->bus (xsi-events, bus) ms p50 {} p99 {}",
         percentile(&to_channel, 0.5),
         percentile(&to_channel, 0.99),
         percentile(&in_gateway, 0.5),

@@ -221,6 +221,12 @@ pub mod op {
     pub const STREAM_CLOSE: u32 = 14;
     /// The plugin's store keys that start with `meta.prefix`, as a JSON array in `body`.
     pub const STORE_KEYS: u32 = 15;
+    /// The uniqueIds of `meta.user_ids` (at most [`UNIQUE_IDS_MAX`]), created on first use in
+    /// one store transaction, as a JSON array in `body` in the same order.
+    pub const UNIQUE_IDS: u32 = 16;
+
+    /// The most user ids one [`UNIQUE_IDS`] call may carry.
+    pub const UNIQUE_IDS_MAX: usize = 1000;
 }
 
 /// The `code` of a [`Reply`].

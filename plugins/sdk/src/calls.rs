@@ -128,6 +128,13 @@ pub struct UserIdMeta {
     pub user_id: String,
 }
 
+/// `op::UNIQUE_IDS`. The answer's body is a JSON array of the uniqueIds, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserIdsMeta {
+    pub user_ids: Vec<String>,
+}
+
 /// `op::USER_ID`. The answer's body is the userId as text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use crate::abi::{self, Buf, HostApi, Str};
 use crate::calls::{
     Delivery, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
-    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, XsiCredentials, XsiHead, XsiMeta,
+    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead,
+    XsiMeta,
 };
 use crate::error::{Error, ErrorKind};
 
@@ -164,6 +165,25 @@ impl Host {
             )
             .await?;
         text(&body)
+    }
+
+    /// The uniqueIds of several userIds, in their order, created on first use: one host call
+    /// and one store transaction per [`abi::op::UNIQUE_IDS_MAX`] ids, where [`Host::unique_id`]
+    /// per user would cost a commit each.
+    pub async fn unique_ids(self, user_ids: &[String]) -> Result<Vec<String>, Error> {
+        let mut unique_ids = Vec::with_capacity(user_ids.len());
+        for chunk in user_ids.chunks(abi::op::UNIQUE_IDS_MAX) {
+            let meta = UserIdsMeta {
+                user_ids: chunk.to_vec(),
+            };
+            let (_, body) = self.call(abi::op::UNIQUE_IDS, &meta, Vec::new()).await?;
+            let answered: Vec<String> = serde_json::from_slice(body.as_slice())?;
+            if answered.len() != chunk.len() {
+                return Err(Error::msg("the host answered another number of uniqueIds"));
+            }
+            unique_ids.extend(answered);
+        }
+        Ok(unique_ids)
     }
 
     /// The userId behind a uniqueId, if the host has seen it.

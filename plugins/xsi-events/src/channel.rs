@@ -118,6 +118,24 @@ struct Opened {
     pending: Vec<Result<Vec<u8>, Malformed>>,
 }
 
+/// How a published state came to be known: on the channel (its sequence number and when its
+/// bytes were read off the stream), or by reading it again through XSI-Actions.
+struct Heard {
+    source: Source,
+    sequence: Option<u64>,
+    received_ms: u64,
+}
+
+impl Heard {
+    fn resync() -> Self {
+        Self {
+            source: Source::Resync,
+            sequence: None,
+            received_ms: unix_ms(),
+        }
+    }
+}
+
 /// What an in-flight acknowledgement came to.
 struct Acked {
     sent: Instant,
@@ -415,10 +433,15 @@ impl<'a> ChannelSet<'a> {
         let mut last_heard = Instant::now();
         let mut acks: FuturesUnordered<BoxFuture<'static, Acked>> = FuturesUnordered::new();
         let mut documents = std::mem::take(&mut opened.pending);
+        let mut read_ms = unix_ms();
         loop {
-            for document in std::mem::take(&mut documents) {
-                let read = document.and_then(|d| Document::read(&d));
-                if let Some(loss) = self.handle(read, &mut acks).await {
+            let read: Vec<_> = std::mem::take(&mut documents)
+                .into_iter()
+                .map(|document| document.and_then(|d| Document::read(&d)))
+                .collect();
+            self.learn_unique_ids(&read).await;
+            for document in read {
+                if let Some(loss) = self.handle(document, read_ms, &mut acks).await {
                     return loss;
                 }
             }
@@ -467,6 +490,7 @@ impl<'a> ChannelSet<'a> {
             match read {
                 Ok(StreamRead::Data(bytes)) => {
                     last_heard = Instant::now();
+                    read_ms = unix_ms();
                     documents = opened.splitter.push(&bytes);
                 }
                 Ok(StreamRead::Idle) => {}
@@ -486,10 +510,41 @@ impl<'a> ChannelSet<'a> {
         }
     }
 
-    /// Handles one document; `Some` when it ends the channel.
+    /// Looks up, in one host call, the uniqueIds of the users that the events of one read
+    /// are about and this set has not met yet. A provider-level set meets thousands of users
+    /// at once after a start; asked one by one, each would hold up every event behind it.
+    async fn learn_unique_ids(&mut self, documents: &[Result<Document, Malformed>]) {
+        let mut unknown: Vec<String> = documents
+            .iter()
+            .filter_map(|document| match document {
+                Ok(Document::Event(envelope)) => {
+                    envelope.target_id.as_ref().or(self.record.user_id.as_ref())
+                }
+                _ => None,
+            })
+            .filter(|user_id| !user_id.is_empty() && !self.unique_ids.contains_key(*user_id))
+            .cloned()
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if unknown.is_empty() {
+            return;
+        }
+        match self.plugin.host.unique_ids(&unknown).await {
+            Ok(unique_ids) => self.unique_ids.extend(unknown.into_iter().zip(unique_ids)),
+            // Each event then asks for its own user's, and says what failed.
+            Err(e) => self.plugin.host.debug(&format!(
+                "xsi-events: uniqueIds of {} users could not be read at once: {e}",
+                unknown.len()
+            )),
+        }
+    }
+
+    /// Handles one document read off the channel at `read_ms`; `Some` when it ends the channel.
     async fn handle(
         &mut self,
         document: Result<Document, Malformed>,
+        read_ms: u64,
         acks: &mut FuturesUnordered<BoxFuture<'static, Acked>>,
     ) -> Option<Loss> {
         let (plugin, provider) = (self.plugin, self.provider().to_owned());
@@ -550,7 +605,7 @@ impl<'a> ChannelSet<'a> {
                 .retain(|s| s.id != envelope.subscription_id);
             self.resubscribe = true;
         }
-        self.publish(&envelope, package, &state).await;
+        self.publish(&envelope, package, read_ms, &state).await;
         None
     }
 
@@ -584,21 +639,25 @@ impl<'a> ChannelSet<'a> {
     }
 
     /// Puts one event on the bus, with both ids of the user it is about.
-    async fn publish(&mut self, envelope: &Envelope, package: Package, state: &State) {
+    async fn publish(
+        &mut self,
+        envelope: &Envelope,
+        package: Package,
+        read_ms: u64,
+        state: &State,
+    ) {
         let user_id = envelope
             .target_id
             .clone()
             .or_else(|| self.record.user_id.clone())
             .unwrap_or_default();
-        self.publish_state(
-            &user_id,
-            package,
-            &envelope.event_type,
-            Source::Event,
-            envelope.sequence,
-            state,
-        )
-        .await;
+        let heard = Heard {
+            source: Source::Event,
+            sequence: envelope.sequence,
+            received_ms: read_ms,
+        };
+        self.publish_state(&user_id, package, &envelope.event_type, heard, state)
+            .await;
     }
 
     async fn publish_state(
@@ -606,8 +665,7 @@ impl<'a> ChannelSet<'a> {
         user_id: &str,
         package: Package,
         event: &str,
-        source: Source,
-        sequence: Option<u64>,
+        heard: Heard,
         state: &State,
     ) {
         if user_id.is_empty() {
@@ -635,9 +693,9 @@ impl<'a> ChannelSet<'a> {
             unique_id,
             package,
             event: event.to_owned(),
-            source,
-            sequence,
-            received_ms: Some(unix_ms()),
+            source: heard.source,
+            sequence: heard.sequence,
+            received_ms: Some(heard.received_ms),
             state: state.clone(),
         };
         let payload = match serde_json::to_vec(&published) {
@@ -938,20 +996,20 @@ impl<'a> ChannelSet<'a> {
                     let path = user_path(&user, &format!("services/{resource}"));
                     if let Some(root) = self.read_actions(&path).await {
                         let state = state::service(kind, &root);
-                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
+                        self.publish_state(&user, *package, "resync", Heard::resync(), &state)
                             .await;
                     }
                 } else if *package == Package::CallCenterAgent {
                     let path = user_path(&user, "services/CallCenter");
                     if let Some(root) = self.read_actions(&path).await {
                         let state = state::call_center_service(&root);
-                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
+                        self.publish_state(&user, *package, "resync", Heard::resync(), &state)
                             .await;
                     }
                 } else if package.is_call() && !calls_done {
                     calls_done = true;
                     if let Some(state) = self.read_calls(&user).await {
-                        self.publish_state(&user, *package, "resync", Source::Resync, None, &state)
+                        self.publish_state(&user, *package, "resync", Heard::resync(), &state)
                             .await;
                     }
                 }

@@ -11,7 +11,8 @@ use xsigate_broadworks::{ASYNC_CONTEXT, XsiApp};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use xsigate_plugin_sdk::calls::{
     Delivery, Done, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
-    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, XsiCredentials, XsiHead, XsiMeta,
+    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead,
+    XsiMeta,
 };
 
 use super::bus::{Bus, QueuedEvent, Subscriber};
@@ -96,7 +97,7 @@ fn service_name(op: u32) -> &'static str {
         abi::op::STORE_GET | abi::op::STORE_PUT | abi::op::STORE_DELETE | abi::op::STORE_KEYS => {
             "store"
         }
-        abi::op::UNIQUE_ID | abi::op::USER_ID => "user_ids",
+        abi::op::UNIQUE_ID | abi::op::UNIQUE_IDS | abi::op::USER_ID => "user_ids",
         abi::op::SEAL | abi::op::OPEN => "seal",
         abi::op::PUBLISH => "publish",
         abi::op::SLEEP => "timer",
@@ -180,6 +181,7 @@ impl Services {
             abi::op::STORE_DELETE => self.store_delete(plugin, meta).await,
             abi::op::STORE_KEYS => self.store_keys(plugin, meta).await,
             abi::op::UNIQUE_ID => self.unique_id(meta).await,
+            abi::op::UNIQUE_IDS => self.unique_ids(meta).await,
             abi::op::USER_ID => self.user_id(meta).await,
             abi::op::SEAL | abi::op::OPEN => self.seal(plugin, op, meta, &body),
             abi::op::PUBLISH => Ok(self.publish(meta, &body)),
@@ -459,6 +461,27 @@ impl Services {
             .await
             .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
         Ok(ok(&Done {}, unique_id.into_bytes()))
+    }
+
+    async fn unique_ids(&self, meta: &Buf) -> Result<Reply, Reply> {
+        let UserIdsMeta { user_ids } = parse(meta)?;
+        if user_ids.len() > abi::op::UNIQUE_IDS_MAX {
+            return Err(reply(
+                abi::reply::INVALID,
+                format!("more than {} user ids", abi::op::UNIQUE_IDS_MAX),
+            ));
+        }
+        if user_ids.iter().any(String::is_empty) {
+            return Err(reply(abi::reply::INVALID, "empty user id"));
+        }
+        let unique_ids = self
+            .store
+            .unique_ids(&user_ids)
+            .await
+            .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+        let body = serde_json::to_vec(&unique_ids)
+            .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+        Ok(ok(&Done {}, body))
     }
 
     async fn user_id(&self, meta: &Buf) -> Result<Reply, Reply> {

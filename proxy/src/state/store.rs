@@ -119,6 +119,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// about the user, and stable, so clients can key their data on it.
     async fn unique_id(&self, user_id: &str) -> Result<String, StoreError>;
 
+    /// The uniqueIds of several userIds, in their order, created on first use in one
+    /// transaction: a provider-level channel set meets thousands of users at once, and one
+    /// commit per user would queue its events behind the disk.
+    async fn unique_ids(&self, user_ids: &[String]) -> Result<Vec<String>, StoreError>;
+
     /// The userId behind a uniqueId.
     async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError>;
 
@@ -430,22 +435,37 @@ impl Store for SqliteStore {
         if let Some(unique_id) = existing {
             return Ok(unique_id);
         }
-        let candidate = format!("{:032x}", rand::random::<u128>());
-        sqlx::query(
-            "INSERT INTO user_ids (user_id, unique_id, created_at_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user_id) DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(&candidate)
-        .bind(unix_ms())
-        .execute(&self.pool)
-        .await?;
-        let unique_id =
-            sqlx::query_scalar::<_, String>("SELECT unique_id FROM user_ids WHERE user_id = ?1")
-                .bind(user_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(unique_id)
+        let mut created = self.unique_ids(&[user_id.to_owned()]).await?;
+        created
+            .pop()
+            .ok_or(StoreError::Query(sqlx::Error::RowNotFound))
+    }
+
+    async fn unique_ids(&self, user_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let now = unix_ms();
+        let mut unique_ids = Vec::with_capacity(user_ids.len());
+        for user_id in user_ids {
+            // A user another instance or call creates meanwhile keeps that one's id.
+            sqlx::query(
+                "INSERT INTO user_ids (user_id, unique_id, created_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(format!("{:032x}", rand::random::<u128>()))
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+            let unique_id = sqlx::query_scalar::<_, String>(
+                "SELECT unique_id FROM user_ids WHERE user_id = ?1",
+            )
+            .bind(user_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+            unique_ids.push(unique_id);
+        }
+        transaction.commit().await?;
+        Ok(unique_ids)
     }
 
     async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError> {
@@ -799,6 +819,27 @@ mod tests {
                 Some("bob@acme.example")
             );
             assert_eq!(store.user_id("unknown").await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn unique_ids_in_one_go_agree_with_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            let alice = store.unique_id("alice@acme.example").await.unwrap();
+            let users = [
+                "carol@acme.example",
+                "alice@acme.example",
+                "carol@acme.example",
+            ]
+            .map(str::to_owned);
+            let ids = store.unique_ids(&users).await.unwrap();
+            assert_eq!(ids[1], alice);
+            assert_eq!(ids[0], ids[2]);
+            assert_ne!(ids[0], alice);
+            assert_eq!(store.unique_id("carol@acme.example").await.unwrap(), ids[0]);
+            assert!(store.unique_ids(&[]).await.unwrap().is_empty());
         });
     }
 
