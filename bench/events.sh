@@ -119,8 +119,9 @@ before=$(cpu_ticks "$xsigate") from=$(date +%s.%N)
 sleep "$hold"
 after=$(cpu_ticks "$xsigate") to=$(date +%s.%N)
 rss_held=$(rss_kib "$xsigate")
+sockets=$(find /proc/"$xsigate"/fd -lname 'socket:*' | wc -l)
 held=$(curl -fs "http://$control/channels" | grep -o '"channel_id"' | wc -l)
-echo "channels held by the simulator at the end: $held of $users"
+echo "channels held by the simulator at the end: $held of $users; xsigate holds $sockets sockets"
 echo "heartbeats ok $(metric 'xsigate_plugin_events_heartbeats_total{plugin="events",provider="bench",result="ok"}'), failed $(metric 'xsigate_plugin_events_heartbeats_total{plugin="events",provider="bench",result="failed"}')"
 echo "reconnects: $(curl -fs "$metrics" | awk '/^xsigate_plugin_events_reconnects_total/ { n += $2 } END { print n + 0 }')"
 awk -v i="$rss_idle" -v h="$rss_held" -v n="$users" \
