@@ -124,7 +124,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         ),
-        work_stealing: true,
+        work_stealing: false,
         grace_period_seconds: Some(config.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,

@@ -90,6 +90,10 @@ pub struct ProxyApp {
 impl ProxyHttp for ProxyApp {
     type CTX = RequestCtx;
 
+    /// None: xsigate never compresses, and Pingora's default registers a disabled compression
+    /// module that every request still builds and calls through.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             request_id: new_request_id(),
