@@ -12,6 +12,7 @@
 #
 # Usage: bench/proxy.sh [duration_seconds=10] [connections=32] [wrk_threads=1]
 # Env:   XSIGATE_BENCH_EXTRA   extra TOML appended to both xsigate configs
+#        XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round
 #        XSIGATE_BENCH_ROUNDS  rounds of the two xsigate targets (default 3)
 set -euo pipefail
 
@@ -112,6 +113,15 @@ for _ in $(seq 1 $rounds); do
   measure $plugin_port "Authorization: $auth" >> "$work/rounds.plugin"
 done
 read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
+# A CPU profile of xsigate under the same load (Linux perf, software clock: no hardware counters
+# are needed), written to $XSIGATE_BENCH_PROFILE for `perf report -i`.
+if [ -n "${XSIGATE_BENCH_PROFILE:-}" ]; then
+  perf record -q -e cpu-clock -F 2000 -g -p "$xsigate_pid" -o "$XSIGATE_BENCH_PROFILE" &
+  perf_pid=$!
+  sleep 0.5
+  measure $xsigate_port "Authorization: $auth" >/dev/null
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+fi
 read -r plugin_rps plugin_p50 plugin_p99 < <(mean "$work/rounds.plugin")
 
 nginx_master=$(cat "$work/proxy.pid")
