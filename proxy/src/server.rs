@@ -19,6 +19,7 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::edge::addresses::Addresses;
+use crate::http::lean::LeanLane;
 use crate::http::local::LocalEndpoints;
 use crate::http::{ProxyApp, ProxySettings};
 use crate::metrics::{Metrics, MetricsError};
@@ -29,6 +30,7 @@ use crate::state::seal::SealError;
 use crate::state::{Shared, StateError, StateSettings};
 use crate::upstream::probe::HealthService;
 use crate::upstream::{Providers, UpstreamError};
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 
 /// The largest TLS record: the read buffer of a TLS client connection.
 const TLS_RECORD: usize = 16 * 1024;
@@ -169,8 +171,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         settings,
         addresses: Arc::clone(&addresses),
     };
+    let connector = TransportConnector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
+    let lane = LeanLane::new(app.clone(), connector);
     let edge = Edge::new(
         pingora::proxy::http_proxy(&server.configuration, app),
+        lane,
         &config.server.clients,
         addresses,
         &metrics,

@@ -22,13 +22,23 @@ pub enum Head<'a> {
     /// More bytes are needed.
     Partial,
     /// A complete head that may pass.
-    Complete { length: usize },
+    Complete { length: usize, shape: Shape },
     /// A complete head (or a broken one) that must not pass.
     Refused {
         code: ErrorCode,
         method: &'a str,
         path: &'a str,
     },
+}
+
+/// What a passed head says about the exchange it opens, for choosing how it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// The body's declared length, 0 without one; `None` for a chunked body.
+    pub body_length: Option<u64>,
+    /// The head asks for more than one request and one response: an `Upgrade`, or an `Expect`
+    /// that wants an interim answer.
+    pub asks_more: bool,
 }
 
 /// Limits the head is read against.
@@ -66,7 +76,7 @@ pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
         judge(&request, limits)
     };
     match verdict {
-        Ok(()) => Head::Complete { length },
+        Ok(shape) => Head::Complete { length, shape },
         Err(code) => Head::Refused {
             code,
             method,
@@ -76,7 +86,7 @@ pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
     }
 }
 
-fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<(), ErrorCode> {
+fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<Shape, ErrorCode> {
     let http10 = request.version == Some(0);
     let method = request.method.unwrap_or_default();
     let target = request.path.unwrap_or_default();
@@ -93,6 +103,7 @@ fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<(), 
     let mut length: Option<u64> = None;
     let mut codings = 0;
     let mut chunked = false;
+    let mut asks_more = false;
     for field in request.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -106,6 +117,8 @@ fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<(), 
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             codings += 1;
             chunked = trim(field.value).eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
+            asks_more = true;
         }
     }
     if hosts > 1 || (hosts == 0 && !http10) {
@@ -117,7 +130,21 @@ fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<(), 
     if length.is_some_and(|length| length > limits.body_bytes) {
         return Err(ErrorCode::PayloadTooLarge);
     }
-    Ok(())
+    Ok(Shape {
+        body_length: if codings > 0 {
+            None
+        } else {
+            Some(length.unwrap_or(0))
+        },
+        asks_more,
+    })
+}
+
+/// The request target of a head that passed [`check`] (its origin-form path and query).
+pub fn target(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    std::str::from_utf8(target).unwrap_or_default()
 }
 
 /// A `Content-Length` value: digits only (no sign, no list, no spaces inside), at most 19 of
@@ -170,7 +197,11 @@ mod tests {
             Head::Partial
         );
         let head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b";
-        assert_eq!(check(head, LIMITS), Head::Complete { length: 28 });
+        let shape = Shape {
+            body_length: Some(0),
+            asks_more: false,
+        };
+        assert_eq!(check(head, LIMITS), Head::Complete { length: 28, shape });
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) struct Limits {
 
 pub(super) enum Ending {
     /// `buf` starts with a head that may pass (and may hold more of the request after it).
-    Complete,
+    Complete(framing::Shape),
     /// The client closed, stayed idle, or the server is shutting down: close without a word.
     Closed,
     Refused(Refusal),
@@ -73,7 +73,7 @@ pub(super) async fn read(
         }
         match framing::check(buf, limits.head) {
             Head::Partial => {}
-            Head::Complete { .. } => return Ending::Complete,
+            Head::Complete { shape, .. } => return Ending::Complete(shape),
             Head::Refused { code, method, path } => {
                 let mut refusal = Refusal::new(code);
                 method.clone_into(&mut refusal.method);

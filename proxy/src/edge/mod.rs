@@ -16,6 +16,10 @@
 //! frames have no such ambiguity, and h2's own settings bound its headers; the proxy takes each
 //! h2 request's token from the same [`Addresses`].
 //!
+//! A head that passed goes to Pingora's proxy, or to the application's [`Lane`] when the lane
+//! takes it: a loop of the application's own for its hot requests, which keeps what it wants
+//! with the connection (an upstream connection) from one of them to the next.
+//!
 //! Layer: below [`crate::http`] (it never sees a hook); uses config, wire and metrics.
 
 pub mod addresses;
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
@@ -39,7 +43,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::wire::error::{ErrorCode, error_body};
 use crate::wire::headers::{REQUEST_ID, new_request_id};
 use addresses::Addresses;
-use framing::HeadLimits;
+use framing::{HeadLimits, Shape};
 use head::{Ending, Refusal};
 
 /// Every code the edge answers with: each has its refusal series from the start, so that a
@@ -58,9 +62,79 @@ const REFUSALS: [ErrorCode; 8] = [
 /// How long writing a refusal and waiting for the client to stop sending may take.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Requests an application serves on a loop of its own instead of Pingora's proxy. The edge
+/// asks about each head it passed, and holds what the lane keeps for the connection between
+/// requests, whichever way each of them went.
+#[async_trait]
+pub trait Lane: Send + Sync + 'static {
+    /// What the lane keeps with one client connection between its requests.
+    type Kept: Send + Sync + 'static;
+
+    /// Whether the lane serves the request with this target (path and query) and shape.
+    fn takes(&self, target: &str, shape: Shape) -> bool;
+
+    /// Serves one request on `stream`, whose head `handoff` holds. Returns the connection when
+    /// it may carry another request.
+    async fn serve(
+        &self,
+        stream: Stream,
+        handoff: Handoff,
+        kept: &mut Option<Self::Kept>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>;
+}
+
+/// A lane that takes nothing: every request goes to the proxy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLane;
+
+#[async_trait]
+impl Lane for NoLane {
+    type Kept = ();
+
+    fn takes(&self, _target: &str, _shape: Shape) -> bool {
+        false
+    }
+
+    async fn serve(
+        &self,
+        _stream: Stream,
+        _handoff: Handoff,
+        _kept: &mut Option<()>,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        None
+    }
+}
+
+/// What the edge hands on with a connection: the head it read and checked, and what the
+/// connection carries from its previous request.
+#[derive(Debug)]
+pub struct Handoff {
+    head: BytesMut,
+    carried: Option<HttpPersistentSettings>,
+    idle: Duration,
+    shutting_down: bool,
+}
+
+impl Handoff {
+    /// Sets up the session of the request: it parses the edge's head instead of reading one.
+    pub fn apply_to(self, session: &mut ServerSession) {
+        match self.carried {
+            Some(settings) => settings.apply_to_session(session),
+            None => session.set_keepalive(Some(self.idle.as_secs())),
+        }
+        if self.shutting_down {
+            session.set_keepalive(None);
+        }
+        session.set_pipelined_prefix(self.head);
+    }
+}
+
 /// Wraps Pingora's HTTP application (`HttpProxy`) with xsigate's connection handling.
-pub struct Edge<A> {
+pub struct Edge<A, L = NoLane> {
     app: Arc<A>,
+    lane: L,
     addresses: Arc<Addresses>,
     head: HeadLimits,
     header_time: Duration,
@@ -69,7 +143,7 @@ pub struct Edge<A> {
     access_log: bool,
 }
 
-impl<A> std::fmt::Debug for Edge<A> {
+impl<A, L> std::fmt::Debug for Edge<A, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edge")
             .field("addresses", &self.addresses)
@@ -78,10 +152,11 @@ impl<A> std::fmt::Debug for Edge<A> {
     }
 }
 
-impl<A> Edge<A> {
+impl<A, L> Edge<A, L> {
     /// `addresses` is shared with the proxy, which takes HTTP/2 requests' tokens from it.
     pub fn new(
         app: A,
+        lane: L,
         limits: &ClientsConfig,
         addresses: Arc<Addresses>,
         metrics: &Metrics,
@@ -92,6 +167,7 @@ impl<A> Edge<A> {
         }
         Self {
             app: Arc::new(app),
+            lane,
             addresses,
             head: HeadLimits {
                 header_bytes: limits.header_bytes,
@@ -107,9 +183,10 @@ impl<A> Edge<A> {
 }
 
 #[async_trait]
-impl<A> ServerApp for Edge<A>
+impl<A, L> ServerApp for Edge<A, L>
 where
     A: HttpServerApp + Send + Sync + 'static,
+    L: Lane,
 {
     async fn process_new(
         self: &Arc<Self>,
@@ -143,12 +220,13 @@ where
     }
 }
 
-impl<A> Edge<A>
+impl<A, L> Edge<A, L>
 where
     A: HttpServerApp + Send + Sync + 'static,
+    L: Lane,
 {
     /// Serves one HTTP/1.x connection: each request head read and checked here, then handed to
-    /// the proxy, until either side closes.
+    /// the lane or the proxy, until either side closes.
     async fn serve_http1(
         &self,
         mut stream: Stream,
@@ -156,6 +234,7 @@ where
         shutdown: &ShutdownWatch,
     ) {
         let mut carried: Option<HttpPersistentSettings> = None;
+        let mut kept: Option<L::Kept> = None;
         loop {
             let mut head = BytesMut::new();
             let limits = head::Limits {
@@ -163,11 +242,11 @@ where
                 header_time: self.header_time,
                 idle: self.idle,
             };
-            match head::read(&mut stream, &mut head, limits, shutdown.clone()).await {
-                Ending::Complete => {}
+            let shape = match head::read(&mut stream, &mut head, limits, shutdown.clone()).await {
+                Ending::Complete(shape) => shape,
                 Ending::Closed => return,
                 Ending::Refused(refusal) => return self.refuse(stream, refusal).await,
-            }
+            };
             if let Some(ip) = address
                 && let Err(wait) = self.addresses.request(ip)
             {
@@ -175,18 +254,23 @@ where
                 refusal.retry_after = Some(addresses::retry_after_seconds(wait));
                 return self.refuse(stream, refusal).await;
             }
-            let mut session = ServerSession::new_http1(stream);
-            match carried.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => session.set_keepalive(Some(self.idle.as_secs())),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            session.set_pipelined_prefix(head);
-            // Boxed: the proxy's request future is large, and an idle connection waiting for its
-            // head above should not carry room for it.
-            let Some(reused) = Box::pin(self.app.process_new_http(session, shutdown)).await else {
+            let laned = self.lane.takes(framing::target(&head), shape);
+            let handoff = Handoff {
+                head,
+                carried: carried.take(),
+                idle: self.idle,
+                shutting_down: *shutdown.borrow(),
+            };
+            // Boxed: a request's future is large, and an idle connection waiting for its head
+            // above should not carry room for it.
+            let reused = if laned {
+                Box::pin(self.lane.serve(stream, handoff, &mut kept, shutdown)).await
+            } else {
+                let mut session = ServerSession::new_http1(stream);
+                handoff.apply_to(&mut session);
+                Box::pin(self.app.process_new_http(session, shutdown)).await
+            };
+            let Some(reused) = reused else {
                 return;
             };
             (stream, carried) = reused.consume();

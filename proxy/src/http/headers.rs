@@ -34,6 +34,60 @@ pub fn forward_client(
     Ok(())
 }
 
+/// Hop-by-hop fields (RFC 9110 section 7.6.1) besides `Connection` and what it names.
+const HOP_BY_HOP: [&str; 8] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Fields a client may not have a proxy drop by naming them in `Connection`: they say who the
+/// request is for and from.
+const UNDROPPABLE: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Removes the hop-by-hop fields of a request going upstream on a connection of xsigate's own:
+/// `Connection`, every field it names, and the standard ones. A `Connection` naming a field
+/// that identifies the request is refused, as Pingora's proxy refuses it.
+pub fn strip_hop_by_hop(request: &mut RequestHeader) -> pingora::Result<()> {
+    let named: Vec<http::HeaderName> = request
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+        .filter_map(|token| http::HeaderName::from_bytes(token).ok())
+        .collect();
+    if named
+        .iter()
+        .any(|name| UNDROPPABLE.contains(&name.as_str()))
+    {
+        return pingora::Error::e_explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "Connection names a field that identifies the request",
+        );
+    }
+    for name in named {
+        request.remove_header(&name);
+    }
+    request.remove_header(&http::header::CONNECTION);
+    for name in HOP_BY_HOP {
+        request.remove_header(name);
+    }
+    request.remove_header("http2-settings");
+    Ok(())
+}
+
 /// Removes what would reveal the upstream, and turns absolute `Location` / `Content-Location`
 /// URLs that point at an upstream into origin-relative ones, so the client stays on xsigate.
 pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::Url) -> bool) {
@@ -125,6 +179,27 @@ mod tests {
             assert!(!error_body_passes(error, replaced), "{replaced:?}");
         }
         assert!(error_body_passes(http::StatusCode::OK, Some("text/html")));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_on_their_hop() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request
+            .insert_header("connection", "keep-alive, X-Trace")
+            .unwrap();
+        request.insert_header("x-trace", "1").unwrap();
+        request.insert_header("keep-alive", "timeout=5").unwrap();
+        request.insert_header("te", "trailers").unwrap();
+        request.insert_header("accept", "application/xml").unwrap();
+        strip_hop_by_hop(&mut request).unwrap();
+        let left: Vec<_> = request.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request
+            .insert_header("connection", "close, X-Forwarded-For")
+            .unwrap();
+        assert!(strip_hop_by_hop(&mut request).is_err());
     }
 
     #[test]

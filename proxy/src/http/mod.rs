@@ -15,6 +15,10 @@
 //! 6. [`fail_to_proxy`] answers failures with the error envelope, naming no upstream.
 //! 7. [`logging`] records metrics and the one access-log line.
 //!
+//! [`lean`] calls the same hooks in the same order for XSI-Actions requests on a loop of its
+//! own, without Pingora's per-request proxy machinery and connection pool; everything else
+//! goes through Pingora's `ProxyHttp`.
+//!
 //! Beside the hooks: [`route`] (what a path is, and whether it means one thing),
 //! [`channel_sets`] (a session's channel joins only its user's sets), [`headers`]
 //! (forwarding and scrubbing), [`cors`], [`respond`] (writing xsigate's own answers),
@@ -27,6 +31,7 @@ pub mod context;
 pub mod cors;
 pub mod fail_to_proxy;
 pub mod headers;
+pub mod lean;
 pub mod local;
 mod logging;
 mod request_body_filter;
@@ -68,9 +73,10 @@ pub struct ProxySettings {
     pub body_bytes: u64,
 }
 
-/// The xsigate proxy application: what Pingora's HTTP proxy service runs. Built by
-/// `server::run` from the parts the rest of the gateway made.
-#[derive(Debug)]
+/// The xsigate proxy application: what Pingora's HTTP proxy service runs, and what the
+/// [`lean`] lane runs beside it. Built by `server::run` from the parts the rest of the gateway
+/// made.
+#[derive(Debug, Clone)]
 pub struct ProxyApp {
     pub providers: Arc<Providers>,
     /// Which plugins act on each provider's requests.

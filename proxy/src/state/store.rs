@@ -6,6 +6,7 @@
 //! The schema is versioned: [`MIGRATIONS`] run in order, once each, and a database written by a
 //! newer xsigate is refused rather than misread.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// Rows one statement reads or writes at most: well under SQLite's 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Adds the uniqueIds of those of `user_ids` that have one to `known`.
+async fn known_unique_ids<'a>(
+    connection: &mut sqlx::SqliteConnection,
+    user_ids: impl Iterator<Item = &'a String>,
+    known: &mut HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let user_ids: Vec<&String> = user_ids.collect();
+    for ids in user_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut select =
+            sqlx::QueryBuilder::new("SELECT user_id, unique_id FROM user_ids WHERE user_id IN (");
+        let mut list = select.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        select.push(")");
+        let rows: Vec<(String, String)> =
+            select.build_query_as().fetch_all(&mut *connection).await?;
+        known.extend(rows);
+    }
+    Ok(())
+}
 
 /// File name of the database inside `data_dir`.
 pub const DATABASE_FILE: &str = "xsigate.sqlite";
@@ -442,30 +468,45 @@ impl Store for SqliteStore {
     }
 
     async fn unique_ids(&self, user_ids: &[String]) -> Result<Vec<String>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        let now = unix_ms();
-        let mut unique_ids = Vec::with_capacity(user_ids.len());
-        for user_id in user_ids {
-            // A user another instance or call creates meanwhile keeps that one's id.
-            sqlx::query(
-                "INSERT INTO user_ids (user_id, unique_id, created_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user_id) DO NOTHING",
-            )
-            .bind(user_id)
-            .bind(format!("{:032x}", rand::random::<u128>()))
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
-            let unique_id = sqlx::query_scalar::<_, String>(
-                "SELECT unique_id FROM user_ids WHERE user_id = ?1",
-            )
-            .bind(user_id)
-            .fetch_one(&mut *transaction)
-            .await?;
-            unique_ids.push(unique_id);
+        // Known users cost one read and no write; only the new ones take a transaction.
+        let mut known = HashMap::with_capacity(user_ids.len());
+        let mut connection = self.pool.acquire().await?;
+        known_unique_ids(&mut connection, user_ids.iter(), &mut known).await?;
+        drop(connection);
+        let mut missing: Vec<&String> = user_ids
+            .iter()
+            .filter(|id| !known.contains_key(*id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let mut transaction = self.pool.begin().await?;
+            let now = unix_ms();
+            for rows in missing.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO user_ids (user_id, unique_id, created_at_ms) ",
+                );
+                insert.push_values(rows, |mut row, user_id| {
+                    row.push_bind(*user_id)
+                        .push_bind(format!("{:032x}", rand::random::<u128>()))
+                        .push_bind(now);
+                });
+                // A user another instance or call creates meanwhile keeps that one's id.
+                insert.push(" ON CONFLICT (user_id) DO NOTHING");
+                insert.build().execute(&mut *transaction).await?;
+            }
+            known_unique_ids(&mut transaction, missing.into_iter(), &mut known).await?;
+            transaction.commit().await?;
         }
-        transaction.commit().await?;
-        Ok(unique_ids)
+        user_ids
+            .iter()
+            .map(|id| {
+                known
+                    .get(id)
+                    .cloned()
+                    .ok_or(StoreError::Query(sqlx::Error::RowNotFound))
+            })
+            .collect()
     }
 
     async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError> {

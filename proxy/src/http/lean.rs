@@ -1,0 +1,311 @@
+//! The lean lane: XSI-Actions requests served on a loop of xsigate's own instead of Pingora's
+//! `ProxyHttp` machinery, on the same hooks in the same order (the files beside this one), so
+//! that routing, sessions, plugins, retries, header rules, errors, metrics and the access log
+//! are one implementation whichever way a request goes.
+//!
+//! What it leaves out is what a request/response exchange with a small body does not need:
+//! the two task channels and the duplex of `proxy_h1` (the body is held whole, then the answer
+//! is streamed back on the same task), the copy of the session into a box, and the connection
+//! pool (an upstream connection stays with the client connection that used it, so the next
+//! request on it finds it without a lock, a pool entry, an idle-watcher task or a wake-up of
+//! another thread).
+//!
+//! It takes only what fits that ([`LeanLane::takes`]): XSI-Actions paths, bodies declared
+//! whole and at most [`HELD_BODY_BYTES`], no `Upgrade`, no `Expect`. Everything else, XSI-Events
+//! channels (hours long) and chunked uploads among them, stays on `ProxyHttp`.
+//!
+//! Layer: part of [`crate::http`]; implements [`crate::edge::Lane`].
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora::connectors::TransportConnector;
+use pingora::protocols::Stream;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::proxy::{ProxyHttp as _, Session};
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::{HttpPeer, Peer as _};
+use pingora::{Error, ErrorType, Result};
+
+use super::ProxyApp;
+use super::context::RequestCtx;
+use super::headers;
+use super::route::{self, Route};
+use crate::edge::framing::Shape;
+use crate::edge::{Handoff, Lane};
+use crate::wire::route::RouteClass;
+
+/// The largest request body the lane takes: it is held whole so that a retry can send it again,
+/// as much as Pingora's retry buffer holds.
+pub const HELD_BODY_BYTES: u64 = 64 * 1024;
+
+/// Attempts at one request, as Pingora's proxy allows (`max_retries`); the retry rule ends it
+/// long before.
+const MAX_ATTEMPTS: usize = 16;
+
+/// How long an upstream connection is kept idle when its peer sets no idle timeout.
+const KEPT_IDLE: Duration = Duration::from_secs(60);
+
+/// Serves the requests [`LeanLane::takes`] on xsigate's own loop.
+pub struct LeanLane {
+    app: ProxyApp,
+    connector: TransportConnector,
+}
+
+impl std::fmt::Debug for LeanLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeanLane").finish_non_exhaustive()
+    }
+}
+
+/// The upstream connection a client connection keeps from its last request.
+pub struct KeptUpstream {
+    /// Which peer it is connected to (`Peer::reuse_hash`: address, TLS and its settings).
+    peer: u64,
+    stream: Stream,
+    idle_since: Instant,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for KeptUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptUpstream")
+            .field("idle_since", &self.idle_since)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeptUpstream {
+    /// The kept connection when it is to `peer` and has not been idle past its timeout.
+    fn take_for(kept: &mut Option<Self>, peer: &HttpPeer) -> Option<Stream> {
+        let held = kept.take()?;
+        (held.peer == peer.reuse_hash() && held.idle_since.elapsed() < held.idle_timeout)
+            .then_some(held.stream)
+    }
+}
+
+impl LeanLane {
+    pub fn new(app: ProxyApp, connector: TransportConnector) -> Self {
+        Self { app, connector }
+    }
+
+    /// One request after its head: the hooks in Pingora's order, then the connection's fate.
+    async fn exchange(
+        &self,
+        mut session: Session,
+        kept: &mut Option<KeptUpstream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut ctx = self.app.new_ctx();
+        let (reuse, error) = match self.app.route_request(&mut session, &mut ctx).await {
+            Ok(true) => (true, None),
+            Ok(false) => self.proxy(&mut session, &mut ctx, kept, shutdown).await,
+            Err(e) => (false, Some(e)),
+        };
+        let mut reuse = reuse;
+        if let Some(e) = &error {
+            let answered = self.app.answer_failure(&mut session, e, &mut ctx).await;
+            reuse = answered.can_reuse_downstream;
+        }
+        self.app
+            .log_request(&mut session, error.as_deref(), &mut ctx)
+            .await;
+        if !reuse {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session.downstream_session);
+        let stream = session.downstream_session.finish().await.ok().flatten()?;
+        Some(ReusedHttpStream::from_reusable_stream(stream, settings))
+    }
+
+    /// Sends the request upstream until it is answered or the retry rule gives up; true when
+    /// the client connection may carry another request.
+    async fn proxy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        kept: &mut Option<KeptUpstream>,
+        shutdown: &ShutdownWatch,
+    ) -> (bool, Option<Box<Error>>) {
+        let body = match self.read_body(session, ctx).await {
+            Ok(body) => body,
+            Err(e) => return (false, Some(e)),
+        };
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let peer = match self.app.choose_peer(session, ctx).await {
+                Ok(peer) => peer,
+                Err(e) => return (false, Some(e)),
+            };
+            let (stream, reused) = match KeptUpstream::take_for(kept, &peer) {
+                Some(stream) => (stream, true),
+                None => match self.connector.new_stream(&*peer).await {
+                    Ok(stream) => (stream, false),
+                    Err(e) => {
+                        let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
+                        let retry = e.retry();
+                        last = Some(e);
+                        if retry {
+                            continue;
+                        }
+                        break;
+                    }
+                },
+            };
+            let mut upstream = UpstreamSession::new_with_options(stream, &*peer);
+            upstream.read_timeout = peer.options.read_timeout;
+            upstream.write_timeout = peer.options.write_timeout;
+            match self
+                .send(session, &mut upstream, body.clone(), ctx, shutdown)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(stream) = upstream.reuse().await {
+                        *kept = Some(KeptUpstream {
+                            peer: peer.reuse_hash(),
+                            stream,
+                            idle_since: Instant::now(),
+                            idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
+                        });
+                    }
+                    return (true, None);
+                }
+                Err(e) => {
+                    let e = self.app.proxy_failed(&peer, session, e, ctx, reused);
+                    let retry = e.retry();
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        (false, last)
+    }
+
+    /// The whole request body, through the body filter as it arrives.
+    async fn read_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Bytes> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session
+            .downstream_session
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?
+        {
+            self.app.count_request_body(Some(&chunk), ctx)?;
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// One attempt: the request to `upstream`, its answer to the client.
+    async fn send(
+        &self,
+        session: &mut Session,
+        upstream: &mut UpstreamSession,
+        body: Bytes,
+        ctx: &mut RequestCtx,
+        shutdown: &ShutdownWatch,
+    ) -> Result<()> {
+        let mut request = session.req_header().clone();
+        request.set_version(http::Version::HTTP_11);
+        headers::strip_hop_by_hop(&mut request).map_err(|e| e.into_down())?;
+        self.app
+            .prepare_upstream_request(session, &mut request, ctx)
+            .await?;
+        upstream
+            .write_request_header(Box::new(request))
+            .await
+            .map_err(|e| e.into_up())?;
+        if !body.is_empty() {
+            upstream.write_body(&body).await.map_err(|e| e.into_up())?;
+        }
+        upstream.finish_body().await.map_err(|e| e.into_up())?;
+
+        let mut response = loop {
+            let header = upstream
+                .read_resp_header_parts()
+                .await
+                .map_err(|e| e.into_up())?;
+            // An interim answer (`103 Early Hints`, say) is the upstream's business; the request
+            // asked for no upgrade, so a `101` is as wrong as any broken head.
+            match header.status.as_u16() {
+                101 => {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "101 to a request that asked for no upgrade",
+                    )
+                    .into_up());
+                }
+                100..=199 => {}
+                _ => break header,
+            }
+        };
+        self.app
+            .upstream_answered(session, &mut response, ctx)
+            .await?;
+        self.app
+            .prepare_response(session, &mut response, ctx)
+            .await?;
+        if *shutdown.borrow() {
+            // Draining: the client's next request goes to the process that takes over.
+            session.set_keepalive(None);
+        }
+        session
+            .downstream_session
+            .write_response_header(response)
+            .await
+            .map_err(|e| e.into_down())?;
+        while !upstream.is_body_done() {
+            let Some(chunk) = upstream.read_body_bytes().await.map_err(|e| e.into_up())? else {
+                break;
+            };
+            let end = upstream.is_body_done();
+            let mut chunk = Some(chunk);
+            ProxyApp::replace_body(&mut chunk, ctx);
+            if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
+                session
+                    .downstream_session
+                    .write_response_body(chunk, end)
+                    .await
+                    .map_err(|e| e.into_down())?;
+            }
+        }
+        session
+            .downstream_session
+            .finish_body()
+            .await
+            .map_err(|e| e.into_down())
+    }
+}
+
+#[async_trait]
+impl Lane for LeanLane {
+    type Kept = KeptUpstream;
+
+    fn takes(&self, target: &str, shape: Shape) -> bool {
+        let path = target.split('?').next().unwrap_or_default();
+        !shape.asks_more
+            && shape.body_length.is_some_and(|n| n <= HELD_BODY_BYTES)
+            && matches!(route::classify(path), Route::Xsp(RouteClass::XsiActions))
+    }
+
+    async fn serve(
+        &self,
+        stream: Stream,
+        handoff: Handoff,
+        kept: &mut Option<KeptUpstream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut session = Session::new_h1(stream);
+        handoff.apply_to(&mut session.downstream_session);
+        // The edge checked this head; it parses.
+        match session.downstream_session.read_request().await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return None,
+        }
+        self.exchange(session, kept, shutdown).await
+    }
+}
