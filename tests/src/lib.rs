@@ -160,6 +160,8 @@ pub fn basic(user: &str, password: &str) -> String {
 /// A request as an upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The address of the connection it came on: requests sharing one shared the connection.
+    pub client: SocketAddr,
     pub method: String,
     pub path_and_query: String,
     pub headers: http::HeaderMap,
@@ -214,8 +216,8 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (record, own_name) = (Arc::clone(&seen), name.to_owned());
-        let task = xsi_sim::http::serve(listener, tls, move |request, _| {
-            answer(request, own_name.clone(), addr, Arc::clone(&record))
+        let task = xsi_sim::http::serve(listener, tls, move |request, client| {
+            answer(request, client, own_name.clone(), addr, Arc::clone(&record))
         });
         Self {
             name: name.to_owned(),
@@ -277,6 +279,7 @@ impl Drop for Upstream {
 
 async fn answer(
     request: Request<Incoming>,
+    client: SocketAddr,
     name: String,
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -293,6 +296,7 @@ async fn answer(
         .map_or("/", |p| p.as_str())
         .to_owned();
     seen.lock().unwrap().push(Seen {
+        client,
         method: parts.method.to_string(),
         path_and_query: path_and_query.clone(),
         headers: parts.headers.clone(),

@@ -211,6 +211,105 @@ async fn forwards_client_and_request_identity_like_nginx() {
     gateway.wait_log(|logs| logs.contains(&request_id)).await;
 }
 
+/// XSI-Actions requests take the lean lane: the upstream connection a client connection's
+/// first request opened stays with it, and its next requests find it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_keeps_its_upstream_connection() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let http = client_builder().pool_max_idle_per_host(1).build().unwrap();
+    for _ in 0..5 {
+        let response = http
+            .get(gateway.url(&format!("{PROFILE}/alice@acme.example/profile")))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
+    assert_eq!(clients.len(), 5);
+    assert!(clients.iter().all(|c| *c == clients[0]), "{clients:?}");
+}
+
+/// An upstream connection kept idle with a client's is tested before it carries a request: the
+/// XSP restarted meanwhile, and a `POST` (which a failure may not send twice) still goes
+/// through, on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_upstream_connection_the_xsp_closed_is_not_used() {
+    let mut xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let http = client_builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = gateway.url(&format!(
+        "{PROFILE}/alice@acme.example/calls/new?address=2025550101"
+    ));
+    let post = || {
+        http.post(&url)
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 200);
+    xsp.stop();
+    let back = Upstream::start_at("xsp", xsp.addr).await;
+    // The restart's FIN reaches xsigate's idle socket within a moment on loopback.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let response = post().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = back.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+}
+
+/// Sends one raw request with `Connection: close` and returns the answer's status.
+async fn raw_status(gateway: &Gateway, head: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer}"))
+}
+
+/// Hop-by-hop fields end at xsigate: `Connection`, every field it names and the standard ones
+/// never reach the XSP, and naming a field that says whom the request is from is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_stay_with_the_client() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let authorization = basic("alice@acme.example", "pw");
+    let head = |connection: &str| {
+        format!(
+            "GET {PROFILE}/alice@acme.example/profile HTTP/1.1\r\nHost: gw\r\n\
+             Authorization: {authorization}\r\nConnection: {connection}\r\nX-Hop: secret\r\n\
+             Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\r\n"
+        )
+    };
+    assert_eq!(raw_status(&gateway, &head("close, X-Hop")).await, 200);
+    let seen = &xsp.requests()[0];
+    for name in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(!seen.headers.contains_key(name), "{name} reached the XSP");
+    }
+    assert_eq!(seen.headers["authorization"], authorization.as_str());
+
+    assert_eq!(
+        raw_status(&gateway, &head("close, X-Forwarded-For")).await,
+        400
+    );
+    assert_eq!(xsp.request_count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line() {
     let xsp = Upstream::start("xsp").await;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
@@ -28,6 +29,7 @@ use pingora::proxy::{ProxyHttp as _, Session};
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
 use pingora::{Error, ErrorType, Result};
+use tokio::io::AsyncReadExt as _;
 
 use super::ProxyApp;
 use super::context::RequestCtx;
@@ -78,11 +80,20 @@ impl std::fmt::Debug for KeptUpstream {
 }
 
 impl KeptUpstream {
-    /// The kept connection when it is to `peer` and has not been idle past its timeout.
+    /// The kept connection when it is to `peer`, has not been idle past its timeout, and is
+    /// still open. Nothing watches it while it is idle, so it is tested here, as Pingora's pool
+    /// tests a connection it hands out: a request sent on a connection the upstream closed
+    /// meanwhile would fail, and one that is not idempotent could not go again.
     fn take_for(kept: &mut Option<Self>, peer: &HttpPeer) -> Option<Stream> {
-        let held = kept.take()?;
-        (held.peer == peer.reuse_hash() && held.idle_since.elapsed() < held.idle_timeout)
-            .then_some(held.stream)
+        let mut held = kept.take()?;
+        if held.peer != peer.reuse_hash() || held.idle_since.elapsed() >= held.idle_timeout {
+            return None;
+        }
+        let mut byte = [0u8; 1];
+        // An idle connection has nothing to read: ready means closed, broken, or talking out
+        // of turn, and none of those carries a request.
+        let ready = tokio::task::unconstrained(held.stream.read(&mut byte)).now_or_never();
+        ready.is_none().then_some(held.stream)
     }
 }
 
@@ -162,6 +173,8 @@ impl LeanLane {
                 .await
             {
                 Ok(()) => {
+                    // Whether the upstream keeps the connection open is its answer's to say.
+                    upstream.respect_keepalive();
                     if let Some(stream) = upstream.reuse().await {
                         *kept = Some(KeptUpstream {
                             peer: peer.reuse_hash(),
