@@ -7,6 +7,8 @@
 # The upstream answers every request, so it also accepts the login that opens the session.
 # Prints req/s, p50, p99, the ratios xsigate/nginx and xsigate/direct, and resident memory.
 # xsigate is measured in rounds alternating with nginx, so drift does not land on one of them.
+# With XSIGATE_BENCH_BASELINE=BINARY, another xsigate binary (an earlier commit's, say) on the
+# same configuration is measured in the same rounds, and xsigate/baseline printed.
 #
 # Usage: bench/inject.sh [duration_seconds=10] [connections=32] [wrk_threads=1] [rounds=3]
 set -euo pipefail
@@ -22,6 +24,7 @@ cargo build --release --locked -p xsigate -p xsigate-idp-broadsoft -p xsigate-xs
   --manifest-path "$root/Cargo.toml" >&2
 
 upstream_port=19091 nginx_port=19092 xsigate_port=19093 metrics_port=19094
+baseline_port=19095 baseline_metrics_port=19096
 user=alice@bench.example
 password=bench-password
 path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
@@ -53,16 +56,18 @@ http {
   }
 }
 EOF
-cat > "$work/xsigate.toml" <<EOF
+# xsigate_config NAME PORT METRICS_PORT
+xsigate_config() {
+  cat > "$work/$1.toml" <<EOF
 [server]
-data_dir = "$work/data"
+data_dir = "$work/data-$1"
 access_log = false
 grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 1
 [[server.listeners]]
-address = "127.0.0.1:$xsigate_port"
+address = "127.0.0.1:$2"
 [server.metrics]
-address = "127.0.0.1:$metrics_port"
+address = "127.0.0.1:$3"
 [[plugins]]
 name = "broadsoft"
 path = "$root/target/release/libxsigate_idp_broadsoft.so"
@@ -74,6 +79,9 @@ domains = ["bench.example"]
 xsp = ["http://127.0.0.1:$upstream_port"]
 plugins = ["broadsoft", "session"]
 EOF
+}
+xsigate_config xsigate $xsigate_port $metrics_port
+xsigate_config baseline $baseline_port $baseline_metrics_port
 
 wait_port() {
   local port=$1 pid=$2
@@ -93,24 +101,37 @@ wait_port $upstream_port $upstream_pid
 wait_port $nginx_port $nginx_pid
 wait_port $xsigate_port $xsigate_pid
 
-# Log in once; every measured request then rides on this session.
-session=$(curl -fs -D - -o /dev/null -H 'content-type: application/json' \
-  -d "{\"user\":\"$user\",\"password\":\"$password\"}" \
-  "http://127.0.0.1:$xsigate_port/api/access/services/idp/broadsoft" \
-  | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: xsigate_session/ { print $2 }')
-[ -n "$session" ] || { echo "login failed" >&2; cat "$work/xsigate.log" >&2; exit 1; }
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" "http://127.0.0.1:$xsigate_port$path")
-[ "$status" = 200 ] || { echo "the session's profile GET answered $status" >&2; exit 1; }
-other=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" \
-  "http://127.0.0.1:$xsigate_port/com.broadsoft.xsi-actions/v2.0/user/bob@bench.example/profile")
-[ "$other" = 403 ] || { echo "another user's profile answered $other, not 403" >&2; exit 1; }
+# Logs in once on the xsigate at PORT and prints the session; every measured request rides on it.
+log_in() {
+  local port=$1 session status other
+  session=$(curl -fs -D - -o /dev/null -H 'content-type: application/json' \
+    -d "{\"user\":\"$user\",\"password\":\"$password\"}" \
+    "http://127.0.0.1:$port/api/access/services/idp/broadsoft" \
+    | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: xsigate_session/ { print $2 }')
+  [ -n "$session" ] || { echo "login failed on port $port" >&2; cat "$work"/*.log >&2; exit 1; }
+  status=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" "http://127.0.0.1:$port$path")
+  [ "$status" = 200 ] || { echo "the session's profile GET answered $status" >&2; exit 1; }
+  other=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: xsigate_session=$session" \
+    "http://127.0.0.1:$port/com.broadsoft.xsi-actions/v2.0/user/bob@bench.example/profile")
+  [ "$other" = 403 ] || { echo "another user's profile answered $other, not 403" >&2; exit 1; }
+  echo "$session"
+}
+session=$(log_in $xsigate_port)
+baseline=${XSIGATE_BENCH_BASELINE:-}
+if [ -n "$baseline" ]; then
+  ports_free $baseline_port
+  "$baseline" run -c "$work/baseline.toml" 2>"$work/baseline.log" & baseline_pid=$!; pids+=($baseline_pid)
+  wait_port $baseline_port $baseline_pid
+  baseline_session=$(log_in $baseline_port)
+fi
 
 
 read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
-: > "$work/rounds.nginx"; : > "$work/rounds.xsigate"
+: > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.baseline"
 for _ in $(seq 1 "$rounds"); do
   measure $nginx_port "X-Bench: static" >> "$work/rounds.nginx"
   measure $xsigate_port "Cookie: xsigate_session=$session" >> "$work/rounds.xsigate"
+  [ -z "$baseline" ] || measure $baseline_port "Cookie: xsigate_session=$baseline_session" >> "$work/rounds.baseline"
 done
 read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
@@ -120,12 +141,18 @@ printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
 printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
 printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$(cat "$work/proxy.pid")") / 1024" | bc -l)"
 printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
+if [ -n "$baseline" ]; then
+  read -r baseline_rps baseline_p50 baseline_p99 < <(mean "$work/rounds.baseline")
+  printf '%-8s %10s %9s %9s %10.1f\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)"
+fi
 printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
 printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
 printf '\nxsigate/nginx:  throughput %.2f  p99 %.2f   (goal: throughput >= 0.9)\n' \
   "$(echo "$xsigate_rps / $nginx_rps" | bc -l)" "$(echo "$xsigate_p99 / $nginx_p99" | bc -l)"
 printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
+[ -z "$baseline" ] || printf 'xsigate/baseline: throughput %.2f  p99 %.2f\n' \
+  "$(echo "$xsigate_rps / $baseline_rps" | bc -l)" "$(echo "$xsigate_p99 / $baseline_p99" | bc -l)"
 curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '
   /^xsigate_plugin_call_duration_seconds_sum\{hook="(request_filter|upstream_request_filter|response_filter)",plugin="session"/ { sum += $2 }
   /^xsigate_plugin_call_duration_seconds_count\{hook="request_filter",plugin="session"/ { count = $2 }

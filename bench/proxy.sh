@@ -5,15 +5,19 @@
 #   xsigate - wrk -> xsigate -> upstream
 #   plugin  - wrk -> xsigate with a no-op request-filter plugin (plugins/fixtures/noop-filter)
 #             on the provider -> upstream
+#   baseline - with XSIGATE_BENCH_BASELINE: another xsigate binary (an earlier commit's, say)
+#             on the same configuration -> upstream
 # Same wrk threads, connections, duration and path for each. Prints req/s, p50, p99, the ratios
-# xsigate/nginx, xsigate/direct and plugin/xsigate, and the proxies' resident memory. The two
-# xsigate targets are measured alternately, in rounds, so that drift on a busy machine
-# does not land on one of them; their figures are the means of the rounds.
+# xsigate/nginx, xsigate/direct, plugin/xsigate (and xsigate/baseline), and the proxies'
+# resident memory. nginx and the xsigate targets are measured one after the other in each of
+# several rounds, so that drift on a busy machine does not land on one of them; their figures
+# are the means of the rounds.
 #
 # Usage: bench/proxy.sh [duration_seconds=10] [connections=32] [wrk_threads=1]
 # Env:   XSIGATE_BENCH_EXTRA   extra TOML appended to both xsigate configs
 #        XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round
-#        XSIGATE_BENCH_ROUNDS  rounds of the two xsigate targets (default 3)
+#        XSIGATE_BENCH_ROUNDS  rounds of nginx and the xsigate targets (default 3)
+#        XSIGATE_BENCH_BASELINE an xsigate binary to measure beside this tree's, in the same rounds
 set -euo pipefail
 
 duration=${1:-10}
@@ -26,7 +30,7 @@ cargo build --release --locked -p xsigate -p xsigate-fixture-noop-filter \
   --manifest-path "$root/Cargo.toml" >&2
 
 upstream_port=19081 nginx_port=19082 xsigate_port=19083 metrics_port=19084
-plugin_port=19085 plugin_metrics_port=19086
+plugin_port=19085 plugin_metrics_port=19086 baseline_port=19087 baseline_metrics_port=19088
 user=alice@bench.example
 path="/com.broadsoft.xsi-actions/v2.0/user/$user/profile"
 auth="Basic $(printf '%s:%s' "$user" pw | base64)"
@@ -76,6 +80,7 @@ ${XSIGATE_BENCH_EXTRA:-}
 EOF
 }
 xsigate_config xsigate $xsigate_port $metrics_port "" ""
+xsigate_config baseline $baseline_port $baseline_metrics_port "" ""
 xsigate_config plugin $plugin_port $plugin_metrics_port \
   "[[plugins]]
 name = \"noop\"
@@ -102,16 +107,24 @@ wait_port $upstream_port $upstream_pid
 wait_port $nginx_port $nginx_pid
 wait_port $xsigate_port $xsigate_pid
 wait_port $plugin_port $plugin_pid
+baseline=${XSIGATE_BENCH_BASELINE:-}
+if [ -n "$baseline" ]; then
+  ports_free $baseline_port
+  "$baseline" run -c "$work/baseline.toml" 2>"$work/baseline.log" & baseline_pid=$!; pids+=($baseline_pid)
+  wait_port $baseline_port $baseline_pid
+fi
 
 
 read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
-read -r nginx_rps nginx_p50 nginx_p99 < <(measure $nginx_port "Authorization: $auth")
 rounds=${XSIGATE_BENCH_ROUNDS:-3}
-: > "$work/rounds.xsigate"; : > "$work/rounds.plugin"
+: > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.plugin"; : > "$work/rounds.baseline"
 for _ in $(seq 1 $rounds); do
+  measure $nginx_port "Authorization: $auth" >> "$work/rounds.nginx"
   measure $xsigate_port "Authorization: $auth" >> "$work/rounds.xsigate"
   measure $plugin_port "Authorization: $auth" >> "$work/rounds.plugin"
+  [ -z "$baseline" ] || measure $baseline_port "Authorization: $auth" >> "$work/rounds.baseline"
 done
+read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
 # A CPU profile of xsigate under the same load (Linux perf, software clock: no hardware counters
 # are needed), written to $XSIGATE_BENCH_PROFILE for `perf report -i`.
@@ -131,7 +144,12 @@ printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p9
 printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$nginx_master") / 1024" | bc -l)"
 printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
 printf '%-8s %10s %9s %9s %10.1f\n' plugin "$plugin_rps" "$plugin_p50" "$plugin_p99" "$(echo "$(rss_kib $plugin_pid) / 1024" | bc -l)"
-printf '\nxsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
+if [ -n "$baseline" ]; then
+  read -r baseline_rps baseline_p50 baseline_p99 < <(mean "$work/rounds.baseline")
+  printf '%-8s %10s %9s %9s %10.1f\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)"
+fi
+printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
+printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
 printf 'plugin rounds (req/s):  %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.plugin")"
 printf '\nxsigate/nginx:  throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $nginx_rps" | bc -l)" "$(echo "$xsigate_p99 / $nginx_p99" | bc -l)"
@@ -139,6 +157,8 @@ printf 'xsigate/direct: throughput %.2f  p99 %.2f\n' \
   "$(echo "$xsigate_rps / $direct_rps" | bc -l)" "$(echo "$xsigate_p99 / $direct_p99" | bc -l)"
 printf 'plugin/xsigate: throughput %.3f  p99 %.2f  (the cost of a no-op plugin hook)\n' \
   "$(echo "$plugin_rps / $xsigate_rps" | bc -l)" "$(echo "$plugin_p99 / $xsigate_p99" | bc -l)"
+[ -z "$baseline" ] || printf 'xsigate/baseline: throughput %.2f  p99 %.2f\n' \
+  "$(echo "$xsigate_rps / $baseline_rps" | bc -l)" "$(echo "$xsigate_p99 / $baseline_p99" | bc -l)"
 # The hook's own time as the host measured it: steadier than the throughput ratio on a busy
 # machine, where run-to-run drift can exceed the hook's cost.
 curl -fs "http://127.0.0.1:$plugin_metrics_port/metrics" | awk '
