@@ -174,7 +174,11 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     let connector = TransportConnector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
-    let lane = LeanLane::new(app.clone(), connector);
+    let lane = LeanLane::new(
+        app.clone(),
+        connector,
+        config.server.upstream_keepalive_pool_size,
+    );
     let edge = Edge::new(
         pingora::proxy::http_proxy(&server.configuration, app),
         lane,

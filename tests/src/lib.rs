@@ -389,6 +389,13 @@ impl Gateway {
         Self::start_logging(addr, rest, args, None).await
     }
 
+    /// As [`Gateway::start`], with more keys of the `[server]` table itself (`server_keys`,
+    /// TOML lines such as `upstream_keepalive_pool_size = 1`).
+    pub async fn start_with_server_keys(server_keys: &str, rest: &str) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::launch(addr, server_keys, rest, &[], None).await
+    }
+
     /// As [`Gateway::start_at`], logging what `log_filter` (an `XSIGATE_LOG` filter such as
     /// `trace`) lets through instead of the default.
     pub async fn start_logging(
@@ -397,11 +404,21 @@ impl Gateway {
         args: &[&str],
         log_filter: Option<&str>,
     ) -> Self {
+        Self::launch(addr, "", rest, args, log_filter).await
+    }
+
+    async fn launch(
+        addr: SocketAddr,
+        server_keys: &str,
+        rest: &str,
+        args: &[&str],
+        log_filter: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = format!(
             "[server]\ndata_dir = \"data\"\nthreads = 2\ngrace_period_seconds = 2\ngraceful_shutdown_timeout_seconds = 1\n\
-             [[server.listeners]]\naddress = \"{addr}\"\n[server.metrics]\naddress = \"{metrics_addr}\"\n{rest}"
+             {server_keys}\n[[server.listeners]]\naddress = \"{addr}\"\n[server.metrics]\naddress = \"{metrics_addr}\"\n{rest}"
         );
         let config_path = dir.path().join("providers.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -233,6 +233,40 @@ async fn a_client_connection_keeps_its_upstream_connection() {
     assert!(clients.iter().all(|c| *c == clients[0]), "{clients:?}");
 }
 
+/// Client connections keep at most `upstream_keepalive_pool_size` upstream connections idle
+/// between them, so that many idle browsers do not hold as many connections open at an XSP: with
+/// one, the first client keeps its connection and the second opens one for each request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_upstream_connections_are_bounded_by_the_pool_size() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start_with_server_keys(
+        "upstream_keepalive_pool_size = 1",
+        &provider("acme", &["acme.example"], &[&xsp], ""),
+    )
+    .await;
+    let first = client_builder().pool_max_idle_per_host(1).build().unwrap();
+    let second = client_builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
+    for http in [&first, &second, &first, &second, &first, &second] {
+        let response = http
+            .get(&url)
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
+    let (firsts, seconds): (Vec<_>, Vec<_>) = clients.chunks(2).map(|c| (c[0], c[1])).unzip();
+    assert!(firsts.iter().all(|c| *c == firsts[0]), "{clients:?}");
+    assert!(seconds.iter().all(|c| !firsts.contains(c)), "{clients:?}");
+    assert!(
+        seconds[0] != seconds[1] && seconds[1] != seconds[2],
+        "{clients:?}"
+    );
+}
+
 /// An upstream connection kept idle with a client's is tested before it carries a request: the
 /// XSP restarted meanwhile, and a `POST` (which a failure may not send twice) still goes
 /// through, on a new connection.

@@ -16,6 +16,8 @@
 //!
 //! Layer: part of [`crate::http`]; implements [`crate::edge::Lane`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -54,6 +56,37 @@ const KEPT_IDLE: Duration = Duration::from_secs(60);
 pub struct LeanLane {
     app: ProxyApp,
     connector: TransportConnector,
+    kept: KeptBudget,
+}
+
+/// How many upstream connections client connections keep idle, across all upstreams: the
+/// `upstream_keepalive_pool_size` that bounds Pingora's pool bounds these too, so that many
+/// idle browsers cannot hold as many idle connections open at an XSP.
+#[derive(Debug, Clone)]
+struct KeptBudget {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl KeptBudget {
+    fn take(&self) -> Option<KeptSlot> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| KeptSlot(Arc::clone(&self.held)))
+    }
+}
+
+/// One kept connection's place in the [`KeptBudget`], given back when it is dropped.
+#[derive(Debug)]
+struct KeptSlot(Arc<AtomicUsize>);
+
+impl Drop for KeptSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for LeanLane {
@@ -69,6 +102,7 @@ pub struct KeptUpstream {
     stream: Stream,
     idle_since: Instant,
     idle_timeout: Duration,
+    _slot: KeptSlot,
 }
 
 impl std::fmt::Debug for KeptUpstream {
@@ -98,8 +132,16 @@ impl KeptUpstream {
 }
 
 impl LeanLane {
-    pub fn new(app: ProxyApp, connector: TransportConnector) -> Self {
-        Self { app, connector }
+    /// `kept_max`: the upstream connections client connections may keep idle at once.
+    pub fn new(app: ProxyApp, connector: TransportConnector, kept_max: usize) -> Self {
+        Self {
+            app,
+            connector,
+            kept: KeptBudget {
+                held: Arc::default(),
+                max: kept_max,
+            },
+        }
     }
 
     /// One request after its head: the hooks in Pingora's order, then the connection's fate.
@@ -175,12 +217,15 @@ impl LeanLane {
                 Ok(()) => {
                     // Whether the upstream keeps the connection open is its answer's to say.
                     upstream.respect_keepalive();
-                    if let Some(stream) = upstream.reuse().await {
+                    if let Some(slot) = self.kept.take()
+                        && let Some(stream) = upstream.reuse().await
+                    {
                         *kept = Some(KeptUpstream {
                             peer: peer.reuse_hash(),
                             stream,
                             idle_since: Instant::now(),
                             idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
+                            _slot: slot,
                         });
                     }
                     return (true, None);
