@@ -55,10 +55,9 @@ const UNDROPPABLE: [&str; 4] = [
     "x-forwarded-proto",
 ];
 
-/// Removes the hop-by-hop fields of a request going upstream on a connection of xsigate's own:
-/// `Connection`, every field it names, and the standard ones. A `Connection` naming a field
-/// that identifies the request is refused, as Pingora's proxy refuses it.
-pub fn strip_hop_by_hop(request: &mut RequestHeader) -> pingora::Result<()> {
+/// The fields a request's `Connection` names, to be dropped with it; refused when one of them
+/// identifies the request, as Pingora's proxy refuses it.
+pub fn connection_nominations(request: &RequestHeader) -> pingora::Result<Vec<http::HeaderName>> {
     let named: Vec<http::HeaderName> = request
         .headers
         .get_all(http::header::CONNECTION)
@@ -77,15 +76,21 @@ pub fn strip_hop_by_hop(request: &mut RequestHeader) -> pingora::Result<()> {
             "Connection names a field that identifies the request",
         );
     }
+    Ok(named)
+}
+
+/// Removes the hop-by-hop fields of a request going upstream on a connection of xsigate's own:
+/// `Connection`, the fields it named (`named`, from [`connection_nominations`]), and the
+/// standard ones.
+pub fn strip_hop_by_hop(request: &mut RequestHeader, named: &[http::HeaderName]) {
     for name in named {
-        request.remove_header(&name);
+        request.remove_header(name);
     }
     request.remove_header(&http::header::CONNECTION);
     for name in HOP_BY_HOP {
         request.remove_header(name);
     }
     request.remove_header("http2-settings");
-    Ok(())
 }
 
 /// Removes what would reveal the upstream, and turns absolute `Location` / `Content-Location`
@@ -191,7 +196,8 @@ mod tests {
         request.insert_header("keep-alive", "timeout=5").unwrap();
         request.insert_header("te", "trailers").unwrap();
         request.insert_header("accept", "application/xml").unwrap();
-        strip_hop_by_hop(&mut request).unwrap();
+        let named = connection_nominations(&request).unwrap();
+        strip_hop_by_hop(&mut request, &named);
         let left: Vec<_> = request.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
 
@@ -199,7 +205,7 @@ mod tests {
         request
             .insert_header("connection", "close, X-Forwarded-For")
             .unwrap();
-        assert!(strip_hop_by_hop(&mut request).is_err());
+        assert!(connection_nominations(&request).is_err());
     }
 
     #[test]

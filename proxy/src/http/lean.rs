@@ -182,6 +182,11 @@ impl LeanLane {
         kept: &mut Option<KeptUpstream>,
         shutdown: &ShutdownWatch,
     ) -> (bool, Option<Box<Error>>) {
+        // Refused once, before any attempt: no XSP would take it.
+        let named = match headers::connection_nominations(session.req_header()) {
+            Ok(named) => named,
+            Err(e) => return (false, Some(e.into_down())),
+        };
         let body = match self.read_body(session, ctx).await {
             Ok(body) => body,
             Err(e) => return (false, Some(e)),
@@ -211,7 +216,7 @@ impl LeanLane {
             upstream.read_timeout = peer.options.read_timeout;
             upstream.write_timeout = peer.options.write_timeout;
             match self
-                .send(session, &mut upstream, body.clone(), ctx, shutdown)
+                .send(session, &mut upstream, &named, body.clone(), ctx, shutdown)
                 .await
             {
                 Ok(()) => {
@@ -263,13 +268,14 @@ impl LeanLane {
         &self,
         session: &mut Session,
         upstream: &mut UpstreamSession,
+        named: &[http::HeaderName],
         body: Bytes,
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
     ) -> Result<()> {
         let mut request = session.req_header().clone();
         request.set_version(http::Version::HTTP_11);
-        headers::strip_hop_by_hop(&mut request).map_err(|e| e.into_down())?;
+        headers::strip_hop_by_hop(&mut request, named);
         self.app
             .prepare_upstream_request(session, &mut request, ctx)
             .await?;
