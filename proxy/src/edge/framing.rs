@@ -205,6 +205,29 @@ mod tests {
     }
 
     #[test]
+    fn a_passed_head_tells_its_body_and_whether_it_asks_for_more() {
+        let shape = |head: &[u8]| match check(head, LIMITS) {
+            Head::Complete { shape, .. } => shape,
+            other => panic!("{other:?}"),
+        };
+        let plain = shape(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(plain.body_length, Some(12));
+        assert!(!plain.asks_more);
+        let chunked = shape(b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(chunked.body_length, None);
+        for asking in [
+            &b"GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+            b"PUT /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            assert!(shape(asking).asks_more, "{}", asking.escape_ascii());
+        }
+        assert_eq!(
+            target(b"GET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "/a/b?c=d"
+        );
+    }
+
+    #[test]
     fn every_smuggling_shape_is_ambiguous_framing() {
         for head in [
             &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],

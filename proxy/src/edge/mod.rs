@@ -84,29 +84,6 @@ pub trait Lane: Send + Sync + 'static {
     ) -> Option<ReusedHttpStream>;
 }
 
-/// A lane that takes nothing: every request goes to the proxy.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoLane;
-
-#[async_trait]
-impl Lane for NoLane {
-    type Kept = ();
-
-    fn takes(&self, _target: &str, _shape: Shape) -> bool {
-        false
-    }
-
-    async fn serve(
-        &self,
-        _stream: Stream,
-        _handoff: Handoff,
-        _kept: &mut Option<()>,
-        _shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        None
-    }
-}
-
 /// What the edge hands on with a connection: the head it read and checked, and what the
 /// connection carries from its previous request.
 #[derive(Debug)]
@@ -132,7 +109,7 @@ impl Handoff {
 }
 
 /// Wraps Pingora's HTTP application (`HttpProxy`) with xsigate's connection handling.
-pub struct Edge<A, L = NoLane> {
+pub struct Edge<A, L> {
     app: Arc<A>,
     lane: L,
     addresses: Arc<Addresses>,
