@@ -15,7 +15,7 @@ pub fn edge_head(data: &[u8]) {
         header_fields: 32,
         body_bytes: 65536,
     };
-    if let Head::Complete { length } = framing::check(data, limits) {
+    if let Head::Complete { length, shape } = framing::check(data, limits) {
         assert!(length <= data.len() && length <= limits.header_bytes);
         // A head that passes names its length one way only.
         let names = field_names(&data[..length]);
@@ -31,6 +31,19 @@ pub fn edge_head(data: &[u8]) {
             lengths + codings <= 1,
             "{lengths} lengths and {codings} codings passed"
         );
+        // The shape the lanes choose by agrees with the head: chunked has no length, a declared
+        // one is within the limit, none at all is an empty body.
+        match shape.body_length {
+            None => assert_eq!(codings, 1, "no length without a coding"),
+            Some(n) => {
+                assert_eq!(codings, 0, "a length beside a coding");
+                assert!(n <= limits.body_bytes);
+                assert!(lengths == 1 || n == 0);
+            }
+        }
+        // The target the lane routes by is the head's origin-form target (or `*`).
+        let target = framing::target(&data[..length]);
+        assert!(target.starts_with('/') || target == "*", "target {target:?}");
     }
 }
 
