@@ -43,7 +43,10 @@ pub fn edge_head(data: &[u8]) {
         }
         // The target the lane routes by is the head's origin-form target (or `*`).
         let target = framing::target(&data[..length]);
-        assert!(target.starts_with('/') || target == "*", "target {target:?}");
+        assert!(
+            target.starts_with('/') || target == "*",
+            "target {target:?}"
+        );
     }
 }
 
