@@ -142,7 +142,12 @@ fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<Shap
 
 /// The request target of a head that passed [`check`] (its origin-form path and query).
 pub fn target(head: &[u8]) -> &str {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    // Empty lines before the request line are allowed (RFC 9112 section 2.2), and httparse skips
+    // them as Pingora's parse does.
+    let line = head
+        .split(|&b| b == b'\n')
+        .find(|line| !matches!(line, [] | [b'\r']))
+        .unwrap_or_default();
     let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
     std::str::from_utf8(target).unwrap_or_default()
 }
