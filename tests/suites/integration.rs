@@ -211,6 +211,18 @@ async fn forwards_client_and_request_identity_like_nginx() {
     gateway.wait_log(|logs| logs.contains(&request_id)).await;
 }
 
+/// Reads alice's profile to its end, so that the client's connection is free for the next one.
+async fn read_on_one_connection(http: &reqwest::Client, url: &str) {
+    let response = http
+        .get(url)
+        .header("authorization", basic("alice@acme.example", "pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+}
+
 /// XSI-Actions requests take the lean lane: the upstream connection a client connection's
 /// first request opened stays with it, and its next requests find it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,15 +230,9 @@ async fn a_client_connection_keeps_its_upstream_connection() {
     let xsp = Upstream::start("xsp").await;
     let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
     let http = client_builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
     for _ in 0..5 {
-        let response = http
-            .get(gateway.url(&format!("{PROFILE}/alice@acme.example/profile")))
-            .header("authorization", basic("alice@acme.example", "pw"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.bytes().await.unwrap();
+        read_on_one_connection(&http, &url).await;
     }
     let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
     assert_eq!(clients.len(), 5);
@@ -248,14 +254,7 @@ async fn kept_upstream_connections_are_bounded_by_the_pool_size() {
     let second = client_builder().pool_max_idle_per_host(1).build().unwrap();
     let url = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
     for http in [&first, &second, &first, &second, &first, &second] {
-        let response = http
-            .get(&url)
-            .header("authorization", basic("alice@acme.example", "pw"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.bytes().await.unwrap();
+        read_on_one_connection(http, &url).await;
     }
     let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
     let (firsts, seconds): (Vec<_>, Vec<_>) = clients.chunks(2).map(|c| (c[0], c[1])).unzip();
