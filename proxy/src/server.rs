@@ -17,6 +17,7 @@ use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::config::StoreConfig;
 use crate::edge::Edge;
 use crate::edge::addresses::Addresses;
 use crate::http::lean::LeanLane;
@@ -27,6 +28,7 @@ use crate::operator::{Console, ConsoleParts};
 use crate::plugin::{Plugins, PluginsError};
 use crate::reload::{ReloadService, Running};
 use crate::state::seal::SealError;
+use crate::state::store::PostgresSettings;
 use crate::state::{Shared, StateError, StateSettings};
 use crate::upstream::probe::HealthService;
 use crate::upstream::{Providers, UpstreamError};
@@ -77,6 +79,15 @@ pub struct RunOptions {
     pub relaunch_args: Vec<std::ffi::OsString>,
 }
 
+/// The shared store `[server.store]` names, if it names one.
+fn postgres_settings(store: &StoreConfig) -> Option<PostgresSettings> {
+    Some(PostgresSettings {
+        url: store.url.as_ref()?.to_string(),
+        password: store.password.as_ref().map(|p| p.expose().to_owned()),
+        max_connections: store.max_connections,
+    })
+}
+
 /// Starts serving; returns only on a start-up failure.
 pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infallible, StartupError> {
     // One TLS provider for the whole process: Pingora's connectors and the health checker's
@@ -98,6 +109,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     let shared = Shared::start(&StateSettings {
         data_dir: data_dir.clone(),
         secret_file,
+        postgres: postgres_settings(&config.server.store),
     })?;
     let audit = Audit::new(&metrics);
     plugins.start(&shared, &providers, &audit)?;

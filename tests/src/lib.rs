@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod isolation;
+pub mod postgres;
 pub mod sso;
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -82,6 +83,7 @@ impl InProcess {
         let shared = xsigate::state::Shared::start(&xsigate::state::StateSettings {
             data_dir: dir.path().to_path_buf(),
             secret_file: dir.path().join("secret"),
+            postgres: None,
         })
         .unwrap();
         let audit = xsigate::audit::Audit::new(&metrics);

@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub sessions: SessionsConfig,
     #[serde(default)]
     pub clients: ClientsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             timeouts: TimeoutsConfig::default(),
             sessions: SessionsConfig::default(),
             clients: ClientsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -169,6 +172,45 @@ impl Default for SessionsConfig {
             lifetime_seconds: default_session_lifetime_seconds(),
         }
     }
+}
+
+/// `[server.store]`: where sessions, uniqueIds, login failure counts, reset tokens and plugins'
+/// data are kept. Without `url`, an SQLite file in `data_dir`, for one instance; with a
+/// `postgres://user@host:port/database` URL, a PostgreSQL database that several instances
+/// share (they must then share `secret_file` too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<url::Url>,
+    /// The database password, by reference; none for `trust` or certificate authentication.
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Present only so that an inline password gets a precise error instead of "unknown field".
+    #[serde(default, rename = "password")]
+    pub inline_password: Option<IgnoredAny>,
+    /// Filled in by validation from `password_env` or `password_file`.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// Connections to PostgreSQL this instance opens at most.
+    #[serde(default = "default_store_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_env: None,
+            password_file: None,
+            inline_password: None,
+            password: None,
+            max_connections: default_store_connections(),
+        }
+    }
+}
+
+fn default_store_connections() -> u32 {
+    16
 }
 
 /// One `[[server.listeners]]` entry: plain HTTP, or TLS when `tls` is present.

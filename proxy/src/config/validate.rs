@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::error::KeyPath;
 use super::schema::{
     Config, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity, SsoConfig,
+    StoreConfig,
 };
 use super::secret::Secret;
 
@@ -197,6 +198,7 @@ fn validate_server(server: &mut ServerConfig, at: &KeyPath, base_dir: &Path) -> 
             "must be greater than zero",
         ));
     }
+    validate_store(&mut server.store, &at.key("store"), base_dir)?;
     let clients = at.key("clients");
     let limits = &server.clients;
     for (key, value) in [
@@ -445,6 +447,60 @@ fn resolve_password(
         return Err(problem(at, "the referenced password is empty"));
     }
     Ok(Secret::new(value))
+}
+
+fn validate_store(store: &mut StoreConfig, at: &KeyPath, base_dir: &Path) -> Checked {
+    let Some(url) = &store.url else {
+        if store.password_env.is_some()
+            || store.password_file.is_some()
+            || store.inline_password.is_some()
+        {
+            return Err(problem(
+                &at.key("url"),
+                "a password needs a `url`: without one the store is the SQLite file in data_dir",
+            ));
+        }
+        return Ok(());
+    };
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(problem(
+            &at.key("url"),
+            format!(
+                "`{}:` is not a store xsigate knows: give a `postgres://` URL, or no `url` for \
+                 the SQLite file in data_dir",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.password().is_some() {
+        return Err(problem(
+            &at.key("url"),
+            "secrets are never written inline: take the password out of the URL and use \
+             `password_env` or `password_file`",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(problem(&at.key("url"), "needs the database's host"));
+    }
+    if store.max_connections == 0 {
+        return Err(problem(
+            &at.key("max_connections"),
+            "must be greater than zero",
+        ));
+    }
+    if store.inline_password.is_some()
+        || store.password_env.is_some()
+        || store.password_file.is_some()
+    {
+        store.password = Some(resolve_password(
+            store.inline_password.is_some(),
+            store.password_env.as_deref(),
+            store.password_file.as_deref(),
+            at,
+            base_dir,
+        )?);
+    }
+    Ok(())
 }
 
 fn validate_smtp(smtp: &mut SmtpConfig, at: &KeyPath, base_dir: &Path) -> Checked {

@@ -42,6 +42,7 @@ fn app(dir: &std::path::Path) -> ProxyApp {
     let shared = Shared::start(&StateSettings {
         data_dir: dir.to_path_buf(),
         secret_file: dir.join("secret"),
+        postgres: None,
     })
     .unwrap();
     let sessions = Arc::new(Sessions::new(&shared, SessionPolicy::default()).unwrap());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seal::{SealError, Sealer};
-use store::{SqliteStore, Store, StoreError};
+use store::{PostgresSettings, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Worker threads of the state runtime.
 const THREADS: usize = 2;
@@ -49,6 +49,8 @@ pub struct Shared {
 pub struct StateSettings {
     pub data_dir: PathBuf,
     pub secret_file: PathBuf,
+    /// The shared store; without it, the SQLite file in `data_dir`.
+    pub postgres: Option<PostgresSettings>,
 }
 
 impl Shared {
@@ -64,8 +66,10 @@ impl Shared {
             .map_err(StateError::Runtime)?;
         // Lives for the process: plugins and sessions hold handles to it until exit.
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
-        let store: Arc<dyn Store> =
-            Arc::new(runtime.block_on(SqliteStore::open(&settings.data_dir))?);
+        let store: Arc<dyn Store> = match &settings.postgres {
+            Some(postgres) => Arc::new(runtime.block_on(PostgresStore::open(postgres))?),
+            None => Arc::new(runtime.block_on(SqliteStore::open(&settings.data_dir))?),
+        };
         let sealer = Arc::new(Sealer::from_secret_file(&settings.secret_file)?);
         runtime.spawn(sweep_expired(Arc::clone(&store)));
         Ok(Self {

@@ -1,19 +1,15 @@
-//! The store: what must survive a restart, behind one trait so that several instances can later
-//! share a PostgreSQL database with the same schema.
-//!
-//! The embedded implementation is SQLite in `data_dir`. It holds the userId -> uniqueId map and
-//! plugins' namespaced key-value data. Every query is parameterised; values are opaque bytes.
-//! The schema is versioned: [`MIGRATIONS`] run in order, once each, and a database written by a
-//! newer xsigate is refused rather than misread.
+//! The embedded store: SQLite in `data_dir`, for one instance.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::{Migrations, SessionOwner, SessionRow, Store, StoreError, millis, owners, unix_ms};
 
 /// Rows one statement reads or writes at most: well under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -43,25 +39,7 @@ async fn known_unique_ids<'a>(
 /// File name of the database inside `data_dir`.
 pub const DATABASE_FILE: &str = "xsigate.sqlite";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the store {path}: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
-    #[error(
-        "the store {path} has schema version {found}, newer than this xsigate knows ({known}); \
-         run the newer xsigate, or restore a backup"
-    )]
-    Newer {
-        path: PathBuf,
-        found: i64,
-        known: usize,
-    },
-    #[error("store query failed: {0}")]
-    Query(#[from] sqlx::Error),
-}
-
-/// Schema changes, oldest first. Never edit one that has shipped; append a new one.
-pub const MIGRATIONS: &[&[&str]] = &[
+pub const MIGRATIONS: Migrations = &[
     &[
         "CREATE TABLE plugin_kv (
         namespace TEXT NOT NULL,
@@ -118,203 +96,10 @@ pub const MIGRATIONS: &[&[&str]] = &[
 ];
 
 /// What the gateway keeps between restarts.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    /// A live (unexpired) value of `key` in `namespace`.
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Stores a value, replacing any; with a time to live it disappears after that.
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError>;
-
-    /// Removes a key; true when a live value was there.
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
-
-    /// Deletes expired values; returns how many.
-    async fn kv_sweep(&self) -> Result<u64, StoreError>;
-
-    /// The live keys of `namespace` that start with `prefix`, in order.
-    async fn kv_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
-
-    /// The uniqueId of a userId, created on first use. It is random, so it reveals nothing
-    /// about the user, and stable, so clients can key their data on it.
-    async fn unique_id(&self, user_id: &str) -> Result<String, StoreError>;
-
-    /// The uniqueIds of several userIds, in their order, created on first use in one
-    /// transaction: a provider-level channel set meets thousands of users at once, and one
-    /// commit per user would queue its events behind the disk.
-    async fn unique_ids(&self, user_ids: &[String]) -> Result<Vec<String>, StoreError>;
-
-    /// The userId behind a uniqueId.
-    async fn user_id(&self, unique_id: &str) -> Result<Option<String>, StoreError>;
-
-    /// Until when (Unix ms) logins under `key` are refused; `None` when they are not.
-    async fn login_locked_until(&self, key: &str) -> Result<Option<i64>, StoreError>;
-
-    /// Deletes failure counts older than `forget_ms` that hold no lock; returns how many.
-    async fn login_failures_sweep(&self, now_ms: i64, forget_ms: i64) -> Result<u64, StoreError>;
-
-    /// Counts a failed login under `key` and returns the failures in a row so far. Failures
-    /// older than `forget_ms` before `now_ms` no longer count.
-    async fn login_failed(&self, key: &str, now_ms: i64, forget_ms: i64)
-    -> Result<u32, StoreError>;
-
-    /// Refuses logins under `key` until `until_ms`.
-    async fn login_lock(&self, key: &str, until_ms: i64) -> Result<(), StoreError>;
-
-    /// Forgets the failures under `key` (after a successful login).
-    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError>;
-
-    async fn session_insert(&self, session: &SessionRow) -> Result<(), StoreError>;
-
-    /// The session with this token hash, unless it expired: idle longer than `idle_ms` or past
-    /// its absolute expiry.
-    async fn session_get(
-        &self,
-        token_hash: &[u8],
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<Option<SessionRow>, StoreError>;
-
-    /// Records activity on a session.
-    async fn session_touch(&self, token_hash: &[u8], now_ms: i64) -> Result<(), StoreError>;
-
-    /// Replaces a session's pinned XSP and sealed secrets (the XSP renewed its cookie, or the
-    /// session moved to another XSP).
-    async fn session_update(
-        &self,
-        token_hash: &[u8],
-        xsp: Option<&str>,
-        sealed: &[u8],
-    ) -> Result<(), StoreError>;
-
-    /// Ends a session; returns it if it existed.
-    async fn session_delete(&self, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError>;
-
-    /// Deletes expired sessions; returns whose they were, so their end can be announced.
-    async fn session_sweep(
-        &self,
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<Vec<SessionOwner>, StoreError>;
-
-    /// Live sessions: not expired, not idle longer than `idle_ms`.
-    async fn session_count(&self, now_ms: i64, idle_ms: i64) -> Result<u64, StoreError>;
-
-    /// Live sessions per provider id.
-    async fn session_count_by_provider(
-        &self,
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<Vec<(String, u64)>, StoreError>;
-
-    /// A user's live sessions.
-    async fn session_count_of(
-        &self,
-        user_id: &str,
-        now_ms: i64,
-        idle_ms: i64,
-    ) -> Result<u64, StoreError>;
-
-    /// Ends every session of a user (after a password change), the user id compared without
-    /// regard to ASCII case as BroadWorks compares it; returns whose they were.
-    async fn session_delete_user(&self, user_id: &str) -> Result<Vec<SessionOwner>, StoreError>;
-
-    async fn reset_insert(
-        &self,
-        token_hash: &[u8],
-        user_id: &str,
-        provider: &str,
-        expires_at_ms: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Takes a live reset token: deletes it and returns its user id and provider. A token can
-    /// be taken once; an expired one is never returned.
-    async fn reset_take(
-        &self,
-        token_hash: &[u8],
-        now_ms: i64,
-    ) -> Result<Option<(String, String)>, StoreError>;
-
-    /// Deletes expired reset tokens; returns how many.
-    async fn reset_sweep(&self, now_ms: i64) -> Result<u64, StoreError>;
-}
-
-/// Whose an ended session was.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionOwner {
-    pub user_id: String,
-    pub provider: String,
-}
-
-/// A stored session, as the store keeps it (see `session` for what it means).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionRow {
-    pub token_hash: Vec<u8>,
-    pub csrf_hash: Vec<u8>,
-    pub user_id: String,
-    pub provider: String,
-    pub level: String,
-    pub service_provider: Option<String>,
-    pub group_id: Option<String>,
-    pub xsp: Option<String>,
-    pub sealed: Vec<u8>,
-    pub created_at_ms: i64,
-    pub last_seen_ms: i64,
-    pub expires_at_ms: i64,
-}
-
-impl sqlx::FromRow<'_, sqlx::sqlite::SqliteRow> for SessionRow {
-    fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            token_hash: row.try_get("token_hash")?,
-            csrf_hash: row.try_get("csrf_hash")?,
-            user_id: row.try_get("user_id")?,
-            provider: row.try_get("provider")?,
-            level: row.try_get("level")?,
-            service_provider: row.try_get("service_provider")?,
-            group_id: row.try_get("group_id")?,
-            xsp: row.try_get("xsp")?,
-            sealed: row.try_get("sealed")?,
-            created_at_ms: row.try_get("created_at_ms")?,
-            last_seen_ms: row.try_get("last_seen_ms")?,
-            expires_at_ms: row.try_get("expires_at_ms")?,
-        })
-    }
-}
-
-impl std::fmt::Debug for SessionRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionRow")
-            .field("user_id", &self.user_id)
-            .field("provider", &self.provider)
-            .field("level", &self.level)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-/// The time as the store records it: Unix milliseconds.
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A duration as the store records it, in milliseconds (saturating).
-pub fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl SqliteStore {
@@ -323,7 +108,7 @@ impl SqliteStore {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         let open_error = |source| StoreError::Open {
-            path: path.clone(),
+            location: path.display().to_string(),
             source,
         };
         let options = SqliteConnectOptions::from_str("sqlite:")
@@ -353,7 +138,7 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len();
     if usize::try_from(found).map_or(true, |found| found > known) {
         return Err(StoreError::Newer {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             found,
             known,
         });
@@ -780,13 +565,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// The owners of deleted session rows, as `RETURNING user_id, provider` gives them.
-fn owners(rows: Vec<(String, String)>) -> Vec<SessionOwner> {
-    rows.into_iter()
-        .map(|(user_id, provider)| SessionOwner { user_id, provider })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,3 +706,4 @@ mod tests {
         });
     }
 }
+
