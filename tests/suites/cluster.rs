@@ -3,13 +3,22 @@
 //! one row each count, and what one instance does to a session or a login lock holds on all.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use xsigate::access::sessions::CACHE_TTL;
 
 use xsigate::state::store::{
     PostgresSettings, PostgresStore, SessionOwner, SessionRow, SqliteStore, Store,
 };
+use xsigate_tests::isolation::ACTIONS;
 use xsigate_tests::postgres::{self, Postgres};
+use xsigate_tests::{
+    Gateway, Login, binary, client, free_port, log_in, plugin_library, provider_for_simulator,
+    provider_urls, run_command,
+};
 
 fn settings(postgres: &Postgres) -> PostgresSettings {
     PostgresSettings {
@@ -42,8 +51,12 @@ async fn keeps_the_store_contract(store: &dyn Store) {
     let alice = store.unique_id("alice@acme.example").await.unwrap();
     assert_eq!(alice.len(), 32);
     assert_eq!(store.unique_id("alice@acme.example").await.unwrap(), alice);
-    let users = ["carol@acme.example", "alice@acme.example", "carol@acme.example"]
-        .map(str::to_owned);
+    let users = [
+        "carol@acme.example",
+        "alice@acme.example",
+        "carol@acme.example",
+    ]
+    .map(str::to_owned);
     let ids = store.unique_ids(&users).await.unwrap();
     assert_eq!((ids[1].as_str(), &ids[0]), (alice.as_str(), &ids[2]));
     assert_ne!(ids[0], alice);
@@ -80,9 +93,18 @@ async fn keeps_the_store_contract(store: &dyn Store) {
 
     // Login failures: counted in a row, forgotten when old, locks only grow.
     let forget = 1_000;
-    assert_eq!(store.login_failed("user:a", 10_000, forget).await.unwrap(), 1);
-    assert_eq!(store.login_failed("user:a", 10_500, forget).await.unwrap(), 2);
-    assert_eq!(store.login_failed("user:a", 20_000, forget).await.unwrap(), 1);
+    assert_eq!(
+        store.login_failed("user:a", 10_000, forget).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.login_failed("user:a", 10_500, forget).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.login_failed("user:a", 20_000, forget).await.unwrap(),
+        1
+    );
     let far = store::now() + 60_000;
     store.login_lock("user:a", far).await.unwrap();
     store.login_lock("user:a", far - 30_000).await.unwrap();
@@ -105,7 +127,11 @@ async fn keeps_the_store_contract(store: &dyn Store) {
         .session_insert(&session(3, "erin@acme.example", "beta", now - 2 * idle))
         .await
         .unwrap();
-    let found = store.session_get(&[1; 32], now, idle).await.unwrap().unwrap();
+    let found = store
+        .session_get(&[1; 32], now, idle)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found, session(1, "Dave@Acme.example", "acme", now));
     assert_eq!(store.session_get(&[3; 32], now, idle).await.unwrap(), None);
     store.session_touch(&[1; 32], now + 5).await.unwrap();
@@ -125,14 +151,20 @@ async fn keeps_the_store_contract(store: &dyn Store) {
     );
     assert_eq!(store.session_count(now, idle).await.unwrap(), 2);
     assert_eq!(
-        store.session_count_of("dave@acme.example", now, idle).await.unwrap(),
+        store
+            .session_count_of("dave@acme.example", now, idle)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
         store.session_count_by_provider(now, idle).await.unwrap(),
         [("acme".to_owned(), 2)]
     );
-    let mut ended = store.session_delete_user("DAVE@acme.EXAMPLE").await.unwrap();
+    let mut ended = store
+        .session_delete_user("DAVE@acme.EXAMPLE")
+        .await
+        .unwrap();
     ended.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     assert_eq!(
         ended,
@@ -250,8 +282,219 @@ async fn a_database_from_a_newer_xsigate_is_refused() {
         .execute(store.pool())
         .await
         .unwrap();
-    let message = PostgresStore::open(&settings).await.unwrap_err().to_string();
+    let message = PostgresStore::open(&settings)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("schema version 99"), "{message}");
     assert!(message.contains(&postgres.url()), "{message}");
     assert!(!message.contains(postgres::PASSWORD), "{message}");
+}
+
+/// A simulator with `USERS` users, `user<i>@acme.example` with password `pw-<i>`.
+async fn simulator(users: usize) -> Arc<xsi_sim::Simulator> {
+    let mut seed = String::new();
+    for i in 0..users {
+        seed.push_str(&format!(
+            "[[users]]\nuser_id = \"user{i}@acme.example\"\npassword = \"pw-{i}\"\n\
+             service_provider = \"acme\"\ngroup = \"sales\"\n"
+        ));
+    }
+    xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Instances of one deployment: the same providers, the same sealing secret, one database.
+struct Cluster {
+    gateways: Vec<Gateway>,
+    _secret: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(instances: usize, sim: &xsi_sim::Simulator, postgres: &Postgres) -> Self {
+        let secret = tempfile::tempdir().unwrap();
+        let secret_file = secret.path().join("secret");
+        std::fs::write(&secret_file, rand_bytes()).unwrap();
+        let plugins = format!(
+            "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n[[plugins]]\nname = \"session\"\npath = \"{}\"\n",
+            plugin_library("xsigate-idp-broadsoft").display(),
+            plugin_library("xsigate-xsi-session").display()
+        );
+        let provider = provider_for_simulator(
+            "acme",
+            &["acme.example"],
+            sim,
+            "plugins = [\"broadsoft\", \"session\"]\n",
+        );
+        let rest = format!("{}{plugins}{provider}", postgres.store_table());
+        let server_keys = format!("secret_file = \"{}\"", secret_file.display());
+        let mut gateways = Vec::new();
+        for _ in 0..instances {
+            let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
+            gateway.wait_for("/readyz", 200).await;
+            gateways.push(gateway);
+        }
+        Self {
+            gateways,
+            _secret: secret,
+        }
+    }
+}
+
+/// 64 bytes for a sealing secret, different in every test.
+fn rand_bytes() -> Vec<u8> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    (0..64u32)
+        .map(|i| (seed.rotate_left(i) as u8) ^ (i as u8).wrapping_mul(151))
+        .collect()
+}
+
+fn profile(user: &str) -> String {
+    format!("{ACTIONS}/user/{user}/profile")
+}
+
+async fn status_of(gateway: &Gateway, login: &Login, user: &str) -> u16 {
+    client()
+        .get(gateway.url(&profile(user)))
+        .header("cookie", &login.cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Any instance serves any session; a logout on one ends the session on every other within
+/// the session cache's lifetime, the delay the deployment guide promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_works_on_every_instance_and_a_logout_anywhere_ends_it_everywhere() {
+    let postgres = Postgres::start();
+    let sim = simulator(1).await;
+    let cluster = Cluster::start(3, &sim, &postgres).await;
+    let [a, b, c] = &cluster.gateways[..] else {
+        unreachable!()
+    };
+    let user = "user0@acme.example";
+    let login = log_in(a, user, "pw-0").await;
+    for gateway in [a, b, c] {
+        assert_eq!(status_of(gateway, &login, user).await, 200);
+    }
+
+    let logout = client()
+        .post(c.url("/api/access/services/logout"))
+        .header("cookie", &login.cookie)
+        .header("x-csrf-token", &login.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    let ended_at = Instant::now();
+    assert_eq!(status_of(c, &login, user).await, 401);
+    // A and B read the session within the last CACHE_TTL: they may serve it until then, and
+    // must not after (with a second's slack for this machine's scheduling).
+    let deadline = ended_at + CACHE_TTL + Duration::from_secs(1);
+    for gateway in [a, b] {
+        loop {
+            let status = status_of(gateway, &login, user).await;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                Instant::now() < deadline,
+                "the session outlived its logout elsewhere by more than {CACHE_TTL:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The failure count is the deployment's, not an instance's: failures spread over three
+/// instances lock the user id as they would on one, and the lock holds on every instance, before
+/// any credential reaches an XSP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_spread_over_three_instances_lock_the_user_id() {
+    let postgres = Postgres::start();
+    let sim = simulator(1).await;
+    let cluster = Cluster::start(3, &sim, &postgres).await;
+    let login = |gateway: &Gateway, password: &str| {
+        client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .json(&json!({ "user": "user0@acme.example", "password": password }))
+            .send()
+    };
+    for i in 0..5 {
+        let status = login(&cluster.gateways[i % 3], "guess")
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "failure {}", i + 1);
+    }
+    // The sixth failure, as on one instance, locks; then the right password is refused
+    // everywhere, unchecked.
+    let locked = login(&cluster.gateways[2], "guess").await.unwrap();
+    assert_eq!(locked.status(), 429);
+    let refused_before = refused_at_the_xsp(&sim);
+    for gateway in &cluster.gateways {
+        assert_eq!(login(gateway, "pw-0").await.unwrap().status(), 429);
+    }
+    assert_eq!(refused_at_the_xsp(&sim), refused_before);
+    let tried = sim
+        .platform()
+        .requests()
+        .iter()
+        .filter(|r| r.auth_user.is_some())
+        .count();
+    assert_eq!(tried, 6, "only the six failures reached an XSP");
+}
+
+/// Users' authentications the simulator's XSPs refused.
+fn refused_at_the_xsp(sim: &xsi_sim::Simulator) -> usize {
+    sim.platform()
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401 && r.auth_user.is_some())
+        .count()
+}
+
+/// PostgreSQL unreachable at start is a startup error that says which database and why, and
+/// never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("pg-password"), postgres::PASSWORD).unwrap();
+    let config = format!(
+        "[server]\ndata_dir = \"data\"\n[[server.listeners]]\naddress = \"127.0.0.1:{}\"\n\
+         [server.store]\nurl = \"postgres://xsigate@127.0.0.1:{port}/xsigate\"\n\
+         password_file = \"pg-password\"\n{}",
+        free_port(),
+        provider_urls(
+            "acme",
+            &["acme.example"],
+            &["http://127.0.0.1:9".to_owned()],
+            ""
+        )
+    );
+    std::fs::write(dir.path().join("providers.toml"), config).unwrap();
+    let (code, stdout, stderr) = run_command(
+        Command::new(binary("xsigate"))
+            .arg("run")
+            .arg("-c")
+            .arg(dir.path().join("providers.toml")),
+    );
+    assert_ne!(code, 0);
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains(&format!(
+            "cannot open the store postgres://xsigate@127.0.0.1:{port}/xsigate"
+        )),
+        "{said}"
+    );
+    assert!(said.to_lowercase().contains("refused"), "{said}");
+    assert!(!said.contains(postgres::PASSWORD), "{said}");
 }

@@ -26,7 +26,7 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a session read from the store serves proxied requests before it is read again. A
 /// logout or password reset on this instance takes effect at once; on another instance sharing
 /// the store, within this time.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Sessions kept in memory; past this, stale entries go, and then everything.
 const CACHE_CAPACITY: usize = 200_000;
 

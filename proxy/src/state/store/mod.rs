@@ -194,7 +194,6 @@ pub struct SessionRow {
     pub expires_at_ms: i64,
 }
 
-
 impl SessionRow {
     /// A row as either database returns it (`SELECT *` or `RETURNING *`).
     fn from_row<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
@@ -262,4 +261,3 @@ fn owners(rows: Vec<(String, String)>) -> Vec<SessionOwner> {
         .map(|(user_id, provider)| SessionOwner { user_id, provider })
         .collect()
 }
-
