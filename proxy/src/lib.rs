@@ -10,7 +10,8 @@
 //!    under deadlines, framing that no two parsers could read differently.
 //! 4. [`audit`]: the audit trail of master-credential use, resets and operators' acts;
 //!    [`state`]: the store, the server key, tokens and session records, and the runtime that
-//!    keeps them off the request path.
+//!    keeps them off the request path; [`cluster`]: leases on live work, shared out among the
+//!    instances on one store.
 //! 5. [`upstream`]: providers, upstreams, health, the XSP pool and the retry rule.
 //! 6. [`plugin`]: the plugin host (loading, the ABI, hook chains, host calls, the event bus).
 //! 7. [`access`]: the login API and the session authority; [`operator`]: the operator
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod http;

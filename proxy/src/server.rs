@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 use crate::access::mail::{MailError, Mailer};
 use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions, Signer};
 use crate::audit::Audit;
+use crate::cluster::{HandoverService, Leases};
 use crate::config::Config;
 use crate::config::StoreConfig;
 use crate::edge::Edge;
@@ -112,7 +113,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         postgres: postgres_settings(&config.server.store),
     })?;
     let audit = Audit::new(&metrics);
-    plugins.start(&shared, &providers, &audit)?;
+    let leases = Leases::new(
+        Arc::clone(&shared.store),
+        Duration::from_secs(config.server.store.lease_seconds),
+        &metrics,
+    )?;
+    leases.start(&shared.runtime);
+    plugins.start(&shared, &leases, &providers, &audit)?;
     let sessions = Arc::new(Sessions::new(
         &shared,
         SessionPolicy {
@@ -132,6 +139,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         &audit,
     )?);
     shared.runtime.spawn(Arc::clone(&login_api).sweep());
+    let shared_runtime = shared.runtime.clone();
 
     let server_conf = ServerConf {
         threads: config.server.threads.map_or_else(
@@ -239,6 +247,13 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     local.add_tcp(&config.server.metrics.address.to_string());
 
     let health = background_service("xsigate health", HealthService::new(providers));
+    let handover = background_service(
+        "xsigate lease handover",
+        HandoverService {
+            leases,
+            runtime: shared_runtime,
+        },
+    );
     let reload = background_service(
         "xsigate reload",
         ReloadService {
@@ -257,6 +272,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         server.add_service(console);
     }
     server.add_service(health);
+    server.add_service(handover);
     server.add_service(reload);
     if let Some(file) = &config.file {
         let running = Running {

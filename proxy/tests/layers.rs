@@ -16,27 +16,32 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("edge", &["config", "wire", "metrics"]),
     ("audit", &["metrics"]),
     ("state", &[]),
+    ("cluster", &["metrics", "state"]),
     ("upstream", &["config", "wire", "metrics"]),
     (
         "plugin",
-        &["config", "wire", "metrics", "audit", "state", "upstream"],
+        &[
+            "config", "wire", "metrics", "audit", "state", "cluster", "upstream",
+        ],
     ),
     (
         "access",
         &[
-            "config", "wire", "metrics", "audit", "state", "upstream", "plugin",
+            "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "plugin",
         ],
     ),
     (
         "operator",
         &[
-            "config", "wire", "metrics", "audit", "state", "upstream", "plugin", "access",
+            "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "plugin",
+            "access",
         ],
     ),
     (
         "http",
         &[
-            "config", "wire", "metrics", "edge", "audit", "state", "upstream", "plugin", "access",
+            "config", "wire", "metrics", "edge", "audit", "state", "cluster", "upstream", "plugin",
+            "access",
         ],
     ),
     ("cli", &["telemetry"]),
@@ -44,8 +49,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "wire", "metrics", "edge", "audit", "state", "upstream", "plugin", "access",
-            "http", "operator", "reload",
+            "config", "wire", "metrics", "edge", "audit", "state", "cluster", "upstream", "plugin",
+            "access", "http", "operator", "reload",
         ],
     ),
 ];

@@ -87,7 +87,13 @@ impl InProcess {
         })
         .unwrap();
         let audit = xsigate::audit::Audit::new(&metrics);
-        plugins.start(&shared, &providers, &audit).unwrap();
+        let leases = xsigate::cluster::Leases::new(
+            Arc::clone(&shared.store),
+            Duration::from_secs(15),
+            &metrics,
+        )
+        .unwrap();
+        plugins.start(&shared, &leases, &providers, &audit).unwrap();
         Self {
             dir,
             metrics,

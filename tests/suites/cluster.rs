@@ -11,7 +11,8 @@ use serde_json::json;
 use xsigate::access::sessions::CACHE_TTL;
 
 use xsigate::state::store::{
-    PostgresSettings, PostgresStore, SessionOwner, SessionRow, SqliteStore, Store,
+    ClaimableLease, HeldLease, LeaseName, PostgresSettings, PostgresStore, SessionOwner,
+    SessionRow, SqliteStore, Store,
 };
 use xsigate_tests::isolation::ACTIONS;
 use xsigate_tests::postgres::{self, Postgres};
@@ -203,6 +204,91 @@ async fn keeps_the_store_contract(store: &dyn Store) {
     );
     assert_eq!(store.reset_take(&[4; 32], now).await.unwrap(), None);
     assert_eq!(store.reset_take(&[5; 32], now).await.unwrap(), None);
+
+    // Leases: one live holder; renewals say what was ended; handed over, the next taker learns
+    // that its work was asked to end; finished, it is gone.
+    let lease = LeaseName {
+        namespace: "events",
+        name: "set/acme/u1",
+    };
+    let until = now + 10_000;
+    assert_eq!(
+        store.lease_acquire(&lease, "i1", now, until).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.lease_acquire(&lease, "i2", now, until).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.lease_acquire(&lease, "i1", now, until).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .lease_claimable("events", "set/", now, 10)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        store.lease_counts().await.unwrap(),
+        [("events".to_owned(), 1)]
+    );
+    store.lease_end(&lease).await.unwrap();
+    assert_eq!(
+        store.lease_renew("i1", until + 1).await.unwrap(),
+        [HeldLease {
+            namespace: "events".to_owned(),
+            name: "set/acme/u1".to_owned(),
+            ended: true
+        }]
+    );
+    assert!(store.lease_counts().await.unwrap().is_empty());
+    store.lease_release(&lease, "i1").await.unwrap();
+    assert_eq!(
+        store
+            .lease_claimable("events", "set/", now, 10)
+            .await
+            .unwrap(),
+        [ClaimableLease {
+            name: "set/acme/u1".to_owned(),
+            ended: true,
+            last_holder: "i1".to_owned()
+        }]
+    );
+    assert_eq!(
+        store
+            .lease_claimable("events", "other/", now, 10)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        store.lease_acquire(&lease, "i2", now, until).await.unwrap(),
+        Some(true)
+    );
+    assert!(store.lease_renew("i1", until).await.unwrap().is_empty());
+    store.lease_finish(&lease, "i2").await.unwrap();
+    assert!(store.lease_renew("i2", until).await.unwrap().is_empty());
+    // A lease whose holder died is free after its time.
+    assert_eq!(
+        store
+            .lease_acquire(&lease, "i3", now - 20, now - 10)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.lease_acquire(&lease, "i4", now, until).await.unwrap(),
+        Some(false)
+    );
+
+    // Instances: counted while they renew.
+    assert_eq!(store.instance_heartbeat("i1", now, until).await.unwrap(), 1);
+    assert_eq!(store.instance_heartbeat("i2", now, until).await.unwrap(), 2);
+    store.instance_leave("i1").await.unwrap();
+    assert_eq!(store.instance_heartbeat("i2", now, until).await.unwrap(), 1);
 }
 
 mod store {

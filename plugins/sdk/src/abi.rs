@@ -224,6 +224,21 @@ pub mod op {
     /// The uniqueIds of `meta.user_ids` (at most [`UNIQUE_IDS_MAX`]), created on first use in
     /// one store transaction, as a JSON array in `body` in the same order.
     pub const UNIQUE_IDS: u32 = 16;
+    /// Takes one of the plugin's leases on live work (`meta`: [`crate::calls::LeaseMeta`]); the
+    /// answer's `meta` is a [`crate::calls::LeaseGrant`]. The host renews what it grants.
+    pub const LEASE_ACQUIRE: u32 = 17;
+    /// Hands a lease over: another instance may take it at once.
+    pub const LEASE_RELEASE: u32 = 18;
+    /// Forgets a lease whose work is over.
+    pub const LEASE_FINISH: u32 = 19;
+    /// Asks the holder of a lease, wherever it runs, to end its work.
+    pub const LEASE_END: u32 = 20;
+    /// Waits until this instance loses a lease; the answer's `meta` is a
+    /// [`crate::calls::LeaseLoss`], `NOT_FOUND` when the lease is not held here.
+    pub const LEASE_LOST: u32 = 21;
+    /// The plugin's leases nobody holds (`meta`: [`crate::calls::ClaimableMeta`]), as a JSON
+    /// array of [`crate::calls::Claimable`] in `body`; empty while this instance holds its share.
+    pub const LEASE_CLAIMABLE: u32 = 22;
 
     /// The most user ids one [`UNIQUE_IDS`] call may carry.
     pub const UNIQUE_IDS_MAX: usize = 1000;

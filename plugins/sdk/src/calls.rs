@@ -173,6 +173,62 @@ pub struct SleepMeta {
     pub ms: u64,
 }
 
+/// `op::LEASE_ACQUIRE`, `op::LEASE_RELEASE`, `op::LEASE_FINISH`, `op::LEASE_END` and
+/// `op::LEASE_LOST`: one of the plugin's leases, by the name of the work it guards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseMeta {
+    pub name: String,
+    /// For an acquire: the work was found unowned (not asked of this instance), so the host
+    /// grants it only while this instance holds less than its share.
+    #[serde(default)]
+    pub claim: bool,
+}
+
+/// The answer to `op::LEASE_ACQUIRE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// False: another instance holds it, or this one holds its share.
+    pub granted: bool,
+    /// The lease's work was asked to end before its last holder could: the taker ends it.
+    pub ended: bool,
+}
+
+/// Why a lease stopped being this instance's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseLost {
+    /// Another instance holds it: stop the work here without undoing it.
+    Taken,
+    /// Its work was asked to end: end it, then finish the lease.
+    Ended,
+    /// Handed over (a graceful stop, or evening out the instances' shares): stop the work here
+    /// without undoing it; another instance resumes it.
+    HandedOver,
+}
+
+/// The answer to `op::LEASE_LOST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseLoss {
+    pub reason: LeaseLost,
+}
+
+/// `op::LEASE_CLAIMABLE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimableMeta {
+    pub prefix: String,
+    pub limit: u32,
+}
+
+/// One lease in the answer to `op::LEASE_CLAIMABLE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimable {
+    pub name: String,
+    /// Its work was asked to end: whoever takes it ends it.
+    pub ended: bool,
+}
+
 /// The answer of an operation that reports nothing beyond success.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Done {}

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::abi::{self, Buf, HostApi, Str};
 use crate::calls::{
-    Delivery, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
-    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead,
-    XsiMeta,
+    Claimable, ClaimableMeta, Delivery, HttpHead, HttpMeta, KeyMeta, LeaseGrant, LeaseLoss,
+    LeaseLost, LeaseMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta, StreamMeta, StreamReadHead,
+    UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead, XsiMeta,
 };
 use crate::error::{Error, ErrorKind};
 
@@ -151,6 +151,11 @@ impl Host {
     /// The plugin's own namespace in the host's store.
     pub fn store(self) -> Store {
         Store { host: self }
+    }
+
+    /// The plugin's leases on live work, which instances sharing a store share out.
+    pub fn leases(self) -> Leases {
+        Leases { host: self }
     }
 
     /// The opaque, stable uniqueId of a BroadWorks userId, created on first use.
@@ -708,6 +713,90 @@ impl Store {
             .call(abi::op::STORE_DELETE, &key_meta(key, None), Vec::new())
             .await;
         Ok(found(reply)?.is_some())
+    }
+}
+
+/// Leases on the plugin's live work (a channel set, an agent login): among the instances that
+/// share a store, exactly one live instance holds each. The host renews what this instance holds
+/// until it stops; a lease of a dead instance is free after its time to live.
+#[derive(Debug, Clone, Copy)]
+pub struct Leases {
+    host: Host,
+}
+
+impl Leases {
+    /// Takes the lease for work asked of this instance (a login). False: another live instance
+    /// holds it. With `ended`: its work was asked to end before its last holder could.
+    pub async fn acquire(self, name: &str) -> Result<LeaseGrant, Error> {
+        self.take(name, false).await
+    }
+
+    /// Takes the lease for work found unowned (see [`Leases::claimable`]); refused while this
+    /// instance holds its share, so that the work spreads over the instances.
+    pub async fn claim(self, name: &str) -> Result<LeaseGrant, Error> {
+        self.take(name, true).await
+    }
+
+    async fn take(self, name: &str, claim: bool) -> Result<LeaseGrant, Error> {
+        let meta = LeaseMeta {
+            name: name.to_owned(),
+            claim,
+        };
+        let (meta, _) = self
+            .host
+            .call(abi::op::LEASE_ACQUIRE, &meta, Vec::new())
+            .await?;
+        Ok(serde_json::from_slice(meta.as_slice())?)
+    }
+
+    /// Hands a lease over: another instance may take it, and resume its work, at once.
+    pub async fn release(self, name: &str) -> Result<(), Error> {
+        self.simple(abi::op::LEASE_RELEASE, name).await
+    }
+
+    /// Forgets a lease whose work is over (after it was undone, say).
+    pub async fn finish(self, name: &str) -> Result<(), Error> {
+        self.simple(abi::op::LEASE_FINISH, name).await
+    }
+
+    /// Asks whoever holds the lease, here or on another instance, to end its work: that holder's
+    /// [`Leases::lost`] answers [`LeaseLost::Ended`].
+    pub async fn end(self, name: &str) -> Result<(), Error> {
+        self.simple(abi::op::LEASE_END, name).await
+    }
+
+    /// Waits until this instance loses the lease, and says why; `None` if it does not hold it.
+    pub async fn lost(self, name: &str) -> Result<Option<LeaseLost>, Error> {
+        let meta = LeaseMeta {
+            name: name.to_owned(),
+            claim: false,
+        };
+        let reply = self.host.call(abi::op::LEASE_LOST, &meta, Vec::new()).await;
+        found(reply)?
+            .map(|(meta, _)| Ok(serde_json::from_slice::<LeaseLoss>(meta.as_slice())?.reason))
+            .transpose()
+    }
+
+    /// Leases under `prefix` that no instance holds (their holder died or handed them over),
+    /// at most `limit`; none while this instance holds its share.
+    pub async fn claimable(self, prefix: &str, limit: u32) -> Result<Vec<Claimable>, Error> {
+        let meta = ClaimableMeta {
+            prefix: prefix.to_owned(),
+            limit,
+        };
+        let (_, body) = self
+            .host
+            .call(abi::op::LEASE_CLAIMABLE, &meta, Vec::new())
+            .await?;
+        Ok(serde_json::from_slice(body.as_slice())?)
+    }
+
+    async fn simple(self, op: u32, name: &str) -> Result<(), Error> {
+        let meta = LeaseMeta {
+            name: name.to_owned(),
+            claim: false,
+        };
+        self.host.call(op, &meta, Vec::new()).await.map(|_| ())
     }
 }
 

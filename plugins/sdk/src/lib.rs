@@ -47,7 +47,7 @@ mod host;
 pub mod secret;
 pub mod topics;
 
-pub use calls::{Delivery, XsiCredentials};
+pub use calls::{Claimable, Delivery, LeaseGrant, LeaseLost, XsiCredentials};
 pub use error::{Error, ErrorKind};
 pub use exchange::{Request, Response, SessionInfo};
 pub use hooks::{
@@ -57,8 +57,8 @@ pub use hooks::{
     SignInMetadata, UpstreamRequestFilter, phone_number,
 };
 pub use host::{
-    Counter, Gauge, Histogram, Host, HttpRequest, HttpResponse, LogLevel, Store, StreamRead,
-    XsiRequest, XsiResponse, XsiStream,
+    Counter, Gauge, Histogram, Host, HttpRequest, HttpResponse, Leases, LogLevel, Store,
+    StreamRead, XsiRequest, XsiResponse, XsiStream,
 };
 pub use serde_json;
 

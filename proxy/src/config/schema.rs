@@ -194,6 +194,10 @@ pub struct StoreConfig {
     /// Connections to PostgreSQL this instance opens at most.
     #[serde(default = "default_store_connections")]
     pub max_connections: u32,
+    /// How long live work (a channel set, an agent login) stays a dead instance's before
+    /// another takes it over; each instance renews its leases every third of this.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 impl Default for StoreConfig {
@@ -205,12 +209,17 @@ impl Default for StoreConfig {
             inline_password: None,
             password: None,
             max_connections: default_store_connections(),
+            lease_seconds: default_lease_seconds(),
         }
     }
 }
 
 fn default_store_connections() -> u32 {
     16
+}
+
+fn default_lease_seconds() -> u64 {
+    15
 }
 
 /// One `[[server.listeners]]` entry: plain HTTP, or TLS when `tls` is present.

@@ -450,6 +450,12 @@ fn resolve_password(
 }
 
 fn validate_store(store: &mut StoreConfig, at: &KeyPath, base_dir: &Path) -> Checked {
+    if store.lease_seconds < 3 {
+        return Err(problem(
+            &at.key("lease_seconds"),
+            "must be at least 3: leases are renewed every third of it",
+        ));
+    }
     let Some(url) = &store.url else {
         if store.password_env.is_some()
             || store.password_file.is_some()

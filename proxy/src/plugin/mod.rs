@@ -42,6 +42,7 @@ pub use hooks::{Answer, Hook, Plugin, PluginFailure};
 pub use loader::{LoadFailure, PluginError};
 
 use crate::audit::Audit;
+use crate::cluster::Leases;
 use crate::config::{Config, PluginConfig, ProviderConfig};
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::Shared;
@@ -335,6 +336,7 @@ impl Plugins {
     pub fn start(
         &self,
         shared: &Shared,
+        leases: &Arc<Leases>,
         providers: &Arc<Providers>,
         audit: &Audit,
     ) -> Result<(), PluginsError> {
@@ -375,6 +377,7 @@ impl Plugins {
             http,
             providers: Arc::clone(providers),
             store: Arc::clone(&shared.store),
+            leases: Arc::clone(leases),
             sealer: Arc::clone(&shared.sealer),
             bus,
             metrics: metrics.clone(),

@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use xsigate_broadworks::{ASYNC_CONTEXT, XsiApp};
 use xsigate_plugin_sdk::abi::{self, Buf, FfiFuture, Reply};
 use xsigate_plugin_sdk::calls::{
-    Delivery, Done, HttpHead, HttpMeta, KeyMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta,
-    StreamMeta, StreamReadHead, UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead,
-    XsiMeta,
+    Claimable, ClaimableMeta, Delivery, Done, HttpHead, HttpMeta, KeyMeta, LeaseGrant, LeaseLoss,
+    LeaseLost, LeaseMeta, PrefixMeta, PublishMeta, SealMeta, SleepMeta, StreamMeta, StreamReadHead,
+    UniqueIdMeta, UserIdMeta, UserIdsMeta, XsiCredentials, XsiHead, XsiMeta,
 };
 
 use super::bus::{Bus, QueuedEvent, Subscriber};
@@ -20,8 +20,9 @@ use super::context::{HostCalls, PluginContext};
 use super::metrics::HostMetrics;
 use super::streams::STREAMS_MAX;
 use crate::audit::{Audit, AuditAction, AuditResult};
+use crate::cluster::{Acquired, Leases, Lost};
 use crate::state::seal::{SealKey, Sealer};
-use crate::state::store::{Store, StoreError};
+use crate::state::store::{LeaseName, Store, StoreError};
 use crate::upstream::{Providers, XsiCall, XsiCallError};
 
 /// Default and ceiling of a plugin's HTTP request time.
@@ -44,6 +45,7 @@ pub(super) struct Services {
     pub http: reqwest::Client,
     pub providers: Arc<Providers>,
     pub store: Arc<dyn Store>,
+    pub leases: Arc<Leases>,
     pub sealer: Arc<Sealer>,
     pub bus: Bus,
     pub metrics: HostMetrics,
@@ -98,6 +100,12 @@ fn service_name(op: u32) -> &'static str {
             "store"
         }
         abi::op::UNIQUE_ID | abi::op::UNIQUE_IDS | abi::op::USER_ID => "user_ids",
+        abi::op::LEASE_ACQUIRE
+        | abi::op::LEASE_RELEASE
+        | abi::op::LEASE_FINISH
+        | abi::op::LEASE_END
+        | abi::op::LEASE_LOST
+        | abi::op::LEASE_CLAIMABLE => "lease",
         abi::op::SEAL | abi::op::OPEN => "seal",
         abi::op::PUBLISH => "publish",
         abi::op::SLEEP => "timer",
@@ -189,6 +197,12 @@ impl Services {
             abi::op::XSI => self.xsi(plugin, meta, body, false).await,
             abi::op::XSI_STREAM => self.xsi(plugin, meta, body, true).await,
             abi::op::STREAM_READ => self.stream_read(plugin, meta).await,
+            abi::op::LEASE_ACQUIRE
+            | abi::op::LEASE_RELEASE
+            | abi::op::LEASE_FINISH
+            | abi::op::LEASE_END
+            | abi::op::LEASE_LOST => self.lease(plugin, op, meta).await,
+            abi::op::LEASE_CLAIMABLE => self.lease_claimable(plugin, meta).await,
             other => Err(reply(
                 abi::reply::UNSUPPORTED,
                 format!("this host has no operation {other}"),
@@ -436,6 +450,71 @@ impl Services {
             Ok(false) => Err(reply(abi::reply::NOT_FOUND, "no such key")),
             Err(e) => Err(store_failed(plugin, &e)),
         }
+    }
+
+    /// One of the plugin's leases, in its namespace (the plugin's name, as in the store).
+    async fn lease(&self, plugin: &PluginContext, op: u32, meta: &Buf) -> Result<Reply, Reply> {
+        let LeaseMeta { name, claim } = parse(meta)?;
+        if name.is_empty() {
+            return Err(reply(abi::reply::INVALID, "empty lease name"));
+        }
+        let lease = LeaseName {
+            namespace: &plugin.name,
+            name: &name,
+        };
+        let failed = |e: StoreError| store_failed(plugin, &e);
+        match op {
+            abi::op::LEASE_ACQUIRE => {
+                let grant = match self.leases.acquire(&lease, claim).await.map_err(failed)? {
+                    Acquired::Granted { ended } => LeaseGrant {
+                        granted: true,
+                        ended,
+                    },
+                    Acquired::Busy => LeaseGrant {
+                        granted: false,
+                        ended: false,
+                    },
+                };
+                Ok(ok(&grant, Vec::new()))
+            }
+            abi::op::LEASE_RELEASE => {
+                self.leases.release(&lease).await.map_err(failed)?;
+                Ok(ok(&Done {}, Vec::new()))
+            }
+            abi::op::LEASE_FINISH => {
+                self.leases.finish(&lease).await.map_err(failed)?;
+                Ok(ok(&Done {}, Vec::new()))
+            }
+            abi::op::LEASE_END => {
+                self.leases.end(&lease).await.map_err(failed)?;
+                Ok(ok(&Done {}, Vec::new()))
+            }
+            _ => {
+                let reason = match self.leases.lost(&lease).await {
+                    None => return Err(reply(abi::reply::NOT_FOUND, "not held here")),
+                    Some(Lost::Taken) => LeaseLost::Taken,
+                    Some(Lost::Ended) => LeaseLost::Ended,
+                    Some(Lost::HandedOver) => LeaseLost::HandedOver,
+                };
+                Ok(ok(&LeaseLoss { reason }, Vec::new()))
+            }
+        }
+    }
+
+    async fn lease_claimable(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let ClaimableMeta { prefix, limit } = parse(meta)?;
+        let found = self
+            .leases
+            .claimable(&plugin.name, &prefix, limit)
+            .await
+            .map_err(|e| store_failed(plugin, &e))?;
+        let found: Vec<Claimable> = found
+            .into_iter()
+            .map(|(name, ended)| Claimable { name, ended })
+            .collect();
+        let body =
+            serde_json::to_vec(&found).map_err(|e| reply(abi::reply::FAILED, e.to_string()))?;
+        Ok(ok(&Done {}, body))
     }
 
     async fn store_keys(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {

@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::{Migrations, SessionOwner, SessionRow, Store, StoreError, millis, owners, unix_ms};
+use super::contract::{
+    ClaimableLease, HeldLease, LeaseName, Migrations, SessionOwner, SessionRow, Store, StoreError,
+    claimable_leases, counts, held_leases, millis, owners, unix_ms,
+};
 
 /// How long opening the store may take at start before it is an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,28 +25,30 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock that serialises migrations of instances starting together ("xsigate").
 const SCHEMA_LOCK: i64 = 0x0078_7369_6761_7465;
 
-/// The schema, oldest change first (see [`Migrations`]). The first is SQLite's first three.
-pub const MIGRATIONS: Migrations = &[&[
-    "CREATE TABLE plugin_kv (
+/// The schema, oldest change first (see [`Migrations`]). The first is SQLite's first three, the
+/// second its fourth.
+pub const MIGRATIONS: Migrations = &[
+    &[
+        "CREATE TABLE plugin_kv (
         namespace TEXT NOT NULL,
         key TEXT NOT NULL,
         value BYTEA NOT NULL,
         expires_at_ms BIGINT,
         PRIMARY KEY (namespace, key)
     )",
-    "CREATE TABLE user_ids (
+        "CREATE TABLE user_ids (
         user_id TEXT PRIMARY KEY,
         unique_id TEXT NOT NULL UNIQUE,
         created_at_ms BIGINT NOT NULL
     )",
-    "CREATE TABLE login_failures (
+        "CREATE TABLE login_failures (
         key TEXT PRIMARY KEY,
         failures BIGINT NOT NULL,
         last_failure_ms BIGINT NOT NULL,
         locked_until_ms BIGINT NOT NULL
     )",
-    "CREATE INDEX login_failures_by_time ON login_failures (last_failure_ms)",
-    "CREATE TABLE sessions (
+        "CREATE INDEX login_failures_by_time ON login_failures (last_failure_ms)",
+        "CREATE TABLE sessions (
         token_hash BYTEA PRIMARY KEY,
         csrf_hash BYTEA NOT NULL,
         user_id TEXT NOT NULL,
@@ -57,15 +62,33 @@ pub const MIGRATIONS: Migrations = &[&[
         service_provider TEXT,
         group_id TEXT
     )",
-    // Sessions are ended by user id without regard to case.
-    "CREATE INDEX sessions_by_user ON sessions (lower(user_id))",
-    "CREATE TABLE reset_tokens (
+        // Sessions are ended by user id without regard to case.
+        "CREATE INDEX sessions_by_user ON sessions (lower(user_id))",
+        "CREATE TABLE reset_tokens (
         token_hash BYTEA PRIMARY KEY,
         user_id TEXT NOT NULL,
         provider TEXT NOT NULL,
         expires_at_ms BIGINT NOT NULL
     )",
-]];
+    ],
+    &[
+        // Who does which live work (a channel set, an agent login): one instance each.
+        "CREATE TABLE leases (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        ended BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (namespace, name)
+    )",
+        "CREATE INDEX leases_by_expiry ON leases (namespace, expires_at_ms)",
+        "CREATE INDEX leases_by_holder ON leases (holder)",
+        "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        expires_at_ms BIGINT NOT NULL
+    )",
+    ],
+];
 
 /// Where the shared store is and how to log in to it.
 #[derive(Clone)]
@@ -614,5 +637,141 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(owners(rows))
+    }
+
+    async fn lease_acquire(
+        &self,
+        lease: &LeaseName<'_>,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        // One statement: of instances taking the same lease at once, the row lock lets one in.
+        let ended = sqlx::query_scalar::<_, bool>(
+            "INSERT INTO leases AS l (namespace, name, holder, expires_at_ms) VALUES ($1, $2, $3, $5)
+             ON CONFLICT (namespace, name) DO UPDATE
+             SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+             WHERE l.holder = excluded.holder OR l.expires_at_ms <= $4
+             RETURNING ended",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .bind(holder)
+        .bind(now_ms)
+        .bind(until_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ended)
+    }
+
+    async fn lease_renew(&self, holder: &str, until_ms: i64) -> Result<Vec<HeldLease>, StoreError> {
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "UPDATE leases SET expires_at_ms = $2 WHERE holder = $1
+             RETURNING namespace, name, ended",
+        )
+        .bind(holder)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(held_leases(rows))
+    }
+
+    async fn lease_release(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE leases SET expires_at_ms = 0 WHERE namespace = $1 AND name = $2 AND holder = $3",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE namespace = $1 AND name = $2 AND holder = $3")
+            .bind(lease.namespace)
+            .bind(lease.name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease_end(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO leases (namespace, name, holder, expires_at_ms, ended)
+             VALUES ($1, $2, '', 0, true)
+             ON CONFLICT (namespace, name) DO UPDATE SET ended = true",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_claimable(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimableLease>, StoreError> {
+        let rows: Vec<(String, bool, String)> = sqlx::query_as(
+            "SELECT name, ended, holder FROM leases
+             WHERE namespace = $1 AND expires_at_ms <= $3 AND starts_with(name, $2)
+             ORDER BY expires_at_ms LIMIT $4",
+        )
+        .bind(namespace)
+        .bind(prefix)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(claimable_leases(rows))
+    }
+
+    async fn lease_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT namespace, COUNT(*) FROM leases WHERE NOT ended GROUP BY namespace",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(counts(rows))
+    }
+
+    async fn instance_heartbeat(
+        &self,
+        instance: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, expires_at_ms) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(instance)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        let live =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM instances WHERE expires_at_ms > $1")
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        sqlx::query("DELETE FROM instances WHERE expires_at_ms <= $1")
+            .bind(now_ms - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(u64::try_from(live).unwrap_or(1))
+    }
+
+    async fn instance_leave(&self, instance: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

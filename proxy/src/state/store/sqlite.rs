@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{Migrations, SessionOwner, SessionRow, Store, StoreError, millis, owners, unix_ms};
+use super::contract::{
+    ClaimableLease, HeldLease, LeaseName, Migrations, SessionOwner, SessionRow, Store, StoreError,
+    claimable_leases, counts, held_leases, millis, owners, unix_ms,
+};
 
 /// Rows one statement reads or writes at most: well under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -92,6 +95,23 @@ pub const MIGRATIONS: Migrations = &[
         "ALTER TABLE sessions ADD COLUMN group_id TEXT",
         // For sweeping failures nobody counts any more.
         "CREATE INDEX login_failures_by_time ON login_failures (last_failure_ms)",
+    ],
+    &[
+        // Who does which live work (a channel set, an agent login): one instance each.
+        "CREATE TABLE leases (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        ended INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID",
+        "CREATE INDEX leases_by_expiry ON leases (namespace, expires_at_ms)",
+        "CREATE INDEX leases_by_holder ON leases (holder)",
+        "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        expires_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID",
     ],
 ];
 
@@ -562,6 +582,139 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(owners(rows))
+    }
+
+    async fn lease_acquire(
+        &self,
+        lease: &LeaseName<'_>,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        let ended = sqlx::query_scalar::<_, bool>(
+            "INSERT INTO leases (namespace, name, holder, expires_at_ms) VALUES (?1, ?2, ?3, ?5)
+             ON CONFLICT (namespace, name) DO UPDATE
+             SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+             WHERE leases.holder = excluded.holder OR leases.expires_at_ms <= ?4
+             RETURNING ended",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .bind(holder)
+        .bind(now_ms)
+        .bind(until_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ended)
+    }
+
+    async fn lease_renew(&self, holder: &str, until_ms: i64) -> Result<Vec<HeldLease>, StoreError> {
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "UPDATE leases SET expires_at_ms = ?2 WHERE holder = ?1
+             RETURNING namespace, name, ended",
+        )
+        .bind(holder)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(held_leases(rows))
+    }
+
+    async fn lease_release(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE leases SET expires_at_ms = 0 WHERE namespace = ?1 AND name = ?2 AND holder = ?3",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE namespace = ?1 AND name = ?2 AND holder = ?3")
+            .bind(lease.namespace)
+            .bind(lease.name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease_end(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO leases (namespace, name, holder, expires_at_ms, ended)
+             VALUES (?1, ?2, '', 0, 1)
+             ON CONFLICT (namespace, name) DO UPDATE SET ended = 1",
+        )
+        .bind(lease.namespace)
+        .bind(lease.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_claimable(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimableLease>, StoreError> {
+        let rows: Vec<(String, bool, String)> = sqlx::query_as(
+            "SELECT name, ended, holder FROM leases
+             WHERE namespace = ?1 AND expires_at_ms <= ?3 AND substr(name, 1, length(?2)) = ?2
+             ORDER BY expires_at_ms LIMIT ?4",
+        )
+        .bind(namespace)
+        .bind(prefix)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(claimable_leases(rows))
+    }
+
+    async fn lease_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT namespace, COUNT(*) FROM leases WHERE NOT ended GROUP BY namespace",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(counts(rows))
+    }
+
+    async fn instance_heartbeat(
+        &self,
+        instance: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "INSERT INTO instances (id, expires_at_ms) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(instance)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM instances WHERE expires_at_ms <= ?1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        let live = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM instances")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(live).unwrap_or(1))
+    }
+
+    async fn instance_leave(&self, instance: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM instances WHERE id = ?1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

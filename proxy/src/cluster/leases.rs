@@ -1,0 +1,455 @@
+//! This instance's leases: taking, renewing, losing and handing them over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
+use tokio::sync::watch;
+
+use crate::metrics::{LATENCY_BUCKETS, Metrics, MetricsError};
+use crate::state::store::{LeaseName, Store, StoreError, millis, unix_ms};
+
+/// Why a lease stopped being this instance's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Another instance holds it now (this one could not renew it in time).
+    Taken,
+    /// Its work was asked to end; the holder ends it and then finishes the lease.
+    Ended,
+    /// Handed over to another instance: on a graceful stop, or to even out the shares.
+    HandedOver,
+}
+
+/// The answer to [`Leases::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// This instance holds it; with `ended`, its work was asked to end and this instance must
+    /// end it (its last holder died before it could).
+    Granted { ended: bool },
+    /// Another live instance holds it, or (for a claim) this one holds its share already.
+    Busy,
+}
+
+struct Held {
+    lost: watch::Sender<Option<Lost>>,
+    acquired: Instant,
+}
+
+/// The leases of this instance.
+pub struct Leases {
+    store: Arc<dyn Store>,
+    /// This process's holder id, new at every start.
+    instance: String,
+    ttl: Duration,
+    held: Mutex<HashMap<(String, String), Held>>,
+    /// Work per namespace, and live instances, as of the last heartbeat.
+    work: Mutex<HashMap<String, u64>>,
+    instances: AtomicU64,
+    /// The last holder of leases seen claimable, to tell a takeover from a first claim.
+    last_holders: Mutex<HashMap<(String, String), String>>,
+    /// When a renewal last came back (ms since the epoch).
+    renewed_at: AtomicU64,
+    stopping: AtomicBool,
+    metrics: LeaseMetrics,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("instance", &self.instance)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct LeaseMetrics {
+    held: IntGaugeVec,
+    takeovers: IntCounterVec,
+    handovers: IntCounterVec,
+    renewal_failures: IntCounter,
+    instances: IntGauge,
+    heartbeat: Histogram,
+}
+
+impl LeaseMetrics {
+    fn new(metrics: &Metrics) -> Result<Self, MetricsError> {
+        let held = IntGaugeVec::new(
+            Opts::new(
+                "xsigate_leases_held",
+                "Leases of live work (channel sets, agent logins) this instance holds, by plugin.",
+            ),
+            &["plugin"],
+        )?;
+        let takeovers = IntCounterVec::new(
+            Opts::new(
+                "xsigate_lease_takeovers_total",
+                "Leases taken over from an instance that stopped renewing them, by plugin.",
+            ),
+            &["plugin"],
+        )?;
+        let handovers = IntCounterVec::new(
+            Opts::new(
+                "xsigate_lease_handovers_total",
+                "Leases this instance handed over (graceful stop, evening out), by plugin.",
+            ),
+            &["plugin"],
+        )?;
+        let renewal_failures = IntCounter::new(
+            "xsigate_lease_renewal_failures_total",
+            "Lease heartbeats whose store round trip failed.",
+        )?;
+        let instances = IntGauge::new(
+            "xsigate_cluster_instances",
+            "Live instances on the store, as this instance's last heartbeat saw them.",
+        )?;
+        let heartbeat = Histogram::with_opts(
+            HistogramOpts::new(
+                "xsigate_store_heartbeat_seconds",
+                "Store latency: the round trips of one lease heartbeat.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        metrics.register(Box::new(held.clone()))?;
+        metrics.register(Box::new(takeovers.clone()))?;
+        metrics.register(Box::new(handovers.clone()))?;
+        metrics.register(Box::new(renewal_failures.clone()))?;
+        metrics.register(Box::new(instances.clone()))?;
+        metrics.register(Box::new(heartbeat.clone()))?;
+        Ok(Self {
+            held,
+            takeovers,
+            handovers,
+            renewal_failures,
+            instances,
+            heartbeat,
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(lease: &LeaseName<'_>) -> (String, String) {
+    (lease.namespace.to_owned(), lease.name.to_owned())
+}
+
+impl Leases {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ttl: Duration,
+        metrics: &Metrics,
+    ) -> Result<Arc<Self>, MetricsError> {
+        Ok(Arc::new(Self {
+            store,
+            instance: format!("{:032x}", rand::random::<u128>()),
+            ttl,
+            held: Mutex::new(HashMap::new()),
+            work: Mutex::new(HashMap::new()),
+            instances: AtomicU64::new(1),
+            last_holders: Mutex::new(HashMap::new()),
+            renewed_at: AtomicU64::new(u64::try_from(unix_ms()).unwrap_or(0)),
+            stopping: AtomicBool::new(false),
+            metrics: LeaseMetrics::new(metrics)?,
+        }))
+    }
+
+    /// This instance's holder id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Renews this instance's leases every third of the TTL until the process ends.
+    pub fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(this.ttl / 3);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !this.stopping.load(Ordering::Acquire) {
+                interval.tick().await;
+                this.heartbeat().await;
+            }
+        });
+    }
+
+    /// Takes a lease. A claim (work found unowned, rather than work this instance was asked to
+    /// do) is refused while this instance holds its share of the namespace.
+    pub async fn acquire(
+        &self,
+        lease: &LeaseName<'_>,
+        claim: bool,
+    ) -> Result<Acquired, StoreError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(Acquired::Busy);
+        }
+        if lock(&self.held).contains_key(&key(lease)) {
+            return Ok(Acquired::Granted { ended: false });
+        }
+        if claim && self.held_in(lease.namespace) >= self.share(lease.namespace) {
+            return Ok(Acquired::Busy);
+        }
+        let now = unix_ms();
+        let until = now.saturating_add(millis(self.ttl));
+        let Some(ended) = self
+            .store
+            .lease_acquire(lease, &self.instance, now, until)
+            .await?
+        else {
+            return Ok(Acquired::Busy);
+        };
+        let last_holder = lock(&self.last_holders).remove(&key(lease));
+        if last_holder.is_some_and(|holder| !holder.is_empty() && holder != self.instance) {
+            self.metrics
+                .takeovers
+                .with_label_values(&[lease.namespace])
+                .inc();
+        }
+        let (lost, _) = watch::channel(None);
+        lock(&self.held).insert(
+            key(lease),
+            Held {
+                lost,
+                acquired: Instant::now(),
+            },
+        );
+        self.count_held(lease.namespace);
+        Ok(Acquired::Granted { ended })
+    }
+
+    /// Waits until this instance loses the lease; `None` if it does not hold it.
+    pub async fn lost(&self, lease: &LeaseName<'_>) -> Option<Lost> {
+        let mut lost = lock(&self.held).get(&key(lease))?.lost.subscribe();
+        let reason = lost.wait_for(Option::is_some).await.ok()?;
+        *reason
+    }
+
+    /// Hands a lease over: another instance may take it at once.
+    pub async fn release(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
+        self.forget(lease);
+        self.store.lease_release(lease, &self.instance).await
+    }
+
+    /// Forgets a lease whose work is over.
+    pub async fn finish(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
+        self.forget(lease);
+        self.store.lease_finish(lease, &self.instance).await
+    }
+
+    /// Asks for the lease's work to end, wherever it runs.
+    pub async fn end(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
+        self.store.lease_end(lease).await?;
+        if let Some(held) = lock(&self.held).get(&key(lease)) {
+            held.lost.send_replace(Some(Lost::Ended));
+        }
+        Ok(())
+    }
+
+    /// Leases of `namespace` under `prefix` that nobody holds, with whether their work was asked
+    /// to end; none while this instance holds its share (or stops).
+    pub async fn claimable(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        let room = self
+            .share(namespace)
+            .saturating_sub(self.held_in(namespace));
+        let limit = limit.min(u32::try_from(room).unwrap_or(u32::MAX));
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let found = self
+            .store
+            .lease_claimable(namespace, prefix, unix_ms(), limit)
+            .await?;
+        let mut last_holders = lock(&self.last_holders);
+        // Only the latest listing matters; older entries were taken or went.
+        last_holders.retain(|(ns, _), _| ns != namespace);
+        Ok(found
+            .into_iter()
+            .map(|lease| {
+                last_holders.insert(
+                    (namespace.to_owned(), lease.name.clone()),
+                    lease.last_holder,
+                );
+                (lease.name, lease.ended)
+            })
+            .collect())
+    }
+
+    /// Hands every lease over and leaves: a graceful stop or upgrade. Their work stops here.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let held: Vec<(String, String)> = {
+            let held = lock(&self.held);
+            for lease in held.values() {
+                lease.lost.send_replace(Some(Lost::HandedOver));
+            }
+            held.keys().cloned().collect()
+        };
+        for (namespace, name) in &held {
+            let lease = LeaseName { namespace, name };
+            self.forget(&lease);
+            self.metrics.handovers.with_label_values(&[namespace]).inc();
+            if let Err(error) = self.store.lease_release(&lease, &self.instance).await {
+                tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
+            }
+        }
+        if let Err(error) = self.store.instance_leave(&self.instance).await {
+            tracing::warn!(%error, "leaving the cluster's instance list failed");
+        }
+    }
+
+    fn forget(&self, lease: &LeaseName<'_>) {
+        lock(&self.held).remove(&key(lease));
+        self.count_held(lease.namespace);
+    }
+
+    fn held_in(&self, namespace: &str) -> u64 {
+        let held = lock(&self.held);
+        held.keys().filter(|(ns, _)| ns == namespace).count() as u64
+    }
+
+    fn count_held(&self, namespace: &str) {
+        let held = self.held_in(namespace);
+        self.metrics
+            .held
+            .with_label_values(&[namespace])
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// The leases of `namespace` this instance should hold: its work over the live instances,
+    /// rounded up, and at least one.
+    fn share(&self, namespace: &str) -> u64 {
+        let work = lock(&self.work).get(namespace).copied().unwrap_or(0);
+        let instances = self.instances.load(Ordering::Relaxed).max(1);
+        work.div_ceil(instances).max(1)
+    }
+
+    /// One renewal: keeps this instance on the list, renews its leases, hears which were ended
+    /// or taken, and hands over what is well beyond its share.
+    async fn heartbeat(&self) {
+        let started = Instant::now();
+        let now = unix_ms();
+        let until = now.saturating_add(millis(self.ttl));
+        let renewed = async {
+            let instances = self
+                .store
+                .instance_heartbeat(&self.instance, now, until)
+                .await?;
+            let held = self.store.lease_renew(&self.instance, until).await?;
+            let work = self.store.lease_counts().await?;
+            Ok::<_, StoreError>((instances, held, work))
+        }
+        .await;
+        self.metrics
+            .heartbeat
+            .observe(started.elapsed().as_secs_f64());
+        let (instances, renewed, work) = match renewed {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.metrics.renewal_failures.inc();
+                tracing::warn!(%error, "renewing this instance's leases failed");
+                let last = i64::try_from(self.renewed_at.load(Ordering::Relaxed)).unwrap_or(0);
+                if unix_ms().saturating_sub(last) >= millis(self.ttl) {
+                    // Another instance may hold them by now: stop rather than run work twice.
+                    self.give_up_all();
+                }
+                return;
+            }
+        };
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.renewed_at
+            .store(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
+        self.instances.store(instances, Ordering::Relaxed);
+        self.metrics
+            .instances
+            .set(i64::try_from(instances).unwrap_or(i64::MAX));
+        *lock(&self.work) = work.into_iter().collect();
+
+        let still: HashMap<(String, String), bool> = renewed
+            .into_iter()
+            .map(|lease| ((lease.namespace, lease.name), lease.ended))
+            .collect();
+        let mut namespaces = Vec::new();
+        {
+            let mut held = lock(&self.held);
+            held.retain(|lease, entry| match still.get(lease) {
+                None => {
+                    entry.lost.send_replace(Some(Lost::Taken));
+                    false
+                }
+                Some(ended) => {
+                    if *ended {
+                        entry.lost.send_replace(Some(Lost::Ended));
+                    }
+                    true
+                }
+            });
+            namespaces.extend(held.keys().map(|(ns, _)| ns.clone()));
+        }
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        for namespace in namespaces {
+            self.count_held(&namespace);
+            self.even_out(&namespace).await;
+        }
+    }
+
+    /// Hands over the newest leases of `namespace` beyond a tenth over this instance's share.
+    async fn even_out(&self, namespace: &str) {
+        let share = self.share(namespace);
+        let held = self.held_in(namespace);
+        if held <= share + share / 10 + 1 {
+            return;
+        }
+        let excess = usize::try_from(held - share).unwrap_or(0);
+        let newest: Vec<String> = {
+            let held = lock(&self.held);
+            let mut mine: Vec<(&(String, String), &Held)> =
+                held.iter().filter(|((ns, _), _)| ns == namespace).collect();
+            mine.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.acquired));
+            mine.into_iter()
+                .take(excess)
+                .map(|((_, name), entry)| {
+                    entry.lost.send_replace(Some(Lost::HandedOver));
+                    name.clone()
+                })
+                .collect()
+        };
+        for name in newest {
+            let lease = LeaseName {
+                namespace,
+                name: &name,
+            };
+            self.metrics.handovers.with_label_values(&[namespace]).inc();
+            if let Err(error) = self.release(&lease).await {
+                tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
+            }
+        }
+    }
+
+    fn give_up_all(&self) {
+        let mut held = lock(&self.held);
+        for entry in held.values() {
+            entry.lost.send_replace(Some(Lost::Taken));
+        }
+        let namespaces: Vec<String> = held.keys().map(|(ns, _)| ns.clone()).collect();
+        held.clear();
+        drop(held);
+        for namespace in namespaces {
+            self.metrics.held.with_label_values(&[&namespace]).set(0);
+        }
+    }
+}
