@@ -158,6 +158,17 @@ pub struct Channels {
     open: HashMap<String, Channel>,
     /// Events sent and not yet acknowledged: event id to (channel id, when sent).
     pending: HashMap<String, (String, Instant)>,
+    /// Every channel the platform terminated, oldest first.
+    terminated: Vec<Termination>,
+}
+
+/// A channel the platform terminated, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Termination {
+    pub channel_id: String,
+    pub channel_set_id: String,
+    pub owner: String,
+    pub reason: &'static str,
 }
 
 impl Channels {
@@ -230,6 +241,12 @@ impl Channels {
     pub fn terminate(&mut self, id: &str, reason: TerminationReason) {
         if let Some(channel) = self.open.remove(id) {
             channel.send(xml::channel_terminated(id, reason.as_str()));
+            self.terminated.push(Termination {
+                channel_id: channel.id.clone(),
+                channel_set_id: channel.channel_set_id.clone(),
+                owner: channel.owner.clone(),
+                reason: reason.as_str(),
+            });
         }
         self.pending.retain(|_, (channel, _)| channel != id);
     }
@@ -337,6 +354,11 @@ impl Channels {
         let open = &self.open;
         self.pending
             .retain(|_, (channel, _)| open.contains_key(channel));
+    }
+
+    /// The channels terminated so far, oldest first.
+    pub fn terminations(&self) -> Vec<Termination> {
+        self.terminated.clone()
     }
 
     pub fn views(&self) -> Vec<ChannelView> {

@@ -445,6 +445,9 @@ impl Simulator {
                 json_response(200, &counts)
             }
             ("GET", ["channels"]) => json_response(200, &self.platform.channels().views()),
+            ("GET", ["channels", "terminated"]) => {
+                json_response(200, &self.platform.channels().terminations())
+            }
             ("POST", ["channels", id, "cut"]) => {
                 if self.platform.channels().cut(id) {
                     json_response(200, &serde_json::json!({"channel_id": id, "action": "cut"}))

@@ -506,6 +506,12 @@ impl Gateway {
         }
     }
 
+    /// A crash: SIGKILL, nothing handed over; waits until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// A crash and a restart: kills the process and starts a new one on the same configuration
     /// and data directory, waiting until it answers `/healthz`.
     pub async fn restart(&mut self) {

@@ -18,7 +18,7 @@ use xsigate_tests::isolation::ACTIONS;
 use xsigate_tests::postgres::{self, Postgres};
 use xsigate_tests::{
     Gateway, Login, binary, client, free_port, log_in, plugin_library, provider_for_simulator,
-    provider_urls, run_command,
+    provider_urls, run_command, sim_get,
 };
 
 fn settings(postgres: &Postgres) -> PostgresSettings {
@@ -583,4 +583,185 @@ async fn an_unreachable_database_is_a_clear_startup_error() {
     );
     assert!(said.to_lowercase().contains("refused"), "{said}");
     assert!(!said.contains(postgres::PASSWORD), "{said}");
+}
+
+const EVENTS_PASSWORD: &str = "pw-events";
+
+/// `users` users with one password, two XSPs, channels kept with fast timings.
+async fn events_simulator(users: usize) -> Arc<xsi_sim::Simulator> {
+    let mut seed = String::from("xsp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
+    for i in 0..users {
+        seed.push_str(&format!(
+            "[[users]]\nuser_id = \"agent{i}@acme.example\"\npassword = \"{EVENTS_PASSWORD}\"\n\
+             service_provider = \"acme\"\ngroup = \"sales\"\n"
+        ));
+    }
+    xsi_sim::Simulator::start(toml::from_str(&seed).unwrap())
+        .await
+        .unwrap()
+}
+
+/// An instance with idp-broadsoft and xsi-events (user-level sets, Do Not Disturb only, fast
+/// heartbeats) on the shared database, with leases of `LEASE_SECONDS`.
+async fn events_instance(
+    sim: &xsi_sim::Simulator,
+    postgres: &Postgres,
+    secret_file: &std::path::Path,
+) -> Gateway {
+    let rest = format!(
+        "{}lease_seconds = {LEASE_SECONDS}\n\
+         [[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
+         [plugins.config.providers.acme]\npackages = [\"Do Not Disturb\"]\n\
+         heartbeat_seconds = 1\nsilence_seconds = 3\n{}",
+        postgres.store_table(),
+        plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-xsi-events").display(),
+        provider_for_simulator(
+            "acme",
+            &["acme.example"],
+            sim,
+            "plugins = [\"broadsoft\", \"events\"]\n"
+        ),
+    );
+    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
+    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+const LEASE_SECONDS: u64 = 3;
+
+/// Open channels per owner, as the simulator holds them.
+async fn channels_by_owner(
+    sim: &xsi_sim::Simulator,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let channels = sim_get(sim, "/channels").await;
+    let mut by_owner: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for channel in channels.as_array().unwrap() {
+        by_owner
+            .entry(channel["owner"].as_str().unwrap().to_ascii_lowercase())
+            .or_default()
+            .push(channel["channel_set_id"].as_str().unwrap().to_owned());
+    }
+    by_owner
+}
+
+/// Waits until every one of `users` users has exactly one open channel, and returns the
+/// channel set of each.
+async fn every_set_open_once(
+    sim: &xsi_sim::Simulator,
+    users: usize,
+    within: Duration,
+    instances: &[Gateway],
+) -> std::collections::HashMap<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let by_owner = channels_by_owner(sim).await;
+        let once = by_owner.values().filter(|sets| sets.len() == 1).count();
+        if once == users && by_owner.len() == users {
+            return by_owner
+                .into_iter()
+                .map(|(owner, mut sets)| (owner, sets.pop().unwrap()))
+                .collect();
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<String> = (0..users)
+                .map(|i| format!("agent{i}@acme.example"))
+                .filter(|user| by_owner.get(user).is_none_or(|sets| sets.len() != 1))
+                .collect();
+            let logs: Vec<String> = instances.iter().map(Gateway::logs).collect();
+            panic!(
+                "{once} of {users} users have exactly one channel; {} owners have any; not \
+                 once: {missing:?}\n{}",
+                by_owner.len(),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn leases_held(gateway: &Gateway) -> f64 {
+    gateway
+        .metric("xsigate_leases_held{plugin=\"events\"}")
+        .await
+        .unwrap_or(0.0)
+}
+
+/// Three instances on one database, users logging in through each in turn: every user's
+/// channel set is open exactly once and the sets spread within ±20%. A SIGKILL of one instance
+/// moves its sets to the others within the lease's time plus 5 s, in the same channel sets
+/// (resumed, not duplicated: the simulator terminates no channel as `DuplicateChannelSet`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channel_sets_are_kept_once_spread_out_and_taken_over_after_a_kill() {
+    const USERS: usize = 300;
+    let postgres = Postgres::start();
+    let sim = events_simulator(USERS).await;
+    let secret = tempfile::tempdir().unwrap();
+    let secret_file = secret.path().join("secret");
+    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(events_instance(&sim, &postgres, &secret_file).await);
+    }
+    for i in 0..USERS {
+        let user = format!("agent{i}@acme.example");
+        log_in(&instances[i % 3], &user, EVENTS_PASSWORD).await;
+    }
+    let sets = every_set_open_once(&sim, USERS, Duration::from_secs(60), &instances).await;
+    let share = USERS as f64 / 3.0;
+    let mut held = Vec::new();
+    for instance in &instances {
+        held.push(leases_held(instance).await);
+    }
+    eprintln!("leases per instance: {held:?}");
+    assert_eq!(held.iter().sum::<f64>(), USERS as f64, "{held:?}");
+    for count in &held {
+        assert!(
+            (count - share).abs() <= share * 0.2,
+            "leases per instance {held:?}, share {share}"
+        );
+    }
+
+    // A crash: nothing handed over. The survivors take its sets over after the lease's time.
+    instances[0].kill();
+    let killed_at = Instant::now();
+    let mut survivors = instances.split_off(1);
+    let deadline = killed_at + Duration::from_secs(LEASE_SECONDS + 5);
+    loop {
+        let mut held = 0.0;
+        for survivor in &survivors {
+            held += leases_held(survivor).await;
+        }
+        if held == USERS as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivors hold {held} of {USERS} sets {:?} after the kill",
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("taken over in {:?}", killed_at.elapsed());
+    let resumed = every_set_open_once(&sim, USERS, Duration::from_secs(10), &survivors).await;
+    assert_eq!(resumed, sets, "the sets were resumed, not opened anew");
+    for survivor in &survivors {
+        let takeovers = survivor
+            .metric("xsigate_lease_takeovers_total{plugin=\"events\"}")
+            .await
+            .unwrap_or(0.0);
+        assert!(takeovers > 0.0, "each survivor took its part over");
+    }
+    let terminated = sim_get(&sim, "/channels/terminated").await;
+    assert!(
+        terminated
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["reason"] != "DuplicateChannelSet"),
+        "{terminated}"
+    );
+    survivors.clear();
 }

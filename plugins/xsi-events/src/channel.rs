@@ -1056,6 +1056,20 @@ impl<'a> ChannelSet<'a> {
         })
     }
 
+    /// Leaves the set to another instance: closes only this instance's channel and keeps the
+    /// subscriptions and the record, from which the next holder of the set's lease resumes it.
+    pub async fn leave(&mut self) {
+        if let Some(channel_id) = self.live.as_ref().map(|l| l.channel_id.clone()) {
+            let request = self.request(
+                "DELETE",
+                &format!("{EVENTS}/channel/{}", encode(&channel_id)),
+            );
+            let _ = self.send(request).await;
+        }
+        self.live = None;
+        self.set_phase(None);
+    }
+
     /// Ends the set for good: its subscriptions and channel on the XSP, its record in the store.
     pub async fn close(&mut self) {
         for subscription in std::mem::take(&mut self.record.subscriptions) {

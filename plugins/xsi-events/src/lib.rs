@@ -48,8 +48,8 @@ use xsigate_plugin_sdk::topics::{
     SESSION_STARTED, SessionEnded, SessionStarted, UserAction,
 };
 use xsigate_plugin_sdk::{
-    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, LoginLevel,
-    Manifest, Plugin,
+    BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Histogram, Host, LeaseGrant,
+    LeaseLost, LoginLevel, Manifest, Plugin,
 };
 
 pub use config::{ChannelLevel, Config, Package, ProviderEvents};
@@ -60,6 +60,13 @@ pub use state::State;
 /// its channel set id, so a user's new set never shares a record with one still closing.
 const SET_PREFIX: &str = "set/";
 const PROVIDER_SET: &str = "*";
+/// How often the worker looks for sets whose instance died or handed them over: a graceful
+/// upgrade leaves a set without a channel for about this long.
+const CLAIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Sets claimed at most per look, so that one tick cannot hold up logins for long.
+const CLAIMS_PER_TICK: u32 = 200;
+/// Looks at which a login or logout the store could not take is tried again (about 10 s).
+const FOLLOW_ATTEMPTS: u32 = 40;
 
 pub struct XsiEvents {
     host: Host,
@@ -355,7 +362,7 @@ struct Sets<'a> {
     plugin: &'a XsiEvents,
     /// How to stop each, and which start it was: a set that ended must not take its key's
     /// entry from a newer set that started under the same key while it was closing.
-    running: HashMap<String, (futures_channel::oneshot::Sender<()>, u64)>,
+    running: HashMap<String, (futures_channel::oneshot::Sender<Stop>, u64)>,
     futures: FuturesUnordered<futures_util::future::BoxFuture<'a, (String, u64)>>,
     starts: u64,
 }
@@ -376,9 +383,9 @@ impl<'a> Sets<'a> {
         );
     }
 
-    fn stop(&mut self, key: &str) {
+    fn stop(&mut self, key: &str, how: Stop) {
         if let Some((stop, _)) = self.running.remove(key) {
-            let _ = stop.send(());
+            let _ = stop.send(how);
         }
     }
 
@@ -398,8 +405,9 @@ impl XsiEvents {
             .unwrap_or_default()
     }
 
-    /// Resumes what the store holds, starts provider-level sets, then follows logins and
-    /// logouts. Every channel set runs as one future of this one.
+    /// Takes the sets the store holds that no instance keeps, starts provider-level sets, then
+    /// follows logins and logouts, and claims sets whose instance died or handed them over.
+    /// Every channel set runs as one future of this one, under its lease.
     async fn serve(&self, inbox: &mut mpsc::UnboundedReceiver<Command>) -> Result<(), Error> {
         let mut sets = Sets {
             plugin: self,
@@ -408,29 +416,35 @@ impl XsiEvents {
             starts: 0,
         };
         let store = self.host.store();
-        for key in store.keys(SET_PREFIX).await? {
-            let Some(bytes) = store.get(&key).await? else {
-                continue;
-            };
-            match xsigate_plugin_sdk::serde_json::from_slice::<SetRecord>(&bytes) {
-                Ok(record) => {
-                    let running_key = key
-                        .rsplit_once('/')
-                        .map_or(key.as_str(), |(running, _)| running)
-                        .to_owned();
-                    sets.start(running_key, record, Origin::Resumed);
-                }
-                Err(e) => {
-                    self.host.warn(&format!(
-                        "xsi-events: a kept channel set is unreadable ({e}); dropped"
-                    ));
-                    store.delete(&key).await?;
-                }
-            }
+        let mut kept: Vec<String> = store
+            .keys(SET_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|key| key.rsplit_once('/').map(|(running, _)| running.to_owned()))
+            .collect();
+        kept.dedup();
+        for running_key in kept {
+            self.claim(&mut sets, &running_key).await?;
         }
         for (provider, settings) in &self.config.providers {
             let key = set_key(provider, PROVIDER_SET);
             if settings.level == ChannelLevel::User || sets.running.contains_key(&key) {
+                continue;
+            }
+            let leases = self.host.leases();
+            match leases.acquire(&key).await? {
+                LeaseGrant { granted: false, .. } => continue,
+                LeaseGrant { ended: true, .. } => {
+                    leases.finish(&key).await?;
+                    if !leases.acquire(&key).await?.granted {
+                        continue;
+                    }
+                }
+                LeaseGrant { .. } => {}
+            }
+            if self.user_record(provider, PROVIDER_SET).await?.is_some() {
+                // Kept by an instance that just handed it over: resume it.
+                self.claim(&mut sets, &key).await?;
                 continue;
             }
             let record = SetRecord {
@@ -442,49 +456,44 @@ impl XsiEvents {
             };
             sets.start(key, record, Origin::Login);
         }
+        let mut claim_tick = self.host.sleep(CLAIM_INTERVAL).boxed();
+        // Logins and logouts the store could not take yet, with the attempts so far.
+        let mut retries: Vec<(Command, u32)> = Vec::new();
         loop {
             let next = futures_util::future::poll_fn(|cx| {
                 if let Poll::Ready(Some((key, start))) = sets.futures.poll_next_unpin(cx) {
                     return Poll::Ready(Wake::Ended(key, start));
+                }
+                if claim_tick.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Wake::Claim);
                 }
                 inbox.poll_next_unpin(cx).map(Wake::Command)
             })
             .await;
             match next {
                 Wake::Ended(key, start) => sets.ended(&key, start),
-                Wake::Command(None) => return Ok(()),
-                Wake::Command(Some(Command::Start {
-                    provider,
-                    unique_id,
-                    user_id,
-                    password,
-                })) => {
-                    let key = set_key(&provider, &unique_id);
-                    if sets.running.contains_key(&key) {
-                        continue;
+                Wake::Claim => {
+                    claim_tick = self.host.sleep(CLAIM_INTERVAL).boxed();
+                    for (command, attempt) in std::mem::take(&mut retries) {
+                        self.follow(&mut sets, command, attempt, &mut retries).await;
                     }
-                    let sealed_password = match password {
-                        Some(password) => {
-                            let context = password_context(&provider, &user_id);
-                            let sealed = self.host.seal(&context, password.as_bytes()).await?;
-                            Some(base64_encode(&sealed))
+                    // A store that cannot answer now is asked again at the next tick.
+                    if let Ok(claimable) = self
+                        .host
+                        .leases()
+                        .claimable(SET_PREFIX, CLAIMS_PER_TICK)
+                        .await
+                    {
+                        for lease in claimable {
+                            if !sets.running.contains_key(&lease.name) {
+                                let _ = self.claim(&mut sets, &lease.name).await;
+                            }
                         }
-                        None => None,
-                    };
-                    let record = SetRecord {
-                        provider,
-                        user_id: Some(user_id),
-                        sealed_password,
-                        channel_set_id: channel::new_set_id(),
-                        subscriptions: Vec::new(),
-                    };
-                    sets.start(key, record, Origin::Login);
+                    }
                 }
-                Wake::Command(Some(Command::Stop {
-                    provider,
-                    unique_id,
-                })) => {
-                    sets.stop(&set_key(&provider, &unique_id));
+                Wake::Command(None) => return Ok(()),
+                Wake::Command(Some(command @ (Command::Start { .. } | Command::Stop { .. }))) => {
+                    self.follow(&mut sets, command, 0, &mut retries).await;
                 }
                 Wake::Command(Some(Command::Operator { action, report })) => {
                     let outcome = match action.action {
@@ -508,15 +517,169 @@ impl XsiEvents {
         }
     }
 
-    /// Keeps one channel set until it is stopped, then deletes it on the XSP and in the store.
+    /// Follows a login (opens the user's set here, unless another instance keeps it) or a
+    /// logout (closes it, wherever it runs). One the store cannot take now is tried again at
+    /// the next claims, for a while: the worker and the other sets go on meanwhile.
+    async fn follow(
+        &self,
+        sets: &mut Sets<'_>,
+        command: Command,
+        attempt: u32,
+        retries: &mut Vec<(Command, u32)>,
+    ) {
+        let result = match &command {
+            Command::Start {
+                provider,
+                unique_id,
+                user_id,
+                password,
+            } => {
+                self.start_user_set(sets, provider, unique_id, user_id, password.as_deref())
+                    .await
+            }
+            Command::Stop {
+                provider,
+                unique_id,
+            } => self.stop_user_set(sets, provider, unique_id).await,
+            Command::Operator { .. } => Ok(()),
+        };
+        if let Err(e) = result {
+            if attempt < FOLLOW_ATTEMPTS {
+                retries.push((command, attempt + 1));
+            } else {
+                self.host.warn(&format!(
+                    "xsi-events: a login or logout could not be followed: {e}"
+                ));
+            }
+        }
+    }
+
+    async fn start_user_set(
+        &self,
+        sets: &mut Sets<'_>,
+        provider: &str,
+        unique_id: &str,
+        user_id: &str,
+        password: Option<&str>,
+    ) -> Result<(), Error> {
+        let key = set_key(provider, unique_id);
+        if sets.running.contains_key(&key) {
+            return Ok(());
+        }
+        let leases = self.host.leases();
+        let grant = leases.acquire(&key).await?;
+        if !grant.granted {
+            // Another instance keeps the user's set.
+            return Ok(());
+        }
+        if grant.ended {
+            // The user logged out and in again before the set's last holder closed it: close
+            // that one, then open a new set.
+            if let Some((record_key, record)) = self.user_record(provider, unique_id).await? {
+                let settings = self.settings(provider);
+                if let Ok(mut old) =
+                    channel::ChannelSet::new(self, record_key, record, settings).await
+                {
+                    old.close().await;
+                }
+            }
+            leases.finish(&key).await?;
+            if !leases.acquire(&key).await?.granted {
+                return Ok(());
+            }
+        }
+        let sealed_password = match password {
+            Some(password) => {
+                let context = password_context(provider, user_id);
+                let sealed = self.host.seal(&context, password.as_bytes()).await?;
+                Some(base64_encode(&sealed))
+            }
+            None => None,
+        };
+        let record = SetRecord {
+            provider: provider.to_owned(),
+            user_id: Some(user_id.to_owned()),
+            sealed_password,
+            channel_set_id: channel::new_set_id(),
+            subscriptions: Vec::new(),
+        };
+        sets.start(key, record, Origin::Login);
+        Ok(())
+    }
+
+    async fn stop_user_set(
+        &self,
+        sets: &mut Sets<'_>,
+        provider: &str,
+        unique_id: &str,
+    ) -> Result<(), Error> {
+        let key = set_key(provider, unique_id);
+        if sets.running.contains_key(&key) {
+            sets.stop(&key, Stop::ForGood);
+            return Ok(());
+        }
+        // The set runs on another instance (or on none): its holder closes it.
+        self.host.leases().end(&key).await
+    }
+
+    /// Takes the lease of a kept set nobody keeps, and resumes the set (or, if its user logged
+    /// out meanwhile, closes it for good).
+    async fn claim(&self, sets: &mut Sets<'_>, running_key: &str) -> Result<(), Error> {
+        let leases = self.host.leases();
+        let grant = leases.claim(running_key).await?;
+        if !grant.granted {
+            return Ok(());
+        }
+        let record = self.kept_record(running_key).await?;
+        match record {
+            Some((_, record)) if !grant.ended => {
+                sets.start(running_key.to_owned(), record, Origin::Resumed);
+            }
+            Some((key, record)) => {
+                let settings = self.settings(&record.provider);
+                if let Ok(mut set) = channel::ChannelSet::new(self, key, record, settings).await {
+                    set.close().await;
+                }
+                leases.finish(running_key).await?;
+            }
+            None => leases.finish(running_key).await?,
+        }
+        Ok(())
+    }
+
+    /// The record kept under a running key, and its store key; unreadable ones are dropped.
+    async fn kept_record(&self, running_key: &str) -> Result<Option<(String, SetRecord)>, Error> {
+        let store = self.host.store();
+        for key in store.keys(&format!("{running_key}/")).await? {
+            let Some(bytes) = store.get(&key).await? else {
+                continue;
+            };
+            match xsigate_plugin_sdk::serde_json::from_slice::<SetRecord>(&bytes) {
+                Ok(record) => return Ok(Some((key, record))),
+                Err(e) => {
+                    self.host.warn(&format!(
+                        "xsi-events: a kept channel set is unreadable ({e}); dropped"
+                    ));
+                    store.delete(&key).await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps one channel set while this instance holds its lease: until it is stopped here or
+    /// asked to end elsewhere (then it is deleted on the XSP and in the store, and the lease
+    /// finished), or the lease goes to another instance (then only this instance's channel is
+    /// closed, and the next holder resumes the set).
     async fn keep_set(
         &self,
         running_key: &str,
         record: SetRecord,
         origin: Origin,
-        stopped: futures_channel::oneshot::Receiver<()>,
+        stopped: futures_channel::oneshot::Receiver<Stop>,
     ) {
         let settings = self.settings(&record.provider);
+        let leases = self.host.leases();
         let key = format!("{running_key}/{}", record.channel_set_id);
         let mut set = match channel::ChannelSet::new(self, key.clone(), record, settings).await {
             Ok(set) => set,
@@ -525,18 +688,41 @@ impl XsiEvents {
                     "xsi-events: a channel set cannot be kept and is dropped: {e}"
                 ));
                 let _ = self.host.store().delete(&key).await;
+                let _ = leases.finish(running_key).await;
                 return;
             }
         };
         if origin != Origin::Resumed {
             set.save().await;
         }
-        {
+        let end = {
             let keep = std::pin::pin!(set.keep(origin != Origin::Login));
-            // A stop drops the keeping future wherever it waits; the close below cleans up.
-            let _ = futures_util::future::select(keep, stopped).await;
+            let lost = std::pin::pin!(async {
+                match leases.lost(running_key).await {
+                    Ok(Some(LeaseLost::Ended)) => Stop::ForGood,
+                    Ok(Some(LeaseLost::Taken | LeaseLost::HandedOver)) => Stop::HandedOn,
+                    // Not held (or the host cannot say): nothing to hear, keep going.
+                    Ok(None) | Err(_) => futures_util::future::pending().await,
+                }
+            });
+            // Either drops the keeping future wherever it waits; what follows cleans up.
+            let ending = futures_util::future::select(stopped, lost);
+            match futures_util::future::select(keep, ending).await {
+                futures_util::future::Either::Left(((), _)) => Stop::ForGood,
+                futures_util::future::Either::Right((ended, _)) => match ended {
+                    futures_util::future::Either::Left((stop, _)) => stop.unwrap_or(Stop::ForGood),
+                    futures_util::future::Either::Right((stop, _)) => stop,
+                },
+            }
+        };
+        match end {
+            Stop::HandedOn => set.leave().await,
+            Stop::Replaced => set.close().await,
+            Stop::ForGood => {
+                set.close().await;
+                let _ = leases.finish(running_key).await;
+            }
         }
-        set.close().await;
         self.forget_view(&key);
     }
 
@@ -568,7 +754,7 @@ impl XsiEvents {
         };
         match self.user_record(&action.provider, &action.unique_id).await {
             Ok(Some((_, record))) if sets.running.contains_key(&running_key) => {
-                sets.stop(&running_key);
+                sets.stop(&running_key, Stop::Replaced);
                 let fresh = SetRecord {
                     channel_set_id: channel::new_set_id(),
                     subscriptions: Vec::new(),
@@ -649,9 +835,22 @@ impl XsiEvents {
     }
 }
 
+/// How a kept set ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Its user's last session ended: deleted on the XSP and in the store, the lease finished.
+    ForGood,
+    /// An operator's reopen: deleted, while a new set goes on under the same lease.
+    Replaced,
+    /// The lease went to another instance: only this instance's channel is closed.
+    HandedOn,
+}
+
 enum Wake {
     Ended(String, u64),
     Command(Option<Command>),
+    /// Time to look for sets nobody keeps.
+    Claim,
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

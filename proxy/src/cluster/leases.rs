@@ -386,6 +386,8 @@ impl Leases {
         {
             let mut held = lock(&self.held);
             held.retain(|lease, entry| match still.get(lease) {
+                // Taken while the renewal was under way: the renewal could not see it yet.
+                None if entry.acquired >= started => true,
                 None => {
                     entry.lost.send_replace(Some(Lost::Taken));
                     false
