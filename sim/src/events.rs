@@ -242,9 +242,9 @@ impl Channels {
         if let Some(channel) = self.open.remove(id) {
             channel.send(xml::channel_terminated(id, reason.as_str()));
             self.terminated.push(Termination {
-                channel_id: channel.id.clone(),
-                channel_set_id: channel.channel_set_id.clone(),
-                owner: channel.owner.clone(),
+                channel_id: channel.id,
+                channel_set_id: channel.channel_set_id,
+                owner: channel.owner,
                 reason: reason.as_str(),
             });
         }
