@@ -765,3 +765,109 @@ async fn channel_sets_are_kept_once_spread_out_and_taken_over_after_a_kill() {
     );
     survivors.clear();
 }
+
+/// A logout through another instance than the one keeping the user's set closes the set within
+/// a third of the lease's time (its holder hears it at its next renewal). A graceful upgrade of
+/// an instance hands its sets over: every set keeps its channel set id, and none is without an
+/// open channel for more than a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
+    const USERS: usize = 30;
+    let postgres = Postgres::start();
+    let sim = events_simulator(USERS).await;
+    let secret = tempfile::tempdir().unwrap();
+    let secret_file = secret.path().join("secret");
+    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(events_instance(&sim, &postgres, &secret_file).await);
+    }
+    let mut logins = Vec::new();
+    for i in 0..USERS {
+        let user = format!("agent{i}@acme.example");
+        logins.push(log_in(&instances[i % 3], &user, EVENTS_PASSWORD).await);
+    }
+    let sets = every_set_open_once(&sim, USERS, Duration::from_secs(30), &instances).await;
+
+    // agent0's set is kept by the instance it logged in through; it logs out through another.
+    let logout = client()
+        .post(instances[1].url("/api/access/services/logout"))
+        .header("cookie", &logins[0].cookie)
+        .header("x-csrf-token", &logins[0].csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(2);
+    while channels_by_owner(&sim)
+        .await
+        .contains_key("agent0@acme.example")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the set outlived its user's logout elsewhere"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let subscriptions = sim_get(&sim, "/subscriptions").await;
+    assert!(
+        !subscriptions.to_string().contains("agent0@acme.example"),
+        "{subscriptions}"
+    );
+
+    // An upgrade of the first instance, watched every 50 ms: the longest time any user's set
+    // had no open channel.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let sim = Arc::clone(&sim);
+        let watching = Arc::clone(&watching);
+        tokio::spawn(async move {
+            let mut dark_since: std::collections::HashMap<String, Instant> = Default::default();
+            let mut longest = Duration::ZERO;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let open = channels_by_owner(&sim).await;
+                let now = Instant::now();
+                for i in 1..USERS {
+                    let user = format!("agent{i}@acme.example");
+                    if open.contains_key(&user) {
+                        if let Some(since) = dark_since.remove(&user) {
+                            longest = longest.max(now - since);
+                        }
+                    } else {
+                        dark_since.entry(user).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let now = Instant::now();
+            for since in dark_since.values() {
+                longest = longest.max(now - *since);
+            }
+            longest
+        })
+    };
+    instances[0].upgrade().await;
+    // The old process hands over as it exits; give the new one its claims.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let longest = watcher.await.unwrap();
+    let mut after = every_set_open_once(&sim, USERS - 1, Duration::from_secs(10), &instances).await;
+    let mut before = sets;
+    before.remove("agent0@acme.example");
+    after.remove("agent0@acme.example");
+    assert_eq!(after, before, "every set kept its channel set id");
+    eprintln!("longest without a channel during the upgrade: {longest:?}");
+    assert!(
+        longest <= Duration::from_secs(1),
+        "a set had no channel for {longest:?}"
+    );
+    let terminated = sim_get(&sim, "/channels/terminated").await;
+    assert!(
+        terminated
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["reason"] != "DuplicateChannelSet"),
+        "{terminated}"
+    );
+}

@@ -34,6 +34,9 @@ pub enum Acquired {
     Busy,
 }
 
+/// Heartbeats (a third of the TTL each) an excess must last before it is handed over.
+const EXCESS_BEATS: u32 = 3;
+
 struct Held {
     lost: watch::Sender<Option<Lost>>,
     acquired: Instant,
@@ -51,6 +54,8 @@ pub struct Leases {
     instances: AtomicU64,
     /// The last holder of leases seen claimable, to tell a takeover from a first claim.
     last_holders: Mutex<HashMap<(String, String), String>>,
+    /// Heartbeats in a row that found this instance over its share, by namespace.
+    excess_beats: Mutex<HashMap<String, u32>>,
     /// When a renewal last came back (ms since the epoch).
     renewed_at: AtomicU64,
     stopping: AtomicBool,
@@ -153,6 +158,7 @@ impl Leases {
             work: Mutex::new(HashMap::new()),
             instances: AtomicU64::new(1),
             last_holders: Mutex::new(HashMap::new()),
+            excess_beats: Mutex::new(HashMap::new()),
             renewed_at: AtomicU64::new(u64::try_from(unix_ms()).unwrap_or(0)),
             stopping: AtomicBool::new(false),
             metrics: LeaseMetrics::new(metrics)?,
@@ -164,8 +170,11 @@ impl Leases {
         &self.instance
     }
 
-    /// Renews this instance's leases every third of the TTL until the process ends.
+    /// Joins the instances on the store, then renews this instance's leases every third of the
+    /// TTL until the process ends. Call it outside any async runtime: it blocks for the first
+    /// heartbeat, so that the plugins' first claims know the shares.
     pub fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        runtime.block_on(self.heartbeat());
         let this = Arc::clone(self);
         runtime.spawn(async move {
             let mut interval = tokio::time::interval(this.ttl / 3);
@@ -250,7 +259,7 @@ impl Leases {
     }
 
     /// Leases of `namespace` under `prefix` that nobody holds, with whether their work was asked
-    /// to end; none while this instance holds its share (or stops).
+    /// to end, as many as this instance's share leaves room for; none while it stops.
     pub async fn claimable(
         &self,
         namespace: &str,
@@ -260,17 +269,28 @@ impl Leases {
         if self.stopping.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
+        let now = unix_ms();
+        let mut found = self
+            .store
+            .lease_claimable(namespace, prefix, now, limit)
+            .await?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Work is up for grabs because an instance died or left: count again now rather than
+        // at the last heartbeat, so that what a departing instance handed over is taken at once
+        // and shared by those that remain.
+        let until = now.saturating_add(millis(self.ttl));
+        let instances = self
+            .store
+            .instance_heartbeat(&self.instance, now, until)
+            .await?;
+        self.instances.store(instances, Ordering::Relaxed);
+        *lock(&self.work) = self.store.lease_counts().await?.into_iter().collect();
         let room = self
             .share(namespace)
             .saturating_sub(self.held_in(namespace));
-        let limit = limit.min(u32::try_from(room).unwrap_or(u32::MAX));
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let found = self
-            .store
-            .lease_claimable(namespace, prefix, unix_ms(), limit)
-            .await?;
+        found.truncate(usize::try_from(room).unwrap_or(usize::MAX));
         let mut last_holders = lock(&self.last_holders);
         // Only the latest listing matters; older entries were taken or went.
         last_holders.retain(|(ns, _), _| ns != namespace);
@@ -286,9 +306,13 @@ impl Leases {
             .collect())
     }
 
-    /// Hands every lease over and leaves: a graceful stop or upgrade. Their work stops here.
+    /// Leaves and hands every lease over: a graceful stop or upgrade. Their work stops here.
+    /// Leaving first lets the instances that remain count themselves alone as they claim.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        if let Err(error) = self.store.instance_leave(&self.instance).await {
+            tracing::warn!(%error, "leaving the cluster's instance list failed");
+        }
         let held: Vec<(String, String)> = {
             let held = lock(&self.held);
             for lease in held.values() {
@@ -303,9 +327,6 @@ impl Leases {
             if let Err(error) = self.store.lease_release(&lease, &self.instance).await {
                 tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
             }
-        }
-        if let Err(error) = self.store.instance_leave(&self.instance).await {
-            tracing::warn!(%error, "leaving the cluster's instance list failed");
         }
     }
 
@@ -409,13 +430,25 @@ impl Leases {
         }
     }
 
-    /// Hands over the newest leases of `namespace` beyond a tenth over this instance's share.
+    /// Hands over the newest leases of `namespace` beyond a tenth over this instance's share,
+    /// once that excess has lasted [`EXCESS_BEATS`] heartbeats: an upgrade's passing extra
+    /// instance moves nothing.
     async fn even_out(&self, namespace: &str) {
         let share = self.share(namespace);
         let held = self.held_in(namespace);
-        if held <= share + share / 10 + 1 {
-            return;
+        {
+            let mut beats = lock(&self.excess_beats);
+            if held <= share + share / 10 + 1 {
+                beats.remove(namespace);
+                return;
+            }
+            let beats = beats.entry(namespace.to_owned()).or_insert(0);
+            *beats += 1;
+            if *beats < EXCESS_BEATS {
+                return;
+            }
         }
+        lock(&self.excess_beats).remove(namespace);
         let excess = usize::try_from(held - share).unwrap_or(0);
         let newest: Vec<String> = {
             let held = lock(&self.held);
