@@ -17,8 +17,8 @@ use xsigate::state::store::{
 use xsigate_tests::isolation::ACTIONS;
 use xsigate_tests::postgres::{self, Postgres};
 use xsigate_tests::{
-    Gateway, Login, binary, client, free_port, log_in, plugin_library, provider_for_simulator,
-    provider_urls, run_command, sim_get,
+    Gateway, Login, basic, binary, client, free_port, log_in, plugin_library,
+    provider_for_simulator, provider_urls, run_command, sim_get,
 };
 
 fn settings(postgres: &Postgres) -> PostgresSettings {
@@ -601,7 +601,7 @@ async fn events_simulator(users: usize) -> Arc<xsi_sim::Simulator> {
         .unwrap()
 }
 
-/// An instance with idp-broadsoft and xsi-events (user-level sets, Do Not Disturb only, fast
+/// An instance with idp-broadsoft, xsi-session and xsi-events (user-level sets, Do Not Disturb only, fast
 /// heartbeats) on the shared database, with leases of `LEASE_SECONDS`.
 async fn events_instance(
     sim: &xsi_sim::Simulator,
@@ -611,17 +611,19 @@ async fn events_instance(
     let rest = format!(
         "{}lease_seconds = {LEASE_SECONDS}\n\
          [[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"session\"\npath = \"{}\"\n\
          [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
          [plugins.config.providers.acme]\npackages = [\"Do Not Disturb\"]\n\
          heartbeat_seconds = 1\nsilence_seconds = 3\n{}",
         postgres.store_table(),
         plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-xsi-session").display(),
         plugin_library("xsigate-xsi-events").display(),
         provider_for_simulator(
             "acme",
             &["acme.example"],
             sim,
-            "plugins = [\"broadsoft\", \"events\"]\n"
+            "plugins = [\"broadsoft\", \"session\", \"events\"]\n"
         ),
     );
     let server_keys = format!("secret_file = \"{}\"", secret_file.display());
@@ -870,4 +872,124 @@ async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
             .all(|t| t["reason"] != "DuplicateChannelSet"),
         "{terminated}"
     );
+}
+
+/// PostgreSQL restarted under two instances: meanwhile they keep serving what they can (a
+/// session an instance read before, transparent XSI, the channel sets) and refuse what needs the
+/// database with a clear 503; once it is back they recover by themselves and nothing is lost (the
+/// sessions made before still work, logins work again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_is_ridden_out_and_recovered_from() {
+    let postgres = Postgres::start();
+    let sim = events_simulator(3).await;
+    let secret = tempfile::tempdir().unwrap();
+    let secret_file = secret.path().join("secret");
+    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let a = events_instance(&sim, &postgres, &secret_file).await;
+    let b = events_instance(&sim, &postgres, &secret_file).await;
+    // agent0's session is read on B before the outage, agent1's never is.
+    let read = log_in(&a, "agent0@acme.example", EVENTS_PASSWORD).await;
+    let unread = log_in(&a, "agent1@acme.example", EVENTS_PASSWORD).await;
+    let sets = every_set_open_once(&sim, 2, Duration::from_secs(30), &[]).await;
+    let session_status = |gateway: &Gateway, login: &Login, user: &str| {
+        client()
+            .get(gateway.url(&profile(user)))
+            .header("cookie", &login.cookie)
+            .send()
+    };
+    let log_in_status = |gateway: &Gateway| {
+        client()
+            .post(gateway.url("/api/access/services/idp/broadsoft"))
+            .json(&json!({ "user": "agent2@acme.example", "password": EVENTS_PASSWORD }))
+            .send()
+    };
+    let transparent = |gateway: &Gateway| {
+        client()
+            .get(gateway.url(&profile("agent2@acme.example")))
+            .header(
+                "authorization",
+                basic("agent2@acme.example", EVENTS_PASSWORD),
+            )
+            .send()
+    };
+    let reader = (&read, "agent0@acme.example");
+    assert_eq!(
+        session_status(&b, reader.0, reader.1)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    postgres.stop_server();
+    let down_at = Instant::now();
+    let refused = log_in_status(&a).await.unwrap();
+    let status = refused.status();
+    let body = refused.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store_unavailable"), "{body}");
+    assert!(!body.contains(&postgres.port.to_string()), "{body}");
+    // Past the cache's lifetime: the session B read before goes on, the one it never read cannot
+    // be checked and is refused the same way; transparent XSI needs no database.
+    tokio::time::sleep(
+        (down_at + CACHE_TTL + Duration::from_millis(500))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(
+        session_status(&b, reader.0, reader.1)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let refused = session_status(&b, &unread, "agent1@acme.example")
+        .await
+        .unwrap();
+    let status = refused.status();
+    let body = refused.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store_unavailable"), "{body}");
+    assert_eq!(transparent(&b).await.unwrap().status(), 200);
+    // The channel sets go on.
+    assert_eq!(
+        every_set_open_once(&sim, 2, Duration::from_secs(1), &[]).await,
+        sets
+    );
+
+    postgres.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let session = session_status(&b, &unread, "agent1@acme.example")
+            .await
+            .unwrap()
+            .status();
+        let fresh = log_in_status(&a).await.unwrap().status();
+        if session == 200 && fresh == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: session {session}, login {fresh}\n{}",
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = every_set_open_once(&sim, 3, Duration::from_secs(20), &[]).await;
+    for (user, set) in &sets {
+        assert_eq!(
+            &all[user], set,
+            "{user}'s set went on in the same channel set"
+        );
+    }
+    for gateway in [&a, &b] {
+        let failures = gateway
+            .metric("xsigate_lease_renewal_failures_total")
+            .await
+            .unwrap();
+        assert!(
+            failures > 0.0,
+            "renewals failed while the database was down"
+        );
+    }
 }

@@ -20,6 +20,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::plugin::Plugins;
 use crate::state::Shared;
 use crate::state::seal::{SealError, SealKey};
+use crate::state::store::store_unavailable;
 use crate::upstream::Providers;
 use crate::wire::error::{ErrorCode, error_body};
 
@@ -306,9 +307,14 @@ impl LoginApi {
     }
 }
 
-/// Answers a failure of the API's own bookkeeping (the store, sealing) with 500; what failed goes
-/// to the log, not to the client.
-pub(super) fn internal(error: impl std::fmt::Display) -> ErrorCode {
+/// Answers a failure of the API's own bookkeeping (the store, sealing): 503 while the store
+/// cannot be reached (the client may try again shortly), 500 otherwise. What failed goes to the
+/// log, not to the client.
+pub(super) fn internal(error: impl std::error::Error + 'static) -> ErrorCode {
+    if store_unavailable(&error) {
+        tracing::warn!(error = %error, "the store cannot be reached; the request is refused");
+        return ErrorCode::StoreUnavailable;
+    }
     tracing::error!(error = %error, "login API bookkeeping failed");
     ErrorCode::Internal
 }

@@ -17,8 +17,11 @@ use xsigate_plugin_sdk::LoginLevel;
 use crate::state::Shared;
 use crate::state::seal::{SealError, SealKey, Sealer};
 use crate::state::session::{BoundSession, Scope, Session, SessionSecrets, cookie_key};
-use crate::state::store::{SessionOwner, SessionRow, Store, StoreError, millis, unix_ms};
+use crate::state::store::{
+    SessionOwner, SessionRow, Store, StoreError, millis, store_unavailable, unix_ms,
+};
 use crate::state::token::{new_token, token_hash, well_formed};
+use crate::wire::error::ErrorCode;
 use crate::wire::headers::SESSION_COOKIE;
 
 /// Activity is recorded at most this often per session, to spare the store a write per request.
@@ -250,9 +253,15 @@ impl Sessions {
     }
 
     fn cached(&self, hashed: &[u8]) -> Option<Arc<Session>> {
+        self.cached_within(hashed, CACHE_TTL)
+    }
+
+    /// The session in memory if it was read from the store less than `age` ago and has not
+    /// reached its absolute end.
+    fn cached_within(&self, hashed: &[u8], age: Duration) -> Option<Arc<Session>> {
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
         let entry = cache.get(hashed)?;
-        (entry.read_at.elapsed() < CACHE_TTL && entry.session.expires_at_ms > unix_ms())
+        (entry.read_at.elapsed() < age && entry.session.expires_at_ms > unix_ms())
             .then(|| Arc::clone(&entry.session))
     }
 
@@ -282,23 +291,37 @@ impl Sessions {
 
     /// The live session of a proxied request: from memory when fresh, else read on the state
     /// runtime, so that store work never runs on a proxy thread.
-    pub async fn resume_proxied(self: &Arc<Self>, token: &str) -> Result<Option<Arc<Session>>, ()> {
+    /// A store that cannot be reached is [`ErrorCode::StoreUnavailable`] (503: try again), any
+    /// other failure [`ErrorCode::Internal`].
+    pub async fn resume_proxied(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<Option<Arc<Session>>, ErrorCode> {
         if let Some(session) = self.cached_by_token(token) {
             return Ok(Some(session));
         }
         let this = Arc::clone(self);
-        let token = token.to_owned();
+        let owned = token.to_owned();
         match self
             .runtime
-            .spawn(async move { this.resume_cached(&token).await })
+            .spawn(async move { this.resume_cached(&owned).await })
             .await
         {
             Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) if store_unavailable(&e) => {
+                // While the store is away a session this instance read within its idle time
+                // goes on serving: no logout elsewhere can have been recorded meanwhile either.
+                if let Some(session) = self.cached_within(&token_hash(token), self.policy.idle) {
+                    return Ok(Some(session));
+                }
+                tracing::warn!(error = %e, "the store cannot be reached to read a session");
+                Err(ErrorCode::StoreUnavailable)
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reading a session failed");
-                Err(())
+                Err(ErrorCode::Internal)
             }
-            Err(_) => Err(()),
+            Err(_) => Err(ErrorCode::Internal),
         }
     }
 

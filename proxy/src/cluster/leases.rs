@@ -1,7 +1,7 @@
 //! This instance's leases: taking, renewing, losing and handing them over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ pub enum Acquired {
     Busy,
 }
 
+/// How long work handed over at a graceful stop goes on here: the others claim every quarter
+/// second (see the plugins' claim intervals).
+const HANDOVER_OVERLAP: Duration = Duration::from_millis(600);
+
 /// Heartbeats (a third of the TTL each) an excess must last before it is handed over.
 const EXCESS_BEATS: u32 = 3;
 
@@ -56,8 +60,9 @@ pub struct Leases {
     last_holders: Mutex<HashMap<(String, String), String>>,
     /// Heartbeats in a row that found this instance over its share, by namespace.
     excess_beats: Mutex<HashMap<String, u32>>,
-    /// When a renewal last came back (ms since the epoch).
-    renewed_at: AtomicU64,
+    /// No claims before this (ms since the epoch): after the store was away, the live holders
+    /// renew first. `i64::MAX` while renewals fail.
+    claims_from: AtomicI64,
     stopping: AtomicBool,
     metrics: LeaseMetrics,
 }
@@ -159,7 +164,7 @@ impl Leases {
             instances: AtomicU64::new(1),
             last_holders: Mutex::new(HashMap::new()),
             excess_beats: Mutex::new(HashMap::new()),
-            renewed_at: AtomicU64::new(u64::try_from(unix_ms()).unwrap_or(0)),
+            claims_from: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             metrics: LeaseMetrics::new(metrics)?,
         }))
@@ -266,10 +271,10 @@ impl Leases {
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<(String, bool)>, StoreError> {
-        if self.stopping.load(Ordering::Acquire) {
+        let now = unix_ms();
+        if self.stopping.load(Ordering::Acquire) || now < self.claims_from.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
-        let now = unix_ms();
         let mut found = self
             .store
             .lease_claimable(namespace, prefix, now, limit)
@@ -306,27 +311,28 @@ impl Leases {
             .collect())
     }
 
-    /// Leaves and hands every lease over: a graceful stop or upgrade. Their work stops here.
-    /// Leaving first lets the instances that remain count themselves alone as they claim.
+    /// Leaves and hands every lease over: a graceful stop or upgrade. The store hears it
+    /// first, and the work goes on here for [`HANDOVER_OVERLAP`] while the others claim it (two
+    /// channels of one set overlap briefly rather than none being open); then it stops here.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         if let Err(error) = self.store.instance_leave(&self.instance).await {
             tracing::warn!(%error, "leaving the cluster's instance list failed");
         }
+        if let Err(error) = self.store.lease_release_all(&self.instance).await {
+            tracing::warn!(%error, "handing the leases over failed; they free after their TTL");
+        }
+        tokio::time::sleep(HANDOVER_OVERLAP).await;
         let held: Vec<(String, String)> = {
-            let held = lock(&self.held);
+            let mut held = lock(&self.held);
             for lease in held.values() {
                 lease.lost.send_replace(Some(Lost::HandedOver));
             }
-            held.keys().cloned().collect()
+            held.drain().map(|(lease, _)| lease).collect()
         };
-        for (namespace, name) in &held {
-            let lease = LeaseName { namespace, name };
-            self.forget(&lease);
+        for (namespace, _) in &held {
             self.metrics.handovers.with_label_values(&[namespace]).inc();
-            if let Err(error) = self.store.lease_release(&lease, &self.instance).await {
-                tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
-            }
+            self.metrics.held.with_label_values(&[namespace]).set(0);
         }
     }
 
@@ -379,20 +385,21 @@ impl Leases {
             Ok(answer) => answer,
             Err(error) => {
                 self.metrics.renewal_failures.inc();
-                tracing::warn!(%error, "renewing this instance's leases failed");
-                let last = i64::try_from(self.renewed_at.load(Ordering::Relaxed)).unwrap_or(0);
-                if unix_ms().saturating_sub(last) >= millis(self.ttl) {
-                    // Another instance may hold them by now: stop rather than run work twice.
-                    self.give_up_all();
-                }
+                tracing::warn!(%error, "renewing this instance's leases failed; its work goes on");
+                // The work goes on: while the store is away nobody can take it over. Claims
+                // wait until the store is back for a whole TTL, so that every live holder has
+                // renewed before anyone takes what looks expired.
+                self.claims_from.store(i64::MAX, Ordering::Relaxed);
                 return;
             }
         };
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
-        self.renewed_at
-            .store(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
+        if self.claims_from.load(Ordering::Relaxed) == i64::MAX {
+            self.claims_from
+                .store(now.saturating_add(millis(self.ttl)), Ordering::Relaxed);
+        }
         self.instances.store(instances, Ordering::Relaxed);
         self.metrics
             .instances
@@ -472,19 +479,6 @@ impl Leases {
             if let Err(error) = self.release(&lease).await {
                 tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
             }
-        }
-    }
-
-    fn give_up_all(&self) {
-        let mut held = lock(&self.held);
-        for entry in held.values() {
-            entry.lost.send_replace(Some(Lost::Taken));
-        }
-        let namespaces: Vec<String> = held.keys().map(|(ns, _)| ns.clone()).collect();
-        held.clear();
-        drop(held);
-        for namespace in namespaces {
-            self.metrics.held.with_label_values(&[&namespace]).set(0);
         }
     }
 }

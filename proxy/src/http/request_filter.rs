@@ -185,8 +185,7 @@ impl ProxyApp {
         let resumed = self
             .sessions
             .resume_proxied(&token)
-            .await
-            .map_err(|()| ErrorCode::Internal)?
+            .await?
             .ok_or(ErrorCode::NotLoggedIn)?;
         // Another site can make a browser send the cookie, but cannot read the CSRF token.
         if !request.method.is_safe() {

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     LoginFlowForeign,
     /// The answer of the redirect login that made this session was picked up or has expired.
     NoLoginResult,
+    /// The gateway's store (the shared database) cannot be reached just now.
+    StoreUnavailable,
     Internal,
 }
 
@@ -82,6 +84,7 @@ impl ErrorCode {
             | Self::LoginFlowUnknown => 400,
             Self::UpstreamUnavailable | Self::UpstreamError | Self::PluginFailed => 502,
             Self::UpstreamTimeout | Self::PluginTimeout => 504,
+            Self::StoreUnavailable => 503,
             Self::Internal => 500,
         }
     }
@@ -123,6 +126,7 @@ impl ErrorCode {
             Self::LoginFlowUnknown => "login_flow_unknown",
             Self::LoginFlowForeign => "login_flow_foreign",
             Self::NoLoginResult => "no_login_result",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -178,6 +182,9 @@ impl ErrorCode {
             }
             Self::LoginFlowForeign => "this single sign-on was started in another browser",
             Self::NoLoginResult => "this session's login result was already collected or expired",
+            Self::StoreUnavailable => {
+                "the gateway cannot reach its database just now; try again in a few seconds"
+            }
             Self::Internal => "the gateway failed to handle the request",
         }
     }

@@ -25,6 +25,33 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// Whether `error`, or an error it was caused by, says the store cannot be reached (rather than
+/// that a query was wrong): the caller may answer "try again shortly".
+pub fn store_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let sqlx = match error.downcast_ref::<StoreError>() {
+            Some(StoreError::Query(sqlx) | StoreError::Open { source: sqlx, .. }) => Some(sqlx),
+            Some(StoreError::Newer { .. }) => None,
+            None => error.downcast_ref::<sqlx::Error>(),
+        };
+        if sqlx.is_some_and(|e| {
+            matches!(
+                e,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        }) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Schema changes, oldest first, one list per implementation (each counts its own versions).
 /// Never edit one that has shipped; append the same change to each list.
 pub type Migrations = &'static [&'static [&'static str]];
@@ -171,6 +198,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Hands a lease over: any instance may take it at once.
     async fn lease_release(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError>;
+
+    /// Hands every lease of `holder` over at once (a graceful stop).
+    async fn lease_release_all(&self, holder: &str) -> Result<u64, StoreError>;
 
     /// Forgets a lease whose work is over.
     async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError>;

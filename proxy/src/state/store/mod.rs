@@ -14,7 +14,7 @@ mod sqlite;
 
 pub use contract::{
     ClaimableLease, HeldLease, LeaseName, Migrations, SessionOwner, SessionRow, Store, StoreError,
-    millis, unix_ms,
+    millis, store_unavailable, unix_ms,
 };
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{DATABASE_FILE, SqliteStore};

@@ -688,6 +688,14 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn lease_release_all(&self, holder: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leases WHERE namespace = $1 AND name = $2 AND holder = $3")
             .bind(lease.namespace)
