@@ -51,6 +51,11 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read or create the instance file {path}: {source}")]
+    InstanceFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -116,6 +121,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
     let leases = Leases::new(
         Arc::clone(&shared.store),
         Duration::from_secs(config.server.store.lease_seconds),
+        instance_slot(&data_dir)?,
         &metrics,
     )?;
     leases.start(&shared.runtime);
@@ -333,6 +339,28 @@ fn prepare_data_dir(path: &Path) -> Result<PathBuf, StartupError> {
 }
 
 /// Creates the server secret (32 random bytes, hex, mode 0600) unless it exists.
+/// File in `data_dir` naming this instance among those sharing a store.
+const INSTANCE_FILE: &str = "instance";
+
+/// This instance's name among those sharing a store: made once and kept in `data_dir`, so that
+/// a restart or an upgrade is the same instance (and two instances need two data directories).
+fn instance_slot(data_dir: &Path) -> Result<String, StartupError> {
+    let path = data_dir.join(INSTANCE_FILE);
+    let error = |source| StartupError::InstanceFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(slot) if !slot.trim().is_empty() => return Ok(slot.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let slot = format!("{:032x}", rand::random::<u128>());
+    std::fs::write(&path, &slot).map_err(error)?;
+    Ok(slot)
+}
+
 fn ensure_secret_file(path: &Path) -> Result<(), StartupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
 

@@ -90,6 +90,7 @@ impl InProcess {
         let leases = xsigate::cluster::Leases::new(
             Arc::clone(&shared.store),
             Duration::from_secs(15),
+            "in-process".to_owned(),
             &metrics,
         )
         .unwrap();

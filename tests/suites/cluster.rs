@@ -245,7 +245,7 @@ async fn keeps_the_store_contract(store: &dyn Store) {
         }]
     );
     assert!(store.lease_counts().await.unwrap().is_empty());
-    store.lease_release(&lease, "i1").await.unwrap();
+    store.lease_release(&lease, "i1", now).await.unwrap();
     assert_eq!(
         store
             .lease_claimable("events", "set/", now, 10)
@@ -254,7 +254,8 @@ async fn keeps_the_store_contract(store: &dyn Store) {
         [ClaimableLease {
             name: "set/acme/u1".to_owned(),
             ended: true,
-            last_holder: "i1".to_owned()
+            last_holder: "i1".to_owned(),
+            unowned_since_ms: now,
         }]
     );
     assert_eq!(
@@ -287,8 +288,13 @@ async fn keeps_the_store_contract(store: &dyn Store) {
     // Instances: counted while they renew.
     assert_eq!(store.instance_heartbeat("i1", now, until).await.unwrap(), 1);
     assert_eq!(store.instance_heartbeat("i2", now, until).await.unwrap(), 2);
-    store.instance_leave("i1").await.unwrap();
-    assert_eq!(store.instance_heartbeat("i2", now, until).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .instance_heartbeat("i2", until, until + 1)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 mod store {
@@ -858,6 +864,16 @@ async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
     before.remove("agent0@acme.example");
     after.remove("agent0@acme.example");
     assert_eq!(after, before, "every set kept its channel set id");
+    // The upgraded process took its predecessor's part over; nothing moved between the others.
+    let mut held = Vec::new();
+    for instance in &instances {
+        held.push(leases_held(instance).await);
+    }
+    assert_eq!(
+        held,
+        [9.0, 10.0, 10.0],
+        "leases per instance after the upgrade"
+    );
     eprintln!("longest without a channel during the upgrade: {longest:?}");
     assert!(
         longest <= Duration::from_secs(1),

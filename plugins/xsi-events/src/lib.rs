@@ -383,6 +383,23 @@ impl<'a> Sets<'a> {
         );
     }
 
+    /// Resumes a set whose lease this instance just claimed: its record is read in the set's
+    /// own future, so that many claims at once open their channels side by side.
+    fn resume_claimed(&mut self, key: String, ended: bool) {
+        let (stop, stopped) = futures_channel::oneshot::channel();
+        self.starts += 1;
+        let start = self.starts;
+        self.running.insert(key.clone(), (stop, start));
+        let plugin = self.plugin;
+        self.futures.push(
+            async move {
+                plugin.resume_claimed(&key, ended, stopped).await;
+                (key, start)
+            }
+            .boxed(),
+        );
+    }
+
     fn stop(&mut self, key: &str, how: Stop) {
         if let Some((stop, _)) = self.running.remove(key) {
             let _ = stop.send(how);
@@ -625,26 +642,47 @@ impl XsiEvents {
     /// Takes the lease of a kept set nobody keeps, and resumes the set (or, if its user logged
     /// out meanwhile, closes it for good).
     async fn claim(&self, sets: &mut Sets<'_>, running_key: &str) -> Result<(), Error> {
-        let leases = self.host.leases();
-        let grant = leases.claim(running_key).await?;
-        if !grant.granted {
-            return Ok(());
+        let grant = self.host.leases().claim(running_key).await?;
+        if grant.granted {
+            sets.resume_claimed(running_key.to_owned(), grant.ended);
         }
-        let record = self.kept_record(running_key).await?;
+        Ok(())
+    }
+
+    async fn resume_claimed(
+        &self,
+        running_key: &str,
+        ended: bool,
+        stopped: futures_channel::oneshot::Receiver<Stop>,
+    ) {
+        let leases = self.host.leases();
+        let record = match self.kept_record(running_key).await {
+            Ok(record) => record,
+            Err(e) => {
+                // Handed over again, so that another instance (or this one's next claim) tries.
+                self.host.warn(&format!(
+                    "xsi-events: a claimed channel set could not be read: {e}"
+                ));
+                let _ = leases.release(running_key).await;
+                return;
+            }
+        };
         match record {
-            Some((_, record)) if !grant.ended => {
-                sets.start(running_key.to_owned(), record, Origin::Resumed);
+            Some((_, record)) if !ended => {
+                self.keep_set(running_key, record, Origin::Resumed, stopped)
+                    .await;
             }
             Some((key, record)) => {
                 let settings = self.settings(&record.provider);
                 if let Ok(mut set) = channel::ChannelSet::new(self, key, record, settings).await {
                     set.close().await;
                 }
-                leases.finish(running_key).await?;
+                let _ = leases.finish(running_key).await;
             }
-            None => leases.finish(running_key).await?,
+            None => {
+                let _ = leases.finish(running_key).await;
+            }
         }
-        Ok(())
     }
 
     /// The record kept under a running key, and its store key; unreadable ones are dropped.

@@ -34,9 +34,13 @@ pub enum Acquired {
     Busy,
 }
 
-/// How long work handed over at a graceful stop goes on here: the others claim every quarter
-/// second (see the plugins' claim intervals).
-const HANDOVER_OVERLAP: Duration = Duration::from_millis(600);
+/// How long work handed over at a graceful stop goes on here after another instance took it.
+const HANDOVER_OVERLAP: Duration = Duration::from_millis(500);
+/// How long a graceful stop waits for others to take its work: within the shortest graceful
+/// shutdown timeout that makes sense (Pingora ends the process after it).
+const HANDOVER_WAIT: Duration = Duration::from_millis(900);
+/// After this long without a holder, work is claimed even beyond the claimer's share.
+const OVERDUE: Duration = Duration::from_secs(1);
 
 /// Heartbeats (a third of the TTL each) an excess must last before it is handed over.
 const EXCESS_BEATS: u32 = 3;
@@ -51,6 +55,9 @@ pub struct Leases {
     store: Arc<dyn Store>,
     /// This process's holder id, new at every start.
     instance: String,
+    /// The instance's place among the live ones, kept across restarts and upgrades (its data
+    /// directory's): an upgrade's old and new process count as one instance.
+    slot: String,
     ttl: Duration,
     held: Mutex<HashMap<(String, String), Held>>,
     /// Work per namespace, and live instances, as of the last heartbeat.
@@ -153,11 +160,13 @@ impl Leases {
     pub fn new(
         store: Arc<dyn Store>,
         ttl: Duration,
+        slot: String,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, MetricsError> {
         Ok(Arc::new(Self {
             store,
             instance: format!("{:032x}", rand::random::<u128>()),
+            slot,
             ttl,
             held: Mutex::new(HashMap::new()),
             work: Mutex::new(HashMap::new()),
@@ -204,7 +213,9 @@ impl Leases {
         if lock(&self.held).contains_key(&key(lease)) {
             return Ok(Acquired::Granted { ended: false });
         }
-        if claim && self.held_in(lease.namespace) >= self.share(lease.namespace) {
+        // What the last listing of claimable work offered was weighed there already.
+        let offered = lock(&self.last_holders).contains_key(&key(lease));
+        if claim && !offered && self.held_in(lease.namespace) >= self.share(lease.namespace) {
             return Ok(Acquired::Busy);
         }
         let now = unix_ms();
@@ -245,7 +256,9 @@ impl Leases {
     /// Hands a lease over: another instance may take it at once.
     pub async fn release(&self, lease: &LeaseName<'_>) -> Result<(), StoreError> {
         self.forget(lease);
-        self.store.lease_release(lease, &self.instance).await
+        self.store
+            .lease_release(lease, &self.instance, unix_ms())
+            .await
     }
 
     /// Forgets a lease whose work is over.
@@ -288,14 +301,23 @@ impl Leases {
         let until = now.saturating_add(millis(self.ttl));
         let instances = self
             .store
-            .instance_heartbeat(&self.instance, now, until)
+            .instance_heartbeat(&self.slot, now, until)
             .await?;
         self.instances.store(instances, Ordering::Relaxed);
         *lock(&self.work) = self.store.lease_counts().await?.into_iter().collect();
-        let room = self
-            .share(namespace)
-            .saturating_sub(self.held_in(namespace));
-        found.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+        // Work up to this instance's share is taken at once; beyond it, only work nobody took
+        // for a while (better an uneven spread, evened out later, than work left undone).
+        let room = usize::try_from(
+            self.share(namespace)
+                .saturating_sub(self.held_in(namespace)),
+        )
+        .unwrap_or(usize::MAX);
+        let overdue = now.saturating_sub(millis(OVERDUE));
+        let mut counted = 0;
+        found.retain(|lease| {
+            counted += 1;
+            counted <= room || lease.unowned_since_ms <= overdue
+        });
         let mut last_holders = lock(&self.last_holders);
         // Only the latest listing matters; older entries were taken or went.
         last_holders.retain(|(ns, _), _| ns != namespace);
@@ -311,28 +333,64 @@ impl Leases {
             .collect())
     }
 
-    /// Leaves and hands every lease over: a graceful stop or upgrade. The store hears it
-    /// first, and the work goes on here for [`HANDOVER_OVERLAP`] while the others claim it (two
-    /// channels of one set overlap briefly rather than none being open); then it stops here.
+    /// Hands every lease over: a graceful stop or upgrade. The store hears it first and the
+    /// others (or the upgraded process) claim the work while it still runs here; see
+    /// [`Leases::let_go`].
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Err(error) = self.store.instance_leave(&self.instance).await {
-            tracing::warn!(%error, "leaving the cluster's instance list failed");
-        }
-        if let Err(error) = self.store.lease_release_all(&self.instance).await {
+        let held: Vec<(String, String)> = lock(&self.held).keys().cloned().collect();
+        tracing::info!(leases = held.len(), "handing this instance's leases over");
+        if let Err(error) = self
+            .store
+            .lease_release_all(&self.instance, unix_ms())
+            .await
+        {
             tracing::warn!(%error, "handing the leases over failed; they free after their TTL");
         }
-        tokio::time::sleep(HANDOVER_OVERLAP).await;
-        let held: Vec<(String, String)> = {
-            let mut held = lock(&self.held);
-            for lease in held.values() {
-                lease.lost.send_replace(Some(Lost::HandedOver));
+        self.let_go(held).await;
+    }
+
+    /// Stops the work of leases released in the store: each [`HANDOVER_OVERLAP`] after another
+    /// instance took it (time for its new holder to open its channel: two channels of one set
+    /// overlap briefly rather than none being open), the rest after [`HANDOVER_WAIT`].
+    async fn let_go(&self, leases: Vec<(String, String)>) {
+        let mut waiting: std::collections::HashSet<(String, String)> = leases.into_iter().collect();
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        let mut taken_at: HashMap<(String, String), Instant> = HashMap::new();
+        while !waiting.is_empty() {
+            let now = Instant::now();
+            let done = now >= deadline;
+            if !done {
+                if let Ok(still) = self.store.leases_of(&self.instance).await {
+                    let still: std::collections::HashSet<(String, String)> =
+                        still.into_iter().collect();
+                    for lease in &waiting {
+                        if !still.contains(lease) {
+                            taken_at.entry(lease.clone()).or_insert(now);
+                        }
+                    }
+                }
             }
-            held.drain().map(|(lease, _)| lease).collect()
-        };
-        for (namespace, _) in &held {
-            self.metrics.handovers.with_label_values(&[namespace]).inc();
-            self.metrics.held.with_label_values(&[namespace]).set(0);
+            let leaving: Vec<(String, String)> = waiting
+                .iter()
+                .filter(|lease| {
+                    done || taken_at
+                        .get(*lease)
+                        .is_some_and(|at| now.duration_since(*at) >= HANDOVER_OVERLAP)
+                })
+                .cloned()
+                .collect();
+            for lease in leaving {
+                waiting.remove(&lease);
+                if let Some(entry) = lock(&self.held).remove(&lease) {
+                    entry.lost.send_replace(Some(Lost::HandedOver));
+                }
+                self.metrics.handovers.with_label_values(&[&lease.0]).inc();
+                self.count_held(&lease.0);
+            }
+            if !waiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
@@ -371,7 +429,7 @@ impl Leases {
         let renewed = async {
             let instances = self
                 .store
-                .instance_heartbeat(&self.instance, now, until)
+                .instance_heartbeat(&self.slot, now, until)
                 .await?;
             let held = self.store.lease_renew(&self.instance, until).await?;
             let work = self.store.lease_counts().await?;
@@ -457,28 +515,24 @@ impl Leases {
         }
         lock(&self.excess_beats).remove(namespace);
         let excess = usize::try_from(held - share).unwrap_or(0);
-        let newest: Vec<String> = {
+        let newest: Vec<(String, String)> = {
             let held = lock(&self.held);
             let mut mine: Vec<(&(String, String), &Held)> =
                 held.iter().filter(|((ns, _), _)| ns == namespace).collect();
             mine.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.acquired));
             mine.into_iter()
                 .take(excess)
-                .map(|((_, name), entry)| {
-                    entry.lost.send_replace(Some(Lost::HandedOver));
-                    name.clone()
-                })
+                .map(|(lease, _)| lease.clone())
                 .collect()
         };
-        for name in newest {
-            let lease = LeaseName {
-                namespace,
-                name: &name,
-            };
-            self.metrics.handovers.with_label_values(&[namespace]).inc();
-            if let Err(error) = self.release(&lease).await {
-                tracing::warn!(%error, "handing a lease over failed; it frees after its TTL");
+        let now = unix_ms();
+        for (namespace, name) in &newest {
+            let lease = LeaseName { namespace, name };
+            if let Err(error) = self.store.lease_release(&lease, &self.instance, now).await {
+                tracing::warn!(%error, "handing a lease over failed; it stays here");
+                return;
             }
         }
+        self.let_go(newest).await;
     }
 }

@@ -193,14 +193,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         until_ms: i64,
     ) -> Result<Option<bool>, StoreError>;
 
-    /// Extends every lease `holder` still holds to `until_ms` and returns them.
+    /// Extends every lease `holder` still holds (and has not released) to `until_ms` and returns
+    /// them.
     async fn lease_renew(&self, holder: &str, until_ms: i64) -> Result<Vec<HeldLease>, StoreError>;
 
-    /// Hands a lease over: any instance may take it at once.
-    async fn lease_release(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError>;
+    /// Hands a lease over: any instance may take it at once. Until one does, it stays `holder`'s
+    /// without being renewed.
+    async fn lease_release(
+        &self,
+        lease: &LeaseName<'_>,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 
     /// Hands every lease of `holder` over at once (a graceful stop).
-    async fn lease_release_all(&self, holder: &str) -> Result<u64, StoreError>;
+    async fn lease_release_all(&self, holder: &str, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// The leases `holder` holds, released ones not yet taken included, as (namespace, name).
+    async fn leases_of(&self, holder: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Forgets a lease whose work is over.
     async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError>;
@@ -229,9 +239,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<u64, StoreError>;
-
-    /// Forgets an instance that stops.
-    async fn instance_leave(&self, instance: &str) -> Result<(), StoreError>;
 }
 
 /// A lease: a plugin's namespace and the name of the work it guards.
@@ -257,6 +264,8 @@ pub struct ClaimableLease {
     pub ended: bool,
     /// The instance that held it last; empty when none did.
     pub last_holder: String,
+    /// Since when nobody holds it (ms since the epoch).
+    pub unowned_since_ms: i64,
 }
 
 /// Whose an ended session was.
@@ -361,13 +370,16 @@ pub(super) fn held_leases(rows: Vec<(String, String, bool)>) -> Vec<HeldLease> {
         .collect()
 }
 
-pub(super) fn claimable_leases(rows: Vec<(String, bool, String)>) -> Vec<ClaimableLease> {
+pub(super) fn claimable_leases(rows: Vec<(String, bool, String, i64)>) -> Vec<ClaimableLease> {
     rows.into_iter()
-        .map(|(name, ended, last_holder)| ClaimableLease {
-            name,
-            ended,
-            last_holder,
-        })
+        .map(
+            |(name, ended, last_holder, unowned_since_ms)| ClaimableLease {
+                name,
+                ended,
+                last_holder,
+                unowned_since_ms,
+            },
+        )
         .collect()
 }
 

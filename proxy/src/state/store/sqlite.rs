@@ -104,6 +104,7 @@ pub const MIGRATIONS: Migrations = &[
         holder TEXT NOT NULL,
         expires_at_ms INTEGER NOT NULL,
         ended INTEGER NOT NULL DEFAULT 0,
+        released INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (namespace, name)
     ) WITHOUT ROWID",
         "CREATE INDEX leases_by_expiry ON leases (namespace, expires_at_ms)",
@@ -594,7 +595,7 @@ impl Store for SqliteStore {
         let ended = sqlx::query_scalar::<_, bool>(
             "INSERT INTO leases (namespace, name, holder, expires_at_ms) VALUES (?1, ?2, ?3, ?5)
              ON CONFLICT (namespace, name) DO UPDATE
-             SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+             SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms, released = 0
              WHERE leases.holder = excluded.holder OR leases.expires_at_ms <= ?4
              RETURNING ended",
         )
@@ -610,7 +611,7 @@ impl Store for SqliteStore {
 
     async fn lease_renew(&self, holder: &str, until_ms: i64) -> Result<Vec<HeldLease>, StoreError> {
         let rows: Vec<(String, String, bool)> = sqlx::query_as(
-            "UPDATE leases SET expires_at_ms = ?2 WHERE holder = ?1
+            "UPDATE leases SET expires_at_ms = ?2 WHERE holder = ?1 AND NOT released
              RETURNING namespace, name, ended",
         )
         .bind(holder)
@@ -620,24 +621,43 @@ impl Store for SqliteStore {
         Ok(held_leases(rows))
     }
 
-    async fn lease_release(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
+    async fn lease_release(
+        &self,
+        lease: &LeaseName<'_>,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE leases SET expires_at_ms = 0 WHERE namespace = ?1 AND name = ?2 AND holder = ?3",
+            "UPDATE leases SET expires_at_ms = MIN(expires_at_ms, ?4), released = 1
+             WHERE namespace = ?1 AND name = ?2 AND holder = ?3",
         )
         .bind(lease.namespace)
         .bind(lease.name)
         .bind(holder)
+        .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn lease_release_all(&self, holder: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE holder = ?1")
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
+    async fn lease_release_all(&self, holder: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at_ms = MIN(expires_at_ms, ?2), released = 1
+             WHERE holder = ?1",
+        )
+        .bind(holder)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn leases_of(&self, holder: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query_as("SELECT namespace, name FROM leases WHERE holder = ?1")
+            .bind(holder)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
     }
 
     async fn lease_finish(&self, lease: &LeaseName<'_>, holder: &str) -> Result<(), StoreError> {
@@ -670,8 +690,8 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<ClaimableLease>, StoreError> {
-        let rows: Vec<(String, bool, String)> = sqlx::query_as(
-            "SELECT name, ended, holder FROM leases
+        let rows: Vec<(String, bool, String, i64)> = sqlx::query_as(
+            "SELECT name, ended, holder, expires_at_ms FROM leases
              WHERE namespace = ?1 AND expires_at_ms <= ?3 AND substr(name, 1, length(?2)) = ?2
              ORDER BY expires_at_ms LIMIT ?4",
         )
@@ -715,14 +735,6 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(live).unwrap_or(1))
-    }
-
-    async fn instance_leave(&self, instance: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE id = ?1")
-            .bind(instance)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }
 
