@@ -405,6 +405,9 @@ impl Leases {
     }
 
     fn count_held(&self, namespace: &str) {
+        // Every series a dashboard or alert watches exists from the plugin's first lease.
+        self.metrics.takeovers.with_label_values(&[namespace]);
+        self.metrics.handovers.with_label_values(&[namespace]);
         let held = self.held_in(namespace);
         self.metrics
             .held
