@@ -1009,3 +1009,125 @@ async fn a_database_restart_is_ridden_out_and_recovered_from() {
         );
     }
 }
+
+/// Two instances with idp-broadsoft and srs-login in front of the SRS stand-in.
+async fn srs_instance(
+    sim: &xsi_sim::Simulator,
+    srs: &xsi_sim::srs::Srs,
+    postgres: &Postgres,
+    secret_file: &std::path::Path,
+) -> Gateway {
+    let rest = format!(
+        "{}lease_seconds = {LEASE_SECONDS}\n\
+         [[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"srs\"\npath = \"{}\"\n\
+         [plugins.config.providers.acme]\nurl = \"{}\"\norigin = \"{DESKTOP}\"\n\
+         server = \"https://rws1.acme.example\"\nswitch = \"SIP_Switch\"\n\
+         place = \"Place_{{extension}}\"\nkeep_alive_seconds = 1\ntimeout_ms = 1000\n{}",
+        postgres.store_table(),
+        plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-srs-login").display(),
+        srs.url(),
+        provider_for_simulator(
+            "acme",
+            &["acme.example"],
+            sim,
+            "plugins = [\"broadsoft\", \"srs\"]\n"
+        ),
+    );
+    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
+    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+const DESKTOP: &str = "https://desktop.acme.example";
+
+/// Waits until the stand-in's sessions of `agent0` (in no order) satisfy `condition`.
+async fn wait_srs(
+    srs: &xsi_sim::srs::Srs,
+    within: Duration,
+    what: &str,
+    condition: impl Fn(&[xsi_sim::srs::SrsSession]) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let sessions = srs.sessions();
+        if condition(&sessions) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {sessions:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent is kept logged in to screen recording by one instance: a logout through another
+/// instance logs it out of SRS (within a third of the lease's time); after a kill of the
+/// instance keeping it, another logs it in again within the lease's time plus 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_instance_keeps_each_agent_and_another_takes_it_over() {
+    let postgres = Postgres::start();
+    let sim = events_simulator(1).await;
+    let srs = xsi_sim::srs::Srs::start(
+        xsi_sim::srs::SrsSettings {
+            origin: DESKTOP.to_owned(),
+            agents: std::collections::HashMap::from([(
+                "agent0@acme.example".to_owned(),
+                EVENTS_PASSWORD.to_owned(),
+            )]),
+            keep_alive: Duration::from_secs(4),
+            version: "8.5.500.07".to_owned(),
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let secret_file = secret.path().join("secret");
+    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let mut a = srs_instance(&sim, &srs, &postgres, &secret_file).await;
+    let b = srs_instance(&sim, &srs, &postgres, &secret_file).await;
+    let active = |sessions: &[xsi_sim::srs::SrsSession]| {
+        sessions.iter().filter(|s| s.active && !s.ended).count()
+    };
+
+    // Logged in through A, out through B: A logs the agent out of SRS.
+    let login = log_in(&a, "agent0@acme.example", EVENTS_PASSWORD).await;
+    wait_srs(&srs, Duration::from_secs(10), "logged in once", |s| {
+        active(s) == 1 && s.len() == 1
+    })
+    .await;
+    let logout = client()
+        .post(b.url("/api/access/services/logout"))
+        .header("cookie", &login.cookie)
+        .header("x-csrf-token", &login.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    wait_srs(
+        &srs,
+        Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(2),
+        "logged out of SRS after a logout elsewhere",
+        |s| s.len() == 1 && s.iter().all(|x| x.ended),
+    )
+    .await;
+
+    // Logged in through A again; A dies; B logs the agent in (a new SRS session) in time.
+    log_in(&a, "agent0@acme.example", EVENTS_PASSWORD).await;
+    wait_srs(&srs, Duration::from_secs(10), "logged in again", |s| {
+        active(s) == 1 && s.len() == 2
+    })
+    .await;
+    a.kill();
+    wait_srs(
+        &srs,
+        Duration::from_secs(LEASE_SECONDS + 5),
+        "logged in by the survivor",
+        |s| s.len() == 3 && s.iter().any(|x| x.active && x.pings > 0 && !x.ended),
+    )
+    .await;
+    // Only the survivor keeps it: one session pinged from now on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(srs.sessions().len(), 3, "{:?}", srs.sessions());
+}

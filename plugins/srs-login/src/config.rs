@@ -200,7 +200,7 @@ impl ProviderSrs {
 }
 
 /// What the login configuration needs of the agent's BroadWorks profile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct AgentProfile {
     pub user_id: String,
     pub number: Option<String>,

@@ -17,6 +17,11 @@
 //!
 //! In `browser` mode SRS runs on the agent's own machine, reachable only from the agent's
 //! browser: the report gives the browser the configuration and the steps instead.
+//!
+//! Among instances sharing a store, each agent is kept by one: the holder of the agent's lease
+//! (`agent/<provider>/<uniqueId>`), with a record in the store (the sealed password and the
+//! profile) from which another instance logs the agent in again if this one dies or hands the
+//! agent over. A logout on another instance ends the lease, and its holder logs the agent out.
 
 mod config;
 #[cfg(fuzzing)]
@@ -25,18 +30,23 @@ pub mod fuzzing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 
 use base64::Engine as _;
 use xsigate_broadworks::{element_text, user_path};
-use xsigate_plugin_sdk::serde_json::{Value, json};
+use xsigate_plugin_sdk::serde_json::{self, Value, json};
 use xsigate_plugin_sdk::topics::{
     Failing, OPERATOR_STATUS, ProviderStatus, SESSION_ENDED, SESSION_STARTED, SessionEnded,
     SessionStarted, StatusReport,
 };
 use xsigate_plugin_sdk::{
     BackgroundWorker, Counter, Error, Event, EventConsumer, Gauge, Host, HttpRequest, HttpResponse,
-    LogLevel, Manifest, Plugin, XsiRequest,
+    LeaseLost, LogLevel, Manifest, Plugin, XsiRequest,
 };
 
 pub use config::{AgentProfile, Config, Mode, ProviderSrs};
@@ -50,6 +60,25 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const VERSION_EVERY: Duration = Duration::from_secs(600);
 /// The sealing context of kept passwords.
 const PASSWORD_CONTEXT: &str = "srs-login agent password";
+/// Store keys and lease names of kept agents: `agent/<provider>/<uniqueId>`.
+const AGENT_PREFIX: &str = "agent/";
+/// Agents claimed at most per tick.
+const CLAIMS_PER_TICK: u32 = 100;
+
+fn agent_key(provider: &str, unique_id: &str) -> String {
+    format!("{AGENT_PREFIX}{provider}/{unique_id}")
+}
+
+/// What another instance needs to keep an agent: kept in the store beside the agent's lease.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AgentRecord {
+    provider: String,
+    unique_id: String,
+    user_id: String,
+    /// Sealed under [`PASSWORD_CONTEXT`], base64.
+    sealed_password: String,
+    profile: Option<AgentProfile>,
+}
 
 pub struct SrsLogin {
     host: Host,
@@ -58,6 +87,9 @@ pub struct SrsLogin {
     agents: Mutex<HashMap<String, Agent>>,
     versions: Mutex<HashMap<String, (String, Instant)>>,
     metrics: Metrics,
+    /// Agents whose leases the worker is to watch; taken by the worker while it runs.
+    watch: futures_channel::mpsc::UnboundedSender<String>,
+    watched: Mutex<Option<futures_channel::mpsc::UnboundedReceiver<String>>>,
 }
 
 /// Agents' sealed passwords and SRS cookies stay out of logs: only counts are shown.
@@ -251,12 +283,15 @@ impl Plugin for SrsLogin {
                 metrics.agents.set(&[id], 0.0);
             }
         }
+        let (watch, watched) = futures_channel::mpsc::unbounded();
         Ok(Self {
             host,
             providers: config.providers.into_iter().collect(),
             agents: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             metrics,
+            watch,
+            watched: Mutex::new(Some(watched)),
         })
     }
 
@@ -281,9 +316,7 @@ impl EventConsumer for SrsLogin {
                 self.ended(ended).await;
                 Ok(None)
             }
-            OPERATOR_STATUS => Ok(Some(xsigate_plugin_sdk::serde_json::to_value(
-                self.status(),
-            )?)),
+            OPERATOR_STATUS => Ok(Some(serde_json::to_value(self.status())?)),
             _ => Ok(None),
         }
     }
@@ -291,19 +324,140 @@ impl EventConsumer for SrsLogin {
 
 impl BackgroundWorker for SrsLogin {
     async fn run(&self) -> Result<(), Error> {
+        let Some(mut watched) = lock(&self.watched).take() else {
+            return Err(Error::msg("the srs-login worker is already running"));
+        };
+        let result = self.serve(&mut watched).await;
+        *lock(&self.watched) = Some(watched);
+        result
+    }
+}
+
+/// What wakes the worker.
+enum Wake {
+    Tick,
+    Watch(Option<String>),
+    Lost(String, Option<LeaseLost>),
+}
+
+impl SrsLogin {
+    /// Pings, retries and claims every tick; hears when an agent's lease is lost.
+    async fn serve(
+        &self,
+        watched: &mut futures_channel::mpsc::UnboundedReceiver<String>,
+    ) -> Result<(), Error> {
+        let mut losses: FuturesUnordered<BoxFuture<'static, (String, Option<LeaseLost>)>> =
+            FuturesUnordered::new();
+        let mut tick = self.host.sleep(TICK).boxed();
         loop {
-            self.host.sleep(TICK).await?;
-            self.read_versions().await;
-            let now = Instant::now();
-            let due: Vec<(String, u64)> = lock(&self.agents)
-                .iter()
-                .filter(|(_, agent)| agent.due <= now)
-                .map(|(id, agent)| (id.clone(), agent.generation))
-                .collect();
-            for (unique_id, generation) in due {
-                self.keep_up(&unique_id, generation).await;
+            let wake = futures_util::future::poll_fn(|cx| {
+                if let Poll::Ready(Some((name, lost))) = losses.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Lost(name, lost));
+                }
+                if let Poll::Ready(name) = watched.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Watch(name));
+                }
+                tick.poll_unpin(cx).map(|_| Wake::Tick)
+            })
+            .await;
+            match wake {
+                Wake::Watch(None) => return Ok(()),
+                Wake::Watch(Some(name)) => losses.push(self.lost(name)),
+                Wake::Lost(name, lost) => self.lease_lost(&name, lost).await,
+                Wake::Tick => {
+                    tick = self.host.sleep(TICK).boxed();
+                    self.read_versions().await;
+                    let now = Instant::now();
+                    let due: Vec<(String, u64)> = lock(&self.agents)
+                        .iter()
+                        .filter(|(_, agent)| agent.due <= now)
+                        .map(|(id, agent)| (id.clone(), agent.generation))
+                        .collect();
+                    for (unique_id, generation) in due {
+                        self.keep_up(&unique_id, generation).await;
+                    }
+                    // A store that cannot answer now is asked again at the next tick.
+                    if let Ok(claimed) = self.claim().await {
+                        for name in claimed {
+                            losses.push(self.lost(name));
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Waits until this instance loses an agent's lease.
+    fn lost(&self, name: String) -> BoxFuture<'static, (String, Option<LeaseLost>)> {
+        let leases = self.host.leases();
+        async move {
+            let lost = leases.lost(&name).await.ok().flatten();
+            (name, lost)
+        }
+        .boxed()
+    }
+
+    /// An agent's lease went: ended (a logout elsewhere), the agent is logged out; taken or
+    /// handed over, the agent is left to its new holder.
+    async fn lease_lost(&self, name: &str, lost: Option<LeaseLost>) {
+        let Some(unique_id) = name.rsplit('/').next() else {
+            return;
+        };
+        match lost {
+            Some(LeaseLost::Ended) => self.log_agent_out(unique_id).await,
+            Some(LeaseLost::Taken | LeaseLost::HandedOver) => {
+                if let Some(agent) = lock(&self.agents).remove(unique_id) {
+                    self.count_agents(&agent.provider);
+                }
+            }
+            // Not held (finished meanwhile), or the host could not say.
+            None => {}
+        }
+    }
+
+    /// Takes the agents nobody keeps (their instance died or handed them over), to log them in
+    /// again here; returns the leases claimed.
+    async fn claim(&self) -> Result<Vec<String>, Error> {
+        let leases = self.host.leases();
+        let store = self.host.store();
+        let mut claimed = Vec::new();
+        for lease in leases.claimable(AGENT_PREFIX, CLAIMS_PER_TICK).await? {
+            let grant = leases.claim(&lease.name).await?;
+            if !grant.granted {
+                continue;
+            }
+            let record = store
+                .get(&lease.name)
+                .await?
+                .and_then(|bytes| serde_json::from_slice::<AgentRecord>(&bytes).ok());
+            let (Some(record), false) = (record, grant.ended) else {
+                // Logged out meanwhile, or nothing to keep: the SRS session lapses by itself.
+                store.delete(&lease.name).await?;
+                leases.finish(&lease.name).await?;
+                continue;
+            };
+            let Some(sealed_password) = base64_decode(&record.sealed_password) else {
+                store.delete(&lease.name).await?;
+                leases.finish(&lease.name).await?;
+                continue;
+            };
+            lock(&self.agents).insert(
+                record.unique_id,
+                Agent {
+                    provider: record.provider,
+                    user_id: record.user_id,
+                    sealed_password,
+                    profile: record.profile,
+                    srs: None,
+                    due: Instant::now(),
+                    retry_delay: RETRY_FIRST,
+                    failing: None,
+                    generation: 0,
+                },
+            );
+            claimed.push(lease.name);
+        }
+        Ok(claimed)
     }
 }
 
@@ -371,10 +525,35 @@ impl SrsLogin {
         if srs.mode == Mode::Browser {
             return Ok(Some(browser_steps(srs, &started, profile.as_ref())));
         }
+        // One instance keeps each agent: the holder of its lease.
+        let name = agent_key(&started.provider, &started.unique_id);
+        let leases = self.host.leases();
+        let mut grant = leases.acquire(&name).await?;
+        if grant.granted && grant.ended {
+            // A logout no instance acted on yet: this login starts afresh.
+            leases.finish(&name).await?;
+            grant = leases.acquire(&name).await?;
+        }
+        if !grant.granted {
+            // Another instance keeps the agent (another browser of the agent's).
+            return Ok(Some(json!({ "state": "pending" })));
+        }
         let sealed = self
             .host
             .seal(PASSWORD_CONTEXT, password.as_bytes())
             .await?;
+        let record = AgentRecord {
+            provider: started.provider.clone(),
+            unique_id: started.unique_id.clone(),
+            user_id: started.user_id.clone(),
+            sealed_password: base64::engine::general_purpose::STANDARD.encode(&sealed),
+            profile: profile.clone(),
+        };
+        self.host
+            .store()
+            .put(&name, &serde_json::to_vec(&record)?, None)
+            .await?;
+        let _ = self.watch.unbounded_send(name);
         // The agent is known before SRS is called: should this hook be cut short (its time
         // limit, a slow SRS), the worker retries the login.
         let generation = {
@@ -418,9 +597,32 @@ impl SrsLogin {
         if !ended.last {
             return;
         }
-        let Some(agent) = lock(&self.agents).remove(&ended.unique_id) else {
+        if lock(&self.agents).contains_key(&ended.unique_id) {
+            self.log_agent_out(&ended.unique_id).await;
+        } else if self
+            .srs(&ended.provider)
+            .is_some_and(|srs| srs.mode == Mode::Server)
+        {
+            // Kept by another instance (or by none yet): its holder logs the agent out.
+            let name = agent_key(&ended.provider, &ended.unique_id);
+            if let Err(e) = self.host.leases().end(&name).await {
+                self.host.log_fields(
+                    LogLevel::Warn,
+                    "screen recording logout could not be passed on",
+                    &[("provider", &ended.provider), ("error", &e.to_string())],
+                );
+            }
+        }
+    }
+
+    /// Logs a kept agent out of SRS and forgets it, here and in the store.
+    async fn log_agent_out(&self, unique_id: &str) {
+        let Some(agent) = lock(&self.agents).remove(unique_id) else {
             return;
         };
+        let name = agent_key(&agent.provider, unique_id);
+        let _ = self.host.store().delete(&name).await;
+        let _ = self.host.leases().finish(&name).await;
         let Some(srs) = self.srs(&agent.provider) else {
             return;
         };
@@ -757,6 +959,10 @@ fn browser_steps(srs: &ProviderSrs, started: &Started, profile: Option<&AgentPro
             },
         ],
     })
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 xsigate_plugin_sdk::export_plugin!(SrsLogin => EventConsumer, BackgroundWorker);
