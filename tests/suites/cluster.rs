@@ -17,7 +17,7 @@ use xsigate::state::store::{
 use xsigate_tests::isolation::ACTIONS;
 use xsigate_tests::postgres::{self, Postgres};
 use xsigate_tests::{
-    Gateway, Login, basic, binary, client, free_port, log_in, plugin_library,
+    Gateway, Login, basic, binary, change_user, client, free_port, log_in, plugin_library,
     provider_for_simulator, provider_urls, run_command, sim_get,
 };
 
@@ -1130,4 +1130,175 @@ async fn one_instance_keeps_each_agent_and_another_takes_it_over() {
     // Only the survivor keeps it: one session pinged from now on.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(srs.sessions().len(), 3, "{:?}", srs.sessions());
+}
+
+/// An instance with idp-broadsoft, xsi-events (DND, forwarding and calls) and firebase-sync
+/// writing to the Firebase stand-in.
+async fn firebase_instance(
+    sim: &xsi_sim::Simulator,
+    firebase: &xsi_sim::firebase::Firebase,
+    postgres: &Postgres,
+    secret_file: &std::path::Path,
+) -> Gateway {
+    let account = xsigate_tests::repo_root().join("tests/fixtures/firebase/service-account.json");
+    let rest = format!(
+        "{}lease_seconds = {LEASE_SECONDS}\n\
+         [[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
+         [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
+         [plugins.config.providers.acme]\n\
+         packages = [\"Do Not Disturb\", \"Call Forwarding Always\", \"Advanced Call\"]\n\
+         heartbeat_seconds = 1\nsilence_seconds = 3\n\
+         [[plugins]]\nname = \"firebase\"\npath = \"{}\"\n\
+         [plugins.config]\nbatch_ms = 25\n\
+         [plugins.config.providers.acme]\nservice_account_file = \"{}\"\ntimeout_ms = 2000\n\
+         database_url = \"{}\"\ntoken_url = \"{}\"\n{}",
+        postgres.store_table(),
+        plugin_library("xsigate-idp-broadsoft").display(),
+        plugin_library("xsigate-xsi-events").display(),
+        plugin_library("xsigate-firebase-sync").display(),
+        account.display(),
+        firebase.url(),
+        firebase.token_url(),
+        provider_for_simulator(
+            "acme",
+            &["acme.example"],
+            sim,
+            "plugins = [\"broadsoft\", \"events\", \"firebase\"]\n"
+        ),
+    );
+    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
+    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
+    gateway.wait_for("/readyz", 200).await;
+    gateway
+}
+
+/// A call placed by `user`'s own phone, straight at the simulator's first XSP.
+async fn place_call(sim: &xsi_sim::Simulator, user: &str) {
+    let response = client()
+        .post(format!(
+            "http://{}/com.broadsoft.xsi-actions/v2.0/user/{user}/calls/new?address=2025550999",
+            sim.xsp_addrs()[0]
+        ))
+        .header("authorization", basic(user, EVENTS_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// A kill of one of three instances while users' DND and forwarding keep changing and calls are
+/// placed: its sets move to the others, which resync, and every user's final DND, forwarding
+/// and call state in Firebase is the simulator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_kill_under_load_every_users_final_state_reaches_firebase() {
+    const USERS: usize = 30;
+    let postgres = Postgres::start();
+    let sim = events_simulator(USERS).await;
+    let firebase = xsi_sim::firebase::Firebase::start(
+        xsi_sim::firebase::FirebaseSettings {
+            service_account: std::fs::read_to_string(
+                xsigate_tests::repo_root().join("tests/fixtures/firebase/service-account.json"),
+            )
+            .unwrap(),
+            secret: None,
+            token_lifetime: Duration::from_secs(3600),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let secret_file = secret.path().join("secret");
+    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(firebase_instance(&sim, &firebase, &postgres, &secret_file).await);
+    }
+    let mut nodes = Vec::new();
+    for i in 0..USERS {
+        let login = log_in(
+            &instances[i % 3],
+            &format!("agent{i}@acme.example"),
+            EVENTS_PASSWORD,
+        )
+        .await;
+        nodes.push(format!(
+            "users/{}",
+            login.answer["unique_id"].as_str().unwrap()
+        ));
+    }
+    every_set_open_once(&sim, USERS, Duration::from_secs(30), &instances).await;
+
+    // Changes to every user, round after round, a kill after the second, calls after the third.
+    let started = Instant::now();
+    let mut round = 0u32;
+    let mut killed = false;
+    // (A change to a user whose channel died waits in the simulator for its acknowledgement
+    // until the set is taken over, so rounds are counted, not timed.)
+    while round < 8 || started.elapsed() < Duration::from_secs(6) {
+        round += 1;
+        let changes = (0..USERS).map(|i| {
+            let user = format!("agent{i}@acme.example");
+            let sim = &sim;
+            async move {
+                change_user(sim, &user, |u| {
+                    u["do_not_disturb"]["active"] = json!((round + i as u32) % 2 == 0);
+                    u["call_forwarding_always"] = json!({
+                        "active": round % 3 != 0,
+                        "forward_to_phone_number": format!("+1202555{:04}", round * 100 + i as u32),
+                        "ring_splash": false,
+                    });
+                })
+                .await;
+            }
+        });
+        futures_util::future::join_all(changes).await;
+        if round == 2 {
+            instances[0].kill();
+            killed = true;
+        }
+        if round == 3 {
+            for i in (0..USERS).step_by(5) {
+                place_call(&sim, &format!("agent{i}@acme.example")).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(killed);
+
+    // Every user's final state, as the simulator holds it, reaches Firebase.
+    let deadline = Instant::now() + Duration::from_secs(LEASE_SECONDS + 15);
+    for (i, node) in nodes.iter().enumerate() {
+        let user = format!("agent{i}@acme.example");
+        let state = sim_get(&sim, &format!("/users/{user}")).await;
+        let dnd = state["do_not_disturb"]["active"].clone();
+        let forward = state["call_forwarding_always"]["forward_to_phone_number"].clone();
+        let forwarding = state["call_forwarding_always"]["active"].clone();
+        let calling = i % 5 == 0;
+        loop {
+            let written = firebase.get(node);
+            let calls = written["calls"].as_object().map_or(0, serde_json::Map::len);
+            let right = written["dnd"]["active"] == dnd
+                && written["forwarding"]["always"]["active"] == forwarding
+                && written["forwarding"]["always"]["forward_to"] == forward
+                && (calls == 1) == calling;
+            if right {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user}: Firebase has {written}, the simulator {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let terminated = sim_get(&sim, "/channels/terminated").await;
+    assert!(
+        terminated
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["reason"] != "DuplicateChannelSet"),
+        "{terminated}"
+    );
 }
