@@ -63,8 +63,9 @@ enum Command {
         #[arg(long)]
         control: String,
         /// Base URL of xsigate, and a user id in the tap's provider to reach the tap with.
-        #[arg(long)]
-        gateway: String,
+        /// Several instances: `--gateway` for each; their taps' events are read together.
+        #[arg(long, required = true)]
+        gateway: Vec<String>,
         #[arg(long)]
         tap_user: String,
         /// Generated users to toggle, round robin.
@@ -210,7 +211,7 @@ struct Load<'a> {
 
 async fn drive(
     control: &str,
-    gateway: &str,
+    gateways: &[String],
     tap_user: &str,
     load: &Load<'_>,
     firebase: Option<&str>,
@@ -301,7 +302,6 @@ async fn drive(
 
     // Wait until the bus has every change (bounded), then match them.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let tap = format!("{gateway}/com.broadsoft.xsi-actions/v2.0/user/{tap_user}/profile");
     let auth = format!(
         "Basic {}",
         base64::Engine::encode(
@@ -309,19 +309,25 @@ async fn drive(
             format!("{tap_user}:x")
         )
     );
+    // Each user's events come through the one instance that keeps the user's channel set, in
+    // order: the instances' taps are read one after another.
     let events = loop {
-        let tapped: Value = http
-            .get(&tap)
-            .header("authorization", &auth)
-            .header("x-fixture", "tapped")
-            .header("x-fixture-arg", "DoNotDisturbEvent")
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        let events = tapped["events"].as_array().cloned().unwrap_or_default();
+        let mut events = Vec::new();
+        for gateway in gateways {
+            let tap = format!("{gateway}/com.broadsoft.xsi-actions/v2.0/user/{tap_user}/profile");
+            let tapped: Value = http
+                .get(&tap)
+                .header("authorization", &auth)
+                .header("x-fixture", "tapped")
+                .header("x-fixture-arg", "DoNotDisturbEvent")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            events.extend(tapped["events"].as_array().cloned().unwrap_or_default());
+        }
         if events.len() as u64 >= total || Instant::now() > deadline {
             break events;
         }

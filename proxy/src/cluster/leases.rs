@@ -16,7 +16,7 @@ use crate::state::store::{LeaseName, Store, StoreError, millis, unix_ms};
 /// Why a lease stopped being this instance's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lost {
-    /// Another instance holds it now (this one could not renew it in time).
+    /// Another instance holds it now (this one's renewals did not reach the store in time).
     Taken,
     /// Its work was asked to end; the holder ends it and then finishes the lease.
     Ended,
@@ -179,9 +179,10 @@ impl Leases {
         }))
     }
 
-    /// This instance's holder id.
-    pub fn instance(&self) -> &str {
-        &self.instance
+    /// Makes a plugin's series (leases held, takeovers, handovers) exist at zero from the start,
+    /// as every series a dashboard or alert watches does.
+    pub fn count_for(&self, namespace: &str) {
+        self.count_held(namespace);
     }
 
     /// Joins the instances on the store, then renews this instance's leases every third of the
@@ -201,7 +202,8 @@ impl Leases {
     }
 
     /// Takes a lease. A claim (work found unowned, rather than work this instance was asked to
-    /// do) is refused while this instance holds its share of the namespace.
+    /// do) is refused while this instance holds its share of the namespace, unless
+    /// [`Leases::claimable`] offered it.
     pub async fn acquire(
         &self,
         lease: &LeaseName<'_>,

@@ -385,6 +385,7 @@ impl Plugins {
         });
         for plugin in &self.all {
             let _ = plugin.context.services.set(Box::new(Arc::clone(&services)));
+            leases.count_for(&plugin.name);
         }
         let _ = self.services.set(Arc::clone(&services));
         for (plugin, mut receiver) in queues {
