@@ -116,15 +116,18 @@ measure_run() {
   local count=$1 run=$2
   running=()
   for n in $(seq 0 $((count - 1))); do start_instance "$n" "$run"; done
-  # Each instance logs in its slice of the users, as a load balancer would spread them.
-  local slice=$(((users + count - 1) / count)) gateways=()
+  # Each instance logs in its slice of the users at the same time, as a load balancer would
+  # spread them.
+  local slice=$(((users + count - 1) / count)) gateways=() logins=()
   for n in $(seq 0 $((count - 1))); do
     local first=$((n * slice)) take=$slice
     [ $((first + take)) -gt "$users" ] && take=$((users - first))
     "$root/target/release/events-load" login --gateway "http://127.0.0.1:$((19490 + 2 * n))" \
-      --first "$first" --users "$take" | sed "s/^/instance $n: /"
+      --first "$first" --users "$take" --concurrency $((64 / count)) | sed "s/^/instance $n: /" &
+    logins+=($!)
     gateways+=(--gateway "http://127.0.0.1:$((19490 + 2 * n))")
   done
+  for pid in "${logins[@]}"; do wait "$pid"; done
   local held=0
   for _ in $(seq 1 600); do
     held=0

@@ -229,15 +229,14 @@ async fn drive(
     let mut states = Vec::with_capacity(users);
     for i in 0..users {
         let url = format!("{control}/users/user{i:05}@{domain}");
-        let user: Value = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        states.push(user);
+        states.push(json_of(http.get(&url)).await?);
+    }
+    // What the taps hold already (the initial state of user-level sets, read at login) is not
+    // the drive's: each instance's tap is read from here on. Each user's events come through
+    // the one instance that keeps the user's channel set, in order.
+    let mut before = Vec::with_capacity(gateways.len());
+    for gateway in gateways {
+        before.push(tapped(&http, gateway, tap_user).await?.len());
     }
     // Sent changes by user: the unix ms each was sent and the DND it set, in order.
     let sent: Arc<std::sync::Mutex<Sent>> = Arc::default();
@@ -302,31 +301,15 @@ async fn drive(
 
     // Wait until the bus has every change (bounded), then match them.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{tap_user}:x")
-        )
-    );
-    // Each user's events come through the one instance that keeps the user's channel set, in
-    // order: the instances' taps are read one after another.
     let events = loop {
         let mut events = Vec::new();
-        for gateway in gateways {
-            let tap = format!("{gateway}/com.broadsoft.xsi-actions/v2.0/user/{tap_user}/profile");
-            let tapped: Value = http
-                .get(&tap)
-                .header("authorization", &auth)
-                .header("x-fixture", "tapped")
-                .header("x-fixture-arg", "DoNotDisturbEvent")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            events.extend(tapped["events"].as_array().cloned().unwrap_or_default());
+        for (gateway, skip) in gateways.iter().zip(&before) {
+            events.extend(
+                tapped(&http, gateway, tap_user)
+                    .await?
+                    .into_iter()
+                    .skip(*skip),
+            );
         }
         if events.len() as u64 >= total || Instant::now() > deadline {
             break events;
@@ -405,6 +388,41 @@ async fn drive(
         database_lag(&http, firebase, &sent, &unique_ids, total).await?;
     }
     Ok(())
+}
+
+/// A GET's JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    request
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The DND events one instance's tap fixture saw, oldest first.
+async fn tapped(
+    http: &reqwest::Client,
+    gateway: &str,
+    tap_user: &str,
+) -> Result<Vec<Value>, String> {
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{tap_user}:x")
+        )
+    );
+    let tap = format!("{gateway}/com.broadsoft.xsi-actions/v2.0/user/{tap_user}/profile");
+    let tapped = json_of(
+        http.get(&tap)
+            .header("authorization", &auth)
+            .header("x-fixture", "tapped")
+            .header("x-fixture-arg", "DoNotDisturbEvent"),
+    )
+    .await?;
+    Ok(tapped["events"].as_array().cloned().unwrap_or_default())
 }
 
 /// Matches each change to the first database write after it that holds its DND value and
