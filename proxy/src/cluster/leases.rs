@@ -209,7 +209,9 @@ impl Leases {
         lease: &LeaseName<'_>,
         claim: bool,
     ) -> Result<Acquired, StoreError> {
-        if self.stopping.load(Ordering::Acquire) {
+        // A stopping instance still takes work asked of it (a login that reached it during the
+        // grace period): it was not handed over with the rest, so it moves after the TTL.
+        if claim && self.stopping.load(Ordering::Acquire) {
             return Ok(Acquired::Busy);
         }
         if lock(&self.held).contains_key(&key(lease)) {
