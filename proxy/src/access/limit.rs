@@ -39,7 +39,7 @@ pub struct LimitPolicy {
 impl Default for LimitPolicy {
     fn default() -> Self {
         Self {
-            free_failures: 5,
+            free_failures: 4,
             first_lock: Duration::from_secs(30),
             max_lock: Duration::from_secs(15 * 60),
             forget_after: Duration::from_secs(3600),
@@ -72,11 +72,18 @@ pub struct LoginLimiter {
     memory: Arc<RwLock<Memory>>,
 }
 
-/// The locks this instance made (key to the end, ms since the epoch) and the keys it counted
-/// failures under since their last success.
+/// How often an instance sharing its store learns the locks the others made: the longest a
+/// lock made elsewhere goes unseen on this instance's request path.
+pub const LOCKS_FOLLOWED_EVERY: Duration = Duration::from_secs(1);
+
+/// The live locks this instance knows (key to the end, ms since the epoch) and the keys it
+/// counted failures under since their last success.
 #[derive(Debug, Default)]
 struct Memory {
     locks: HashMap<String, i64>,
+    /// Locks this instance made so far, so that a read of the store's locks that began before
+    /// one was made does not forget it.
+    made: u64,
     failing: HashSet<String>,
 }
 
@@ -98,7 +105,8 @@ impl LoginLimiter {
     }
 
     /// Like [`LoginLimiter::retry_after`], from memory alone: no await, for the request path.
-    /// It knows the locks this instance made.
+    /// It knows the locks this instance made and, with a shared store, those
+    /// [`LoginLimiter::follow_locks`] learned.
     pub fn retry_after_now(&self, keys: &[&str]) -> Option<Duration> {
         let now = unix_ms();
         let memory = self.memory();
@@ -154,7 +162,9 @@ impl LoginLimiter {
                 .min(self.policy.max_lock);
             let until = now.saturating_add(millis(lock));
             self.store.login_lock(key, until).await?;
-            self.memory_mut().locks.insert((*key).to_owned(), until);
+            let mut memory = self.memory_mut();
+            memory.locks.insert((*key).to_owned(), until);
+            memory.made += 1;
             longest = Some(longest.map_or(lock, |l: Duration| l.max(lock)));
         }
         Ok(longest)
@@ -173,6 +183,39 @@ impl LoginLimiter {
         self.store
             .login_failures_sweep(unix_ms(), millis(self.policy.forget_after))
             .await
+    }
+
+    /// Makes the store's live locks this instance's, every [`LOCKS_FOLLOWED_EVERY`], for the
+    /// life of the process: with instances sharing the store, the request path's checks from
+    /// memory then refuse a user id locked on another instance too, instead of letting one
+    /// more guess reach the XSP, and forget a lock cleared elsewhere.
+    pub async fn follow_locks(self) {
+        let mut interval = tokio::time::interval(LOCKS_FOLLOWED_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let made = self.memory().made;
+            let now = unix_ms();
+            let locks = match self.store.login_locks(now).await {
+                Ok(locks) => locks,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the live login locks failed");
+                    continue;
+                }
+            };
+            let mut memory = self.memory_mut();
+            if memory.made != made {
+                // A lock made during the read may be missing from it: merge, and replace next
+                // time.
+                for (key, until) in locks {
+                    let known = memory.locks.entry(key).or_insert(until);
+                    *known = (*known).max(until);
+                }
+            } else {
+                memory.locks = locks.into_iter().collect();
+            }
+            memory.locks.retain(|_, until| *until > now);
+        }
     }
 
     /// Clears the failures under `key` (the user's, after a successful login; a client

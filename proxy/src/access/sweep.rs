@@ -53,8 +53,12 @@ impl LoginApi {
 
     /// Ends expired sessions (telling their plugins) every `Sessions::sweep_interval`, counts
     /// live sessions every 30 s, and every 5 minutes deletes expired reset tokens and failure
-    /// counts; runs for the life of the process.
+    /// counts; with instances sharing the store, follows their login locks. Runs for the life
+    /// of the process.
     pub async fn sweep(self: Arc<Self>) {
+        if self.shared.clustered {
+            tokio::spawn(self.limiter.clone().follow_locks());
+        }
         let every = self.sessions.sweep_interval();
         let mut interval = tokio::time::interval(every);
         let mut last_count = None::<Instant>;

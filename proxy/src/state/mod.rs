@@ -42,6 +42,9 @@ pub struct Shared {
     pub runtime: tokio::runtime::Handle,
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
+    /// Whether other instances share the store (PostgreSQL), so that what this instance keeps
+    /// in memory must follow what they write.
+    pub clustered: bool,
 }
 
 /// Where the state is kept.
@@ -76,6 +79,7 @@ impl Shared {
             runtime: runtime.handle().clone(),
             store,
             sealer,
+            clustered: settings.postgres.is_some(),
         })
     }
 }

@@ -94,6 +94,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Until when (Unix ms) logins under `key` are refused; `None` when they are not.
     async fn login_locked_until(&self, key: &str) -> Result<Option<i64>, StoreError>;
 
+    /// Every live lock: its key and until when (Unix ms) it holds.
+    async fn login_locks(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Deletes failure counts older than `forget_ms` that hold no lock; returns how many.
     async fn login_failures_sweep(&self, now_ms: i64, forget_ms: i64) -> Result<u64, StoreError>;
 

@@ -89,6 +89,10 @@ pub const MIGRATIONS: Migrations = &[
         expires_at_ms BIGINT NOT NULL
     )",
     ],
+    &[
+        // Instances read each other's live locks every second.
+        "CREATE INDEX login_failures_by_lock ON login_failures (locked_until_ms)",
+    ],
 ];
 
 /// Where the shared store is and how to log in to it.
@@ -385,6 +389,16 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(until)
+    }
+
+    async fn login_locks(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let locks = sqlx::query_as::<_, (String, i64)>(
+            "SELECT key, locked_until_ms FROM login_failures WHERE locked_until_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(locks)
     }
 
     async fn login_failed(
