@@ -80,6 +80,7 @@ address = "127.0.0.1:$port"
 address = "127.0.0.1:$metrics_port"
 [server.store]
 url = "postgres://xsigate@127.0.0.1:$pg_port/xsigate"
+tls = "off"
 [[plugins]]
 name = "broadsoft"
 path = "$root/target/release/libxsigate_idp_broadsoft.so"

@@ -18,7 +18,7 @@ use crate::access::{AccessError, LoginApi, ResetChannel, SessionPolicy, Sessions
 use crate::audit::Audit;
 use crate::cluster::{HandoverService, Leases};
 use crate::config::Config;
-use crate::config::StoreConfig;
+use crate::config::{StoreConfig, StoreTls};
 use crate::edge::Edge;
 use crate::edge::addresses::Addresses;
 use crate::http::lean::LeanLane;
@@ -29,7 +29,7 @@ use crate::operator::{Console, ConsoleParts};
 use crate::plugin::{Plugins, PluginsError};
 use crate::reload::{ReloadService, Running};
 use crate::state::seal::SealError;
-use crate::state::store::PostgresSettings;
+use crate::state::store::{PostgresSettings, PostgresTls};
 use crate::state::{Shared, StateError, StateSettings};
 use crate::upstream::probe::HealthService;
 use crate::upstream::{Providers, UpstreamError};
@@ -90,6 +90,12 @@ fn postgres_settings(store: &StoreConfig) -> Option<PostgresSettings> {
     Some(PostgresSettings {
         url: store.url.as_ref()?.to_string(),
         password: store.password.as_ref().map(|p| p.expose().to_owned()),
+        tls: match store.tls {
+            StoreTls::Off => PostgresTls::Off,
+            StoreTls::VerifyFull => PostgresTls::VerifyFull {
+                ca_file: store.ca_file.clone(),
+            },
+        },
         max_connections: store.max_connections,
     })
 }

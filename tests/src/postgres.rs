@@ -21,11 +21,42 @@ pub struct Postgres {
     pub port: u16,
     /// The user and group the server runs as, when this process is root.
     owner: Option<(u32, u32)>,
+    /// Whether the server speaks only TLS (see [`Postgres::start_tls`]).
+    tls: bool,
+}
+
+/// The certificate a TLS server presents: self-signed, so it is its own CA.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ServerCertificate {
+    /// A certificate for these names (host names or IP addresses).
+    pub fn for_names(names: &[&str]) -> Self {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        Self {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        }
+    }
 }
 
 impl Postgres {
     /// Makes a cluster, starts it and creates the database.
     pub fn start() -> Self {
+        Self::make(None)
+    }
+
+    /// Like [`Postgres::start`], but the server accepts TLS connections only, presenting
+    /// `certificate`: a client that connects without TLS is refused.
+    pub fn start_tls(certificate: &ServerCertificate) -> Self {
+        Self::make(Some(certificate))
+    }
+
+    fn make(certificate: Option<&ServerCertificate>) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let owner = unprivileged_owner();
@@ -41,6 +72,7 @@ impl Postgres {
             bin,
             port: free_port(),
             owner,
+            tls: certificate.is_some(),
         };
         let data = postgres.data_dir();
         postgres.run(
@@ -52,14 +84,46 @@ impl Postgres {
                 .args(["--locale=C", "--no-sync"])
                 .arg(format!("--pwfile={}", password_file.display())),
         );
+        if let Some(certificate) = certificate {
+            postgres.only_tls(certificate);
+        }
         postgres.start_server();
-        postgres.run(
-            Command::new(postgres.bin.join("createdb"))
-                .args(["-h", "127.0.0.1", "-p", &postgres.port.to_string()])
-                .args(["-U", USER, DATABASE])
-                .env("PGPASSWORD", PASSWORD),
-        );
+        let mut createdb = Command::new(postgres.bin.join("createdb"));
+        createdb
+            .args(["-h", "127.0.0.1", "-p", &postgres.port.to_string()])
+            .args(["-U", USER, DATABASE])
+            .env("PGPASSWORD", PASSWORD);
+        if postgres.tls {
+            createdb.env("PGSSLMODE", "require");
+        }
+        postgres.run(&mut createdb);
         postgres
+    }
+
+    /// Gives the server its certificate and key, and lets TCP clients in over TLS only.
+    fn only_tls(&self, certificate: &ServerCertificate) {
+        let data = self.data_dir();
+        let key = data.join("server.key");
+        std::fs::write(data.join("server.crt"), &certificate.cert_pem).unwrap();
+        std::fs::write(&key, &certificate.key_pem).unwrap();
+        // PostgreSQL refuses a key that others can read.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = self.owner {
+            for file in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(file), Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        let rules: String = rules
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, rules).unwrap();
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -92,9 +156,10 @@ impl Postgres {
     pub fn start_server(&self) {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off",
+             -c full_page_writes=off -c ssl={}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.tls { "on" } else { "off" }
         );
         self.run(
             self.as_server_user("pg_ctl")
@@ -121,8 +186,15 @@ impl Postgres {
         format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
     }
 
-    /// A `[server.store]` table naming this database, its password in a file beside it.
+    /// A `[server.store]` table naming this database over plain TCP, its password in a file
+    /// beside it.
     pub fn store_table(&self) -> String {
+        format!("{}tls = \"off\"\n", self.store_table_with_tls())
+    }
+
+    /// A `[server.store]` table naming this database, its password in a file beside it, with
+    /// `tls` left to its default (and room for `ca_file`).
+    pub fn store_table_with_tls(&self) -> String {
         let password_file = self.dir.path().join("xsigate-password");
         std::fs::write(&password_file, PASSWORD).unwrap();
         format!(

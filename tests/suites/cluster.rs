@@ -12,11 +12,11 @@ use xsigate::access::limit::LOCKS_FOLLOWED_EVERY;
 use xsigate::access::sessions::CACHE_TTL;
 
 use xsigate::state::store::{
-    ClaimableLease, HeldLease, LeaseName, PostgresSettings, PostgresStore, SessionOwner,
-    SessionRow, SqliteStore, Store,
+    ClaimableLease, HeldLease, LeaseName, PostgresSettings, PostgresStore, PostgresTls,
+    SessionOwner, SessionRow, SqliteStore, Store,
 };
 use xsigate_tests::isolation::ACTIONS;
-use xsigate_tests::postgres::{self, Postgres};
+use xsigate_tests::postgres::{self, Postgres, ServerCertificate};
 use xsigate_tests::{
     Gateway, Login, basic, binary, change_user, client, free_port, log_in, plugin_library,
     provider_for_simulator, provider_urls, run_command, sim_get,
@@ -26,6 +26,7 @@ fn settings(postgres: &Postgres) -> PostgresSettings {
     PostgresSettings {
         url: postgres.url(),
         password: Some(postgres::PASSWORD.to_owned()),
+        tls: PostgresTls::Off,
         max_connections: 4,
     }
 }
@@ -415,6 +416,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(instances: usize, sim: &xsi_sim::Simulator, postgres: &Postgres) -> Self {
+        Self::start_on(instances, sim, &postgres.store_table()).await
+    }
+
+    /// Instances whose `[server.store]` table is `store_table`.
+    async fn start_on(instances: usize, sim: &xsi_sim::Simulator, store_table: &str) -> Self {
         let secret = tempfile::tempdir().unwrap();
         let secret_file = secret.path().join("secret");
         std::fs::write(&secret_file, rand_bytes()).unwrap();
@@ -429,7 +435,7 @@ impl Cluster {
             sim,
             "plugins = [\"broadsoft\", \"session\"]\n",
         );
-        let rest = format!("{}{plugins}{provider}", postgres.store_table());
+        let rest = format!("{store_table}{plugins}{provider}");
         let server_keys = format!("secret_file = \"{}\"", secret_file.display());
         let mut gateways = Vec::new();
         for _ in 0..instances {
@@ -616,13 +622,28 @@ fn refused_at_the_xsp(sim: &xsi_sim::Simulator) -> usize {
 /// never the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_a_clear_startup_error() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let said = startup_error(&format!(
+        "[server.store]\nurl = \"postgres://xsigate@127.0.0.1:{port}/xsigate\"\n\
+         password_file = \"pg-password\"\n"
+    ));
+    assert!(
+        said.contains(&format!(
+            "cannot open the store postgres://xsigate@127.0.0.1:{port}/xsigate"
+        )),
+        "{said}"
+    );
+    assert!(said.to_lowercase().contains("refused"), "{said}");
+}
+
+/// What `xsigate run` says when it cannot start on a store given by `store_table` (its
+/// password file, `pg-password`, beside the config); the password never in it.
+fn startup_error(store_table: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pg-password"), postgres::PASSWORD).unwrap();
     let config = format!(
         "[server]\ndata_dir = \"data\"\n[[server.listeners]]\naddress = \"127.0.0.1:{}\"\n\
-         [server.store]\nurl = \"postgres://xsigate@127.0.0.1:{port}/xsigate\"\n\
-         password_file = \"pg-password\"\n{}",
+         {store_table}{}",
         free_port(),
         provider_urls(
             "acme",
@@ -638,16 +659,83 @@ async fn an_unreachable_database_is_a_clear_startup_error() {
             .arg("-c")
             .arg(dir.path().join("providers.toml")),
     );
-    assert_ne!(code, 0);
+    assert_ne!(code, 0, "started: {stdout}{stderr}");
     let said = format!("{stdout}{stderr}");
+    assert!(!said.contains(postgres::PASSWORD), "{said}");
+    said
+}
+
+/// `tls` defaults to `verify-full`: instances reach a database that accepts TLS only, trusting
+/// its certificate through `ca_file`, and serve logins and sessions from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_with_its_certificate_checked() {
+    let certificate = ServerCertificate::for_names(&["127.0.0.1"]);
+    let postgres = Postgres::start_tls(&certificate);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &certificate.cert_pem).unwrap();
+    let sim = simulator(1).await;
+    let store_table = format!(
+        "{}ca_file = \"{}\"\n",
+        postgres.store_table_with_tls(),
+        ca.path().display()
+    );
+    let cluster = Cluster::start_on(1, &sim, &store_table).await;
+    let login = log_in(&cluster.gateways[0], "user0@acme.example", "pw-0").await;
+    assert_eq!(
+        status_of(&cluster.gateways[0], &login, "user0@acme.example").await,
+        200
+    );
+    // The database takes nothing else: the instance above spoke TLS.
+    let said = startup_error(&postgres.store_table());
+    assert!(said.contains("no encryption"), "{said}");
+}
+
+/// A database whose certificate is not signed by a trusted root is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_certificate_from_an_unknown_issuer_is_refused() {
+    let postgres = Postgres::start_tls(&ServerCertificate::for_names(&["127.0.0.1"]));
+    let stranger = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        stranger.path(),
+        ServerCertificate::for_names(&["127.0.0.1"]).cert_pem,
+    )
+    .unwrap();
+    let said = startup_error(&format!(
+        "{}ca_file = \"{}\"\n",
+        postgres.store_table_with_tls(),
+        stranger.path().display()
+    ));
+    assert!(said.contains("cannot open the store"), "{said}");
+    assert!(said.contains("invalid peer certificate"), "{said}");
+}
+
+/// A trusted certificate for another name than the URL's host is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_certificate_for_another_name_is_refused() {
+    let certificate = ServerCertificate::for_names(&["db.example"]);
+    let postgres = Postgres::start_tls(&certificate);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &certificate.cert_pem).unwrap();
+    let said = startup_error(&format!(
+        "{}ca_file = \"{}\"\n",
+        postgres.store_table_with_tls(),
+        ca.path().display()
+    ));
+    assert!(said.contains("cannot open the store"), "{said}");
     assert!(
-        said.contains(&format!(
-            "cannot open the store postgres://xsigate@127.0.0.1:{port}/xsigate"
-        )),
+        said.contains("invalid peer certificate: certificate not valid for name \"127.0.0.1\""),
         "{said}"
     );
-    assert!(said.to_lowercase().contains("refused"), "{said}");
-    assert!(!said.contains(postgres::PASSWORD), "{said}");
+}
+
+/// The default asks for TLS: a database that does not offer it is a startup error that says
+/// so, never a silent fall back to plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_without_tls_is_refused_unless_tls_is_off() {
+    let postgres = Postgres::start();
+    let said = startup_error(&postgres.store_table_with_tls());
+    assert!(said.contains("cannot open the store"), "{said}");
+    assert!(said.contains("server does not support TLS"), "{said}");
 }
 
 const EVENTS_PASSWORD: &str = "pw-events";

@@ -191,6 +191,11 @@ pub struct StoreConfig {
     /// Filled in by validation from `password_env` or `password_file`.
     #[serde(skip)]
     pub password: Option<Secret>,
+    /// How the connection to PostgreSQL is protected.
+    #[serde(default)]
+    pub tls: StoreTls,
+    /// PEM bundle trusted for the database's certificate, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Connections to PostgreSQL this instance opens at most.
     #[serde(default = "default_store_connections")]
     pub max_connections: u32,
@@ -208,10 +213,24 @@ impl Default for StoreConfig {
             password_file: None,
             inline_password: None,
             password: None,
+            tls: StoreTls::default(),
+            ca_file: None,
             max_connections: default_store_connections(),
             lease_seconds: default_lease_seconds(),
         }
     }
+}
+
+/// How the connection to PostgreSQL is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreTls {
+    /// Plain TCP: for a database on this machine, or on a private network trusted as such.
+    Off,
+    /// TLS, with the database's certificate checked against the trusted roots and its name
+    /// against the URL's host, as PostgreSQL's `sslmode=verify-full` does.
+    #[default]
+    VerifyFull,
 }
 
 fn default_store_connections() -> u32 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::error::KeyPath;
 use super::schema::{
     Config, MasterCredentials, ProviderConfig, ServerConfig, SmtpConfig, SmtpSecurity, SsoConfig,
-    StoreConfig,
+    StoreConfig, StoreTls,
 };
 use super::secret::Secret;
 
@@ -278,14 +278,7 @@ fn validate_provider(
         }
     }
     if let Some(ca_file) = &mut provider.ca_file {
-        *ca_file = relative_to(base_dir, ca_file);
-        let contents = check_readable(ca_file, &at.key("ca_file"))?;
-        if !contents
-            .windows(27)
-            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-        {
-            return Err(problem(&at.key("ca_file"), "contains no PEM certificate"));
-        }
+        check_ca_file(ca_file, &at.key("ca_file"), base_dir)?;
     }
 
     let health = at.key("health_check");
@@ -457,13 +450,22 @@ fn validate_store(store: &mut StoreConfig, at: &KeyPath, base_dir: &Path) -> Che
         ));
     }
     let Some(url) = &store.url else {
-        if store.password_env.is_some()
+        let needs_url = if store.ca_file.is_some() {
+            Some("a `ca_file`")
+        } else if store.password_env.is_some()
             || store.password_file.is_some()
             || store.inline_password.is_some()
         {
+            Some("a password")
+        } else {
+            None
+        };
+        if let Some(what) = needs_url {
             return Err(problem(
                 &at.key("url"),
-                "a password needs a `url`: without one the store is the SQLite file in data_dir",
+                format!(
+                    "{what} needs a `url`: without one the store is the SQLite file in data_dir"
+                ),
             ));
         }
         return Ok(());
@@ -488,6 +490,23 @@ fn validate_store(store: &mut StoreConfig, at: &KeyPath, base_dir: &Path) -> Che
     if url.host_str().is_none_or(str::is_empty) {
         return Err(problem(&at.key("url"), "needs the database's host"));
     }
+    // One place says how the connection is protected: libpq's `ssl*` parameters in the URL
+    // would silently compete with `tls`.
+    if let Some((name, _)) = url.query_pairs().find(|(name, _)| name.starts_with("ssl")) {
+        return Err(problem(
+            &at.key("url"),
+            format!("`{name}` is not read from the URL: TLS is set by `tls` and `ca_file`"),
+        ));
+    }
+    if let Some(ca_file) = &mut store.ca_file {
+        if store.tls == StoreTls::Off {
+            return Err(problem(
+                &at.key("ca_file"),
+                "trusts a certificate for TLS, which `tls = \"off\"` turns off",
+            ));
+        }
+        check_ca_file(ca_file, &at.key("ca_file"), base_dir)?;
+    }
     if store.max_connections == 0 {
         return Err(problem(
             &at.key("max_connections"),
@@ -505,6 +524,20 @@ fn validate_store(store: &mut StoreConfig, at: &KeyPath, base_dir: &Path) -> Che
             at,
             base_dir,
         )?);
+    }
+    Ok(())
+}
+
+/// Resolves a PEM bundle's path against the config's folder and checks that it holds a
+/// certificate.
+fn check_ca_file(ca_file: &mut PathBuf, at: &KeyPath, base_dir: &Path) -> Checked {
+    *ca_file = relative_to(base_dir, ca_file);
+    let contents = check_readable(ca_file, at)?;
+    if !contents
+        .windows(27)
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(problem(at, "contains no PEM certificate"));
     }
     Ok(())
 }

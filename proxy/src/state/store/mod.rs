@@ -16,5 +16,5 @@ pub use contract::{
     ClaimableLease, HeldLease, LeaseName, Migrations, SessionOwner, SessionRow, Store, StoreError,
     millis, store_unavailable, unix_ms,
 };
-pub use postgres::{PostgresSettings, PostgresStore};
+pub use postgres::{PostgresSettings, PostgresStore, PostgresTls};
 pub use sqlite::{DATABASE_FILE, SqliteStore};

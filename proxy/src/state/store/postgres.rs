@@ -5,12 +5,13 @@
 //! row locks decide, not the instances.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Connection as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
 use super::contract::{
     ClaimableLease, HeldLease, LeaseName, Migrations, SessionOwner, SessionRow, Store, StoreError,
@@ -101,8 +102,20 @@ pub struct PostgresSettings {
     /// A `postgres://user@host:port/database` URL, without a password.
     pub url: String,
     pub password: Option<String>,
+    pub tls: PostgresTls,
     /// Connections this instance opens at most.
     pub max_connections: u32,
+}
+
+/// How the connection to the database is protected.
+#[derive(Debug, Clone)]
+pub enum PostgresTls {
+    Off,
+    /// The server's certificate is checked against the system's roots and `ca_file`'s, and
+    /// its name against the URL's host.
+    VerifyFull {
+        ca_file: Option<PathBuf>,
+    },
 }
 
 impl PostgresSettings {
@@ -122,6 +135,7 @@ impl std::fmt::Debug for PostgresSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresSettings")
             .field("location", &self.location())
+            .field("tls", &self.tls)
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
@@ -148,6 +162,16 @@ impl PostgresStore {
         if let Some(password) = &settings.password {
             options = options.password(password);
         }
+        options = match &settings.tls {
+            PostgresTls::Off => options.ssl_mode(PgSslMode::Disable),
+            PostgresTls::VerifyFull { ca_file } => {
+                let options = options.ssl_mode(PgSslMode::VerifyFull);
+                match ca_file {
+                    Some(ca_file) => options.ssl_root_cert(ca_file),
+                    None => options,
+                }
+            }
+        };
         // One connection first: its error says why (refused, authentication, no such database)
         // where a pool would only say it timed out.
         let mut connection =
