@@ -411,7 +411,7 @@ async fn simulator(users: usize) -> Arc<xsi_sim::Simulator> {
 /// Instances of one deployment: the same providers, the same sealing secret, one database.
 struct Cluster {
     gateways: Vec<Gateway>,
-    _secret: tempfile::TempDir,
+    _secret: SharedSecret,
 }
 
 impl Cluster {
@@ -421,9 +421,7 @@ impl Cluster {
 
     /// Instances whose `[server.store]` table is `store_table`.
     async fn start_on(instances: usize, sim: &xsi_sim::Simulator, store_table: &str) -> Self {
-        let secret = tempfile::tempdir().unwrap();
-        let secret_file = secret.path().join("secret");
-        std::fs::write(&secret_file, rand_bytes()).unwrap();
+        let secret = SharedSecret::new();
         let plugins = format!(
             "[[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n[[plugins]]\nname = \"session\"\npath = \"{}\"\n",
             plugin_library("xsigate-idp-broadsoft").display(),
@@ -436,17 +434,38 @@ impl Cluster {
             "plugins = [\"broadsoft\", \"session\"]\n",
         );
         let rest = format!("{store_table}{plugins}{provider}");
-        let server_keys = format!("secret_file = \"{}\"", secret_file.display());
         let mut gateways = Vec::new();
         for _ in 0..instances {
-            let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
-            gateway.wait_for("/readyz", 200).await;
-            gateways.push(gateway);
+            gateways.push(secret.start_instance(&rest).await);
         }
         Self {
             gateways,
             _secret: secret,
         }
+    }
+}
+
+/// The server secret every instance of a test shares, as a deployment's must.
+struct SharedSecret {
+    dir: tempfile::TempDir,
+}
+
+impl SharedSecret {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), rand_bytes()).unwrap();
+        Self { dir }
+    }
+
+    /// An instance with this secret and `rest` of its config, once ready.
+    async fn start_instance(&self, rest: &str) -> Gateway {
+        let server_keys = format!(
+            "secret_file = \"{}\"",
+            self.dir.path().join("secret").display()
+        );
+        let mut gateway = Gateway::start_with_server_keys(&server_keys, rest).await;
+        gateway.wait_for("/readyz", 200).await;
+        gateway
     }
 }
 
@@ -754,12 +773,26 @@ async fn events_simulator(users: usize) -> Arc<xsi_sim::Simulator> {
         .unwrap()
 }
 
+/// BroadWorks never had two channel sets of one user open at once: it terminated none as a
+/// duplicate.
+async fn assert_no_duplicate_sets(sim: &xsi_sim::Simulator) {
+    let terminated = sim_get(sim, "/channels/terminated").await;
+    assert!(
+        terminated
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["reason"] != "DuplicateChannelSet"),
+        "{terminated}"
+    );
+}
+
 /// An instance with idp-broadsoft, xsi-session and xsi-events (user-level sets, Do Not Disturb only, fast
 /// heartbeats) on the shared database, with leases of `LEASE_SECONDS`.
 async fn events_instance(
     sim: &xsi_sim::Simulator,
     postgres: &Postgres,
-    secret_file: &std::path::Path,
+    secret: &SharedSecret,
 ) -> Gateway {
     let rest = format!(
         "{}lease_seconds = {LEASE_SECONDS}\n\
@@ -779,10 +812,7 @@ async fn events_instance(
             "plugins = [\"broadsoft\", \"session\", \"events\"]\n"
         ),
     );
-    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
-    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
-    gateway.wait_for("/readyz", 200).await;
-    gateway
+    secret.start_instance(&rest).await
 }
 
 const LEASE_SECONDS: u64 = 3;
@@ -853,12 +883,10 @@ async fn channel_sets_are_kept_once_spread_out_and_taken_over_after_a_kill() {
     const USERS: usize = 300;
     let postgres = Postgres::start();
     let sim = events_simulator(USERS).await;
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("secret");
-    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let secret = SharedSecret::new();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(events_instance(&sim, &postgres, &secret_file).await);
+        instances.push(events_instance(&sim, &postgres, &secret).await);
     }
     for i in 0..USERS {
         let user = format!("agent{i}@acme.example");
@@ -909,15 +937,7 @@ async fn channel_sets_are_kept_once_spread_out_and_taken_over_after_a_kill() {
             .unwrap_or(0.0);
         assert!(takeovers > 0.0, "each survivor took its part over");
     }
-    let terminated = sim_get(&sim, "/channels/terminated").await;
-    assert!(
-        terminated
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["reason"] != "DuplicateChannelSet"),
-        "{terminated}"
-    );
+    assert_no_duplicate_sets(&sim).await;
     survivors.clear();
 }
 
@@ -930,12 +950,10 @@ async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
     const USERS: usize = 30;
     let postgres = Postgres::start();
     let sim = events_simulator(USERS).await;
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("secret");
-    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let secret = SharedSecret::new();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(events_instance(&sim, &postgres, &secret_file).await);
+        instances.push(events_instance(&sim, &postgres, &secret).await);
     }
     let mut logins = Vec::new();
     for i in 0..USERS {
@@ -1026,15 +1044,7 @@ async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
         longest <= Duration::from_secs(1),
         "a set had no channel for {longest:?}"
     );
-    let terminated = sim_get(&sim, "/channels/terminated").await;
-    assert!(
-        terminated
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["reason"] != "DuplicateChannelSet"),
-        "{terminated}"
-    );
+    assert_no_duplicate_sets(&sim).await;
 }
 
 /// PostgreSQL restarted under two instances: meanwhile they keep serving what they can (a
@@ -1045,11 +1055,9 @@ async fn a_logout_anywhere_closes_the_set_and_an_upgrade_hands_sets_over() {
 async fn a_database_restart_is_ridden_out_and_recovered_from() {
     let postgres = Postgres::start();
     let sim = events_simulator(3).await;
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("secret");
-    std::fs::write(&secret_file, rand_bytes()).unwrap();
-    let a = events_instance(&sim, &postgres, &secret_file).await;
-    let b = events_instance(&sim, &postgres, &secret_file).await;
+    let secret = SharedSecret::new();
+    let a = events_instance(&sim, &postgres, &secret).await;
+    let b = events_instance(&sim, &postgres, &secret).await;
     // agent0's session is read on B before the outage, agent1's never is.
     let read = log_in(&a, "agent0@acme.example", EVENTS_PASSWORD).await;
     let unread = log_in(&a, "agent1@acme.example", EVENTS_PASSWORD).await;
@@ -1162,7 +1170,7 @@ async fn srs_instance(
     sim: &xsi_sim::Simulator,
     srs: &xsi_sim::srs::Srs,
     postgres: &Postgres,
-    secret_file: &std::path::Path,
+    secret: &SharedSecret,
 ) -> Gateway {
     let rest = format!(
         "{}lease_seconds = {LEASE_SECONDS}\n\
@@ -1182,10 +1190,7 @@ async fn srs_instance(
             "plugins = [\"broadsoft\", \"srs\"]\n"
         ),
     );
-    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
-    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
-    gateway.wait_for("/readyz", 200).await;
-    gateway
+    secret.start_instance(&rest).await
 }
 
 const DESKTOP: &str = "https://desktop.acme.example";
@@ -1229,11 +1234,9 @@ async fn one_instance_keeps_each_agent_and_another_takes_it_over() {
     )
     .await
     .unwrap();
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("secret");
-    std::fs::write(&secret_file, rand_bytes()).unwrap();
-    let mut a = srs_instance(&sim, &srs, &postgres, &secret_file).await;
-    let b = srs_instance(&sim, &srs, &postgres, &secret_file).await;
+    let secret = SharedSecret::new();
+    let mut a = srs_instance(&sim, &srs, &postgres, &secret).await;
+    let b = srs_instance(&sim, &srs, &postgres, &secret).await;
     let active = |sessions: &[xsi_sim::srs::SrsSession]| {
         sessions.iter().filter(|s| s.active && !s.ended).count()
     };
@@ -1285,7 +1288,7 @@ async fn firebase_instance(
     sim: &xsi_sim::Simulator,
     firebase: &xsi_sim::firebase::Firebase,
     postgres: &Postgres,
-    secret_file: &std::path::Path,
+    secret: &SharedSecret,
 ) -> Gateway {
     let account = xsigate_tests::repo_root().join("tests/fixtures/firebase/service-account.json");
     let rest = format!(
@@ -1313,10 +1316,7 @@ async fn firebase_instance(
             "plugins = [\"broadsoft\", \"events\", \"firebase\"]\n"
         ),
     );
-    let server_keys = format!("secret_file = \"{}\"", secret_file.display());
-    let mut gateway = Gateway::start_with_server_keys(&server_keys, &rest).await;
-    gateway.wait_for("/readyz", 200).await;
-    gateway
+    secret.start_instance(&rest).await
 }
 
 /// A call placed by `user`'s own phone, straight at the simulator's first XSP.
@@ -1354,12 +1354,10 @@ async fn after_a_kill_under_load_every_users_final_state_reaches_firebase() {
     )
     .await
     .unwrap();
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("secret");
-    std::fs::write(&secret_file, rand_bytes()).unwrap();
+    let secret = SharedSecret::new();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(firebase_instance(&sim, &firebase, &postgres, &secret_file).await);
+        instances.push(firebase_instance(&sim, &firebase, &postgres, &secret).await);
     }
     let mut nodes = Vec::new();
     for i in 0..USERS {
@@ -1439,13 +1437,5 @@ async fn after_a_kill_under_load_every_users_final_state_reaches_firebase() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let terminated = sim_get(&sim, "/channels/terminated").await;
-    assert!(
-        terminated
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["reason"] != "DuplicateChannelSet"),
-        "{terminated}"
-    );
+    assert_no_duplicate_sets(&sim).await;
 }
