@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::Connection as _;
+use xsigate::state::store::DATABASE_FILE;
 use xsigate_tests::{
     Gateway, Login, basic, change_user, client, plugin_library, provider_for_simulator, sim_get,
 };
@@ -649,8 +651,10 @@ async fn malformed_and_unknown_events_are_acknowledged_with_their_status_and_cou
         Some("e-unknown-type"),
     )
     .await;
+    // About a user nobody logged in as: refused, it makes no uniqueId for them either.
     inject(
-        event("e-unknown-subscription", "no-such-subscription", r#"<xsi:eventData xsi1:type="xsi:DoNotDisturbEvent"><xsi:info><xsi:active>true</xsi:active></xsi:info></xsi:eventData>"#),
+        event("e-unknown-subscription", "no-such-subscription", r#"<xsi:eventData xsi1:type="xsi:DoNotDisturbEvent"><xsi:info><xsi:active>true</xsi:active></xsi:info></xsi:eventData>"#)
+            .replace(&format!("<xsi:targetId>{ALICE}"), &format!("<xsi:targetId>{STRANGER}")),
         Some("e-unknown-subscription"),
     )
     .await;
@@ -703,12 +707,33 @@ async fn malformed_and_unknown_events_are_acknowledged_with_their_status_and_cou
             |v| v >= 1.0,
         )
         .await;
+    assert_eq!(unique_ids_made_for(&gateway, STRANGER).await, 0);
+    assert_eq!(unique_ids_made_for(&gateway, ALICE).await, 1);
     assert!(
         !bus(&gateway)
             .await
             .iter()
             .any(|e| e["event"] == "MeetMeConferenceEvent")
     );
+}
+
+/// A user nobody logged in as.
+const STRANGER: &str = "mallory@acme.example";
+
+/// How many uniqueIds the gateway's store holds for `user_id`, read from its SQLite file.
+async fn unique_ids_made_for(gateway: &Gateway, user_id: &str) -> i64 {
+    let file = gateway.dir().join("data").join(DATABASE_FILE);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM user_ids WHERE lower(user_id) = lower(?1)")
+        .bind(user_id)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
 }
 
 /// Garbage on a channel: bytes that are no XML, a document that never ends (past the 1 MiB a

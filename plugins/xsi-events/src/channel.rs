@@ -517,7 +517,9 @@ impl<'a> ChannelSet<'a> {
         let mut unknown: Vec<String> = documents
             .iter()
             .filter_map(|document| match document {
-                Ok(Document::Event(envelope)) => {
+                // Only events `handle` will take: a user id in one that is refused gets no
+                // uniqueId made for it.
+                Ok(Document::Event(envelope)) if self.addressed_here(envelope).is_ok() => {
                     envelope.target_id.as_ref().or(self.record.user_id.as_ref())
                 }
                 _ => None,
@@ -571,26 +573,13 @@ impl<'a> ChannelSet<'a> {
             }
             Ok(Document::Event(envelope)) => envelope,
         };
-        let live_channel = self.live.as_ref().map(|l| l.channel_id.as_str());
-        if envelope
-            .channel_id
-            .as_deref()
-            .is_some_and(|c| Some(c) != live_channel)
-        {
-            count("unknown");
-            acks.push(self.acknowledge(&envelope.event_id, 404));
-            return None;
-        }
-        let Some(package) = self
-            .record
-            .subscriptions
-            .iter()
-            .find(|s| s.id == envelope.subscription_id)
-            .map(|s| s.package)
-        else {
-            count("unknown");
-            acks.push(self.acknowledge(&envelope.event_id, 481));
-            return None;
+        let package = match self.addressed_here(&envelope) {
+            Ok(package) => package,
+            Err(refusal) => {
+                count("unknown");
+                acks.push(self.acknowledge(&envelope.event_id, refusal));
+                return None;
+            }
         };
         let Some(state) = state::of_event(&envelope.event_type, &envelope.data) else {
             count("unknown");
@@ -607,6 +596,25 @@ impl<'a> ChannelSet<'a> {
         }
         self.publish(&envelope, package, read_ms, &state).await;
         None
+    }
+
+    /// The package of an event sent on this set's live channel (or naming none) under one of
+    /// its subscriptions; otherwise the status its acknowledgement refuses it with.
+    fn addressed_here(&self, envelope: &Envelope) -> Result<Package, u16> {
+        let live_channel = self.live.as_ref().map(|l| l.channel_id.as_str());
+        if envelope
+            .channel_id
+            .as_deref()
+            .is_some_and(|c| Some(c) != live_channel)
+        {
+            return Err(404);
+        }
+        self.record
+            .subscriptions
+            .iter()
+            .find(|s| s.id == envelope.subscription_id)
+            .map(|s| s.package)
+            .ok_or(481)
     }
 
     /// An `EventResponse`, sent on the channel's XSP as a host task of its own.
