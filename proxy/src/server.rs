@@ -130,7 +130,18 @@ pub fn run(config: &Config, options: RunOptions) -> Result<std::convert::Infalli
         instance_slot(&data_dir)?,
         &metrics,
     )?;
-    leases.start(&shared.runtime);
+    // An upgrade's predecessor hands its work over itself; otherwise a previous process that
+    // is gone died holding its work.
+    let crashed = (!options.upgrade)
+        .then(|| ProcessHolder::read(&data_dir))
+        .flatten()
+        .filter(|previous| !previous.is_running());
+    ProcessHolder {
+        holder: leases.holder().to_owned(),
+        pid: std::process::id(),
+    }
+    .write(&data_dir)?;
+    leases.start(&shared.runtime, crashed.as_ref().map(|c| c.holder.as_str()));
     plugins.start(&shared, &leases, &providers, &audit)?;
     let sessions = Arc::new(Sessions::new(
         &shared,
@@ -344,7 +355,6 @@ fn prepare_data_dir(path: &Path) -> Result<PathBuf, StartupError> {
     std::fs::canonicalize(path).map_err(error)
 }
 
-/// Creates the server secret (32 random bytes, hex, mode 0600) unless it exists.
 /// File in `data_dir` naming this instance among those sharing a store.
 const INSTANCE_FILE: &str = "instance";
 
@@ -367,6 +377,40 @@ fn instance_slot(data_dir: &Path) -> Result<String, StartupError> {
     Ok(slot)
 }
 
+/// File in `data_dir` naming the process that holds this instance's leases.
+const HOLDER_FILE: &str = "holder";
+
+/// The process holding this instance's leases: its holder id and pid.
+struct ProcessHolder {
+    holder: String,
+    pid: u32,
+}
+
+impl ProcessHolder {
+    fn read(data_dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(data_dir.join(HOLDER_FILE)).ok()?;
+        let (holder, pid) = text.trim().split_once(' ')?;
+        Some(Self {
+            holder: holder.to_owned(),
+            pid: pid.parse().ok()?,
+        })
+    }
+
+    fn write(&self, data_dir: &Path) -> Result<(), StartupError> {
+        let path = data_dir.join(HOLDER_FILE);
+        std::fs::write(&path, format!("{} {}\n", self.holder, self.pid))
+            .map_err(|source| StartupError::InstanceFile { path, source })
+    }
+
+    /// Whether the process still runs. This process is not its predecessor even with the same
+    /// pid (a container's first process is always 1); another process that reused the pid
+    /// counts as running, and its leases wait out their TTL as before.
+    fn is_running(&self) -> bool {
+        self.pid != std::process::id() && Path::new("/proc").join(self.pid.to_string()).exists()
+    }
+}
+
+/// Creates the server secret (32 random bytes, hex, mode 0600) unless it exists.
 fn ensure_secret_file(path: &Path) -> Result<(), StartupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
 

@@ -185,10 +185,29 @@ impl Leases {
         self.count_held(namespace);
     }
 
+    /// This process's holder id.
+    pub fn holder(&self) -> &str {
+        &self.instance
+    }
+
     /// Joins the instances on the store, then renews this instance's leases every third of the
     /// TTL until the process ends. Call it outside any async runtime: it blocks for the first
-    /// heartbeat, so that the plugins' first claims know the shares.
-    pub fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+    /// heartbeat, so that the plugins' first claims know the shares. `crashed` is the holder id
+    /// of this instance's previous process when it died holding work: its leases are freed at
+    /// once, so that its work resumes now rather than after the TTL.
+    pub fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle, crashed: Option<&str>) {
+        if let Some(crashed) = crashed {
+            match runtime.block_on(self.store.lease_release_all(crashed, unix_ms())) {
+                Ok(0) => {}
+                Ok(freed) => tracing::info!(
+                    leases = freed,
+                    "this instance's previous process died holding work; taking it up again"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot free the leases of this instance's previous process; its work resumes after their TTL");
+                }
+            }
+        }
         runtime.block_on(self.heartbeat());
         let this = Arc::clone(self);
         runtime.spawn(async move {
