@@ -189,12 +189,22 @@ impl Postgres {
     /// A `[server.store]` table naming this database over plain TCP, its password in a file
     /// beside it.
     pub fn store_table(&self) -> String {
-        format!("{}tls = \"off\"\n", self.store_table_with_tls())
+        format!("{}tls = \"off\"\n", self.table_without_tls_settings())
     }
 
-    /// A `[server.store]` table naming this database, its password in a file beside it, with
-    /// `tls` left to its default (and room for `ca_file`).
-    pub fn store_table_with_tls(&self) -> String {
+    /// A `[server.store]` table naming this database with `tls` left to its default, trusting
+    /// the PEM certificate `ca_pem` (written beside the database) when given.
+    pub fn tls_store_table(&self, ca_pem: Option<&str>) -> String {
+        let mut table = self.table_without_tls_settings();
+        if let Some(ca_pem) = ca_pem {
+            let ca_file = self.dir.path().join("trusted-ca.pem");
+            std::fs::write(&ca_file, ca_pem).unwrap();
+            table.push_str(&format!("ca_file = \"{}\"\n", ca_file.display()));
+        }
+        table
+    }
+
+    fn table_without_tls_settings(&self) -> String {
         let password_file = self.dir.path().join("xsigate-password");
         std::fs::write(&password_file, PASSWORD).unwrap();
         format!(

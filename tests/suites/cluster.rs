@@ -690,14 +690,8 @@ fn startup_error(store_table: &str) -> String {
 async fn the_database_is_reached_over_tls_with_its_certificate_checked() {
     let certificate = ServerCertificate::for_names(&["127.0.0.1"]);
     let postgres = Postgres::start_tls(&certificate);
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), &certificate.cert_pem).unwrap();
     let sim = simulator(1).await;
-    let store_table = format!(
-        "{}ca_file = \"{}\"\n",
-        postgres.store_table_with_tls(),
-        ca.path().display()
-    );
+    let store_table = postgres.tls_store_table(Some(&certificate.cert_pem));
     let cluster = Cluster::start_on(1, &sim, &store_table).await;
     let login = log_in(&cluster.gateways[0], "user0@acme.example", "pw-0").await;
     assert_eq!(
@@ -713,17 +707,8 @@ async fn the_database_is_reached_over_tls_with_its_certificate_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_certificate_from_an_unknown_issuer_is_refused() {
     let postgres = Postgres::start_tls(&ServerCertificate::for_names(&["127.0.0.1"]));
-    let stranger = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        stranger.path(),
-        ServerCertificate::for_names(&["127.0.0.1"]).cert_pem,
-    )
-    .unwrap();
-    let said = startup_error(&format!(
-        "{}ca_file = \"{}\"\n",
-        postgres.store_table_with_tls(),
-        stranger.path().display()
-    ));
+    let stranger = ServerCertificate::for_names(&["127.0.0.1"]);
+    let said = startup_error(&postgres.tls_store_table(Some(&stranger.cert_pem)));
     assert!(said.contains("cannot open the store"), "{said}");
     assert!(said.contains("invalid peer certificate"), "{said}");
 }
@@ -733,13 +718,7 @@ async fn a_database_certificate_from_an_unknown_issuer_is_refused() {
 async fn a_database_certificate_for_another_name_is_refused() {
     let certificate = ServerCertificate::for_names(&["db.example"]);
     let postgres = Postgres::start_tls(&certificate);
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), &certificate.cert_pem).unwrap();
-    let said = startup_error(&format!(
-        "{}ca_file = \"{}\"\n",
-        postgres.store_table_with_tls(),
-        ca.path().display()
-    ));
+    let said = startup_error(&postgres.tls_store_table(Some(&certificate.cert_pem)));
     assert!(said.contains("cannot open the store"), "{said}");
     assert!(
         said.contains("invalid peer certificate: certificate not valid for name \"127.0.0.1\""),
@@ -752,7 +731,7 @@ async fn a_database_certificate_for_another_name_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_without_tls_is_refused_unless_tls_is_off() {
     let postgres = Postgres::start();
-    let said = startup_error(&postgres.store_table_with_tls());
+    let said = startup_error(&postgres.tls_store_table(None));
     assert!(said.contains("cannot open the store"), "{said}");
     assert!(said.contains("server does not support TLS"), "{said}");
 }
