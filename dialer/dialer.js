@@ -145,7 +145,8 @@ async function start(login) {
   for (const id of ['identify', 'login']) show(id, false);
   for (const id of ['account', 'services', 'channel']) show(id);
   status(`Logged in as ${userId}`);
-  if (reports.firebase?.custom_token) await follow(reports.firebase);
+  // The live view connects on its own: a Firebase that is slow to answer holds up nothing else.
+  if (reports.firebase?.custom_token) follow(reports.firebase);
 }
 
 // 4. Services: each change is an XSI-Actions PUT through the session, with the CSRF token.
@@ -169,8 +170,44 @@ $('call-form').addEventListener('submit', step(async () => {
 }));
 
 // 5. Live state: the user's node, and the queues of the call centres the user is an agent of.
+// A network failure (Firebase unreachable, or slower than the SDK's timeout, which is 5 s while
+// the browser believes it is offline) is retried while the login lasts, as a phone app would;
+// the custom token stays good for an hour. A refusal of the token is shown and not retried.
+const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+const NETWORK_FAILURE = 'auth/network-request-failed';
+// Which login the live view belongs to: a logout, or the next login, ends the one before.
+let liveFor = 0;
+
 async function follow(report) {
-  const session = await connect(config.firebase, report);
+  const mine = ++liveFor;
+  for (let attempt = 0; ; attempt += 1) {
+    let session;
+    try {
+      session = await connect(config.firebase, report);
+    } catch (error) {
+      if (liveFor !== mine) return;
+      if (error.code !== NETWORK_FAILURE) {
+        $('report-firebase').textContent = 'not connected';
+        status(`Live view failed: ${error.message}`, true);
+        return;
+      }
+      const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
+      $('report-firebase').textContent = `unreachable; trying again in ${delay / 1000} s`;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (liveFor !== mine) return;
+      $('report-firebase').textContent = 'connecting…';
+      continue;
+    }
+    if (liveFor !== mine) {
+      await session.close();
+      return;
+    }
+    showLive(session, report);
+    return;
+  }
+}
+
+function showLive(session, report) {
   live = session;
   show('live');
   const queues = new Map();
@@ -290,6 +327,7 @@ $('logout').addEventListener('click', step(async () => {
   await gateway.logOut();
   const closing = live;
   live = null;
+  liveFor += 1;
   userId = null;
   await closing?.close();
   for (const id of ['account', 'services', 'live', 'channel', 'login']) show(id, false);

@@ -7,7 +7,8 @@ import { getAuth, connectAuthEmulator, signInWithCustomToken, signOut } from '/v
 import { getDatabase, connectDatabaseEmulator, ref, onValue } from '/vendor/firebase/firebase-database.js';
 
 /**
- * Signs in to the provider's Firebase with the login's custom token. Answers `watch(path,
+ * Signs in to the provider's Firebase with the login's custom token (rejects with the SDK's
+ * error, whose `code` tells a network failure, `auth/network-request-failed`, from a refusal). Answers `watch(path,
  * onChange, onError)`, which calls `onChange(value)` each time the location changes and answers
  * a function that stops, and `close()`, which stops everything and signs out.
  */
@@ -24,7 +25,13 @@ export async function connect(settings, report) {
   );
   const auth = getAuth(app);
   if (settings.authEmulator) connectAuthEmulator(auth, settings.authEmulator, { disableWarnings: true });
-  await signInWithCustomToken(auth, report.custom_token);
+  try {
+    await signInWithCustomToken(auth, report.custom_token);
+  } catch (error) {
+    // A caller that tries again makes a new app; this one must not linger.
+    await deleteApp(app).catch(() => {});
+    throw error;
+  }
   const db = getDatabase(app);
   if (emulated) connectDatabaseEmulator(db, database.hostname, Number(database.port));
   const watching = new Set();

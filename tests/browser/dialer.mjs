@@ -154,6 +154,24 @@ try {
   await waitText('#status', (t) => t.startsWith('Type'), 'the page starts');
   await screenshot('start');
 
+  // The first sign-in to Firebase fails as an unreachable network would (connection refused):
+  // the live view must try again by itself.
+  await page.setRequestInterception(true);
+  const firebaseSignIns = { refused: 0, passed: 0 };
+  const refuseFirstSignIn = (request) => {
+    if (request.isInterceptResolutionHandled()) return;
+    if (request.method() === 'POST' && request.url().includes('accounts:signInWithCustomToken')) {
+      if (firebaseSignIns.refused === 0) {
+        firebaseSignIns.refused += 1;
+        request.abort('connectionrefused');
+        return;
+      }
+      firebaseSignIns.passed += 1;
+    }
+    request.continue();
+  };
+  page.on('request', refuseFirstSignIn);
+
   // The whole flow on a BroadSoft login (the other password methods follow at the end).
   report.logins.broadsoft = await logIn(USER, 'broadsoft', true);
   report.screening = { srs: await text('#report-srs') };
@@ -161,6 +179,9 @@ try {
   // The live view follows the user's node in Firebase (the first state may take a while on a
   // loaded machine: the provider's channel set has just opened).
   await waitText('#live-dnd', (t) => t === 'on' || t === 'off', 'the live view shows DND', 30000);
+  page.off('request', refuseFirstSignIn);
+  await page.setRequestInterception(false);
+  report.firebase_sign_ins = firebaseSignIns;
   await screenshot('logged-in');
 
   // DND toggled in the page: XSI PUT → simulator → XSI-Events → firebase-sync → Firebase → page.

@@ -127,6 +127,22 @@ impl Drop for Demo {
     }
 }
 
+/// The last lines of each named log in `dir`, headed by its name.
+fn log_tails(dir: &std::path::Path, logs: &[&str]) -> String {
+    const LINES: usize = 20;
+    let mut tails = String::new();
+    for log in logs {
+        let text = std::fs::read_to_string(dir.join(format!("{log}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LINES)..];
+        tails.push_str(&format!(
+            "--- {log}.log (last {LINES} lines)\n{}\n",
+            tail.join("\n")
+        ));
+    }
+    tails
+}
+
 #[test]
 fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     let out = repo_root().join("target/browser-suite");
@@ -172,10 +188,12 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
     }
     assert!(
         output.status.success() && report.get("error").is_none(),
-        "the browser run failed ({}); screenshots in {}\n{stderr}\n{}",
+        "the browser run failed ({}); screenshots in {}\n{stderr}\n{}\n{}",
         report["error"],
         out.display(),
-        demo.log()
+        demo.log(),
+        // CI keeps only what a failure prints: the peers' last words, xsigate's being above.
+        log_tails(&out, &["simulator", "database", "auth", "dialer"])
     );
 
     const ALICE: &str = "alice@demo.xsigate.test";
@@ -183,6 +201,12 @@ fn the_reference_dialer_runs_the_whole_flow_in_a_real_browser() {
         assert_eq!(report["logins"][method], ALICE, "login by {method}");
     }
     assert_eq!(report["screening"]["srs"], "logged_in");
+    // The first Firebase sign-in was refused on the network; the live view tried again.
+    assert_eq!(
+        report["firebase_sign_ins"],
+        serde_json::json!({"refused": 1, "passed": 1}),
+        "{report}"
+    );
 
     // What the page set came back live, and is what the simulator holds.
     let dnd = &report["dnd"];

@@ -476,6 +476,31 @@ async fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// Waits until the Auth emulator serves. Its port alone says nothing: firebase-tools listens on
+/// it for a moment to check that it is free, long before it serves.
+async fn wait_auth_emulator(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = reqwest::Client::new();
+    loop {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && let Ok(body) = answer.json::<Value>().await
+            && body["authEmulator"]["ready"] == true
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Auth emulator never served on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The real Firebase parts from npm: the database (firebase-server with the shipped rules, as
 /// the demo runs it) and the firebase-tools Auth emulator, stopped when dropped.
 struct RealFirebase {
@@ -539,7 +564,7 @@ impl RealFirebase {
                 .unwrap(),
         );
         wait_port(database_port, "firebase-server").await;
-        wait_port(auth_port, "the Auth emulator").await;
+        wait_auth_emulator(auth_port).await;
         Self {
             _processes: (database, auth),
             database_port,
