@@ -19,6 +19,9 @@
 #
 # Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
 # (hold=0 runs the events part only.)
+# XSIGATE_BENCH_HEAP=FILE runs part 1 only, its xsigate under heaptrack (a build on the system's
+# malloc, which heaptrack sees, in target/heap-profile), prints the heap alive at the peak by
+# what allocated it, and leaves the recording in FILE.zst or .gz (heaptrack_gui, heaptrack_print).
 set -euo pipefail
 
 users=${1:-10000}
@@ -35,6 +38,11 @@ source "$(dirname "$0")/common.sh"
 "$root/scripts/install-deps" build
 cargo build --release --locked -p xsigate -p xsi-sim -p xsigate-idp-broadsoft -p xsigate-xsi-events \
   -p xsigate-firebase-sync -p xsigate-fixture-host-services -p xsigate-bench --manifest-path "$root/Cargo.toml" >&2
+heap=${XSIGATE_BENCH_HEAP:-}
+if [ -n "$heap" ]; then
+  cargo build --release --locked -p xsigate --features system-allocator \
+    --target-dir "$root/target/heap-profile" --manifest-path "$root/Cargo.toml" >&2
+fi
 # Each channel is a socket on both sides, plus pooled command connections.
 ulimit -n "$(ulimit -Hn)"
 
@@ -101,7 +109,17 @@ xsp = ["http://$xsp1", "http://$xsp2"]
 master = { user = "admin@sim.xsigate.test", password_file = "$work/master" }
 plugins = [$plugins]
 CONF
-  "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate=$!; pids+=($xsigate)
+  if [ -n "$heap" ]; then
+    heaptrack -o "$heap" "$root/target/heap-profile/release/xsigate" run -c "$work/xsigate.toml" \
+      >"$work/heaptrack.out" 2>"$work/xsigate.log" & recorder=$!; pids+=($recorder)
+    # heaptrack runs xsigate as its child: that is the process to measure and to stop.
+    xsigate=
+    for _ in $(seq 1 100); do xsigate=$(pgrep -P "$recorder" -x xsigate) && break; sleep 0.1; done
+    [ -n "$xsigate" ] || { cat "$work/heaptrack.out" "$work/xsigate.log" >&2; exit 1; }
+    pids+=($xsigate)
+  else
+    "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate=$!; pids+=($xsigate)
+  fi
   wait_ready "$xsigate" "$metrics_port" "$work/xsigate.log"
 }
 
@@ -130,6 +148,17 @@ awk -v a="$after" -v b="$before" -v s="$from" -v e="$to" -v hz="$hz" \
   'BEGIN { printf "xsigate cpu while holding: %.1f%% of one core\n", 100 * (a - b) / hz / (e - s) }'
 stop
 echo
+fi
+
+if [ -n "$heap" ]; then
+  wait "$recorder" 2>/dev/null || true
+  # heaptrack compresses with zstd when it can, else with gzip.
+  recording=$heap.zst
+  [ -e "$recording" ] || recording=$heap.gz
+  echo "# the heap alive at its peak, by what allocated it (heaptrack, $recording)"
+  heaptrack_print -f "$recording" --print-peaks --peak-limit 30 --sub-peak-limit 3 \
+    --print-allocators 0 --print-temporary 0 --print-leaks 0 | sed -n '/^PEAK MEMORY CONSUMERS/,$p'
+  exit 0
 fi
 
 echo "# 2. one enterprise-level channel set: $rate DND changes/s over $event_users users for ${seconds}s"

@@ -12,6 +12,7 @@ use xsigate::telemetry::LogFormat;
 
 // mimalloc keeps per-thread free lists, which suits Pingora's many short-lived per-request
 // allocations far better than glibc's malloc under contention.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sqlx::Connection as _;
 use xsigate::state::store::DATABASE_FILE;
 use xsigate_tests::{
-    Gateway, Login, basic, change_user, client, plugin_library, provider_for_simulator, sim_get,
+    Gateway, Login, basic, change_user, client, plugin_library, provider_for_simulator,
+    provider_urls, sim_get,
 };
 
 const ALICE: &str = "alice@acme.example";
@@ -36,7 +37,16 @@ const PACKAGES: [&str; 9] = [
 /// Two XSPs; alice is an agent of the sales call centre; `events` is the simulator's `[events]`
 /// table body.
 async fn simulator(users: &[&str], events: &str) -> std::sync::Arc<xsi_sim::Simulator> {
-    let mut seed = String::from("xsp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
+    simulator_with(users, events, "").await
+}
+
+/// Like [`simulator`], with `top` added to the seed's top-level keys.
+async fn simulator_with(
+    users: &[&str],
+    events: &str,
+    top: &str,
+) -> std::sync::Arc<xsi_sim::Simulator> {
+    let mut seed = format!("xsp = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n{top}\n");
     for (i, user) in users.iter().enumerate() {
         seed.push_str(&format!(
             "[[users]]\nuser_id = \"{user}\"\npassword = \"{PASSWORD}\"\nservice_provider = \"acme\"\n\
@@ -68,22 +78,31 @@ async fn gateway_on_store(
     provider: &str,
     store: &str,
 ) -> Gateway {
+    let provider = provider_for_simulator(
+        "acme",
+        &["acme.example"],
+        sim,
+        &format!("{PLUGINS}\n{provider}"),
+    );
+    gateway_for(events, &provider, store).await
+}
+
+/// The plugins of the provider table in [`gateway_for`].
+const PLUGINS: &str = "plugins = [\"broadsoft\", \"events\", \"tap\"]";
+
+/// xsigate with idp-broadsoft, xsi-events and the tap in front of `provider_table` (the whole
+/// `[providers.acme]`, with [`PLUGINS`]).
+async fn gateway_for(events: &str, provider_table: &str, store: &str) -> Gateway {
     let config = format!(
         "[server.store]\n{store}\n\
          [[plugins]]\nname = \"broadsoft\"\npath = \"{}\"\n\
          [[plugins]]\nname = \"events\"\npath = \"{}\"\n\
          [plugins.config.providers.acme]\n{events}\n\
          [[plugins]]\nname = \"tap\"\npath = \"{}\"\n\
-         [plugins.config]\ntap = [\"xsi.event\"]\n{}",
+         [plugins.config]\ntap = [\"xsi.event\"]\n{provider_table}",
         plugin_library("xsigate-idp-broadsoft").display(),
         plugin_library("xsigate-xsi-events").display(),
         plugin_library("xsigate-fixture-host-services").display(),
-        provider_for_simulator(
-            "acme",
-            &["acme.example"],
-            sim,
-            &format!("plugins = [\"broadsoft\", \"events\", \"tap\"]\n{provider}"),
-        ),
     );
     let mut gateway = Gateway::start(&config).await;
     gateway.wait_for("/readyz", 200).await;
@@ -396,6 +415,45 @@ async fn a_users_packages_arrive_typed_on_the_bus_and_every_event_is_acknowledge
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Channel streams run on connections of their own, not on the provider's HTTP client: to
+/// HTTPS XSPs they check the certificate against the provider's CA as every other call does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_reach_https_xsps_trusted_through_the_providers_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("xsp.pem");
+    let sim = simulator_with(
+        &[ALICE],
+        "",
+        &format!("tls = {{ self_signed_cert_out = \"{}\" }}", cert.display()),
+    )
+    .await;
+    let xsps: Vec<String> = sim
+        .xsp_addrs()
+        .iter()
+        .map(|a| format!("https://127.0.0.1:{}", a.port()))
+        .collect();
+    let provider = provider_urls(
+        "acme",
+        &["acme.example"],
+        &xsps,
+        &format!("{PLUGINS}\nca_file = \"{}\"", cert.display()),
+    );
+    let gateway = gateway_for(FAST, &provider, "").await;
+    let _session = log_in(&gateway, ALICE).await;
+    wait_channel(&sim, ALICE, "alice's channel over TLS", |_| true).await;
+    let initial = wait_bus(&gateway, 0, "alice's DND over TLS", |e| {
+        is(e, ALICE, "DoNotDisturbEvent")
+    })
+    .await;
+    // An event after the initial state: the stream itself is read, not only its head.
+    change_user(&sim, ALICE, |u| u["do_not_disturb"]["active"] = json!(true)).await;
+    wait_bus(&gateway, 0, "alice's DND change over TLS", |e| {
+        is(e, ALICE, "DoNotDisturbEvent") && e["state"]["active"] == true
+    })
+    .await;
+    assert_eq!(initial["state"]["active"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,6 @@ impl LoginApi {
                 credentials: Some((&master.user, master.password.expose())),
                 pin: None,
                 timeout: XSI_TIMEOUT,
-                stream: false,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -204,7 +203,6 @@ impl LoginApi {
                 credentials: Some((&master.user, master.password.expose())),
                 pin: None,
                 timeout: XSI_TIMEOUT,
-                stream: false,
             })
             .await
             .map_err(|e| {

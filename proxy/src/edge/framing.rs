@@ -12,6 +12,7 @@
 //! - its declared body exceeds the configured size (`payload_too_large`).
 
 use crate::wire::error::ErrorCode;
+use crate::wire::headers::content_length;
 
 /// The most header fields the parser keeps room for; `header_fields` is validated below it.
 pub const MAX_HEADER_FIELDS: usize = 256;
@@ -113,7 +114,7 @@ fn judge(request: &httparse::Request<'_, '_>, limits: HeadLimits) -> Result<Shap
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
-            length = Some(decimal(field.value).ok_or(ErrorCode::AmbiguousFraming)?);
+            length = Some(content_length(field.value).ok_or(ErrorCode::AmbiguousFraming)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             codings += 1;
             chunked = trim(field.value).eq_ignore_ascii_case(b"chunked");
@@ -150,16 +151,6 @@ pub fn target(head: &[u8]) -> &str {
         .unwrap_or_default();
     let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
     std::str::from_utf8(target).unwrap_or_default()
-}
-
-/// A `Content-Length` value: digits only (no sign, no list, no spaces inside), at most 19 of
-/// them so that it fits a `u64`.
-fn decimal(value: &[u8]) -> Option<u64> {
-    let value = trim(value);
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn trim(value: &[u8]) -> &[u8] {

@@ -375,6 +375,9 @@ impl Plugins {
         let services = Arc::new(Services {
             runtime: runtime.clone(),
             http,
+            // Channel streams connect as proxied requests do: Pingora's connector, the XSP's
+            // resolved stream peer with its TLS settings.
+            connector: pingora::connectors::TransportConnector::new(None),
             providers: Arc::clone(providers),
             store: Arc::clone(&shared.store),
             leases: Arc::clone(leases),

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
+use crate::upstream::{ChannelStream, StreamError};
+
 /// Streams one plugin may hold open: far above one XSI-Events channel per user of a large
 /// provider, low enough that a leaking plugin cannot exhaust the host's sockets unnoticed.
 pub(super) const STREAMS_MAX: usize = 200_000;
@@ -26,7 +28,7 @@ pub(super) struct Streams {
 /// meanwhile rather than a chunk per round trip. The queue is bounded: a plugin that stops
 /// reading stops the task, and TCP pushes back on the server.
 pub(super) struct OpenStream {
-    pub(super) chunks: tokio::sync::Mutex<mpsc::Receiver<Result<bytes::Bytes, reqwest::Error>>>,
+    pub(super) chunks: tokio::sync::Mutex<mpsc::Receiver<Result<bytes::Bytes, StreamError>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -44,7 +46,7 @@ impl Streams {
     pub(super) fn add(
         &self,
         runtime: &tokio::runtime::Handle,
-        mut response: reqwest::Response,
+        mut body: ChannelStream,
     ) -> Option<u64> {
         let mut open = self.open();
         if open.len() >= STREAMS_MAX {
@@ -54,7 +56,7 @@ impl Streams {
         let reader = runtime.spawn(async move {
             loop {
                 // The end is the channel closing; an error is passed on, and ends it too.
-                let item = match response.chunk().await {
+                let item = match body.next_chunk().await {
                     Ok(Some(bytes)) => Ok(bytes),
                     Ok(None) => return,
                     Err(e) => Err(e),

@@ -7,12 +7,14 @@
 //! - [`peer`]: one upstream host, resolved off the request path; [`pool`]: a provider's XSPs.
 //! - [`health`]: an upstream's health; [`probe`]: active probes and DNS refresh; [`retry`]:
 //!   when a failed request goes again.
-//! - [`xsi`]: requests the gateway itself sends to an XSP, on the same rules as the proxy.
+//! - [`xsi`]: requests the gateway itself sends to an XSP, on the same rules as the proxy;
+//!   [`channel_stream`]: the XSI-Events channel streams among them, each on a lean connection.
 //!
 //! Layer: above [`crate::config`], [`crate::wire`] and [`crate::metrics`]; uses nothing else
 //! in the crate. Which plugins act on a provider's requests is the plugin host's to know
 //! ([`crate::plugin::Plugins::chain`]); a provider only names them.
 
+pub mod channel_stream;
 pub mod health;
 pub mod identity;
 pub mod peer;
@@ -22,6 +24,7 @@ pub mod provider;
 pub mod retry;
 pub mod xsi;
 
+pub use channel_stream::{ChannelStream, StreamError, StreamHead};
 pub use peer::{PeerKind, Upstream, UpstreamError};
 pub use pool::{Pool, Tried};
 pub use provider::{Applet, Master, Provider, Providers, Resolution};

@@ -1,6 +1,8 @@
 //! Requests the gateway itself sends to a provider's XSPs (password resets, plugins' host
-//! calls, XSI-Events channels): the same XSP choice and failover rule as proxied requests.
+//! calls; XSI-Events channels are [`super::channel_stream`]'s): the same XSP choice and
+//! failover rule as proxied requests.
 
+use super::channel_stream::StreamError;
 use super::peer::Upstream;
 use super::pool::Tried;
 use super::provider::Provider;
@@ -18,10 +20,9 @@ pub struct XsiCall<'a> {
     pub credentials: Option<(&'a str, &'a str)>,
     /// Only this XSP (an index into `xsps`), without failover.
     pub pin: Option<usize>,
-    /// For the whole exchange; for a stream, for the response head only (its body stays open).
+    /// For the whole exchange; for a channel stream
+    /// ([`Provider::open_channel_stream`]), for the response head only (its body stays open).
     pub timeout: std::time::Duration,
-    /// The response body is a long-lived stream (an XSI-Events channel).
-    pub stream: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +37,22 @@ pub enum XsiCallError {
     /// carries no URL.
     #[error("{0}")]
     Http(reqwest::Error),
+    /// A channel stream reached an XSP and failed there ([`super::channel_stream`]).
+    #[error("{0}")]
+    Stream(StreamError),
 }
 
 impl Provider {
+    /// The XSP a host call tries next: its pin once, or the next healthy XSP not yet tried.
+    pub(super) fn next_xsp(&self, pin: Option<usize>, tried: Tried) -> Option<(usize, &Upstream)> {
+        let index = match pin {
+            Some(index) if !tried.contains(index) => Some(index),
+            Some(_) => None,
+            None => self.xsps.select(tried),
+        }?;
+        self.xsps.members.get(index).map(|xsp| (index, xsp))
+    }
+
     /// Sends `call` to the pinned XSP, or to the healthy XSPs in turn as [`retry::next`]
     /// allows. Returns the response and the XSP that gave it.
     pub async fn send_xsi(
@@ -59,38 +73,21 @@ impl Provider {
             .map_err(|e| XsiCallError::Client(e.clone()))?;
         let mut tried = Tried::default();
         loop {
-            let index = match call.pin {
-                Some(index) if !tried.contains(index) => Some(index),
-                Some(_) => None,
-                None => self.xsps.select(tried),
-            };
-            let Some((index, xsp)) = index.and_then(|i| self.xsps.members.get(i).map(|m| (i, m)))
-            else {
+            let Some((index, xsp)) = self.next_xsp(call.pin, tried) else {
                 return Err(XsiCallError::Unreachable);
             };
             tried.add(index);
             let mut builder = client
                 .request(call.method.clone(), xsp.url(call.path))
-                .headers(call.headers.clone());
-            if !call.stream {
-                builder = builder.timeout(call.timeout);
-            }
+                .headers(call.headers.clone())
+                .timeout(call.timeout);
             if let Some((user, password)) = call.credentials {
                 builder = builder.basic_auth(user, Some(password));
             }
             if !call.body.is_empty() {
                 builder = builder.body(call.body.clone());
             }
-            // A stream's body outlives any whole-exchange timeout: only its head is bounded.
-            let sent = if call.stream {
-                match tokio::time::timeout(call.timeout, builder.send()).await {
-                    Ok(sent) => sent,
-                    Err(_) => return Err(XsiCallError::HeadTimeout),
-                }
-            } else {
-                builder.send().await
-            };
-            let e = match sent {
+            let e = match builder.send().await {
                 Ok(response) => {
                     xsp.health.record_response();
                     return Ok((response, xsp));
@@ -112,7 +109,7 @@ impl Provider {
             let attempt = Attempt {
                 idempotent: call.method.is_idempotent(),
                 pinned: call.pin.is_some(),
-                stream: call.stream,
+                stream: false,
                 untried_left: self.xsps.has_untried(tried),
             };
             match retry::next(attempt, failure) {

@@ -1,5 +1,6 @@
 //! The names of the headers and the cookie xsigate reads or writes itself. Everything that
-//! sends, strips, allows (CORS) or checks one of them uses these constants.
+//! sends, strips, allows (CORS) or checks one of them uses these constants. Also the one reading
+//! of a `Content-Length` value, for requests (the edge) and answers (channel streams) alike.
 
 /// Request id header, set on every request upstream and every response downstream.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -26,4 +27,14 @@ pub const SSO_ERROR: &str = "sso_error";
 /// A new request id: 128 random bits in hex, unique enough to find one request in the logs.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces inside), at most 19 of
+/// them so that it fits a `u64`.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
