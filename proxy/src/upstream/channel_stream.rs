@@ -22,7 +22,7 @@ use super::peer::{PeerKind, Upstream};
 use super::pool::Tried;
 use super::provider::Provider;
 use super::retry::{self, Attempt, Failure, Next};
-use super::xsi::{XsiCall, XsiCallError};
+use super::xsi::{StreamError, XsiCall, XsiCallError};
 use crate::wire::headers::content_length;
 
 /// What one read asks of the socket at first and while the stream is quiet: events are a few
@@ -43,17 +43,6 @@ const TRAILERS_MAX: usize = 16 * 1024;
 pub struct StreamHead {
     pub status: http::StatusCode,
     pub headers: Vec<(String, String)>,
-}
-
-/// Why a stream (or the head before it) could not be read. Its messages name no address.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("reading the XSP's stream failed: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the XSP's answer is not valid HTTP/1.1: {0}")]
-    Broken(&'static str),
-    #[error("the XSP closed the stream in the middle of its body")]
-    Truncated,
 }
 
 /// The body of a channel stream, as the XSP sends it.

@@ -24,8 +24,8 @@ pub mod provider;
 pub mod retry;
 pub mod xsi;
 
-pub use channel_stream::{ChannelStream, StreamError, StreamHead};
+pub use channel_stream::{ChannelStream, StreamHead};
 pub use peer::{PeerKind, Upstream, UpstreamError};
 pub use pool::{Pool, Tried};
 pub use provider::{Applet, Master, Provider, Providers, Resolution};
-pub use xsi::{XsiCall, XsiCallError};
+pub use xsi::{StreamError, XsiCall, XsiCallError};

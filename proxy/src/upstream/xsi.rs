@@ -2,7 +2,6 @@
 //! calls; XSI-Events channels are [`super::channel_stream`]'s): the same XSP choice and
 //! failover rule as proxied requests.
 
-use super::channel_stream::StreamError;
 use super::peer::Upstream;
 use super::pool::Tried;
 use super::provider::Provider;
@@ -40,6 +39,18 @@ pub enum XsiCallError {
     /// A channel stream reached an XSP and failed there ([`super::channel_stream`]).
     #[error("{0}")]
     Stream(StreamError),
+}
+
+/// Why a channel stream (or the head before it) could not be read
+/// ([`super::channel_stream`]). Its messages name no address.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("reading the XSP's stream failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the XSP's answer is not valid HTTP/1.1: {0}")]
+    Broken(&'static str),
+    #[error("the XSP closed the stream in the middle of its body")]
+    Truncated,
 }
 
 impl Provider {
