@@ -20,8 +20,10 @@
 # Usage: bench/events.sh [users=10000] [hold=60] [rate=2000] [seconds=30] [event_users=2000]
 # (hold=0 runs the events part only.)
 # XSIGATE_BENCH_HEAP=FILE runs part 1 only, its xsigate under heaptrack (a build on the system's
-# malloc, which heaptrack sees, in target/heap-profile), prints the heap alive at the peak by
-# what allocated it, and leaves the recording in FILE.zst or .gz (heaptrack_gui, heaptrack_print).
+# malloc, which heaptrack sees, in target/heap-profile), prints the heap alive at the peak (the
+# logins) and while the sets are held (xsigate is killed at the end of the hold, so what it never
+# freed is what it held) by what allocated it, and leaves the recording in FILE.zst or .gz
+# (heaptrack_gui, heaptrack_print; `--flamegraph-cost-type leaked` for the held heap).
 set -euo pipefail
 
 users=${1:-10000}
@@ -123,7 +125,12 @@ CONF
   wait_ready "$xsigate" "$metrics_port" "$work/xsigate.log"
 }
 
-stop() { kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/dev/null || true; }
+stop() {
+  # Under heaptrack xsigate is killed where it stands, so that what it never freed is what it
+  # held: a graceful stop would free the sets first.
+  if [ -n "$heap" ]; then kill -KILL "$xsigate" 2>/dev/null || true; fi
+  kill "$xsigate" "$sim" 2>/dev/null || true; wait "$xsigate" "$sim" 2>/dev/null || true
+}
 
 if [ "$hold" -gt 0 ]; then
 echo "# 1. $users user-level channel sets held for ${hold}s (heartbeat 15 s, XSP eventTimeout 30 s)"
@@ -155,9 +162,12 @@ if [ -n "$heap" ]; then
   # heaptrack compresses with zstd when it can, else with gzip.
   recording=$heap.zst
   [ -e "$recording" ] || recording=$heap.gz
-  echo "# the heap alive at its peak, by what allocated it (heaptrack, $recording)"
+  echo "# the heap alive at its peak (the logins), by what allocated it (heaptrack, $recording)"
   heaptrack_print -f "$recording" --print-peaks --peak-limit 30 --sub-peak-limit 3 \
     --print-allocators 0 --print-temporary 0 --print-leaks 0 | sed -n '/^PEAK MEMORY CONSUMERS/,$p'
+  echo "# the heap alive while the sets were held (never freed: xsigate was killed), by what allocated it"
+  heaptrack_print -f "$recording" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+    --print-leaks 1 --peak-limit 30 --sub-peak-limit 3 | sed -n '/^MEMORY LEAKS/,$p'
   exit 0
 fi
 

@@ -337,11 +337,11 @@ impl<'a> ChannelSet<'a> {
             self.note(|view| view.failure = None);
             self.set_phase(Some(Phase::Open));
             if gap {
-                self.drop_stale_channels().await;
+                Box::pin(self.drop_stale_channels()).await;
             }
-            self.subscribe(gap).await;
+            Box::pin(self.subscribe(gap)).await;
             if gap {
-                self.resync().await;
+                Box::pin(self.resync()).await;
             }
             let since = Instant::now();
             let loss = self.serve(&mut opened).await;
@@ -426,6 +426,10 @@ impl<'a> ChannelSet<'a> {
     }
 
     /// Reads the live channel until it is lost, heartbeating, refreshing and acknowledging.
+    ///
+    /// A set waits in this loop's read for hours, and a future is as large as the largest
+    /// state it can be in: what runs now and then (handling an event, a heartbeat, a resync)
+    /// is boxed while it runs, so that every waiting set does not carry room for it.
     async fn serve(&mut self, opened: &mut Opened) -> Loss {
         let heartbeat = self.settings.heartbeat();
         let silence = self.settings.silence();
@@ -441,34 +445,34 @@ impl<'a> ChannelSet<'a> {
                 .collect();
             self.learn_unique_ids(&read).await;
             for document in read {
-                if let Some(loss) = self.handle(document, read_ms, &mut acks).await {
+                if let Some(loss) = Box::pin(self.handle(document, read_ms, &mut acks)).await {
                     return loss;
                 }
             }
             let now = Instant::now();
             if now >= next_heartbeat {
                 next_heartbeat = now + heartbeat;
-                if let Some(loss) = self.heartbeat().await {
+                if let Some(loss) = Box::pin(self.heartbeat()).await {
                     return loss;
                 }
             }
             if let Some(live) = &self.live {
                 if live.expires_at.saturating_duration_since(now) < live.granted / 2 {
-                    self.refresh_channel().await;
+                    Box::pin(self.refresh_channel()).await;
                 }
             }
             if self.resubscribe {
                 self.resubscribe = false;
-                self.subscribe(false).await;
+                Box::pin(self.subscribe(false)).await;
             }
             if self.record.user_id.is_none() {
                 let logged_in = self.plugin.take_logged_in(self.provider());
                 if !logged_in.is_empty() {
                     self.seen.extend(logged_in.iter().cloned());
-                    self.resync_users(logged_in.into_iter().collect()).await;
+                    Box::pin(self.resync_users(logged_in.into_iter().collect())).await;
                 }
             }
-            self.refresh_subscriptions().await;
+            Box::pin(self.refresh_subscriptions()).await;
             if now.saturating_duration_since(last_heard) >= silence {
                 return Loss::Silent;
             }

@@ -673,10 +673,16 @@ impl XsiEvents {
                     .await;
             }
             Some((key, record)) => {
-                let settings = self.settings(&record.provider);
-                if let Ok(mut set) = channel::ChannelSet::new(self, key, record, settings).await {
-                    set.close().await;
-                }
+                // Boxed: a future holds room for its largest branch, and the one above is the
+                // set kept for hours.
+                Box::pin(async {
+                    let settings = self.settings(&record.provider);
+                    if let Ok(mut set) = channel::ChannelSet::new(self, key, record, settings).await
+                    {
+                        set.close().await;
+                    }
+                })
+                .await;
                 let _ = leases.finish(running_key).await;
             }
             None => {
@@ -719,7 +725,15 @@ impl XsiEvents {
         let settings = self.settings(&record.provider);
         let leases = self.host.leases();
         let key = format!("{running_key}/{}", record.channel_set_id);
-        let mut set = match channel::ChannelSet::new(self, key.clone(), record, settings).await {
+        // What runs only at the start and the end is boxed: every set waits in `keep` for
+        // hours, and its future holds room for its largest state.
+        let opening = Box::pin(channel::ChannelSet::new(
+            self,
+            key.clone(),
+            record,
+            settings,
+        ));
+        let mut set = match opening.await {
             Ok(set) => set,
             Err(e) => {
                 self.host.warn(&format!(
@@ -731,7 +745,7 @@ impl XsiEvents {
             }
         };
         if origin != Origin::Resumed {
-            set.save().await;
+            Box::pin(set.save()).await;
         }
         let end = {
             let keep = std::pin::pin!(set.keep(origin != Origin::Login));
@@ -754,10 +768,10 @@ impl XsiEvents {
             }
         };
         match end {
-            Stop::HandedOn => set.leave().await,
-            Stop::Replaced => set.close().await,
+            Stop::HandedOn => Box::pin(set.leave()).await,
+            Stop::Replaced => Box::pin(set.close()).await,
             Stop::ForGood => {
-                set.close().await;
+                Box::pin(set.close()).await;
                 let _ = leases.finish(running_key).await;
             }
         }

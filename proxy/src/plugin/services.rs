@@ -18,7 +18,7 @@ use xsigate_plugin_sdk::calls::{
 use super::bus::{Bus, QueuedEvent, Subscriber};
 use super::context::{HostCalls, PluginContext};
 use super::metrics::HostMetrics;
-use super::streams::STREAMS_MAX;
+use super::streams::{STREAMS_MAX, StreamRead};
 use crate::audit::{Audit, AuditAction, AuditResult};
 use crate::cluster::{Acquired, Leases, Lost};
 use crate::state::seal::{SealKey, Sealer};
@@ -92,6 +92,14 @@ fn ok(meta: &impl Serialize, body: Vec<u8>) -> Reply {
 fn parse<T: DeserializeOwned>(meta: &Buf) -> Result<T, Reply> {
     serde_json::from_slice(meta.as_slice())
         .map_err(|e| reply(abi::reply::INVALID, format!("malformed request: {e}")))
+}
+
+fn lease_meta(meta: &Buf) -> Result<LeaseMeta, Reply> {
+    let lease: LeaseMeta = parse(meta)?;
+    if lease.name.is_empty() {
+        return Err(reply(abi::reply::INVALID, "empty lease name"));
+    }
+    Ok(lease)
 }
 
 fn service_name(op: u32) -> &'static str {
@@ -183,12 +191,14 @@ impl Services {
     }
 
     async fn perform(&self, plugin: &PluginContext, op: u32, meta: &Buf, body: Buf) -> Reply {
-        // A task is as large as its future's largest arm, and every channel set keeps a task
-        // waiting on a stream read (or a sleep). Those run inline; every other call is boxed,
-        // so that its larger future (a connect and TLS handshake, a query) is paid for while it
-        // runs instead of by every waiting read: 19 KiB a set before (heaptrack).
+        // A task is as large as its future's largest arm, and every channel set keeps tasks
+        // waiting for hours: on its stream, on its lease (or a sleep). Those run inline; every
+        // other call is boxed, so that its larger future (a connect and TLS handshake, a query)
+        // is paid for while it runs instead of by every waiting one: 19 KiB a set for the
+        // stream read and 9 KiB for the lease's before (heaptrack, bench/events.sh).
         let result = match op {
             abi::op::STREAM_READ => self.stream_read(plugin, meta).await,
+            abi::op::LEASE_LOST => self.lease_lost(plugin, meta).await,
             abi::op::SLEEP => Self::sleep(meta).await,
             _ => Box::pin(self.perform_briefly(plugin, op, meta, body)).await,
         };
@@ -219,8 +229,7 @@ impl Services {
             abi::op::LEASE_ACQUIRE
             | abi::op::LEASE_RELEASE
             | abi::op::LEASE_FINISH
-            | abi::op::LEASE_END
-            | abi::op::LEASE_LOST => self.lease(plugin, op, meta).await,
+            | abi::op::LEASE_END => self.lease(plugin, op, meta).await,
             abi::op::LEASE_CLAIMABLE => self.lease_claimable(plugin, meta).await,
             other => Err(reply(
                 abi::reply::UNSUPPORTED,
@@ -374,7 +383,7 @@ impl Services {
                     .ok_or_else(|| body_too_large(XSI_BODY_MAX))?;
                 return Ok(ok(&head, body));
             }
-            let id = plugin.streams.add(&self.runtime, body).ok_or_else(|| {
+            let id = plugin.streams.add(body).ok_or_else(|| {
                 reply(
                     abi::reply::FAILED,
                     format!("the plugin holds {STREAMS_MAX} streams already"),
@@ -398,36 +407,28 @@ impl Services {
     }
 
     /// What has arrived on a stream: at least one chunk, or nothing once `wait_ms` passed, or
-    /// the end (the stream is then closed). A read that is cancelled may lose the bytes it had
-    /// taken, so readers await each read to its end (the SDK's do).
+    /// the end (the stream is then closed). A read cancelled while it waits loses nothing; one
+    /// cancelled after it took bytes loses them, so readers await each read to its end (the
+    /// SDK's do).
     async fn stream_read(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
         let StreamMeta { stream, wait_ms } = parse(meta)?;
         let open = plugin
             .streams
             .get(stream)
             .ok_or_else(|| reply(abi::reply::NOT_FOUND, "no such stream"))?;
-        let mut chunks = open.chunks.lock().await;
         let wait = Duration::from_millis(wait_ms).min(STREAM_WAIT_MAX);
-        let mut bytes = match tokio::time::timeout(wait, chunks.recv()).await {
-            Err(_) => return Ok(ok(&StreamReadHead { end: false }, Vec::new())),
-            Ok(Some(Ok(chunk))) => chunk.to_vec(),
-            Ok(None) => {
+        match open.read(wait, STREAM_READ_MAX).await {
+            StreamRead::Data(bytes) => Ok(ok(&StreamReadHead { end: false }, bytes)),
+            StreamRead::Quiet => Ok(ok(&StreamReadHead { end: false }, Vec::new())),
+            StreamRead::End => {
                 self.drop_stream(plugin, stream);
-                return Ok(ok(&StreamReadHead { end: true }, Vec::new()));
+                Ok(ok(&StreamReadHead { end: true }, Vec::new()))
             }
-            Ok(Some(Err(e))) => {
+            StreamRead::Failed(e) => {
                 self.drop_stream(plugin, stream);
-                return Err(reply(abi::reply::FAILED, e.to_string()));
-            }
-        };
-        // Whatever else is already here comes along; an end or error is seen by the next read.
-        while bytes.len() < STREAM_READ_MAX {
-            match chunks.try_recv() {
-                Ok(Ok(chunk)) => bytes.extend_from_slice(&chunk),
-                _ => break,
+                Err(reply(abi::reply::FAILED, e.to_string()))
             }
         }
-        Ok(ok(&StreamReadHead { end: false }, bytes))
     }
 
     fn stream_close(&self, plugin: &PluginContext, meta: &Buf) -> Reply {
@@ -476,10 +477,7 @@ impl Services {
 
     /// One of the plugin's leases, in its namespace (the plugin's name, as in the store).
     async fn lease(&self, plugin: &PluginContext, op: u32, meta: &Buf) -> Result<Reply, Reply> {
-        let LeaseMeta { name, claim } = parse(meta)?;
-        if name.is_empty() {
-            return Err(reply(abi::reply::INVALID, "empty lease name"));
-        }
+        let LeaseMeta { name, claim } = lease_meta(meta)?;
         let lease = LeaseName {
             namespace: &plugin.name,
             name: &name,
@@ -511,16 +509,27 @@ impl Services {
                 self.leases.end(&lease).await.map_err(failed)?;
                 Ok(ok(&Done {}, Vec::new()))
             }
-            _ => {
-                let reason = match self.leases.lost(&lease).await {
-                    None => return Err(reply(abi::reply::NOT_FOUND, "not held here")),
-                    Some(Lost::Taken) => LeaseLost::Taken,
-                    Some(Lost::Ended) => LeaseLost::Ended,
-                    Some(Lost::HandedOver) => LeaseLost::HandedOver,
-                };
-                Ok(ok(&LeaseLoss { reason }, Vec::new()))
-            }
+            other => Err(reply(
+                abi::reply::UNSUPPORTED,
+                format!("this host has no lease operation {other}"),
+            )),
         }
+    }
+
+    /// Waits until the plugin's lease is lost here, and says how.
+    async fn lease_lost(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {
+        let LeaseMeta { name, .. } = lease_meta(meta)?;
+        let lease = LeaseName {
+            namespace: &plugin.name,
+            name: &name,
+        };
+        let reason = match self.leases.lost(&lease).await {
+            None => return Err(reply(abi::reply::NOT_FOUND, "not held here")),
+            Some(Lost::Taken) => LeaseLost::Taken,
+            Some(Lost::Ended) => LeaseLost::Ended,
+            Some(Lost::HandedOver) => LeaseLost::HandedOver,
+        };
+        Ok(ok(&LeaseLoss { reason }, Vec::new()))
     }
 
     async fn lease_claimable(&self, plugin: &PluginContext, meta: &Buf) -> Result<Reply, Reply> {

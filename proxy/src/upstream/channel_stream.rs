@@ -5,8 +5,8 @@
 //! 8 KiB buffer for request heads, and a dispatch channel whose first block is about 10 KiB:
 //! 38 of the 62 KiB a channel set cost (heaptrack, `XSIGATE_BENCH_HEAP` in bench/events.sh).
 //! A channel needs none of it: one request written once, then a chunked body read as it comes.
-//! Here a set costs its socket (a TLS session on `https`), a read buffer of [`READ_SIZE`], and
-//! the task that reads.
+//! Here a set costs its socket (a TLS session on `https`) and a read buffer of [`READ_SIZE`];
+//! the plugin's read reads it (`plugin/streams.rs`).
 //!
 //! The connection is Pingora's, made from the XSP's stream peer: the address resolved off the
 //! request path, the connect timeouts, TLS with the provider's CA and the configured host name,
@@ -56,6 +56,29 @@ pub struct ChannelStream {
 }
 
 impl ChannelStream {
+    /// Reads the answer's head off `io`, where a request went; the body is what follows.
+    pub(crate) async fn read_head(mut io: Stream) -> Result<(StreamHead, Self), StreamError> {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            if let Some((head, body)) = parse_head(&mut buf)? {
+                let stream = Self {
+                    io,
+                    buf,
+                    body,
+                    read_size: READ_SIZE,
+                };
+                return Ok((head, stream));
+            }
+            if buf.len() >= HEAD_MAX {
+                return Err(StreamError::Broken("response head too large"));
+            }
+            buf.reserve(READ_SIZE);
+            if io.read_buf(&mut buf).await? == 0 {
+                return Err(StreamError::Truncated);
+            }
+        }
+    }
+
     /// The next piece of the body as it arrived; `None` at its end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
         loop {
@@ -182,32 +205,9 @@ async fn open(
     }
     .await;
     sent.map_err(|e| Opening::NoAnswer(e.into()))?;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    loop {
-        if let Some((head, body)) = parse_head(&mut buf).map_err(Opening::NoAnswer)? {
-            return Ok((
-                head,
-                ChannelStream {
-                    io,
-                    buf,
-                    body,
-                    read_size: READ_SIZE,
-                },
-            ));
-        }
-        if buf.len() >= HEAD_MAX {
-            return Err(Opening::NoAnswer(StreamError::Broken(
-                "response head too large",
-            )));
-        }
-        buf.reserve(READ_SIZE);
-        let read = io.read_buf(&mut buf).await;
-        match read {
-            Ok(0) => return Err(Opening::NoAnswer(StreamError::Truncated)),
-            Ok(_) => {}
-            Err(e) => return Err(Opening::NoAnswer(e.into())),
-        }
-    }
+    ChannelStream::read_head(io)
+        .await
+        .map_err(Opening::NoAnswer)
 }
 
 /// The request line and headers. The host sets `Host`, `User-Agent`, `Authorization` and
