@@ -39,6 +39,8 @@ enum Behaviour {
     Late(Duration),
     /// A `200` with this content type and body.
     Document(&'static str, Arc<Vec<u8>>),
+    /// A `500` whose chunked body trickles a byte at a time and never ends.
+    TrickledRefusal,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -48,6 +50,7 @@ impl std::fmt::Debug for Behaviour {
             Self::Endless => write!(f, "Endless"),
             Self::Late(delay) => write!(f, "Late({delay:?})"),
             Self::Document(kind, body) => write!(f, "Document({kind}, {} bytes)", body.len()),
+            Self::TrickledRefusal => write!(f, "TrickledRefusal"),
         }
     }
 }
@@ -156,6 +159,16 @@ async fn serve(
         }
         Behaviour::Document(content_type, body) => {
             stream.write_all(&ok(content_type, body)).await?;
+        }
+        Behaviour::TrickledRefusal => {
+            stream
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await?;
+            // Bounded: ten minutes, far longer than any test.
+            for _ in 0..6000 {
+                stream.write_all(b"1\r\nx\r\n").await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
     stream.shutdown().await
@@ -564,4 +577,47 @@ async fn a_hostile_firebase_never_holds_up_logins_or_crashes_the_sync() {
         );
         println!("{behaviour:?}: RSS +{growth} KiB");
     }
+}
+
+/// A channel open refused with an error body that never ends must not hold the channel set for
+/// good: the refusal is read within the call's timeout (10 s), then the set tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_refused_with_an_endless_body_is_given_up_and_opened_again() {
+    let xsp = HostileXsp::start(Behaviour::TrickledRefusal).await;
+    let master = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(master.path(), "master-password").unwrap();
+    let plugins = format!(
+        "[[plugins]]\nname = \"events\"\npath = \"{}\"\n\
+         [plugins.config.providers.acme]\nlevel = \"service_provider\"\nservice_provider = \"acme\"\n",
+        plugin_library("xsigate-xsi-events").display()
+    );
+    let provider = provider_urls(
+        "acme",
+        &["acme.example"],
+        &[xsp.url()],
+        &format!(
+            "plugins = [\"events\"]\nmaster = {{ user = \"admin@acme.example\", password_file = \"{}\" }}",
+            master.path().display()
+        ),
+    );
+    let mut gateway = Gateway::start(&format!("{plugins}{provider}")).await;
+    gateway.wait_for("/readyz", 200).await;
+
+    // The provider's set opens its channel at start: the first attempt is the refusal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while xsp.requests.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel set never tried again after a refusal that does not end ({} attempts)",
+            xsp.requests.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway
+        .wait_log(|l| l.contains("refusal did not end within the call's timeout"))
+        .await;
+    assert!(
+        !gateway.logs().contains(&xsp.addr.to_string()),
+        "a log line names the XSP's address"
+    );
 }

@@ -376,9 +376,16 @@ impl Services {
                 stream: None,
             };
             if !stream_head.status.is_success() {
-                let body = body
-                    .read_to_end(XSI_BODY_MAX)
+                // A refusal is read whole, within the call's time: an XSP that trickles an
+                // endless error body would otherwise hold the call, and the plugin, for good.
+                let body = tokio::time::timeout(call.timeout, body.read_to_end(XSI_BODY_MAX))
                     .await
+                    .map_err(|_| {
+                        reply(
+                            abi::reply::FAILED,
+                            "the XSP's refusal did not end within the call's timeout",
+                        )
+                    })?
                     .map_err(|e| reply(abi::reply::FAILED, e.to_string()))?
                     .ok_or_else(|| body_too_large(XSI_BODY_MAX))?;
                 return Ok(ok(&head, body));
