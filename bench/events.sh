@@ -42,6 +42,7 @@ cargo build --release --locked -p xsigate -p xsi-sim -p xsigate-idp-broadsoft -p
   -p xsigate-firebase-sync -p xsigate-fixture-host-services -p xsigate-bench --manifest-path "$root/Cargo.toml" >&2
 heap=${XSIGATE_BENCH_HEAP:-}
 if [ -n "$heap" ]; then
+  command -v heaptrack >/dev/null || { echo "XSIGATE_BENCH_HEAP needs heaptrack (Debian: apt-get install heaptrack)" >&2; exit 1; }
   cargo build --release --locked -p xsigate --features system-allocator \
     --target-dir "$root/target/heap-profile" --manifest-path "$root/Cargo.toml" >&2
 fi

@@ -26,6 +26,9 @@ threads=${3:-1}
 source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
+if [ -n "${XSIGATE_BENCH_PROFILE:-}" ] && ! command -v perf >/dev/null; then
+  echo "XSIGATE_BENCH_PROFILE needs perf (Debian: apt-get install linux-perf)" >&2; exit 1
+fi
 cargo build --release --locked -p xsigate -p xsigate-fixture-noop-filter \
   --manifest-path "$root/Cargo.toml" >&2
 
