@@ -472,7 +472,10 @@ impl<'a> ChannelSet<'a> {
                     Box::pin(self.resync_users(logged_in.into_iter().collect())).await;
                 }
             }
-            Box::pin(self.refresh_subscriptions()).await;
+            let due = self.due_subscriptions();
+            if !due.is_empty() {
+                Box::pin(self.refresh_subscriptions(due)).await;
+            }
             if now.saturating_duration_since(last_heard) >= silence {
                 return Loss::Silent;
             }
@@ -947,19 +950,19 @@ impl<'a> ChannelSet<'a> {
         }
     }
 
-    /// Refreshes the subscriptions past half their granted lifetime.
-    async fn refresh_subscriptions(&mut self) {
+    /// The subscriptions past half their granted lifetime.
+    fn due_subscriptions(&self) -> Vec<String> {
         let now = unix_now();
-        let due: Vec<String> = self
-            .record
+        self.record
             .subscriptions
             .iter()
             .filter(|s| s.expires_at.saturating_sub(now) < s.granted / 2)
             .map(|s| s.id.clone())
-            .collect();
-        if due.is_empty() {
-            return;
-        }
+            .collect()
+    }
+
+    /// Refreshes the `due` subscriptions; one that is gone is made again.
+    async fn refresh_subscriptions(&mut self, due: Vec<String>) {
         let mut gone = false;
         for id in due {
             if !self.refresh_subscription(&id).await {
