@@ -211,16 +211,41 @@ async fn forwards_client_and_request_identity_like_nginx() {
     gateway.wait_log(|logs| logs.contains(&request_id)).await;
 }
 
-/// Reads alice's profile to its end, so that the client's connection is free for the next one.
-async fn read_on_one_connection(http: &reqwest::Client, url: &str) {
-    let response = http
-        .get(url)
-        .header("authorization", basic("alice@acme.example", "pw"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.bytes().await.unwrap();
+/// A client on exactly one connection: what reaches the XSP on two upstream connections was
+/// the gateway's choice, never a client pool's (reqwest may open a second connection while its
+/// first is on the way back to its pool).
+struct OneConnection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    authority: String,
+}
+
+impl OneConnection {
+    async fn open(gateway: &Gateway) -> Self {
+        let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        Self {
+            sender,
+            authority: gateway.addr.to_string(),
+        }
+    }
+
+    /// Reads alice's profile to its end, so that the connection is free for the next request.
+    async fn read_profile(&mut self) {
+        use http_body_util::BodyExt as _;
+        let request = http::Request::get(format!("{PROFILE}/alice@acme.example/profile"))
+            .header("host", &self.authority)
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
 }
 
 /// XSI-Actions requests take the lean lane: the upstream connection a client connection's
@@ -229,10 +254,9 @@ async fn read_on_one_connection(http: &reqwest::Client, url: &str) {
 async fn a_client_connection_keeps_its_upstream_connection() {
     let xsp = Upstream::start("xsp").await;
     let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
-    let http = client_builder().pool_max_idle_per_host(1).build().unwrap();
-    let url = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
+    let mut client = OneConnection::open(&gateway).await;
     for _ in 0..5 {
-        read_on_one_connection(&http, &url).await;
+        client.read_profile().await;
     }
     let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
     assert_eq!(clients.len(), 5);
@@ -250,11 +274,11 @@ async fn kept_upstream_connections_are_bounded_by_the_pool_size() {
         &provider("acme", &["acme.example"], &[&xsp], ""),
     )
     .await;
-    let first = client_builder().pool_max_idle_per_host(1).build().unwrap();
-    let second = client_builder().pool_max_idle_per_host(1).build().unwrap();
-    let url = gateway.url(&format!("{PROFILE}/alice@acme.example/profile"));
-    for http in [&first, &second, &first, &second, &first, &second] {
-        read_on_one_connection(http, &url).await;
+    let mut first = OneConnection::open(&gateway).await;
+    let mut second = OneConnection::open(&gateway).await;
+    for _ in 0..3 {
+        first.read_profile().await;
+        second.read_profile().await;
     }
     let clients: Vec<_> = xsp.requests().iter().map(|r| r.client).collect();
     let (firsts, seconds): (Vec<_>, Vec<_>) = clients.chunks(2).map(|c| (c[0], c[1])).unzip();

@@ -59,9 +59,9 @@ pub struct LeanLane {
     kept: KeptBudget,
 }
 
-/// How many upstream connections client connections keep idle, across all upstreams: the
-/// `upstream_keepalive_pool_size` that bounds Pingora's pool bounds these too, so that many
-/// idle browsers cannot hold as many idle connections open at an XSP.
+/// How many upstream connections client connections keep, idle or carrying their next request,
+/// across all upstreams: the `upstream_keepalive_pool_size` that bounds Pingora's pool bounds
+/// these too, so that many idle browsers cannot hold as many idle connections open at an XSP.
 #[derive(Debug, Clone)]
 struct KeptBudget {
     held: Arc<AtomicUsize>,
@@ -102,7 +102,7 @@ pub struct KeptUpstream {
     stream: Stream,
     idle_since: Instant,
     idle_timeout: Duration,
-    _slot: KeptSlot,
+    slot: KeptSlot,
 }
 
 impl std::fmt::Debug for KeptUpstream {
@@ -118,7 +118,8 @@ impl KeptUpstream {
     /// still open. Nothing watches it while it is idle, so it is tested here, as Pingora's pool
     /// tests a connection it hands out: a request sent on a connection the upstream closed
     /// meanwhile would fail, and one that is not idempotent could not go again.
-    fn take_for(kept: &mut Option<Self>, peer: &HttpPeer) -> Option<Stream> {
+    /// Its place in the budget comes with it: a connection in use stays kept.
+    fn take_for(kept: &mut Option<Self>, peer: &HttpPeer) -> Option<(Stream, KeptSlot)> {
         let mut held = kept.take()?;
         if held.peer != peer.reuse_hash() || held.idle_since.elapsed() >= held.idle_timeout {
             return None;
@@ -127,12 +128,12 @@ impl KeptUpstream {
         // An idle connection has nothing to read: ready means closed, broken, or talking out
         // of turn, and none of those carries a request.
         let ready = tokio::task::unconstrained(held.stream.read(&mut byte)).now_or_never();
-        ready.is_none().then_some(held.stream)
+        ready.is_none().then_some((held.stream, held.slot))
     }
 }
 
 impl LeanLane {
-    /// `kept_max`: the upstream connections client connections may keep idle at once.
+    /// `kept_max`: the upstream connections client connections may keep at once.
     pub fn new(app: ProxyApp, connector: TransportConnector, kept_max: usize) -> Self {
         Self {
             app,
@@ -197,10 +198,12 @@ impl LeanLane {
                 Ok(peer) => peer,
                 Err(e) => return (false, Some(e)),
             };
-            let (stream, reused) = match KeptUpstream::take_for(kept, &peer) {
-                Some(stream) => (stream, true),
+            // A new connection's place is taken before its answer reaches the client, so that
+            // which client connection keeps one follows the order its clients were answered in.
+            let (stream, slot, reused) = match KeptUpstream::take_for(kept, &peer) {
+                Some((stream, slot)) => (stream, Some(slot), true),
                 None => match self.connector.new_stream(&*peer).await {
-                    Ok(stream) => (stream, false),
+                    Ok(stream) => (stream, self.kept.take(), false),
                     Err(e) => {
                         let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
                         let retry = e.retry();
@@ -222,7 +225,7 @@ impl LeanLane {
                 Ok(()) => {
                     // Whether the upstream keeps the connection open is its answer's to say.
                     upstream.respect_keepalive();
-                    if let Some(slot) = self.kept.take()
+                    if let Some(slot) = slot
                         && let Some(stream) = upstream.reuse().await
                     {
                         *kept = Some(KeptUpstream {
@@ -230,7 +233,7 @@ impl LeanLane {
                             stream,
                             idle_since: Instant::now(),
                             idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
-                            _slot: slot,
+                            slot,
                         });
                     }
                     return (true, None);
