@@ -16,6 +16,9 @@
 //! frames have no such ambiguity, and h2's own settings bound its headers; the proxy takes each
 //! h2 request's token from the same [`Addresses`].
 //!
+//! A plain TCP connection is first moved to the reactor of the runtime that serves it
+//! ([`reactor`]): Pingora registers it with the accepting runtime's.
+//!
 //! A head that passed goes to Pingora's proxy, or to the application's [`Lane`] when the lane
 //! takes it: a loop of the application's own for its hot requests, which keeps what it wants
 //! with the connection (an upstream connection) from one of them to the next.
@@ -25,6 +28,7 @@
 pub mod addresses;
 pub mod framing;
 mod head;
+mod reactor;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -188,7 +192,8 @@ where
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return Box::pin(ServerApp::process_new(&self.app, stream, shutdown)).await;
         }
-        self.serve_http1(stream, address, shutdown).await;
+        self.serve_http1(reactor::adopt(stream), address, shutdown)
+            .await;
         None
     }
 
