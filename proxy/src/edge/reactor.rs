@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
 use pingora::protocols::l4::stream::Stream as TcpConnection;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -30,10 +31,6 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
-
-/// What Pingora's own TCP stream buffers of a response before it sends (one Ethernet
-/// segment's payload): a small answer's head and body leave in one send, not two.
-const WRITE_BUFFER_BYTES: usize = 1460;
 
 /// `stream` registered with the current runtime's reactor when it is a plain TCP connection;
 /// otherwise, or when its descriptor cannot be duplicated, `stream` as it came.
@@ -62,14 +59,16 @@ pub fn adopt(stream: Stream) -> Stream {
     let _ = digest.peer_addr.set(peer);
     adopted.set_socket_digest(digest);
     drop(stream);
+    // The write buffer the listener gives plain connections (`server.rs`): a small answer's
+    // head and body leave in one send, not two.
     Box::new(Adopted(BufWriter::with_capacity(
-        WRITE_BUFFER_BYTES,
+        DEFAULT_L4_WRITE_BUFFER_SIZE,
         adopted,
     )))
 }
 
 /// An adopted connection: Pingora's TCP stream (unbuffered, as `From<TcpStream>` makes it) with
-/// the write buffer its listener would have given it.
+/// the write buffer its listener gave the original.
 #[derive(Debug)]
 struct Adopted(BufWriter<TcpConnection>);
 
