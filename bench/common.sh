@@ -38,31 +38,56 @@ http {
 CONF
 }
 
-# Prints "req_per_s p50_ms p99_ms" of wrk against PORT and $path with HEADER, after a short
-# warm-up, using $threads, $connections and $duration; fails on any non-2xx response.
+# Prints "req_per_s p50_ms p99_ms user_us sys_us" of wrk against PORT and $path with HEADER,
+# after a short warm-up, using $threads, $connections and $duration; fails on any non-2xx
+# response. user_us and sys_us: the CPU time a request cost the serving processes PID... (each
+# with its child processes: nginx's workers) in user space and in the kernel, from their
+# /proc tick counts over the measured run. Equal kernel time and unequal user time, say, tell
+# that two proxies make the same system calls and differ in their own work.
 measure() {
-  local port=$1 header=$2
+  local port=$1 header=$2 before after
+  shift 2
   wrk -t"$threads" -c"$connections" -d2s -H "$header" "http://127.0.0.1:$port$path" >/dev/null
+  before=$(cpu_split "$@")
   wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -H "$header" \
     "http://127.0.0.1:$port$path" > "$work/wrk.$port"
-  awk '
+  after=$(cpu_split "$@")
+  awk -v before="$before" -v after="$after" -v hz="$(getconf CLK_TCK)" '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /requests in/ { requests = $1 }
     /Requests\/sec/ { rps = $2 }
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { bad = $NF }
-    END { if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 } printf "%.0f %.3f %.3f\n", rps, p50, p99 }
+    END {
+      if (bad > 0) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 }
+      split(before, b); split(after, a)
+      per = requests > 0 ? 1e6 / hz / requests : 0
+      printf "%.0f %.3f %.3f %.2f %.2f\n", rps, p50, p99, (a[1] - b[1]) * per, (a[2] - b[2]) * per
+    }
   ' "$work/wrk.$port"
 }
 
-# The mean "req_per_s p50_ms p99_ms" of a file of `measure` lines.
-mean() { awk '{ r += $1; a += $2; b += $3 } END { printf "%.0f %.3f %.3f\n", r / NR, a / NR, b / NR }' "$1"; }
+# The mean of each column of a file of `measure` lines.
+mean() {
+  awk '{ for (i = 1; i <= NF; i++) sum[i] += $i; n = NF }
+    END { printf "%.0f", sum[1] / NR; for (i = 2; i <= n; i++) printf " %.3f", sum[i] / NR; print "" }' "$1"
+}
 
 # A field of /proc/PID/status in KiB: `status_kib PID VmRSS` (resident), `VmHWM` (peak).
 status_kib() { awk -v key="$2" '$1 == key":" { print $2 }' "/proc/$1/status"; }
 rss_kib() { status_kib "$1" VmRSS; }
 # CPU clock ticks (user + system) PID has used; getconf CLK_TCK per second.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# "user system" CPU clock ticks the processes PID... and their child processes have used (the
+# fields after the command name, which may hold spaces).
+cpu_split() {
+  local pid child
+  for pid in "$@"; do
+    cat "/proc/$pid/stat"
+    for child in $(pgrep -P "$pid"); do cat "/proc/$child/stat"; done
+  done | sed 's/.*) //' | awk '{ user += $12; sys += $13 } END { printf "%d %d\n", user, sys }'
+}
 
 # Waits until the xsigate process PID answers /readyz on METRICS_PORT; shows its LOG and fails
 # if it exits first.

@@ -5,7 +5,8 @@
 #   xsigate - wrk (session cookie) -> xsigate: session lookup, CSRF/CORS rules, the xsi-session
 #             plugin's authorization, Basic and JSESSIONID injection, response filter -> upstream
 # The upstream answers every request, so it also accepts the login that opens the session.
-# Prints req/s, p50, p99, the ratios xsigate/nginx and xsigate/direct, and resident memory.
+# Prints req/s, p50, p99, the ratios xsigate/nginx and xsigate/direct, resident memory, and the
+# CPU time a request costs each server in user space and in the kernel (`measure`).
 # xsigate is measured in rounds alternating with nginx, so drift does not land on one of them.
 # With XSIGATE_BENCH_BASELINE=BINARY, another xsigate binary (an earlier commit's, say) on the
 # same configuration is measured in the same rounds, and xsigate/baseline printed.
@@ -126,24 +127,24 @@ if [ -n "$baseline" ]; then
 fi
 
 
-read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
+read -r direct_rps direct_p50 direct_p99 direct_user direct_sys < <(measure $upstream_port "Authorization: $auth" $upstream_pid)
 : > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.baseline"
 for _ in $(seq 1 "$rounds"); do
-  measure $nginx_port "X-Bench: static" >> "$work/rounds.nginx"
-  measure $xsigate_port "Cookie: xsigate_session=$session" >> "$work/rounds.xsigate"
-  [ -z "$baseline" ] || measure $baseline_port "Cookie: xsigate_session=$baseline_session" >> "$work/rounds.baseline"
+  measure $nginx_port "X-Bench: static" $nginx_pid >> "$work/rounds.nginx"
+  measure $xsigate_port "Cookie: xsigate_session=$session" $xsigate_pid >> "$work/rounds.xsigate"
+  [ -z "$baseline" ] || measure $baseline_port "Cookie: xsigate_session=$baseline_session" $baseline_pid >> "$work/rounds.baseline"
 done
-read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
-read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
+read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/rounds.nginx")
+read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")
 
 printf '\nwrk -t%s -c%s -d%ss x %s rounds, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$rounds" "$path" "$(nproc)"
-printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
-printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
-printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$(cat "$work/proxy.pid")") / 1024" | bc -l)"
-printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
+printf '%-8s %10s %9s %9s %10s %8s %8s\n' target req/s p50_ms p99_ms rss_MiB user_us sys_us
+printf '%-8s %10s %9s %9s %10s %8s %8s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" - "$direct_user" "$direct_sys"
+printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$(cat "$work/proxy.pid")") / 1024" | bc -l)" "$nginx_user" "$nginx_sys"
+printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)" "$xsigate_user" "$xsigate_sys"
 if [ -n "$baseline" ]; then
-  read -r baseline_rps baseline_p50 baseline_p99 < <(mean "$work/rounds.baseline")
-  printf '%-8s %10s %9s %9s %10.1f\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)"
+  read -r baseline_rps baseline_p50 baseline_p99 baseline_user baseline_sys < <(mean "$work/rounds.baseline")
+  printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)" "$baseline_user" "$baseline_sys"
 fi
 printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
 printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"

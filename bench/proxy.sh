@@ -8,8 +8,9 @@
 #   baseline - with XSIGATE_BENCH_BASELINE: another xsigate binary (an earlier commit's, say)
 #             on the same configuration -> upstream
 # Same wrk threads, connections, duration and path for each. Prints req/s, p50, p99, the ratios
-# xsigate/nginx, xsigate/direct, plugin/xsigate (and xsigate/baseline), and the proxies'
-# resident memory. nginx and the xsigate targets are measured one after the other in each of
+# xsigate/nginx, xsigate/direct, plugin/xsigate (and xsigate/baseline), the proxies' resident
+# memory, and the CPU time a request costs each server in user space and in the kernel
+# (`measure`). nginx and the xsigate targets are measured one after the other in each of
 # several rounds, so that drift on a busy machine does not land on one of them; their figures
 # are the means of the rounds.
 #
@@ -118,17 +119,17 @@ if [ -n "$baseline" ]; then
 fi
 
 
-read -r direct_rps direct_p50 direct_p99 < <(measure $upstream_port "Authorization: $auth")
+read -r direct_rps direct_p50 direct_p99 direct_user direct_sys < <(measure $upstream_port "Authorization: $auth" $upstream_pid)
 rounds=${XSIGATE_BENCH_ROUNDS:-3}
 : > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.plugin"; : > "$work/rounds.baseline"
 for _ in $(seq 1 $rounds); do
-  measure $nginx_port "Authorization: $auth" >> "$work/rounds.nginx"
-  measure $xsigate_port "Authorization: $auth" >> "$work/rounds.xsigate"
-  measure $plugin_port "Authorization: $auth" >> "$work/rounds.plugin"
-  [ -z "$baseline" ] || measure $baseline_port "Authorization: $auth" >> "$work/rounds.baseline"
+  measure $nginx_port "Authorization: $auth" $nginx_pid >> "$work/rounds.nginx"
+  measure $xsigate_port "Authorization: $auth" $xsigate_pid >> "$work/rounds.xsigate"
+  measure $plugin_port "Authorization: $auth" $plugin_pid >> "$work/rounds.plugin"
+  [ -z "$baseline" ] || measure $baseline_port "Authorization: $auth" $baseline_pid >> "$work/rounds.baseline"
 done
-read -r nginx_rps nginx_p50 nginx_p99 < <(mean "$work/rounds.nginx")
-read -r xsigate_rps xsigate_p50 xsigate_p99 < <(mean "$work/rounds.xsigate")
+read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/rounds.nginx")
+read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")
 # A CPU profile of xsigate under the same load (Linux perf, software clock: no hardware counters
 # are needed), written to $XSIGATE_BENCH_PROFILE for `perf report -i`.
 if [ -n "${XSIGATE_BENCH_PROFILE:-}" ]; then
@@ -138,18 +139,18 @@ if [ -n "${XSIGATE_BENCH_PROFILE:-}" ]; then
   measure $xsigate_port "Authorization: $auth" >/dev/null
   kill -INT "$perf_pid"; wait "$perf_pid" || true
 fi
-read -r plugin_rps plugin_p50 plugin_p99 < <(mean "$work/rounds.plugin")
+read -r plugin_rps plugin_p50 plugin_p99 plugin_user plugin_sys < <(mean "$work/rounds.plugin")
 
 nginx_master=$(cat "$work/proxy.pid")
 printf '\nwrk -t%s -c%s -d%ss, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$path" "$(nproc)"
-printf '%-8s %10s %9s %9s %10s\n' target req/s p50_ms p99_ms rss_MiB
-printf '%-8s %10s %9s %9s %10s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" -
-printf '%-8s %10s %9s %9s %10.1f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$nginx_master") / 1024" | bc -l)"
-printf '%-8s %10s %9s %9s %10.1f\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)"
-printf '%-8s %10s %9s %9s %10.1f\n' plugin "$plugin_rps" "$plugin_p50" "$plugin_p99" "$(echo "$(rss_kib $plugin_pid) / 1024" | bc -l)"
+printf '%-8s %10s %9s %9s %10s %8s %8s\n' target req/s p50_ms p99_ms rss_MiB user_us sys_us
+printf '%-8s %10s %9s %9s %10s %8s %8s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" - "$direct_user" "$direct_sys"
+printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$nginx_master") / 1024" | bc -l)" "$nginx_user" "$nginx_sys"
+printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)" "$xsigate_user" "$xsigate_sys"
+printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' plugin "$plugin_rps" "$plugin_p50" "$plugin_p99" "$(echo "$(rss_kib $plugin_pid) / 1024" | bc -l)" "$plugin_user" "$plugin_sys"
 if [ -n "$baseline" ]; then
-  read -r baseline_rps baseline_p50 baseline_p99 < <(mean "$work/rounds.baseline")
-  printf '%-8s %10s %9s %9s %10.1f\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)"
+  read -r baseline_rps baseline_p50 baseline_p99 baseline_user baseline_sys < <(mean "$work/rounds.baseline")
+  printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)" "$baseline_user" "$baseline_sys"
 fi
 printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
 printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"

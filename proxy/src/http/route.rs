@@ -1,6 +1,8 @@
 //! Which kind of request this is, decided from the path alone, and whether the path means one
 //! thing only.
 
+use std::borrow::Cow;
+
 use xsigate_broadworks::XsiApp;
 
 use crate::access::Endpoint;
@@ -123,7 +125,8 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     };
     let segments = rest.split('/').count();
     for (index, segment) in rest.split('/').enumerate() {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        // Borrowed unless the segment has escapes: most paths cost no allocation here.
+        let decoded = Cow::<[u8]>::from(percent_encoding::percent_decode_str(segment));
         let escapes_valid = segment.match_indices('%').all(|(i, _)| {
             segment
                 .as_bytes()
@@ -133,7 +136,7 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
         if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
             return Err(PathError::Malformed);
         }
-        let dots = matches!(decoded.as_slice(), b"." | b"..");
+        let dots = matches!(&*decoded, b"." | b"..");
         let forbidden = decoded
             .iter()
             .any(|b| matches!(b, b'/' | b'\\' | b'%' | b';') || b.is_ascii_control());
@@ -150,17 +153,16 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 /// Segments are compared as the XSP compares them: percent-decoded, `user` in any case, so that
 /// `/USER/…` or `/%75ser/…` name the same user as `/user/…`.
 pub fn path_user_id(path: &str) -> Option<String> {
-    let decoded = |segment: &str| {
+    let decoded = |segment| {
         percent_encoding::percent_decode_str(segment)
             .decode_utf8()
             .ok()
-            .map(|s| s.into_owned())
     };
     let mut segments = path.split('/');
     segments
         .by_ref()
         .find(|s| decoded(s).is_some_and(|s| s.eq_ignore_ascii_case("user")))?;
-    decoded(segments.next().filter(|s| !s.is_empty())?)
+    decoded(segments.next().filter(|s| !s.is_empty())?).map(Cow::into_owned)
 }
 
 #[cfg(test)]
