@@ -84,8 +84,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 cpu_split() {
   local pid child
   for pid in "$@"; do
-    cat "/proc/$pid/stat"
-    for child in $(pgrep -P "$pid"); do cat "/proc/$child/stat"; done
+    # A child may exit between the listing and the reading: it no longer counts.
+    for child in "$pid" $(pgrep -P "$pid"); do cat "/proc/$child/stat" 2>/dev/null || true; done
   done | sed 's/.*) //' | awk '{ user += $12; sys += $13 } END { printf "%d %d\n", user, sys }'
 }
 
