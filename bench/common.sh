@@ -89,6 +89,31 @@ cpu_split() {
   done | sed 's/.*) //' | awk '{ user += $12; sys += $13 } END { printf "%d %d\n", user, sys }'
 }
 
+# With XSIGATE_BENCH_PROFILE=FILE: records a CPU profile of the xsigate process PID under wrk on
+# PORT with HEADER (Linux perf, software clock: no hardware counters needed; DWARF call graphs,
+# since release builds keep no frame pointers) into FILE for `perf report -i`, and prints where
+# its user-space time goes by phase of the lean lane (bench/src/bin/profile_phases.rs).
+profile_phases() {
+  local pid=$1 port=$2 header=$3 perf_pid
+  [ -n "${XSIGATE_BENCH_PROFILE:-}" ] || return 0
+  perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" \
+    -o "$XSIGATE_BENCH_PROFILE" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+  measure "$port" "$header" >/dev/null
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  printf '\nxsigate profile (%s):\n' "$XSIGATE_BENCH_PROFILE"
+  perf script -i "$XSIGATE_BENCH_PROFILE" -F ip,sym,dso 2>/dev/null \
+    | "$root/target/release/profile-phases"
+}
+# Fails early when XSIGATE_BENCH_PROFILE is set and perf is missing, and builds the phase split.
+profile_ready() {
+  [ -n "${XSIGATE_BENCH_PROFILE:-}" ] || return 0
+  command -v perf >/dev/null || { echo "XSIGATE_BENCH_PROFILE needs perf (Debian: apt-get install linux-perf)" >&2; exit 1; }
+  cargo build --release --locked -p xsigate-bench --bin profile-phases \
+    --manifest-path "$root/Cargo.toml" >&2
+}
+
 # Waits until the xsigate process PID answers /readyz on METRICS_PORT; shows its LOG and fails
 # if it exits first.
 wait_ready() {

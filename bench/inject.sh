@@ -12,6 +12,8 @@
 # same configuration is measured in the same rounds, and xsigate/baseline printed.
 #
 # Usage: bench/inject.sh [duration_seconds=10] [connections=32] [wrk_threads=1] [rounds=3]
+# Env:   XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round,
+#                              summed up by phase (`profile_phases` in common.sh)
 set -euo pipefail
 
 duration=${1:-10}
@@ -21,6 +23,7 @@ rounds=${4:-3}
 source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
+profile_ready
 cargo build --release --locked -p xsigate -p xsigate-idp-broadsoft -p xsigate-xsi-session \
   --manifest-path "$root/Cargo.toml" >&2
 
@@ -158,3 +161,4 @@ curl -fs "http://127.0.0.1:$metrics_port/metrics" | awk '
   /^xsigate_plugin_call_duration_seconds_sum\{hook="(request_filter|upstream_request_filter|response_filter)",plugin="session"/ { sum += $2 }
   /^xsigate_plugin_call_duration_seconds_count\{hook="request_filter",plugin="session"/ { count = $2 }
   END { if (count > 0) printf "xsi-session hooks: %d requests, mean %.2f us per request (three hooks)\n", count, sum / count * 1e6 }'
+profile_phases $xsigate_pid $xsigate_port "Cookie: xsigate_session=$session"

@@ -16,7 +16,8 @@
 #
 # Usage: bench/proxy.sh [duration_seconds=10] [connections=32] [wrk_threads=1]
 # Env:   XSIGATE_BENCH_EXTRA   extra TOML appended to both xsigate configs
-#        XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round
+#        XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round,
+#                              summed up by phase (`profile_phases` in common.sh)
 #        XSIGATE_BENCH_ROUNDS  rounds of nginx and the xsigate targets (default 3)
 #        XSIGATE_BENCH_BASELINE an xsigate binary to measure beside this tree's, in the same rounds
 set -euo pipefail
@@ -27,9 +28,7 @@ threads=${3:-1}
 source "$(dirname "$0")/common.sh"
 
 "$root/scripts/install-deps" bench
-if [ -n "${XSIGATE_BENCH_PROFILE:-}" ] && ! command -v perf >/dev/null; then
-  echo "XSIGATE_BENCH_PROFILE needs perf (Debian: apt-get install linux-perf)" >&2; exit 1
-fi
+profile_ready
 cargo build --release --locked -p xsigate -p xsigate-fixture-noop-filter \
   --manifest-path "$root/Cargo.toml" >&2
 
@@ -130,15 +129,6 @@ for _ in $(seq 1 $rounds); do
 done
 read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")
-# A CPU profile of xsigate under the same load (Linux perf, software clock: no hardware counters
-# are needed), written to $XSIGATE_BENCH_PROFILE for `perf report -i`.
-if [ -n "${XSIGATE_BENCH_PROFILE:-}" ]; then
-  perf record -q -e cpu-clock -F 2000 -g -p "$xsigate_pid" -o "$XSIGATE_BENCH_PROFILE" &
-  perf_pid=$!
-  sleep 0.5
-  measure $xsigate_port "Authorization: $auth" >/dev/null
-  kill -INT "$perf_pid"; wait "$perf_pid" || true
-fi
 read -r plugin_rps plugin_p50 plugin_p99 plugin_user plugin_sys < <(mean "$work/rounds.plugin")
 
 nginx_master=$(cat "$work/proxy.pid")
@@ -169,3 +159,4 @@ curl -fs "http://127.0.0.1:$plugin_metrics_port/metrics" | awk '
   /^xsigate_plugin_call_duration_seconds_sum\{hook="request_filter"/ { sum = $2 }
   /^xsigate_plugin_call_duration_seconds_count\{hook="request_filter"/ { count = $2 }
   END { if (count > 0) printf "no-op request_filter hook: %d calls, mean %.2f us per call\n", count, sum / count * 1e6 }'
+profile_phases $xsigate_pid $xsigate_port "Authorization: $auth"
