@@ -41,11 +41,21 @@ pub fn edge_head(data: &[u8]) {
                 assert!(lengths == 1 || n == 0);
             }
         }
-        // The target the lane routes by is the head's origin-form target (or `*`).
-        let target = framing::target(&data[..length]);
+        // The target the lane routes by is the request line's, origin-form (or `*`).
+        let target = shape.target.of(&data[..length]);
         assert!(
             target.starts_with('/') || target == "*",
             "target {target:?}"
+        );
+        let line = data[..length]
+            .split(|&b| b == b'\n')
+            .find(|line| !matches!(line, [] | [b'\r']))
+            .unwrap_or_default();
+        let word = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        assert_eq!(
+            target.as_bytes(),
+            word,
+            "the target is not the request line's"
         );
     }
 }

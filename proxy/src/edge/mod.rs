@@ -236,7 +236,7 @@ where
                 refusal.retry_after = Some(addresses::retry_after_seconds(wait));
                 return self.refuse(stream, refusal).await;
             }
-            let laned = self.lane.takes(framing::target(&head), shape);
+            let laned = self.lane.takes(shape.target.of(&head), shape);
             let handoff = Handoff {
                 head,
                 carried: carried.take(),
