@@ -202,7 +202,10 @@ impl LeanLane {
             // which client connection keeps one follows the order its clients were answered in.
             let (stream, slot, reused) = match KeptUpstream::take_for(kept, &peer) {
                 Some((stream, slot)) => (stream, Some(slot), true),
-                None => match self.connector.new_stream(&*peer).await {
+                // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
+                // would make every request's future that large, to be allocated and copied
+                // for the few requests that need a new connection.
+                None => match Box::pin(self.connector.new_stream(&*peer)).await {
                     Ok(stream) => (stream, self.kept.take(), false),
                     Err(e) => {
                         let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
