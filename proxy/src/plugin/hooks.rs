@@ -7,9 +7,12 @@
 )]
 
 use std::ffi::c_void;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -180,6 +183,21 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// Awaits `future` for at most `limit`; `None` when the time ran out. The timer is made only
+/// when the first poll leaves the hook waiting: most hooks finish on it, and a timer made for
+/// each call would cost more than the hook.
+async fn within<F: Future + Unpin>(limit: Duration, mut future: F) -> Option<F::Output> {
+    let mut timer = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = Pin::new(&mut future).poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 fn text(buf: &Buf) -> String {
     String::from_utf8_lossy(buf.as_slice()).into_owned()
 }
@@ -205,7 +223,7 @@ impl Plugin {
         // panics async-ffi re-raises on the host side.
         let guarded = AssertUnwindSafe(future).catch_unwind();
         let result = match limit {
-            Some(limit) => tokio::time::timeout(limit, guarded).await,
+            Some(limit) => within(limit, guarded).await.ok_or(()),
             None => Ok(guarded.await),
         };
         if let Some(m) = metrics {
