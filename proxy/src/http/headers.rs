@@ -97,7 +97,7 @@ pub fn strip_hop_by_hop(request: &mut RequestHeader, named: &[http::HeaderName])
 /// The names among `headers` that `picked` picks. Most messages hold none of the fields a
 /// hygiene rule removes: one pass over the few fields present costs less than looking up, in
 /// both of Pingora's maps, every name the rule lists.
-fn names_present(
+pub(super) fn names_present(
     headers: &http::HeaderMap,
     picked: impl Fn(&http::HeaderName) -> bool,
 ) -> Vec<http::HeaderName> {

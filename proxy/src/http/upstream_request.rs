@@ -45,15 +45,22 @@ impl ProxyApp {
                 .or_err(ErrorType::InvalidHTTPHeader, "gateway path")?;
             upstream_request.set_uri(uri);
         }
-        upstream_request.remove_header(XSP_PIN);
-        // Only xsigate speaks for a user; nothing a client sends may pass for it.
-        upstream_request.remove_header(ASSERTION);
+        // Only xsigate speaks for a user; nothing a client sends may pass for it. On a session,
+        // the browser's cookies and credentials are xsigate's; what the upstream needs, a
+        // plugin or the assertion supplies.
+        let on_session = ctx.session.is_some();
+        let withheld = |name: &http::HeaderName| {
+            name.as_str() == XSP_PIN
+                || name.as_str() == ASSERTION
+                || (on_session
+                    && (name == http::header::COOKIE
+                        || name == http::header::AUTHORIZATION
+                        || name.as_str() == CSRF_TOKEN))
+        };
+        for name in headers::names_present(&upstream_request.headers, withheld) {
+            upstream_request.remove_header(&name);
+        }
         if let Some(bound) = &ctx.session {
-            // The browser's cookies and credentials are xsigate's; what the upstream needs, a
-            // plugin or the assertion supplies.
-            upstream_request.remove_header(&http::header::COOKIE);
-            upstream_request.remove_header(&http::header::AUTHORIZATION);
-            upstream_request.remove_header(CSRF_TOKEN);
             let session = &bound.session;
             let audience = match &ctx.target {
                 Target::Gateway { service, .. } => {
