@@ -243,14 +243,14 @@ where
                 idle: self.idle,
                 shutting_down: *shutdown.borrow(),
             };
-            // Boxed: a request's future is large, and an idle connection waiting for its head
-            // above should not carry room for it.
+            // Both are async-trait methods: a request's future, large, comes boxed, and an idle
+            // connection waiting for its head above carries no room for it.
             let reused = if laned {
-                Box::pin(self.lane.serve(stream, handoff, &mut kept, shutdown)).await
+                self.lane.serve(stream, handoff, &mut kept, shutdown).await
             } else {
                 let mut session = ServerSession::new_http1(stream);
                 handoff.apply_to(&mut session);
-                Box::pin(self.app.process_new_http(session, shutdown)).await
+                self.app.process_new_http(session, shutdown).await
             };
             let Some(reused) = reused else {
                 return;
