@@ -36,7 +36,7 @@ pub(super) async fn read(
     stream: &mut Stream,
     buf: &mut BytesMut,
     limits: Limits,
-    mut shutdown: ShutdownWatch,
+    shutdown: &mut ShutdownWatch,
 ) -> Ending {
     if *shutdown.borrow() {
         // Going away: a connection between requests takes no new one.

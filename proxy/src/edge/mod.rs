@@ -217,6 +217,9 @@ where
     ) {
         let mut carried: Option<HttpPersistentSettings> = None;
         let mut kept: Option<L::Kept> = None;
+        // One receiver for the connection's life: a clone a request would count in and out of
+        // the channel that every connection on every thread shares.
+        let mut watching = shutdown.clone();
         loop {
             let mut head = BytesMut::new();
             let limits = head::Limits {
@@ -224,7 +227,7 @@ where
                 header_time: self.header_time,
                 idle: self.idle,
             };
-            let shape = match head::read(&mut stream, &mut head, limits, shutdown.clone()).await {
+            let shape = match head::read(&mut stream, &mut head, limits, &mut watching).await {
                 Ending::Complete(shape) => shape,
                 Ending::Closed => return,
                 Ending::Refused(refusal) => return self.refuse(stream, refusal).await,
