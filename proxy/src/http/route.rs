@@ -123,30 +123,42 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::Ambiguous);
     };
-    let segments = rest.split('/').count();
-    for (index, segment) in rest.split('/').enumerate() {
-        // Borrowed unless the segment has escapes: most paths cost no allocation here.
-        let decoded = Cow::<[u8]>::from(percent_encoding::percent_decode_str(segment));
-        let escapes_valid = segment.match_indices('%').all(|(i, _)| {
-            segment
-                .as_bytes()
-                .get(i + 1..i + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-        });
-        if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
-            return Err(PathError::Malformed);
-        }
+    // Most paths have no escapes: their segments are their own decoding, valid UTF-8 already.
+    let escaped = rest.contains('%');
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let decoded = if escaped {
+            escaped_segment(segment)?
+        } else {
+            Cow::Borrowed(segment.as_bytes())
+        };
         let dots = matches!(&*decoded, b"." | b"..");
         let forbidden = decoded
             .iter()
             .any(|b| matches!(b, b'/' | b'\\' | b'%' | b';') || b.is_ascii_control());
         // Only the last segment may be empty: a trailing `/` is a path of its own.
-        let empty_inside = segment.is_empty() && index + 1 < segments;
+        let empty_inside = segment.is_empty() && segments.peek().is_some();
         if empty_inside || dots || forbidden {
             return Err(PathError::Ambiguous);
         }
     }
     Ok(())
+}
+
+/// A segment with escapes, decoded; borrowed when it has none. Refused when an escape is not
+/// two hex digits or what they decode to is not UTF-8.
+fn escaped_segment(segment: &str) -> Result<Cow<'_, [u8]>, PathError> {
+    let escapes_valid = segment.match_indices('%').all(|(i, _)| {
+        segment
+            .as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    let decoded = Cow::<[u8]>::from(percent_encoding::percent_decode_str(segment));
+    if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
+        return Err(PathError::Malformed);
+    }
+    Ok(decoded)
 }
 
 /// The user id named in an XSI path (`…/v2.0/user/<userId>/…`), percent-decoded.
