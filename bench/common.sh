@@ -68,6 +68,10 @@ measure() {
   ' "$work/wrk.$port"
 }
 
+# Whether round ROUND (from 1) measures XSIGATE_BENCH_BASELINE before this tree's xsigate: every
+# other round, so that the two alternate ABBA and drift on a busy machine falls on both alike.
+baseline_first() { [ -n "${XSIGATE_BENCH_BASELINE:-}" ] && [ $(($1 % 2)) -eq 0 ]; }
+
 # The mean of each column of a file of `measure` lines.
 mean() {
   awk '{ for (i = 1; i <= NF; i++) sum[i] += $i; n = NF }

@@ -9,7 +9,8 @@
 # CPU time a request costs each server in user space and in the kernel (`measure`).
 # xsigate is measured in rounds alternating with nginx, so drift does not land on one of them.
 # With XSIGATE_BENCH_BASELINE=BINARY, another xsigate binary (an earlier commit's, say) on the
-# same configuration is measured in the same rounds, and xsigate/baseline printed.
+# same configuration is measured in the same rounds (before xsigate in every other round: ABBA),
+# and xsigate/baseline printed.
 #
 # Usage: bench/inject.sh [duration_seconds=10] [connections=32] [wrk_threads=1] [rounds=3]
 # Env:   XSIGATE_BENCH_PROFILE a file for a perf CPU profile of xsigate under one more round,
@@ -132,10 +133,14 @@ fi
 
 read -r direct_rps direct_p50 direct_p99 direct_user direct_sys < <(measure $upstream_port "Authorization: $auth" $upstream_pid)
 : > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.baseline"
-for _ in $(seq 1 "$rounds"); do
+measure_baseline() {
+  measure $baseline_port "Cookie: xsigate_session=$baseline_session" $baseline_pid >> "$work/rounds.baseline"
+}
+for round in $(seq 1 "$rounds"); do
   measure $nginx_port "X-Bench: static" $nginx_pid >> "$work/rounds.nginx"
+  if baseline_first "$round"; then measure_baseline; fi
   measure $xsigate_port "Cookie: xsigate_session=$session" $xsigate_pid >> "$work/rounds.xsigate"
-  [ -z "$baseline" ] || measure $baseline_port "Cookie: xsigate_session=$baseline_session" $baseline_pid >> "$work/rounds.baseline"
+  if [ -n "$baseline" ] && ! baseline_first "$round"; then measure_baseline; fi
 done
 read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")

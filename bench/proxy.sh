@@ -20,6 +20,7 @@
 #                              summed up by phase (`profile_phases` in common.sh)
 #        XSIGATE_BENCH_ROUNDS  rounds of nginx and the xsigate targets (default 3)
 #        XSIGATE_BENCH_BASELINE an xsigate binary to measure beside this tree's, in the same rounds
+#                              (before it in every other round: ABBA)
 set -euo pipefail
 
 duration=${1:-10}
@@ -121,11 +122,13 @@ fi
 read -r direct_rps direct_p50 direct_p99 direct_user direct_sys < <(measure $upstream_port "Authorization: $auth" $upstream_pid)
 rounds=${XSIGATE_BENCH_ROUNDS:-3}
 : > "$work/rounds.nginx"; : > "$work/rounds.xsigate"; : > "$work/rounds.plugin"; : > "$work/rounds.baseline"
-for _ in $(seq 1 $rounds); do
+measure_baseline() { measure $baseline_port "Authorization: $auth" $baseline_pid >> "$work/rounds.baseline"; }
+for round in $(seq 1 $rounds); do
   measure $nginx_port "Authorization: $auth" $nginx_pid >> "$work/rounds.nginx"
+  if baseline_first "$round"; then measure_baseline; fi
   measure $xsigate_port "Authorization: $auth" $xsigate_pid >> "$work/rounds.xsigate"
   measure $plugin_port "Authorization: $auth" $plugin_pid >> "$work/rounds.plugin"
-  [ -z "$baseline" ] || measure $baseline_port "Authorization: $auth" $baseline_pid >> "$work/rounds.baseline"
+  if [ -n "$baseline" ] && ! baseline_first "$round"; then measure_baseline; fi
 done
 read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/rounds.nginx")
 read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")
