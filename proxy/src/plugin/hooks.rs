@@ -7,7 +7,6 @@
 )]
 
 use std::ffi::c_void;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -184,8 +183,8 @@ impl std::fmt::Debug for Plugin {
 }
 
 /// Awaits `future` for at most `limit`; `None` when the time ran out. The timer is made only
-/// when the first poll leaves the hook waiting: most hooks finish on it, and a timer made for
-/// each call would cost more than the hook.
+/// when the first poll leaves the hook waiting: most hooks finish on it, and then need neither
+/// a clock read nor a timer entry.
 async fn within<F: Future + Unpin>(limit: Duration, mut future: F) -> Option<F::Output> {
     let mut timer = None;
     std::future::poll_fn(|cx| {
@@ -449,5 +448,32 @@ impl Plugin {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(WORKER_BACKOFF_MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounded whatever `within` does: a limit that never fires fails here, not by hanging.
+    async fn bounded<T>(future: impl Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
+        tokio::time::timeout(Duration::from_secs(5), future).await
+    }
+
+    #[tokio::test]
+    async fn a_hook_is_awaited_within_its_time_limit_only() {
+        let ready = within(Duration::from_secs(1), std::future::ready(7));
+        assert_eq!(bounded(ready).await, Ok(Some(7)));
+        let waits = within(
+            Duration::from_secs(2),
+            Box::pin(tokio::time::sleep(Duration::from_millis(5))),
+        );
+        assert_eq!(bounded(waits).await, Ok(Some(())));
+        let hangs = within(Duration::from_millis(20), std::future::pending::<()>());
+        assert_eq!(
+            bounded(hangs).await,
+            Ok(None),
+            "the limit ends a hook that waits"
+        );
     }
 }
