@@ -68,6 +68,15 @@ measure() {
   ' "$work/wrk.$port"
 }
 
+# The results table of proxy.sh and inject.sh: its head, and a row
+# `table_row TARGET REQ_PER_S P50_MS P99_MS RSS_KIB USER_US SYS_US` (RSS_KIB `-` for none).
+table_head() { printf '%-8s %10s %9s %9s %10s %8s %8s\n' target req/s p50_ms p99_ms rss_MiB user_us sys_us; }
+table_row() {
+  local rss=$5
+  [ "$rss" = - ] || rss=$(printf '%.1f' "$(echo "$rss / 1024" | bc -l)")
+  printf '%-8s %10s %9s %9s %10s %8s %8s\n' "$1" "$2" "$3" "$4" "$rss" "$6" "$7"
+}
+
 # Whether round ROUND (from 1) measures XSIGATE_BENCH_BASELINE before this tree's xsigate: every
 # other round, so that the two alternate ABBA and drift on a busy machine falls on both alike.
 baseline_first() { [ -n "${XSIGATE_BENCH_BASELINE:-}" ] && [ $(($1 % 2)) -eq 0 ]; }

@@ -146,13 +146,13 @@ read -r nginx_rps nginx_p50 nginx_p99 nginx_user nginx_sys < <(mean "$work/round
 read -r xsigate_rps xsigate_p50 xsigate_p99 xsigate_user xsigate_sys < <(mean "$work/rounds.xsigate")
 
 printf '\nwrk -t%s -c%s -d%ss x %s rounds, GET %s, %s cores\n\n' "$threads" "$connections" "$duration" "$rounds" "$path" "$(nproc)"
-printf '%-8s %10s %9s %9s %10s %8s %8s\n' target req/s p50_ms p99_ms rss_MiB user_us sys_us
-printf '%-8s %10s %9s %9s %10s %8s %8s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" - "$direct_user" "$direct_sys"
-printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$(tree_rss_kib "$(cat "$work/proxy.pid")") / 1024" | bc -l)" "$nginx_user" "$nginx_sys"
-printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(echo "$(rss_kib $xsigate_pid) / 1024" | bc -l)" "$xsigate_user" "$xsigate_sys"
+table_head
+table_row direct "$direct_rps" "$direct_p50" "$direct_p99" - "$direct_user" "$direct_sys"
+table_row nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(tree_rss_kib "$(cat "$work/proxy.pid")")" "$nginx_user" "$nginx_sys"
+table_row xsigate "$xsigate_rps" "$xsigate_p50" "$xsigate_p99" "$(rss_kib $xsigate_pid)" "$xsigate_user" "$xsigate_sys"
 if [ -n "$baseline" ]; then
   read -r baseline_rps baseline_p50 baseline_p99 baseline_user baseline_sys < <(mean "$work/rounds.baseline")
-  printf '%-8s %10s %9s %9s %10.1f %8s %8s\n' baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(echo "$(rss_kib $baseline_pid) / 1024" | bc -l)" "$baseline_user" "$baseline_sys"
+  table_row baseline "$baseline_rps" "$baseline_p50" "$baseline_p99" "$(rss_kib $baseline_pid)" "$baseline_user" "$baseline_sys"
 fi
 printf '\nnginx rounds (req/s):   %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.nginx")"
 printf 'xsigate rounds (req/s): %s\n' "$(awk '{ printf "%s ", $1 }' "$work/rounds.xsigate")"
