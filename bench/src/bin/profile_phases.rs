@@ -119,6 +119,13 @@ struct Tally {
 }
 
 impl Tally {
+    fn new() -> Self {
+        Self {
+            phases: vec![0; PHASES.len()],
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, stack: &[Frame]) {
         let Some(leaf) = stack.first() else {
             return;
@@ -161,10 +168,7 @@ fn report(tally: &Tally) {
 }
 
 fn main() {
-    let mut tally = Tally {
-        phases: vec![0; PHASES.len()],
-        ..Tally::default()
-    };
+    let mut tally = Tally::new();
     let mut stack = Vec::new();
     for line in BufReader::new(std::io::stdin().lock()).lines() {
         let Ok(line) = line else {
@@ -191,10 +195,7 @@ mod tests {
     }
 
     fn tally(stacks: &[Vec<Frame>]) -> Tally {
-        let mut tally = Tally {
-            phases: vec![0; PHASES.len()],
-            ..Tally::default()
-        };
+        let mut tally = Tally::new();
         for stack in stacks {
             tally.add(stack);
         }
