@@ -233,6 +233,94 @@ async fn a_head_that_trickles_in_gets_408_once_header_seconds_pass() {
     );
 }
 
+/// Reads one answer from a connection the gateway keeps open (its body sized by
+/// `Content-Length`), bounded by `WAIT`.
+async fn read_kept_answer(stream: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let whole = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = parse(&raw, false);
+            let length = answer.header("content-length").and_then(|n| n.parse().ok());
+            if raw.windows(4).any(|w| w == b"\r\n\r\n")
+                && length.is_some_and(|n: usize| answer.body.len() >= n)
+            {
+                return;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(whole.is_ok(), "no whole answer within {WAIT:?}");
+    parse(&raw, false)
+}
+
+const KEPT_REQUEST: &str = "Host: x\r\nAuthorization: Basic YWxpY2VAYWNtZS5leGFtcGxlOnB3\r\n\r\n";
+
+/// A kept connection's idle time counts from its last request, not its first: requests closer
+/// together than `idle_seconds` keep it open past that, and once quiet it is closed without a
+/// word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_is_idle_from_its_last_request() {
+    const IDLE: Duration = Duration::from_secs(2);
+    let xsp = Upstream::start("xsp").await;
+    let gateway = gateway_with(&xsp, "idle_seconds = 2").await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    // Three requests 1.3 s apart: the last comes 2.6 s after the first.
+    for n in 0..3 {
+        if n > 0 {
+            tokio::time::sleep(IDLE * 13 / 20).await;
+        }
+        let request = format!("GET {PROFILE}?n={n} HTTP/1.1\r\n{KEPT_REQUEST}");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_kept_answer(&mut stream).await;
+        assert_eq!(answer.status, 200, "request {n}: {answer:?}");
+    }
+    let quiet = read_all(stream).await;
+    assert!(quiet.closed && quiet.head.is_empty(), "{quiet:?}");
+}
+
+/// The head of a kept connection's next request has `header_seconds`, as its first had: a
+/// client that trickles it gets 408 then, not only when `idle_seconds` would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connections_next_head_that_trickles_in_gets_408_once_header_seconds_pass() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = gateway_with(&xsp, "header_seconds = 1\nidle_seconds = 8").await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let first = format!("GET {PROFILE} HTTP/1.1\r\n{KEPT_REQUEST}");
+    stream.write_all(first.as_bytes()).await.unwrap();
+    assert_eq!(read_kept_answer(&mut stream).await.status, 200);
+    let started = tokio::time::Instant::now();
+    let (mut read, mut write) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut raw = Vec::new();
+        let closed = tokio::time::timeout(WAIT, read.read_to_end(&mut raw))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        (parse(&raw, closed), started.elapsed())
+    });
+    write.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    // A field every 200 ms, for at most 10 s.
+    for i in 0..50 {
+        if reader.is_finished()
+            || write
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (answer, after) = reader.await.unwrap();
+    answer.assert_refused(408, "request_timeout");
+    // Ended by the head's second, well before the connection's eight idle seconds.
+    assert!(after < Duration::from_secs(6), "408 after {after:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_floods_and_oversized_heads_get_431() {
     let xsp = Upstream::start("xsp").await;

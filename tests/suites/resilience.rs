@@ -5,7 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use xsigate_tests::{Gateway, LoadOutcome, ProxiedLoad, Upstream, basic, client, provider};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use xsigate_tests::{
+    Gateway, LoadOutcome, ProxiedLoad, Upstream, WAIT, basic, client, provider, run_command,
+};
 
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
 
@@ -47,7 +51,7 @@ async fn killing_one_xsp_mid_run_fails_no_idempotent_request() {
         });
     }
     // Kill xsp1 once a third of the run is done.
-    let deadline = std::time::Instant::now() + xsigate_tests::WAIT;
+    let deadline = std::time::Instant::now() + WAIT;
     while completed.load(Ordering::Relaxed) < 400 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -247,4 +251,47 @@ async fn a_graceful_upgrade_drops_no_request() {
         .await
         .unwrap();
     assert_eq!(after.status(), 200);
+}
+
+/// A graceful stop closes a kept connection that waits for its next request when the stop
+/// begins, not when the grace period ends: a client learns at once to take its next request to
+/// the process that serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_closes_idle_kept_connections_at_once() {
+    /// The gateway's grace period (the harness's `grace_period_seconds`) is 2 s; this is well
+    /// inside it.
+    const AT_ONCE: Duration = Duration::from_millis(1500);
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&provider("acme", &["acme.example"], &[&xsp], "")).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET {PROFILE} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        basic("alice@acme.example", "pw")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"path\"") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering: {answer:?}");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    let pid = gateway.running_pid().unwrap();
+    let (code, _, stderr) = run_command(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(AT_ONCE, stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok_and(|r| r.is_ok()),
+        "still open {AT_ONCE:?} into the stop"
+    );
+    assert!(rest.is_empty(), "{rest:?}");
 }

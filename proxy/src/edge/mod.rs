@@ -220,6 +220,8 @@ where
         // One receiver for the connection's life: a clone a request would count in and out of
         // the channel that every connection on every thread shares.
         let mut watching = shutdown.clone();
+        // And one timer, moved on for each head (see `head::read`).
+        let mut timer = std::pin::pin!(tokio::time::sleep(self.idle));
         loop {
             let mut head = BytesMut::new();
             let limits = head::Limits {
@@ -227,7 +229,15 @@ where
                 header_time: self.header_time,
                 idle: self.idle,
             };
-            let shape = match head::read(&mut stream, &mut head, limits, &mut watching).await {
+            let shape = match head::read(
+                &mut stream,
+                &mut head,
+                limits,
+                timer.as_mut(),
+                &mut watching,
+            )
+            .await
+            {
                 Ending::Complete(shape) => shape,
                 Ending::Closed => return,
                 Ending::Refused(refusal) => return self.refuse(stream, refusal).await,
