@@ -8,7 +8,8 @@
 //! is streamed back on the same task), the copy of the session into a box, and the connection
 //! pool (an upstream connection stays with the client connection that used it, so the next
 //! request on it finds it without a lock, a pool entry, an idle-watcher task or a wake-up of
-//! another thread).
+//! another thread), and Pingora's time limit on each upstream read and write (the connection
+//! keeps one timer of its own, `UpstreamTimer`).
 //!
 //! It takes only what fits that ([`LeanLane::takes`]): XSI-Actions paths, bodies declared
 //! whole and at most [`HELD_BODY_BYTES`], no `Upgrade`, no `Expect`. Everything else, XSI-Events
@@ -16,9 +17,10 @@
 //!
 //! Layer: part of [`crate::http`]; implements [`crate::edge::Lane`].
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -32,6 +34,7 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt as _;
+use tokio::time::{Instant, Sleep};
 
 use super::ProxyApp;
 use super::context::RequestCtx;
@@ -103,6 +106,7 @@ pub struct KeptUpstream {
     idle_since: Instant,
     idle_timeout: Duration,
     slot: KeptSlot,
+    timer: UpstreamTimer,
 }
 
 impl std::fmt::Debug for KeptUpstream {
@@ -119,7 +123,10 @@ impl KeptUpstream {
     /// tests a connection it hands out: a request sent on a connection the upstream closed
     /// meanwhile would fail, and one that is not idempotent could not go again.
     /// Its place in the budget comes with it: a connection in use stays kept.
-    fn take_for(kept: &mut Option<Self>, peer: &HttpPeer) -> Option<(Stream, KeptSlot)> {
+    fn take_for(
+        kept: &mut Option<Self>,
+        peer: &HttpPeer,
+    ) -> Option<(Stream, KeptSlot, UpstreamTimer)> {
         let mut held = kept.take()?;
         if held.peer != peer.reuse_hash() || held.idle_since.elapsed() >= held.idle_timeout {
             return None;
@@ -128,7 +135,49 @@ impl KeptUpstream {
         // An idle connection has nothing to read: ready means closed, broken, or talking out
         // of turn, and none of those carries a request.
         let ready = tokio::task::unconstrained(held.stream.read(&mut byte)).now_or_never();
-        ready.is_none().then_some((held.stream, held.slot))
+        ready
+            .is_none()
+            .then_some((held.stream, held.slot, held.timer))
+    }
+}
+
+/// One attempt's upstream side: the connection's session, its timer, and the peer it is to.
+struct Attempt<'a> {
+    upstream: &'a mut UpstreamSession,
+    timer: &'a mut UpstreamTimer,
+    peer: &'a HttpPeer,
+}
+
+/// The time limits of one upstream connection's writes and reads (the peer's `write_timeout`
+/// and `read_timeout`), kept by the lane instead of Pingora's session: one tokio timer for the
+/// connection's life, moved on before each wait, which is an atomic store. Pingora's limit
+/// on each operation makes and drops an entry in a timer table that every thread shares, and
+/// reads the clock to check on the thread that ticks it, each time.
+struct UpstreamTimer(Pin<Box<Sleep>>);
+
+impl UpstreamTimer {
+    fn new() -> Self {
+        // Unarmed until the first wait sets its deadline.
+        Self(Box::pin(tokio::time::sleep(Duration::ZERO)))
+    }
+
+    /// `operation`, unless `limit` passes first: then an error of `kind`, as Pingora's would be.
+    async fn within<T>(
+        &mut self,
+        limit: Option<Duration>,
+        kind: ErrorType,
+        what: &'static str,
+        operation: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(limit) = limit else {
+            return operation.await;
+        };
+        self.0.as_mut().reset(Instant::now() + limit);
+        tokio::select! {
+            biased;
+            done = operation => done,
+            () = self.0.as_mut() => Error::e_explain(kind, format!("{what}, timeout: {limit:?}")),
+        }
     }
 }
 
@@ -200,13 +249,13 @@ impl LeanLane {
             };
             // A new connection's place is taken before its answer reaches the client, so that
             // which client connection keeps one follows the order its clients were answered in.
-            let (stream, slot, reused) = match KeptUpstream::take_for(kept, &peer) {
-                Some((stream, slot)) => (stream, Some(slot), true),
+            let (stream, slot, mut timer, reused) = match KeptUpstream::take_for(kept, &peer) {
+                Some((stream, slot, timer)) => (stream, Some(slot), timer, true),
                 // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
                 // would make every request's future that large, to be allocated and copied
                 // for the few requests that need a new connection.
                 None => match Box::pin(self.connector.new_stream(&*peer)).await {
-                    Ok(stream) => (stream, self.kept.take(), false),
+                    Ok(stream) => (stream, self.kept.take(), UpstreamTimer::new(), false),
                     Err(e) => {
                         let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
                         let retry = e.retry();
@@ -218,11 +267,15 @@ impl LeanLane {
                     }
                 },
             };
+            // Its own read and write limits stay unset: `timer` keeps the peer's.
             let mut upstream = UpstreamSession::new_with_options(stream, &*peer);
-            upstream.read_timeout = peer.options.read_timeout;
-            upstream.write_timeout = peer.options.write_timeout;
+            let mut attempt = Attempt {
+                upstream: &mut upstream,
+                timer: &mut timer,
+                peer: &peer,
+            };
             match self
-                .send(session, &mut upstream, &named, body.clone(), ctx, shutdown)
+                .send(session, &mut attempt, &named, body.clone(), ctx, shutdown)
                 .await
             {
                 Ok(()) => {
@@ -237,6 +290,7 @@ impl LeanLane {
                             idle_since: Instant::now(),
                             idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
                             slot,
+                            timer,
                         });
                     }
                     return (true, None);
@@ -256,6 +310,10 @@ impl LeanLane {
 
     /// The whole request body, through the body filter as it arrives.
     async fn read_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Bytes> {
+        // Most requests have none, and asking for it would time a read that never waits.
+        if session.downstream_session.is_body_done() {
+            return Ok(Bytes::new());
+        }
         let mut body = BytesMut::new();
         while let Some(chunk) = session
             .downstream_session
@@ -273,7 +331,7 @@ impl LeanLane {
     async fn send(
         &self,
         session: &mut Session,
-        upstream: &mut UpstreamSession,
+        attempt: &mut Attempt<'_>,
         named: &[http::HeaderName],
         body: Bytes,
         ctx: &mut RequestCtx,
@@ -285,18 +343,38 @@ impl LeanLane {
         self.app
             .prepare_upstream_request(session, &mut request, ctx)
             .await?;
-        upstream
-            .write_request_header(Box::new(request))
+        let Attempt {
+            upstream,
+            timer,
+            peer,
+        } = attempt;
+        let (read_limit, write_limit) = (peer.options.read_timeout, peer.options.write_timeout);
+        let write = async {
+            upstream.write_request_header(Box::new(request)).await?;
+            if !body.is_empty() {
+                upstream.write_body(&body).await?;
+            }
+            upstream.finish_body().await
+        };
+        timer
+            .within(
+                write_limit,
+                ErrorType::WriteTimedout,
+                "writing the request",
+                write,
+            )
             .await
             .map_err(|e| e.into_up())?;
-        if !body.is_empty() {
-            upstream.write_body(&body).await.map_err(|e| e.into_up())?;
-        }
-        upstream.finish_body().await.map_err(|e| e.into_up())?;
 
         let mut response = loop {
-            let header = upstream
-                .read_resp_header_parts()
+            let head = upstream.read_resp_header_parts();
+            let header = timer
+                .within(
+                    read_limit,
+                    ErrorType::ReadTimedout,
+                    "reading the answer's head",
+                    head,
+                )
                 .await
                 .map_err(|e| e.into_up())?;
             // An interim answer (`103 Early Hints`, say) is the upstream's business; the request
@@ -329,7 +407,17 @@ impl LeanLane {
             .await
             .map_err(|e| e.into_down())?;
         while !upstream.is_body_done() {
-            let Some(chunk) = upstream.read_body_bytes().await.map_err(|e| e.into_up())? else {
+            let read = upstream.read_body_bytes();
+            let Some(chunk) = timer
+                .within(
+                    read_limit,
+                    ErrorType::ReadTimedout,
+                    "reading the answer's body",
+                    read,
+                )
+                .await
+                .map_err(|e| e.into_up())?
+            else {
                 break;
             };
             let end = upstream.is_body_done();
@@ -377,5 +465,43 @@ impl Lane for LeanLane {
             Ok(false) | Err(_) => return None,
         }
         self.exchange(session, kept, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ends any wait here, so that a broken limit fails the test instead of hanging it.
+    async fn bounded<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), future)
+            .await
+            .expect("bounded")
+    }
+
+    #[tokio::test]
+    async fn an_upstream_operation_is_limited_from_its_own_start() {
+        const LIMIT: Option<Duration> = Some(Duration::from_millis(200));
+        let mut timer = UpstreamTimer::new();
+        let kind = ErrorType::ReadTimedout;
+        let ready = timer.within(LIMIT, kind.clone(), "ready", std::future::ready(Ok(1)));
+        assert_eq!(bounded(ready).await.ok(), Some(1));
+        // Well into the first limit, an operation that waits longer than what is left of it
+        // still has a limit of its own.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let waits = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(2)
+        };
+        let waited = bounded(timer.within(LIMIT, kind.clone(), "waits", waits)).await;
+        assert_eq!(waited.ok(), Some(2));
+        let hangs = std::future::pending::<Result<()>>();
+        let ended = bounded(timer.within(LIMIT, kind.clone(), "hangs", hangs)).await;
+        assert_eq!(ended.map_err(|e| e.etype().clone()), Err(kind));
+        let unlimited = timer.within(None, ErrorType::WriteTimedout, "free", async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok(3)
+        });
+        assert_eq!(bounded(unlimited).await.ok(), Some(3));
     }
 }
