@@ -20,6 +20,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -162,6 +163,8 @@ impl UpstreamTimer {
     }
 
     /// `operation`, unless `limit` passes first: then an error of `kind`, as Pingora's would be.
+    /// The limit is set when the first poll leaves the operation waiting: most writes, and the
+    /// reads of a body that came with its head, finish on it and need no clock read.
     async fn within<T>(
         &mut self,
         limit: Option<Duration>,
@@ -172,12 +175,22 @@ impl UpstreamTimer {
         let Some(limit) = limit else {
             return operation.await;
         };
-        self.0.as_mut().reset(Instant::now() + limit);
-        tokio::select! {
-            biased;
-            done = operation => done,
-            () = self.0.as_mut() => Error::e_explain(kind, format!("{what}, timeout: {limit:?}")),
-        }
+        let mut operation = std::pin::pin!(operation);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = operation.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            if !armed {
+                armed = true;
+                self.0.as_mut().reset(Instant::now() + limit);
+            }
+            self.0
+                .as_mut()
+                .poll(cx)
+                .map(|()| Error::e_explain(kind.clone(), format!("{what}, timeout: {limit:?}")))
+        })
+        .await
     }
 }
 
