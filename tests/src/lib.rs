@@ -896,6 +896,39 @@ pub struct Login {
     pub answer: serde_json::Value,
 }
 
+/// Reads one answer, head and `Content-Length` body, from a raw connection the gateway keeps
+/// open after it; bounded by [`WAIT`]. Returns the bytes read.
+pub async fn read_kept_answer(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let whole = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head.lines().find_map(|line| {
+                    let value = line.strip_prefix("content-length:")?;
+                    value.trim().parse::<usize>().ok()
+                });
+                if length.is_some_and(|n| raw.len() >= end + 4 + n) {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        whole.is_ok(),
+        "no whole answer within {WAIT:?}: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    raw
+}
+
 /// Logs `user` in with the BroadSoft method (the `broadsoft` identity plugin); the answer must
 /// be 200.
 pub async fn log_in(gateway: &Gateway, user: &str, password: &str) -> Login {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use xsigate_tests::{
-    Gateway, LoadOutcome, ProxiedLoad, Upstream, WAIT, basic, client, provider, run_command,
+    Gateway, LoadOutcome, ProxiedLoad, Upstream, WAIT, basic, client, provider, read_kept_answer,
+    run_command,
 };
 
 const PROFILE: &str = "/com.broadsoft.xsi-actions/v2.0/user/alice@acme.example/profile";
@@ -269,16 +270,7 @@ async fn a_graceful_stop_closes_idle_kept_connections_at_once() {
         basic("alice@acme.example", "pw")
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\"path\"") {
-        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "closed before answering: {answer:?}");
-        answer.extend_from_slice(&chunk[..n]);
-    }
+    let answer = read_kept_answer(&mut stream).await;
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
     let pid = gateway.running_pid().unwrap();
     let (code, _, stderr) = run_command(
