@@ -197,21 +197,20 @@ async fn foreign_targets_and_connect_are_refused_before_routing() {
     assert_eq!(xsp.request_count(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_head_that_trickles_in_gets_408_once_header_seconds_pass() {
-    let xsp = Upstream::start("xsp").await;
-    let gateway = gateway_with(&xsp, "header_seconds = 1").await;
-    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+/// Sends a head on `stream` a field every 200 ms, for at most 10 s (the gateway must end it
+/// long before), and returns what came back and how long after the head's first line the
+/// gateway closed.
+async fn trickle_head(stream: TcpStream) -> (Answer, Duration) {
+    let started = tokio::time::Instant::now();
     let (mut read, mut write) = stream.into_split();
     let reader = tokio::spawn(async move {
         let mut raw = Vec::new();
         let closed = tokio::time::timeout(WAIT, read.read_to_end(&mut raw))
             .await
             .is_ok_and(|r| r.is_ok());
-        parse(&raw, closed)
+        (parse(&raw, closed), started.elapsed())
     });
     write.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
-    // A field every 200 ms, for at most 10 s: the gateway must end it long before.
     for i in 0..50 {
         if reader.is_finished()
             || write
@@ -223,7 +222,15 @@ async fn a_head_that_trickles_in_gets_408_once_header_seconds_pass() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let answer = reader.await.unwrap();
+    reader.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_trickles_in_gets_408_once_header_seconds_pass() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = gateway_with(&xsp, "header_seconds = 1").await;
+    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let (answer, _) = trickle_head(stream).await;
     answer.assert_refused(408, "request_timeout");
     assert_eq!(
         gateway
@@ -271,29 +278,7 @@ async fn a_kept_connections_next_head_that_trickles_in_gets_408_once_header_seco
         parse(&read_kept_answer(&mut stream).await, false).status,
         200
     );
-    let started = tokio::time::Instant::now();
-    let (mut read, mut write) = stream.into_split();
-    let reader = tokio::spawn(async move {
-        let mut raw = Vec::new();
-        let closed = tokio::time::timeout(WAIT, read.read_to_end(&mut raw))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        (parse(&raw, closed), started.elapsed())
-    });
-    write.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
-    // A field every 200 ms, for at most 10 s.
-    for i in 0..50 {
-        if reader.is_finished()
-            || write
-                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
-                .await
-                .is_err()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (answer, after) = reader.await.unwrap();
+    let (answer, after) = trickle_head(stream).await;
     answer.assert_refused(408, "request_timeout");
     // Ended by the head's second, well before the connection's eight idle seconds.
     assert!(after < Duration::from_secs(6), "408 after {after:?}");
