@@ -99,7 +99,8 @@ pub(super) async fn read(
 
 /// Reads and drops what a refused client still sends, until it closes or `time` passes.
 pub(super) async fn drain(stream: &mut Stream, time: Duration) {
-    let mut sink = [0u8; 4096];
+    // On the heap: this future is part of every connection's, idle or not, and a refusal is rare.
+    let mut sink = vec![0u8; 4096];
     let mut left = DRAIN_BYTES;
     let _ = tokio::time::timeout(time, async {
         while left > 0 {
