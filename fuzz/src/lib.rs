@@ -120,11 +120,11 @@ fn authorization(path: &str) {
 /// `<context>/v2.0/user/` (decoded, `user` in any case). A `user` segment deeper in another
 /// resource's path (`…/channel/<id>/user/…`) is not one.
 fn user_resource(path: &str) -> Option<String> {
-    let segments: Vec<String> = xsigate_broadworks::decoded_segments(path).collect();
+    let segments: Vec<_> = xsigate_broadworks::decoded_segments(path).collect();
     let version = segments.iter().position(|s| s == "v2.0")?;
     let root = segments.get(version + 1)?;
     root.eq_ignore_ascii_case("user")
-        .then(|| segments.get(version + 2).cloned())
+        .then(|| segments.get(version + 2).map(|user| user.clone().into_owned()))
         .flatten()
 }
 

@@ -9,6 +9,8 @@ pub mod bus;
 pub mod directory;
 mod xml;
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use xsigate_plugin_sdk::{Authentication, Error, Grant, Host, LoginLevel, XsiRequest, XsiResponse};
 
@@ -45,13 +47,10 @@ pub const EVENTS: &str = concat!(events_context!(), "/v2.0");
 pub const CHANNEL_OPEN: &str = concat!(async_context!(), events_context!(), "/v2.0/channel");
 
 /// The segments of a path, each percent-decoded once (bytes that are not UTF-8 replaced), as an
-/// XSP reads them.
-pub fn decoded_segments(path: &str) -> impl Iterator<Item = String> + '_ {
-    path.split('/').map(|segment| {
-        percent_encoding::percent_decode_str(segment)
-            .decode_utf8_lossy()
-            .into_owned()
-    })
+/// XSP reads them. A segment with nothing to decode, as most are, is borrowed from `path`.
+pub fn decoded_segments(path: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+    path.split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy())
 }
 
 /// The user whose portal password a request changes (`PUT …/user/<userId>/profile/Password/
@@ -60,7 +59,7 @@ pub fn password_change_user(method: &str, path: &str) -> Option<String> {
     if method != "PUT" {
         return None;
     }
-    let decoded: Vec<String> = decoded_segments(path).collect();
+    let decoded: Vec<Cow<'_, str>> = decoded_segments(path).collect();
     let [.., user_root, user, profile, password, portal] = decoded.as_slice() else {
         return None;
     };
@@ -70,7 +69,7 @@ pub fn password_change_user(method: &str, path: &str) -> Option<String> {
         && named(profile, "profile")
         && named(password, "password")
         && named(portal, "portal"))
-    .then(|| user.clone())
+    .then(|| user.clone().into_owned())
 }
 
 /// The XSI application a path belongs to, decided by its context path alone.

@@ -3,6 +3,8 @@
 //! here are the segments the XSP serves; each is percent-decoded once and compared the way
 //! BroadWorks compares it: resource names and user ids in any case.
 
+use std::borrow::Cow;
+
 use xsigate_broadworks::{ACTIONS_CONTEXT, ASYNC_CONTEXT, EVENTS_CONTEXT, decoded_segments};
 use xsigate_plugin_sdk::{LoginLevel, SessionInfo};
 
@@ -67,15 +69,19 @@ pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
     } else {
         return Err(Refusal::UnknownResource);
     };
-    let segments: Vec<String> = decoded_segments(rest.trim_end_matches('/')).collect();
+    let segments: Vec<Cow<'_, str>> = decoded_segments(rest.trim_end_matches('/')).collect();
     let [version, root, below @ ..] = segments.as_slice() else {
         return Err(Refusal::UnknownResource);
     };
     if version != VERSION {
         return Err(Refusal::UnknownResource);
     }
-    let root = root.to_ascii_lowercase();
-    match (app, root.as_str()) {
+    let root = if root.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(root.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(root.as_ref())
+    };
+    match (app, root.as_ref()) {
         (App::AsyncEvents, "channel") if below.is_empty() => Ok(()),
         (App::AsyncEvents, _) => Err(Refusal::UnknownResource),
         (_, "versions") if below.is_empty() => Ok(()),
@@ -100,8 +106,8 @@ pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
 }
 
 /// `serviceprovider/<sp>[/group/<group>]…` within an administrator's scope.
-fn in_scope(session: &SessionInfo<'_>, below: &[String]) -> Result<(), Refusal> {
-    let same = |claimed: Option<&String>, held: Option<&str>| matches!((claimed, held), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
+fn in_scope(session: &SessionInfo<'_>, below: &[Cow<'_, str>]) -> Result<(), Refusal> {
+    let same = |claimed: Option<&Cow<'_, str>>, held: Option<&str>| matches!((claimed, held), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
     let service_provider = below.first();
     let group = match below.get(1) {
         Some(segment) if segment.eq_ignore_ascii_case("group") => Some(below.get(2)),
