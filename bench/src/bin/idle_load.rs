@@ -83,10 +83,7 @@ async fn open(args: &Args) -> Result<BufReader<TcpStream>, String> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-#[expect(
-    clippy::print_stdout,
-    reason = "`held N` is what the script waits for"
-)]
+#[expect(clippy::print_stdout, reason = "`held N` is what the script waits for")]
 async fn main() -> std::process::ExitCode {
     let args = Arc::new(Args::parse());
     let mut held = Vec::with_capacity(args.connections);
