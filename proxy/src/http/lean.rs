@@ -29,6 +29,7 @@ use futures_util::FutureExt as _;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::proxy::{ProxyHttp as _, Session};
 use pingora::server::ShutdownWatch;
@@ -232,7 +233,13 @@ impl LeanLane {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session.downstream_session);
-        let stream = session.downstream_session.finish().await.ok().flatten()?;
+        // The lane serves HTTP/1.x only: finished as `ServerSession::finish` finishes it, without
+        // moving the 680-byte session into that function's future and on into its H1 branch.
+        let ServerSession::H1(mut downstream) = *session.downstream_session else {
+            return None;
+        };
+        downstream.finish_body().await.ok()?;
+        let stream = downstream.reuse().await.ok().flatten()?;
         Some(ReusedHttpStream::from_reusable_stream(stream, settings))
     }
 
