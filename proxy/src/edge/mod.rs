@@ -179,7 +179,7 @@ where
         // and an idle connection costs only what it holds itself.
         let edge = Arc::clone(self);
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { edge.serve(stream, &shutdown).await });
+        tokio::spawn(async move { edge.serve(stream, shutdown).await });
         None
     }
 
@@ -195,7 +195,9 @@ where
 {
     /// Serves one client connection until it ends: its address's limits first, then HTTP/1.x
     /// here and HTTP/2 on Pingora.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    /// `shutdown` is the connection's own receiver, for its whole life: a clone for each request
+    /// would count in and out of the channel that every connection on every thread shares.
+    async fn serve(&self, stream: Stream, shutdown: ShutdownWatch) {
         let _open = GaugeGuard::new(&self.metrics.downstream_connections);
         let address = stream
             .get_socket_digest()
@@ -213,7 +215,7 @@ where
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // An h2 connection is served whole and never handed back for reuse.
-            let _ = Box::pin(ServerApp::process_new(&self.app, stream, shutdown)).await;
+            let _ = Box::pin(ServerApp::process_new(&self.app, stream, &shutdown)).await;
             return;
         }
         self.serve_http1(reactor::adopt(stream), address, shutdown)
@@ -226,14 +228,11 @@ where
         &self,
         mut stream: Stream,
         address: Option<IpAddr>,
-        shutdown: &ShutdownWatch,
+        mut shutdown: ShutdownWatch,
     ) {
         let mut carried: Option<HttpPersistentSettings> = None;
         let mut kept: Option<L::Kept> = None;
-        // One receiver for the connection's life: a clone a request would count in and out of
-        // the channel that every connection on every thread shares.
-        let mut watching = shutdown.clone();
-        // And one timer, moved on for each head (see `head::read`).
+        // One timer for the connection's life, moved on for each head (see `head::read`).
         let mut timer = std::pin::pin!(tokio::time::sleep(self.idle));
         loop {
             let mut head = BytesMut::new();
@@ -247,7 +246,7 @@ where
                 &mut head,
                 limits,
                 timer.as_mut(),
-                &mut watching,
+                &mut shutdown,
             )
             .await
             {
@@ -272,11 +271,11 @@ where
             // Both are async-trait methods: a request's future, large, comes boxed, and an idle
             // connection waiting for its head above carries no room for it.
             let reused = if laned {
-                self.lane.serve(stream, handoff, &mut kept, shutdown).await
+                self.lane.serve(stream, handoff, &mut kept, &shutdown).await
             } else {
                 let mut session = ServerSession::new_http1(stream);
                 handoff.apply_to(&mut session);
-                self.app.process_new_http(session, shutdown).await
+                self.app.process_new_http(session, &shutdown).await
             };
             let Some(reused) = reused else {
                 return;
