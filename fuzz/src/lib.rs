@@ -123,9 +123,12 @@ fn user_resource(path: &str) -> Option<String> {
     let segments: Vec<_> = xsigate_broadworks::decoded_segments(path).collect();
     let version = segments.iter().position(|s| s == "v2.0")?;
     let root = segments.get(version + 1)?;
-    root.eq_ignore_ascii_case("user")
-        .then(|| segments.get(version + 2).map(|user| user.clone().into_owned()))
-        .flatten()
+    if !root.eq_ignore_ascii_case("user") {
+        return None;
+    }
+    segments
+        .get(version + 2)
+        .map(|user| user.clone().into_owned())
 }
 
 /// A `providers.toml`: loaded or refused with the file, line and column.
