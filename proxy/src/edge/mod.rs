@@ -195,6 +195,7 @@ where
 {
     /// Serves one client connection until it ends: its address's limits first, then HTTP/1.x
     /// here and HTTP/2 on Pingora.
+    ///
     /// `shutdown` is the connection's own receiver, for its whole life: a clone for each request
     /// would count in and out of the channel that every connection on every thread shares.
     async fn serve(&self, stream: Stream, shutdown: ShutdownWatch) {
