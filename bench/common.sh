@@ -144,3 +144,41 @@ tree_rss_kib() {
   for pid in $1 $(pgrep -P "$1"); do total=$((total + $(rss_kib "$pid"))); done
   echo "$total"
 }
+
+# Writes $work/NAME.toml: an xsigate on 127.0.0.1:PORT (metrics on METRICS_PORT) whose provider
+# `bench` (bench.example) is the XSP at $upstream_port; PLUGINS_TOML declares plugins,
+# PROVIDER_PLUGINS lists the provider's (`"a", "b"`), EXTRA is appended.
+# xsigate_config NAME PORT METRICS_PORT [PLUGINS_TOML] [PROVIDER_PLUGINS] [EXTRA]
+xsigate_config() {
+  cat > "$work/$1.toml" <<EOF
+[server]
+data_dir = "$work/data-$1"
+access_log = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+[[server.listeners]]
+address = "127.0.0.1:$2"
+[server.metrics]
+address = "127.0.0.1:$3"
+${4:-}
+[providers.bench]
+domains = ["bench.example"]
+xsp = ["http://127.0.0.1:$upstream_port"]
+plugins = [${5:-}]
+${6:-}
+EOF
+}
+
+# Waits until PORT answers (`/healthz`, or $path with HEADER), while the process that should
+# serve it (PID) is alive: a port held by someone else would otherwise answer in its place.
+# wait_port PORT PID [HEADER]
+wait_port() {
+  local port=$1 pid=$2 header=${3:-X-Bench: probe}
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || { echo "the server for port $port exited (port already in use?)" >&2; cat "$work"/*.err "$work"/*.log >&2 2>/dev/null; exit 1; }
+    curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
+    curl -fs -o /dev/null -H "$header" "http://127.0.0.1:$port$path" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $port never answered" >&2; cat "$work"/*.log >&2 2>/dev/null; exit 1
+}

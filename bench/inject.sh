@@ -61,43 +61,14 @@ http {
   }
 }
 EOF
-# xsigate_config NAME PORT METRICS_PORT
-xsigate_config() {
-  cat > "$work/$1.toml" <<EOF
-[server]
-data_dir = "$work/data-$1"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$2"
-[server.metrics]
-address = "127.0.0.1:$3"
+plugins_toml="[[plugins]]
+name = \"broadsoft\"
+path = \"$root/target/release/libxsigate_idp_broadsoft.so\"
 [[plugins]]
-name = "broadsoft"
-path = "$root/target/release/libxsigate_idp_broadsoft.so"
-[[plugins]]
-name = "session"
-path = "$root/target/release/libxsigate_xsi_session.so"
-[providers.bench]
-domains = ["bench.example"]
-xsp = ["http://127.0.0.1:$upstream_port"]
-plugins = ["broadsoft", "session"]
-EOF
-}
-xsigate_config xsigate $xsigate_port $metrics_port
-xsigate_config baseline $baseline_port $baseline_metrics_port
-
-wait_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 1 200); do
-    kill -0 "$pid" 2>/dev/null || { echo "the server for port $port exited (port already in use?)" >&2; cat "$work"/*.err "$work/xsigate.log" >&2 2>/dev/null; exit 1; }
-    curl -fs -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
-    curl -fs -o /dev/null "http://127.0.0.1:$port$path" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
-}
+name = \"session\"
+path = \"$root/target/release/libxsigate_xsi_session.so\""
+xsigate_config xsigate $xsigate_port $metrics_port "$plugins_toml" '"broadsoft", "session"'
+xsigate_config baseline $baseline_port $baseline_metrics_port "$plugins_toml" '"broadsoft", "session"'
 ports_free $upstream_port $nginx_port $xsigate_port
 nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
 nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)

@@ -63,59 +63,28 @@ http {
   }
 }
 EOF
-# xsigate_config NAME PORT METRICS_PORT PLUGINS_TOML PROVIDER_PLUGINS
-xsigate_config() {
-  cat > "$work/$1.toml" <<EOF
-[server]
-data_dir = "$work/data-$1"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$2"
-[server.metrics]
-address = "127.0.0.1:$3"
-$4
-[providers.bench]
-domains = ["bench.example"]
-xsp = ["http://127.0.0.1:$upstream_port"]
-plugins = [$5]
-${XSIGATE_BENCH_EXTRA:-}
-EOF
-}
-xsigate_config xsigate $xsigate_port $metrics_port "" ""
-xsigate_config baseline $baseline_port $baseline_metrics_port "" ""
+extra=${XSIGATE_BENCH_EXTRA:-}
+xsigate_config xsigate $xsigate_port $metrics_port "" "" "$extra"
+xsigate_config baseline $baseline_port $baseline_metrics_port "" "" "$extra"
 xsigate_config plugin $plugin_port $plugin_metrics_port \
   "[[plugins]]
 name = \"noop\"
-path = \"$root/target/release/libxsigate_fixture_noop_filter.so\"" '"noop"'
+path = \"$root/target/release/libxsigate_fixture_noop_filter.so\"" '"noop"' "$extra"
 
-
-# Waits until `port` answers, while the process that should serve it (`pid`) is alive: a port
-# held by someone else would otherwise answer in its place.
-wait_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 1 200); do
-    kill -0 "$pid" 2>/dev/null || { echo "the server for port $port exited (port already in use?)" >&2; cat "$work"/*.err "$work/xsigate.log" >&2 2>/dev/null; exit 1; }
-    curl -fs -o /dev/null -H "Authorization: $auth" "http://127.0.0.1:$port$path" && return 0
-    sleep 0.05
-  done
-  echo "port $port never answered" >&2; cat "$work/xsigate.log" >&2; exit 1
-}
 ports_free $upstream_port $nginx_port $xsigate_port $plugin_port
 nginx -c "$work/upstream.conf" -p "$work" -g 'daemon off;' & upstream_pid=$!; pids+=($upstream_pid)
 nginx -c "$work/proxy.conf" -p "$work" -g 'daemon off;' & nginx_pid=$!; pids+=($nginx_pid)
 "$root/target/release/xsigate" run -c "$work/xsigate.toml" 2>"$work/xsigate.log" & xsigate_pid=$!; pids+=($xsigate_pid)
 "$root/target/release/xsigate" run -c "$work/plugin.toml" 2>"$work/plugin.log" & plugin_pid=$!; pids+=($plugin_pid)
-wait_port $upstream_port $upstream_pid
-wait_port $nginx_port $nginx_pid
-wait_port $xsigate_port $xsigate_pid
-wait_port $plugin_port $plugin_pid
+wait_port $upstream_port $upstream_pid "Authorization: $auth"
+wait_port $nginx_port $nginx_pid "Authorization: $auth"
+wait_port $xsigate_port $xsigate_pid "Authorization: $auth"
+wait_port $plugin_port $plugin_pid "Authorization: $auth"
 baseline=${XSIGATE_BENCH_BASELINE:-}
 if [ -n "$baseline" ]; then
   ports_free $baseline_port
   "$baseline" run -c "$work/baseline.toml" 2>"$work/baseline.log" & baseline_pid=$!; pids+=($baseline_pid)
-  wait_port $baseline_port $baseline_pid
+  wait_port $baseline_port $baseline_pid "Authorization: $auth"
 fi
 
 
