@@ -28,11 +28,7 @@ const PHASES: &[(&str, &[&str])] = &[
     ("hooks: the upstream peer chosen", &["choose_peer"]),
     (
         "lane: the request copied, hop-by-hop fields removed",
-        &[
-            "strip_hop_by_hop",
-            "RequestHeader as core::clone::Clone",
-            "connection_nominations",
-        ],
+        &["http::headers::upstream_request", "connection_nominations"],
     ),
     (
         "hooks: the upstream request prepared",

@@ -79,39 +79,101 @@ pub fn connection_nominations(request: &RequestHeader) -> pingora::Result<Vec<ht
     Ok(named)
 }
 
-/// Removes the hop-by-hop fields of a request going upstream on a connection of xsigate's own:
-/// `Connection`, the fields it named (`named`, from [`connection_nominations`]), and the
-/// standard ones.
-pub fn strip_hop_by_hop(request: &mut RequestHeader, named: &[http::HeaderName]) {
+/// Room for the fields the hooks add to a request going upstream (`Host`, the request id, the
+/// `X-Forwarded-*` pair, credentials, an assertion, a plugin's), so that none of them grows
+/// the map that holds the copy.
+const ADDED_UPSTREAM: usize = 8;
+
+/// The request a client's head becomes on a connection of xsigate's own: HTTP/1.1, without
+/// `Connection`, the fields it named (`named`, from [`connection_nominations`]) and the standard
+/// hop-by-hop ones, with room for what the hooks add.
+///
+/// Its field names go upstream in the case Pingora writes names it holds no case for (the
+/// common ones titled, the rest in lower case), as Envoy and HAProxy send every name by default:
+/// names are case-insensitive (RFC 9110 section 5.1), and keeping the client's spelling would
+/// copy, grow and hash a second map of names for each request.
+pub fn upstream_request(
+    client: &RequestHeader,
+    named: &[http::HeaderName],
+) -> pingora::Result<RequestHeader> {
     let hop_by_hop = |name: &http::HeaderName| {
         name == http::header::CONNECTION
             || named.contains(name)
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "http2-settings"
     };
-    for name in names_present(&request.headers, hop_by_hop) {
-        request.remove_header(&name);
+    let too_many = |_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "too many header fields",
+        )
+    };
+    let mut headers = http::HeaderMap::try_with_capacity(client.headers.len() + ADDED_UPSTREAM)
+        .map_err(too_many)?;
+    for (name, value) in &client.headers {
+        if !hop_by_hop(name) {
+            headers
+                .try_append(name.clone(), value.clone())
+                .map_err(too_many)?;
+        }
     }
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = client.method.clone();
+    parts.uri = client.uri.clone();
+    parts.version = http::Version::HTTP_11;
+    parts.headers = headers;
+    let mut request = RequestHeader::from(parts);
+    // A target the URI does not reproduce byte for byte (absolute-form, say) goes as it came.
+    if request.raw_path() != client.raw_path() {
+        request.set_raw_path(client.raw_path())?;
+    }
+    Ok(request)
 }
 
-/// The names among `headers` that `picked` picks. Most messages hold none of the fields a
-/// hygiene rule removes: one pass over the few fields present costs less than looking up, in
-/// both of Pingora's maps, every name the rule lists.
-pub(super) fn names_present(
+/// Room for the fields xsigate adds to an answer (the pin, the request id, CORS's), so that none
+/// of them grows the map that holds it.
+const ADDED_DOWNSTREAM: usize = 8;
+
+/// An upstream's answer as the lane passes it on: its fields without Pingora's map of their
+/// case (written as [`upstream_request`] says), with room for xsigate's, in the same box.
+pub fn downstream_response(
+    mut answer: Box<ResponseHeader>,
+) -> pingora::Result<Box<ResponseHeader>> {
+    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let upstream = std::mem::replace(&mut *answer, empty);
+    // Pingora keeps a reason phrase only when it is not the status's own.
+    let reason = upstream
+        .get_reason_phrase()
+        .filter(|reason| Some(*reason) != upstream.status.canonical_reason())
+        .map(str::to_owned);
+    let mut parts = http::response::Parts::from(upstream);
+    parts.headers.try_reserve(ADDED_DOWNSTREAM).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "too many header fields",
+        )
+    })?;
+    *answer = ResponseHeader::from(parts);
+    answer.set_reason_phrase(reason.as_deref())?;
+    Ok(answer)
+}
+
+/// The first name among `headers` that `picked` picks, for a hygiene rule to remove until
+/// there is none. Most messages hold none of the fields a rule removes, and the rest one or two:
+/// a pass over the few fields present costs less than looking up, in both of Pingora's maps,
+/// every name the rule lists, and leaves nothing to collect.
+pub(super) fn first_present(
     headers: &http::HeaderMap,
     picked: impl Fn(&http::HeaderName) -> bool,
-) -> Vec<http::HeaderName> {
-    headers
-        .keys()
-        .filter(|name| picked(name))
-        .cloned()
-        .collect()
+) -> Option<http::HeaderName> {
+    headers.keys().find(|name| picked(name)).cloned()
 }
 
 /// Removes what would reveal the upstream, and turns absolute `Location` / `Content-Location`
 /// URLs that point at an upstream into origin-relative ones, so the client stays on xsigate.
 pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::Url) -> bool) {
-    for name in names_present(&response.headers, |name| REVEALING.contains(&name.as_str())) {
+    let revealing = |name: &http::HeaderName| REVEALING.contains(&name.as_str());
+    while let Some(name) = first_present(&response.headers, revealing) {
         response.remove_header(&name);
     }
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
@@ -212,15 +274,53 @@ mod tests {
         request.insert_header("te", "trailers").unwrap();
         request.insert_header("accept", "application/xml").unwrap();
         let named = connection_nominations(&request).unwrap();
-        strip_hop_by_hop(&mut request, &named);
-        let left: Vec<_> = request.headers.keys().map(|k| k.as_str()).collect();
+        let upstream = upstream_request(&request, &named).unwrap();
+        let left: Vec<_> = upstream.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
+        assert_eq!(upstream.version, http::Version::HTTP_11);
 
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         request
             .insert_header("connection", "close, X-Forwarded-For")
             .unwrap();
         assert!(connection_nominations(&request).is_err());
+    }
+
+    #[test]
+    fn the_upstream_copy_keeps_the_target_and_has_room() {
+        // Not UTF-8: the URI holds a lossy rendering, the wire the client's bytes.
+        let target = b"/com.broadsoft.xsi-actions/v2.0/user/\xffa/profile?x=%41";
+        let mut client = RequestHeader::build("GET", target, None).unwrap();
+        client.insert_header("Accept", "application/xml").unwrap();
+        client.insert_header("X-Trace", "1").unwrap();
+        let upstream = upstream_request(&client, &[]).unwrap();
+        assert_eq!(upstream.raw_path(), target);
+        assert!(!upstream.raw_path_is_utf8());
+        assert_eq!(upstream.headers["x-trace"], "1");
+        assert!(upstream.headers.capacity() >= upstream.headers.len() + ADDED_UPSTREAM);
+
+        let client = RequestHeader::build("GET", b"/a/b?c=%41", None).unwrap();
+        let upstream = upstream_request(&client, &[]).unwrap();
+        assert_eq!(upstream.raw_path(), b"/a/b?c=%41");
+    }
+
+    #[test]
+    fn the_passed_on_answer_keeps_its_fields_and_reason_and_has_room() {
+        let mut answer = ResponseHeader::build(503, None).unwrap();
+        answer.set_reason_phrase(Some("Busy Here")).unwrap();
+        answer.append_header("Set-Cookie", "a=1").unwrap();
+        answer.append_header("Set-Cookie", "b=2").unwrap();
+        answer.append_header("X-BroadWorks-Thing", "1").unwrap();
+        let answer = downstream_response(Box::new(answer)).unwrap();
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.get_reason_phrase(), Some("Busy Here"));
+        let cookies: Vec<_> = answer.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(answer.headers["x-broadworks-thing"], "1");
+        assert!(answer.headers.capacity() >= answer.headers.len() + ADDED_DOWNSTREAM);
+
+        let plain = downstream_response(Box::new(ResponseHeader::build(200, None).unwrap()));
+        assert_eq!(plain.unwrap().get_reason_phrase(), Some("OK"));
     }
 
     #[test]

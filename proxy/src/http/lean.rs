@@ -357,9 +357,7 @@ impl LeanLane {
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
     ) -> Result<()> {
-        let mut request = session.req_header().clone();
-        request.set_version(http::Version::HTTP_11);
-        headers::strip_hop_by_hop(&mut request, named);
+        let mut request = headers::upstream_request(session.req_header(), named)?;
         self.app
             .prepare_upstream_request(session, &mut request, ctx)
             .await?;
@@ -408,7 +406,7 @@ impl LeanLane {
                     .into_up());
                 }
                 100..=199 => {}
-                _ => break header,
+                _ => break headers::downstream_response(header).map_err(|e| e.into_up())?,
             }
         };
         self.app

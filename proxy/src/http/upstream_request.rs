@@ -57,7 +57,7 @@ impl ProxyApp {
                         || name == http::header::AUTHORIZATION
                         || name.as_str() == CSRF_TOKEN))
         };
-        for name in headers::names_present(&upstream_request.headers, withheld) {
+        while let Some(name) = headers::first_present(&upstream_request.headers, withheld) {
             upstream_request.remove_header(&name);
         }
         if let Some(bound) = &ctx.session {
