@@ -102,19 +102,13 @@ pub fn upstream_request(
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "http2-settings"
     };
-    let too_many = |_| {
-        pingora::Error::explain(
-            pingora::ErrorType::InvalidHTTPHeader,
-            "too many header fields",
-        )
-    };
     let mut headers = http::HeaderMap::try_with_capacity(client.headers.len() + ADDED_UPSTREAM)
-        .map_err(too_many)?;
+        .map_err(too_many_fields)?;
     for (name, value) in &client.headers {
         if !hop_by_hop(name) {
             headers
                 .try_append(name.clone(), value.clone())
-                .map_err(too_many)?;
+                .map_err(too_many_fields)?;
         }
     }
     let mut parts = http::Request::new(()).into_parts().0;
@@ -147,15 +141,21 @@ pub fn downstream_response(
         .filter(|reason| Some(*reason) != upstream.status.canonical_reason())
         .map(str::to_owned);
     let mut parts = http::response::Parts::from(upstream);
-    parts.headers.try_reserve(ADDED_DOWNSTREAM).map_err(|_| {
-        pingora::Error::explain(
-            pingora::ErrorType::InvalidHTTPHeader,
-            "too many header fields",
-        )
-    })?;
+    parts
+        .headers
+        .try_reserve(ADDED_DOWNSTREAM)
+        .map_err(too_many_fields)?;
     *answer = ResponseHeader::from(parts);
     answer.set_reason_phrase(reason.as_deref())?;
     Ok(answer)
+}
+
+/// A message whose fields would overflow a header map (`http` holds at most 32,768).
+fn too_many_fields(_: http::header::MaxSizeReached) -> Box<pingora::Error> {
+    pingora::Error::explain(
+        pingora::ErrorType::InvalidHTTPHeader,
+        "too many header fields",
+    )
 }
 
 /// The first name among `headers` that `picked` picks, for a hygiene rule to remove until
