@@ -68,16 +68,7 @@ metric() { curl -fs "$1" | awk -v s="$2" 'index($0, s" ") == 1 { print $2; found
 start_instance() {
   local n=$1 run=$2 port=$((19490 + 2 * $1)) metrics_port=$((19491 + 2 * $1))
   cat > "$work/xsigate-$run-$n.toml" <<CONF
-[server]
-data_dir = "$work/data-$run-$n"
-secret_file = "$work/secret"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$port"
-[server.metrics]
-address = "127.0.0.1:$metrics_port"
+$(server_toml "$work/data-$run-$n" "$port" "$metrics_port" "secret_file = \"$work/secret\"")
 [server.store]
 url = "postgres://xsigate@127.0.0.1:$pg_port/xsigate"
 tls = "off"

@@ -145,21 +145,31 @@ tree_rss_kib() {
   echo "$total"
 }
 
+# The `[server]` table of a bench's xsigate: data in DATA_DIR, no access log, an immediate stop,
+# listening on 127.0.0.1:PORT with metrics on METRICS_PORT; SERVER_KEYS are more of its keys.
+# server_toml DATA_DIR PORT METRICS_PORT [SERVER_KEYS]
+server_toml() {
+  cat <<EOF
+[server]
+data_dir = "$1"
+access_log = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+${4:-}
+[[server.listeners]]
+address = "127.0.0.1:$2"
+[server.metrics]
+address = "127.0.0.1:$3"
+EOF
+}
+
 # Writes $work/NAME.toml: an xsigate on 127.0.0.1:PORT (metrics on METRICS_PORT) whose provider
 # `bench` (bench.example) is the XSP at $upstream_port; PLUGINS_TOML declares plugins,
 # PROVIDER_PLUGINS lists the provider's (`"a", "b"`), EXTRA is appended.
 # xsigate_config NAME PORT METRICS_PORT [PLUGINS_TOML] [PROVIDER_PLUGINS] [EXTRA]
 xsigate_config() {
   cat > "$work/$1.toml" <<EOF
-[server]
-data_dir = "$work/data-$1"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$2"
-[server.metrics]
-address = "127.0.0.1:$3"
+$(server_toml "$work/data-$1" "$2" "$3")
 ${4:-}
 [providers.bench]
 domains = ["bench.example"]

@@ -83,15 +83,7 @@ service_account_file = \"$root/tests/fixtures/firebase/service-account.json\""
   fi
   for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$control/channels" && break; sleep 0.1; done
   cat > "$work/xsigate.toml" <<CONF
-[server]
-data_dir = "$work/data-$1"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$xsigate_port"
-[server.metrics]
-address = "127.0.0.1:$metrics_port"
+$(server_toml "$work/data-$1" "$xsigate_port" "$metrics_port")
 [[plugins]]
 name = "broadsoft"
 path = "$root/target/release/libxsigate_idp_broadsoft.so"

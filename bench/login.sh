@@ -30,15 +30,7 @@ ports_free $upstream_port $xsigate_port $metrics_port 19285 19286
 
 nginx_upstream_conf $upstream_port "$profile"
 cat > "$work/xsigate.toml" <<CONF
-[server]
-data_dir = "$work/data"
-access_log = false
-grace_period_seconds = 0
-graceful_shutdown_timeout_seconds = 1
-[[server.listeners]]
-address = "127.0.0.1:$xsigate_port"
-[server.metrics]
-address = "127.0.0.1:$metrics_port"
+$(server_toml "$work/data" "$xsigate_port" "$metrics_port")
 [[plugins]]
 name = "broadsoft"
 path = "$root/target/release/libxsigate_idp_broadsoft.so"
