@@ -128,25 +128,28 @@ pub fn upstream_request(
 /// of them grows the map that holds it.
 const ADDED_DOWNSTREAM: usize = 8;
 
-/// An upstream's answer as the lane passes it on: its fields without Pingora's map of their
-/// case (written as [`upstream_request`] says), with room for xsigate's, in the same box.
-pub fn downstream_response(
-    mut answer: Box<ResponseHeader>,
-) -> pingora::Result<Box<ResponseHeader>> {
-    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
-    let upstream = std::mem::replace(&mut *answer, empty);
+/// An upstream's answer as the lane passes it on: its fields, read from the head Pingora parsed,
+/// without Pingora's map of their case (written as [`upstream_request`] says), with room for
+/// xsigate's. Built by reference: a copy of Pingora's head would copy its case map only to drop
+/// it, and size both maps exactly, so that xsigate's first field would grow them again.
+pub fn downstream_response(upstream: &ResponseHeader) -> pingora::Result<Box<ResponseHeader>> {
+    let mut headers = http::HeaderMap::try_with_capacity(upstream.headers.len() + ADDED_DOWNSTREAM)
+        .map_err(too_many_fields)?;
+    for (name, value) in &upstream.headers {
+        headers
+            .try_append(name.clone(), value.clone())
+            .map_err(too_many_fields)?;
+    }
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = upstream.status;
+    parts.version = upstream.version;
+    parts.headers = headers;
+    let mut answer = Box::new(ResponseHeader::from(parts));
     // Pingora keeps a reason phrase only when it is not the status's own.
     let reason = upstream
         .get_reason_phrase()
-        .filter(|reason| Some(*reason) != upstream.status.canonical_reason())
-        .map(str::to_owned);
-    let mut parts = http::response::Parts::from(upstream);
-    parts
-        .headers
-        .try_reserve(ADDED_DOWNSTREAM)
-        .map_err(too_many_fields)?;
-    *answer = ResponseHeader::from(parts);
-    answer.set_reason_phrase(reason.as_deref())?;
+        .filter(|reason| Some(*reason) != upstream.status.canonical_reason());
+    answer.set_reason_phrase(reason)?;
     Ok(answer)
 }
 
@@ -311,7 +314,7 @@ mod tests {
         answer.append_header("Set-Cookie", "a=1").unwrap();
         answer.append_header("Set-Cookie", "b=2").unwrap();
         answer.append_header("X-BroadWorks-Thing", "1").unwrap();
-        let answer = downstream_response(Box::new(answer)).unwrap();
+        let answer = downstream_response(&answer).unwrap();
         assert_eq!(answer.status, 503);
         assert_eq!(answer.get_reason_phrase(), Some("Busy Here"));
         let cookies: Vec<_> = answer.headers.get_all("set-cookie").iter().collect();
@@ -319,7 +322,7 @@ mod tests {
         assert_eq!(answer.headers["x-broadworks-thing"], "1");
         assert!(answer.headers.capacity() >= answer.headers.len() + ADDED_DOWNSTREAM);
 
-        let plain = downstream_response(Box::new(ResponseHeader::build(200, None).unwrap()));
+        let plain = downstream_response(&ResponseHeader::build(200, None).unwrap());
         assert_eq!(plain.unwrap().get_reason_phrase(), Some("OK"));
     }
 

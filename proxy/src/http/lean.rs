@@ -105,6 +105,8 @@ pub struct KeptUpstream {
     /// Which peer it is connected to (`Peer::reuse_hash`: address, TLS and its settings).
     peer: u64,
     stream: Stream,
+    /// When the request that used it last started upstream: earlier than its answer's end, so
+    /// its idle time is if anything overestimated, and it is let go early rather than late.
     idle_since: Instant,
     idle_timeout: Duration,
     slot: KeptSlot,
@@ -125,12 +127,16 @@ impl KeptUpstream {
     /// tests a connection it hands out: a request sent on a connection the upstream closed
     /// meanwhile would fail, and one that is not idempotent could not go again.
     /// Its place in the budget comes with it: a connection in use stays kept.
+    /// `now`: when the attempt started, a clock read the request made already.
     fn take_for(
         kept: &mut Option<Self>,
         peer: &HttpPeer,
+        now: Instant,
     ) -> Option<(Stream, KeptSlot, UpstreamTimer)> {
         let mut held = kept.take()?;
-        if held.peer != peer.reuse_hash() || held.idle_since.elapsed() >= held.idle_timeout {
+        if held.peer != peer.reuse_hash()
+            || now.saturating_duration_since(held.idle_since) >= held.idle_timeout
+        {
             return None;
         }
         let mut byte = [0u8; 1];
@@ -269,24 +275,30 @@ impl LeanLane {
             };
             // A new connection's place is taken before its answer reaches the client, so that
             // which client connection keeps one follows the order its clients were answered in.
-            let (stream, slot, mut timer, reused) = match KeptUpstream::take_for(kept, &peer) {
-                Some((stream, slot, timer)) => (stream, Some(slot), timer, true),
-                // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
-                // would make every request's future that large, to be allocated and copied
-                // for the few requests that need a new connection.
-                None => match Box::pin(self.connector.new_stream(&*peer)).await {
-                    Ok(stream) => (stream, self.kept.take(), UpstreamTimer::new(), false),
-                    Err(e) => {
-                        let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
-                        let retry = e.retry();
-                        last = Some(e);
-                        if retry {
-                            continue;
+            // The attempt's start, read by `choose_peer` for the upstream's latency, serves as
+            // the kept connection's clock too.
+            let started = ctx
+                .upstream_started
+                .map_or_else(Instant::now, Instant::from_std);
+            let (stream, slot, mut timer, reused) =
+                match KeptUpstream::take_for(kept, &peer, started) {
+                    Some((stream, slot, timer)) => (stream, Some(slot), timer, true),
+                    // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
+                    // would make every request's future that large, to be allocated and copied
+                    // for the few requests that need a new connection.
+                    None => match Box::pin(self.connector.new_stream(&*peer)).await {
+                        Ok(stream) => (stream, self.kept.take(), UpstreamTimer::new(), false),
+                        Err(e) => {
+                            let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
+                            let retry = e.retry();
+                            last = Some(e);
+                            if retry {
+                                continue;
+                            }
+                            break;
                         }
-                        break;
-                    }
-                },
-            };
+                    },
+                };
             // Its own read and write limits stay unset: `timer` keeps the peer's.
             let mut upstream = UpstreamSession::new_with_options(stream, &*peer);
             let mut attempt = Attempt {
@@ -307,7 +319,7 @@ impl LeanLane {
                         *kept = Some(KeptUpstream {
                             peer: peer.reuse_hash(),
                             stream,
-                            idle_since: Instant::now(),
+                            idle_since: started,
                             idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
                             slot,
                             timer,
@@ -385,8 +397,8 @@ impl LeanLane {
             .map_err(|e| e.into_up())?;
 
         let mut response = loop {
-            let head = upstream.read_resp_header_parts();
-            let header = timer
+            let head = upstream.read_response();
+            timer
                 .within(
                     read_limit,
                     ErrorType::ReadTimedout,
@@ -395,6 +407,12 @@ impl LeanLane {
                 )
                 .await
                 .map_err(|e| e.into_up())?;
+            let Some(header) = upstream.resp_header() else {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "an answer without its head",
+                ));
+            };
             // An interim answer (`103 Early Hints`, say) is the upstream's business; the request
             // asked for no upgrade, so a `101` is as wrong as any broken head.
             match header.status.as_u16() {
