@@ -41,6 +41,11 @@ enum Behaviour {
     Document(&'static str, Arc<Vec<u8>>),
     /// A `500` whose chunked body trickles a byte at a time and never ends.
     TrickledRefusal,
+    /// A `103 Early Hints` with a field of its own, then a valid `200` with this body.
+    Interim(&'static str),
+    /// A `101 Switching Protocols` to a request that asked for no upgrade, then bytes of
+    /// whatever protocol it switched to.
+    Switched,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -51,6 +56,8 @@ impl std::fmt::Debug for Behaviour {
             Self::Late(delay) => write!(f, "Late({delay:?})"),
             Self::Document(kind, body) => write!(f, "Document({kind}, {} bytes)", body.len()),
             Self::TrickledRefusal => write!(f, "TrickledRefusal"),
+            Self::Interim(body) => write!(f, "Interim({} bytes)", body.len()),
+            Self::Switched => write!(f, "Switched"),
         }
     }
 }
@@ -170,6 +177,21 @@ async fn serve(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        Behaviour::Interim(body) => {
+            stream
+                .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </hint.css>; rel=preload\r\n\r\n")
+                .await?;
+            stream.flush().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream
+                .write_all(&ok("application/xml", body.as_bytes()))
+                .await?;
+        }
+        Behaviour::Switched => {
+            stream
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nswitched-protocol-bytes")
+                .await?;
+        }
     }
     stream.shutdown().await
 }
@@ -204,6 +226,34 @@ async fn an_answer_written_byte_by_byte_is_passed_on_whole() {
     let response = profile_get(&gateway, "").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), BODY);
+}
+
+/// An interim answer is the upstream's business: the client gets the final one, whole, without
+/// the interim's fields; whether it came in the same read as the final one or before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interim_answer_is_passed_over_for_the_final_one() {
+    const BODY: &str = "<Profile xmlns=\"http://schema.broadsoft.com/xsi\"/>";
+    let xsp = HostileXsp::start(Behaviour::Interim(BODY)).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let response = profile_get(&gateway, "").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("link").is_none());
+    assert_eq!(response.text().await.unwrap(), BODY);
+}
+
+/// A `101` to a request that asked for no upgrade would hand the client's connection to
+/// whatever protocol the upstream switched to: it is a broken answer, and none of it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_nobody_asked_for_is_a_bad_gateway() {
+    let xsp = HostileXsp::start(Behaviour::Switched).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let response = profile_get(&gateway, "").send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(response.headers().get("upgrade").is_none());
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("switched-protocol"), "{body}");
+    let envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
+    println!("a 101 nobody asked for: {envelope}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
