@@ -164,17 +164,23 @@ fn escaped_segment(segment: &str) -> Result<Cow<'_, [u8]>, PathError> {
 /// The user id named in an XSI path (`…/v2.0/user/<userId>/…`), percent-decoded.
 /// Segments are compared as the XSP compares them: percent-decoded, `user` in any case, so that
 /// `/USER/…` or `/%75ser/…` name the same user as `/user/…`.
-pub fn path_user_id(path: &str) -> Option<String> {
-    let decoded = |segment| {
-        percent_encoding::percent_decode_str(segment)
-            .decode_utf8()
-            .ok()
-    };
+/// Borrowed from `path` unless it had to be decoded: every transparent request asks.
+pub fn path_user_id(path: &str) -> Option<Cow<'_, str>> {
+    // A segment without an escape is itself, already UTF-8: no decoder's pass over it.
+    fn decoded(segment: &str) -> Option<Cow<'_, str>> {
+        if segment.contains('%') {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()
+        } else {
+            Some(Cow::Borrowed(segment))
+        }
+    }
     let mut segments = path.split('/');
     segments
         .by_ref()
         .find(|s| decoded(s).is_some_and(|s| s.eq_ignore_ascii_case("user")))?;
-    decoded(segments.next().filter(|s| !s.is_empty())?).map(Cow::into_owned)
+    decoded(segments.next().filter(|s| !s.is_empty())?)
 }
 
 #[cfg(test)]
@@ -307,6 +313,14 @@ mod tests {
             None
         );
         assert_eq!(path_user_id("/com.broadsoft.xsi-actions/v2.0/user/"), None);
+        assert!(matches!(
+            path_user_id("/com.broadsoft.xsi-actions/v2.0/user/bob@x.example/profile"),
+            Some(Cow::Borrowed("bob@x.example"))
+        ));
+        assert_eq!(
+            path_user_id("/com.broadsoft.xsi-actions/v2.0/user/bob%ff/profile"),
+            None
+        );
         for spelling in ["USER", "User", "%75ser", "%55%53%45%52"] {
             assert_eq!(
                 path_user_id(&format!(

@@ -4,8 +4,14 @@
 //! user id from it, to pick the provider; the password is never decoded into a string, logged or
 //! checked here (the XSP checks it).
 
+use std::borrow::Cow;
+
+use base64::DecodeSliceError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+
+/// Decoded credentials up to this long are decoded without an allocation.
+const SHORT_CREDENTIALS: usize = 192;
 
 /// The user id carried by an `Authorization` header: `Basic base64(user:password)` or
 /// BroadWorks' `BroadWorksSIP basic="base64(user:password)",sipUser="…"`.
@@ -25,7 +31,13 @@ pub fn authorization_user_id(header: &[u8]) -> Option<String> {
     } else {
         return None;
     };
-    let decoded = STANDARD.decode(encoded).ok()?;
+    // Decoded on the stack: credentials are short, and each transparent request carries them.
+    let mut short = [0u8; SHORT_CREDENTIALS];
+    let decoded = match STANDARD.decode_slice(encoded, &mut short) {
+        Ok(length) => Cow::Borrowed(short.get(..length)?),
+        Err(DecodeSliceError::OutputSliceTooSmall) => Cow::Owned(STANDARD.decode(encoded).ok()?),
+        Err(DecodeSliceError::DecodeError(_)) => return None,
+    };
     let colon = decoded.iter().position(|b| *b == b':')?;
     let user = std::str::from_utf8(decoded.get(..colon)?).ok()?;
     (!user.is_empty()).then(|| user.to_owned())
@@ -33,9 +45,17 @@ pub fn authorization_user_id(header: &[u8]) -> Option<String> {
 
 /// The routing domain of a user id: what follows the last `@`, lower-cased. BroadWorks admin ids
 /// may carry the domain twice (`admin@acme.example@acme.example`); the last one is the domain.
-pub fn user_domain(user_id: &str) -> Option<String> {
+/// Borrowed when it is lower case already, as nearly every one is: routing asks on each request.
+pub fn user_domain(user_id: &str) -> Option<Cow<'_, str>> {
     let (_, domain) = user_id.rsplit_once('@')?;
-    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+    if domain.is_empty() {
+        return None;
+    }
+    Some(if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(domain.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(domain)
+    })
 }
 
 #[cfg(test)]
@@ -57,6 +77,21 @@ mod tests {
             Some("a@b")
         );
         assert_eq!(authorization_user_id(b"basic   YTpi").as_deref(), Some("a"));
+        // Longer than what is decoded on the stack: decoded all the same.
+        let long = format!("carol@acme.example:{}", "p".repeat(SHORT_CREDENTIALS * 2));
+        assert_eq!(
+            authorization_user_id(basic(&long).as_bytes()).as_deref(),
+            Some("carol@acme.example")
+        );
+        let short = format!("carol@acme.example:{}", "p".repeat(SHORT_CREDENTIALS - 19));
+        assert_eq!(
+            basic(&short).len(),
+            "Basic ".len() + SHORT_CREDENTIALS.div_ceil(3) * 4
+        );
+        assert_eq!(
+            authorization_user_id(basic(&short).as_bytes()).as_deref(),
+            Some("carol@acme.example")
+        );
     }
 
     #[test]
@@ -86,5 +121,9 @@ mod tests {
         );
         assert_eq!(user_domain("5551234"), None);
         assert_eq!(user_domain("x@"), None);
+        assert!(matches!(
+            user_domain("a@acme.example"),
+            Some(Cow::Borrowed("acme.example"))
+        ));
     }
 }

@@ -233,7 +233,7 @@ impl Providers {
         path_user: Option<&str>,
     ) -> Resolution<'_> {
         let lookup =
-            |user: Option<&str>| user.and_then(user_domain).map(|d| self.by_domain.get(&d));
+            |user: Option<&str>| user.and_then(user_domain).map(|d| self.by_domain.get(&*d));
         match (lookup(credential_user), lookup(path_user)) {
             (Some(Some(a)), Some(Some(b))) if !Arc::ptr_eq(a, b) => Resolution::Conflict,
             (Some(Some(p)), _) => Resolution::Found(p),
@@ -265,11 +265,11 @@ impl Providers {
     /// phone number. `None` when nothing does; only reverse lookups may then find the user.
     pub fn identify(&self, query: &str) -> Option<(&Arc<Provider>, QueryMatch)> {
         if let Some(domain) = user_domain(query) {
-            return match self.by_domain.get(&domain) {
+            return match self.by_domain.get(&*domain) {
                 Some(provider) => Some((provider, QueryMatch::UserDomain)),
                 None => self
                     .by_email_domain
-                    .get(&domain)
+                    .get(&*domain)
                     .map(|provider| (provider, QueryMatch::EmailDomain)),
             };
         }
