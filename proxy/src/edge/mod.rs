@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use futures_util::FutureExt as _;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{ALPN, Stream};
@@ -229,12 +230,22 @@ where
         &self,
         mut stream: Stream,
         address: Option<IpAddr>,
-        mut shutdown: ShutdownWatch,
+        shutdown: ShutdownWatch,
     ) {
         let mut carried: Option<HttpPersistentSettings> = None;
         let mut kept: Option<L::Kept> = None;
         // One timer for the connection's life, moved on for each head (see `head::read`).
         let mut timer = std::pin::pin!(tokio::time::sleep(self.idle));
+        // One wait for the shutdown for the connection's life too, on a second receiver: a new
+        // `changed()` for each head registered a waiter under the channel's lock whenever the
+        // read waited, and took it out under the lock again.
+        let mut notice = shutdown.clone();
+        let mut stopping = std::pin::pin!(
+            async move {
+                let _ = notice.changed().await;
+            }
+            .fuse()
+        );
         loop {
             let mut head = BytesMut::new();
             let limits = head::Limits {
@@ -247,7 +258,8 @@ where
                 &mut head,
                 limits,
                 timer.as_mut(),
-                &mut shutdown,
+                stopping.as_mut(),
+                &shutdown,
             )
             .await
             {
