@@ -229,7 +229,7 @@ async fn an_answer_written_byte_by_byte_is_passed_on_whole() {
 }
 
 /// An interim answer is the upstream's business: the client gets the final one, whole, without
-/// the interim's fields; whether it came in the same read as the final one or before it.
+/// the interim's fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interim_answer_is_passed_over_for_the_final_one() {
     const BODY: &str = "<Profile xmlns=\"http://schema.broadsoft.com/xsi\"/>";

@@ -72,7 +72,7 @@ pub(super) async fn read(
                     Ending::Closed
                 };
             }
-            () = stopping.as_mut(), if !started && !stopping.is_terminated() => return Ending::Closed,
+            () = stopping.as_mut(), if !started => return Ending::Closed,
         };
         match read {
             Err(_) | Ok(0) => return Ending::Closed,

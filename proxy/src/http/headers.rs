@@ -102,20 +102,11 @@ pub fn upstream_request(
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "http2-settings"
     };
-    let mut headers = http::HeaderMap::try_with_capacity(client.headers.len() + ADDED_UPSTREAM)
-        .map_err(too_many_fields)?;
-    for (name, value) in &client.headers {
-        if !hop_by_hop(name) {
-            headers
-                .try_append(name.clone(), value.clone())
-                .map_err(too_many_fields)?;
-        }
-    }
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = client.method.clone();
     parts.uri = client.uri.clone();
     parts.version = http::Version::HTTP_11;
-    parts.headers = headers;
+    parts.headers = fields_with_room(&client.headers, ADDED_UPSTREAM, |name| !hop_by_hop(name))?;
     let mut request = RequestHeader::from(parts);
     // A target the URI does not reproduce byte for byte (absolute-form, say) goes as it came.
     if request.raw_path() != client.raw_path() {
@@ -133,17 +124,10 @@ const ADDED_DOWNSTREAM: usize = 8;
 /// xsigate's. Built by reference: a copy of Pingora's head would copy its case map only to drop
 /// it, and size both maps exactly, so that xsigate's first field would grow them again.
 pub fn downstream_response(upstream: &ResponseHeader) -> pingora::Result<Box<ResponseHeader>> {
-    let mut headers = http::HeaderMap::try_with_capacity(upstream.headers.len() + ADDED_DOWNSTREAM)
-        .map_err(too_many_fields)?;
-    for (name, value) in &upstream.headers {
-        headers
-            .try_append(name.clone(), value.clone())
-            .map_err(too_many_fields)?;
-    }
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = upstream.status;
     parts.version = upstream.version;
-    parts.headers = headers;
+    parts.headers = fields_with_room(&upstream.headers, ADDED_DOWNSTREAM, |_| true)?;
     let mut answer = Box::new(ResponseHeader::from(parts));
     // Pingora keeps a reason phrase only when it is not the status's own.
     let reason = upstream
@@ -151,6 +135,22 @@ pub fn downstream_response(upstream: &ResponseHeader) -> pingora::Result<Box<Res
         .filter(|reason| Some(*reason) != upstream.status.canonical_reason());
     answer.set_reason_phrase(reason)?;
     Ok(answer)
+}
+
+/// The fields of `from` that `kept` keeps, in their order, in one map with room for `room` more.
+fn fields_with_room(
+    from: &http::HeaderMap,
+    room: usize,
+    kept: impl Fn(&http::HeaderName) -> bool,
+) -> pingora::Result<http::HeaderMap> {
+    let mut fields =
+        http::HeaderMap::try_with_capacity(from.len() + room).map_err(too_many_fields)?;
+    for (name, value) in from.iter().filter(|(name, _)| kept(name)) {
+        fields
+            .try_append(name.clone(), value.clone())
+            .map_err(too_many_fields)?;
+    }
+    Ok(fields)
 }
 
 /// A message whose fields would overflow a header map (`http` holds at most 32,768).
