@@ -2,6 +2,8 @@
 
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::upstream::answer::AnswerHead;
+
 /// Response headers through which upstreams commonly reveal their software or host.
 const REVEALING: [&str; 6] = [
     "server",
@@ -117,24 +119,19 @@ pub fn upstream_request(
 
 /// Room for the fields xsigate adds to an answer (the pin, the request id, CORS's), so that none
 /// of them grows the map that holds it.
-const ADDED_DOWNSTREAM: usize = 8;
+pub const ADDED_DOWNSTREAM: usize = 8;
 
-/// An upstream's answer as the lane passes it on: its fields, read from the head Pingora parsed,
-/// without Pingora's map of their case (written as [`upstream_request`] says), with room for
-/// xsigate's. Built by reference: a copy of Pingora's head would copy its case map only to drop
-/// it, and size both maps exactly, so that xsigate's first field would grow them again.
-pub fn downstream_response(upstream: &ResponseHeader) -> pingora::Result<Box<ResponseHeader>> {
+/// An upstream's answer as the lane passes it on: the head xsigate read (parsed with
+/// [`ADDED_DOWNSTREAM`] fields of room), moved into Pingora's form without a copy. It has no map
+/// of the names' case, so they go out as [`upstream_request`]'s do.
+pub fn downstream_response(answer: AnswerHead) -> pingora::Result<Box<ResponseHeader>> {
     let mut parts = http::Response::new(()).into_parts().0;
-    parts.status = upstream.status;
-    parts.version = upstream.version;
-    parts.headers = fields_with_room(&upstream.headers, ADDED_DOWNSTREAM, |_| true)?;
-    let mut answer = Box::new(ResponseHeader::from(parts));
-    // Pingora keeps a reason phrase only when it is not the status's own.
-    let reason = upstream
-        .get_reason_phrase()
-        .filter(|reason| Some(*reason) != upstream.status.canonical_reason());
-    answer.set_reason_phrase(reason)?;
-    Ok(answer)
+    parts.status = answer.status;
+    parts.version = answer.version;
+    parts.headers = answer.fields;
+    let mut response = Box::new(ResponseHeader::from(parts));
+    response.set_reason_phrase(answer.reason.as_deref())?;
+    Ok(response)
 }
 
 /// The fields of `from` that `kept` keeps, in their order, in one map with room for `room` more.
@@ -248,6 +245,7 @@ fn strip_domain_attribute(cookie: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::answer;
 
     #[test]
     fn only_xsi_error_documents_pass() {
@@ -309,12 +307,17 @@ mod tests {
 
     #[test]
     fn the_passed_on_answer_keeps_its_fields_and_reason_and_has_room() {
-        let mut answer = ResponseHeader::build(503, None).unwrap();
-        answer.set_reason_phrase(Some("Busy Here")).unwrap();
-        answer.append_header("Set-Cookie", "a=1").unwrap();
-        answer.append_header("Set-Cookie", "b=2").unwrap();
-        answer.append_header("X-BroadWorks-Thing", "1").unwrap();
-        let answer = downstream_response(&answer).unwrap();
+        let read = |wire: &[u8]| {
+            let mut buf = bytes::BytesMut::from(wire);
+            let (head, _) = answer::parse_head(&mut buf, false, ADDED_DOWNSTREAM)
+                .unwrap()
+                .unwrap();
+            downstream_response(head).unwrap()
+        };
+        let answer = read(
+            b"HTTP/1.1 503 Busy Here\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+              X-BroadWorks-Thing: 1\r\nContent-Length: 0\r\n\r\n",
+        );
         assert_eq!(answer.status, 503);
         assert_eq!(answer.get_reason_phrase(), Some("Busy Here"));
         let cookies: Vec<_> = answer.headers.get_all("set-cookie").iter().collect();
@@ -322,8 +325,8 @@ mod tests {
         assert_eq!(answer.headers["x-broadworks-thing"], "1");
         assert!(answer.headers.capacity() >= answer.headers.len() + ADDED_DOWNSTREAM);
 
-        let plain = downstream_response(&ResponseHeader::build(200, None).unwrap());
-        assert_eq!(plain.unwrap().get_reason_phrase(), Some("OK"));
+        let plain = read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(plain.get_reason_phrase(), Some("OK"));
     }
 
     #[test]

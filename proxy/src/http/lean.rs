@@ -30,12 +30,12 @@ use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::proxy::{ProxyHttp as _, Session};
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
-use pingora::{Error, ErrorType, Result};
-use tokio::io::AsyncReadExt as _;
+use pingora::{Error, ErrorType, OrErr as _, Result};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::{Instant, Sleep};
 
 use super::ProxyApp;
@@ -44,6 +44,8 @@ use super::headers;
 use super::route::{self, Route};
 use crate::edge::framing::Shape;
 use crate::edge::{Handoff, Lane};
+use crate::upstream::StreamError;
+use crate::upstream::answer::{self, Body, Decoded};
 use crate::wire::route::RouteClass;
 
 /// The largest request body the lane takes: it is held whole so that a retry can send it again,
@@ -56,6 +58,9 @@ const MAX_ATTEMPTS: usize = 16;
 
 /// How long an upstream connection is kept idle when its peer sets no idle timeout.
 const KEPT_IDLE: Duration = Duration::from_secs(60);
+
+/// What one read of an upstream's answer asks for: a head and a small body come in one.
+const READ_SIZE: usize = 8 * 1024;
 
 /// Serves the requests [`LeanLane::takes`] on xsigate's own loop.
 pub struct LeanLane {
@@ -149,15 +154,15 @@ impl KeptUpstream {
     }
 }
 
-/// One attempt's upstream side: the connection's session, its timer, and the peer it is to.
+/// One attempt's upstream side: the connection, its timer, and the peer it is to.
 struct Attempt<'a> {
-    upstream: &'a mut UpstreamSession,
+    stream: &'a mut Stream,
     timer: &'a mut UpstreamTimer,
     peer: &'a HttpPeer,
 }
 
 /// The time limits of one upstream connection's writes and reads (the peer's `write_timeout`
-/// and `read_timeout`), kept by the lane instead of Pingora's session: one tokio timer for the
+/// and `read_timeout`), kept by the lane itself: one tokio timer for the
 /// connection's life, moved on before each wait, which is an atomic store. Pingora's limit
 /// on each operation makes and drops an entry in a timer table that every thread shares, and
 /// reads the clock to check on the thread that ticks it, each time.
@@ -280,7 +285,7 @@ impl LeanLane {
             let started = ctx
                 .upstream_started
                 .map_or_else(Instant::now, Instant::from_std);
-            let (stream, slot, mut timer, reused) =
+            let (mut stream, slot, mut timer, reused) =
                 match KeptUpstream::take_for(kept, &peer, started) {
                     Some((stream, slot, timer)) => (stream, Some(slot), timer, true),
                     // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
@@ -299,10 +304,8 @@ impl LeanLane {
                         }
                     },
                 };
-            // Its own read and write limits stay unset: `timer` keeps the peer's.
-            let mut upstream = UpstreamSession::new_with_options(stream, &*peer);
             let mut attempt = Attempt {
-                upstream: &mut upstream,
+                stream: &mut stream,
                 timer: &mut timer,
                 peer: &peer,
             };
@@ -310,12 +313,8 @@ impl LeanLane {
                 .send(session, &mut attempt, &named, body.clone(), ctx, shutdown)
                 .await
             {
-                Ok(()) => {
-                    // Whether the upstream keeps the connection open is its answer's to say.
-                    upstream.respect_keepalive();
-                    if let Some(slot) = slot
-                        && let Some(stream) = upstream.reuse().await
-                    {
+                Ok(reusable) => {
+                    if reusable && let Some(slot) = slot {
                         *kept = Some(KeptUpstream {
                             peer: peer.reuse_hash(),
                             stream,
@@ -359,7 +358,9 @@ impl LeanLane {
         Ok(body.freeze())
     }
 
-    /// One attempt: the request to `upstream`, its answer to the client.
+    /// One attempt: the request to the upstream, its answer to the client. Returns whether the
+    /// connection may carry another request: the answer said so, and its body ended where its
+    /// framing said, with nothing after it.
     async fn send(
         &self,
         session: &mut Session,
@@ -368,23 +369,39 @@ impl LeanLane {
         body: Bytes,
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut request = headers::upstream_request(session.req_header(), named)?;
         self.app
             .prepare_upstream_request(session, &mut request, ctx)
             .await?;
         let Attempt {
-            upstream,
+            stream,
             timer,
             peer,
         } = attempt;
         let (read_limit, write_limit) = (peer.options.read_timeout, peer.options.write_timeout);
+        let head = http_req_header_to_wire(&request).ok_or_else(|| {
+            Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "a request line that cannot be written",
+            )
+            .into_up()
+        })?;
         let write = async {
-            upstream.write_request_header(Box::new(request)).await?;
+            stream
+                .write_all(&head)
+                .await
+                .or_err(ErrorType::WriteError, "writing the request's head")?;
             if !body.is_empty() {
-                upstream.write_body(&body).await?;
+                stream
+                    .write_all(&body)
+                    .await
+                    .or_err(ErrorType::WriteError, "writing the request's body")?;
             }
-            upstream.finish_body().await
+            stream
+                .flush()
+                .await
+                .or_err(ErrorType::WriteError, "writing the request")
         };
         timer
             .within(
@@ -396,37 +413,39 @@ impl LeanLane {
             .await
             .map_err(|e| e.into_up())?;
 
-        let mut response = loop {
-            let head = upstream.read_response();
-            timer
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let to_head = request.method == http::Method::HEAD;
+        let (answer, mut framing) = loop {
+            if let Some(read) = answer::parse_head(&mut buf, to_head, headers::ADDED_DOWNSTREAM)
+                .map_err(answer_failed)?
+            {
+                break read;
+            }
+            if buf.len() >= answer::HEAD_MAX {
+                return Err(answer_failed(StreamError::Broken(
+                    "response head too large",
+                )));
+            }
+            let read = read_more(stream, &mut buf);
+            let ended = timer
                 .within(
                     read_limit,
                     ErrorType::ReadTimedout,
                     "reading the answer's head",
-                    head,
+                    read,
                 )
                 .await
                 .map_err(|e| e.into_up())?;
-            let Some(header) = upstream.resp_header() else {
+            if ended {
                 return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "an answer without its head",
-                ));
-            };
-            // An interim answer (`103 Early Hints`, say) is the upstream's business; the request
-            // asked for no upgrade, so a `101` is as wrong as any broken head.
-            match header.status.as_u16() {
-                101 => {
-                    return Err(Error::explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "101 to a request that asked for no upgrade",
-                    )
-                    .into_up());
-                }
-                100..=199 => {}
-                _ => break headers::downstream_response(header).map_err(|e| e.into_up())?,
+                    ErrorType::ConnectionClosed,
+                    "the upstream closed the connection before its answer",
+                )
+                .into_up());
             }
         };
+        let keeps_connection = answer.keeps_connection;
+        let mut response = headers::downstream_response(answer).map_err(|e| e.into_up())?;
         self.app
             .upstream_answered(session, &mut response, ctx)
             .await?;
@@ -442,21 +461,28 @@ impl LeanLane {
             .write_response_header(response)
             .await
             .map_err(|e| e.into_down())?;
-        while !upstream.is_body_done() {
-            let read = upstream.read_body_bytes();
-            let Some(chunk) = timer
-                .within(
-                    read_limit,
-                    ErrorType::ReadTimedout,
-                    "reading the answer's body",
-                    read,
-                )
-                .await
-                .map_err(|e| e.into_up())?
-            else {
-                break;
+        loop {
+            let chunk = match framing.decode(&mut buf).map_err(answer_failed)? {
+                Decoded::Data(chunk) => chunk,
+                Decoded::End => break,
+                Decoded::NeedMore => {
+                    let read = read_more(stream, &mut buf);
+                    let ended = timer
+                        .within(
+                            read_limit,
+                            ErrorType::ReadTimedout,
+                            "reading the answer's body",
+                            read,
+                        )
+                        .await
+                        .map_err(|e| e.into_up())?;
+                    if ended {
+                        framing.closed().map_err(answer_failed)?;
+                    }
+                    continue;
+                }
             };
-            let end = upstream.is_body_done();
+            let end = framing == Body::Done;
             let mut chunk = Some(chunk);
             ProxyApp::replace_body(&mut chunk, ctx);
             if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
@@ -471,8 +497,32 @@ impl LeanLane {
             .downstream_session
             .finish_body()
             .await
-            .map_err(|e| e.into_down())
+            .map_err(|e| e.into_down())?;
+        Ok(keeps_connection && buf.is_empty())
     }
+}
+
+/// Reads what the upstream sent next into `buf`; true when it closed the connection instead.
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> Result<bool> {
+    buf.reserve(READ_SIZE);
+    let read = stream
+        .read_buf(buf)
+        .await
+        .or_err(ErrorType::ReadError, "reading the answer")?;
+    Ok(read == 0)
+}
+
+/// An answer the lane cannot pass on, as the error of the upstream's that it is.
+fn answer_failed(e: StreamError) -> Box<Error> {
+    let e = match e {
+        StreamError::Broken(what) => Error::explain(ErrorType::InvalidHTTPHeader, what),
+        StreamError::Truncated => Error::explain(
+            ErrorType::ConnectionClosed,
+            "the upstream closed the connection in the middle of its answer",
+        ),
+        StreamError::Io(e) => Error::because(ErrorType::ReadError, "reading the answer", e),
+    };
+    e.into_up()
 }
 
 #[async_trait]

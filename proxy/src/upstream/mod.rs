@@ -14,6 +14,7 @@
 //! in the crate. Which plugins act on a provider's requests is the plugin host's to know
 //! ([`crate::plugin::Plugins::chain`]); a provider only names them.
 
+pub mod answer;
 pub mod channel_stream;
 pub mod health;
 pub mod identity;

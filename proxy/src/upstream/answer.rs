@@ -1,0 +1,497 @@
+//! An upstream's HTTP/1.x answer, read by xsigate off a connection it holds itself: the head
+//! parsed into one header map, and the body taken in its framing (RFC 9112 §6). Used by the
+//! readers that own their connections: XSI-Events channel streams ([`super::channel_stream`])
+//! and the lean lane (`http/lean.rs`).
+//!
+//! The map's values are slices of the head as it was read, and it has room for the fields the
+//! reader adds: the head is parsed once, and nothing is copied or parsed again on its way on.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+
+use super::xsi::StreamError;
+use crate::wire::headers::content_length;
+
+/// The longest answer head taken.
+pub const HEAD_MAX: usize = 64 * 1024;
+/// Fields in an answer head.
+const FIELDS_MAX: usize = 128;
+/// The longest chunk-size line (with its extensions) and all trailer lines together.
+const CHUNK_LINE_MAX: usize = 1024;
+const TRAILERS_MAX: usize = 16 * 1024;
+
+/// A final answer's head.
+#[derive(Debug)]
+pub struct AnswerHead {
+    pub status: http::StatusCode,
+    pub version: http::Version,
+    /// The reason phrase when it is not the status's own.
+    pub reason: Option<String>,
+    pub fields: http::HeaderMap,
+    /// Whether the answer lets the connection carry another request once its body is read.
+    pub keeps_connection: bool,
+}
+
+/// The final answer's head at the start of `buf`, taken out of it, and how its body is framed;
+/// `None` while it is incomplete. Interim answers (1xx) are skipped; a `101` is refused, since
+/// no reader here asks for an upgrade. `to_head`: the request was a `HEAD`, whose answer has no
+/// body whatever its fields say. `room`: fields the reader will add.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    to_head: bool,
+    room: usize,
+) -> Result<Option<(AnswerHead, Body)>, StreamError> {
+    loop {
+        // Where each field's name and value are in the head, to take them as slices of it once
+        // it is frozen: the parser's fields borrow `buf`.
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); FIELDS_MAX];
+        let (length, status, version, reason, count, body) =
+            {
+                let mut slots = [const { MaybeUninit::uninit() }; FIELDS_MAX];
+                let mut response = httparse::Response::new(&mut []);
+                let length = match httparse::ParserConfig::default()
+                    .parse_response_with_uninit_headers(&mut response, buf, &mut slots)
+                {
+                    Ok(httparse::Status::Complete(length)) => length,
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(StreamError::Broken("too many headers"));
+                    }
+                    Err(_) => return Err(StreamError::Broken("malformed response head")),
+                };
+                let status = response
+                    .code
+                    .and_then(|code| http::StatusCode::from_u16(code).ok())
+                    .ok_or(StreamError::Broken("malformed status"))?;
+                if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(StreamError::Broken(
+                        "101 to a request that asked for no upgrade",
+                    ));
+                }
+                if status.is_informational() {
+                    buf.advance(length);
+                    continue;
+                }
+                let version = match response.version {
+                    Some(1) => http::Version::HTTP_11,
+                    _ => http::Version::HTTP_10,
+                };
+                let reason = response
+                    .reason
+                    .filter(|reason| Some(*reason) != status.canonical_reason())
+                    .map(str::to_owned);
+                let body = if to_head {
+                    Body::Done
+                } else {
+                    Body::of(status, response.headers)?
+                };
+                let base = buf.as_ptr() as usize;
+                for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+                    *span = (
+                        field.name.as_ptr() as usize - base,
+                        field.name.len(),
+                        field.value.as_ptr() as usize - base,
+                        field.value.len(),
+                    );
+                }
+                let count = response.headers.len();
+                (length, status, version, reason, count, body)
+            };
+        let head = buf.split_to(length).freeze();
+        let mut fields = http::HeaderMap::try_with_capacity(count + room)
+            .map_err(|_| StreamError::Broken("too many headers"))?;
+        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+            let name = http::HeaderName::from_bytes(&head[name_at..name_at + name_len])
+                .map_err(|_| StreamError::Broken("malformed header name"))?;
+            let value =
+                http::HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                    .map_err(|_| StreamError::Broken("malformed header value"))?;
+            fields
+                .try_append(name, value)
+                .map_err(|_| StreamError::Broken("too many headers"))?;
+        }
+        if matches!(body, Body::Chunked(_)) {
+            // The coding frames the body; a length beside it is not to be passed on
+            // (RFC 9112 §6.3).
+            fields.remove(http::header::CONTENT_LENGTH);
+        }
+        let keeps_connection = body != Body::UntilClose && keeps_connection(version, &fields);
+        let head = AnswerHead {
+            status,
+            version,
+            reason,
+            fields,
+            keeps_connection,
+        };
+        return Ok(Some((head, body)));
+    }
+}
+
+/// What the answer's `Connection` says, HTTP/1.1 keeping the connection unless it says `close`
+/// and HTTP/1.0 closing it; an HTTP/1.0 answer with `Transfer-Encoding` closes it in any case
+/// (RFC 9112 §6.1).
+fn keeps_connection(version: http::Version, fields: &http::HeaderMap) -> bool {
+    let says = |token: &[u8]| {
+        fields
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    if version == http::Version::HTTP_11 {
+        !says(b"close")
+    } else {
+        says(b"keep-alive") && !fields.contains_key(http::header::TRANSFER_ENCODING)
+    }
+}
+
+/// How much body is left, and in what framing (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Chunked(Chunk),
+    Length(u64),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers { read: usize },
+}
+
+/// What [`Body::decode`] took from the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    End,
+}
+
+impl Body {
+    fn of(status: http::StatusCode, headers: &[httparse::Header<'_>]) -> Result<Self, StreamError> {
+        if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+            return Ok(Self::Done);
+        }
+        let named = |name: &'static str| {
+            headers
+                .iter()
+                .filter(move |h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let mut codings = named("transfer-encoding")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .peekable();
+        if codings.peek().is_some() {
+            // Chunked only when it is the last coding; otherwise the body runs to the close.
+            return Ok(
+                if codings
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+                {
+                    Self::Chunked(Chunk::Size)
+                } else {
+                    Self::UntilClose
+                },
+            );
+        }
+        let mut lengths = named("content-length").flat_map(|v| v.split(|&b| b == b','));
+        let Some(first) = lengths.next() else {
+            return Ok(Self::UntilClose);
+        };
+        let length =
+            content_length(first).ok_or(StreamError::Broken("malformed Content-Length"))?;
+        if lengths.any(|other| content_length(other) != Some(length)) {
+            return Err(StreamError::Broken("conflicting Content-Length"));
+        }
+        Ok(if length == 0 {
+            Self::Done
+        } else {
+            Self::Length(length)
+        })
+    }
+
+    /// Takes what `buf` holds of the body.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, StreamError> {
+        loop {
+            match *self {
+                Self::Done => return Ok(Decoded::End),
+                Self::UntilClose => {
+                    return Ok(if buf.is_empty() {
+                        Decoded::NeedMore
+                    } else {
+                        Decoded::Data(buf.split().freeze())
+                    });
+                }
+                Self::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let (data, left) = take_body(buf, left);
+                    *self = if left == 0 {
+                        Self::Done
+                    } else {
+                        Self::Length(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Self::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf, CHUNK_LINE_MAX)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    *self = Self::Chunked(if size == 0 {
+                        Chunk::Trailers { read: 0 }
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Self::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let (data, left) = take_body(buf, left);
+                    *self = Self::Chunked(if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    });
+                    return Ok(Decoded::Data(data));
+                }
+                Self::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(StreamError::Broken("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Self::Chunked(Chunk::Size);
+                }
+                Self::Chunked(Chunk::Trailers { read }) => {
+                    let Some(line) = take_line(buf, TRAILERS_MAX.saturating_sub(read))? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    *self = if line.is_empty() {
+                        Self::Done
+                    } else {
+                        Self::Chunked(Chunk::Trailers {
+                            read: read + line.len() + 2,
+                        })
+                    };
+                }
+            }
+        }
+    }
+
+    /// The connection closed: the end of a body that runs to the close, a truncation of any
+    /// other.
+    pub fn closed(&mut self) -> Result<(), StreamError> {
+        match self {
+            Self::UntilClose | Self::Done => {
+                *self = Self::Done;
+                Ok(())
+            }
+            _ => Err(StreamError::Truncated),
+        }
+    }
+}
+
+/// A CRLF-ended line taken from the front of `buf`, without its CRLF; `None` while incomplete.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, StreamError> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return if buf.len() > max {
+            Err(StreamError::Broken("chunk line too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    if end > max {
+        return Err(StreamError::Broken("chunk line too long"));
+    }
+    let line = buf.split_to(end);
+    buf.advance(2);
+    Ok(Some(line))
+}
+
+/// A chunk size: hexadecimal digits, then optional whitespace and `;` extensions (ignored).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, StreamError> {
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(StreamError::Broken("malformed chunk size"));
+    }
+    line[..digits].iter().try_fold(0u64, |size, &digit| {
+        let value = u64::from(char::from(digit).to_digit(16).unwrap_or(0));
+        size.checked_mul(16)
+            .and_then(|size| size.checked_add(value))
+            .ok_or(StreamError::Broken("chunk size too large"))
+    })
+}
+
+/// Up to `left` bytes from the front of `buf`, and how many are left after them.
+fn take_body(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    (buf.split_to(take).freeze(), left - take as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body decoded from `wire` fed `step` bytes at a time, as a network would split it.
+    fn decode_in_steps(mut body: Body, wire: &[u8], step: usize) -> Result<Vec<u8>, StreamError> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match body.decode(&mut buf)? {
+                Decoded::Data(bytes) => out.extend_from_slice(&bytes),
+                Decoded::End => return Ok(out),
+                Decoded::NeedMore if fed == wire.len() => return Err(StreamError::Truncated),
+                Decoded::NeedMore => {
+                    let next = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    const CHUNKED: &[u8] =
+        b"5\r\n<Even\r\n19;name=value\r\nt>abcdefghijklmnopqrstuvw\r\n0\r\nTrailer: x\r\n\r\n";
+
+    #[test]
+    fn a_chunked_body_decodes_however_the_network_splits_it() {
+        for step in 1..=CHUNKED.len() {
+            let body = decode_in_steps(Body::Chunked(Chunk::Size), CHUNKED, step).unwrap();
+            assert_eq!(body, b"<Event>abcdefghijklmnopqrstuvw", "step {step}");
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_refused() {
+        for wire in [
+            &b"g\r\nabc\r\n0\r\n\r\n"[..],
+            b"\r\n",
+            b"5 x\r\nabcde\r\n0\r\n\r\n",
+            b"3\r\nabcXY0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode_in_steps(Body::Chunked(Chunk::Size), wire, 64),
+                    Err(StreamError::Broken(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let endless_size_line = vec![b'1'; CHUNK_LINE_MAX + 8];
+        assert!(matches!(
+            decode_in_steps(Body::Chunked(Chunk::Size), &endless_size_line, 64),
+            Err(StreamError::Broken("chunk line too long"))
+        ));
+        let mut endless_trailers = b"0\r\n".to_vec();
+        for _ in 0..2000 {
+            endless_trailers.extend_from_slice(b"X-Padding: 0123456789\r\n");
+        }
+        assert!(matches!(
+            decode_in_steps(Body::Chunked(Chunk::Size), &endless_trailers, 512),
+            Err(StreamError::Broken("chunk line too long"))
+        ));
+    }
+
+    #[test]
+    fn a_body_cut_short_is_truncated_not_ended() {
+        assert!(matches!(
+            decode_in_steps(Body::Chunked(Chunk::Size), b"5\r\nab", 1),
+            Err(StreamError::Truncated)
+        ));
+        assert!(matches!(
+            decode_in_steps(Body::Length(10), b"abc", 1),
+            Err(StreamError::Truncated)
+        ));
+        assert_eq!(
+            decode_in_steps(Body::Length(3), b"abcdef", 2).unwrap(),
+            b"abc"
+        );
+    }
+
+    fn head(wire: &[u8]) -> Result<Option<(AnswerHead, Body)>, StreamError> {
+        parse_head(&mut BytesMut::from(wire), false, 0)
+    }
+
+    #[test]
+    fn the_head_says_how_the_body_is_framed() {
+        let framing = |wire: &[u8]| head(wire).unwrap().unwrap().1;
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Body::Chunked(Chunk::Size)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
+            ),
+            Body::Chunked(Chunk::Size)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Body::UntilClose
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 401 No\r\nContent-Length: 12\r\n\r\n"),
+            Body::Length(12)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Body::Done
+        );
+        assert_eq!(framing(b"HTTP/1.1 204 No Content\r\n\r\n"), Body::Done);
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n"), Body::UntilClose);
+        let (interim_skipped, _) =
+            head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: b\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(interim_skipped.status, http::StatusCode::OK);
+        assert_eq!(interim_skipped.fields.len(), 1);
+        assert_eq!(interim_skipped.fields["x-a"], "b");
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    }
+
+    #[test]
+    fn broken_heads_are_refused() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SMTP 220 hello\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(wire), Err(StreamError::Broken(_))),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=FIELDS_MAX {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            head(&many),
+            Err(StreamError::Broken("too many headers"))
+        ));
+    }
+}
