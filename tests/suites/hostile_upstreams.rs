@@ -1,5 +1,5 @@
 //! Hostile upstreams: an XSP (played by a raw TCP server here) that answers byte by byte, sends
-//! an endless body, answers after the client has gone, or gives a login lookup a DTD with
+//! an endless body, more than its answer, answers after the client has gone, or gives a login lookup a DTD with
 //! entity expansion and an external entity, a document far too large, or the wrong type. Each
 //! ends cleanly: bounded memory, the error envelope, nothing fetched, the request logged once.
 #![allow(
@@ -46,6 +46,9 @@ enum Behaviour {
     /// A `101 Switching Protocols` to a request that asked for no upgrade, then bytes of
     /// whatever protocol it switched to.
     Switched,
+    /// A `200` with this body on a connection kept open, and after it, in the same write, a
+    /// whole second answer nobody asked for; the same for each request on the connection.
+    Overrun(&'static str),
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for Behaviour {
             Self::TrickledRefusal => write!(f, "TrickledRefusal"),
             Self::Interim(body) => write!(f, "Interim({} bytes)", body.len()),
             Self::Switched => write!(f, "Switched"),
+            Self::Overrun(body) => write!(f, "Overrun({} bytes)", body.len()),
         }
     }
 }
@@ -69,6 +73,8 @@ struct HostileXsp {
     requests: Arc<AtomicUsize>,
     /// Answers whose writing failed because the gateway closed the connection.
     cut_off: Arc<AtomicUsize>,
+    /// Requests that came on a connection after its first request.
+    reused: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,13 +90,18 @@ impl HostileXsp {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let cut_off = Arc::new(AtomicUsize::new(0));
-        let (seen, cut) = (Arc::clone(&requests), Arc::clone(&cut_off));
+        let reused = Arc::new(AtomicUsize::new(0));
+        let counters = Counters {
+            seen: Arc::clone(&requests),
+            reused: Arc::clone(&reused),
+        };
+        let cut = Arc::clone(&cut_off);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (behaviour, seen, cut) =
-                    (behaviour.clone(), Arc::clone(&seen), Arc::clone(&cut));
+                let (behaviour, counters, cut) =
+                    (behaviour.clone(), counters.clone(), Arc::clone(&cut));
                 tokio::spawn(async move {
-                    if serve(stream, &behaviour, &seen).await.is_err() {
+                    if serve(stream, &behaviour, &counters).await.is_err() {
                         cut.fetch_add(1, Ordering::SeqCst);
                     }
                 });
@@ -100,6 +111,7 @@ impl HostileXsp {
             addr,
             requests,
             cut_off,
+            reused,
             task,
         }
     }
@@ -109,28 +121,42 @@ impl HostileXsp {
     }
 }
 
-/// Answers one request on `stream` and closes it.
-async fn serve(
-    mut stream: TcpStream,
-    behaviour: &Behaviour,
-    seen: &AtomicUsize,
-) -> std::io::Result<()> {
+/// A request's head from `stream`, in lower case; `None` when the gateway closed the connection.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
         let n = stream.read(&mut byte).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         head.extend_from_slice(&byte[..n]);
     }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    Ok(Some(String::from_utf8_lossy(&head).to_ascii_lowercase()))
+}
+
+/// What the hostile XSP counts of the requests it answers.
+#[derive(Clone)]
+struct Counters {
+    seen: Arc<AtomicUsize>,
+    reused: Arc<AtomicUsize>,
+}
+
+/// Answers one request on `stream` and closes it (each request on it, for `Overrun`).
+async fn serve(
+    mut stream: TcpStream,
+    behaviour: &Behaviour,
+    counters: &Counters,
+) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut stream).await? else {
+        return Ok(());
+    };
     if head.contains("user-agent: xsigate-health/") {
         return stream
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
     }
-    seen.fetch_add(1, Ordering::SeqCst);
+    counters.seen.fetch_add(1, Ordering::SeqCst);
     let ok = |content_type: &str, body: &[u8]| {
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -192,6 +218,19 @@ async fn serve(
                 .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nswitched-protocol-bytes")
                 .await?;
         }
+        Behaviour::Overrun(body) => loop {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}\
+                 HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n<smuggled>",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await?;
+            if read_head(&mut stream).await?.is_none() {
+                return Ok(());
+            }
+            counters.seen.fetch_add(1, Ordering::SeqCst);
+            counters.reused.fetch_add(1, Ordering::SeqCst);
+        },
     }
     stream.shutdown().await
 }
@@ -254,6 +293,28 @@ async fn a_switch_nobody_asked_for_is_a_bad_gateway() {
     assert!(!body.contains("switched-protocol"), "{body}");
     let envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
     println!("a 101 nobody asked for: {envelope}");
+}
+
+/// Bytes after an answer's end are no answer to anything: a connection that carried them may
+/// hold more of them, and is never asked again, so no request gets another's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sent_more_than_its_answer_is_not_asked_again() {
+    const BODY: &str = "<Profile xmlns=\"http://schema.broadsoft.com/xsi\"/>";
+    let xsp = HostileXsp::start(Behaviour::Overrun(BODY)).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let client = client();
+    for _ in 0..3 {
+        let response = client
+            .get(gateway.url(PROFILE))
+            .header("authorization", basic("alice@acme.example", "pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), BODY);
+    }
+    assert_eq!(xsp.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(xsp.reused.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

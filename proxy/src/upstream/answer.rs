@@ -469,6 +469,74 @@ mod tests {
     }
 
     #[test]
+    fn the_head_says_whether_the_connection_carries_another_request() {
+        let keeps = |wire: &[u8]| head(wire).unwrap().unwrap().0.keeps_connection;
+        assert!(keeps(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"));
+        assert!(keeps(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!keeps(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(
+            !keeps(b"HTTP/1.1 200 OK\r\n\r\n"),
+            "its body runs to the close"
+        );
+        assert!(!keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"));
+        assert!(keeps(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(!keeps(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn the_fields_are_the_heads_own_with_room_and_no_length_beside_a_coding() {
+        let mut wire = BytesMut::from(
+            &b"HTTP/1.1 503 Busy Here\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 9\r\n\
+               Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        );
+        let (answer, body) = parse_head(&mut wire, false, 5).unwrap().unwrap();
+        assert_eq!(body, Body::Chunked(Chunk::Size));
+        assert_eq!(answer.reason.as_deref(), Some("Busy Here"));
+        let values: Vec<_> = answer.fields.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(!answer.fields.contains_key("content-length"));
+        assert!(answer.fields.capacity() >= answer.fields.len() + 5);
+        assert_eq!(&wire[..], b"0\r\n\r\n", "the body stays in the buffer");
+
+        let ok = head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.0.reason, None, "the status's own reason is not kept");
+    }
+
+    #[test]
+    fn an_answer_to_head_has_no_body_whatever_its_fields_say() {
+        let mut wire = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 352\r\n\r\n"[..]);
+        let (answer, body) = parse_head(&mut wire, true, 0).unwrap().unwrap();
+        assert_eq!(body, Body::Done);
+        assert!(answer.keeps_connection);
+        assert_eq!(answer.fields["content-length"], "352");
+    }
+
+    #[test]
+    fn a_close_ends_only_a_body_that_runs_to_it() {
+        let mut until_close = Body::UntilClose;
+        assert!(until_close.closed().is_ok());
+        assert_eq!(until_close, Body::Done);
+        assert!(matches!(
+            Body::Length(3).closed(),
+            Err(StreamError::Truncated)
+        ));
+        assert!(matches!(
+            Body::Chunked(Chunk::Data(1)).closed(),
+            Err(StreamError::Truncated)
+        ));
+    }
+
+    #[test]
     fn broken_heads_are_refused() {
         for wire in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"[..],
