@@ -9,7 +9,11 @@
 //! pool (an upstream connection stays with the client connection that used it, so the next
 //! request on it finds it without a lock, a pool entry, an idle-watcher task or a wake-up of
 //! another thread), and Pingora's time limit on each upstream read and write (the connection
-//! keeps one timer of its own, `UpstreamTimer`).
+//! keeps one timer of its own, `UpstreamTimer`). Nor does it take Pingora's client session: the
+//! request's head goes out as Pingora writes it (`http_req_header_to_wire`), and the answer is
+//! read by [`crate::upstream::answer`], which parses its head once into the map the client gets
+//! (Pingora's parsed it into two, the fields and their names' case, to be copied into a third)
+//! and takes its body in its framing.
 //!
 //! It takes only what fits that ([`LeanLane::takes`]): XSI-Actions paths, bodies declared
 //! whole and at most [`HELD_BODY_BYTES`], no `Upgrade`, no `Expect`. Everything else, XSI-Events
@@ -415,35 +419,37 @@ impl LeanLane {
 
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let to_head = request.method == http::Method::HEAD;
-        let (answer, mut framing) = loop {
-            if let Some(read) = answer::parse_head(&mut buf, to_head, headers::ADDED_DOWNSTREAM)
-                .map_err(answer_failed)?
-            {
-                break read;
-            }
-            if buf.len() >= answer::HEAD_MAX {
-                return Err(answer_failed(StreamError::Broken(
-                    "response head too large",
-                )));
-            }
-            let read = read_more(stream, &mut buf);
-            let ended = timer
-                .within(
-                    read_limit,
-                    ErrorType::ReadTimedout,
-                    "reading the answer's head",
-                    read,
-                )
-                .await
-                .map_err(|e| e.into_up())?;
-            if ended {
-                return Err(Error::explain(
-                    ErrorType::ConnectionClosed,
-                    "the upstream closed the connection before its answer",
-                )
-                .into_up());
+        // One limit for the whole head, as for a client's: an upstream that trickles it a byte
+        // at a time gets no more time than one that sends it at once.
+        let read_head = async {
+            loop {
+                if let Some(read) = answer::parse_head(&mut buf, to_head, headers::ADDED_DOWNSTREAM)
+                    .map_err(answer_failed)?
+                {
+                    return Ok(read);
+                }
+                if buf.len() >= answer::HEAD_MAX {
+                    return Err(answer_failed(StreamError::Broken(
+                        "response head too large",
+                    )));
+                }
+                if read_more(stream, &mut buf).await? {
+                    return Err(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "the upstream closed the connection before its answer",
+                    ));
+                }
             }
         };
+        let (answer, mut framing) = timer
+            .within(
+                read_limit,
+                ErrorType::ReadTimedout,
+                "reading the answer's head",
+                read_head,
+            )
+            .await
+            .map_err(|e| e.into_up())?;
         let keeps_connection = answer.keeps_connection;
         let mut response = headers::downstream_response(answer).map_err(|e| e.into_up())?;
         self.app

@@ -9,6 +9,8 @@
 //!   when a failed request goes again.
 //! - [`xsi`]: requests the gateway itself sends to an XSP, on the same rules as the proxy;
 //!   [`channel_stream`]: the XSI-Events channel streams among them, each on a lean connection.
+//! - [`answer`]: an upstream's HTTP/1.x answer read off a connection xsigate holds itself
+//!   (channel streams, the lean lane's XSI-Actions requests).
 //!
 //! Layer: above [`crate::config`], [`crate::wire`] and [`crate::metrics`]; uses nothing else
 //! in the crate. Which plugins act on a provider's requests is the plugin host's to know
