@@ -1,5 +1,5 @@
-//! Hostile upstreams: an XSP (played by a raw TCP server here) that answers byte by byte, sends
-//! an endless body, more than its answer, answers after the client has gone, or gives a login lookup a DTD with
+//! Hostile upstreams: an XSP (played by a raw TCP server here) that answers byte by byte,
+//! trickles its head past the read limit, sends an endless body, more than its answer, answers after the client has gone, or gives a login lookup a DTD with
 //! entity expansion and an external entity, a document far too large, or the wrong type. Each
 //! ends cleanly: bounded memory, the error envelope, nothing fetched, the request logged once.
 #![allow(
@@ -46,6 +46,9 @@ enum Behaviour {
     /// A `101 Switching Protocols` to a request that asked for no upgrade, then bytes of
     /// whatever protocol it switched to.
     Switched,
+    /// A `200` whose head comes a byte at a time, each well within the read limit, the whole
+    /// far beyond it.
+    TrickledHead,
     /// A `200` with this body on a connection kept open, and after it, in the same write, a
     /// whole second answer nobody asked for; the same for each request on the connection.
     Overrun(&'static str),
@@ -61,6 +64,7 @@ impl std::fmt::Debug for Behaviour {
             Self::TrickledRefusal => write!(f, "TrickledRefusal"),
             Self::Interim(body) => write!(f, "Interim({} bytes)", body.len()),
             Self::Switched => write!(f, "Switched"),
+            Self::TrickledHead => write!(f, "TrickledHead"),
             Self::Overrun(body) => write!(f, "Overrun({} bytes)", body.len()),
         }
     }
@@ -218,6 +222,17 @@ async fn serve(
                 .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nswitched-protocol-bytes")
                 .await?;
         }
+        Behaviour::TrickledHead => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Padding: {}\r\nContent-Length: 0\r\n\r\n",
+                "x".repeat(40)
+            );
+            for byte in head.bytes() {
+                stream.write_all(&[byte]).await?;
+                stream.flush().await?;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
         Behaviour::Overrun(body) => loop {
             let answer = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}\
@@ -293,6 +308,18 @@ async fn a_switch_nobody_asked_for_is_a_bad_gateway() {
     assert!(!body.contains("switched-protocol"), "{body}");
     let envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
     println!("a 101 nobody asked for: {envelope}");
+}
+
+/// The read limit is the whole head's: an upstream cannot hold a request open by sending its head
+/// a byte at a time, each read in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_past_the_read_limit_is_a_timeout() {
+    let xsp = HostileXsp::start(Behaviour::TrickledHead).await;
+    let gateway = gateway_before(&xsp, "[server.timeouts]\nupstream_read_seconds = 1\n").await;
+    let response = profile_get(&gateway, "").send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_timeout");
 }
 
 /// Bytes after an answer's end are no answer to anything: a connection that carried them may
