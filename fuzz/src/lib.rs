@@ -7,6 +7,8 @@ use std::path::Path;
 use xsigate::config::{self, ConfigError, Source};
 use xsigate::edge::framing::{self, Head, HeadLimits};
 use xsigate::http::route;
+use xsigate::upstream::StreamError;
+use xsigate::upstream::answer::{self, Body, Decoded};
 
 /// A request head as the edge reads it off a client connection.
 pub fn edge_head(data: &[u8]) {
@@ -226,6 +228,73 @@ pub fn service_replies(data: &[u8]) {
     };
     xsigate_srs_login::fuzzing::reply(&response);
     xsigate_firebase_sync::fuzzing::reply(&response);
+}
+
+/// An upstream's answer as the lean lane and the channel streams read it: the first byte says
+/// whether the request was a `HEAD` and how the network splits the rest.
+pub fn upstream_answers(data: &[u8]) {
+    let Some((&control, wire)) = data.split_first() else {
+        return;
+    };
+    let to_head = control & 1 == 1;
+    let step = usize::from(control >> 1) + 1;
+    let mut buf = bytes::BytesMut::from(wire);
+    let Ok(Some((head, body))) = answer::parse_head(&mut buf, to_head, 8) else {
+        return;
+    };
+    assert!(!head.status.is_informational());
+    // What goes on names the body's framing one way only.
+    assert!(
+        !(head.fields.contains_key("content-length")
+            && head.fields.contains_key("transfer-encoding")),
+        "a length beside a coding"
+    );
+    assert!(head.fields.capacity() >= head.fields.len() + 8);
+    if to_head {
+        assert_eq!(body, Body::Done);
+    }
+    if body == Body::UntilClose {
+        assert!(
+            !head.keeps_connection,
+            "a body that runs to the close keeps it"
+        );
+    }
+    // The body is the same however the network splits it.
+    let at_once = body_of(body, &buf, buf.len().max(1));
+    assert_eq!(
+        at_once,
+        body_of(body, &buf, step),
+        "split in steps of {step}"
+    );
+    if let (Body::Length(length), Ok((bytes, _))) = (body, &at_once) {
+        assert!(bytes.len() as u64 <= length);
+    }
+}
+
+/// What a body decodes to from `wire` fed `step` bytes at a time, then the connection's close:
+/// its bytes and whether it ended before the close, or why it failed.
+fn body_of(mut body: Body, wire: &[u8], step: usize) -> Result<(Vec<u8>, bool), String> {
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    loop {
+        match body.decode(&mut buf).map_err(|e| e.to_string())? {
+            Decoded::Data(bytes) => out.extend_from_slice(&bytes),
+            Decoded::End => return Ok((out, true)),
+            Decoded::NeedMore if fed == wire.len() => {
+                return match body.closed() {
+                    Ok(()) => Ok((out, false)),
+                    Err(StreamError::Truncated) => Err("truncated".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
+            Decoded::NeedMore => {
+                let next = (fed + step).min(wire.len());
+                buf.extend_from_slice(&wire[fed..next]);
+                fed = next;
+            }
+        }
+    }
 }
 
 /// The field names of a head by a plain reading of its lines: the fuzz target checks the edge

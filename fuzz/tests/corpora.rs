@@ -64,3 +64,8 @@ fn service_replies() {
 fn saml_responses() {
     replay("saml_responses", xsigate_fuzz::saml_responses);
 }
+
+#[test]
+fn upstream_answers() {
+    replay("upstream_answers", xsigate_fuzz::upstream_answers);
+}

@@ -111,8 +111,8 @@ pub fn parse_head(
                 .try_append(name, value)
                 .map_err(|_| StreamError::Broken("too many headers"))?;
         }
-        if matches!(body, Body::Chunked(_)) {
-            // The coding frames the body; a length beside it is not to be passed on
+        if fields.contains_key(http::header::TRANSFER_ENCODING) {
+            // The codings frame the body; a length beside them is not to be passed on
             // (RFC 9112 §6.3).
             fields.remove(http::header::CONTENT_LENGTH);
         }
@@ -505,6 +505,13 @@ mod tests {
         assert!(!answer.fields.contains_key("content-length"));
         assert!(answer.fields.capacity() >= answer.fields.len() + 5);
         assert_eq!(&wire[..], b"0\r\n\r\n", "the body stays in the buffer");
+
+        let (to_close, body) =
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 9\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(body, Body::UntilClose);
+        assert!(!to_close.fields.contains_key("content-length"));
 
         let ok = head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             .unwrap()
