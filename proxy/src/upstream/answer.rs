@@ -4,7 +4,7 @@
 //! and the lean lane (`http/lean.rs`).
 //!
 //! The map's values are slices of the head as it was read, and it has room for the fields the
-//! reader adds: the head is parsed once, and nothing is copied or parsed again on its way on.
+//! reader adds: the head is parsed once, each name once, and no value is copied on its way on.
 
 use std::mem::MaybeUninit;
 
@@ -98,14 +98,14 @@ pub fn parse_head(
                 let count = response.headers.len();
                 (length, status, version, reason, count, body)
             };
-        let head = buf.split_to(length).freeze();
+        let wire = buf.split_to(length).freeze();
         let mut fields = http::HeaderMap::try_with_capacity(count + room)
             .map_err(|_| StreamError::Broken("too many headers"))?;
         for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-            let name = http::HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            let name = http::HeaderName::from_bytes(&wire[name_at..name_at + name_len])
                 .map_err(|_| StreamError::Broken("malformed header name"))?;
             let value =
-                http::HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                http::HeaderValue::from_maybe_shared(wire.slice(value_at..value_at + value_len))
                     .map_err(|_| StreamError::Broken("malformed header value"))?;
             fields
                 .try_append(name, value)
@@ -128,9 +128,9 @@ pub fn parse_head(
     }
 }
 
-/// What the answer's `Connection` says, HTTP/1.1 keeping the connection unless it says `close`
-/// and HTTP/1.0 closing it; an HTTP/1.0 answer with `Transfer-Encoding` closes it in any case
-/// (RFC 9112 §6.1).
+/// Whether the answer's `Connection` keeps the connection: an HTTP/1.1 answer unless it says
+/// `close`, an HTTP/1.0 one only when it says `keep-alive` and has no `Transfer-Encoding`
+/// (RFC 9112 §6.1, §9.3).
 fn keeps_connection(version: http::Version, fields: &http::HeaderMap) -> bool {
     let says = |token: &[u8]| {
         fields
