@@ -267,7 +267,16 @@ async fn gateway_before(xsp: &HostileXsp, extra: &str) -> Gateway {
 }
 
 fn profile_get(gateway: &Gateway, query: &str) -> reqwest::RequestBuilder {
-    client()
+    profile_get_on(&client(), gateway, query)
+}
+
+/// The same on `client`, whose connections carry the requests one after another.
+fn profile_get_on(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    query: &str,
+) -> reqwest::RequestBuilder {
+    client
         .get(gateway.url(&format!("{PROFILE}{query}")))
         .header("authorization", basic("alice@acme.example", "pw"))
 }
@@ -331,12 +340,7 @@ async fn a_connection_that_sent_more_than_its_answer_is_not_asked_again() {
     let gateway = gateway_before(&xsp, "").await;
     let client = client();
     for _ in 0..3 {
-        let response = client
-            .get(gateway.url(PROFILE))
-            .header("authorization", basic("alice@acme.example", "pw"))
-            .send()
-            .await
-            .unwrap();
+        let response = profile_get_on(&client, &gateway, "").send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), BODY);
     }

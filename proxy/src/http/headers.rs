@@ -104,11 +104,18 @@ pub fn upstream_request(
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "http2-settings"
     };
+    let mut headers = http::HeaderMap::try_with_capacity(client.headers.len() + ADDED_UPSTREAM)
+        .map_err(too_many_fields)?;
+    for (name, value) in client.headers.iter().filter(|(name, _)| !hop_by_hop(name)) {
+        headers
+            .try_append(name.clone(), value.clone())
+            .map_err(too_many_fields)?;
+    }
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = client.method.clone();
     parts.uri = client.uri.clone();
     parts.version = http::Version::HTTP_11;
-    parts.headers = fields_with_room(&client.headers, ADDED_UPSTREAM, |name| !hop_by_hop(name))?;
+    parts.headers = headers;
     let mut request = RequestHeader::from(parts);
     // A target the URI does not reproduce byte for byte (absolute-form, say) goes as it came.
     if request.raw_path() != client.raw_path() {
@@ -132,22 +139,6 @@ pub fn downstream_response(answer: AnswerHead) -> pingora::Result<Box<ResponseHe
     let mut response = Box::new(ResponseHeader::from(parts));
     response.set_reason_phrase(answer.reason.as_deref())?;
     Ok(response)
-}
-
-/// The fields of `from` that `kept` keeps, in their order, in one map with room for `room` more.
-fn fields_with_room(
-    from: &http::HeaderMap,
-    room: usize,
-    kept: impl Fn(&http::HeaderName) -> bool,
-) -> pingora::Result<http::HeaderMap> {
-    let mut fields =
-        http::HeaderMap::try_with_capacity(from.len() + room).map_err(too_many_fields)?;
-    for (name, value) in from.iter().filter(|(name, _)| kept(name)) {
-        fields
-            .try_append(name.clone(), value.clone())
-            .map_err(too_many_fields)?;
-    }
-    Ok(fields)
 }
 
 /// A message whose fields would overflow a header map (`http` holds at most 32,768).

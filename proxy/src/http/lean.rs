@@ -179,8 +179,9 @@ impl UpstreamTimer {
     }
 
     /// `operation`, unless `limit` passes first: then an error of `kind`, as Pingora's would be.
-    /// The limit is set when the first poll leaves the operation waiting: most writes, and the
-    /// reads of a body that came with its head, finish on it and need no clock read.
+    /// Either error is the upstream's. The limit is set when the first poll leaves the operation
+    /// waiting: most writes, and the reads of a body that came with its head, finish on it and
+    /// need no clock read.
     async fn within<T>(
         &mut self,
         limit: Option<Duration>,
@@ -189,7 +190,7 @@ impl UpstreamTimer {
         operation: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let Some(limit) = limit else {
-            return operation.await;
+            return operation.await.map_err(|e| e.into_up());
         };
         let mut operation = std::pin::pin!(operation);
         let mut armed = false;
@@ -207,6 +208,7 @@ impl UpstreamTimer {
                 .map(|()| Error::e_explain(kind.clone(), format!("{what}, timeout: {limit:?}")))
         })
         .await
+        .map_err(|e| e.into_up())
     }
 }
 
@@ -414,32 +416,16 @@ impl LeanLane {
                 "writing the request",
                 write,
             )
-            .await
-            .map_err(|e| e.into_up())?;
+            .await?;
 
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let to_head = request.method == http::Method::HEAD;
         // One limit for the whole head, as for a client's: an upstream that trickles it a byte
         // at a time gets no more time than one that sends it at once.
         let read_head = async {
-            loop {
-                if let Some(read) = answer::parse_head(&mut buf, to_head, headers::ADDED_DOWNSTREAM)
-                    .map_err(answer_failed)?
-                {
-                    return Ok(read);
-                }
-                if buf.len() >= answer::HEAD_MAX {
-                    return Err(answer_failed(StreamError::Broken(
-                        "response head too large",
-                    )));
-                }
-                if read_more(stream, &mut buf).await? {
-                    return Err(Error::explain(
-                        ErrorType::ConnectionClosed,
-                        "the upstream closed the connection before its answer",
-                    ));
-                }
-            }
+            answer::read_head(stream, &mut buf, to_head, headers::ADDED_DOWNSTREAM)
+                .await
+                .map_err(answer_failed)
         };
         let (answer, mut framing) = timer
             .within(
@@ -448,8 +434,7 @@ impl LeanLane {
                 "reading the answer's head",
                 read_head,
             )
-            .await
-            .map_err(|e| e.into_up())?;
+            .await?;
         let keeps_connection = answer.keeps_connection;
         let mut response = headers::downstream_response(answer).map_err(|e| e.into_up())?;
         self.app
@@ -480,8 +465,7 @@ impl LeanLane {
                             "reading the answer's body",
                             read,
                         )
-                        .await
-                        .map_err(|e| e.into_up())?;
+                        .await?;
                     if ended {
                         framing.closed().map_err(answer_failed)?;
                     }
@@ -524,7 +508,7 @@ fn answer_failed(e: StreamError) -> Box<Error> {
         StreamError::Broken(what) => Error::explain(ErrorType::InvalidHTTPHeader, what),
         StreamError::Truncated => Error::explain(
             ErrorType::ConnectionClosed,
-            "the upstream closed the connection in the middle of its answer",
+            "the upstream closed the connection before its answer's end",
         ),
         StreamError::Io(e) => Error::because(ErrorType::ReadError, "reading the answer", e),
     };

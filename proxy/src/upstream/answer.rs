@@ -9,6 +9,8 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf as _, Bytes, BytesMut};
+use pingora::protocols::Stream;
+use tokio::io::AsyncReadExt as _;
 
 use super::xsi::StreamError;
 use crate::wire::headers::content_length;
@@ -17,6 +19,8 @@ use crate::wire::headers::content_length;
 pub const HEAD_MAX: usize = 64 * 1024;
 /// Fields in an answer head.
 const FIELDS_MAX: usize = 128;
+/// What a read of a head asks for when the buffer has less room.
+const HEAD_READ: usize = 2048;
 /// The longest chunk-size line (with its extensions) and all trailer lines together.
 const CHUNK_LINE_MAX: usize = 1024;
 const TRAILERS_MAX: usize = 16 * 1024;
@@ -31,6 +35,28 @@ pub struct AnswerHead {
     pub fields: http::HeaderMap,
     /// Whether the answer lets the connection carry another request once its body is read.
     pub keeps_connection: bool,
+}
+
+/// Reads off `io` into `buf` until it holds a final answer's head, and takes it as
+/// [`parse_head`] does; what follows the head stays in `buf`. The caller bounds the time.
+pub async fn read_head(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    to_head: bool,
+    room: usize,
+) -> Result<(AnswerHead, Body), StreamError> {
+    loop {
+        if let Some(read) = parse_head(buf, to_head, room)? {
+            return Ok(read);
+        }
+        if buf.len() >= HEAD_MAX {
+            return Err(StreamError::Broken("response head too large"));
+        }
+        buf.reserve(HEAD_READ);
+        if io.read_buf(buf).await? == 0 {
+            return Err(StreamError::Truncated);
+        }
+    }
 }
 
 /// The final answer's head at the start of `buf`, taken out of it, and how its body is framed;

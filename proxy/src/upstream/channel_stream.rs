@@ -18,7 +18,7 @@ use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::answer::{self, Body, Decoded, HEAD_MAX};
+use super::answer::{self, AnswerHead, Body, Decoded};
 use super::peer::{PeerKind, Upstream};
 use super::pool::Tried;
 use super::provider::Provider;
@@ -38,6 +38,25 @@ pub struct StreamHead {
     pub headers: Vec<(String, String)>,
 }
 
+impl From<AnswerHead> for StreamHead {
+    fn from(head: AnswerHead) -> Self {
+        let headers = head
+            .fields
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Self {
+            status: head.status,
+            headers,
+        }
+    }
+}
+
 /// The body of a channel stream, as the XSP sends it.
 #[derive(Debug)]
 pub struct ChannelStream {
@@ -52,24 +71,14 @@ impl ChannelStream {
     /// Reads the answer's head off `io`, where a request went; the body is what follows.
     pub(crate) async fn read_head(mut io: Stream) -> Result<(StreamHead, Self), StreamError> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
-        loop {
-            if let Some((head, body)) = parse_head(&mut buf)? {
-                let stream = Self {
-                    io,
-                    buf,
-                    body,
-                    read_size: READ_SIZE,
-                };
-                return Ok((head, stream));
-            }
-            if buf.len() >= HEAD_MAX {
-                return Err(StreamError::Broken("response head too large"));
-            }
-            buf.reserve(READ_SIZE);
-            if io.read_buf(&mut buf).await? == 0 {
-                return Err(StreamError::Truncated);
-            }
-        }
+        let (head, body) = answer::read_head(&mut io, &mut buf, false, 0).await?;
+        let stream = Self {
+            io,
+            buf,
+            body,
+            read_size: READ_SIZE,
+        };
+        Ok((StreamHead::from(head), stream))
     }
 
     /// The next piece of the body as it arrived; `None` at its end.
@@ -240,27 +249,4 @@ fn request_head(call: &XsiCall<'_>, xsp: &Upstream) -> Result<Vec<u8>, StreamErr
     }
     head.extend_from_slice(b"\r\n\r\n");
     Ok(head)
-}
-
-/// The head at the start of `buf`, taken out of it, and how its body is framed; `None` while
-/// it is incomplete.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(StreamHead, Body)>, StreamError> {
-    let Some((head, body)) = answer::parse_head(buf, false, 0)? else {
-        return Ok(None);
-    };
-    let headers = head
-        .fields
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let head = StreamHead {
-        status: head.status,
-        headers,
-    };
-    Ok(Some((head, body)))
 }
