@@ -137,13 +137,14 @@ impl KeptUpstream {
     /// meanwhile would fail, and one that is not idempotent could not go again.
     /// Its place in the budget comes with it: a connection in use stays kept.
     /// `now`: when the attempt started, a clock read the request made already.
+    /// `peer`: the peer's `reuse_hash`, which hashes all its settings and is worth reading once.
     fn take_for(
         kept: &mut Option<Self>,
-        peer: &HttpPeer,
+        peer: u64,
         now: Instant,
     ) -> Option<(Stream, KeptSlot, UpstreamTimer)> {
         let mut held = kept.take()?;
-        if held.peer != peer.reuse_hash()
+        if held.peer != peer
             || now.saturating_duration_since(held.idle_since) >= held.idle_timeout
         {
             return None;
@@ -291,8 +292,9 @@ impl LeanLane {
             let started = ctx
                 .upstream_started
                 .map_or_else(Instant::now, Instant::from_std);
+            let peer_hash = peer.reuse_hash();
             let (mut stream, slot, mut timer, reused) =
-                match KeptUpstream::take_for(kept, &peer, started) {
+                match KeptUpstream::take_for(kept, peer_hash, started) {
                     Some((stream, slot, timer)) => (stream, Some(slot), timer, true),
                     // Boxed: connecting (TLS included) is a future of 8 KiB, and held inline it
                     // would make every request's future that large, to be allocated and copied
@@ -322,7 +324,7 @@ impl LeanLane {
                 Ok(reusable) => {
                     if reusable && let Some(slot) = slot {
                         *kept = Some(KeptUpstream {
-                            peer: peer.reuse_hash(),
+                            peer: peer_hash,
                             stream,
                             idle_since: started,
                             idle_timeout: peer.idle_timeout().unwrap_or(KEPT_IDLE),
