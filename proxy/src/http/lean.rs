@@ -144,8 +144,7 @@ impl KeptUpstream {
         now: Instant,
     ) -> Option<(Stream, KeptSlot, UpstreamTimer)> {
         let mut held = kept.take()?;
-        if held.peer != peer
-            || now.saturating_duration_since(held.idle_since) >= held.idle_timeout
+        if held.peer != peer || now.saturating_duration_since(held.idle_since) >= held.idle_timeout
         {
             return None;
         }

@@ -70,8 +70,9 @@ pub fn parse_head(
 ) -> Result<Option<(AnswerHead, Body)>, StreamError> {
     loop {
         // Where each field's name and value are in the head, to take them as slices of it once
-        // it is frozen: the parser's fields borrow `buf`.
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); FIELDS_MAX];
+        // it is frozen: the parser's fields borrow `buf`. A head is at most `HEAD_MAX`, so 16
+        // bits hold each position and length, and the array zeroed for each head is 1 KiB.
+        let mut spans = [[0u16; 4]; FIELDS_MAX];
         let (length, status, version, reason, count, body) =
             {
                 let mut slots = [const { MaybeUninit::uninit() }; FIELDS_MAX];
@@ -112,14 +113,20 @@ pub fn parse_head(
                 } else {
                     Body::of(status, response.headers)?
                 };
+                if length > HEAD_MAX {
+                    return Err(StreamError::Broken("response head too large"));
+                }
                 let base = buf.as_ptr() as usize;
+                let narrow = |n: usize| {
+                    u16::try_from(n).map_err(|_| StreamError::Broken("response head too large"))
+                };
                 for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-                    *span = (
-                        field.name.as_ptr() as usize - base,
-                        field.name.len(),
-                        field.value.as_ptr() as usize - base,
-                        field.value.len(),
-                    );
+                    *span = [
+                        narrow(field.name.as_ptr() as usize - base)?,
+                        narrow(field.name.len())?,
+                        narrow(field.value.as_ptr() as usize - base)?,
+                        narrow(field.value.len())?,
+                    ];
                 }
                 let count = response.headers.len();
                 (length, status, version, reason, count, body)
@@ -127,7 +134,8 @@ pub fn parse_head(
         let wire = buf.split_to(length).freeze();
         let mut fields = http::HeaderMap::try_with_capacity(count + room)
             .map_err(|_| StreamError::Broken("too many headers"))?;
-        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        for span in &spans[..count] {
+            let [name_at, name_len, value_at, value_len] = span.map(usize::from);
             let name = http::HeaderName::from_bytes(&wire[name_at..name_at + name_len])
                 .map_err(|_| StreamError::Broken("malformed header name"))?;
             let value =
@@ -593,6 +601,24 @@ mod tests {
         assert!(matches!(
             head(&many),
             Err(StreamError::Broken("too many headers"))
+        ));
+    }
+
+    #[test]
+    fn a_head_past_the_longest_is_refused_even_when_it_came_whole() {
+        let with_value = |len: usize| {
+            let mut wire = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+            wire.resize(wire.len() + len, b'a');
+            wire.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            wire
+        };
+        let fits = with_value(HEAD_MAX - 64);
+        assert!(fits.len() <= HEAD_MAX);
+        assert!(matches!(head(&fits), Ok(Some(_))));
+        let over = with_value(HEAD_MAX);
+        assert!(matches!(
+            head(&over),
+            Err(StreamError::Broken("response head too large"))
         ));
     }
 }
