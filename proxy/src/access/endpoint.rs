@@ -117,13 +117,13 @@ fn declares(content_type: Option<&str>, media_type: &str) -> bool {
 pub fn cookie<'a>(
     cookies: impl Iterator<Item = &'a http::HeaderValue>,
     name: &str,
-) -> Option<String> {
+) -> Option<&'a str> {
     cookies
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(found, _)| *found == name)
-        .map(|(_, value)| value.to_owned())
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]
@@ -197,10 +197,7 @@ mod tests {
             http::HeaderValue::from_static("theme=dark; xsigate_session=abc; other=1"),
             http::HeaderValue::from_static("x=y"),
         ];
-        assert_eq!(
-            cookie(values.iter(), "xsigate_session").as_deref(),
-            Some("abc")
-        );
+        assert_eq!(cookie(values.iter(), "xsigate_session"), Some("abc"));
         let none = [http::HeaderValue::from_static("xsigate_sessionx=abc")];
         assert_eq!(cookie(none.iter(), "xsigate_session"), None);
     }

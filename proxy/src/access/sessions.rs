@@ -20,7 +20,7 @@ use crate::state::session::{BoundSession, Scope, Session, SessionSecrets, cookie
 use crate::state::store::{
     SessionOwner, SessionRow, Store, StoreError, millis, store_unavailable, unix_ms,
 };
-use crate::state::token::{new_token, token_hash, well_formed};
+use crate::state::token::{new_token, token_digest, token_hash, well_formed};
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::SESSION_COOKIE;
 
@@ -256,7 +256,7 @@ impl Sessions {
         if !well_formed(token) {
             return None;
         }
-        self.cached(&token_hash(token))
+        self.cached(token_digest(token).as_ref())
     }
 
     fn cached(&self, hashed: &[u8]) -> Option<Arc<Session>> {
@@ -326,7 +326,9 @@ impl Sessions {
             Ok(Err(e)) if store_unavailable(&e) => {
                 // While the store is away a session this instance read within its idle time
                 // goes on serving: no logout elsewhere can have been recorded meanwhile either.
-                if let Some(session) = self.cached_within(&token_hash(token), self.policy.idle) {
+                if let Some(session) =
+                    self.cached_within(token_digest(token).as_ref(), self.policy.idle)
+                {
                     return Ok(Some(session));
                 }
                 tracing::warn!(error = %e, "the store cannot be reached to read a session");

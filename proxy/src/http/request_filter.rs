@@ -184,7 +184,7 @@ impl ProxyApp {
         };
         let resumed = self
             .sessions
-            .resume_proxied(&token)
+            .resume_proxied(token)
             .await?
             .ok_or(ErrorCode::NotLoggedIn)?;
         // Another site can make a browser send the cookie, but cannot read the CSRF token.
@@ -328,15 +328,18 @@ impl ProxyApp {
             session_token: cookie(
                 header.headers.get_all(http::header::COOKIE).iter(),
                 SESSION_COOKIE,
-            ),
+            )
+            .map(str::to_owned),
             device_cookie: cookie(
                 header.headers.get_all(http::header::COOKIE).iter(),
                 DEVICE_COOKIE,
-            ),
+            )
+            .map(str::to_owned),
             flow_cookie: cookie(
                 header.headers.get_all(http::header::COOKIE).iter(),
                 FLOW_COOKIE,
-            ),
+            )
+            .map(str::to_owned),
             csrf: header
                 .headers
                 .get(CSRF_TOKEN)

@@ -16,9 +16,12 @@ pub fn new_token() -> String {
 /// What the store keeps of a token. Tokens carry 256 random bits, so a fast hash is enough:
 /// there is nothing to guess that a slow one would protect.
 pub fn token_hash(token: &str) -> Vec<u8> {
+    token_digest(token).as_ref().to_vec()
+}
+
+/// [`token_hash`] without its copy to the heap, to look it up with.
+pub fn token_digest(token: &str) -> ring::digest::Digest {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .to_vec()
 }
 
 /// The PKCE `S256` challenge of a verifier (RFC 7636 §4.2): base64url of its SHA-256. A
