@@ -34,7 +34,9 @@ pub fn forward_client(
         };
         request.insert_header("x-forwarded-for", forwarded_for)?;
     }
-    request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    // Static: a `&str` value would be copied to the heap for each request.
+    let scheme = http::HeaderValue::from_static(if tls { "https" } else { "http" });
+    request.insert_header("x-forwarded-proto", scheme)?;
     Ok(())
 }
 

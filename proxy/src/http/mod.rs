@@ -164,7 +164,8 @@ impl ProxyHttp for ProxyApp {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        self.choose_peer(session, ctx).await
+        let peer = self.choose_peer(session, ctx).await?;
+        Ok(Box::new(HttpPeer::clone(&peer)))
     }
 
     fn fail_to_connect(

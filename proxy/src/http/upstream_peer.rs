@@ -1,6 +1,7 @@
 //! `upstream_peer`, `fail_to_connect` and `error_while_proxy`: which upstream a request goes to,
 //! and whether it goes again after a failure ([`crate::upstream::retry`] decides).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use pingora::proxy::Session;
@@ -18,7 +19,7 @@ impl ProxyApp {
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    ) -> Result<Arc<HttpPeer>> {
         let Some(provider) = ctx.provider.clone() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a provider");
         };

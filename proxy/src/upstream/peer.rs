@@ -63,8 +63,8 @@ pub struct Upstream {
 struct Peers {
     addrs: Vec<SocketAddr>,
     current: usize,
-    request: HttpPeer,
-    stream: HttpPeer,
+    request: Arc<HttpPeer>,
+    stream: Arc<HttpPeer>,
 }
 
 impl Upstream {
@@ -162,8 +162,8 @@ impl Upstream {
             return;
         };
         self.peers.store(Some(Arc::new(Peers {
-            request: self.build_peer(addr, self.timeouts.upstream_read_seconds),
-            stream: self.build_peer(addr, self.timeouts.stream_idle_seconds),
+            request: Arc::new(self.build_peer(addr, self.timeouts.upstream_read_seconds)),
+            stream: Arc::new(self.build_peer(addr, self.timeouts.stream_idle_seconds)),
             addrs,
             current,
         })));
@@ -202,15 +202,16 @@ impl Upstream {
         peer
     }
 
-    /// A peer for one request, or `None` while the host has never resolved.
-    pub fn peer(&self, kind: PeerKind) -> Option<Box<HttpPeer>> {
+    /// A peer for one request, or `None` while the host has never resolved. Shared: the lean
+    /// lane and channel streams only read it, and Pingora's proxy takes a copy of its own.
+    pub fn peer(&self, kind: PeerKind) -> Option<Arc<HttpPeer>> {
         let peers = self.peers.load();
         let peers = peers.as_ref()?;
         let peer = match kind {
             PeerKind::Request => &peers.request,
             PeerKind::Stream => &peers.stream,
         };
-        Some(Box::new(peer.clone()))
+        Some(Arc::clone(peer))
     }
 
     /// A probe or a proxied connect failed.
