@@ -262,6 +262,7 @@ fn strip_domain_attribute(cookie: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::answer;
 
     #[test]
     fn addresses_are_spelled_as_display_spells_them() {
@@ -278,7 +279,6 @@ mod tests {
         let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(address_text(v6), "2001:db8::1");
     }
-    use crate::upstream::answer;
 
     #[test]
     fn only_xsi_error_documents_pass() {

@@ -87,6 +87,9 @@ pub fn parse_head(
                     }
                     Err(_) => return Err(StreamError::Broken("malformed response head")),
                 };
+                if length > HEAD_MAX {
+                    return Err(StreamError::Broken("response head too large"));
+                }
                 let status = response
                     .code
                     .and_then(|code| http::StatusCode::from_u16(code).ok())
@@ -113,9 +116,6 @@ pub fn parse_head(
                 } else {
                     Body::of(status, response.headers)?
                 };
-                if length > HEAD_MAX {
-                    return Err(StreamError::Broken("response head too large"));
-                }
                 let base = buf.as_ptr() as usize;
                 let narrow = |n: usize| {
                     u16::try_from(n).map_err(|_| StreamError::Broken("response head too large"))
