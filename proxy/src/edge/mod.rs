@@ -17,7 +17,8 @@
 //! h2 request's token from the same [`Addresses`].
 //!
 //! A plain TCP connection is first moved to the reactor of the runtime that serves it
-//! ([`reactor`]): Pingora registers it with the accepting runtime's.
+//! ([`reactor`]): Pingora registers it with the accepting runtime's. The adopted connection is
+//! also lighter than Pingora's TCP stream; the lane adopts its upstream connections for that.
 //!
 //! A head that passed goes to Pingora's proxy, or to the application's [`Lane`] when the lane
 //! takes it: a loop of the application's own for its hot requests, which keeps what it wants
@@ -29,6 +30,8 @@ pub mod addresses;
 pub mod framing;
 mod head;
 mod reactor;
+
+pub use reactor::adopt;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -220,8 +223,7 @@ where
             let _ = Box::pin(ServerApp::process_new(&self.app, stream, &shutdown)).await;
             return;
         }
-        self.serve_http1(reactor::adopt(stream), address, shutdown)
-            .await;
+        self.serve_http1(adopt(stream), address, shutdown).await;
     }
 
     /// Serves one HTTP/1.x connection: each request head read and checked here, then handed to

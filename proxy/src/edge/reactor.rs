@@ -12,6 +12,13 @@
 //! original, dropped, leaves the accepting reactor: the thread that waits for the socket is the
 //! one that serves it. TLS connections keep their registration: their session owns the socket,
 //! and Pingora gives no way to reach it.
+//!
+//! The adopted connection is tokio's socket behind a write buffer, without the layers of
+//! Pingora's TCP stream: a rewind buffer, a zero-sized read and write buffer, a wrapper for
+//! receive timestamps (off), and the accounting of how long reads and writes waited, which read
+//! the clock twice for each read that waits (about one a request on each side) and which
+//! nothing in xsigate reads. What a stream tells about itself (its addresses, when it was
+//! established) is kept from the accepted one.
 #![allow(
     unsafe_code,
     reason = "borrows the descriptor of a socket the stream owns, for the length of a dup"
@@ -21,6 +28,7 @@ use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
@@ -53,24 +61,31 @@ pub fn adopt(stream: Stream) -> Stream {
     let peer = stream
         .get_socket_digest()
         .and_then(|digest| digest.peer_addr().cloned());
-    let mut adopted = TcpConnection::from(socket);
-    let digest = SocketDigest::from_raw_fd(adopted.as_raw_fd());
+    let socket_digest = SocketDigest::from_raw_fd(socket.as_raw_fd());
     // Just created: the cell is empty.
-    let _ = digest.peer_addr.set(peer);
-    adopted.set_socket_digest(digest);
+    let _ = socket_digest.peer_addr.set(peer);
+    let established = stream
+        .get_timing_digest()
+        .first()
+        .and_then(|layer| layer.as_ref())
+        .map_or_else(SystemTime::now, |layer| layer.established_ts);
     drop(stream);
-    // The write buffer the listener gives plain connections (`server.rs`): a small answer's
-    // head and body leave in one send, not two.
-    Box::new(Adopted(BufWriter::with_capacity(
-        DEFAULT_L4_WRITE_BUFFER_SIZE,
-        adopted,
-    )))
+    Box::new(Adopted {
+        // The write buffer the listener gives plain connections (`server.rs`): a small answer's
+        // head and body leave in one send, not two.
+        socket: BufWriter::with_capacity(DEFAULT_L4_WRITE_BUFFER_SIZE, socket),
+        socket_digest: Arc::new(socket_digest),
+        established,
+    })
 }
 
-/// An adopted connection: Pingora's TCP stream (unbuffered, as `From<TcpStream>` makes it) with
-/// the write buffer its listener gave the original.
+/// An adopted connection: tokio's socket with the write buffer its listener gave the original.
 #[derive(Debug)]
-struct Adopted(BufWriter<TcpConnection>);
+struct Adopted {
+    socket: BufWriter<tokio::net::TcpStream>,
+    socket_digest: Arc<SocketDigest>,
+    established: SystemTime,
+}
 
 impl AsyncRead for Adopted {
     fn poll_read(
@@ -78,7 +93,7 @@ impl AsyncRead for Adopted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.socket).poll_read(cx, buf)
     }
 }
 
@@ -88,15 +103,27 @@ impl AsyncWrite for Adopted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.socket).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
 
@@ -104,13 +131,13 @@ impl AsyncWrite for Adopted {
 impl Shutdown for Adopted {
     async fn shutdown(&mut self) {
         // As Pingora's stream: a peer already gone has nothing left to be told.
-        let _ = AsyncWriteExt::shutdown(&mut self.0).await;
+        let _ = AsyncWriteExt::shutdown(&mut self.socket).await;
     }
 }
 
 impl UniqueID for Adopted {
     fn id(&self) -> UniqueIDType {
-        self.0.get_ref().id()
+        self.socket.get_ref().as_raw_fd()
     }
 }
 
@@ -118,23 +145,27 @@ impl Ssl for Adopted {}
 
 impl GetTimingDigest for Adopted {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.0.get_ref().get_timing_digest()
+        vec![Some(TimingDigest {
+            established_ts: self.established,
+            establishment_duration: None,
+            offload_wait_duration: None,
+        })]
     }
 }
 
 impl GetProxyDigest for Adopted {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.0.get_ref().get_proxy_digest()
+        None
     }
 }
 
 impl GetSocketDigest for Adopted {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.0.get_ref().get_socket_digest()
+        Some(Arc::clone(&self.socket_digest))
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.0.get_mut().set_socket_digest(digest);
+        self.socket_digest = Arc::new(digest);
     }
 }
 
@@ -170,6 +201,7 @@ mod tests {
         let digest = SocketDigest::from_raw_fd(accepted.as_raw_fd());
         let _ = digest.peer_addr.set(Some(peer.into()));
         accepted.set_socket_digest(digest);
+        let established = accepted.established_ts;
         let accepted: Stream = Box::new(accepted);
         drop(listener);
         drop(accepting);
@@ -184,11 +216,16 @@ mod tests {
             let peer = stream
                 .get_socket_digest()
                 .and_then(|d| d.peer_addr().cloned());
-            std::io::Result::Ok((request, peer))
+            let timing = stream.get_timing_digest();
+            let seen_established = timing.first().cloned().flatten().map(|t| t.established_ts);
+            std::io::Result::Ok((request, peer, seen_established))
         });
-        let (request, seen_peer) = served.expect("served on the adopting runtime");
+        let (request, seen_peer, seen_established) =
+            served.expect("served on the adopting runtime");
         assert_eq!(&request, b"ping");
+        // What the stream tells of itself is the accepted connection's.
         assert_eq!(seen_peer, Some(client.local_addr().unwrap().into()));
+        assert_eq!(seen_established, Some(established));
         let mut answer = [0u8; 4];
         client.read_exact(&mut answer).unwrap();
         assert_eq!(&answer, b"pong");

@@ -37,7 +37,8 @@ pub(super) enum Target {
 #[derive(Debug)]
 pub struct RequestCtx {
     pub(super) request_id: String,
-    pub(super) started: Instant,
+    /// On quanta's clock, cheaper to read than `std`'s (see `plugin::hooks`).
+    pub(super) started: quanta::Instant,
     pub(super) route: RouteClass,
     pub(super) provider: Option<Arc<Provider>>,
     pub(super) target: Target,

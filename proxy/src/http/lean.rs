@@ -47,7 +47,7 @@ use super::context::RequestCtx;
 use super::headers;
 use super::route::{self, Route};
 use crate::edge::framing::Shape;
-use crate::edge::{Handoff, Lane};
+use crate::edge::{self, Handoff, Lane};
 use crate::upstream::StreamError;
 use crate::upstream::answer::{self, Body, Decoded};
 use crate::wire::route::RouteClass;
@@ -299,7 +299,14 @@ impl LeanLane {
                     // would make every request's future that large, to be allocated and copied
                     // for the few requests that need a new connection.
                     None => match Box::pin(self.connector.new_stream(&*peer)).await {
-                        Ok(stream) => (stream, self.kept.take(), UpstreamTimer::new(), false),
+                        // Adopted as a client's connection is: it is read and written on each
+                        // request it carries, and Pingora's stream times every read that waits.
+                        Ok(stream) => (
+                            edge::adopt(stream),
+                            self.kept.take(),
+                            UpstreamTimer::new(),
+                            false,
+                        ),
                         Err(e) => {
                             let e = self.app.connect_failed(session, &peer, ctx, e.into_up());
                             let retry = e.retry();

@@ -45,7 +45,7 @@ mod upstream_peer;
 mod upstream_request;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -103,7 +103,7 @@ impl ProxyHttp for ProxyApp {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             request_id: new_request_id(),
-            started: Instant::now(),
+            started: quanta::Instant::now(),
             route: RouteClass::Unmatched,
             provider: None,
             target: Target::None,
