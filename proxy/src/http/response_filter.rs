@@ -12,7 +12,7 @@ use super::context::{BodyOverride, RequestCtx, Target, client_ip, plugin_failed}
 use super::headers;
 use crate::plugin::Exchange;
 use crate::wire::error::{ErrorCode, error_body_with_status};
-use crate::wire::headers::{REQUEST_ID, XSP_PIN};
+use crate::wire::headers::{REQUEST_ID_NAME, XSP_PIN_NAME};
 
 impl ProxyApp {
     pub(super) async fn upstream_answered(
@@ -78,12 +78,15 @@ impl ProxyApp {
         for (name, value) in ctx.cors_headers() {
             response.insert_header(name, value)?;
         }
-        if let Some(provider) = &ctx.provider {
-            if let (Target::Xsp { .. }, Some(xsp)) = (&ctx.target, ctx.upstream(provider)) {
-                response.insert_header(XSP_PIN, xsp.name.as_str())?;
-            }
-        }
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let pin = match (&ctx.provider, &ctx.target) {
+            (Some(provider), Target::Xsp { .. }) => ctx
+                .upstream(provider)
+                .map(|xsp| headers::field_value(&xsp.name).map(|name| (XSP_PIN_NAME, name)))
+                .transpose()?,
+            _ => None,
+        };
+        let request_id = (REQUEST_ID_NAME, headers::field_value(&ctx.request_id)?);
+        headers::insert_response_fields(response, pin.into_iter().chain([request_id]))?;
         if session.is_process_shutting_down() {
             // Draining for a stop or an upgrade: this connection ends after this response, and
             // `Connection: close` sends the client's next request to the new process.

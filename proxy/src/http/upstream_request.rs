@@ -12,7 +12,7 @@ use super::context::{RequestCtx, Target, client_ip, plugin_failed};
 use super::headers;
 use crate::access::Claims;
 use crate::plugin::Exchange;
-use crate::wire::headers::{ASSERTION, CSRF_TOKEN, REQUEST_ID, XSP_PIN};
+use crate::wire::headers::{ASSERTION, ASSERTION_NAME, CSRF_TOKEN, REQUEST_ID_NAME, XSP_PIN};
 
 /// How long the identity assertion on a proxied gateway or applet request is valid.
 const ASSERTION_LIFETIME_SECONDS: u64 = 60;
@@ -36,7 +36,6 @@ impl ProxyApp {
                 "upstream request without an upstream",
             );
         };
-        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
         if let Target::Gateway { upstream_path, .. } | Target::Applet { upstream_path, .. } =
             &ctx.target
         {
@@ -60,6 +59,7 @@ impl ProxyApp {
         while let Some(name) = headers::first_present(&upstream_request.headers, withheld) {
             upstream_request.remove_header(&name);
         }
+        let mut assertion = None;
         if let Some(bound) = &ctx.session {
             let session = &bound.session;
             let audience = match &ctx.target {
@@ -79,13 +79,24 @@ impl ProxyApp {
                     user_id,
                     lifetime_seconds: ASSERTION_LIFETIME_SECONDS,
                 });
-                upstream_request.insert_header(ASSERTION, token)?;
+                assertion = Some((ASSERTION_NAME, headers::field_value(&token)?));
             }
         }
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        headers::forward_client(upstream_request, client_ip, tls)?;
+        let forwarded = headers::forwarded_fields(upstream_request, client_ip, tls)?;
+        let own = [
+            Some((
+                http::header::HOST,
+                headers::field_value(upstream.authority())?,
+            )),
+            assertion,
+            Some((REQUEST_ID_NAME, headers::field_value(&ctx.request_id)?)),
+        ];
+        headers::insert_request_fields(
+            upstream_request,
+            own.into_iter().chain(forwarded).flatten(),
+        )?;
         if let Some(bound) = ctx.session.as_mut() {
             bound.master_credentials = false;
         }
