@@ -3,6 +3,8 @@
 use pingora::OrErr as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::wire::fields::Field;
+
 use crate::upstream::answer::AnswerHead;
 
 /// Response headers through which upstreams commonly reveal their software or host.
@@ -17,17 +19,6 @@ const REVEALING: [&str; 6] = [
 
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-
-/// A field xsigate puts into a head itself, its name made once (see [`insert_request_fields`]).
-pub type Field = (http::HeaderName, http::HeaderValue);
-
-/// A field's value from text, refused as Pingora's `insert_header` refuses one.
-pub fn field_value(text: &str) -> pingora::Result<http::HeaderValue> {
-    http::HeaderValue::from_str(text).or_err(
-        pingora::ErrorType::InvalidHTTPHeader,
-        "invalid value while insert",
-    )
-}
 
 /// The `X-Forwarded-*` fields, set the way nginx's `$proxy_add_x_forwarded_for` and `$scheme`
 /// set them: the client address is appended to any list the client sent.
@@ -59,76 +50,6 @@ pub fn forwarded_fields(
     // Static: a `&str` value would be copied to the heap for each request.
     let scheme = http::HeaderValue::from_static(if tls { "https" } else { "http" });
     Ok([forwarded_for, Some((X_FORWARDED_PROTO, scheme))])
-}
-
-/// Puts `fields` into `request`, each replacing any field of its name.
-///
-/// Pingora's `insert_header` takes a name as text and parses it again, copying any name
-/// outside the standard ones to the heap on the way: five a request on the lane. A head that
-/// keeps no map of its names' case (every head the lane builds) is taken apart and put
-/// together again instead, its fields going straight into `http`'s map; so is a request only
-/// when its URI reproduces its target byte for byte, which is all that rebuilding it keeps.
-/// Any other head goes through `insert_header`.
-pub fn insert_request_fields(
-    request: &mut RequestHeader,
-    fields: impl IntoIterator<Item = Field>,
-) -> pingora::Result<()> {
-    let from_uri = request
-        .uri
-        .path_and_query()
-        .map(|target| target.as_str().as_bytes())
-        .or_else(|| request.uri.authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
-    if request.has_case() || request.raw_path() != from_uri {
-        for (name, value) in fields {
-            request.insert_header(name, value)?;
-        }
-        return Ok(());
-    }
-    let end_stream = request.send_end_stream();
-    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let mut parts = http::request::Parts::from(std::mem::replace(request, empty));
-    let inserted = insert_all(&mut parts.headers, fields);
-    *request = RequestHeader::from(parts);
-    if let Some(end_stream) = end_stream {
-        request.set_send_end_stream(end_stream);
-    }
-    inserted
-}
-
-/// Puts `fields` into `response`, each replacing any field of its name, as
-/// [`insert_request_fields`] does; the reason phrase is kept.
-pub fn insert_response_fields(
-    response: &mut ResponseHeader,
-    fields: impl IntoIterator<Item = Field>,
-) -> pingora::Result<()> {
-    if response.has_case() {
-        for (name, value) in fields {
-            response.insert_header(name, value)?;
-        }
-        return Ok(());
-    }
-    // Only a phrase other than the status's own is held apart (and copied here).
-    let reason = response
-        .get_reason_phrase()
-        .filter(|&phrase| Some(phrase) != response.status.canonical_reason())
-        .map(str::to_owned);
-    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
-    let mut parts = http::response::Parts::from(std::mem::replace(response, empty));
-    let inserted = insert_all(&mut parts.headers, fields);
-    *response = ResponseHeader::from(parts);
-    response.set_reason_phrase(reason.as_deref())?;
-    inserted
-}
-
-fn insert_all(
-    headers: &mut http::HeaderMap,
-    fields: impl IntoIterator<Item = Field>,
-) -> pingora::Result<()> {
-    for (name, value) in fields {
-        headers.try_insert(name, value).map_err(too_many_fields)?;
-    }
-    Ok(())
 }
 
 /// An address as `X-Forwarded-For` lists it, IPv4's spelled out here: its `Display` goes through
@@ -354,7 +275,7 @@ fn strip_domain_attribute(cookie: &str) -> String {
 mod tests {
     use super::*;
     use crate::upstream::answer;
-    use crate::wire::headers::{REQUEST_ID_NAME, XSP_PIN_NAME};
+    use crate::wire::fields::{self, Put};
 
     #[test]
     fn addresses_are_spelled_as_display_spells_them() {
@@ -458,70 +379,14 @@ mod tests {
     fn forwarded_for_appends_like_nginx() {
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         let fields = forwarded_fields(&request, Some([10, 0, 0, 9].into()), false).unwrap();
-        insert_request_fields(&mut request, fields.into_iter().flatten()).unwrap();
+        fields::put_request(&mut request, Put::Replace, fields.into_iter().flatten()).unwrap();
         assert_eq!(request.headers["x-forwarded-for"], "10.0.0.9");
         assert_eq!(request.headers["x-forwarded-proto"], "http");
         request.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
         let fields = forwarded_fields(&request, Some([10, 0, 0, 9].into()), true).unwrap();
-        insert_request_fields(&mut request, fields.into_iter().flatten()).unwrap();
+        fields::put_request(&mut request, Put::Replace, fields.into_iter().flatten()).unwrap();
         assert_eq!(request.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(request.headers["x-forwarded-proto"], "https");
-    }
-
-    /// Taken apart and put together, a head keeps all it had: its other fields (each value of
-    /// a repeated one), its method, target, version and reason phrase; a head that keeps its
-    /// names' case keeps it, and a target its URI does not reproduce goes out as it came.
-    #[test]
-    fn inserted_fields_leave_the_rest_of_a_head_as_it_was() {
-        let client = RequestHeader::build("GET", b"/a%20b?x=1", None).unwrap();
-        let mut request = upstream_request(&client, &[]).unwrap();
-        request.append_header("cookie", "a=1").unwrap();
-        request.append_header("cookie", "b=2").unwrap();
-        request.append_header("x-request-id", "forged").unwrap();
-        let fields = [
-            (http::header::HOST, field_value("xsp.example:8080").unwrap()),
-            (REQUEST_ID_NAME, field_value("f00d").unwrap()),
-        ];
-        insert_request_fields(&mut request, fields).unwrap();
-        assert_eq!(request.method, http::Method::GET);
-        assert_eq!(request.raw_path(), b"/a%20b?x=1");
-        assert_eq!(request.version, http::Version::HTTP_11);
-        let cookies: Vec<_> = request.headers.get_all("cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
-        let ids: Vec<_> = request.headers.get_all("x-request-id").iter().collect();
-        assert_eq!(ids, ["f00d"]);
-        assert_eq!(request.headers["host"], "xsp.example:8080");
-
-        let absolute = RequestHeader::build("GET", b"http://xsp.example/a?b", None).unwrap();
-        let mut request = upstream_request(&absolute, &[]).unwrap();
-        insert_request_fields(&mut request, [(REQUEST_ID_NAME, field_value("1").unwrap())])
-            .unwrap();
-        assert_eq!(request.raw_path(), b"http://xsp.example/a?b");
-        assert_eq!(request.headers["x-request-id"], "1");
-
-        let mut cased = RequestHeader::build("GET", b"/", None).unwrap();
-        cased.insert_header("X-Client-Thing", "1").unwrap();
-        insert_request_fields(&mut cased, [(REQUEST_ID_NAME, field_value("2").unwrap())]).unwrap();
-        let mut wire = bytes::BytesMut::new();
-        cased.header_to_h1_wire(&mut wire);
-        assert!(wire.windows(14).any(|w| w == b"X-Client-Thing"));
-        assert_eq!(cased.headers["x-request-id"], "2");
-
-        for (status, reason) in [(503, Some("Busy Here")), (200, Some("OK"))] {
-            let mut parts = http::Response::new(()).into_parts().0;
-            parts.status = http::StatusCode::from_u16(status).unwrap();
-            let mut response = ResponseHeader::from(parts);
-            response.set_reason_phrase(reason).unwrap();
-            response.append_header("set-cookie", "a=1").unwrap();
-            response.append_header("set-cookie", "b=2").unwrap();
-            let fields = [(XSP_PIN_NAME, field_value("xsp1").unwrap())];
-            insert_response_fields(&mut response, fields).unwrap();
-            assert_eq!(response.status, status);
-            assert_eq!(response.get_reason_phrase(), reason);
-            let cookies: Vec<_> = response.headers.get_all("set-cookie").iter().collect();
-            assert_eq!(cookies, ["a=1", "b=2"]);
-            assert_eq!(response.headers["x-xsigate-xsp"], "xsp1");
-        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::context::{BodyOverride, RequestCtx, Target, client_ip, plugin_failed}
 use super::headers;
 use crate::plugin::Exchange;
 use crate::wire::error::{ErrorCode, error_body_with_status};
+use crate::wire::fields::{self, Put};
 use crate::wire::headers::{REQUEST_ID_NAME, XSP_PIN_NAME};
 
 impl ProxyApp {
@@ -81,12 +82,12 @@ impl ProxyApp {
         let pin = match (&ctx.provider, &ctx.target) {
             (Some(provider), Target::Xsp { .. }) => ctx
                 .upstream(provider)
-                .map(|xsp| headers::field_value(&xsp.name).map(|name| (XSP_PIN_NAME, name)))
+                .map(|xsp| fields::value(&xsp.name).map(|name| (XSP_PIN_NAME, name)))
                 .transpose()?,
             _ => None,
         };
-        let request_id = (REQUEST_ID_NAME, headers::field_value(&ctx.request_id)?);
-        headers::insert_response_fields(response, pin.into_iter().chain([request_id]))?;
+        let request_id = (REQUEST_ID_NAME, fields::value(&ctx.request_id)?);
+        fields::put_response(response, Put::Replace, pin.into_iter().chain([request_id]))?;
         if session.is_process_shutting_down() {
             // Draining for a stop or an upgrade: this connection ends after this response, and
             // `Connection: close` sends the client's next request to the new process.

@@ -12,6 +12,7 @@ use super::context::{RequestCtx, Target, client_ip, plugin_failed};
 use super::headers;
 use crate::access::Claims;
 use crate::plugin::Exchange;
+use crate::wire::fields::{self, Put};
 use crate::wire::headers::{ASSERTION, ASSERTION_NAME, CSRF_TOKEN, REQUEST_ID_NAME, XSP_PIN};
 
 /// How long the identity assertion on a proxied gateway or applet request is valid.
@@ -79,22 +80,20 @@ impl ProxyApp {
                     user_id,
                     lifetime_seconds: ASSERTION_LIFETIME_SECONDS,
                 });
-                assertion = Some((ASSERTION_NAME, headers::field_value(&token)?));
+                assertion = Some((ASSERTION_NAME, fields::value(&token)?));
             }
         }
         let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let forwarded = headers::forwarded_fields(upstream_request, client_ip, tls)?;
         let own = [
-            Some((
-                http::header::HOST,
-                headers::field_value(upstream.authority())?,
-            )),
+            Some((http::header::HOST, fields::value(upstream.authority())?)),
             assertion,
-            Some((REQUEST_ID_NAME, headers::field_value(&ctx.request_id)?)),
+            Some((REQUEST_ID_NAME, fields::value(&ctx.request_id)?)),
         ];
-        headers::insert_request_fields(
+        fields::put_request(
             upstream_request,
+            Put::Replace,
             own.into_iter().chain(forwarded).flatten(),
         )?;
         if let Some(bound) = ctx.session.as_mut() {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::state::session::BoundSession;
+use crate::wire::fields::{self, Put};
 
 /// Headers no plugin may set or remove: they frame the message, and a wrong value would
 /// corrupt the connection rather than the request.
@@ -220,6 +221,20 @@ impl<'a> Exchange<'a> {
         };
         if FRAMING.contains(&parsed.as_str()) {
             return false;
+        }
+        let put = if append { Put::Append } else { Put::Replace };
+        let cased = match &self.message {
+            Message::Request(request) => request.has_case(),
+            Message::Response { response, .. } => response.has_case(),
+        };
+        if !cased {
+            // A head without a map of its names' case (the lane's) writes no one's spelling.
+            let field = [(parsed, value)];
+            let result = match &mut self.message {
+                Message::Request(request) => fields::put_request(request, put, field),
+                Message::Response { response, .. } => fields::put_response(response, put, field),
+            };
+            return result.is_ok();
         }
         // Pingora keeps the name's case as given, so pass the plugin's spelling on.
         let Ok(name) = String::from_utf8(name.to_vec()) else {
