@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::TransportConnector;
+use pingora::modules::http::HttpModules;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
@@ -71,6 +72,10 @@ pub struct LeanLane {
     app: ProxyApp,
     connector: TransportConnector,
     kept: KeptBudget,
+    /// The downstream modules each request's session gets: none, as the proxy adds none
+    /// (`init_downstream_modules`). Held here because a session made without them makes its
+    /// own empty set, whose index (a map in an `Arc`) is built anew for each request.
+    modules: HttpModules,
 }
 
 /// How many upstream connections client connections keep, idle or carrying their next request,
@@ -222,6 +227,7 @@ impl LeanLane {
                 held: Arc::default(),
                 max: kept_max,
             },
+            modules: HttpModules::new(),
         }
     }
 
@@ -541,7 +547,7 @@ impl Lane for LeanLane {
         kept: &mut Option<KeptUpstream>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let mut session = Session::new_h1(stream);
+        let mut session = Session::new_h1_with_modules(stream, &self.modules);
         handoff.apply_to(&mut session.downstream_session);
         // The edge checked this head; it parses.
         match session.downstream_session.read_request().await {

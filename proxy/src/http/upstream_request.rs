@@ -86,8 +86,12 @@ impl ProxyApp {
         let client_ip = client_ip(session);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let forwarded = headers::forwarded_fields(upstream_request, client_ip, tls)?;
+        let host = match upstream.host_value() {
+            Some(host) => host,
+            None => fields::value(upstream.authority())?,
+        };
         let own = [
-            Some((http::header::HOST, fields::value(upstream.authority())?)),
+            Some((http::header::HOST, host)),
             assertion,
             Some((REQUEST_ID_NAME, fields::value(&ctx.request_id)?)),
         ];

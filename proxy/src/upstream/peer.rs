@@ -47,6 +47,9 @@ pub struct Upstream {
     tls: bool,
     /// `Host` header value the upstream expects.
     authority: String,
+    /// `authority` as a field value, made once and shared by every request's `Host` (a URL's
+    /// host and port always make one).
+    host_value: Option<http::HeaderValue>,
     /// Path prefix prepended to forwarded paths (gateway services); empty for XSPs.
     pub base_path: String,
     pub health: Health,
@@ -94,6 +97,7 @@ impl Upstream {
             host,
             port,
             tls,
+            host_value: http::HeaderValue::from_str(&authority).ok(),
             authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
             health,
@@ -106,6 +110,11 @@ impl Upstream {
 
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// [`Self::authority`] as the value of a `Host` field.
+    pub fn host_value(&self) -> Option<http::HeaderValue> {
+        self.host_value.clone()
     }
 
     /// The URL of a path on this upstream, for requests the host makes itself.
