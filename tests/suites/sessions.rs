@@ -108,6 +108,81 @@ async fn every_session_reaches_its_own_resources_and_nobody_elses() {
     exercise.check_final_states(&sim);
 }
 
+/// One client connection that carries one user's session cookie and then another's (a shared
+/// browser, a dialer that switches users): each request is its own cookie's, whatever the
+/// connection presented before. xsigate keeps the last cookie's digest with the connection;
+/// had it answered the second user with the first's, B's cookie would read A's profile here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_switches_session_cookies_is_each_cookies_user() {
+    let sim = simulator(2).await;
+    let gateway = gateway(&sim, "").await;
+    let (a, b) = (user_id(0), user_id(1));
+    let alice = log_in(&gateway, &a, "pw-0").await;
+    let bob = log_in(&gateway, &b, "pw-1").await;
+    let address = gateway.url("").trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    let steps = [
+        (&alice, &a, 200),
+        (&bob, &a, 403),
+        (&bob, &b, 200),
+        (&alice, &b, 403),
+        (&alice, &a, 200),
+    ];
+    for (browser, owner, expected) in steps {
+        let request = format!(
+            "GET {ACTIONS}/user/{owner}/profile HTTP/1.1\r\nHost: acme.example\r\nCookie: {}\r\n\r\n",
+            browser.cookie
+        );
+        connection.write_all(request.as_bytes()).await.unwrap();
+        let status = read_answer(&mut connection).await;
+        assert_eq!(
+            status, expected,
+            "{} reading {owner}'s profile",
+            browser.user_id
+        );
+    }
+    for record in user_requests(&sim) {
+        let auth_user = record.auth_user.as_deref().unwrap_or("-");
+        assert_eq!(
+            path_user(&record.path).as_deref(),
+            Some(auth_user),
+            "{record:?}"
+        );
+    }
+}
+
+/// Reads one answer with a `Content-Length` body from `connection`; its status.
+async fn read_answer(connection: &mut tokio::net::TcpStream) -> u16 {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let bounded = Duration::from_secs(5);
+    let head_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = tokio::time::timeout(bounded, connection.read(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed mid-answer");
+        received.extend_from_slice(&buffer[..n]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    while received.len() < head_end + length {
+        let n = tokio::time::timeout(bounded, connection.read(&mut buffer))
+            .await
+            .expect("the body within 5 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed mid-body");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 /// What the XSPs saw of users, without xsigate's health probes (`GET …/versions`).
 fn user_requests(sim: &xsi_sim::Simulator) -> Vec<xsi_sim::xsp::RequestRecord> {
     sim.platform()

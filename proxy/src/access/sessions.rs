@@ -20,7 +20,7 @@ use crate::state::session::{BoundSession, Scope, Session, SessionSecrets, cookie
 use crate::state::store::{
     SessionOwner, SessionRow, Store, StoreError, millis, store_unavailable, unix_ms,
 };
-use crate::state::token::{new_token, token_digest, token_hash, well_formed};
+use crate::state::token::{new_token, token_hash, well_formed};
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::SESSION_COOKIE;
 
@@ -251,14 +251,6 @@ impl Sessions {
         Ok(Some(session))
     }
 
-    /// The session a token names, if it is in memory and fresh: no store access, no await.
-    pub fn cached_by_token(&self, token: &str) -> Option<Arc<Session>> {
-        if !well_formed(token) {
-            return None;
-        }
-        self.cached(token_digest(token).as_ref())
-    }
-
     fn cached(&self, hashed: &[u8]) -> Option<Arc<Session>> {
         self.cached_within(hashed, CACHE_TTL)
     }
@@ -308,11 +300,17 @@ impl Sessions {
     /// runtime, so that store work never runs on a proxy thread.
     /// A store that cannot be reached is [`ErrorCode::StoreUnavailable`] (503: try again), any
     /// other failure [`ErrorCode::Internal`].
+    /// `hashed`: the token's digest (`state::token::token_digest`), which the caller may have
+    /// kept from the connection's previous request.
     pub async fn resume_proxied(
         self: &Arc<Self>,
         token: &str,
+        hashed: &[u8],
     ) -> Result<Option<Arc<Session>>, ErrorCode> {
-        if let Some(session) = self.cached_by_token(token) {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        if let Some(session) = self.cached(hashed) {
             return Ok(Some(session));
         }
         let this = Arc::clone(self);
@@ -326,9 +324,7 @@ impl Sessions {
             Ok(Err(e)) if store_unavailable(&e) => {
                 // While the store is away a session this instance read within its idle time
                 // goes on serving: no logout elsewhere can have been recorded meanwhile either.
-                if let Some(session) =
-                    self.cached_within(token_digest(token).as_ref(), self.policy.idle)
-                {
+                if let Some(session) = self.cached_within(hashed, self.policy.idle) {
                     return Ok(Some(session));
                 }
                 tracing::warn!(error = %e, "the store cannot be reached to read a session");

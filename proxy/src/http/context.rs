@@ -11,6 +11,7 @@ use super::cors;
 use crate::metrics::GaugeGuard;
 use crate::plugin::{Plugin, PluginFailure};
 use crate::state::session::BoundSession;
+use crate::state::token::DigestedToken;
 use crate::upstream::retry::Attempt;
 use crate::upstream::{Provider, Tried, Upstream};
 use crate::wire::error::ErrorCode;
@@ -59,6 +60,9 @@ pub struct RequestCtx {
     pub(super) plugin_failure: Option<ErrorCode>,
     /// The login session the request came with.
     pub(super) session: Option<BoundSession>,
+    /// The session cookie's token and digest that the client connection presented last: the
+    /// lane carries it from one request on a connection to the next.
+    pub(super) session_token: Option<DigestedToken>,
     /// The user id in a plain XSI client's credentials (transparent mode), whose failures
     /// the login limiter counts.
     pub(super) credential_user: Option<String>,

@@ -49,6 +49,7 @@ use super::headers;
 use super::route::{self, Route};
 use crate::edge::framing::Shape;
 use crate::edge::{self, Handoff, Lane};
+use crate::state::token::DigestedToken;
 use crate::upstream::StreamError;
 use crate::upstream::answer::{self, Body, Decoded};
 use crate::wire::route::RouteClass;
@@ -112,6 +113,14 @@ impl std::fmt::Debug for LeanLane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeanLane").finish_non_exhaustive()
     }
+}
+
+/// What a client connection keeps from its last request for its next.
+#[derive(Debug, Default)]
+pub struct KeptWithClient {
+    upstream: Option<KeptUpstream>,
+    /// Its session cookie's token and digest (see [`DigestedToken`]).
+    session_token: Option<DigestedToken>,
 }
 
 /// The upstream connection a client connection keeps from its last request.
@@ -235,15 +244,20 @@ impl LeanLane {
     async fn exchange(
         &self,
         mut session: Session,
-        kept: &mut Option<KeptUpstream>,
+        kept: &mut KeptWithClient,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let mut ctx = self.app.new_ctx();
+        ctx.session_token = kept.session_token.take();
         let (reuse, error) = match self.app.route_request(&mut session, &mut ctx).await {
             Ok(true) => (true, None),
-            Ok(false) => self.proxy(&mut session, &mut ctx, kept, shutdown).await,
+            Ok(false) => {
+                self.proxy(&mut session, &mut ctx, &mut kept.upstream, shutdown)
+                    .await
+            }
             Err(e) => (false, Some(e)),
         };
+        kept.session_token = ctx.session_token.take();
         let mut reuse = reuse;
         if let Some(e) = &error {
             let answered = self.app.answer_failure(&mut session, e, &mut ctx).await;
@@ -531,7 +545,7 @@ fn answer_failed(e: StreamError) -> Box<Error> {
 
 #[async_trait]
 impl Lane for LeanLane {
-    type Kept = KeptUpstream;
+    type Kept = KeptWithClient;
 
     fn takes(&self, target: &str, shape: Shape) -> bool {
         let path = target.split('?').next().unwrap_or_default();
@@ -544,9 +558,10 @@ impl Lane for LeanLane {
         &self,
         stream: Stream,
         handoff: Handoff,
-        kept: &mut Option<KeptUpstream>,
+        kept: &mut Option<KeptWithClient>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let kept = kept.get_or_insert_default();
         let mut session = Session::new_h1_with_modules(stream, &self.modules);
         handoff.apply_to(&mut session.downstream_session);
         // The edge checked this head; it parses.

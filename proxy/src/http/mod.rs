@@ -117,6 +117,7 @@ impl ProxyHttp for ProxyApp {
             plugin: None,
             plugin_failure: None,
             session: None,
+            session_token: None,
             credential_user: None,
             retry_after: None,
             body_override: BodyOverride::None,

@@ -17,6 +17,7 @@ use crate::config::AppletMode;
 use crate::edge::addresses::retry_after_seconds;
 use crate::plugin::Exchange;
 use crate::state::session::{BoundSession, Session as LoginSession};
+use crate::state::token::DigestedToken;
 use crate::upstream::identity::authorization_user_id;
 use crate::upstream::{Provider, Resolution};
 use crate::wire::error::{self, ErrorCode};
@@ -88,7 +89,10 @@ impl ProxyApp {
         route: Route<'_>,
     ) -> Result<(), ErrorCode> {
         route::check_path(session.req_header().uri.path()).map_err(|_| ErrorCode::AmbiguousPath)?;
-        let resumed = match self.proxied_session(session).await? {
+        let resumed = match self
+            .proxied_session(session, &mut ctx.session_token)
+            .await?
+        {
             Some(resumed) => {
                 let provider = self
                     .providers
@@ -170,10 +174,12 @@ impl ProxyApp {
     }
 
     /// The session a proxied request's cookie names, checked for its CSRF token. `None` when
-    /// the request has no session cookie.
+    /// the request has no session cookie. `last_token`: the token the connection presented
+    /// last, with its digest.
     async fn proxied_session(
         &self,
         session: &Session,
+        last_token: &mut Option<DigestedToken>,
     ) -> Result<Option<Arc<LoginSession>>, ErrorCode> {
         let request = session.req_header();
         let Some(token) = cookie(
@@ -182,9 +188,10 @@ impl ProxyApp {
         ) else {
             return Ok(None);
         };
+        let hashed = DigestedToken::digest(last_token, token).ok_or(ErrorCode::NotLoggedIn)?;
         let resumed = self
             .sessions
-            .resume_proxied(token)
+            .resume_proxied(token, hashed)
             .await?
             .ok_or(ErrorCode::NotLoggedIn)?;
         // Another site can make a browser send the cookie, but cannot read the CSRF token.
