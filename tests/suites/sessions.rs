@@ -154,18 +154,11 @@ async fn a_connection_that_switches_session_cookies_is_each_cookies_user() {
 /// Reads one answer with a `Content-Length` body from `connection`; its status.
 async fn read_answer(connection: &mut tokio::net::TcpStream) -> u16 {
     let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let bounded = Duration::from_secs(5);
     let head_end = loop {
         if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
-        let n = tokio::time::timeout(bounded, connection.read(&mut buffer))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert!(n > 0, "the connection closed mid-answer");
-        received.extend_from_slice(&buffer[..n]);
+        read_more(connection, &mut received).await;
     };
     let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
     let length: usize = head
@@ -173,14 +166,20 @@ async fn read_answer(connection: &mut tokio::net::TcpStream) -> u16 {
         .find_map(|line| line.strip_prefix("content-length:"))
         .map_or(0, |value| value.trim().parse().unwrap());
     while received.len() < head_end + length {
-        let n = tokio::time::timeout(bounded, connection.read(&mut buffer))
-            .await
-            .expect("the body within 5 s")
-            .unwrap();
-        assert!(n > 0, "the connection closed mid-body");
-        received.extend_from_slice(&buffer[..n]);
+        read_more(connection, &mut received).await;
     }
     head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Appends what `connection` sends next to `received`, within 5 s.
+async fn read_more(connection: &mut tokio::net::TcpStream, received: &mut Vec<u8>) {
+    let mut buffer = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), connection.read(&mut buffer))
+        .await
+        .expect("the answer within 5 s")
+        .unwrap();
+    assert!(n > 0, "the connection closed mid-answer");
+    received.extend_from_slice(&buffer[..n]);
 }
 
 /// What the XSPs saw of users, without xsigate's health probes (`GET …/versions`).
