@@ -3,9 +3,8 @@
 use pingora::OrErr as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::wire::fields::Field;
-
 use crate::upstream::answer::AnswerHead;
+use crate::wire::fields::Field;
 
 /// Response headers through which upstreams commonly reveal their software or host.
 const REVEALING: [&str; 6] = [
