@@ -1,10 +1,9 @@
 //! Header rules at the boundary: what goes upstream and what must never come back.
 
-use pingora::OrErr as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::upstream::answer::AnswerHead;
-use crate::wire::fields::Field;
+use crate::wire::fields::{self, Field};
 
 /// Response headers through which upstreams commonly reveal their software or host.
 const REVEALING: [&str; 6] = [
@@ -38,11 +37,7 @@ pub fn forwarded_fields(
                 }
                 _ => address_text(ip),
             };
-            let value = http::HeaderValue::try_from(list).or_err(
-                pingora::ErrorType::InvalidHTTPHeader,
-                "invalid value while insert",
-            )?;
-            Some((X_FORWARDED_FOR, value))
+            Some((X_FORWARDED_FOR, fields::value(list)?))
         }
         None => None,
     };

@@ -80,7 +80,7 @@ impl ProxyApp {
                     user_id,
                     lifetime_seconds: ASSERTION_LIFETIME_SECONDS,
                 });
-                assertion = Some((ASSERTION_NAME, fields::value(&token)?));
+                assertion = Some((ASSERTION_NAME, fields::value(token)?));
             }
         }
         let client_ip = client_ip(session);

@@ -22,9 +22,13 @@ pub enum Put {
     Append,
 }
 
-/// A field's value from text, refused as Pingora's `insert_header` refuses one.
-pub fn value(text: &str) -> Result<HeaderValue> {
-    HeaderValue::from_str(text).or_err(ErrorType::InvalidHTTPHeader, "invalid value while insert")
+/// A field's value from text (borrowed, and copied; or owned, and kept), refused as Pingora's
+/// `insert_header` refuses one.
+pub fn value<T>(text: T) -> Result<HeaderValue>
+where
+    HeaderValue: TryFrom<T, Error = http::header::InvalidHeaderValue>,
+{
+    HeaderValue::try_from(text).or_err(ErrorType::InvalidHTTPHeader, "invalid value while insert")
 }
 
 /// Puts `fields` into `request`.
