@@ -16,9 +16,11 @@
 //! frames have no such ambiguity, and h2's own settings bound its headers; the proxy takes each
 //! h2 request's token from the same [`Addresses`].
 //!
-//! A plain TCP connection is first moved to the reactor of the runtime that serves it
-//! ([`reactor`]): Pingora registers it with the accepting runtime's. The adopted connection is
-//! also lighter than Pingora's TCP stream; the lane adopts its upstream connections for that.
+//! Each connection is served on the worker thread serving the fewest ([`placement`]), not on
+//! the one Pingora picks at random. A plain TCP connection is first moved to the reactor of the
+//! runtime that serves it ([`reactor`]): Pingora registers it with the accepting runtime's. The
+//! adopted connection is also lighter than Pingora's TCP stream; the lane adopts its upstream
+//! connections for that.
 //!
 //! A head that passed goes to Pingora's proxy, or to the application's [`Lane`] when the lane
 //! takes it: a loop of the application's own for its hot requests, which keeps what it wants
@@ -29,6 +31,7 @@
 pub mod addresses;
 pub mod framing;
 mod head;
+mod placement;
 mod reactor;
 
 pub use reactor::adopt;
@@ -53,6 +56,7 @@ use crate::wire::headers::{REQUEST_ID, new_request_id};
 use addresses::Addresses;
 use framing::{HeadLimits, Shape};
 use head::{Ending, Refusal};
+use placement::Placement;
 
 /// Every code the edge answers with: each has its refusal series from the start, so that a
 /// dashboard or an alert on one finds it before the first refusal.
@@ -121,6 +125,7 @@ pub struct Edge<A, L> {
     app: Arc<A>,
     lane: L,
     addresses: Arc<Addresses>,
+    placement: Placement,
     head: HeadLimits,
     header_time: Duration,
     idle: Duration,
@@ -154,6 +159,7 @@ impl<A, L> Edge<A, L> {
             app: Arc::new(app),
             lane,
             addresses,
+            placement: Placement::default(),
             head: HeadLimits {
                 header_bytes: limits.header_bytes,
                 header_fields: limits.header_fields,
@@ -180,10 +186,14 @@ where
     ) -> Option<Stream> {
         // On a task of its own: the task Pingora spawned for the connection also holds its TLS
         // handshake's future, about 9 KiB, for as long as this call runs. Returning frees it,
-        // and an idle connection costs only what it holds itself.
+        // and an idle connection costs only what it holds itself. The task runs on the thread
+        // serving the fewest connections, not on the one Pingora picked at random.
         let edge = Arc::clone(self);
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { edge.serve(stream, shutdown).await });
+        self.placement.spawn(|placed| async move {
+            edge.serve(stream, shutdown).await;
+            drop(placed);
+        });
         None
     }
 

@@ -1,9 +1,10 @@
 //! A plain TCP connection moved to the reactor of the runtime that serves it.
 //!
 //! Pingora accepts every connection on the runtime that runs a listener's accept loop, which
-//! registers the socket with that runtime's reactor, and then runs the connection's task on a
-//! runtime picked at random (`pingora_runtime::current_handle`). With n worker threads, all but
-//! one in n connections are thus served by one thread and woken by another: each time a
+//! registers the socket with that runtime's reactor, while the connection's task runs on the
+//! runtime serving the fewest connections ([`super::placement`]), most often another one. With n
+//! worker threads, about all but one in n connections would thus be served by one thread and
+//! woken by another: each time a
 //! socket becomes ready, the accepting thread wakes up, finds a task of another runtime and
 //! writes to that runtime's eventfd, which wakes the serving thread. Measured on loopback with
 //! two threads: 0.8 such cross-thread wake-ups a request.
