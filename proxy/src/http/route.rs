@@ -123,20 +123,64 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::Ambiguous);
     };
-    // Most paths have no escapes: their segments are their own decoding, valid UTF-8 already.
-    let escaped = rest.contains('%');
-    let mut segments = rest.split('/').peekable();
+    let rest = rest.as_bytes();
+    if any_byte(rest, |b| b == b'%') {
+        escaped_path(rest)
+    } else {
+        plain_path(rest)
+    }
+}
+
+/// A path without escapes: its segments are their own decoding, valid UTF-8 already. Every
+/// proxied request asks, so the bytes are tested in passes that do not stop at each segment: one
+/// for what no segment may hold, one for a `/` or `.` that starts a segment, which an empty or
+/// dot segment needs; only a path with such a start is then walked segment by segment. (An XSI
+/// profile path of 62 bytes: about 600 instructions, against 1,600 segment by segment.)
+fn plain_path(rest: &[u8]) -> Result<(), PathError> {
+    let forbidden = any_byte(rest, |b| (b != b'/') & forbidden_in_segment(b));
+    let starts_segment = |b: u8| (b == b'/') | (b == b'.');
+    let suspect = rest.first().is_some_and(|&b| starts_segment(b))
+        || any_pair(rest, |a, b| (a == b'/') & starts_segment(b));
+    if forbidden || (suspect && has_empty_or_dots_segment(rest)) {
+        return Err(PathError::Ambiguous);
+    }
+    Ok(())
+}
+
+/// Whether a byte passes `test`. All bytes are tested, without stopping at the first that
+/// passes, and `test` should not branch: the loop is then vectorised, many bytes at a time.
+fn any_byte(bytes: &[u8], test: impl Fn(u8) -> bool) -> bool {
+    bytes.iter().fold(false, |found, &b| found | test(b))
+}
+
+/// Whether two bytes in a row pass `test`, the way [`any_byte`] tests one.
+fn any_pair(bytes: &[u8], test: impl Fn(u8, u8) -> bool) -> bool {
+    let next = bytes.get(1..).unwrap_or_default();
+    bytes
+        .iter()
+        .zip(next)
+        .fold(false, |found, (&a, &b)| found | test(a, b))
+}
+
+/// Whether a segment is `.` or `..`, or empty and not the last: only the last segment may be
+/// empty, a trailing `/` being a path of its own.
+fn has_empty_or_dots_segment(rest: &[u8]) -> bool {
+    let mut segments = rest.split(|&b| b == b'/').peekable();
     while let Some(segment) = segments.next() {
-        let decoded = if escaped {
-            escaped_segment(segment)?
-        } else {
-            Cow::Borrowed(segment.as_bytes())
-        };
-        let dots = matches!(&*decoded, b"." | b"..");
-        let forbidden = decoded
-            .iter()
-            .any(|b| matches!(b, b'/' | b'\\' | b'%' | b';') || b.is_ascii_control());
-        // Only the last segment may be empty: a trailing `/` is a path of its own.
+        if empty_or_dots(segment) && (!segment.is_empty() || segments.peek().is_some()) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A path with escapes, segment by segment, each decoded.
+fn escaped_path(rest: &[u8]) -> Result<(), PathError> {
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let decoded = escaped_segment(segment)?;
+        let dots = !decoded.is_empty() && empty_or_dots(&decoded);
+        let forbidden = decoded.iter().copied().any(forbidden_in_segment);
         let empty_inside = segment.is_empty() && segments.peek().is_some();
         if empty_inside || dots || forbidden {
             return Err(PathError::Ambiguous);
@@ -145,16 +189,27 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
+/// Empty, `.` or `..`.
+fn empty_or_dots(segment: &[u8]) -> bool {
+    segment.len() <= 2 && segment.iter().all(|&b| b == b'.')
+}
+
+/// What a segment may not hold, raw or decoded: a separator, an escape of its own, a path
+/// parameter or a control character.
+fn forbidden_in_segment(byte: u8) -> bool {
+    matches!(byte, b'/' | b'\\' | b'%' | b';') || byte.is_ascii_control()
+}
+
 /// A segment with escapes, decoded; borrowed when it has none. Refused when an escape is not
 /// two hex digits or what they decode to is not UTF-8.
-fn escaped_segment(segment: &str) -> Result<Cow<'_, [u8]>, PathError> {
-    let escapes_valid = segment.match_indices('%').all(|(i, _)| {
-        segment
-            .as_bytes()
-            .get(i + 1..i + 3)
-            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+fn escaped_segment(segment: &[u8]) -> Result<Cow<'_, [u8]>, PathError> {
+    let escapes_valid = segment.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || segment
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
     });
-    let decoded = Cow::<[u8]>::from(percent_encoding::percent_decode_str(segment));
+    let decoded = Cow::<[u8]>::from(percent_encoding::percent_decode(segment));
     if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
         return Err(PathError::Malformed);
     }
@@ -253,6 +308,73 @@ mod tests {
             assert_eq!(admit(class, Some(false)), Ok(Admission::Session));
             assert_eq!(admit(class, None), Err(ErrorCode::NotLoggedIn));
         }
+    }
+
+    /// The check as first written, segment by segment: the reference the one-pass check must
+    /// agree with.
+    fn check_path_by_segments(path: &str) -> Result<(), PathError> {
+        if path.len() > PATH_LIMIT {
+            return Err(PathError::TooLong);
+        }
+        let Some(rest) = path.strip_prefix('/') else {
+            return Err(PathError::Ambiguous);
+        };
+        let mut segments = rest.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+            let escapes_valid = segment.match_indices('%').all(|(i, _)| {
+                segment
+                    .as_bytes()
+                    .get(i + 1..i + 3)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            });
+            if !escapes_valid || std::str::from_utf8(&decoded).is_err() {
+                return Err(PathError::Malformed);
+            }
+            let dots = matches!(&decoded[..], b"." | b"..");
+            let forbidden = decoded
+                .iter()
+                .any(|b| matches!(b, b'/' | b'\\' | b'%' | b';') || b.is_ascii_control());
+            let empty_inside = segment.is_empty() && segments.peek().is_some();
+            if empty_inside || dots || forbidden {
+                return Err(PathError::Ambiguous);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_segment_by_segment_one() {
+        const PIECES: [&str; 16] = [
+            "/", "/", ".", "a", "%", "2", "e", "F", "C", "3", "5c", "\\", ";", "\u{1}", "é", "%2",
+        ];
+        // A fixed sequence (xorshift), so that a failure is the same path on every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut passed, mut refused) = (0, 0);
+        for _ in 0..100_000 {
+            let mut path = String::new();
+            for _ in 0..next() % 12 {
+                path.push_str(PIECES[(next() % 16) as usize]);
+            }
+            let expected = check_path_by_segments(&path);
+            assert_eq!(check_path(&path), expected, "{path:?}");
+            if expected.is_ok() {
+                passed += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both answers come up often enough for the comparison to mean something.
+        assert!(
+            passed > 1_000 && refused > 1_000,
+            "{passed} passed, {refused} refused"
+        );
     }
 
     #[test]
