@@ -3,7 +3,7 @@
 //! Pingora runs each accepted connection's task on a runtime picked at random
 //! (`pingora_runtime::current_handle`), and a connection stays on its thread for life. Random
 //! placement leaves the threads unevenly loaded: 32 connections on two threads split 19 to 13
-//! or worse in about one accept burst in three, and every request on the busier thread waits
+//! or worse in three accept bursts of eight (binomially), and every request on the busier thread waits
 //! longer, which is what a latency percentile measures. Placing each connection on the thread
 //! with the fewest open ones keeps them within one of each other (Envoy's "exact balance" does
 //! the same for its listeners).
