@@ -3,10 +3,10 @@
 //! Pingora runs each accepted connection's task on a runtime picked at random
 //! (`pingora_runtime::current_handle`), and a connection stays on its thread for life. Random
 //! placement leaves the threads unevenly loaded: 32 connections on two threads split 19 to 13
-//! or worse in three accept bursts of eight (binomially), and every request on the busier thread waits
-//! longer, which is what a latency percentile measures. Placing each connection on the thread
-//! with the fewest open ones keeps them within one of each other (Envoy's "exact balance" does
-//! the same for its listeners).
+//! or worse in three accept bursts of eight (binomially), and every request on the busier
+//! thread waits longer, which is what a latency percentile measures. Placing each connection on
+//! the thread with the fewest open ones keeps them within one of each other (Envoy's "exact
+//! balance" does the same for its listeners).
 //!
 //! The worker threads are learned as connections arrive: Pingora's random choice lands on each
 //! of them within the first few connections, and until then the threads already seen share

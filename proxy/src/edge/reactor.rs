@@ -4,10 +4,9 @@
 //! registers the socket with that runtime's reactor, while the connection's task runs on the
 //! runtime serving the fewest connections ([`super::placement`]), most often another one. With n
 //! worker threads, about all but one in n connections would thus be served by one thread and
-//! woken by another: each time a
-//! socket becomes ready, the accepting thread wakes up, finds a task of another runtime and
-//! writes to that runtime's eventfd, which wakes the serving thread. Measured on loopback with
-//! two threads: 0.8 such cross-thread wake-ups a request.
+//! woken by another: each time a socket becomes ready, the accepting thread wakes up, finds a
+//! task of another runtime and writes to that runtime's eventfd, which wakes the serving thread.
+//! Measured on loopback with two threads: 0.8 such cross-thread wake-ups a request.
 //!
 //! A duplicate of the socket's descriptor is registered with the serving runtime, and the
 //! original, dropped, leaves the accepting reactor: the thread that waits for the socket is the
