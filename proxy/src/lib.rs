@@ -4,7 +4,8 @@
 //! this, and `ARCHITECTURE.md` draws it):
 //!
 //! 1. [`config`] and [`wire`]: the configuration, and the names and shapes xsigate promises
-//!    the outside (error envelope, headers, request classes). They use nothing else.
+//!    the outside (error envelope, headers, request classes); [`text`]: bytes spelled in hex
+//!    and scanned. They use nothing else.
 //! 2. [`metrics`] and [`telemetry`]: what the gateway counts and logs.
 //! 3. [`edge`]: client connections before HTTP: per-address limits, the request head read
 //!    under deadlines, framing that no two parsers could read differently.
@@ -34,5 +35,6 @@ pub mod reload;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 pub mod upstream;
 pub mod wire;

@@ -425,7 +425,7 @@ fn ensure_secret_file(path: &Path) -> Result<(), StartupError> {
         return std::fs::metadata(path).map(|_| ()).map_err(error);
     }
     let secret: [u8; 32] = rand::random();
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::text::hex(&secret);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -9,48 +9,49 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module and what it may use, bottom up.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("config", &[]),
-    ("wire", &[]),
-    ("telemetry", &[]),
-    ("metrics", &["wire"]),
-    ("edge", &["config", "wire", "metrics"]),
-    ("audit", &["metrics"]),
-    ("state", &[]),
-    ("cluster", &["metrics", "state"]),
-    ("upstream", &["config", "wire", "metrics"]),
+    ("text", &[]),
+    ("config", &["text"]),
+    ("wire", &["text"]),
+    ("telemetry", &["text"]),
+    ("metrics", &["wire", "text"]),
+    ("edge", &["config", "wire", "metrics", "text"]),
+    ("audit", &["metrics", "text"]),
+    ("state", &["text"]),
+    ("cluster", &["metrics", "state", "text"]),
+    ("upstream", &["config", "wire", "metrics", "text"]),
     (
         "plugin",
         &[
-            "config", "wire", "metrics", "audit", "state", "cluster", "upstream",
+            "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "text",
         ],
     ),
     (
         "access",
         &[
-            "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "plugin",
+            "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "plugin", "text",
         ],
     ),
     (
         "operator",
         &[
             "config", "wire", "metrics", "audit", "state", "cluster", "upstream", "plugin",
-            "access",
+            "access", "text",
         ],
     ),
     (
         "http",
         &[
             "config", "wire", "metrics", "edge", "audit", "state", "cluster", "upstream", "plugin",
-            "access",
+            "access", "text",
         ],
     ),
-    ("cli", &["telemetry"]),
-    ("reload", &["config"]),
+    ("cli", &["telemetry", "text"]),
+    ("reload", &["config", "text"]),
     (
         "server",
         &[
             "config", "wire", "metrics", "edge", "audit", "state", "cluster", "upstream", "plugin",
-            "access", "http", "operator", "reload",
+            "access", "http", "operator", "reload", "text",
         ],
     ),
 ];

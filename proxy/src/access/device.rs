@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::limit::user_key;
 use crate::state::seal::{SealError, SealKey, Sealer};
+use crate::text::hex;
 use crate::wire::headers::DEVICE_COOKIE;
 
 /// Random bytes naming a device.
@@ -42,10 +43,7 @@ impl Devices {
     pub fn recognise(&self, cookie: &str, user: &str) -> Option<String> {
         let sealed = URL_SAFE_NO_PAD.decode(cookie).ok()?;
         let device = self.key.open(user_key(user).as_bytes(), &sealed).ok()?;
-        (device.len() == DEVICE_ID_BYTES).then(|| {
-            let hex: String = device.iter().map(|b| format!("{b:02x}")).collect();
-            format!("device:{hex}")
-        })
+        (device.len() == DEVICE_ID_BYTES).then(|| format!("device:{}", hex(&device)))
     }
 
     /// The `Set-Cookie` value that gives the browser its device cookie.

@@ -23,6 +23,7 @@ use super::api::{AccessReply, AccessRequest, LoginApi, internal};
 use super::limit::client_key;
 use crate::plugin::AuthenticateError;
 use crate::state::token::{new_token, pkce_challenge, token_hash, well_formed};
+use crate::text::hex;
 use crate::upstream::Provider;
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::{FLOW_COOKIE, SSO_ERROR};
@@ -70,10 +71,6 @@ fn callback_url(provider: &Provider, method: &str) -> Result<String, ErrorCode> 
 /// The store key of the flow a `state` names.
 fn flow_key(state: &str) -> String {
     hex(&token_hash(state))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl LoginApi {

@@ -96,11 +96,9 @@ pub fn load(source: &Source<'_>) -> Result<Config, ConfigError> {
         let (line, column) = error::line_column(source.text, offset);
         plugin.origin = format!("{}:{line}:{column}", source.name);
     }
-    config.checksum = ring::digest::digest(&ring::digest::SHA256, source.text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    config.checksum = crate::text::hex(
+        ring::digest::digest(&ring::digest::SHA256, source.text.as_bytes()).as_ref(),
+    );
     config.text = ConfigText(source.text.to_owned());
     Ok(config)
 }

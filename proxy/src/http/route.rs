@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use xsigate_broadworks::XsiApp;
 
 use crate::access::Endpoint;
+use crate::text::{any_byte, any_pair};
 use crate::wire::error::ErrorCode;
 use crate::wire::route::RouteClass;
 
@@ -145,21 +146,6 @@ fn plain_path(rest: &[u8]) -> Result<(), PathError> {
         return Err(PathError::Ambiguous);
     }
     Ok(())
-}
-
-/// Whether a byte passes `test`. All bytes are tested, without stopping at the first that
-/// passes, and `test` should not branch: the loop is then vectorised, many bytes at a time.
-fn any_byte(bytes: &[u8], test: impl Fn(u8) -> bool) -> bool {
-    bytes.iter().fold(false, |found, &b| found | test(b))
-}
-
-/// Whether two bytes in a row pass `test`, the way [`any_byte`] tests one.
-fn any_pair(bytes: &[u8], test: impl Fn(u8, u8) -> bool) -> bool {
-    let next = bytes.get(1..).unwrap_or_default();
-    bytes
-        .iter()
-        .zip(next)
-        .fold(false, |found, (&a, &b)| found | test(a, b))
 }
 
 /// Whether a segment is `.` or `..`, or empty and not the last: only the last segment may be

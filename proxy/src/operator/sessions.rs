@@ -39,10 +39,7 @@ impl ConsoleSessions {
     }
 
     fn key(token: &str) -> String {
-        token_hash(token)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::text::hex(&token_hash(token))
     }
 
     /// A new session for `user`; returns its token.
