@@ -158,6 +158,12 @@ macro_rules! request_readers {
             self.exchange.session()
         }
 
+        /// Whether the request came with a login session: one read from the host, where
+        /// [`Self::session`] makes five.
+        pub fn has_session(&self) -> bool {
+            self.exchange.attribute(abi::attr::SESSION_USER).is_some()
+        }
+
         /// The password the session's user logged in with. Only for plugins whose manifest
         /// declares [`crate::Manifest::session_credentials`]; `None` for the others.
         pub fn session_password(&self) -> Option<&str> {

@@ -108,7 +108,10 @@ fn session_xsi(route: &str) -> bool {
 
 impl RequestFilter for XsiSession {
     async fn request_filter(&self, request: &mut Request) -> Result<Decision, Error> {
-        let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
+        if !session_xsi(request.route()) {
+            return Ok(Decision::Continue);
+        }
+        let Some(session) = request.session() else {
             return Ok(Decision::Continue);
         };
         let refused = authorize(request.path(), &session).and_then(|()| {
@@ -141,7 +144,10 @@ impl RequestFilter for XsiSession {
 
 impl UpstreamRequestFilter for XsiSession {
     async fn upstream_request_filter(&self, request: &mut Request) -> Result<(), Error> {
-        let Some(session) = request.session().filter(|_| session_xsi(request.route())) else {
+        if !session_xsi(request.route()) {
+            return Ok(());
+        }
+        let Some(session) = request.session() else {
             return Ok(());
         };
         if let Some(password) = request.session_password() {
@@ -164,7 +170,7 @@ impl UpstreamRequestFilter for XsiSession {
 
 impl ResponseFilter for XsiSession {
     async fn response_filter(&self, response: &mut Response) -> Result<ResponseDecision, Error> {
-        if response.session().is_none() || !session_xsi(response.route()) {
+        if !session_xsi(response.route()) || !response.has_session() {
             return Ok(ResponseDecision::Forward);
         }
         if let Some(cookie) = session_cookie_of(response.headers("set-cookie")) {

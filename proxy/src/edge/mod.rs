@@ -190,10 +190,8 @@ where
         // serving the fewest connections, not on the one Pingora picked at random.
         let edge = Arc::clone(self);
         let shutdown = shutdown.clone();
-        self.placement.spawn(|placed| async move {
-            edge.serve(stream, shutdown).await;
-            drop(placed);
-        });
+        self.placement
+            .spawn(async move { edge.serve(stream, shutdown).await });
         None
     }
 

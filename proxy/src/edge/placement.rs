@@ -35,7 +35,7 @@ struct Worker {
 
 /// One connection counted on its thread until it is dropped.
 #[derive(Debug)]
-pub struct Placed {
+struct Placed {
     open: Arc<AtomicUsize>,
 }
 
@@ -46,19 +46,19 @@ impl Drop for Placed {
 }
 
 impl Placement {
-    /// Runs `serve` on the thread serving the fewest connections, preferring the calling one
-    /// when it is among them (no wake-up of another thread). `serve` gets the count it holds
-    /// for as long as it runs. Must be called on a worker thread's runtime.
-    pub fn spawn<F, S>(&self, serve: S)
-    where
-        S: FnOnce(Placed) -> F,
-        F: Future<Output = ()> + Send + 'static,
-    {
+    /// Runs `connection` on the thread serving the fewest connections, preferring the calling
+    /// one when it is among them (no wake-up of another thread), and counts it there until its
+    /// task ends or is dropped. Must be called on a worker thread's runtime.
+    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
         let (runtime, open) = self.choose();
         let placed = Placed { open };
+        let counted = async move {
+            connection.await;
+            drop(placed);
+        };
         match runtime {
-            Some(runtime) => drop(runtime.spawn(serve(placed))),
-            None => drop(tokio::spawn(serve(placed))),
+            Some(runtime) => drop(runtime.spawn(counted)),
+            None => drop(tokio::spawn(counted)),
         }
     }
 
@@ -127,10 +127,9 @@ mod tests {
             let mut released = release.subscribe();
             let (offered, done) = std::sync::mpsc::channel();
             runtime.spawn(async move {
-                placement.spawn(|placed| async move {
+                placement.spawn(async move {
                     let _ = served_on.send(std::thread::current().id());
                     let _ = released.recv().await;
-                    drop(placed);
                 });
                 let _ = offered.send(());
             });
