@@ -21,7 +21,9 @@ use crate::state::token::DigestedToken;
 use crate::upstream::identity::authorization_user_id;
 use crate::upstream::{Provider, Resolution};
 use crate::wire::error::{self, ErrorCode};
-use crate::wire::headers::{CSRF_TOKEN, DEVICE_COOKIE, FLOW_COOKIE, SESSION_COOKIE, XSP_PIN};
+use crate::wire::headers::{
+    CSRF_TOKEN_NAME, DEVICE_COOKIE, FLOW_COOKIE, SESSION_COOKIE, XSP_PIN_NAME,
+};
 use crate::wire::route::RouteClass;
 
 impl ProxyApp {
@@ -161,7 +163,7 @@ impl ProxyApp {
                 }
             }
             _ => {
-                let pin = match request.headers.get(XSP_PIN) {
+                let pin = match request.headers.get(XSP_PIN_NAME) {
                     None => None,
                     Some(value) => {
                         let name = value.to_str().map_err(|_| ErrorCode::InvalidPin)?;
@@ -198,7 +200,7 @@ impl ProxyApp {
         if !request.method.is_safe() {
             let presented = request
                 .headers
-                .get(CSRF_TOKEN)
+                .get(CSRF_TOKEN_NAME)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !Sessions::csrf_matches(&resumed, presented) {
@@ -349,7 +351,7 @@ impl ProxyApp {
             .map(str::to_owned),
             csrf: header
                 .headers
-                .get(CSRF_TOKEN)
+                .get(CSRF_TOKEN_NAME)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             client,

@@ -10,11 +10,13 @@ pub const XSP_PIN: &str = "x-xsigate-xsp";
 pub const CSRF_TOKEN: &str = "x-csrf-token";
 /// The request header a gateway service or proxied applet receives the identity assertion in.
 pub const ASSERTION: &str = "x-xsigate-assertion";
-/// [`REQUEST_ID`], [`XSP_PIN`] and [`ASSERTION`] as field names made once, for what xsigate
-/// inserts on every request: a name given as text is parsed, and copied to the heap, each time.
+/// [`REQUEST_ID`], [`XSP_PIN`], [`ASSERTION`] and [`CSRF_TOKEN`] as field names made once, for
+/// what xsigate inserts or looks up on every request: a name given as text is parsed (and for
+/// an insert copied to the heap) each time.
 pub const REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 pub const XSP_PIN_NAME: http::HeaderName = http::HeaderName::from_static(XSP_PIN);
 pub const ASSERTION_NAME: http::HeaderName = http::HeaderName::from_static(ASSERTION);
+pub const CSRF_TOKEN_NAME: http::HeaderName = http::HeaderName::from_static(CSRF_TOKEN);
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "xsigate_session";
 /// The cookie that carries an operator's console session; the console reads no other and the
