@@ -158,10 +158,10 @@ macro_rules! request_readers {
             self.exchange.session()
         }
 
-        /// Whether the request came with a login session: one read from the host, where
-        /// [`Self::session`] makes five.
-        pub fn has_session(&self) -> bool {
-            self.exchange.attribute(abi::attr::SESSION_USER).is_some()
+        /// The userId of the login session the request came with, if any: one read from the
+        /// host, where [`Self::session`] makes five.
+        pub fn session_user(&self) -> Option<&str> {
+            self.exchange.attribute(abi::attr::SESSION_USER)
         }
 
         /// The password the session's user logged in with. Only for plugins whose manifest

@@ -147,11 +147,11 @@ impl UpstreamRequestFilter for XsiSession {
         if !session_xsi(request.route()) {
             return Ok(());
         }
-        let Some(session) = request.session() else {
+        let Some(user) = request.session_user() else {
             return Ok(());
         };
         if let Some(password) = request.session_password() {
-            let authorization = basic_authorization(session.user_id, password);
+            let authorization = basic_authorization(user, password);
             request.set_header("authorization", &authorization)?;
         } else if request.session_on_master() {
             // A single sign-on: the request filter held the session to its own user's
@@ -170,7 +170,7 @@ impl UpstreamRequestFilter for XsiSession {
 
 impl ResponseFilter for XsiSession {
     async fn response_filter(&self, response: &mut Response) -> Result<ResponseDecision, Error> {
-        if !session_xsi(response.route()) || !response.has_session() {
+        if !session_xsi(response.route()) || response.session_user().is_none() {
             return Ok(ResponseDecision::Forward);
         }
         if let Some(cookie) = session_cookie_of(response.headers("set-cookie")) {

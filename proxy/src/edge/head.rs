@@ -80,7 +80,8 @@ pub(super) async fn read(
         }
         // A head can only end, or turn out wrong, at a line end: parsing only then keeps a client
         // that sends one byte at a time from making each byte cost a parse of all before it.
-        let line_ended = buf[scanned..].contains(&b'\n');
+        // A whole head's last byte is one, which spares the search in the common case.
+        let line_ended = buf.last() == Some(&b'\n') || buf[scanned..].contains(&b'\n');
         scanned = buf.len();
         if line_ended || buf.len() >= limits.head.header_bytes {
             match framing::check(buf, limits.head) {
