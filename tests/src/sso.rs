@@ -83,8 +83,10 @@ impl Dialer {
             .stderr(Stdio::null())
             .spawn()
             .expect("node runs (scripts/install-deps test)");
-        let dialer = Self { child };
-        for _ in 0..100 {
+        let mut dialer = Self { child };
+        // Up to 30 s: a whole suite starts browsers and node processes on two cores at once,
+        // and one start took longer than the 10 s this waited before (CI, stop 51).
+        for _ in 0..300 {
             if client()
                 .get(format!("http://127.0.0.1:{port}/config.json"))
                 .send()
@@ -93,9 +95,12 @@ impl Dialer {
             {
                 return dialer;
             }
+            if let Ok(Some(status)) = dialer.child.try_wait() {
+                panic!("the dialer exited before it served ({status}; port {port})");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the dialer did not start");
+        panic!("the dialer did not start in 30 s");
     }
 }
 
