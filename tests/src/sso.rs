@@ -85,7 +85,8 @@ impl Dialer {
             .expect("node runs (scripts/install-deps test)");
         let mut dialer = Self { child };
         // Up to 30 s: a whole suite starts browsers and node processes on two cores at once,
-        // and one start took longer than the 10 s this waited before (CI, stop 51).
+        // and a CI run once saw no answer within the 10 s this waited before. An exit is told
+        // apart from a slow start: the process's output goes nowhere.
         for _ in 0..300 {
             if client()
                 .get(format!("http://127.0.0.1:{port}/config.json"))
