@@ -402,6 +402,43 @@ async fn an_address_past_its_request_rate_gets_429_with_retry_after_then_passes_
     assert_eq!(again.status, 200, "{again:?}");
 }
 
+/// An XSI-Actions body that follows its head late and in pieces reaches the XSP whole; one that
+/// stops short gets xsigate's 400 once `downstream_read_seconds` pass, and never reaches the
+/// XSP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_body_reaches_the_xsp_whole_and_one_that_stops_short_gets_400() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = Gateway::start(&format!(
+        "[server.timeouts]\ndownstream_read_seconds = 1\n{}",
+        provider("acme", &["acme.example"], &[&xsp], "")
+    ))
+    .await;
+    let head = format!(
+        "PUT {PROFILE} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2VAYWNtZS5leGFtcGxlOnB3\r\n\
+         Content-Length: 10\r\nConnection: close\r\n\r\n"
+    );
+
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for part in [&b"01234"[..], b"56789"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(part).await.unwrap();
+    }
+    let answer = read_all(stream).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = xsp.requests();
+    assert_eq!((seen.len(), seen[0].body_len), (1, 10), "{seen:?}");
+
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(format!("{head}0123").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_all(stream).await;
+    answer.assert_refused(400, "bad_request");
+    assert_eq!(xsp.request_count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_one_by_one_never_mixed() {
     let xsp = Upstream::start("xsp").await;

@@ -52,6 +52,8 @@ enum Behaviour {
     /// A `200` with this body on a connection kept open, and after it, in the same write, a
     /// whole second answer nobody asked for; the same for each request on the connection.
     Overrun(&'static str),
+    /// A `200` with this body in two chunks, on a connection kept open.
+    Chunked(&'static str),
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Behaviour {
             Self::Switched => write!(f, "Switched"),
             Self::TrickledHead => write!(f, "TrickledHead"),
             Self::Overrun(body) => write!(f, "Overrun({} bytes)", body.len()),
+            Self::Chunked(body) => write!(f, "Chunked({} bytes)", body.len()),
         }
     }
 }
@@ -246,6 +249,20 @@ async fn serve(
             counters.seen.fetch_add(1, Ordering::SeqCst);
             counters.reused.fetch_add(1, Ordering::SeqCst);
         },
+        Behaviour::Chunked(body) => loop {
+            let (first, second) = body.split_at(body.len() / 2);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 {:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+                first.len(),
+                second.len()
+            );
+            stream.write_all(answer.as_bytes()).await?;
+            if read_head(&mut stream).await?.is_none() {
+                return Ok(());
+            }
+            counters.seen.fetch_add(1, Ordering::SeqCst);
+        },
     }
     stream.shutdown().await
 }
@@ -289,6 +306,70 @@ async fn an_answer_written_byte_by_byte_is_passed_on_whole() {
     let response = profile_get(&gateway, "").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), BODY);
+}
+
+/// A chunked answer goes to an HTTP/1.1 client chunked, on a connection that then carries its
+/// next request; an HTTP/1.0 client, which cannot read chunks, gets the body as it is, ended by
+/// closing the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_is_framed_for_the_clients_version() {
+    const BODY: &str = "<Profile xmlns=\"http://schema.broadsoft.com/xsi\"><details/></Profile>";
+    let xsp = HostileXsp::start(Behaviour::Chunked(BODY)).await;
+    let gateway = gateway_before(&xsp, "").await;
+    let request = |version: &str| {
+        format!(
+            "GET {PROFILE} HTTP/{version}\r\nHost: gw\r\nAuthorization: {}\r\n\r\n",
+            basic("alice@acme.example", "pw")
+        )
+    };
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(request("1.1").as_bytes()).await.unwrap();
+        let answer = read_chunked_answer(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\r\nConnection: keep-alive\r\n"), "{answer}");
+        assert!(answer.ends_with(&format!("\r\n0\r\n\r\n")), "{answer}");
+        let decoded: String = answer
+            .split_once("\r\n\r\n")
+            .unwrap()
+            .1
+            .split("\r\n")
+            .skip(1)
+            .step_by(2)
+            .collect();
+        assert_eq!(decoded, BODY, "{answer}");
+    }
+
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(request("1.0").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert_eq!(body, BODY);
+    assert_eq!(xsp.requests.load(Ordering::SeqCst), 3);
+}
+
+/// One answer off a kept connection, up to the end of its chunked body (bounded).
+async fn read_chunked_answer(stream: &mut TcpStream) -> String {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("a whole answer");
+    String::from_utf8(raw).unwrap()
 }
 
 /// An interim answer is the upstream's business: the client gets the final one, whole, without

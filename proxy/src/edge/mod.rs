@@ -104,9 +104,37 @@ pub struct Handoff {
     carried: Option<HttpPersistentSettings>,
     idle: Duration,
     shutting_down: bool,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    shape: Shape,
 }
 
 impl Handoff {
+    /// The head's bytes, and any that came after it on the connection.
+    pub fn into_head(self) -> BytesMut {
+        self.head
+    }
+
+    /// Whether the process was draining when the head came: its answer closes the connection.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The client's address, when the connection is over IP.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// What the edge's check of the head found.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
     /// Sets up the session of the request: it parses the edge's head instead of reading one.
     pub fn apply_to(self, session: &mut ServerSession) {
         match self.carried {
@@ -231,7 +259,9 @@ where
             let _ = Box::pin(ServerApp::process_new(&self.app, stream, &shutdown)).await;
             return;
         }
-        self.serve_http1(adopt(stream), address, shutdown).await;
+        let tls = stream.get_ssl_digest().is_some();
+        self.serve_http1(adopt(stream), address, tls, shutdown)
+            .await;
     }
 
     /// Serves one HTTP/1.x connection: each request head read and checked here, then handed to
@@ -240,6 +270,7 @@ where
         &self,
         mut stream: Stream,
         address: Option<IpAddr>,
+        tls: bool,
         shutdown: ShutdownWatch,
     ) {
         let mut carried: Option<HttpPersistentSettings> = None;
@@ -290,6 +321,9 @@ where
                 carried: carried.take(),
                 idle: self.idle,
                 shutting_down: *shutdown.borrow(),
+                client_ip: address,
+                tls,
+                shape,
             };
             // Both are async-trait methods: a request's future, large, comes boxed, and an idle
             // connection waiting for its head above carries no room for it.

@@ -2,8 +2,8 @@
 //! set to the user who made it and refuses another user's channel in it; xsigate refuses it
 //! first, so that a session never depends on the XSP for what the gateway can see itself.
 
+use super::client::Client;
 use pingora::Result;
-use pingora::proxy::Session;
 
 use super::ProxyApp;
 use super::context::RequestCtx;
@@ -17,7 +17,7 @@ impl ProxyApp {
     /// another user, or a body that names its set in a way two readers could take differently.
     pub(super) async fn own_channel_set(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         ctx: &RequestCtx,
     ) -> Result<Result<(), ErrorCode>> {
         let Some(bound) = &ctx.session else {

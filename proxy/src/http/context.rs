@@ -1,10 +1,8 @@
 //! The state one request carries through the hooks, and small helpers they share.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::cors;
@@ -93,13 +91,6 @@ pub(super) enum BodyOverride {
     Pending(bytes::Bytes),
     /// It went; the upstream's chunks are dropped.
     Sent,
-}
-
-pub(super) fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
 }
 
 /// Records a plugin failure after routing and turns it into the error `fail_to_proxy` answers.

@@ -1,7 +1,9 @@
 //! `fail_to_proxy`: a request that failed is answered with the error envelope, naming no
 //! upstream. Which code a failure gets is [`error_code`], a decision of its own.
 
-use pingora::proxy::{FailToProxy, Session};
+use pingora::proxy::FailToProxy;
+
+use super::client::Client;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::ProxyApp;
@@ -37,7 +39,7 @@ pub fn error_code(source: &ErrorSource, kind: &ErrorType) -> Option<ErrorCode> {
 impl ProxyApp {
     pub(super) async fn answer_failure(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {

@@ -1,7 +1,7 @@
 //! `logging`: the request's metrics and its one access-log line.
 
+use super::client::Client;
 use pingora::Error;
-use pingora::proxy::Session;
 
 use super::ProxyApp;
 use super::context::RequestCtx;
@@ -11,7 +11,7 @@ use crate::wire::error::ErrorCode;
 impl ProxyApp {
     pub(super) async fn log_request(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         e: Option<&Error>,
         ctx: &mut RequestCtx,
     ) {

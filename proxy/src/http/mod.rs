@@ -27,6 +27,7 @@
 //! Layer: the top of the request path; uses every layer below it.
 
 mod channel_sets;
+pub mod client;
 pub mod context;
 pub mod cors;
 pub mod fail_to_proxy;

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use super::client::Client;
 use pingora::Result;
-use pingora::proxy::Session;
 
 use super::ProxyApp;
-use super::context::{RequestCtx, Target, client_ip, upstream_path};
+use super::context::{RequestCtx, Target, upstream_path};
 use super::cors;
 use super::respond;
 use super::route::{self, Admission, Route};
@@ -29,12 +29,12 @@ use crate::wire::route::RouteClass;
 impl ProxyApp {
     pub(super) async fn route_request(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        session.set_read_timeout(Some(self.settings.downstream_read_timeout));
+        session.set_read_timeout(self.settings.downstream_read_timeout);
         if session.is_http2()
-            && let Some(ip) = client_ip(session)
+            && let Some(ip) = session.client_ip()
             && let Err(wait) = self.addresses.request(ip)
         {
             ctx.retry_after = Some(retry_after_seconds(wait));
@@ -78,7 +78,7 @@ impl ProxyApp {
         if ctx.route == RouteClass::XsiAsync {
             // The channel request body is small and sent at once; afterwards the connection
             // carries a response stream for hours, with nothing more to read from the client.
-            session.set_read_timeout(Some(self.settings.stream_idle_timeout));
+            session.set_read_timeout(self.settings.stream_idle_timeout);
         }
         Ok(false)
     }
@@ -86,7 +86,7 @@ impl ProxyApp {
     /// Finds the provider, session and target of a proxied request.
     async fn route(
         &self,
-        session: &Session,
+        session: &impl Client,
         ctx: &mut RequestCtx,
         route: Route<'_>,
     ) -> Result<(), ErrorCode> {
@@ -134,7 +134,7 @@ impl ProxyApp {
 
     /// Where a routed request goes at its provider.
     fn target(
-        session: &Session,
+        session: &impl Client,
         provider: &Provider,
         route: &Route<'_>,
     ) -> Result<Target, ErrorCode> {
@@ -180,7 +180,7 @@ impl ProxyApp {
     /// last, with its digest.
     async fn proxied_session(
         &self,
-        session: &Session,
+        session: &impl Client,
         last_token: &mut Option<DigestedToken>,
     ) -> Result<Option<Arc<LoginSession>>, ErrorCode> {
         let request = session.req_header();
@@ -214,7 +214,7 @@ impl ProxyApp {
     /// credentials): the one the user ids it carries name, and the user id of its credentials.
     fn transparent_provider(
         &self,
-        session: &Session,
+        session: &impl Client,
     ) -> Result<(Arc<Provider>, Option<String>), ErrorCode> {
         let request = session.req_header();
         let credential_user = request
@@ -237,11 +237,11 @@ impl ProxyApp {
     /// client's address is locked, as at the login API.
     fn admit_transparent(
         &self,
-        session: &Session,
+        session: &impl Client,
         ctx: &mut RequestCtx,
         user: String,
     ) -> Result<(), ErrorCode> {
-        if let Some(wait) = self.login_api.transparent_wait(&user, client_ip(session)) {
+        if let Some(wait) = self.login_api.transparent_wait(&user, session.client_ip()) {
             ctx.retry_after = Some(wait.as_secs());
             return Err(ErrorCode::TooManyAttempts);
         }
@@ -250,7 +250,7 @@ impl ProxyApp {
     }
 
     /// Answers a CORS preflight: allowed for an origin some provider lists.
-    async fn preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn preflight(&self, session: &mut impl Client, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(origin) = ctx.cors_origin.clone() else {
             return self.refuse(session, ctx, ErrorCode::OriginNotAllowed).await;
         };
@@ -262,7 +262,11 @@ impl ProxyApp {
 
     /// Runs the provider's request-filter plugins in order. True when the request was
     /// answered: by a plugin, or with an error because one failed.
-    async fn request_plugins(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_plugins(
+        &self,
+        session: &mut impl Client,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
         // Providers without request plugins pay nothing here, not even an `Arc` clone.
         let Some(provider) = ctx
             .provider
@@ -272,7 +276,7 @@ impl ProxyApp {
         else {
             return Ok(false);
         };
-        let client = client_ip(session);
+        let client = session.client_ip();
         let mut decided = None;
         {
             let mut exchange = Exchange::request(
@@ -309,7 +313,7 @@ impl ProxyApp {
     /// Answers a login API request: reads its (small) body and hands it to [`LoginApi`](crate::access::LoginApi).
     async fn access(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<bool> {
@@ -322,8 +326,8 @@ impl ProxyApp {
             }
             body.extend_from_slice(&chunk);
         }
-        let client = client_ip(session);
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let client = session.client_ip();
+        let tls = session.is_tls();
         let header = session.req_header();
         let content_type = header
             .headers
@@ -382,7 +386,7 @@ impl ProxyApp {
 
     pub(super) async fn refuse(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         ctx: &mut RequestCtx,
         code: ErrorCode,
     ) -> Result<bool> {

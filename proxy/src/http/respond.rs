@@ -1,9 +1,9 @@
 //! Writing the answers xsigate gives itself: JSON (errors in the one envelope of
 //! [`crate::wire::error`]), a plugin's answer, and empty preflight answers.
 
+use super::client::Client;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 use crate::plugin::Answer;
 use crate::wire::error::{ErrorCode, error_body};
@@ -11,7 +11,7 @@ use crate::wire::headers::REQUEST_ID;
 
 /// Writes a complete JSON response.
 pub async fn json(
-    session: &mut Session,
+    session: &mut impl Client,
     status: u16,
     body: Bytes,
     request_id: &str,
@@ -33,13 +33,13 @@ pub async fn json(
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_body(body, true).await
 }
 
 /// Writes the response a request-filter plugin answered with. xsigate frames it
 /// (`Content-Length`) and adds the request id; the plugin's other headers pass as given.
 pub async fn plugin_answer(
-    session: &mut Session,
+    session: &mut impl Client,
     answer: &Answer,
     request_id: &str,
     extra: &[(&'static str, &str)],
@@ -56,14 +56,12 @@ pub async fn plugin_answer(
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(answer.body.clone()), true)
-        .await
+    session.write_response_body(answer.body.clone(), true).await
 }
 
 /// Writes a JSON error response, with `extra` headers (CORS).
 pub async fn error(
-    session: &mut Session,
+    session: &mut impl Client,
     code: ErrorCode,
     request_id: &str,
     extra: &[(&'static str, &str)],
@@ -88,7 +86,7 @@ pub async fn error(
 
 /// Writes a response without a body (a CORS preflight's answer).
 pub async fn empty(
-    session: &mut Session,
+    session: &mut impl Client,
     status: u16,
     request_id: &str,
     extra: &[(&'static str, &str)],

@@ -3,12 +3,12 @@
 //! (the browser never sees them), and xsigate's own headers go on last, where no plugin can
 //! remove them.
 
+use super::client::Client;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::ProxyApp;
-use super::context::{BodyOverride, RequestCtx, Target, client_ip, plugin_failed};
+use super::context::{BodyOverride, RequestCtx, Target, plugin_failed};
 use super::headers;
 use crate::plugin::Exchange;
 use crate::wire::error::{ErrorCode, error_body_with_status};
@@ -18,7 +18,7 @@ use crate::wire::headers::{REQUEST_ID_NAME, XSP_PIN_NAME};
 impl ProxyApp {
     pub(super) async fn upstream_answered(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -26,7 +26,7 @@ impl ProxyApp {
         if let Some(user) = &ctx.credential_user {
             self.login_api.transparent_answered(
                 user,
-                client_ip(session),
+                session.client_ip(),
                 upstream_response.status.as_u16(),
             );
         }
@@ -45,7 +45,7 @@ impl ProxyApp {
 
     pub(super) async fn prepare_response(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -101,7 +101,7 @@ impl ProxyApp {
     /// An XSP error whose body is not an XSI document (an HTML page of a server in front of
     /// BroadWorks, naming its host, say) gets xsigate's error envelope instead, with its status.
     fn hide_error_page(
-        session: &Session,
+        session: &impl Client,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -154,7 +154,7 @@ impl ProxyApp {
     /// so that no later request replays it; true when it did.
     async fn end_sessions_holding_a_stale_password(
         &self,
-        session: &Session,
+        session: &impl Client,
         response: &ResponseHeader,
         ctx: &RequestCtx,
     ) -> bool {
@@ -188,7 +188,7 @@ impl ProxyApp {
 
     pub(super) async fn response_plugins(
         &self,
-        session: &Session,
+        session: &impl Client,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -200,7 +200,7 @@ impl ProxyApp {
         else {
             return Ok(());
         };
-        let client = client_ip(session);
+        let client = session.client_ip();
         let upstream = ctx.upstream(&provider).map(|u| u.name.as_str());
         let mut retry = false;
         for plugin in &self.plugins.chain(&provider).response {
@@ -219,7 +219,7 @@ impl ProxyApp {
             }
         }
         // One retry per request, and only while the body it would resend is still held.
-        if retry && !ctx.plugin_retried && !session.as_ref().retry_buffer_truncated() {
+        if retry && !ctx.plugin_retried && !session.retry_buffer_truncated() {
             ctx.plugin_retried = true;
             ctx.retry_requested = true;
             return Error::e_explain(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pingora::proxy::Session;
+use super::client::Client;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
@@ -17,7 +17,7 @@ use crate::wire::route::RouteClass;
 impl ProxyApp {
     pub(super) async fn choose_peer(
         &self,
-        _session: &mut Session,
+        _session: &mut impl Client,
         ctx: &mut RequestCtx,
     ) -> Result<Arc<HttpPeer>> {
         let Some(provider) = ctx.provider.clone() else {
@@ -72,7 +72,7 @@ impl ProxyApp {
 
     pub(super) fn connect_failed(
         &self,
-        _session: &mut Session,
+        _session: &mut impl Client,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -103,7 +103,7 @@ impl ProxyApp {
     pub(super) fn proxy_failed(
         &self,
         _peer: &HttpPeer,
-        session: &mut Session,
+        session: &mut impl Client,
         mut e: Box<Error>,
         ctx: &mut RequestCtx,
         client_reused: bool,
@@ -121,8 +121,8 @@ impl ProxyApp {
             return e;
         };
         // A request whose body no longer fits the retry buffer cannot be sent again as it was.
-        let idempotent = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
+        let idempotent =
+            session.req_header().method.is_idempotent() && !session.retry_buffer_truncated();
         let failure = if ctx.response_started {
             Failure::AnswerStarted
         } else {

@@ -3,12 +3,12 @@
 //! session, nor an assertion the client forged; a fresh identity assertion for gateway
 //! services and applets; then the upstream-request plugins.
 
+use super::client::Client;
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr, Result};
 
 use super::ProxyApp;
-use super::context::{RequestCtx, Target, client_ip, plugin_failed};
+use super::context::{RequestCtx, Target, plugin_failed};
 use super::headers;
 use crate::access::Claims;
 use crate::plugin::Exchange;
@@ -21,7 +21,7 @@ const ASSERTION_LIFETIME_SECONDS: u64 = 60;
 impl ProxyApp {
     pub(super) async fn prepare_upstream_request(
         &self,
-        session: &mut Session,
+        session: &mut impl Client,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -83,8 +83,8 @@ impl ProxyApp {
                 assertion = Some((ASSERTION_NAME, fields::value(token)?));
             }
         }
-        let client_ip = client_ip(session);
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let client_ip = session.client_ip();
+        let tls = session.is_tls();
         let forwarded = headers::forwarded_fields(upstream_request, client_ip, tls)?;
         let host = match upstream.host_value() {
             Some(host) => host,

@@ -1,7 +1,8 @@
 //! An upstream's HTTP/1.x answer, read by xsigate off a connection it holds itself: the head
 //! parsed into one header map, and the body taken in its framing (RFC 9112 §6). Used by the
 //! readers that own their connections: XSI-Events channel streams ([`super::channel_stream`])
-//! and the lean lane (`http/lean.rs`).
+//! and the lean lane (`http/lean/`), which also takes its client's request fields with
+//! [`fields_of`].
 //!
 //! The map's values are slices of the head as it was read, and it has room for the fields the
 //! reader adds: the head is parsed once, each name once, and no value is copied on its way on.
@@ -173,10 +174,32 @@ pub fn parse_head(
     }
 }
 
-/// Whether the answer's `Connection` keeps the connection: an HTTP/1.1 answer unless it says
+/// The fields httparse parsed out of `wire`, as a map with room for `room` more: each name
+/// parsed once, each value a slice of `wire` taken as [`parse_head`] takes an answer's.
+pub fn fields_of(
+    wire: &Bytes,
+    parsed: &[httparse::Header<'_>],
+    room: usize,
+) -> Result<http::HeaderMap, StreamError> {
+    let mut fields = http::HeaderMap::try_with_capacity(parsed.len() + room)
+        .map_err(|_| StreamError::Broken("too many headers"))?;
+    for field in parsed {
+        let name = http::HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| StreamError::Broken("malformed header name"))?;
+        // SAFETY: as in `parse_head`; httparse checks a request's values as it does an answer's.
+        let value =
+            unsafe { http::HeaderValue::from_maybe_shared_unchecked(wire.slice_ref(field.value)) };
+        fields
+            .try_append(name, value)
+            .map_err(|_| StreamError::Broken("too many headers"))?;
+    }
+    Ok(fields)
+}
+
+/// Whether a message's `Connection` keeps the connection: an HTTP/1.1 message unless it says
 /// `close`, an HTTP/1.0 one only when it says `keep-alive` and has no `Transfer-Encoding`
 /// (RFC 9112 §6.1, §9.3).
-fn keeps_connection(version: http::Version, fields: &http::HeaderMap) -> bool {
+pub fn keeps_connection(version: http::Version, fields: &http::HeaderMap) -> bool {
     let says = |token: &[u8]| {
         fields
             .get_all(http::header::CONNECTION)
@@ -419,8 +442,31 @@ mod tests {
                     Ok(None) => panic!("{byte:#04x} at {at}: a whole head read as partial"),
                     Err(_) => assert!(!allowed, "{byte:#04x} at {at} refused, `http` takes it"),
                 }
+                assert_eq!(
+                    request_field(&value).as_deref(),
+                    allowed.then_some(&value[..]),
+                    "a request's field, {byte:#04x} at {at}"
+                );
             }
         }
+    }
+
+    /// The value of `x-probe: value` in a request head, as [`fields_of`] takes it; `None` when
+    /// httparse refuses the head.
+    fn request_field(value: &[u8]) -> Option<Vec<u8>> {
+        let mut head = b"GET / HTTP/1.1\r\nhost: a\r\nx-probe: ".to_vec();
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n\r\n");
+        let wire = Bytes::from(head);
+        let mut parsed = [httparse::EMPTY_HEADER; 4];
+        let mut request = httparse::Request::new(&mut parsed);
+        match request.parse(&wire) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => panic!("a whole request head read as partial"),
+            Err(_) => return None,
+        }
+        let fields = fields_of(&wire, request.headers, 0).expect("fields");
+        fields.get("x-probe").map(|v| v.as_bytes().to_vec())
     }
 
     /// The body decoded from `wire` fed `step` bytes at a time, as a network would split it.

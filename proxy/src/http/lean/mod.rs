@@ -27,16 +27,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+mod client;
+
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
-use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora::apps::ReusedHttpStream;
 use pingora::connectors::TransportConnector;
-use pingora::modules::http::HttpModules;
 use pingora::protocols::Stream;
-use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
-use pingora::proxy::{ProxyHttp as _, Session};
+use pingora::proxy::ProxyHttp as _;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer as _};
 use pingora::{Error, ErrorType, OrErr as _, Result};
@@ -44,6 +44,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::{Instant, Sleep};
 
 use super::ProxyApp;
+use super::client::Client as _;
 use super::context::RequestCtx;
 use super::headers;
 use super::route::{self, Route};
@@ -53,6 +54,7 @@ use crate::state::token::DigestedToken;
 use crate::upstream::StreamError;
 use crate::upstream::answer::{self, Body, Decoded};
 use crate::wire::route::RouteClass;
+use client::LaneClient;
 
 /// The largest request body the lane takes: it is held whole so that a retry can send it again,
 /// as much as Pingora's retry buffer holds.
@@ -73,10 +75,6 @@ pub struct LeanLane {
     app: ProxyApp,
     connector: TransportConnector,
     kept: KeptBudget,
-    /// The downstream modules each request's session gets: none, as the proxy adds none
-    /// (`init_downstream_modules`). Held here because a session made without them makes its
-    /// own empty set, whose index (a map in an `Arc`) is built anew for each request.
-    modules: HttpModules,
 }
 
 /// How many upstream connections client connections keep, idle or carrying their next request,
@@ -236,25 +234,20 @@ impl LeanLane {
                 held: Arc::default(),
                 max: kept_max,
             },
-            modules: HttpModules::new(),
         }
     }
 
     /// One request after its head: the hooks in Pingora's order, then the connection's fate.
     async fn exchange(
         &self,
-        mut session: Session,
+        mut session: LaneClient<'_>,
         kept: &mut KeptWithClient,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<Stream> {
         let mut ctx = self.app.new_ctx();
         ctx.session_token = kept.session_token.take();
         let (reuse, error) = match self.app.route_request(&mut session, &mut ctx).await {
             Ok(true) => (true, None),
-            Ok(false) => {
-                self.proxy(&mut session, &mut ctx, &mut kept.upstream, shutdown)
-                    .await
-            }
+            Ok(false) => self.proxy(&mut session, &mut ctx, &mut kept.upstream).await,
             Err(e) => (false, Some(e)),
         };
         kept.session_token = ctx.session_token.take();
@@ -269,25 +262,17 @@ impl LeanLane {
         if !reuse {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session.downstream_session);
-        // The lane serves HTTP/1.x only: finished as `ServerSession::finish` finishes it, without
-        // moving the 680-byte session into that function's future and on into its H1 branch.
-        let ServerSession::H1(mut downstream) = *session.downstream_session else {
-            return None;
-        };
-        downstream.finish_body().await.ok()?;
-        let stream = downstream.reuse().await.ok().flatten()?;
-        Some(ReusedHttpStream::from_reusable_stream(stream, settings))
+        session.finish_response().await.ok()?;
+        session.into_reusable().await
     }
 
     /// Sends the request upstream until it is answered or the retry rule gives up; true when
     /// the client connection may carry another request.
     async fn proxy(
         &self,
-        session: &mut Session,
+        session: &mut LaneClient<'_>,
         ctx: &mut RequestCtx,
         kept: &mut Option<KeptUpstream>,
-        shutdown: &ShutdownWatch,
     ) -> (bool, Option<Box<Error>>) {
         // Refused once, before any attempt: no XSP would take it.
         let named = match headers::connection_nominations(session.req_header()) {
@@ -344,7 +329,7 @@ impl LeanLane {
                 peer: &peer,
             };
             match self
-                .send(session, &mut attempt, &named, body.clone(), ctx, shutdown)
+                .send(session, &mut attempt, &named, body.clone(), ctx)
                 .await
             {
                 Ok(reusable) => {
@@ -374,18 +359,13 @@ impl LeanLane {
     }
 
     /// The whole request body, through the body filter as it arrives.
-    async fn read_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Bytes> {
+    async fn read_body(&self, session: &mut LaneClient<'_>, ctx: &mut RequestCtx) -> Result<Bytes> {
         // Most requests have none, and asking for it would time a read that never waits.
-        if session.downstream_session.is_body_done() {
+        if session.is_body_done() {
             return Ok(Bytes::new());
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .downstream_session
-            .read_request_body()
-            .await
-            .map_err(|e| e.into_down())?
-        {
+        while let Some(chunk) = session.read_request_body().await? {
             self.app.count_request_body(Some(&chunk), ctx)?;
             body.extend_from_slice(&chunk);
         }
@@ -397,12 +377,11 @@ impl LeanLane {
     /// framing said, with nothing after it.
     async fn send(
         &self,
-        session: &mut Session,
+        session: &mut LaneClient<'_>,
         attempt: &mut Attempt<'_>,
         named: &[http::HeaderName],
         body: Bytes,
         ctx: &mut RequestCtx,
-        shutdown: &ShutdownWatch,
     ) -> Result<bool> {
         let mut request = headers::upstream_request(session.req_header(), named)?;
         self.app
@@ -471,15 +450,7 @@ impl LeanLane {
         self.app
             .prepare_response(session, &mut response, ctx)
             .await?;
-        if *shutdown.borrow() {
-            // Draining: the client's next request goes to the process that takes over.
-            session.set_keepalive(None);
-        }
-        session
-            .downstream_session
-            .write_response_header(response)
-            .await
-            .map_err(|e| e.into_down())?;
+        session.write_response_header(response, false).await?;
         loop {
             let chunk = match framing.decode(&mut buf).map_err(answer_failed)? {
                 Decoded::Data(chunk) => chunk,
@@ -504,18 +475,10 @@ impl LeanLane {
             let mut chunk = Some(chunk);
             ProxyApp::replace_body(&mut chunk, ctx);
             if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
-                session
-                    .downstream_session
-                    .write_response_body(chunk, end)
-                    .await
-                    .map_err(|e| e.into_down())?;
+                session.write_response_body(chunk, end).await?;
             }
         }
-        session
-            .downstream_session
-            .finish_body()
-            .await
-            .map_err(|e| e.into_down())?;
+        session.finish_response().await?;
         Ok(keeps_connection && buf.is_empty())
     }
 }
@@ -562,14 +525,10 @@ impl Lane for LeanLane {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let kept = kept.get_or_insert_default();
-        let mut session = Session::new_h1_with_modules(stream, &self.modules);
-        handoff.apply_to(&mut session.downstream_session);
         // The edge checked this head; it parses.
-        match session.downstream_session.read_request().await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return None,
-        }
-        self.exchange(session, kept, shutdown).await
+        let session = LaneClient::new(stream, handoff, shutdown)?;
+        let stream = self.exchange(session, kept).await?;
+        Some(ReusedHttpStream::new(stream, None))
     }
 }
 

@@ -1,0 +1,363 @@
+//! The lane's client session: one request on a client connection, read from the head the edge
+//! checked and answered on the same connection, without Pingora's server session.
+//!
+//! Pingora's parses the head again into a field map and a map of the names' case, keeps a
+//! digest and a copy of the connection's addresses for each request, and writes the answer
+//! through a body writer for every framing and upgrade. This one parses the head once into one
+//! map whose values are slices of the head, takes the connection's address and TLS from the
+//! edge, and frames the answer as the lane's answers can be framed:
+//! - by its `Content-Length`, by `chunked` when it has `Transfer-Encoding`, not at all for
+//!   `HEAD`, `204` and `304`, and otherwise by closing the connection (RFC 9112 §6.3); an
+//!   HTTP/1.0 client, which cannot read chunks, gets a chunked answer that way too;
+//! - with `Date` and a `Connection` that says what happens next, as Pingora's does.
+//!
+//! The connection is kept for another request only when the request asked for it (HTTP/1.1
+//! without `close`, HTTP/1.0 with `keep-alive`), the process is not draining, the hooks did not
+//! refuse it, the body was read to its end with nothing after it (xsigate does not pipeline),
+//! and the answer was written whole in a framing that does not end with the connection.
+//!
+//! Layer: part of [`crate::http`].
+
+use std::fmt::Write as _;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Stream;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorType, OrErr as _, Result};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::super::client::Client;
+use crate::edge::Handoff;
+use crate::edge::framing::MAX_HEADER_FIELDS;
+use crate::upstream::answer;
+
+/// What one read of a request body asks for at most.
+const BODY_READ: usize = 16 * 1024;
+
+/// How the answer's body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No answer's head was written yet.
+    Unwritten,
+    /// By `Content-Length`: this many bytes are still to go.
+    Length(u64),
+    Chunked,
+    /// The body ends when the connection does.
+    UntilClose,
+    /// The answer is complete.
+    Done,
+}
+
+/// One request's client side on the lane.
+pub struct LaneClient<'a> {
+    stream: Stream,
+    request: RequestHeader,
+    /// Body bytes that came with the head and were not read yet.
+    preread: Bytes,
+    /// Body bytes still to come off the connection after `preread`.
+    unread: u64,
+    /// Whether bytes came after the body with its head: a request sent before this one was
+    /// answered, which xsigate does not take.
+    overread: bool,
+    read_timeout: Option<Duration>,
+    keepalive: bool,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    shutdown: &'a ShutdownWatch,
+    written: Option<Box<ResponseHeader>>,
+    framing: Framing,
+}
+
+impl std::fmt::Debug for LaneClient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneClient")
+            .field("framing", &self.framing)
+            .field("keepalive", &self.keepalive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> LaneClient<'a> {
+    /// The request whose head `handoff` holds, to be answered on `stream`; `None` when the head
+    /// does not parse or its body is chunked, which the edge's check and the lane's choice make
+    /// unexpected.
+    pub fn new(stream: Stream, handoff: Handoff, shutdown: &'a ShutdownWatch) -> Option<Self> {
+        let (client_ip, tls, draining) = (
+            handoff.client_ip(),
+            handoff.is_tls(),
+            handoff.shutting_down(),
+        );
+        let body_length = handoff.shape().body_length?;
+        let wire = handoff.into_head().freeze();
+        // Left uninitialised, as the edge's check leaves it: the parser writes the fields the
+        // head holds, and the edge allowed at most this many.
+        let mut parsed = [const { MaybeUninit::uninit() }; MAX_HEADER_FIELDS];
+        let mut head = httparse::Request::new(&mut []);
+        let Ok(httparse::Status::Complete(length)) =
+            head.parse_with_uninit_headers(&wire, &mut parsed)
+        else {
+            return None;
+        };
+        let method = http::Method::from_bytes(head.method?.as_bytes()).ok()?;
+        let version = match head.version? {
+            1 => http::Version::HTTP_11,
+            _ => http::Version::HTTP_10,
+        };
+        let target = head.path?.as_bytes();
+        let fields = answer::fields_of(&wire, head.headers, 0).ok()?;
+        let keepalive = !draining && answer::keeps_connection(version, &fields);
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = method;
+        parts.version = version;
+        parts.headers = fields;
+        // An origin-form target without a fragment is its URI as it stands; any other is taken
+        // as Pingora takes it (a fragment cut, an unusual byte escaped).
+        let uri = (!target.contains(&b'#'))
+            .then(|| http::Uri::from_maybe_shared(wire.slice_ref(target)).ok())
+            .flatten()
+            .filter(|uri| uri.scheme().is_none());
+        let exact = uri.is_some();
+        parts.uri = uri.unwrap_or_default();
+        let mut request = RequestHeader::from(parts);
+        if !exact {
+            request.set_raw_path(target).ok()?;
+        }
+        let rest = wire.slice(length..);
+        let preread_len = usize::try_from(body_length).map_or(rest.len(), |n| n.min(rest.len()));
+        Some(Self {
+            stream,
+            request,
+            overread: rest.len() > preread_len,
+            preread: rest.slice(..preread_len),
+            unread: body_length - preread_len as u64,
+            read_timeout: None,
+            keepalive,
+            client_ip,
+            tls,
+            shutdown,
+            written: None,
+            framing: Framing::Unwritten,
+        })
+    }
+
+    /// Whether the request's body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        self.preread.is_empty() && self.unread == 0
+    }
+
+    /// Ends the answer: the last chunk of a chunked body, then everything written sent.
+    pub async fn finish_response(&mut self) -> Result<()> {
+        if self.framing == Framing::Chunked {
+            self.write(b"0\r\n\r\n").await?;
+            self.framing = Framing::Done;
+        }
+        self.stream
+            .flush()
+            .await
+            .or_err(ErrorType::WriteError, "writing the answer")
+            .map_err(|e| e.into_down())
+    }
+
+    /// The connection, when it may carry another request; otherwise it is shut down.
+    pub async fn into_reusable(mut self) -> Option<Stream> {
+        let whole = matches!(self.framing, Framing::Done | Framing::Length(0));
+        if self.keepalive && whole && self.is_body_done() && !self.overread {
+            return Some(self.stream);
+        }
+        // As Pingora ends a connection it does not keep: the client reads to the end of the
+        // answer, then sees the connection close.
+        let _ = self.stream.shutdown().await;
+        None
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .or_err(ErrorType::WriteError, "writing the answer")
+            .map_err(|e| e.into_down())
+    }
+
+    /// How `header`'s body goes to this client, with the fields that say so set.
+    fn frame(&mut self, header: &mut ResponseHeader) -> Result<Framing> {
+        let status = header.status;
+        if status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED
+            || self.request.method == http::Method::HEAD
+        {
+            return Ok(Framing::Length(0));
+        }
+        if header.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            if self.request.version == http::Version::HTTP_11 {
+                return Ok(Framing::Chunked);
+            }
+            header.remove_header(&http::header::TRANSFER_ENCODING);
+            return Ok(Framing::UntilClose);
+        }
+        match header.headers.get(http::header::CONTENT_LENGTH) {
+            Some(value) => crate::wire::headers::content_length(value.as_bytes())
+                .map(Framing::Length)
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::InvalidHTTPHeader, "an answer's length").into_up()
+                }),
+            None => Ok(Framing::UntilClose),
+        }
+    }
+}
+
+impl Client for LaneClient<'_> {
+    fn req_header(&self) -> &RequestHeader {
+        &self.request
+    }
+
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        &mut self.request
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    fn is_http2(&self) -> bool {
+        false
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) {
+        self.read_timeout = Some(timeout);
+    }
+
+    fn set_keepalive(&mut self, seconds: Option<u64>) {
+        // The edge keeps the connection's idle time; only whether it is kept is decided here.
+        self.keepalive &= seconds.is_some();
+    }
+
+    fn is_process_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        if !self.preread.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.preread)));
+        }
+        if self.unread == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(self.unread).map_or(BODY_READ, |n| n.min(BODY_READ));
+        let mut chunk = BytesMut::with_capacity(want);
+        let mut body = (&mut self.stream).take(want as u64);
+        let read = body.read_buf(&mut chunk);
+        let read = match self.read_timeout {
+            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+                Error::explain(ErrorType::ReadTimedout, "reading the request's body").into_down()
+            })?,
+            None => read.await,
+        };
+        match read {
+            Ok(0) => Err(Error::explain(
+                ErrorType::ConnectionClosed,
+                "the client closed the connection before its body's end",
+            )
+            .into_down()),
+            Ok(n) => {
+                self.unread -= n as u64;
+                Ok(Some(chunk.freeze()))
+            }
+            Err(e) => Err(
+                Error::because(ErrorType::ReadError, "reading the request's body", e).into_down(),
+            ),
+        }
+    }
+
+    fn enable_retry_buffering(&mut self) {
+        // The lane holds every body whole.
+    }
+
+    fn retry_buffer_truncated(&self) -> bool {
+        false
+    }
+
+    async fn write_response_header(
+        &mut self,
+        mut header: Box<ResponseHeader>,
+        end: bool,
+    ) -> Result<()> {
+        if self.written.is_some() {
+            // As Pingora's: a second head is not written.
+            return Ok(());
+        }
+        let framing = self.frame(&mut header)?;
+        if framing == Framing::UntilClose {
+            self.keepalive = false;
+        }
+        header.insert_header(http::header::DATE, get_cached_date())?;
+        let connection = if self.keepalive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        header.insert_header(http::header::CONNECTION, connection)?;
+        let version = match header.version {
+            http::Version::HTTP_10 => "HTTP/1.0 ",
+            http::Version::HTTP_11 => "HTTP/1.1 ",
+            _ => {
+                return Err(
+                    Error::explain(ErrorType::WriteError, "an answer's version").into_down()
+                );
+            }
+        };
+        let mut wire = BytesMut::with_capacity(512);
+        wire.put_slice(version.as_bytes());
+        wire.put_slice(header.status.as_str().as_bytes());
+        wire.put_u8(b' ');
+        wire.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
+        wire.put_slice(b"\r\n");
+        header.header_to_h1_wire(&mut wire);
+        wire.put_slice(b"\r\n");
+        self.write(&wire).await?;
+        self.framing = framing;
+        self.written = Some(header);
+        if end || framing == Framing::Length(0) {
+            self.finish_response().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_response_body(&mut self, body: Bytes, end: bool) -> Result<()> {
+        match self.framing {
+            Framing::Unwritten | Framing::Done => {}
+            Framing::Length(left) => {
+                // As Pingora's: what goes past the declared length is not sent.
+                let take = usize::try_from(left).map_or(body.len(), |n| n.min(body.len()));
+                self.write(&body[..take]).await?;
+                self.framing = Framing::Length(left - take as u64);
+            }
+            Framing::Chunked if body.is_empty() => {}
+            Framing::Chunked => {
+                let mut size = BytesMut::with_capacity(20);
+                write!(size, "{:x}\r\n", body.len())
+                    .or_err(ErrorType::WriteError, "a chunk's size")?;
+                self.write(&size).await?;
+                self.write(&body).await?;
+                self.write(b"\r\n").await?;
+            }
+            Framing::UntilClose => self.write(&body).await?,
+        }
+        if end {
+            self.finish_response().await?;
+        }
+        Ok(())
+    }
+
+    fn response_written(&self) -> Option<&ResponseHeader> {
+        self.written.as_deref()
+    }
+}
