@@ -439,6 +439,47 @@ async fn a_late_body_reaches_the_xsp_whole_and_one_that_stops_short_gets_400() {
     assert_eq!(xsp.request_count(), 1);
 }
 
+/// A `HEAD` is answered with the length a `GET` would have and no body, and the connection
+/// carries the next request: a body written after the head would be read as the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_is_answered_without_a_body_and_the_connection_goes_on() {
+    let xsp = Upstream::start("xsp").await;
+    let gateway = gateway_with(&xsp, "").await;
+    let auth = "Authorization: Basic YWxpY2VAYWNtZS5leGFtcGxlOnB3\r\n";
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(format!("HEAD {PROFILE} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(WAIT, stream.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(1))),
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = parse(&head, false);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(
+        head.header("content-length").is_some_and(|n| n != "0"),
+        "{head:?}"
+    );
+    assert_eq!(head.header("connection"), Some("keep-alive"), "{head:?}");
+
+    stream
+        .write_all(format!("GET {PROFILE}?n=2 HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let next = parse(&read_kept_answer(&mut stream).await, false);
+    assert_eq!(next.status, 200, "{next:?}");
+    let body: serde_json::Value = serde_json::from_str(&next.body).unwrap();
+    assert!(body["path"].as_str().unwrap().ends_with("n=2"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_one_by_one_never_mixed() {
     let xsp = Upstream::start("xsp").await;

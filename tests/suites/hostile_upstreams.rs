@@ -327,7 +327,10 @@ async fn a_chunked_answer_is_framed_for_the_clients_version() {
         stream.write_all(request("1.1").as_bytes()).await.unwrap();
         let answer = read_chunked_answer(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.contains("\r\nConnection: keep-alive\r\n"), "{answer}");
+        assert!(
+            answer.contains("\r\nConnection: keep-alive\r\n"),
+            "{answer}"
+        );
         assert!(answer.ends_with(&format!("\r\n0\r\n\r\n")), "{answer}");
         let decoded: String = answer
             .split_once("\r\n\r\n")
@@ -350,7 +353,10 @@ async fn a_chunked_answer_is_framed_for_the_clients_version() {
     let answer = String::from_utf8(answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.contains("\r\nConnection: close"), "{head}");
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
     assert_eq!(body, BODY);
     assert_eq!(xsp.requests.load(Ordering::SeqCst), 3);
 }

@@ -16,8 +16,9 @@
 //! 7. [`logging`] records metrics and the one access-log line.
 //!
 //! [`lean`] calls the same hooks in the same order for XSI-Actions requests on a loop of its
-//! own, without Pingora's per-request proxy machinery and connection pool; everything else
-//! goes through Pingora's `ProxyHttp`.
+//! own, without Pingora's per-request proxy machinery, connection pool and server session;
+//! everything else goes through Pingora's `ProxyHttp`. The hooks take the request's client side
+//! as a [`client::Client`], which Pingora's session and the lane's both are.
 //!
 //! Beside the hooks: [`route`] (what a path is, and whether it means one thing),
 //! [`channel_sets`] (a session's channel joins only its user's sets), [`headers`]

@@ -298,13 +298,15 @@ impl Client for LaneClient<'_> {
         if framing == Framing::UntilClose {
             self.keepalive = false;
         }
-        header.insert_header(http::header::DATE, get_cached_date())?;
-        let connection = if self.keepalive {
-            "keep-alive"
+        // Written after the fields rather than put in the map: an insert hashes and places a
+        // field for a head that is written once.
+        header.remove_header(&http::header::DATE);
+        header.remove_header(&http::header::CONNECTION);
+        let connection: &[u8] = if self.keepalive {
+            b"Connection: keep-alive\r\n"
         } else {
-            "close"
+            b"Connection: close\r\n"
         };
-        header.insert_header(http::header::CONNECTION, connection)?;
         let version = match header.version {
             http::Version::HTTP_10 => "HTTP/1.0 ",
             http::Version::HTTP_11 => "HTTP/1.1 ",
@@ -321,6 +323,10 @@ impl Client for LaneClient<'_> {
         wire.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
         wire.put_slice(b"\r\n");
         header.header_to_h1_wire(&mut wire);
+        wire.put_slice(b"Date: ");
+        wire.put_slice(get_cached_date().as_bytes());
+        wire.put_slice(b"\r\n");
+        wire.put_slice(connection);
         wire.put_slice(b"\r\n");
         self.write(&wire).await?;
         self.framing = framing;

@@ -13,7 +13,9 @@
 //! request's head goes out as Pingora writes it (`http_req_header_to_wire`), and the answer is
 //! read by [`crate::upstream::answer`], which parses its head once into the map the client gets
 //! (Pingora's parsed it into two, the fields and their names' case, to be copied into a third)
-//! and takes its body in its framing.
+//! and takes its body in its framing. Nor Pingora's server session: the client's request is
+//! read and answered by [`client::LaneClient`], which the hooks see through the same
+//! [`Client`](super::client::Client) trait as Pingora's session.
 //!
 //! It takes only what fits that ([`LeanLane::takes`]): XSI-Actions paths, bodies declared
 //! whole and at most [`HELD_BODY_BYTES`], no `Upgrade`, no `Expect`. Everything else, XSI-Events
