@@ -331,7 +331,7 @@ async fn a_chunked_answer_is_framed_for_the_clients_version() {
             answer.contains("\r\nConnection: keep-alive\r\n"),
             "{answer}"
         );
-        assert!(answer.ends_with(&format!("\r\n0\r\n\r\n")), "{answer}");
+        assert!(answer.ends_with("\r\n0\r\n\r\n"), "{answer}");
         let decoded: String = answer
             .split_once("\r\n\r\n")
             .unwrap()
