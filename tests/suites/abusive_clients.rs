@@ -469,6 +469,14 @@ async fn a_head_request_is_answered_without_a_body_and_the_connection_goes_on() 
         "{head:?}"
     );
     assert_eq!(head.header("connection"), Some("keep-alive"), "{head:?}");
+    // The XSP's own `Date` gives way to xsigate's: one of each.
+    for name in ["date:", "connection:"] {
+        let lines = head
+            .head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(name));
+        assert_eq!(lines.count(), 1, "{name} {head:?}");
+    }
 
     stream
         .write_all(format!("GET {PROFILE}?n=2 HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())

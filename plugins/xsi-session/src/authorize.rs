@@ -69,24 +69,27 @@ pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
     } else {
         return Err(Refusal::UnknownResource);
     };
-    let segments: Vec<Cow<'_, str>> = decoded_segments(rest.trim_end_matches('/')).collect();
-    let [version, root, below @ ..] = segments.as_slice() else {
+    // Read a segment at a time, as far as the decision needs: most requests are decided by
+    // the first three, and the rest of the path is never split.
+    let mut segments = decoded_segments(rest.trim_end_matches('/'));
+    let (Some(version), Some(root)) = (segments.next(), segments.next()) else {
         return Err(Refusal::UnknownResource);
     };
     if version != VERSION {
         return Err(Refusal::UnknownResource);
     }
+    let first_below = segments.next();
     let root = if root.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(root.to_ascii_lowercase())
     } else {
         Cow::Borrowed(root.as_ref())
     };
     match (app, root.as_ref()) {
-        (App::AsyncEvents, "channel") if below.is_empty() => Ok(()),
+        (App::AsyncEvents, "channel") if first_below.is_none() => Ok(()),
         (App::AsyncEvents, _) => Err(Refusal::UnknownResource),
-        (_, "versions") if below.is_empty() => Ok(()),
+        (_, "versions") if first_below.is_none() => Ok(()),
         (_, "user") => {
-            let user = below.first().ok_or(Refusal::UnknownResource)?;
+            let user = first_below.ok_or(Refusal::UnknownResource)?;
             if session.level != LoginLevel::User || user.eq_ignore_ascii_case(session.user_id) {
                 // An administrator's own credentials reach only users in its scope: the XSP
                 // enforces that with them (403), and xsigate never lends it other credentials.
@@ -98,7 +101,10 @@ pub fn authorize(path: &str, session: &SessionInfo<'_>) -> Result<(), Refusal> {
         // Channels and subscriptions answer only their owner, which the XSP knows from the
         // credentials: no other user's can be reached with these.
         (App::Events, "channel" | "channelset" | "subscription") => Ok(()),
-        (_, "serviceprovider" | "enterprise") => in_scope(session, below),
+        (_, "serviceprovider" | "enterprise") => {
+            let below: Vec<Cow<'_, str>> = first_below.into_iter().chain(segments).collect();
+            in_scope(session, &below)
+        }
         (_, "group" | "system") if session.level == LoginLevel::System => Ok(()),
         (_, "group" | "system") => Err(Refusal::OutOfScope),
         _ => Err(Refusal::UnknownResource),

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::server::ShutdownWatch;
@@ -298,15 +298,6 @@ impl Client for LaneClient<'_> {
         if framing == Framing::UntilClose {
             self.keepalive = false;
         }
-        // Written after the fields rather than put in the map: an insert hashes and places a
-        // field for a head that is written once.
-        header.remove_header(&http::header::DATE);
-        header.remove_header(&http::header::CONNECTION);
-        let connection: &[u8] = if self.keepalive {
-            b"Connection: keep-alive\r\n"
-        } else {
-            b"Connection: close\r\n"
-        };
         let version = match header.version {
             http::Version::HTTP_10 => "HTTP/1.0 ",
             http::Version::HTTP_11 => "HTTP/1.1 ",
@@ -322,12 +313,29 @@ impl Client for LaneClient<'_> {
         wire.put_u8(b' ');
         wire.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
         wire.put_slice(b"\r\n");
-        header.header_to_h1_wire(&mut wire);
+        // `Date` and `Connection` are the lane's to say: any the answer holds are passed over,
+        // and the lane's written after the fields (cheaper than replacing them in the map for a
+        // head written once).
+        header.map(|name, value| {
+            let name = match name {
+                HeaderNameVariant::Case(name) => name.as_slice(),
+                HeaderNameVariant::Titled(name) => name.as_bytes(),
+            };
+            if !(name.eq_ignore_ascii_case(b"date") || name.eq_ignore_ascii_case(b"connection")) {
+                wire.put_slice(name);
+                wire.put_slice(b": ");
+                wire.put_slice(value.as_bytes());
+                wire.put_slice(b"\r\n");
+            }
+            Ok(())
+        })?;
         wire.put_slice(b"Date: ");
         wire.put_slice(get_cached_date().as_bytes());
-        wire.put_slice(b"\r\n");
-        wire.put_slice(connection);
-        wire.put_slice(b"\r\n");
+        wire.put_slice(if self.keepalive {
+            b"\r\nConnection: keep-alive\r\n\r\n"
+        } else {
+            b"\r\nConnection: close\r\n\r\n"
+        });
         self.write(&wire).await?;
         self.framing = framing;
         self.written = Some(header);
