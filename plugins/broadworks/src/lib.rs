@@ -48,10 +48,13 @@ pub const CHANNEL_OPEN: &str = concat!(async_context!(), events_context!(), "/v2
 
 /// The segments of a path, each percent-decoded once (bytes that are not UTF-8 replaced), as an
 /// XSP reads them. A segment with nothing to decode, as most are, is borrowed from `path`.
+#[allow(
+    clippy::manual_pattern_char_comparison,
+    reason = "a test of each character, not `split('/')`, whose search sets up a `memchr` for \
+              each segment: XSI segments are a few bytes long, and a request's hooks split its \
+              path on every request"
+)]
 pub fn decoded_segments(path: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
-    // Split by a test of each character rather than by `split('/')`, whose search sets up a
-    // `memchr` for each segment: XSI segments are a few bytes long, and a request's hooks split
-    // its path this way on every request.
     path.split(|c: char| c == '/').map(|segment| {
         // Decoding checks the bytes as UTF-8 again, which a segment of a `str` is already.
         if segment.contains('%') {
