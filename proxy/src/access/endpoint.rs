@@ -113,17 +113,29 @@ fn declares(content_type: Option<&str>, media_type: &str) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case(media_type))
 }
 
-/// The value of the cookie `name` from `Cookie` headers.
+/// The value of the first cookie `name` in `Cookie` headers, when it is text (visible ASCII,
+/// as `HeaderValue::to_str` reads text).
+///
+/// Read as bytes, pair by pair, and only the value found read as text: every proxied request
+/// looks up its session cookie among whatever else the browser holds for the host.
 pub fn cookie<'a>(
     cookies: impl Iterator<Item = &'a http::HeaderValue>,
     name: &str,
 ) -> Option<&'a str> {
+    let text = |value: &'a [u8]| {
+        value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            .then(|| std::str::from_utf8(value).ok())
+            .flatten()
+    };
     cookies
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(found, _)| *found == name)
-        .map(|(_, value)| value)
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let value = pair.trim_ascii().strip_prefix(name.as_bytes())?;
+            value.strip_prefix(b"=")
+        })
+        .and_then(text)
 }
 
 #[cfg(test)]
@@ -200,5 +212,17 @@ mod tests {
         assert_eq!(cookie(values.iter(), "xsigate_session"), Some("abc"));
         let none = [http::HeaderValue::from_static("xsigate_sessionx=abc")];
         assert_eq!(cookie(none.iter(), "xsigate_session"), None);
+        let spaced = [http::HeaderValue::from_static("xsigate_session =abc; x=1")];
+        assert_eq!(cookie(spaced.iter(), "xsigate_session"), None);
+        // Another cookie's bytes do not hide the session's; the session's must be text.
+        let obs_text =
+            [http::HeaderValue::from_bytes(b"a=\xe9t\xe9; xsigate_session=abc").unwrap()];
+        assert_eq!(cookie(obs_text.iter(), "xsigate_session"), Some("abc"));
+        let not_text = [http::HeaderValue::from_bytes(b"xsigate_session=\xe9; x=1").unwrap()];
+        assert_eq!(cookie(not_text.iter(), "xsigate_session"), None);
+        let first = [http::HeaderValue::from_static(
+            "xsigate_session=one; xsigate_session=two",
+        )];
+        assert_eq!(cookie(first.iter(), "xsigate_session"), Some("one"));
     }
 }

@@ -79,7 +79,7 @@ pub fn parse_head(
         // it is frozen: the parser's fields borrow `buf`. A head is at most `HEAD_MAX`, so 16
         // bits hold each position and length, and the array zeroed for each head is 1 KiB.
         let mut spans = [[0u16; 4]; FIELDS_MAX];
-        let (length, status, version, reason, count, body) =
+        let (length, status, version, reason, count, body, keeps) =
             {
                 let mut slots = [const { MaybeUninit::uninit() }; FIELDS_MAX];
                 let mut response = httparse::Response::new(&mut []);
@@ -135,7 +135,8 @@ pub fn parse_head(
                     ];
                 }
                 let count = response.headers.len();
-                (length, status, version, reason, count, body)
+                let keeps = keeps_connection(version, response.headers);
+                (length, status, version, reason, count, body, keeps)
             };
         let wire = buf.split_to(length).freeze();
         let mut fields = http::HeaderMap::try_with_capacity(count + room)
@@ -162,7 +163,7 @@ pub fn parse_head(
             // (RFC 9112 §6.3).
             fields.remove(http::header::CONTENT_LENGTH);
         }
-        let keeps_connection = body != Body::UntilClose && keeps_connection(version, &fields);
+        let keeps_connection = body != Body::UntilClose && keeps;
         let head = AnswerHead {
             status,
             version,
@@ -198,19 +199,24 @@ pub fn fields_of(
 
 /// Whether a message's `Connection` keeps the connection: an HTTP/1.1 message unless it says
 /// `close`, an HTTP/1.0 one only when it says `keep-alive` and has no `Transfer-Encoding`
-/// (RFC 9112 §6.1, §9.3).
-pub fn keeps_connection(version: http::Version, fields: &http::HeaderMap) -> bool {
-    let says = |token: &[u8]| {
-        fields
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    };
+/// (RFC 9112 §6.1, §9.3). Read off the parsed fields, which are few, before any map is built.
+pub fn keeps_connection(version: http::Version, fields: &[httparse::Header<'_>]) -> bool {
+    let (mut close, mut keep_alive, mut coded) = (false, false, false);
+    for field in fields {
+        if field.name.eq_ignore_ascii_case("connection") {
+            for token in field.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
+        }
+    }
     if version == http::Version::HTTP_11 {
-        !says(b"close")
+        !close
     } else {
-        says(b"keep-alive") && !fields.contains_key(http::header::TRANSFER_ENCODING)
+        keep_alive && !coded
     }
 }
 

@@ -109,8 +109,8 @@ impl<'a> LaneClient<'a> {
             _ => http::Version::HTTP_10,
         };
         let target = head.path?.as_bytes();
+        let keepalive = !draining && answer::keeps_connection(version, head.headers);
         let fields = answer::fields_of(&wire, head.headers, 0).ok()?;
-        let keepalive = !draining && answer::keeps_connection(version, &fields);
         let mut parts = http::Request::new(()).into_parts().0;
         parts.method = method;
         parts.version = version;
@@ -163,16 +163,15 @@ impl<'a> LaneClient<'a> {
             .map_err(|e| e.into_down())
     }
 
-    /// The connection, when it may carry another request; otherwise it is shut down.
-    pub async fn into_reusable(mut self) -> Option<Stream> {
+    /// The connection: `Ok` when it may carry another request, `Err` when it is to be shut
+    /// down.
+    pub fn into_reusable(self) -> std::result::Result<Stream, Stream> {
         let whole = matches!(self.framing, Framing::Done | Framing::Length(0));
         if self.keepalive && whole && self.is_body_done() && !self.overread {
-            return Some(self.stream);
+            Ok(self.stream)
+        } else {
+            Err(self.stream)
         }
-        // As Pingora ends a connection it does not keep: the client reads to the end of the
-        // answer, then sees the connection close.
-        let _ = self.stream.shutdown().await;
-        None
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {

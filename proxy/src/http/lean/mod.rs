@@ -240,32 +240,26 @@ impl LeanLane {
     }
 
     /// One request after its head: the hooks in Pingora's order, then the connection's fate.
-    async fn exchange(
-        &self,
-        mut session: LaneClient<'_>,
-        kept: &mut KeptWithClient,
-    ) -> Option<Stream> {
+    /// Returns whether the connection may carry another request, as far as the hooks and the
+    /// upstream are concerned.
+    async fn exchange(&self, session: &mut LaneClient<'_>, kept: &mut KeptWithClient) -> bool {
         let mut ctx = self.app.new_ctx();
         ctx.session_token = kept.session_token.take();
-        let (reuse, error) = match self.app.route_request(&mut session, &mut ctx).await {
+        let (reuse, error) = match self.app.route_request(session, &mut ctx).await {
             Ok(true) => (true, None),
-            Ok(false) => self.proxy(&mut session, &mut ctx, &mut kept.upstream).await,
+            Ok(false) => self.proxy(session, &mut ctx, &mut kept.upstream).await,
             Err(e) => (false, Some(e)),
         };
         kept.session_token = ctx.session_token.take();
         let mut reuse = reuse;
         if let Some(e) = &error {
-            let answered = self.app.answer_failure(&mut session, e, &mut ctx).await;
+            let answered = self.app.answer_failure(session, e, &mut ctx).await;
             reuse = answered.can_reuse_downstream;
         }
         self.app
-            .log_request(&mut session, error.as_deref(), &mut ctx)
+            .log_request(session, error.as_deref(), &mut ctx)
             .await;
-        if !reuse {
-            return None;
-        }
-        session.finish_response().await.ok()?;
-        session.into_reusable().await
+        reuse
     }
 
     /// Sends the request upstream until it is answered or the retry rule gives up; true when
@@ -527,10 +521,22 @@ impl Lane for LeanLane {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let kept = kept.get_or_insert_default();
-        // The edge checked this head; it parses.
-        let session = LaneClient::new(stream, handoff, shutdown)?;
-        let stream = self.exchange(session, kept).await?;
-        Some(ReusedHttpStream::new(stream, None))
+        // The edge checked this head; it parses. The session is held here, once, and lent to
+        // the exchange: a future holds an argument it takes by value twice.
+        let mut session = LaneClient::new(stream, handoff, shutdown)?;
+        if !self.exchange(&mut session, kept).await {
+            return None;
+        }
+        session.finish_response().await.ok()?;
+        match session.into_reusable() {
+            Ok(stream) => Some(ReusedHttpStream::new(stream, None)),
+            Err(mut stream) => {
+                // As Pingora ends a connection it does not keep: the client reads to the end
+                // of the answer, then sees the connection close.
+                let _ = stream.shutdown().await;
+                None
+            }
+        }
     }
 }
 
