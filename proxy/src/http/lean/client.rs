@@ -166,8 +166,7 @@ impl<'a> LaneClient<'a> {
     /// The connection: `Ok` when it may carry another request, `Err` when it is to be shut
     /// down.
     pub fn into_reusable(self) -> std::result::Result<Stream, Stream> {
-        let whole = matches!(self.framing, Framing::Done | Framing::Length(0));
-        if self.keepalive && whole && self.is_body_done() && !self.overread {
+        if self.keepalive && self.framing.is_whole() && self.is_body_done() && !self.overread {
             Ok(self.stream)
         } else {
             Err(self.stream)
@@ -182,30 +181,50 @@ impl<'a> LaneClient<'a> {
             .map_err(|e| e.into_down())
     }
 
-    /// How `header`'s body goes to this client, with the fields that say so set.
-    fn frame(&mut self, header: &mut ResponseHeader) -> Result<Framing> {
-        let status = header.status;
+    /// How `header`'s body goes to this client, with the fields that say so set: a coding
+    /// the client cannot read is taken off.
+    fn frame(&self, header: &mut ResponseHeader) -> Result<Framing> {
+        let framing = Framing::of(&self.request, header).ok_or_else(|| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "an answer's length").into_up()
+        })?;
+        if framing == Framing::UntilClose
+            && header.headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            header.remove_header(&http::header::TRANSFER_ENCODING);
+        }
+        Ok(framing)
+    }
+}
+
+impl Framing {
+    /// How `answer`'s body goes to the client that sent `request` (RFC 9112 §6.3): none after
+    /// `HEAD`, `204` and `304`; in chunks when the answer has a transfer coding and the client
+    /// speaks HTTP/1.1; by its `Content-Length`; otherwise until the connection closes.
+    /// `None` for a length that is not one.
+    fn of(request: &RequestHeader, answer: &ResponseHeader) -> Option<Self> {
+        let status = answer.status;
         if status == http::StatusCode::NO_CONTENT
             || status == http::StatusCode::NOT_MODIFIED
-            || self.request.method == http::Method::HEAD
+            || request.method == http::Method::HEAD
         {
-            return Ok(Framing::Length(0));
+            return Some(Self::Length(0));
         }
-        if header.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            if self.request.version == http::Version::HTTP_11 {
-                return Ok(Framing::Chunked);
-            }
-            header.remove_header(&http::header::TRANSFER_ENCODING);
-            return Ok(Framing::UntilClose);
+        if answer.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            return Some(if request.version == http::Version::HTTP_11 {
+                Self::Chunked
+            } else {
+                Self::UntilClose
+            });
         }
-        match header.headers.get(http::header::CONTENT_LENGTH) {
-            Some(value) => crate::wire::headers::content_length(value.as_bytes())
-                .map(Framing::Length)
-                .ok_or_else(|| {
-                    Error::explain(ErrorType::InvalidHTTPHeader, "an answer's length").into_up()
-                }),
-            None => Ok(Framing::UntilClose),
+        match answer.headers.get(http::header::CONTENT_LENGTH) {
+            Some(value) => crate::wire::headers::content_length(value.as_bytes()).map(Self::Length),
+            None => Some(Self::UntilClose),
         }
+    }
+
+    /// Whether the answer went whole, in a framing the connection outlives.
+    fn is_whole(self) -> bool {
+        matches!(self, Self::Done | Self::Length(0))
     }
 }
 
@@ -372,5 +391,62 @@ impl Client for LaneClient<'_> {
 
     fn response_written(&self) -> Option<&ResponseHeader> {
         self.written.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, version: http::Version) -> RequestHeader {
+        let mut request = RequestHeader::build_no_case(method, b"/", None).unwrap();
+        request.set_version(version);
+        request
+    }
+
+    fn answer(status: u16, fields: &[(&str, &str)]) -> ResponseHeader {
+        let mut answer = ResponseHeader::build_no_case(status, None).unwrap();
+        for (name, value) in fields {
+            answer.append_header(name.to_string(), *value).unwrap();
+        }
+        answer
+    }
+
+    #[test]
+    fn answers_are_framed_as_the_client_can_read_them() {
+        const HTTP_10: http::Version = http::Version::HTTP_10;
+        const HTTP_11: http::Version = http::Version::HTTP_11;
+        let length = [("content-length", "10")];
+        let coded = [("transfer-encoding", "chunked")];
+        for (method, version, status, fields, framing) in [
+            ("GET", HTTP_11, 200, &length[..], Some(Framing::Length(10))),
+            ("GET", HTTP_10, 200, &length[..], Some(Framing::Length(10))),
+            ("GET", HTTP_11, 200, &coded[..], Some(Framing::Chunked)),
+            // An HTTP/1.0 client cannot read chunks.
+            ("GET", HTTP_10, 200, &coded[..], Some(Framing::UntilClose)),
+            ("GET", HTTP_11, 200, &[][..], Some(Framing::UntilClose)),
+            ("HEAD", HTTP_11, 200, &length[..], Some(Framing::Length(0))),
+            ("HEAD", HTTP_11, 200, &coded[..], Some(Framing::Length(0))),
+            ("GET", HTTP_11, 204, &[][..], Some(Framing::Length(0))),
+            ("GET", HTTP_11, 304, &length[..], Some(Framing::Length(0))),
+            ("GET", HTTP_11, 200, &[("content-length", "ten")][..], None),
+        ] {
+            let framed = Framing::of(&request(method, version), &answer(status, fields));
+            assert_eq!(framed, framing, "{method} {version:?} {status} {fields:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_answer_that_went_whole_leaves_the_connection_usable() {
+        assert!(Framing::Done.is_whole());
+        assert!(Framing::Length(0).is_whole());
+        for unfinished in [
+            Framing::Unwritten,
+            Framing::Length(1),
+            Framing::Chunked,
+            Framing::UntilClose,
+        ] {
+            assert!(!unfinished.is_whole(), "{unfinished:?}");
+        }
     }
 }
