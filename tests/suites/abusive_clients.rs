@@ -189,6 +189,22 @@ async fn foreign_targets_and_connect_are_refused_before_routing() {
             400,
             "bad_request",
         ),
+        // Bytes httparse passes and no URI holds: on the lane's path, and on Pingora's.
+        (
+            format!("GET {PROFILE}<x> HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /com.broadsoft.xsi-events/v2.0/user/a`b HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            format!("GET {PROFILE}?q=\"x\" HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400,
+            "bad_request",
+        ),
     ] {
         exchange(gateway.addr, request.as_bytes())
             .await

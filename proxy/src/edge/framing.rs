@@ -7,12 +7,16 @@
 //!   `Transfer-Encoding` on HTTP/1.0 (`ambiguous_framing`, RFC 9112 §6.1–6.3);
 //! - its target is not origin-form (`/…`, or `*` for `OPTIONS`): xsigate is no forward proxy
 //!   (`bad_request`); `CONNECT` is refused (`method_not_allowed`);
+//! - its target holds a byte httparse passes and `http`'s URI refuses (`<`, `>`, `` ` `` in the
+//!   path, `"`, `<`, `>` in the query), or is longer than a URI may be (`bad_request`): no URI
+//!   could be made of it, and Pingora would answer with a bare 400 of its own;
 //! - an HTTP/1.1 request has no `Host`, several, or one with user information (`bad_request`);
 //! - its header exceeds the configured size or field count (`header_too_large`);
 //! - its declared body exceeds the configured size (`payload_too_large`).
 
 use std::mem::MaybeUninit;
 
+use crate::text::any_byte;
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::content_length;
 
@@ -134,7 +138,7 @@ fn judge(
         return Err(ErrorCode::MethodNotAllowed);
     }
     let origin_form = target.starts_with('/') && !target.starts_with("//");
-    if !(origin_form || (target == "*" && method == "OPTIONS")) {
+    if !(origin_form || (target == "*" && method == "OPTIONS")) || !makes_a_uri(target.as_bytes()) {
         return Err(ErrorCode::BadRequest);
     }
 
@@ -181,6 +185,33 @@ fn judge(
     })
 }
 
+/// The longest target `http` makes a URI of.
+const URI_MAX: usize = u16::MAX as usize - 1;
+
+/// Whether `http` makes a URI of `target`, as far as its bytes decide: httparse passes some
+/// that `http` refuses (the WHATWG URL standard's path and query sets, as `http` 1.x applies
+/// them). A fragment is not looked at, as `http` cuts it off first; bytes past 127 are left to
+/// the UTF-8 check that comes with the URI. One vectorised pass for a target without any of
+/// the four bytes, which is nearly every target.
+fn makes_a_uri(target: &[u8]) -> bool {
+    if target.len() > URI_MAX {
+        return false;
+    }
+    if !any_byte(target, |b| matches!(b, b'<' | b'>' | b'`' | b'"')) {
+        return true;
+    }
+    let target = &target[..target
+        .iter()
+        .position(|&b| b == b'#')
+        .unwrap_or(target.len())];
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(at) => (&target[..at], &target[at + 1..]),
+        None => (target, &[][..]),
+    };
+    !any_byte(path, |b| matches!(b, b'<' | b'>' | b'`'))
+        && !any_byte(query, |b| matches!(b, b'"' | b'<' | b'>'))
+}
+
 fn trim(value: &[u8]) -> &[u8] {
     value.trim_ascii()
 }
@@ -200,6 +231,43 @@ mod tests {
             Head::Refused { code, .. } => Some(code),
             Head::Complete { .. } => None,
             Head::Partial => panic!("partial: {}", head.escape_ascii()),
+        }
+    }
+
+    /// Each ASCII byte in a target's path, its query and its fragment: a target the edge passes
+    /// is one `http` makes a URI of, and one it refuses as a bad request is one `http` refuses
+    /// (bytes httparse refuses never reach this rule). Bytes past 127 are left to UTF-8.
+    #[test]
+    fn a_target_passes_only_when_http_makes_a_uri_of_it() {
+        for byte in 0..0x80u8 {
+            let at = char::from(byte);
+            for target in [
+                format!("/a{at}b?q=1"),
+                format!("/a?q{at}1"),
+                format!("/a?q=1#f{at}"),
+                format!("/a#f{at}?q"),
+            ] {
+                let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+                let parsed = httparse::Request::new(&mut [httparse::EMPTY_HEADER; 4])
+                    .parse(head.as_bytes())
+                    .is_ok_and(|status| status.is_complete());
+                if !parsed {
+                    continue;
+                }
+                let uri = http::uri::PathAndQuery::try_from(target.as_str()).is_ok();
+                let verdict = code(head.as_bytes());
+                assert_eq!(
+                    verdict.is_none(),
+                    uri,
+                    "{target:?}: the edge said {verdict:?}, `http` made a URI: {uri}"
+                );
+                assert!(uri || verdict == Some(ErrorCode::BadRequest), "{target:?}");
+            }
+        }
+        for length in [URI_MAX, URI_MAX + 1] {
+            let target = format!("/{}", "a".repeat(length - 1));
+            let uri = http::uri::PathAndQuery::try_from(target.as_str()).is_ok();
+            assert_eq!(makes_a_uri(target.as_bytes()), uri, "{length} bytes");
         }
     }
 

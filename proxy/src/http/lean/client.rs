@@ -3,8 +3,8 @@
 //!
 //! Pingora's parses the head again into a field map and a map of the names' case, keeps a
 //! digest and a copy of the connection's addresses for each request, and writes the answer
-//! through a body writer for every framing and upgrade. This one parses the head once into one
-//! map whose values are slices of the head, takes the connection's address and TLS from the
+//! through a body writer for every framing and upgrade. This one parses it into one map whose
+//! values are slices of the head, takes the connection's address and TLS from the
 //! edge, and frames the answer as the lane's answers can be framed:
 //! - by its `Content-Length`, by `chunked` when it has `Transfer-Encoding`, not at all for
 //!   `HEAD`, `204` and `304`, and otherwise by closing the connection (RFC 9112 §6.3); an
