@@ -31,7 +31,7 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, OrErr as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::super::client::Client;
+use crate::http::client::Client;
 use crate::edge::Handoff;
 use crate::edge::framing::MAX_HEADER_FIELDS;
 use crate::upstream::answer;
