@@ -31,9 +31,9 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, OrErr as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::http::client::Client;
 use crate::edge::Handoff;
 use crate::edge::framing::MAX_HEADER_FIELDS;
+use crate::http::client::Client;
 use crate::upstream::answer;
 
 /// What one read of a request body asks for at most.
