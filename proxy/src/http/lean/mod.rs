@@ -23,13 +23,13 @@
 //!
 //! Layer: part of [`crate::http`]; implements [`crate::edge::Lane`].
 
+mod client;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
-
-mod client;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
