@@ -122,6 +122,10 @@ const ADDED_UPSTREAM: usize = 8;
 /// `Connection`, the fields it named (`named`, from [`connection_nominations`]) and the standard
 /// hop-by-hop ones, with room for what the hooks add.
 ///
+/// The client's map is copied whole (names, values and their hashes, so nothing is hashed
+/// again), given its room at once (a copy has none, and each field added would grow it), and
+/// the few hop-by-hop fields a request holds, most none, removed from it.
+///
 /// Its field names go upstream in the case Pingora writes names it holds no case for (the
 /// common ones titled, the rest in lower case), as Envoy and HAProxy send every name by default:
 /// names are case-insensitive (RFC 9110 section 5.1), and keeping the client's spelling would
@@ -136,12 +140,12 @@ pub fn upstream_request(
             || HOP_BY_HOP.contains(&name.as_str())
             || name.as_str() == "http2-settings"
     };
-    let mut headers = http::HeaderMap::try_with_capacity(client.headers.len() + ADDED_UPSTREAM)
+    let mut headers = client.headers.clone();
+    headers
+        .try_reserve(ADDED_UPSTREAM)
         .map_err(too_many_fields)?;
-    for (name, value) in client.headers.iter().filter(|(name, _)| !hop_by_hop(name)) {
-        headers
-            .try_append(name.clone(), value.clone())
-            .map_err(too_many_fields)?;
+    while let Some(name) = first_present(&headers, hop_by_hop) {
+        headers.remove(&name);
     }
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = client.method.clone();
@@ -160,6 +164,14 @@ pub fn upstream_request(
 /// of them grows the map that holds it.
 pub const ADDED_DOWNSTREAM: usize = 8;
 
+/// A message whose fields would overflow a header map (`http` holds at most 32,768).
+fn too_many_fields(_: http::header::MaxSizeReached) -> Box<pingora::Error> {
+    pingora::Error::explain(
+        pingora::ErrorType::InvalidHTTPHeader,
+        "too many header fields",
+    )
+}
+
 /// An upstream's answer as the lane passes it on: the head xsigate read (parsed with
 /// [`ADDED_DOWNSTREAM`] fields of room), moved into Pingora's form without a copy. It has no map
 /// of the names' case, so they go out as [`upstream_request`]'s do.
@@ -171,14 +183,6 @@ pub fn downstream_response(answer: AnswerHead) -> pingora::Result<Box<ResponseHe
     let mut response = Box::new(ResponseHeader::from(parts));
     response.set_reason_phrase(answer.reason.as_deref())?;
     Ok(response)
-}
-
-/// A message whose fields would overflow a header map (`http` holds at most 32,768).
-fn too_many_fields(_: http::header::MaxSizeReached) -> Box<pingora::Error> {
-    pingora::Error::explain(
-        pingora::ErrorType::InvalidHTTPHeader,
-        "too many header fields",
-    )
 }
 
 /// The first name among `headers` that `picked` picks, for a hygiene rule to remove until
