@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use xsigate::config::{self, ConfigError, Source};
-use xsigate::edge::framing::{self, Head, HeadLimits};
+use xsigate::edge::framing::{self, Head, HeadLimits, Layout};
 use xsigate::http::route;
 use xsigate::upstream::StreamError;
 use xsigate::upstream::answer::{self, Body, Decoded};
@@ -17,8 +17,10 @@ pub fn edge_head(data: &[u8]) {
         header_fields: 32,
         body_bytes: 65536,
     };
-    if let Head::Complete { length, shape } = framing::check(data, limits) {
+    let mut layout = Layout::default();
+    if let Head::Complete { length, shape } = framing::check(data, limits, &mut layout) {
         assert!(length <= data.len() && length <= limits.header_bytes);
+        assert_eq!(layout.length, length);
         // A head that passes names its length one way only.
         let names = field_names(&data[..length]);
         let lengths = names
@@ -44,7 +46,7 @@ pub fn edge_head(data: &[u8]) {
             }
         }
         // The target the lane routes by is the request line's, origin-form (or `*`).
-        let target = shape.target.of(&data[..length]);
+        let target = shape.target.text(&data[..length]);
         assert!(
             target.starts_with('/') || target == "*",
             "target {target:?}"
@@ -59,6 +61,14 @@ pub fn edge_head(data: &[u8]) {
             word,
             "the target is not the request line's"
         );
+        // The lane takes the request by the layout alone: its method is the request line's,
+        // and every field lies in the head, named.
+        let method = line.split(|&b| b == b' ').next().unwrap_or_default();
+        assert_eq!(layout.method.of(data), method);
+        for field in &layout.fields {
+            assert!(field.name.range().end <= length && field.value.range().end <= length);
+            assert!(!field.name.of(data).is_empty(), "a field without a name");
+        }
     }
 }
 

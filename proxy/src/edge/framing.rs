@@ -19,6 +19,7 @@ use std::mem::MaybeUninit;
 use crate::text::any_byte;
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::content_length;
+use crate::wire::layout::{FieldSpan, Span};
 
 /// The most header fields the parser keeps room for; `header_fields` is validated below it.
 pub const MAX_HEADER_FIELDS: usize = 256;
@@ -41,8 +42,9 @@ pub enum Head<'a> {
 /// What a passed head says about the exchange it opens, for choosing how it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    /// Where the request target lies in the head.
-    pub target: TargetSpan,
+    /// Where the request target (origin-form path and query, or `*`) lies in the head: the lane
+    /// is chosen by it, and keeping its place spares a second scan of the head.
+    pub target: Span,
     /// The body's declared length, 0 without one; `None` for a chunked body.
     pub body_length: Option<u64>,
     /// The head asks for more than one request and one response: an `Upgrade`, or an `Expect`
@@ -50,33 +52,16 @@ pub struct Shape {
     pub asks_more: bool,
 }
 
-/// Where a passed head's request target lies in it: the lane is chosen by the target, and
-/// keeping its place spares a second scan of the head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TargetSpan {
-    start: usize,
-    end: usize,
-}
-
-impl TargetSpan {
-    /// The place of `target`, a slice the parser took from `buf`.
-    fn within(buf: &[u8], target: Option<&str>) -> Self {
-        let Some(target) = target else {
-            return Self { start: 0, end: 0 };
-        };
-        let start = target.as_ptr().addr().saturating_sub(buf.as_ptr().addr());
-        Self {
-            start,
-            end: start + target.len(),
-        }
-    }
-
-    /// The target (origin-form path and query) in `head`, the buffer the head was checked in.
-    pub fn of(self, head: &[u8]) -> &str {
-        head.get(self.start..self.end)
-            .and_then(|target| std::str::from_utf8(target).ok())
-            .unwrap_or_default()
-    }
+/// Where a passed head's parts lie in it, as the check parsed them: the lane takes its request
+/// from them rather than parsing the head a second time. Kept with the connection and filled
+/// again for each head, so that its fields' room is allocated once.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// Where the head ends and the body (or the next request) begins.
+    pub length: usize,
+    pub method: Span,
+    pub http10: bool,
+    pub fields: Vec<FieldSpan>,
 }
 
 /// Limits the head is read against.
@@ -87,8 +72,9 @@ pub struct HeadLimits {
     pub body_bytes: u64,
 }
 
-/// Reads the head at the start of `buf` and decides whether it may pass.
-pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
+/// Reads the head at the start of `buf` and decides whether it may pass; `layout` is filled
+/// for a head that may.
+pub fn check<'b>(buf: &'b [u8], limits: HeadLimits, layout: &mut Layout) -> Head<'b> {
     // Left uninitialised: the parser writes only the fields the head holds, and clearing room
     // for all of them would cost more than reading a typical head.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_FIELDS];
@@ -113,10 +99,22 @@ pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
     let verdict = if length > limits.header_bytes {
         Err(ErrorCode::HeaderTooLarge)
     } else {
-        judge(&request, limits, TargetSpan::within(buf, request.path))
+        judge(&request, limits, buf)
     };
     match verdict {
-        Ok(shape) => Head::Complete { length, shape },
+        Ok(shape) => {
+            layout.length = length;
+            layout.method = Span::within(buf, method.as_bytes()).unwrap_or_default();
+            layout.http10 = request.version == Some(0);
+            layout.fields.clear();
+            layout.fields.extend(
+                request
+                    .headers
+                    .iter()
+                    .map(|field| FieldSpan::within(buf, field).unwrap_or_default()),
+            );
+            Head::Complete { length, shape }
+        }
         Err(code) => Head::Refused {
             code,
             method,
@@ -129,7 +127,7 @@ pub fn check(buf: &[u8], limits: HeadLimits) -> Head<'_> {
 fn judge(
     request: &httparse::Request<'_, '_>,
     limits: HeadLimits,
-    target_span: TargetSpan,
+    buf: &[u8],
 ) -> Result<Shape, ErrorCode> {
     let http10 = request.version == Some(0);
     let method = request.method.unwrap_or_default();
@@ -175,7 +173,7 @@ fn judge(
         return Err(ErrorCode::PayloadTooLarge);
     }
     Ok(Shape {
-        target: target_span,
+        target: Span::within(buf, target.as_bytes()).unwrap_or_default(),
         body_length: if codings > 0 {
             None
         } else {
@@ -226,8 +224,13 @@ mod tests {
         body_bytes: 1024,
     };
 
+    /// The check of a head on a connection of its own.
+    fn checked(head: &[u8]) -> Head<'_> {
+        check(head, LIMITS, &mut Layout::default())
+    }
+
     fn code(head: &[u8]) -> Option<ErrorCode> {
-        match check(head, LIMITS) {
+        match checked(head) {
             Head::Refused { code, .. } => Some(code),
             Head::Complete { .. } => None,
             Head::Partial => panic!("partial: {}", head.escape_ascii()),
@@ -284,22 +287,19 @@ mod tests {
             code(b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n"),
             None
         );
-        assert_eq!(
-            check(b"GET /a HTTP/1.1\r\nHost: x\r\n", LIMITS),
-            Head::Partial
-        );
+        assert_eq!(checked(b"GET /a HTTP/1.1\r\nHost: x\r\n"), Head::Partial);
         let head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b";
         let shape = Shape {
-            target: TargetSpan { start: 4, end: 6 },
+            target: Span::within(head, &head[4..6]).unwrap(),
             body_length: Some(0),
             asks_more: false,
         };
-        assert_eq!(check(head, LIMITS), Head::Complete { length: 28, shape });
+        assert_eq!(checked(head), Head::Complete { length: 28, shape });
     }
 
     #[test]
     fn a_passed_head_tells_its_body_and_whether_it_asks_for_more() {
-        let shape = |head: &[u8]| match check(head, LIMITS) {
+        let shape = |head: &[u8]| match checked(head) {
             Head::Complete { shape, .. } => shape,
             other => panic!("{other:?}"),
         };
@@ -319,8 +319,43 @@ mod tests {
             &b"GET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             b"\r\n\nGET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
-            assert_eq!(shape(head).target.of(head), "/a/b?c=d");
+            assert_eq!(shape(head).target.text(head), "/a/b?c=d");
         }
+    }
+
+    /// The lane takes a passed head by the check's layout alone: it must say what the parser
+    /// read, for any spacing the parser allows, and be refilled whole for the next head on the
+    /// connection.
+    #[test]
+    fn a_passed_heads_layout_places_its_method_version_and_fields() {
+        let mut layout = Layout::default();
+        let first = b"\r\nPATCH /a HTTP/1.0\r\nHost:x\r\nX-Empty:\r\nAccept:  a/b ,c \r\n\r\nrest";
+        assert!(matches!(
+            check(first, LIMITS, &mut layout),
+            Head::Complete { length: 59, .. }
+        ));
+        assert_eq!(layout.length, 59);
+        assert_eq!(layout.method.of(first), b"PATCH");
+        assert!(layout.http10);
+        let fields: Vec<_> = layout
+            .fields
+            .iter()
+            .map(|field| (field.name.text(first), field.value.text(first)))
+            .collect();
+        assert_eq!(
+            fields,
+            [("Host", "x"), ("X-Empty", ""), ("Accept", "a/b ,c")]
+        );
+
+        let second = b"GET / HTTP/1.1\r\nhost: y\r\n\r\n";
+        assert!(matches!(
+            check(second, LIMITS, &mut layout),
+            Head::Complete { .. }
+        ));
+        assert_eq!((layout.length, layout.http10), (second.len(), false));
+        assert_eq!(layout.method.of(second), b"GET");
+        assert_eq!(layout.fields.len(), 1);
+        assert_eq!(layout.fields[0].value.of(second), b"y");
     }
 
     #[test]
@@ -407,7 +442,7 @@ mod tests {
     fn a_refusal_names_the_path_without_its_query() {
         let head = b"GET /a/b?user=alice@x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n";
         assert_eq!(
-            check(head, LIMITS),
+            checked(head),
             Head::Refused {
                 code: ErrorCode::BadRequest,
                 method: "GET",

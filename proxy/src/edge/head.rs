@@ -10,7 +10,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt as _;
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{self, Head, HeadLimits};
+use super::framing::{self, Head, HeadLimits, Layout};
 use crate::wire::error::ErrorCode;
 
 /// What most request heads fit in; the buffer doubles up to the limit when needed.
@@ -33,7 +33,8 @@ pub(super) enum Ending {
     Refused(Refusal),
 }
 
-/// Reads until `buf` holds a complete head, the client goes quiet, or a limit is reached.
+/// Reads until `buf` holds a complete head, the client goes quiet, or a limit is reached;
+/// a complete head's parts are placed in `layout`.
 ///
 /// `timer` is the connection's one timer, kept from request to request: moving a registered
 /// tokio timer later is a single atomic store, where a new timer for each request takes the
@@ -45,6 +46,7 @@ pub(super) enum Ending {
 pub(super) async fn read(
     stream: &mut Stream,
     buf: &mut BytesMut,
+    layout: &mut Layout,
     limits: Limits,
     mut timer: Pin<&mut Sleep>,
     mut stopping: Pin<&mut impl FusedFuture<Output = ()>>,
@@ -84,7 +86,7 @@ pub(super) async fn read(
         let line_ended = buf.last() == Some(&b'\n') || buf[scanned..].contains(&b'\n');
         scanned = buf.len();
         if line_ended || buf.len() >= limits.head.header_bytes {
-            match framing::check(buf, limits.head) {
+            match framing::check(buf, limits.head, layout) {
                 Head::Partial => {}
                 Head::Complete { shape, .. } => return Ending::Complete(shape),
                 Head::Refused { code, method, path } => {

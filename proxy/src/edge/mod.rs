@@ -54,7 +54,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::wire::error::{ErrorCode, error_body};
 use crate::wire::headers::{REQUEST_ID, new_request_id};
 use addresses::Addresses;
-use framing::{HeadLimits, Shape};
+use framing::{HeadLimits, Layout, Shape};
 use head::{Ending, Refusal};
 use placement::Placement;
 
@@ -90,17 +90,18 @@ pub trait Lane: Send + Sync + 'static {
     async fn serve(
         &self,
         stream: Stream,
-        handoff: Handoff,
+        handoff: Handoff<'_>,
         kept: &mut Option<Self::Kept>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 }
 
-/// What the edge hands on with a connection: the head it read and checked, and what the
-/// connection carries from its previous request.
+/// What the edge hands on with a connection: the head it read and checked, where its parts lie,
+/// and what the connection carries from its previous request.
 #[derive(Debug)]
-pub struct Handoff {
+pub struct Handoff<'l> {
     head: BytesMut,
+    layout: &'l Layout,
     carried: Option<HttpPersistentSettings>,
     idle: Duration,
     shutting_down: bool,
@@ -109,10 +110,15 @@ pub struct Handoff {
     shape: Shape,
 }
 
-impl Handoff {
+impl<'l> Handoff<'l> {
     /// The head's bytes, and any that came after it on the connection.
     pub fn into_head(self) -> BytesMut {
         self.head
+    }
+
+    /// Where the head's parts lie in its bytes, as the edge's check parsed them.
+    pub fn layout(&self) -> &'l Layout {
+        self.layout
     }
 
     /// Whether the process was draining when the head came: its answer closes the connection.
@@ -287,6 +293,7 @@ where
             }
             .fuse()
         );
+        let mut layout = Layout::default();
         loop {
             let mut head = BytesMut::new();
             let limits = head::Limits {
@@ -297,6 +304,7 @@ where
             let shape = match head::read(
                 &mut stream,
                 &mut head,
+                &mut layout,
                 limits,
                 timer.as_mut(),
                 stopping.as_mut(),
@@ -315,9 +323,10 @@ where
                 refusal.retry_after = Some(addresses::retry_after_seconds(wait));
                 return self.refuse(stream, refusal).await;
             }
-            let laned = self.lane.takes(shape.target.of(&head), shape);
+            let laned = self.lane.takes(shape.target.text(&head), shape);
             let handoff = Handoff {
                 head,
+                layout: &layout,
                 carried: carried.take(),
                 idle: self.idle,
                 shutting_down: *shutdown.borrow(),

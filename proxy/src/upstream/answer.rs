@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::xsi::StreamError;
 use crate::wire::headers::content_length;
+use crate::wire::layout::FieldSpan;
 
 /// The longest answer head taken.
 pub const HEAD_MAX: usize = 64 * 1024;
@@ -76,9 +77,8 @@ pub fn parse_head(
 ) -> Result<Option<(AnswerHead, Body)>, StreamError> {
     loop {
         // Where each field's name and value are in the head, to take them as slices of it once
-        // it is frozen: the parser's fields borrow `buf`. A head is at most `HEAD_MAX`, so 16
-        // bits hold each position and length, and the array zeroed for each head is 1 KiB.
-        let mut spans = [[0u16; 4]; FIELDS_MAX];
+        // it is frozen: the parser's fields borrow `buf`.
+        let mut spans = [FieldSpan::default(); FIELDS_MAX];
         let (length, status, version, reason, count, body, keeps) =
             {
                 let mut slots = [const { MaybeUninit::uninit() }; FIELDS_MAX];
@@ -122,42 +122,22 @@ pub fn parse_head(
                 } else {
                     Body::of(status, response.headers)?
                 };
-                let base = buf.as_ptr() as usize;
-                let narrow = |n: usize| {
-                    u16::try_from(n).map_err(|_| StreamError::Broken("response head too large"))
-                };
                 for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-                    *span = [
-                        narrow(field.name.as_ptr() as usize - base)?,
-                        narrow(field.name.len())?,
-                        narrow(field.value.as_ptr() as usize - base)?,
-                        narrow(field.value.len())?,
-                    ];
+                    *span = FieldSpan::within(buf, field)
+                        .ok_or(StreamError::Broken("response head too large"))?;
                 }
                 let count = response.headers.len();
-                let keeps = keeps_connection(version, response.headers);
+                let keeps = keeps_connection(
+                    version,
+                    response
+                        .headers
+                        .iter()
+                        .map(|f| (f.name.as_bytes(), f.value)),
+                );
                 (length, status, version, reason, count, body, keeps)
             };
         let wire = buf.split_to(length).freeze();
-        let mut fields = http::HeaderMap::try_with_capacity(count + room)
-            .map_err(|_| StreamError::Broken("too many headers"))?;
-        for span in &spans[..count] {
-            let [name_at, name_len, value_at, value_len] = span.map(usize::from);
-            let name = http::HeaderName::from_bytes(&wire[name_at..name_at + name_len])
-                .map_err(|_| StreamError::Broken("malformed header name"))?;
-            // SAFETY: `http` asks of a value only that each byte be a tab or visible (32 and
-            // up, not 127); httparse refused the head otherwise, so checking again would cost a
-            // pass over every value of every answer. A unit test holds httparse to it:
-            // `httparse_refuses_every_byte_a_header_value_may_not_hold`.
-            let value = unsafe {
-                http::HeaderValue::from_maybe_shared_unchecked(
-                    wire.slice(value_at..value_at + value_len),
-                )
-            };
-            fields
-                .try_append(name, value)
-                .map_err(|_| StreamError::Broken("too many headers"))?;
-        }
+        let mut fields = fields_of(&wire, &spans[..count], room)?;
         if fields.contains_key(http::header::TRANSFER_ENCODING) {
             // The codings frame the body; a length beside them is not to be passed on
             // (RFC 9112 §6.3).
@@ -175,21 +155,27 @@ pub fn parse_head(
     }
 }
 
-/// The fields httparse parsed out of `wire`, as a map with room for `room` more: each name
-/// parsed once, each value a slice of `wire` taken as [`parse_head`] takes an answer's.
+/// The fields httparse parsed out of `wire`, by place, as a map with room for `room` more:
+/// each name parsed once, each value a slice of `wire`.
 pub fn fields_of(
     wire: &Bytes,
-    parsed: &[httparse::Header<'_>],
+    spans: &[FieldSpan],
     room: usize,
 ) -> Result<http::HeaderMap, StreamError> {
-    let mut fields = http::HeaderMap::try_with_capacity(parsed.len() + room)
+    let mut fields = http::HeaderMap::try_with_capacity(spans.len() + room)
         .map_err(|_| StreamError::Broken("too many headers"))?;
-    for field in parsed {
-        let name = http::HeaderName::from_bytes(field.name.as_bytes())
+    for span in spans {
+        let name = http::HeaderName::from_bytes(span.name.of(wire))
             .map_err(|_| StreamError::Broken("malformed header name"))?;
-        // SAFETY: as in `parse_head`; httparse checks a request's values as it does an answer's.
-        let value =
-            unsafe { http::HeaderValue::from_maybe_shared_unchecked(wire.slice_ref(field.value)) };
+        let value = span.value.range();
+        if value.end > wire.len() {
+            return Err(StreamError::Broken("a field outside its head"));
+        }
+        // SAFETY: `http` asks of a value only that each byte be a tab or visible (32 and up,
+        // not 127); httparse refused the head otherwise (a request's values as an answer's),
+        // so checking again would cost a pass over every value of every message. A unit test
+        // holds httparse to it: `httparse_refuses_every_byte_a_header_value_may_not_hold`.
+        let value = unsafe { http::HeaderValue::from_maybe_shared_unchecked(wire.slice(value)) };
         fields
             .try_append(name, value)
             .map_err(|_| StreamError::Broken("too many headers"))?;
@@ -200,16 +186,19 @@ pub fn fields_of(
 /// Whether a message's `Connection` keeps the connection: an HTTP/1.1 message unless it says
 /// `close`, an HTTP/1.0 one only when it says `keep-alive` and has no `Transfer-Encoding`
 /// (RFC 9112 §6.1, §9.3). Read off the parsed fields, which are few, before any map is built.
-pub fn keeps_connection(version: http::Version, fields: &[httparse::Header<'_>]) -> bool {
+pub fn keeps_connection<'h>(
+    version: http::Version,
+    fields: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) -> bool {
     let (mut close, mut keep_alive, mut coded) = (false, false, false);
-    for field in fields {
-        if field.name.eq_ignore_ascii_case("connection") {
-            for token in field.value.split(|&b| b == b',') {
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
-        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             coded = true;
         }
     }
@@ -471,7 +460,12 @@ mod tests {
             Ok(httparse::Status::Partial) => panic!("a whole request head read as partial"),
             Err(_) => return None,
         }
-        let fields = fields_of(&wire, request.headers, 0).expect("fields");
+        let spans: Vec<_> = request
+            .headers
+            .iter()
+            .map(|field| FieldSpan::within(&wire, field).expect("a field of the head"))
+            .collect();
+        let fields = fields_of(&wire, &spans, 0).expect("fields");
         fields.get("x-probe").map(|v| v.as_bytes().to_vec())
     }
 

@@ -8,4 +8,5 @@
 pub mod error;
 pub mod fields;
 pub mod headers;
+pub mod layout;
 pub mod route;

@@ -19,7 +19,6 @@
 //! Layer: part of [`crate::http`].
 
 use std::fmt::Write as _;
-use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -32,7 +31,6 @@ use pingora::{Error, ErrorType, OrErr as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::edge::Handoff;
-use crate::edge::framing::MAX_HEADER_FIELDS;
 use crate::http::client::Client;
 use crate::upstream::answer;
 
@@ -83,34 +81,36 @@ impl std::fmt::Debug for LaneClient<'_> {
 }
 
 impl<'a> LaneClient<'a> {
-    /// The request whose head `handoff` holds, to be answered on `stream`; `None` when the head
-    /// does not parse or its body is chunked, which the edge's check and the lane's choice make
-    /// unexpected.
-    pub fn new(stream: Stream, handoff: Handoff, shutdown: &'a ShutdownWatch) -> Option<Self> {
+    /// The request whose head `handoff` holds, to be answered on `stream`, taken by the places
+    /// the edge's check found its parts in; `None` when one of them makes no request or the body
+    /// is chunked, which the check and the lane's choice make unexpected.
+    pub fn new(stream: Stream, handoff: Handoff<'_>, shutdown: &'a ShutdownWatch) -> Option<Self> {
         let (client_ip, tls, draining) = (
             handoff.client_ip(),
             handoff.is_tls(),
             handoff.shutting_down(),
         );
-        let body_length = handoff.shape().body_length?;
+        let shape = handoff.shape();
+        let body_length = shape.body_length?;
+        let layout = handoff.layout();
         let wire = handoff.into_head().freeze();
-        // Left uninitialised, as the edge's check leaves it: the parser writes the fields the
-        // head holds, and the edge allowed at most this many.
-        let mut parsed = [const { MaybeUninit::uninit() }; MAX_HEADER_FIELDS];
-        let mut head = httparse::Request::new(&mut []);
-        let Ok(httparse::Status::Complete(length)) =
-            head.parse_with_uninit_headers(&wire, &mut parsed)
-        else {
-            return None;
+        let length = layout.length;
+        let method = http::Method::from_bytes(layout.method.of(&wire)).ok()?;
+        let version = if layout.http10 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
         };
-        let method = http::Method::from_bytes(head.method?.as_bytes()).ok()?;
-        let version = match head.version? {
-            1 => http::Version::HTTP_11,
-            _ => http::Version::HTTP_10,
-        };
-        let target = head.path?.as_bytes();
-        let keepalive = !draining && answer::keeps_connection(version, head.headers);
-        let fields = answer::fields_of(&wire, head.headers, 0).ok()?;
+        let target = shape.target.of(&wire);
+        let keepalive = !draining
+            && answer::keeps_connection(
+                version,
+                layout
+                    .fields
+                    .iter()
+                    .map(|field| (field.name.of(&wire), field.value.of(&wire))),
+            );
+        let fields = answer::fields_of(&wire, &layout.fields, 0).ok()?;
         let mut parts = http::Request::new(()).into_parts().0;
         parts.method = method;
         parts.version = version;

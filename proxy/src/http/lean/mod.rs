@@ -516,7 +516,7 @@ impl Lane for LeanLane {
     async fn serve(
         &self,
         stream: Stream,
-        handoff: Handoff,
+        handoff: Handoff<'_>,
         kept: &mut Option<KeptWithClient>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
