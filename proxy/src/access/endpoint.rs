@@ -1,5 +1,7 @@
 //! What the proxy hands the login API: which endpoint a path names, and the session cookie.
 
+use crate::text::every_byte;
+
 /// Request bodies of the login API are small JSON documents.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
@@ -123,9 +125,7 @@ pub fn cookie<'a>(
     name: &str,
 ) -> Option<&'a str> {
     let text = |value: &'a [u8]| {
-        value
-            .iter()
-            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        every_byte(value, |b| (b == b'\t') | (b' '..=b'~').contains(&b))
             .then(|| std::str::from_utf8(value).ok())
             .flatten()
     };
