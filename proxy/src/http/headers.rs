@@ -232,11 +232,16 @@ pub fn scrub_response(response: &mut ResponseHeader, is_upstream: impl Fn(&url::
     }
 }
 
+/// Whether an answer is an error, whose body [`error_body_passes`] judges.
+pub fn is_error(status: http::StatusCode) -> bool {
+    status.as_u16() >= 400
+}
+
 /// Whether an XSP's error answer may reach the client as it is: XSI errors are `ErrorInfo`
 /// documents (XML, or JSON where asked for). Anything else, an HTML error page of the server in
 /// front of BroadWorks say, may name hosts and software, and is replaced.
 pub fn error_body_passes(status: http::StatusCode, content_type: Option<&str>) -> bool {
-    if status.as_u16() < 400 {
+    if !is_error(status) {
         return true;
     }
     let Some(media) = content_type.and_then(|value| value.split(';').next()) else {

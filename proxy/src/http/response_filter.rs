@@ -105,6 +105,13 @@ impl ProxyApp {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Most answers are no errors, and their fields need not be looked up.
+        if !ctx.route.is_xsp()
+            || !headers::is_error(response.status)
+            || session.req_header().method == http::Method::HEAD
+        {
+            return Ok(());
+        }
         let content_type = response
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -114,11 +121,7 @@ impl ProxyApp {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() == b"0");
-        if !ctx.route.is_xsp()
-            || empty
-            || session.req_header().method == http::Method::HEAD
-            || headers::error_body_passes(response.status, content_type)
-        {
+        if empty || headers::error_body_passes(response.status, content_type) {
             return Ok(());
         }
         let body = error_body_with_status(

@@ -4,10 +4,10 @@
 use std::cell::OnceCell;
 use std::net::IpAddr;
 
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::HeaderValue;
+use pingora::http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 
 use crate::state::session::BoundSession;
-use crate::wire::fields::{self, Put};
 
 /// Headers no plugin may set or remove: they frame the message, and a wrong value would
 /// corrupt the connection rather than the request.
@@ -19,6 +19,20 @@ enum Message<'a> {
         request: &'a RequestHeader,
         response: &'a mut ResponseHeader,
     },
+}
+
+impl Message<'_> {
+    fn put(&mut self, name: impl IntoCaseHeaderName, value: HeaderValue, append: bool) -> bool {
+        let put = match (self, append) {
+            (Message::Request(request), false) => request.insert_header(name, value),
+            (Message::Request(request), true) => request.append_header(name, value).map(drop),
+            (Message::Response { response, .. }, false) => response.insert_header(name, value),
+            (Message::Response { response, .. }, true) => {
+                response.append_header(name, value).map(drop)
+            }
+        };
+        put.is_ok()
+    }
 }
 
 /// One filter call's view. The host passes `&mut Exchange` to the plugin as an opaque handle
@@ -209,46 +223,35 @@ impl<'a> Exchange<'a> {
             .get_all(name)
             .iter()
             .nth(index)
-            .map(http::HeaderValue::as_bytes)
+            .map(HeaderValue::as_bytes)
     }
 
     pub(super) fn set_header(&mut self, name: &[u8], value: &[u8], append: bool) -> bool {
         let (Ok(parsed), Ok(value)) = (
             http::HeaderName::from_bytes(name),
-            http::HeaderValue::from_bytes(value),
+            HeaderValue::from_bytes(value),
         ) else {
             return false;
         };
         if FRAMING.contains(&parsed.as_str()) {
             return false;
         }
-        let put = if append { Put::Append } else { Put::Replace };
         let cased = match &self.message {
             Message::Request(request) => request.has_case(),
             Message::Response { response, .. } => response.has_case(),
         };
-        if !cased {
-            // A head without a map of its names' case (the lane's) writes no one's spelling.
-            let field = [(parsed, value)];
-            let result = match &mut self.message {
-                Message::Request(request) => fields::put_request(request, put, field),
-                Message::Response { response, .. } => fields::put_response(response, put, field),
+        if cased {
+            // Pingora keeps the name's case as given, so pass the plugin's spelling on.
+            let Ok(name) = String::from_utf8(name.to_vec()) else {
+                return false;
             };
-            return result.is_ok();
+            self.message.put(name, value, append)
+        } else {
+            // A head without a map of its names' case (the lane's) writes no one's spelling.
+            // One field goes in through Pingora's method, which parses the name again, more
+            // cheaply than the head is taken apart and put together (`wire::fields`).
+            self.message.put(parsed, value, append)
         }
-        // Pingora keeps the name's case as given, so pass the plugin's spelling on.
-        let Ok(name) = String::from_utf8(name.to_vec()) else {
-            return false;
-        };
-        let result = match (&mut self.message, append) {
-            (Message::Request(request), false) => request.insert_header(name, value),
-            (Message::Request(request), true) => request.append_header(name, value).map(|_| ()),
-            (Message::Response { response, .. }, false) => response.insert_header(name, value),
-            (Message::Response { response, .. }, true) => {
-                response.append_header(name, value).map(|_| ())
-            }
-        };
-        result.is_ok()
     }
 
     pub(super) fn remove_header(&mut self, name: &[u8]) {
