@@ -1,6 +1,7 @@
 //! Where a parsed head's parts lie in its bytes. A head is parsed once, where it is read, and
 //! what takes it further takes its parts by place: the edge hands the lane a client's head
-//! this way, and the answer reader keeps an upstream's fields so while it freezes the head.
+//! this way, and the answer reader keeps an upstream's fields so across freezing the buffer
+//! that the parser's fields borrow.
 
 /// A part of a head: its place in the head's bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
