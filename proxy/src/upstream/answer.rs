@@ -181,7 +181,7 @@ const SPELLED: [(&[u8], http::HeaderName); 16] = {
 };
 
 /// The fields httparse parsed out of `wire`, by place, as a map with room for `room` more:
-/// each name parsed once (or found in [`SPELLED`]), each value a slice of `wire`.
+/// each name parsed once (or found in `SPELLED`), each value a slice of `wire`.
 pub fn fields_of(
     wire: &Bytes,
     spans: &[FieldSpan],
