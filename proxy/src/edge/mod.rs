@@ -222,10 +222,8 @@ where
         // handshake's future, about 9 KiB, for as long as this call runs. Returning frees it,
         // and an idle connection costs only what it holds itself. The task runs on the thread
         // serving the fewest connections, not on the one Pingora picked at random.
-        let edge = Arc::clone(self);
-        let shutdown = shutdown.clone();
         self.placement
-            .spawn(async move { edge.serve(stream, shutdown).await });
+            .spawn(Arc::clone(self).serve(stream, shutdown.clone()));
         None
     }
 
@@ -244,7 +242,9 @@ where
     ///
     /// `shutdown` is the connection's own receiver, for its whole life: a clone for each request
     /// would count in and out of the channel that every connection on every thread shares.
-    async fn serve(&self, stream: Stream, shutdown: ShutdownWatch) {
+    /// `self` is owned so that this future is the connection's task whole, not wrapped in one
+    /// more that holds the edge beside it.
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let _open = GaugeGuard::new(&self.metrics.downstream_connections);
         let address = stream
             .get_socket_digest()
