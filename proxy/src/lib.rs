@@ -5,7 +5,7 @@
 //!
 //! 1. [`config`] and [`wire`]: the configuration, and the names and shapes xsigate promises
 //!    the outside (error envelope, headers, request classes); [`text`]: bytes spelled in hex
-//!    and scanned. They use nothing else.
+//!    and scanned; [`allocator`]: the process's allocator. They use nothing else.
 //! 2. [`metrics`] and [`telemetry`]: what the gateway counts and logs.
 //! 3. [`edge`]: client connections before HTTP: per-address limits, the request head read
 //!    under deadlines, framing that no two parsers could read differently.
@@ -22,6 +22,7 @@
 //!    configuration over without dropping traffic.
 
 pub mod access;
+pub mod allocator;
 pub mod audit;
 pub mod cli;
 pub mod cluster;

@@ -14,7 +14,7 @@ use xsigate::telemetry::LogFormat;
 // allocations far better than glibc's malloc under contention.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: xsigate::allocator::Allocator = xsigate::allocator::Allocator;
 
 #[expect(clippy::print_stdout, reason = "`check` reports its verdict on stdout")]
 fn main() -> ExitCode {

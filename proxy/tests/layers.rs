@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module and what it may use, bottom up.
 const LAYERS: &[(&str, &[&str])] = &[
     ("text", &[]),
+    ("allocator", &[]),
     ("config", &["text"]),
     ("wire", &["text"]),
     ("telemetry", &["text"]),
