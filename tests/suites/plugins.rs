@@ -266,6 +266,7 @@ async fn filters_see_and_change_requests_and_responses() {
         .get(format!("{}?a=1", xsi(&gateway)))
         .header("authorization", basic(USER, "pw"))
         .header("accept", "text/xml")
+        .header("accept", "application/json")
         .header("x-fixture", "view")
         .send()
         .await
@@ -284,7 +285,12 @@ async fn filters_see_and_change_requests_and_responses() {
     assert_eq!(view["provider"], "acme");
     assert_eq!(view["request_id"], request_id);
     assert_eq!(view["client_addr"], "127.0.0.1");
-    assert_eq!(view["accept"], serde_json::json!(["text/xml"]));
+    // Both fields of a name, in order, collected or read one at a time.
+    assert_eq!(
+        view["accept"],
+        serde_json::json!(["text/xml", "application/json"])
+    );
+    assert_eq!(view["accept_values"], view["accept"]);
 
     // A proxied request passes all three filters.
     let response = client

@@ -38,15 +38,16 @@ impl Exchange {
         unsafe { (self.api.header)(self.handle, Str::new(name), index).as_str() }
     }
 
-    fn headers(&self, name: &str) -> Vec<&str> {
-        (0..)
-            .map_while(|i| {
-                // SAFETY: as in `attribute`.
-                let value = unsafe { (self.api.header)(self.handle, Str::new(name), i) };
-                // SAFETY: as in `attribute`.
-                (!value.is_absent()).then(|| unsafe { value.as_str() }.unwrap_or(""))
-            })
-            .collect()
+    fn header_values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        (0..).map_while(move |i| {
+            // SAFETY: as in `attribute`.
+            let value = unsafe { (self.api.header)(self.handle, Str::new(name), i) };
+            // SAFETY: as in `attribute`.
+            (!value.is_absent()).then(|| unsafe { value.as_str() }.unwrap_or(""))
+        })
     }
 
     fn set_header(&mut self, name: &str, value: &str, append: bool) -> Result<(), Error> {
@@ -205,9 +206,19 @@ macro_rules! header_access {
             self.exchange.header(name, 0)
         }
 
-        /// Every value of a header, in order.
+        /// Every value of a header, in order (a value that is not UTF-8 as `""`).
         pub fn headers(&self, name: &str) -> Vec<&str> {
-            self.exchange.headers(name)
+            self.exchange.header_values(name).collect()
+        }
+
+        /// Every value of a header, in order, as [`Self::headers`] has them, each read from the
+        /// host as the iterator reaches it: nothing is collected, and a hook that finds what
+        /// it looks for stops reading.
+        pub fn header_values<'a, 'n>(
+            &'a self,
+            name: &'n str,
+        ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+            self.exchange.header_values(name)
         }
 
         /// Replaces every value of a header.

@@ -179,7 +179,7 @@ impl ResponseFilter for XsiSession {
         if !session_xsi(response.route()) || response.session_user().is_none() {
             return Ok(ResponseDecision::Forward);
         }
-        if let Some(cookie) = session_cookie_of(response.headers("set-cookie")) {
+        if let Some(cookie) = session_cookie_of(response.header_values("set-cookie")) {
             response.set_xsp_cookie(Some(&cookie))?;
             if let Some(upstream) = response.upstream().map(str::to_owned) {
                 response.set_session_xsp(&upstream)?;
