@@ -392,6 +392,33 @@ mod tests {
         assert_eq!(request.headers["x-forwarded-proto"], "https");
     }
 
+    /// Each scrub happens for its field alone, and the answer's other fields stay.
+    #[test]
+    fn each_scrub_happens_alone() {
+        let upstream = |url: &url::Url| url.host_str() == Some("xsp1.internal");
+        let scrubbed = |name: &str, value: &str| {
+            let mut response = ResponseHeader::build(200, None).unwrap();
+            response.insert_header("content-type", "text/xml").unwrap();
+            response.append_header(name.to_owned(), value).unwrap();
+            scrub_response(&mut response, upstream);
+            assert_eq!(response.headers["content-type"], "text/xml");
+            response
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(scrubbed("x-backend-server", "xsp1").is_empty());
+        assert_eq!(scrubbed("location", "http://xsp1.internal/a"), ["/a"]);
+        assert_eq!(
+            scrubbed("content-location", "http://xsp1.internal/b?c"),
+            ["/b?c"]
+        );
+        assert_eq!(scrubbed("set-cookie", "a=1; Domain=xsp1.internal"), ["a=1"]);
+        assert_eq!(scrubbed("set-cookie", "a=1; Path=/"), ["a=1; Path=/"]);
+    }
+
     #[test]
     fn scrub_hides_the_upstream() {
         let mut response = ResponseHeader::build(302, None).unwrap();
