@@ -120,8 +120,7 @@ mod tests {
                     bytes.fill(round);
                     held.push((block, round));
                 }
-                for (block, round) in held {
-                    let mut block = block;
+                for (mut block, round) in held {
                     let mut layout = layout;
                     // Grown, then shrunk below the first size.
                     for new_size in [size * 2 + 7, size.div_ceil(2)] {

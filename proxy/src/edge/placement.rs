@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 
-use futures_util::FutureExt;
+use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
 
 /// The worker threads seen so far and how many connections each serves.
