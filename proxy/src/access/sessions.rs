@@ -20,7 +20,7 @@ use crate::state::session::{BoundSession, Scope, Session, SessionSecrets, cookie
 use crate::state::store::{
     SessionOwner, SessionRow, Store, StoreError, millis, store_unavailable, unix_ms,
 };
-use crate::state::token::{new_token, token_hash, well_formed};
+use crate::state::token::{DigestHashing, new_token, token_hash, well_formed};
 use crate::wire::error::ErrorCode;
 use crate::wire::headers::SESSION_COOKIE;
 
@@ -115,7 +115,7 @@ pub struct Sessions {
     key: SealKey,
     policy: SessionPolicy,
     /// Sessions of proxied requests by token hash, so that a request costs no store read.
-    cache: RwLock<HashMap<Vec<u8>, Cached>>,
+    cache: RwLock<HashMap<Vec<u8>, Cached, DigestHashing>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -147,7 +147,7 @@ impl Sessions {
             runtime,
             key: sealer.key("sessions")?,
             policy,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
         })
     }
 

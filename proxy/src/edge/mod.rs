@@ -82,8 +82,9 @@ pub trait Lane: Send + Sync + 'static {
     /// What the lane keeps with one client connection between its requests.
     type Kept: Send + Sync + 'static;
 
-    /// Whether the lane serves the request with this target (path and query) and shape.
-    fn takes(&self, target: &str, shape: Shape) -> bool;
+    /// Whether the lane serves the request with this path (its target up to any query) and
+    /// shape.
+    fn takes(&self, path: &str, shape: Shape) -> bool;
 
     /// Serves one request on `stream`, whose head `handoff` holds. Returns the connection when
     /// it may carry another request.
@@ -323,7 +324,7 @@ where
                 refusal.retry_after = Some(addresses::retry_after_seconds(wait));
                 return self.refuse(stream, refusal).await;
             }
-            let laned = self.lane.takes(shape.target.text(&head), shape);
+            let laned = self.lane.takes(shape.target.path(&head), shape);
             let handoff = Handoff {
                 head,
                 layout: &layout,

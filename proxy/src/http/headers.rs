@@ -3,7 +3,7 @@
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::upstream::answer::AnswerHead;
-use crate::wire::fields::{self, Field};
+use crate::wire::fields::{self, Field, Put};
 
 /// Response headers through which upstreams commonly reveal their software or host.
 const REVEALING: [&str; 6] = [
@@ -21,17 +21,13 @@ const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-for
 /// The `X-Forwarded-*` fields, set the way nginx's `$proxy_add_x_forwarded_for` and `$scheme`
 /// set them: the client address is appended to any list the client sent.
 pub fn forwarded_fields(
-    request: &RequestHeader,
+    request: &http::HeaderMap,
     client_ip: Option<std::net::IpAddr>,
     tls: bool,
 ) -> pingora::Result<[Option<Field>; 2]> {
     let forwarded_for = match client_ip {
         Some(ip) => {
-            let list = match request
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
+            let list = match request.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(existing) if !existing.trim().is_empty() => {
                     format!("{}, {}", existing.trim(), address_text(ip))
                 }
@@ -120,7 +116,8 @@ const ADDED_UPSTREAM: usize = 8;
 
 /// The request a client's head becomes on a connection of xsigate's own: HTTP/1.1, without
 /// `Connection`, the fields it named (`named`, from [`connection_nominations`]) and the standard
-/// hop-by-hop ones, with room for what the hooks add.
+/// hop-by-hop ones, with room for what the hooks add. Parts until xsigate's own fields are in
+/// ([`UpstreamParts::into_head`]).
 ///
 /// The client's map is copied whole (names, values and their hashes, so nothing is hashed
 /// again), given its room at once (a copy has none, and each field added would grow it), and
@@ -130,10 +127,10 @@ const ADDED_UPSTREAM: usize = 8;
 /// common ones titled, the rest in lower case), as Envoy and HAProxy send every name by default:
 /// names are case-insensitive (RFC 9110 section 5.1), and keeping the client's spelling would
 /// copy, grow and hash a second map of names for each request.
-pub fn upstream_request(
-    client: &RequestHeader,
+pub fn upstream_request<'c>(
+    client: &'c RequestHeader,
     named: &[http::HeaderName],
-) -> pingora::Result<RequestHeader> {
+) -> pingora::Result<UpstreamParts<'c>> {
     let hop_by_hop = |name: &http::HeaderName| {
         name == http::header::CONNECTION
             || named.contains(name)
@@ -152,12 +149,80 @@ pub fn upstream_request(
     parts.uri = client.uri.clone();
     parts.version = http::Version::HTTP_11;
     parts.headers = headers;
-    let mut request = RequestHeader::from(parts);
-    // A target the URI does not reproduce byte for byte (absolute-form, say) goes as it came.
-    if request.raw_path() != client.raw_path() {
-        request.set_raw_path(client.raw_path())?;
+    Ok(UpstreamParts {
+        parts,
+        client,
+        uri_set: false,
+    })
+}
+
+/// A request going upstream while xsigate's own fields go into it (`upstream_request.rs`):
+/// Pingora's head on the proxy's path; on the lane, the parts [`upstream_request`] copied,
+/// whose map takes the fields directly. Pingora's methods parse each name again, and a head
+/// has no other way to its map than being taken apart and put together (`wire::fields`).
+pub trait Outgoing {
+    fn fields(&self) -> &http::HeaderMap;
+    fn remove(&mut self, name: &http::HeaderName);
+    fn set_uri(&mut self, uri: http::Uri);
+    /// Puts each of `fields` in place of any field of its name.
+    fn put(&mut self, fields: impl IntoIterator<Item = Field>) -> pingora::Result<()>;
+}
+
+impl Outgoing for RequestHeader {
+    fn fields(&self) -> &http::HeaderMap {
+        &self.headers
     }
-    Ok(request)
+
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
+
+    fn set_uri(&mut self, uri: http::Uri) {
+        RequestHeader::set_uri(self, uri);
+    }
+
+    fn put(&mut self, fields: impl IntoIterator<Item = Field>) -> pingora::Result<()> {
+        fields::put_request(self, Put::Replace, fields)
+    }
+}
+
+/// The parts of a request going upstream, copied from `client`'s head ([`upstream_request`]).
+#[derive(Debug)]
+pub struct UpstreamParts<'c> {
+    parts: http::request::Parts,
+    client: &'c RequestHeader,
+    uri_set: bool,
+}
+
+impl UpstreamParts<'_> {
+    /// The head the parts make. A target the URI does not reproduce byte for byte
+    /// (absolute-form, say) goes as the client sent it, unless a hook set another.
+    pub fn into_head(self) -> pingora::Result<RequestHeader> {
+        let mut request = RequestHeader::from(self.parts);
+        if !self.uri_set && request.raw_path() != self.client.raw_path() {
+            request.set_raw_path(self.client.raw_path())?;
+        }
+        Ok(request)
+    }
+}
+
+impl Outgoing for UpstreamParts<'_> {
+    fn fields(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.parts.headers.remove(name);
+    }
+
+    fn set_uri(&mut self, uri: http::Uri) {
+        self.parts.uri = uri;
+        self.uri_set = true;
+    }
+
+    fn put(&mut self, fields: impl IntoIterator<Item = Field>) -> pingora::Result<()> {
+        fields::put_into(&mut self.parts.headers, Put::Replace, fields)
+    }
 }
 
 /// Room for the fields xsigate adds to an answer (the pin, the request id, CORS's), so that none
@@ -324,7 +389,10 @@ mod tests {
         request.insert_header("te", "trailers").unwrap();
         request.insert_header("accept", "application/xml").unwrap();
         let named = connection_nominations(&request).unwrap();
-        let upstream = upstream_request(&request, &named).unwrap();
+        let upstream = upstream_request(&request, &named)
+            .unwrap()
+            .into_head()
+            .unwrap();
         let left: Vec<_> = upstream.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
         assert_eq!(upstream.version, http::Version::HTTP_11);
@@ -343,14 +411,14 @@ mod tests {
         let mut client = RequestHeader::build("GET", target, None).unwrap();
         client.insert_header("Accept", "application/xml").unwrap();
         client.insert_header("X-Trace", "1").unwrap();
-        let upstream = upstream_request(&client, &[]).unwrap();
+        let upstream = upstream_request(&client, &[]).unwrap().into_head().unwrap();
         assert_eq!(upstream.raw_path(), target);
         assert!(!upstream.raw_path_is_utf8());
         assert_eq!(upstream.headers["x-trace"], "1");
         assert!(upstream.headers.capacity() >= upstream.headers.len() + ADDED_UPSTREAM);
 
         let client = RequestHeader::build("GET", b"/a/b?c=%41", None).unwrap();
-        let upstream = upstream_request(&client, &[]).unwrap();
+        let upstream = upstream_request(&client, &[]).unwrap().into_head().unwrap();
         assert_eq!(upstream.raw_path(), b"/a/b?c=%41");
     }
 
@@ -381,12 +449,12 @@ mod tests {
     #[test]
     fn forwarded_for_appends_like_nginx() {
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
-        let fields = forwarded_fields(&request, Some([10, 0, 0, 9].into()), false).unwrap();
+        let fields = forwarded_fields(&request.headers, Some([10, 0, 0, 9].into()), false).unwrap();
         fields::put_request(&mut request, Put::Replace, fields.into_iter().flatten()).unwrap();
         assert_eq!(request.headers["x-forwarded-for"], "10.0.0.9");
         assert_eq!(request.headers["x-forwarded-proto"], "http");
         request.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
-        let fields = forwarded_fields(&request, Some([10, 0, 0, 9].into()), true).unwrap();
+        let fields = forwarded_fields(&request.headers, Some([10, 0, 0, 9].into()), true).unwrap();
         fields::put_request(&mut request, Put::Replace, fields.into_iter().flatten()).unwrap();
         assert_eq!(request.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(request.headers["x-forwarded-proto"], "https");

@@ -9,29 +9,42 @@ use pingora::{Error, ErrorType, OrErr, Result};
 
 use super::ProxyApp;
 use super::context::{RequestCtx, Target, plugin_failed};
-use super::headers;
+use super::headers::{self, Outgoing};
 use crate::access::Claims;
 use crate::plugin::Exchange;
-use crate::wire::fields::{self, Put};
+use crate::wire::fields;
 use crate::wire::headers::{ASSERTION, ASSERTION_NAME, CSRF_TOKEN, REQUEST_ID_NAME, XSP_PIN};
 
 /// How long the identity assertion on a proxied gateway or applet request is valid.
 const ASSERTION_LIFETIME_SECONDS: u64 = 60;
 
 impl ProxyApp {
+    /// The whole filter on a head of Pingora's (the proxy's path).
     pub(super) async fn prepare_upstream_request(
         &self,
         session: &mut impl Client,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(provider) = ctx.provider.clone() else {
+        self.put_own_fields(session, upstream_request, ctx)?;
+        self.upstream_request_plugins(session, upstream_request, ctx)
+            .await
+    }
+
+    /// xsigate's part: the target, the fields withheld and xsigate's own.
+    pub(super) fn put_own_fields(
+        &self,
+        session: &impl Client,
+        upstream_request: &mut impl Outgoing,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = &ctx.provider else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "upstream request without a provider",
             );
         };
-        let Some(upstream) = ctx.upstream(&provider) else {
+        let Some(upstream) = ctx.upstream(provider) else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "upstream request without an upstream",
@@ -57,8 +70,8 @@ impl ProxyApp {
                         || name == http::header::AUTHORIZATION
                         || name.as_str() == CSRF_TOKEN))
         };
-        while let Some(name) = headers::first_present(&upstream_request.headers, withheld) {
-            upstream_request.remove_header(&name);
+        while let Some(name) = headers::first_present(upstream_request.fields(), withheld) {
+            upstream_request.remove(&name);
         }
         let mut assertion = None;
         if let Some(bound) = &ctx.session {
@@ -85,7 +98,7 @@ impl ProxyApp {
         }
         let client_ip = session.client_ip();
         let tls = session.is_tls();
-        let forwarded = headers::forwarded_fields(upstream_request, client_ip, tls)?;
+        let forwarded = headers::forwarded_fields(upstream_request.fields(), client_ip, tls)?;
         let host = match upstream.host_value() {
             Some(host) => host,
             None => fields::value(upstream.authority())?,
@@ -95,15 +108,34 @@ impl ProxyApp {
             assertion,
             Some((REQUEST_ID_NAME, fields::value(&ctx.request_id)?)),
         ];
-        fields::put_request(
-            upstream_request,
-            Put::Replace,
-            own.into_iter().chain(forwarded).flatten(),
-        )?;
+        upstream_request.put(own.into_iter().chain(forwarded).flatten())?;
         if let Some(bound) = ctx.session.as_mut() {
             bound.master_credentials = false;
         }
-        // Plugins may run again when the request is retried on another XSP.
+        Ok(())
+    }
+
+    /// The upstream-request plugins, then the master's credentials if one asked for them.
+    /// Plugins may run again when the request is retried on another XSP.
+    pub(super) async fn upstream_request_plugins(
+        &self,
+        session: &impl Client,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client_ip = session.client_ip();
+        let Some(provider) = ctx.provider.clone() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without a provider",
+            );
+        };
+        let Some(upstream) = ctx.upstream(&provider) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream request without an upstream",
+            );
+        };
         for plugin in &self.plugins.chain(&provider).upstream_request {
             let mut exchange =
                 Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip)

@@ -62,6 +62,55 @@ impl DigestedToken {
     }
 }
 
+/// Hashing for maps keyed by token digests ([`token_hash`]). A digest is uniform and no one
+/// can choose one (it is SHA-256 of a token, and only sessions the store holds are kept), so its
+/// words folded under a key drawn for each map place entries as evenly as `std`'s SipHash, at
+/// a fraction of its cost (SipHash was 0.6 % of a proxied request's instructions).
+#[derive(Debug, Clone)]
+pub struct DigestHashing {
+    key: u64,
+}
+
+impl Default for DigestHashing {
+    fn default() -> Self {
+        Self {
+            key: rand::random(),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for DigestHashing {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(self.key)
+    }
+}
+
+/// See [`DigestHashing`].
+#[derive(Debug)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // An odd constant (2^64 / φ) spreads each word over the high bits, and the rotation
+        // brings them down to the low ones, which pick the bucket.
+        const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+        let words = bytes.chunks_exact(8);
+        let tail = words.remainder();
+        let mut last = [0; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        for word in words.chain([&last[..]]) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            self.0 = (self.0 ^ word).wrapping_mul(SPREAD).rotate_left(29);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The PKCE `S256` challenge of a verifier (RFC 7636 §4.2): base64url of its SHA-256. A
 /// token is a valid verifier: 43 characters of the unreserved set.
 pub fn pkce_challenge(verifier: &str) -> String {
@@ -101,6 +150,29 @@ mod tests {
             let _ = DigestedToken::digest(&mut last, held);
             assert_eq!(DigestedToken::digest(&mut last, &stranger), None);
         }
+    }
+
+    /// Every byte of a digest moves its hash, and two maps place the same digest apart.
+    #[test]
+    fn a_digests_hash_depends_on_each_byte_and_on_its_maps_key() {
+        use std::hash::BuildHasher as _;
+        let hashing = DigestHashing::default();
+        let digest = token_hash(&new_token());
+        let hash = hashing.hash_one(&digest);
+        assert_eq!(hashing.hash_one(digest.as_slice()), hash);
+        for at in 0..digest.len() {
+            for bit in 0..8 {
+                let mut flipped = digest.clone();
+                flipped[at] ^= 1 << bit;
+                assert_ne!(hashing.hash_one(&flipped), hash, "byte {at} bit {bit}");
+            }
+        }
+        // The length counts: a digest and its prefix padded with zeros are not the same key.
+        let mut padded = digest[..31].to_vec();
+        padded.push(0);
+        assert_ne!(hashing.hash_one(&digest[..31]), hashing.hash_one(&padded));
+        let other = DigestHashing { key: !hashing.key };
+        assert_ne!(other.hash_one(&digest), hash);
     }
 
     #[test]

@@ -78,8 +78,10 @@ pub fn parse_head(
     loop {
         // Where each field's name and value are in the head, to take them as slices of it once
         // it is frozen: the parser's fields borrow `buf`.
-        let mut spans = [FieldSpan::default(); FIELDS_MAX];
-        let (length, status, version, reason, count, body, keeps) =
+        // As many as the head holds: an array of the most a head may hold would be zeroed
+        // (2 KiB) for every answer.
+        let mut spans = Vec::new();
+        let (length, status, version, reason, body, keeps) =
             {
                 let mut slots = [const { MaybeUninit::uninit() }; FIELDS_MAX];
                 let mut response = httparse::Response::new(&mut []);
@@ -122,11 +124,13 @@ pub fn parse_head(
                 } else {
                     Body::of(status, response.headers)?
                 };
-                for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-                    *span = FieldSpan::within(buf, field)
-                        .ok_or(StreamError::Broken("response head too large"))?;
+                spans.reserve_exact(response.headers.len());
+                for field in response.headers.iter() {
+                    spans.push(
+                        FieldSpan::within(buf, field)
+                            .ok_or(StreamError::Broken("response head too large"))?,
+                    );
                 }
-                let count = response.headers.len();
                 let keeps = keeps_connection(
                     version,
                     response
@@ -134,10 +138,10 @@ pub fn parse_head(
                         .iter()
                         .map(|f| (f.name.as_bytes(), f.value)),
                 );
-                (length, status, version, reason, count, body, keeps)
+                (length, status, version, reason, body, keeps)
             };
         let wire = buf.split_to(length).freeze();
-        let mut fields = fields_of(&wire, &spans[..count], room)?;
+        let mut fields = fields_of(&wire, &spans, room)?;
         if fields.contains_key(http::header::TRANSFER_ENCODING) {
             // The codings frame the body; a length beside them is not to be passed on
             // (RFC 9112 §6.3).

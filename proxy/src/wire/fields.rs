@@ -92,7 +92,8 @@ pub fn put_response(
     put_all
 }
 
-fn put_into(
+/// Puts `fields` into a map of a message not yet a head.
+pub fn put_into(
     headers: &mut HeaderMap,
     put: Put,
     fields: impl IntoIterator<Item = Field>,

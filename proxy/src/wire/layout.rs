@@ -35,6 +35,14 @@ impl Span {
         std::str::from_utf8(self.of(head)).unwrap_or_default()
     }
 
+    /// A request target's path: the part in `head` up to any `?`, as text; empty when it is
+    /// not text. `memchr` finds the `?` many bytes at a time, where `str::split` tests each.
+    pub fn path(self, head: &[u8]) -> &str {
+        let target = self.of(head);
+        let path = memchr::memchr(b'?', target).map_or(target, |end| &target[..end]);
+        std::str::from_utf8(path).unwrap_or_default()
+    }
+
     pub fn range(self) -> std::ops::Range<usize> {
         // Widening: `usize` holds 32 bits on every target Pingora builds for.
         self.start as usize..self.end as usize
@@ -84,5 +92,23 @@ mod tests {
         let not_text = b"\xff\xfe";
         let whole = Span::within(not_text, not_text).unwrap();
         assert_eq!(whole.text(not_text), "");
+    }
+
+    /// A target's path ends at its first `?`, and a path that is not text reads as none.
+    #[test]
+    fn a_targets_path_ends_at_its_query() {
+        let path = |target: &[u8]| {
+            Span::within(target, target)
+                .unwrap()
+                .path(target)
+                .to_owned()
+        };
+        assert_eq!(path(b"/a/b?c=d?e"), "/a/b");
+        assert_eq!(path(b"/a/b"), "/a/b");
+        assert_eq!(path(b"/a/b?"), "/a/b");
+        assert_eq!(path(b"?x"), "");
+        assert_eq!(path(b"http://h/p?q"), "http://h/p");
+        assert_eq!(path(b"/\xff?q"), "");
+        assert_eq!(path(b"/a?\xff"), "/a");
     }
 }

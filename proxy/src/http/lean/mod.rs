@@ -379,9 +379,11 @@ impl LeanLane {
         body: Bytes,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let mut request = headers::upstream_request(session.req_header(), named)?;
+        let mut parts = headers::upstream_request(session.req_header(), named)?;
+        self.app.put_own_fields(session, &mut parts, ctx)?;
+        let mut request = parts.into_head()?;
         self.app
-            .prepare_upstream_request(session, &mut request, ctx)
+            .upstream_request_plugins(session, &mut request, ctx)
             .await?;
         let Attempt {
             stream,
@@ -506,8 +508,7 @@ fn answer_failed(e: StreamError) -> Box<Error> {
 impl Lane for LeanLane {
     type Kept = KeptWithClient;
 
-    fn takes(&self, target: &str, shape: Shape) -> bool {
-        let path = target.split('?').next().unwrap_or_default();
+    fn takes(&self, path: &str, shape: Shape) -> bool {
         !shape.asks_more
             && shape.body_length.is_some_and(|n| n <= HELD_BODY_BYTES)
             && matches!(route::classify(path), Route::Xsp(RouteClass::XsiActions))
