@@ -48,20 +48,31 @@ pub const CHANNEL_OPEN: &str = concat!(async_context!(), events_context!(), "/v2
 
 /// The segments of a path, each percent-decoded once (bytes that are not UTF-8 replaced), as an
 /// XSP reads them. A segment with nothing to decode, as most are, is borrowed from `path`.
-#[allow(
-    clippy::manual_pattern_char_comparison,
-    reason = "a test of each character, not `split('/')`, whose search sets up a `memchr` for \
-              each segment: XSI segments are a few bytes long, and a request's hooks split its \
-              path on every request"
-)]
+///
+/// Split a byte at a time: `split('/')` sets up a `memchr` for each segment, and a `char`
+/// predicate decodes each character, where XSI segments are a few ASCII bytes long and a
+/// request's hooks split its path on every request.
 pub fn decoded_segments(path: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
-    path.split(|c: char| c == '/').map(|segment| {
-        // Decoding checks the bytes as UTF-8 again, which a segment of a `str` is already.
-        if segment.contains('%') {
+    let mut rest = Some(path);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        // A `/` is a byte of its own in UTF-8: the text either side of it is text.
+        let segment = match current.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                &current[..at]
+            }
+            None => {
+                rest = None;
+                current
+            }
+        };
+        Some(if segment.bytes().any(|b| b == b'%') {
+            // Decoding checks the bytes as UTF-8 again, which a segment of a `str` is already.
             percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
         } else {
             Cow::Borrowed(segment)
-        }
+        })
     })
 }
 
@@ -304,6 +315,37 @@ pub async fn check_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The segments are `split('/')`'s, each decoded: empty ones, escapes, non-ASCII text and
+    /// escapes that are not UTF-8 included.
+    #[test]
+    fn a_paths_segments_are_its_splits_decoded() {
+        let paths = [
+            "",
+            "/",
+            "//",
+            "a",
+            "/a/b/",
+            "a//b",
+            "/user/alice%40example.com/profile",
+            "/%2F/%zz/%e9/\u{e9}t\u{e9}/\u{1f4de}",
+            "%41%42/%",
+        ];
+        for path in paths {
+            let decoded: Vec<String> = decoded_segments(path).map(Cow::into_owned).collect();
+            let split: Vec<String> = path
+                .split('/')
+                .map(|segment| {
+                    percent_encoding::percent_decode_str(segment)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .collect();
+            assert_eq!(decoded, split, "{path:?}");
+        }
+        let borrowed = decoded_segments("/a/b%20c").map(|s| matches!(s, Cow::Borrowed(_)));
+        assert_eq!(borrowed.collect::<Vec<_>>(), [true, true, false]);
+    }
 
     #[test]
     fn paths_are_built_from_the_contexts_and_classified_by_them() {
