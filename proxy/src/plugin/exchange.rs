@@ -226,14 +226,16 @@ impl<'a> Exchange<'a> {
             .map(HeaderValue::as_bytes)
     }
 
+    /// The name is parsed (and refused when it is not a field name) by Pingora's method alone:
+    /// parsed here first, it would be parsed twice.
     pub(super) fn set_header(&mut self, name: &[u8], value: &[u8], append: bool) -> bool {
-        let (Ok(parsed), Ok(value)) = (
-            http::HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(value),
-        ) else {
+        let Ok(value) = HeaderValue::from_bytes(value) else {
             return false;
         };
-        if FRAMING.contains(&parsed.as_str()) {
+        if FRAMING
+            .iter()
+            .any(|framing| name.eq_ignore_ascii_case(framing.as_bytes()))
+        {
             return false;
         }
         let cased = match &self.message {
@@ -248,9 +250,11 @@ impl<'a> Exchange<'a> {
             self.message.put(name, value, append)
         } else {
             // A head without a map of its names' case (the lane's) writes no one's spelling.
-            // One field goes in through Pingora's method, which parses the name again, more
-            // cheaply than the head is taken apart and put together (`wire::fields`).
-            self.message.put(parsed, value, append)
+            // One field goes in through Pingora's method, more cheaply than the head is taken
+            // apart and put together (`wire::fields`); the name as bytes, which it takes as
+            // they are, where a `HeaderName` would be matched against the names it titles.
+            self.message
+                .put(bytes::Bytes::copy_from_slice(name), value, append)
         }
     }
 
@@ -340,6 +344,40 @@ mod tests {
         .with_session(Some(session));
         exchange.show_session_credentials(visible);
         exchange.set_attribute(attr::SESSION_CREDENTIALS, Some("master"))
+    }
+
+    /// A plugin sets a field on a head with or without a map of its names' case (Pingora's
+    /// parser's, the lane's); never one that frames the message, in any case, nor a name or
+    /// value that is not a field's, and a refused field leaves the head as it was.
+    #[test]
+    fn a_plugin_sets_fields_but_never_framing_or_malformed_ones() {
+        let uncased = || {
+            let mut parts = http::Request::new(()).into_parts().0;
+            parts.uri = "/a".parse().unwrap();
+            RequestHeader::from(parts)
+        };
+        for mut head in [request(), uncased()] {
+            let mut exchange = Exchange::request(&mut head, "r1", "acme", None);
+            assert!(exchange.set_header(b"Authorization", b"Basic YTpi", false));
+            assert!(exchange.set_header(b"authorization", b"Basic Yzpk", false));
+            assert!(exchange.set_header(b"X-Trace", b"1", false));
+            assert!(exchange.set_header(b"x-trace", b"2", true));
+            for framing in ["Content-Length", "transfer-encoding", "CONNECTION"] {
+                assert!(
+                    !exchange.set_header(framing.as_bytes(), b"0", false),
+                    "{framing}"
+                );
+            }
+            assert!(!exchange.set_header(b"bad name", b"1", false));
+            assert!(!exchange.set_header(b"", b"1", false));
+            assert!(!exchange.set_header(b"x-\xff", b"1", false));
+            assert!(!exchange.set_header(b"x-ok", b"a\r\nb", false));
+            let names: Vec<_> = head.headers.keys().map(http::HeaderName::as_str).collect();
+            assert_eq!(names, ["authorization", "x-trace"]);
+            assert_eq!(head.headers["authorization"], "Basic Yzpk");
+            let traces: Vec<_> = head.headers.get_all("x-trace").iter().collect();
+            assert_eq!(traces, ["1", "2"]);
+        }
     }
 
     #[test]
