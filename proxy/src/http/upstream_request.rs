@@ -3,6 +3,8 @@
 //! session, nor an assertion the client forged; a fresh identity assertion for gateway
 //! services and applets; then the upstream-request plugins.
 
+use std::sync::Arc;
+
 use super::client::Client;
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType, OrErr, Result};
@@ -12,6 +14,7 @@ use super::context::{RequestCtx, Target, plugin_failed};
 use super::headers::{self, Outgoing};
 use crate::access::Claims;
 use crate::plugin::Exchange;
+use crate::upstream::{Provider, Upstream};
 use crate::wire::fields;
 use crate::wire::headers::{ASSERTION, ASSERTION_NAME, CSRF_TOKEN, REQUEST_ID_NAME, XSP_PIN};
 
@@ -38,18 +41,8 @@ impl ProxyApp {
         upstream_request: &mut impl Outgoing,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(provider) = &ctx.provider else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "upstream request without a provider",
-            );
-        };
-        let Some(upstream) = ctx.upstream(provider) else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "upstream request without an upstream",
-            );
-        };
+        let provider = routed_provider(ctx)?;
+        let upstream = routed_upstream(ctx, provider)?;
         if let Target::Gateway { upstream_path, .. } | Target::Applet { upstream_path, .. } =
             &ctx.target
         {
@@ -124,18 +117,9 @@ impl ProxyApp {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let client_ip = session.client_ip();
-        let Some(provider) = ctx.provider.clone() else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "upstream request without a provider",
-            );
-        };
-        let Some(upstream) = ctx.upstream(&provider) else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "upstream request without an upstream",
-            );
-        };
+        // Held apart from `ctx`, whose session the plugins borrow.
+        let provider = Arc::clone(routed_provider(ctx)?);
+        let upstream = routed_upstream(ctx, &provider)?;
         for plugin in &self.plugins.chain(&provider).upstream_request {
             let mut exchange =
                 Exchange::request(upstream_request, &ctx.request_id, &provider.id, client_ip)
@@ -158,4 +142,24 @@ impl ProxyApp {
         }
         Ok(())
     }
+}
+
+/// The provider the request was routed to; none is an error of xsigate's own.
+fn routed_provider(ctx: &RequestCtx) -> Result<&Arc<Provider>> {
+    ctx.provider.as_ref().ok_or_else(|| {
+        Error::explain(
+            ErrorType::InternalError,
+            "upstream request without a provider",
+        )
+    })
+}
+
+/// The upstream of `provider` the request was routed to; none is an error of xsigate's own.
+fn routed_upstream<'p>(ctx: &RequestCtx, provider: &'p Provider) -> Result<&'p Upstream> {
+    ctx.upstream(provider).ok_or_else(|| {
+        Error::explain(
+            ErrorType::InternalError,
+            "upstream request without an upstream",
+        )
+    })
 }
